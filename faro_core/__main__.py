@@ -1,0 +1,5 @@
+import sys
+
+from faro_core.cli import main
+
+sys.exit(main())

