@@ -148,8 +148,10 @@ def normalize(df: pd.DataFrame, strata: list[str] | None = None, group_col: str 
         dup = df.loc[df["pair_id"].duplicated(), "pair_id"].iloc[0]
         raise DataError(f"{name}: duplicate pair_id {dup!r}; pair ids must be unique")
     for col in ("chosen_group", "rejected_group", "group"):
-        df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) or v == ""
-                              else str(v)).astype(object)
+        # build an object Series explicitly: pandas >= 3 would otherwise infer a string dtype and turn None
+        # into NaN; "no group" is None here (test it with pd.isna, which covers both)
+        df[col] = pd.Series([None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+                             or v == "" else str(v) for v in df[col]], index=df.index, dtype=object)
     try:
         df["gold"] = pd.to_numeric(df["gold"], errors="raise").astype(float)
     except (TypeError, ValueError) as exc:

@@ -1,0 +1,542 @@
+"""Loaders: every supported source becomes a :class:`~faro_core.data.schema.PreferenceData`.
+
+Formats (``format=``; auto-detected from the path when not given):
+
+- ``demo``: the embedded BBQ-format demo items (``data/demo_bbq/``); also ``source=None`` / ``"demo"``.
+- ``bbq``: a folder of BBQ category ``.jsonl`` files, or one category file (see :mod:`faro_core.data.bbq`).
+- ``crows``: CrowS-Pairs CSV. One pair per row: prompt = :data:`CROWS_PROMPT`, chosen = ``sent_less`` (the
+  less stereotypical sentence, preferred as the fair label), rejected = ``sent_more``; group = category =
+  ``bias_type``; ``stereo_antistereo`` kept; gold NaN (an audit set, not ground truth).
+- ``hh``: Anthropic HH-RLHF ``.jsonl``/``.jsonl.gz`` (``chosen``/``rejected`` full dialogues), a file or a
+  folder of them. The shared dialogue prefix up to the last ``Assistant:`` is the prompt, the rest of each
+  dialogue the response. No groups (used to measure quality retention).
+- ``trl``: TRL's preference format: ``prompt``/``chosen``/``rejected`` as strings, or conversational lists
+  of ``{"role", "content"}`` messages (also the implicit-prompt form with no ``prompt``), in JSONL/JSON/
+  CSV/Parquet.
+- ``csv`` / ``jsonl`` / ``parquet``: any table with a column mapping ``{our name: file column}``.
+- ``hub``: a Hugging Face hub id (``owner/name`` or ``owner/name:split``) through ``datasets.load_dataset``;
+  without network this fails fast with a :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from faro_core.data import bbq as bbq_mod
+from faro_core.data.schema import PreferenceData
+from faro_core.data.skew import apply_skew
+from faro_core.data.twins import add_text_twins
+from faro_core.errors import DataError
+from faro_core.paths import DEMO_DATA_DIR
+
+FORMATS = ("bbq", "crows", "hh", "trl", "csv", "jsonl", "parquet", "demo", "hub")
+CROWS_PROMPT = "Complete the sentence."
+EMPTY_RESPONSE = "[empty response]"
+HUB_TIMEOUT_S = 3.0
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?$")
+_TABLE_EXT = (".csv", ".tsv", ".jsonl", ".jsonl.gz", ".json", ".parquet", ".pq")
+
+
+# ---------------------------------------------------------------------------------------------- readers
+def _read_table(path: Path) -> pd.DataFrame:
+    """Read CSV / TSV / JSONL(.gz) / JSON / Parquet into a frame; errors name the file (and line)."""
+    name = path.name.lower()
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a file (or --format bbq / hh for a folder)")
+    try:
+        if name.endswith((".csv", ".tsv")):
+            try:
+                return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", encoding="utf-8",
+                                   encoding_errors="strict")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            except pd.errors.EmptyDataError:
+                raise DataError(f"{path}: the dataset is empty (no rows)") from None
+            except pd.errors.ParserError as exc:
+                raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
+        if name.endswith((".jsonl", ".jsonl.gz")):
+            recs = [rec for _, rec in bbq_mod.iter_jsonl(path)]
+            if not recs:
+                raise DataError(f"{path}: the dataset is empty (no rows)")
+            return pd.DataFrame(recs)
+        if name.endswith(".json"):
+            try:
+                obj = json.loads(path.read_bytes().decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+            if isinstance(obj, dict) and "data" in obj:
+                obj = obj["data"]
+            if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
+                raise DataError(f"{path}: a .json file must hold a list of objects (rows)")
+            if not obj:
+                raise DataError(f"{path}: the dataset is empty (no rows)")
+            return pd.DataFrame(obj)
+        if name.endswith((".parquet", ".pq")):
+            try:
+                return pd.read_parquet(path)
+            except Exception as exc:  # pyarrow raises several types for a bad file
+                raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    raise DataError(f"{path}: unsupported file type; expected one of {list(_TABLE_EXT)} or a BBQ folder")
+
+
+def _first_record(path: Path) -> dict[str, Any] | None:
+    for _, rec in bbq_mod.iter_jsonl(path):
+        return rec
+    return None
+
+
+def _is_messages(v: Any) -> bool:
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    return isinstance(v, list) and all(isinstance(m, dict) and "content" in m for m in v)
+
+
+# ---------------------------------------------------------------------------------------------- detection
+def detect_format(source: str | Path) -> str:
+    """Guess the format of a path (or hub id) from its name and first rows/columns."""
+    if source is None or str(source) == "demo":
+        return "demo"
+    p = Path(source)
+    if not p.exists():
+        if _HUB_ID.match(str(source)) and not str(source).lower().endswith(_TABLE_EXT) and "/" in str(source):
+            return "hub"
+        raise DataError(f"{source}: file not found (and not a hub id of the form owner/name)")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.name.endswith((".jsonl", ".jsonl.gz")))
+        if not files:
+            raise DataError(f"{p}: no .jsonl / .jsonl.gz files in this folder; cannot tell its format")
+        rec = _first_record(files[0])
+        if rec is not None and bbq_mod.looks_like_bbq(rec):
+            return "bbq"
+        if rec is not None and set(rec) >= {"chosen", "rejected"} and "prompt" not in rec:
+            return "hh"
+        raise DataError(f"{p}: a folder must hold BBQ or HH-RLHF .jsonl files; {files[0].name} is neither")
+    name = p.name.lower()
+    if name.endswith((".csv", ".tsv")):
+        try:
+            cols = list(pd.read_csv(p, nrows=0, sep="\t" if name.endswith(".tsv") else ",").columns)
+        except UnicodeDecodeError:
+            raise DataError(f"{p}: not valid UTF-8") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{p}: the dataset is empty (no rows)") from None
+        if {"sent_more", "sent_less"} <= set(cols):
+            return "crows"
+        return "trl" if {"prompt", "chosen", "rejected"} <= set(cols) else "csv"
+    if name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        if name.endswith(".json"):
+            df = _read_table(p)
+            rec = df.iloc[0].to_dict()
+        else:
+            rec = _first_record(p)
+            if rec is None:
+                raise DataError(f"{p}: the dataset is empty (no rows)")
+        if bbq_mod.looks_like_bbq(rec):
+            return "bbq"
+        if {"chosen", "rejected"} <= set(rec):
+            if "prompt" in rec or _is_messages(rec["chosen"]):
+                return "trl"
+            if isinstance(rec["chosen"], str) and "Assistant:" in rec["chosen"]:
+                return "hh"
+            return "trl"
+        if {"sent_more", "sent_less"} <= set(rec):
+            return "crows"
+        return "jsonl"
+    if name.endswith((".parquet", ".pq")):
+        cols = set(_read_table(p).columns)
+        return "trl" if {"chosen", "rejected"} <= cols else "parquet"
+    raise DataError(f"{p}: cannot tell the format from the file name; pass format= one of {list(FORMATS)}")
+
+
+# ---------------------------------------------------------------------------------------------- formats
+def load_bbq(path: str | Path, twins: bool = True, name: str = "bbq") -> PreferenceData:
+    """BBQ items (file or folder) as pairs; strata ``question_polarity, context_condition``."""
+    items = bbq_mod.load_bbq_items(path)
+    df = bbq_mod.items_to_pairs(items, source=name, twins=twins)
+    cov = bbq_mod.target_coverage(items)
+    return PreferenceData(df, name=name, strata=list(bbq_mod.BBQ_STRATA),
+                          meta={"source": str(path), "format": "bbq", "items": len(items),
+                                "target_coverage": cov})
+
+
+def load_demo(twins: bool = True) -> PreferenceData:
+    """The embedded demo data (``data/demo_bbq/``, BBQ format, written for Faro)."""
+    if not DEMO_DATA_DIR.is_dir():
+        raise DataError(f"{DEMO_DATA_DIR}: the demo data folder is missing (run python data/make_demo.py)")
+    data = load_bbq(DEMO_DATA_DIR, twins=twins, name="demo")
+    data.meta["format"] = "demo"
+    return data
+
+
+def load_crows(path: str | Path) -> PreferenceData:
+    """CrowS-Pairs CSV: chosen = ``sent_less``, rejected = ``sent_more`` (see module docstring)."""
+    p = Path(path)
+    raw = _read_table(p)
+    need = ["sent_more", "sent_less", "bias_type"]
+    missing = [c for c in need if c not in raw.columns]
+    if missing:
+        raise DataError(f"{p}: not a CrowS-Pairs file: missing column(s) {missing}")
+    ids = raw[raw.columns[0]] if str(raw.columns[0]).startswith("Unnamed") else pd.Series(range(len(raw)))
+    ids = ids.astype(str).to_numpy()
+    df = pd.DataFrame({
+        "item_id": [f"crows-{i}" for i in ids],
+        "pair_id": [f"crows-{i}" for i in ids],
+        "prompt": CROWS_PROMPT,
+        "chosen": raw["sent_less"].to_numpy(),
+        "rejected": raw["sent_more"].to_numpy(),
+        "group": raw["bias_type"].to_numpy(),
+        "category": raw["bias_type"].to_numpy(),
+        "gold": np.nan,
+        "source": [f"crows:{p.name}:{k + 2}" for k in range(len(raw))],  # CSV line (header = line 1)
+    })
+    if "stereo_antistereo" in raw.columns:
+        df["stereo_antistereo"] = raw["stereo_antistereo"].to_numpy()
+    _check_dup(df, "pair_id", p, "row id")
+    return PreferenceData(df, name="crows", meta={"source": str(p), "format": "crows"})
+
+
+def _split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Shared prefix up to (and including) the last ``Assistant:`` → prompt; the rest → responses."""
+    n = 0
+    lim = min(len(chosen), len(rejected))
+    while n < lim and chosen[n] == rejected[n]:
+        n += 1
+    k = chosen.rfind("Assistant:", 0, n)
+    if k < 0:
+        k = chosen.rfind("Assistant:")
+    if k < 0:
+        return "", chosen.strip(), rejected.strip()
+    k += len("Assistant:")
+    return chosen[:k].strip(), chosen[k:].strip(), rejected[k:].strip()
+
+
+def _hh_files(p: Path) -> list[Path]:
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.name.endswith((".jsonl", ".jsonl.gz")))
+        if not files:
+            raise DataError(f"{p}: no HH-RLHF .jsonl / .jsonl.gz files in this folder")
+        return files
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    return [p]
+
+
+def load_hh(path: str | Path) -> PreferenceData:
+    """HH-RLHF dialogues: shared prefix = prompt, final assistant turns = chosen / rejected.
+
+    An empty final response (a few upstream rows) is kept as :data:`EMPTY_RESPONSE`.
+    """
+    p = Path(path)
+    rows = []
+    n_empty = 0
+    for f in _hh_files(p):
+        rel = f.relative_to(p) if p.is_dir() else Path(f.name)
+        tag = str(rel).replace(os.sep, "/")
+        for lineno, rec in bbq_mod.iter_jsonl(f):
+            for key in ("chosen", "rejected"):
+                if not isinstance(rec.get(key), str) or not rec[key].strip():
+                    raise DataError(f"{f}: line {lineno}: field {key!r} is missing or empty")
+            prompt, ch, rj = _split_dialogue(rec["chosen"], rec["rejected"])
+            if not prompt:
+                raise DataError(f"{f}: line {lineno}: no 'Assistant:' turn; not an HH-RLHF dialogue")
+            if not ch or not rj:
+                n_empty += 1
+            pid = f"hh:{tag}:{lineno}"
+            rows.append({"item_id": pid, "pair_id": pid, "prompt": prompt, "chosen": ch or EMPTY_RESPONSE,
+                         "rejected": rj or EMPTY_RESPONSE, "source": f"hh:{tag}", "category": tag.split("/")[0],
+                         "gold": np.nan})
+    if not rows:
+        raise DataError(f"{p}: the dataset is empty (no dialogues)")
+    meta = {"source": str(p), "format": "hh", "empty_responses": n_empty}
+    return PreferenceData(pd.DataFrame(rows), name="hh", meta=meta)
+
+
+def _render_messages(v: Any, what: str, where: str) -> str:
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, str):
+        return v
+    if _is_messages(v):
+        parts = []
+        for m in v:
+            role = str(m.get("role", "")).strip()
+            content = m.get("content")
+            if isinstance(content, list):  # multimodal content parts: keep the text parts
+                content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+            parts.append(f"{role.capitalize()}: {content}" if role else str(content))
+        return "\n\n".join(parts)
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    raise DataError(f"{where}: column {what!r} must be a string or a list of {{role, content}} messages, "
+                    f"got {type(v).__name__}")
+
+
+def _response_text(v: Any, what: str, where: str) -> str:
+    """A response: a string, or a list of messages (a single assistant message gives its content)."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if _is_messages(v) and len(v) == 1:
+        c = v[0].get("content")
+        return c if isinstance(c, str) else _render_messages(v, what, where)
+    return _render_messages(v, what, where)
+
+
+def _trl_frame(raw: pd.DataFrame, where: str) -> pd.DataFrame:
+    missing = [c for c in ("chosen", "rejected") if c not in raw.columns]
+    if missing:
+        raise DataError(f"{where}: not TRL preference data: missing column(s) {missing}; "
+                        f"present: {sorted(map(str, raw.columns))}")
+    rows = []
+    for i, r in enumerate(raw.to_dict("records")):
+        ch, rj = r["chosen"], r["rejected"]
+        if "prompt" in raw.columns:
+            prompt = _render_messages(r["prompt"], "prompt", f"{where}: row {i}")
+            chosen = _response_text(ch, "chosen", f"{where}: row {i}")
+            rejected = _response_text(rj, "rejected", f"{where}: row {i}")
+        elif _is_messages(ch) and _is_messages(rj):  # implicit prompt: shared leading messages
+            ch, rj = list(ch), list(rj)
+            k = 0
+            while k < min(len(ch), len(rj)) - 1 and ch[k] == rj[k]:
+                k += 1
+            prompt = _render_messages(ch[:k], "prompt", f"{where}: row {i}")
+            chosen = _response_text(ch[k:], "chosen", f"{where}: row {i}")
+            rejected = _response_text(rj[k:], "rejected", f"{where}: row {i}")
+        else:
+            prompt, chosen, rejected = _split_dialogue(str(ch), str(rj))
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    df = pd.DataFrame(rows, index=raw.index)
+    for c in raw.columns:
+        if c not in ("prompt", "chosen", "rejected"):
+            df[c] = raw[c]
+    return df
+
+
+def _finish_table(df: pd.DataFrame, where: str, fmt: str, source: str) -> PreferenceData:
+    n = len(df)
+    if n == 0:
+        raise DataError(f"{where}: the dataset is empty (no rows)")
+    if "pair_id" not in df.columns:
+        df["pair_id"] = [f"{fmt}-{i}" for i in range(n)]
+    else:
+        _check_dup(df, "pair_id", where, "pair_id")
+    if "item_id" not in df.columns:
+        df["item_id"] = df["pair_id"].astype(str)
+    df["source"] = f"{fmt}:{source}"
+    if "category" not in df.columns:
+        df["category"] = fmt
+    # text sanity with the file's row number (normalize() would report the frame row)
+    for c in ("prompt", "chosen", "rejected"):
+        bad = df[c].isna() | ~df[c].map(lambda v: isinstance(v, str) and v.strip() != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{where}: column {c!r} has NaN or empty text at row {row} "
+                            f"({int(bad.sum())} such rows)")
+    return PreferenceData(df.reset_index(drop=True), name=fmt, meta={"source": source, "format": fmt})
+
+
+def _check_dup(df: pd.DataFrame, col: str, where: Any, what: str) -> None:
+    dup = df[col].astype(str).duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(f"{where}: duplicate {what} {df[col].iloc[row]!r} at row {row} (column {col!r}); "
+                        f"ids must be unique")
+
+
+def load_trl(path: str | Path) -> PreferenceData:
+    """TRL preference format (standard or conversational) from JSONL/JSON/CSV/Parquet."""
+    p = Path(path)
+    raw = _read_table(p)
+    return _finish_table(_trl_frame(raw, str(p)), str(p), "trl", str(p))
+
+
+def apply_column_map(raw: pd.DataFrame, columns: dict[str, str] | None, where: str) -> pd.DataFrame:
+    """Rename file columns to ours: ``columns`` maps our name → the file's column name."""
+    if not columns:
+        return raw
+    if not isinstance(columns, dict):
+        raise DataError(f"{where}: columns must be a mapping {{our name: file column}}, got {columns!r}")
+    absent = {ours: theirs for ours, theirs in columns.items() if theirs not in raw.columns}
+    if absent:
+        ours, theirs = next(iter(absent.items()))
+        raise DataError(f"{where}: mapped column {theirs!r} (for {ours!r}) is absent; "
+                        f"file columns: {sorted(map(str, raw.columns))}")
+    df = raw.copy()
+    for ours, theirs in columns.items():
+        df[ours] = raw[theirs]
+    return df
+
+
+def load_table(path: str | Path, fmt: str, columns: dict[str, str] | None = None) -> PreferenceData:
+    """Generic CSV / JSONL / Parquet preference pairs, with an optional column mapping."""
+    p = Path(path)
+    raw = _read_table(p)
+    df = apply_column_map(raw, columns, str(p))
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in df.columns]
+    if missing:
+        raise DataError(f"{p}: missing column(s) {missing}; map them with columns={{ours: file column}} "
+                        f"(file columns: {sorted(map(str, raw.columns))})")
+    if any(df[c].map(_is_messages).any() for c in ("prompt", "chosen", "rejected")):
+        df = _trl_frame(df, str(p))
+    return _finish_table(df, str(p), fmt, str(p))
+
+
+def _hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether the hub host answers a TCP connect within ``timeout`` s (DNS included)."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = re.sub(r"^https?://", "", endpoint).split("/")[0]
+    port = 443
+    if ":" in host:
+        host, _, port_s = host.partition(":")
+        port = int(port_s) if port_s.isdigit() else 443
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def load_hub(hub_id: str, columns: dict[str, str] | None = None) -> PreferenceData:
+    """A Hugging Face hub dataset (``owner/name`` or ``owner/name:split``) via ``datasets.load_dataset``.
+
+    Offline (``HF_HUB_OFFLINE=1``) only the local cache is tried; otherwise the hub host is probed with a
+    short timeout first, so that no network gives a :class:`DataError` in seconds instead of a hang.
+    """
+    name, _, split = str(hub_id).partition(":")
+    if not _offline() and not _hub_reachable():
+        raise DataError(f"hub id {name!r}: the Hugging Face hub cannot be reached (no network?); "
+                        f"pass a local file or folder instead, or set HF_HUB_OFFLINE=1 to use the cache")
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a hard requirement
+        raise DataError("loading a hub id needs the 'datasets' package") from None
+    try:
+        ds = datasets.load_dataset(name, split=split or None)
+    except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"hub id {name!r}: cannot load ({type(exc).__name__}: {msg[:200]})") from None
+    if not split and hasattr(ds, "keys"):
+        keys = list(ds.keys())
+        pick = "test" if "test" in keys else "train" if "train" in keys else keys[0]
+        ds = ds[pick]
+        split = pick
+    raw = ds.to_pandas()
+    where = f"{name}:{split}"
+    raw = apply_column_map(raw, columns, where)
+    if len(raw) and bbq_mod.looks_like_bbq(raw.iloc[0].to_dict()):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "hub.jsonl"
+            raw.to_json(f, orient="records", lines=True, force_ascii=False)
+            data = load_bbq(f, name="bbq")
+        data.meta["source"] = where
+        return data
+    if {"sent_more", "sent_less", "bias_type"} <= set(raw.columns):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "hub.csv"
+            raw.to_csv(f, index=False)
+            data = load_crows(f)
+        data.meta["source"] = where
+        return data
+    if {"chosen", "rejected"} <= set(raw.columns):
+        return _finish_table(_trl_frame(raw, where), where, "hub", where)
+    raise DataError(f"hub id {name!r}: no prompt/chosen/rejected columns; map them with columns=... "
+                    f"(columns: {sorted(map(str, raw.columns))})")
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def load(source: str | Path | None = None, format: str | None = None, group: str | None = None,
+         strata: Sequence[str] | None = None, skew: float = 0.0, seed: int = 0,
+         columns: dict[str, str] | None = None, groups: Iterable[str] | None = None,
+         twins: bool | Sequence[Sequence[str]] = True) -> PreferenceData:
+    """Load preference data from any supported source.
+
+    Parameters
+    ----------
+    source : a path (file or folder), a hub id, or None / ``"demo"`` for the embedded demo data.
+    format : one of :data:`FORMATS`; auto-detected from the path when None.
+    group : column to use as the pair-level sensitive attribute (default: the loader's ``group``).
+    strata : conditioning columns (default: BBQ ``question_polarity, context_condition``; else none).
+    skew : fraction of eligible ambiguous BBQ items relabelled to the biased answer (see ``skew.py``).
+    seed : seed of the skew choice.
+    columns : column mapping ``{our name: file column}`` for generic tables (and hub data).
+    groups : keep only pairs whose ``group`` is one of these (unknown value → :class:`DataError`).
+    twins : counterfactual twins: True (BBQ: swap the answers' group words; other sources: the default
+        term list), False (none), or a list of ``(a, b)`` term pairs for free text.
+    """
+    if format is not None and format not in FORMATS:
+        raise DataError(f"unknown format {format!r}; expected one of {list(FORMATS)}")
+    if source is not None and str(source).strip() == "":
+        raise DataError("empty source; give a path, a hub id or 'demo'")
+    fmt = format or detect_format(source if source is not None else "demo")
+    if source is None or (str(source) == "demo" and fmt in ("demo", "bbq")):
+        fmt = "demo"
+    if fmt != "hub" and fmt != "demo" and not Path(source).exists():  # type: ignore[arg-type]
+        raise DataError(f"{source}: file not found")
+    bbq_like = fmt in ("demo", "bbq")
+    if fmt == "demo":
+        data = load_demo(twins=bool(twins))
+    elif fmt == "bbq":
+        data = load_bbq(source, twins=bool(twins))  # type: ignore[arg-type]
+    elif fmt == "crows":
+        data = load_crows(source)  # type: ignore[arg-type]
+    elif fmt == "hh":
+        data = load_hh(source)  # type: ignore[arg-type]
+    elif fmt == "trl":
+        data = load_trl(source)  # type: ignore[arg-type]
+    elif fmt in ("csv", "jsonl", "parquet"):
+        data = load_table(source, fmt, columns)  # type: ignore[arg-type]
+    else:
+        data = load_hub(str(source), columns)
+        bbq_like = "chosen_idx" in data.df.columns
+    if columns and fmt in ("demo", "bbq", "crows", "hh"):
+        raise DataError(f"columns= (a column mapping) applies to csv/jsonl/parquet/trl/hub data, not {fmt}")
+    if twins and not bbq_like:
+        pairs = None if twins is True else twins
+        data = PreferenceData(add_text_twins(data.df, pairs), name=data.name, strata=data.strata,
+                              group_col=data.group_col, meta=data.meta)
+    if skew:
+        if not bbq_like:
+            raise DataError(f"skew injection needs BBQ-style items (format bbq or demo), not {fmt}")
+        data = apply_skew(data, float(skew), int(seed))
+    else:
+        data.meta.update(skew=0.0, skew_seed=int(seed))
+    if group is not None and group != "group":
+        data = data.with_group(group)
+    if strata is not None:
+        data = PreferenceData(data.df, name=data.name, strata=list(strata), group_col="group",
+                              meta=data.meta)
+    if groups is not None:
+        data = data.filter_groups([str(g) for g in groups])
+    data.meta.setdefault("format", fmt)
+    return data
