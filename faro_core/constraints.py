@@ -1,0 +1,372 @@
+"""Fairness constraints on a reward model, in the manner of fairlearn's moments (DESIGN §4).
+
+Every constraint is a small object that turns a :class:`PairBatch` of rewards into *cell statistics*:
+for each cell ``c`` (a group within a stratum, and for EO also a label value) a numerator and a count for
+the group, and a numerator and a count for its anchor (the whole stratum). The cell's disparity is
+
+    d_c = num_c / cnt_c  -  num_ref_c / cnt_ref_c          (DP, EO: a rate minus the population's rate)
+    d_c = num_c / cnt_c                                    (CF: mean |r - r_twin| in standardized units)
+
+and the one-sided constraints are ``d_c <= eps`` and ``-d_c <= eps`` (CF: only the first). Statistics come
+in two flavours from the same code: *strict* (indicators, what is reported and drives the dual step) and
+*proxy* (sigmoids / smooth-L1, differentiable, what drives the primal step). Because they are sums and
+counts, they can be accumulated over batches (running estimates) and all-reduced across processes.
+
+Anchoring each group to its stratum's population gives 2K one-sided constraints per stratum, not the
+K(K-1)/2 pairwise ones. A cell with fewer than ``min_count`` members (or anchor members) in the data it is
+estimated on is not estimated: its value is 0 and it is reported as too small.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+KINDS = ("dp", "eo", "cf")
+
+
+@dataclass
+class GroupIndex:
+    """Integer codes for groups and strata, fixed per run (from the training data)."""
+
+    response_groups: list[str]  # groups that responses name (DP)
+    pair_groups: list[str]  # pair-level sensitive attribute values (EO, CF)
+    strata: list[str] = field(default_factory=lambda: ["all"])  # conditioning cells (DP, EO)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata}
+
+
+@dataclass
+class PairBatch:
+    """Rewards and attributes of B preference pairs. All tensors have shape [B].
+
+    ``chosen_group``/``rejected_group``/``group`` are codes into :class:`GroupIndex` (-1: names no group).
+    ``label`` is 1.0 when the chosen response is truly better (gold, or the observed label if no gold),
+    0.0 when the rejected one is, NaN when unknown (such pairs are left out of EO).
+    ``order`` is a fixed random bit per pair: EO looks at the pair as (y1, y2) = (chosen, rejected) if 0,
+    else (rejected, chosen). ``cf_r_*`` are rewards of the counterfactual twins (NaN: no twin).
+    """
+
+    r_chosen: Tensor
+    r_rejected: Tensor
+    chosen_group: Tensor
+    rejected_group: Tensor
+    group: Tensor
+    stratum: Tensor
+    label: Tensor
+    order: Tensor
+    cf_r_chosen: Tensor
+    cf_r_rejected: Tensor
+
+    def __len__(self) -> int:
+        return int(self.r_chosen.shape[0])
+
+
+@dataclass
+class CellStats:
+    """Sums and counts per cell, shape [C] each. Add two to pool batches or processes."""
+
+    num: Tensor
+    cnt: Tensor
+    num_ref: Tensor
+    cnt_ref: Tensor
+
+    def __add__(self, other: CellStats) -> CellStats:
+        return CellStats(self.num + other.num, self.cnt + other.cnt, self.num_ref + other.num_ref,
+                         self.cnt_ref + other.cnt_ref)
+
+    def scaled(self, factor: float) -> CellStats:
+        return CellStats(self.num * factor, self.cnt * factor, self.num_ref * factor, self.cnt_ref * factor)
+
+    def detach(self) -> CellStats:
+        return CellStats(self.num.detach(), self.cnt.detach(), self.num_ref.detach(), self.cnt_ref.detach())
+
+    def stacked(self) -> Tensor:
+        return torch.stack([self.num, self.cnt, self.num_ref, self.cnt_ref])
+
+    @staticmethod
+    def from_stacked(t: Tensor) -> CellStats:
+        return CellStats(t[0], t[1], t[2], t[3])
+
+
+def _scatter(values: Tensor, index: Tensor, size: int) -> Tensor:
+    out = torch.zeros(size, dtype=values.dtype, device=values.device)
+    return out.index_add(0, index, values)
+
+
+def _standardize(r: Tensor) -> Tensor:
+    """Rewards in standard units of the batch (scale not detached: shrinking rewards cannot fake fairness)."""
+    if r.numel() < 2:
+        return r - r.mean()
+    return (r - r.mean()) / (r.std(unbiased=False) + 1e-6)
+
+
+class Constraint:
+    """Base class. Subclasses define :meth:`cell_names` and :meth:`cell_stats`."""
+
+    kind: str = ""
+    two_sided: bool = True
+
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.25) -> None:
+        if not (epsilon >= 0):
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+        self.min_count = int(min_count)
+        self.temperature = float(temperature)
+        self.index: GroupIndex | None = None
+
+    def bind(self, index: GroupIndex) -> Constraint:
+        self.index = index
+        return self
+
+    # -- to override -----------------------------------------------------------------------------
+    def cell_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+    @property
+    def n_cells(self) -> int:
+        return len(self.cell_names())
+
+    def names(self) -> list[str]:
+        """Names of the one-sided constraints, in the order of :meth:`values`."""
+        cells = self.cell_names()
+        if not self.two_sided:
+            return [f"{self.kind}[{c}]" for c in cells]
+        return [f"{self.kind}[{c}]+" for c in cells] + [f"{self.kind}[{c}]-" for c in cells]
+
+    def disparities(self, stats: CellStats) -> tuple[Tensor, Tensor]:
+        """(d [C], estimable [C] bool): each cell's disparity, 0 where the cell is too small."""
+        ok = (stats.cnt >= self.min_count) & ((stats.cnt_ref >= self.min_count) | (not self.two_sided))
+        rate = stats.num / stats.cnt.clamp_min(1e-12)
+        ref = stats.num_ref / stats.cnt_ref.clamp_min(1e-12) if self.two_sided else torch.zeros_like(rate)
+        d = torch.where(ok, rate - ref, torch.zeros_like(rate))
+        return d, ok
+
+    def values(self, stats: CellStats) -> Tensor:
+        """One-sided constraint values g [m] (constraint: g <= epsilon)."""
+        d, _ = self.disparities(stats)
+        return torch.cat([d, -d]) if self.two_sided else d
+
+    def strict(self, batch: PairBatch) -> Tensor:
+        """Strict one-sided violations g [m] on ``batch`` (indicators; no gradient)."""
+        with torch.no_grad():
+            return self.values(self.cell_stats(batch, smooth=False))
+
+    def proxy(self, batch: PairBatch) -> Tensor:
+        """Smooth one-sided violations g~ [m] on ``batch`` (differentiable)."""
+        return self.values(self.cell_stats(batch, smooth=True))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(epsilon={self.epsilon})"
+
+
+class DemographicParity(Constraint):
+    """DP of rewards: P(r > tau | A=a, S=s) vs P(r > tau | S=s), tau = median standardized reward.
+
+    Looks at responses (``chosen_group``/``rejected_group``); responses naming no group are left out.
+    Proxy: sigmoid((z - tau) / T) in place of the indicator.
+    """
+
+    kind = "dp"
+
+    def cell_names(self) -> list[str]:
+        assert self.index is not None, "bind() the constraint to a GroupIndex first"
+        return [f"{g}|{s}" for g in self.index.response_groups for s in self.index.strata]
+
+    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
+        assert self.index is not None
+        n_s = len(self.index.strata)
+        size = len(self.index.response_groups) * n_s
+        r = torch.cat([batch.r_chosen, batch.r_rejected])
+        g = torch.cat([batch.chosen_group, batch.rejected_group])
+        s = torch.cat([batch.stratum, batch.stratum])
+        m = g >= 0
+        r, g, s = r[m], g[m], s[m]
+        if r.numel() == 0:
+            z = torch.zeros(size, dtype=batch.r_chosen.dtype, device=batch.r_chosen.device)
+            return CellStats(z, z, z, z)
+        z = _standardize(r)
+        tau = z.detach().median()
+        sel = torch.sigmoid((z - tau) / self.temperature) if smooth else (z > tau).to(z.dtype)
+        cell = g * n_s + s
+        ones = torch.ones_like(sel)
+        num_s, cnt_s = _scatter(sel, s, n_s), _scatter(ones, s, n_s)
+        strat_of_cell = torch.arange(size, device=sel.device) % n_s
+        return CellStats(_scatter(sel, cell, size), _scatter(ones, cell, size).detach(),
+                         num_s[strat_of_cell], cnt_s[strat_of_cell].detach())
+
+
+class EqualizedOdds(Constraint):
+    """EO of preference prediction: P(yhat=1 | Y=y, A=a, S=s) vs P(yhat=1 | Y=y, S=s), y in {0, 1}.
+
+    yhat = 1[r(y1) > r(y2)] on the pair in its fixed random order; Y = 1 if y1 is truly better.
+    Proxy: sigmoid((r1 - r2) / T).
+    """
+
+    kind = "eo"
+
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 1.0) -> None:
+        super().__init__(epsilon, min_count, temperature)
+
+    def cell_names(self) -> list[str]:
+        assert self.index is not None, "bind() the constraint to a GroupIndex first"
+        return [f"{g}|{s}|y={y}" for g in self.index.pair_groups for s in self.index.strata for y in (0, 1)]
+
+    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
+        assert self.index is not None
+        n_s = len(self.index.strata)
+        size = len(self.index.pair_groups) * n_s * 2
+        m = (batch.group >= 0) & ~torch.isnan(batch.label)
+        d = (batch.r_chosen - batch.r_rejected)[m]
+        flip = batch.order[m].bool()
+        score = torch.where(flip, -d, d)
+        y = torch.where(flip, 1.0 - batch.label[m], batch.label[m]).long()
+        a, s = batch.group[m], batch.stratum[m]
+        pred = torch.sigmoid(score / self.temperature) if smooth else (score > 0).to(score.dtype)
+        ones = torch.ones_like(pred)
+        cell = (a * n_s + s) * 2 + y
+        ref = s * 2 + y
+        num_ref, cnt_ref = _scatter(pred, ref, n_s * 2), _scatter(ones, ref, n_s * 2)
+        ref_of_cell = torch.arange(size, device=pred.device) % (n_s * 2)
+        return CellStats(_scatter(pred, cell, size), _scatter(ones, cell, size).detach(),
+                         num_ref[ref_of_cell], cnt_ref[ref_of_cell].detach())
+
+
+class CounterfactualFairness(Constraint):
+    """CF: E|z(x, y) - z(x', y')| <= eps per pair group, z = reward in standard units of the batch.
+
+    (x', y') is the counterfactual twin (group terms swapped). Both responses of a pair count.
+    Proxy: smooth-L1 (Huber, delta 0.1) in place of the absolute value. The last cell, ``all``, is the
+    population mean. One-sided (an absolute difference cannot be too small).
+    """
+
+    kind = "cf"
+    two_sided = False
+
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.1) -> None:
+        super().__init__(epsilon, min_count, temperature)
+
+    def cell_names(self) -> list[str]:
+        assert self.index is not None, "bind() the constraint to a GroupIndex first"
+        return [*self.index.pair_groups, "all"]
+
+    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
+        assert self.index is not None
+        k = len(self.index.pair_groups)
+        scale = torch.cat([batch.r_chosen, batch.r_rejected]).std(unbiased=False) + 1e-6
+        m = ~torch.isnan(batch.cf_r_chosen) & ~torch.isnan(batch.cf_r_rejected)
+        diff = torch.cat([(batch.r_chosen - batch.cf_r_chosen)[m], (batch.r_rejected - batch.cf_r_rejected)[m]])
+        diff = diff / scale
+        if smooth:
+            delta = self.temperature
+            ad = diff.abs()
+            dev = torch.where(ad < delta, 0.5 * diff**2 / delta, ad - 0.5 * delta)
+        else:
+            dev = diff.abs()
+        a = torch.cat([batch.group[m], batch.group[m]])
+        cell = torch.where(a >= 0, a, torch.full_like(a, k))
+        ones = torch.ones_like(dev)
+        num = _scatter(dev, cell, k + 1)
+        cnt = _scatter(ones, cell, k + 1)
+        num = torch.cat([num[:k], dev.sum().reshape(1)])
+        cnt = torch.cat([cnt[:k], torch.tensor([float(dev.numel())], dtype=dev.dtype, device=dev.device)])
+        zero = torch.zeros_like(num)
+        return CellStats(num, cnt.detach(), zero, zero)
+
+
+CONSTRAINT_TYPES: dict[str, type[Constraint]] = {
+    "dp": DemographicParity,
+    "eo": EqualizedOdds,
+    "cf": CounterfactualFairness,
+}
+
+
+class ConstraintSet:
+    """Several constraints composed (e.g. DP and CF): one vector of one-sided constraints.
+
+    ``epsilon = inf`` drops a constraint (it can never bind), which is what makes ``--epsilon inf``
+    *exactly* plain Bradley-Terry.
+    """
+
+    def __init__(self, constraints: list[Constraint]) -> None:
+        self.constraints = [c for c in constraints if math.isfinite(c.epsilon)]
+
+    @classmethod
+    def parse(cls, spec: str | list[str] | None, epsilon: float | dict[str, float], index: GroupIndex,
+              min_count: int = 10, temperature: dict[str, float] | None = None) -> ConstraintSet:
+        """Build from ``"dp,cf"`` (or a list); ``none``/empty gives no constraint."""
+        kinds = spec.split(",") if isinstance(spec, str) else list(spec or [])
+        kinds = [k.strip().lower() for k in kinds if k and k.strip().lower() not in ("none", "")]
+        out = []
+        for k in kinds:
+            if k not in CONSTRAINT_TYPES:
+                from faro_core.errors import FaroError
+
+                raise FaroError(f"unknown constraint {k!r}; choose from none, {', '.join(CONSTRAINT_TYPES)}")
+            eps = epsilon[k] if isinstance(epsilon, dict) else epsilon
+            kw = {"epsilon": eps, "min_count": min_count}
+            if temperature and k in temperature:
+                kw["temperature"] = temperature[k]
+            out.append(CONSTRAINT_TYPES[k](**kw).bind(index))
+        return cls(out)
+
+    def __len__(self) -> int:
+        return sum(len(c.names()) for c in self.constraints)
+
+    def __bool__(self) -> bool:
+        return bool(self.constraints)
+
+    def names(self) -> list[str]:
+        return [n for c in self.constraints for n in c.names()]
+
+    def kinds(self) -> list[str]:
+        """Kind of each one-sided constraint, aligned with :meth:`names`."""
+        return [c.kind for c in self.constraints for _ in c.names()]
+
+    def epsilons(self) -> Tensor:
+        return torch.tensor([c.epsilon for c in self.constraints for _ in c.names()], dtype=torch.float32)
+
+    def cell_stats(self, batch: PairBatch, smooth: bool) -> list[CellStats]:
+        return [c.cell_stats(batch, smooth) for c in self.constraints]
+
+    def values(self, stats: list[CellStats]) -> Tensor:
+        if not self.constraints:
+            return torch.zeros(0)
+        return torch.cat([c.values(s) for c, s in zip(self.constraints, stats)])
+
+    def strict(self, batch: PairBatch) -> Tensor:
+        with torch.no_grad():
+            return self.values(self.cell_stats(batch, smooth=False))
+
+    def proxy(self, batch: PairBatch) -> Tensor:
+        return self.values(self.cell_stats(batch, smooth=True))
+
+    def max_by_kind(self, values: Tensor) -> dict[str, float]:
+        """Largest one-sided value per constraint kind: the ``violation`` reported for a run."""
+        out: dict[str, float] = {}
+        for kind, v in zip(self.kinds(), values.tolist()):
+            out[kind] = max(out.get(kind, 0.0), float(v))
+        return out
+
+
+def all_constraints(index: GroupIndex, min_count: int = 10) -> ConstraintSet:
+    """DP, EO and CF with epsilon 0: used to *measure* every violation, whatever was trained."""
+    return ConstraintSet([cls(epsilon=0.0, min_count=min_count).bind(index) for cls in CONSTRAINT_TYPES.values()])
+
+
+def cf_flip_rate(batch: PairBatch) -> float:
+    """Share of twin pairs whose ranking (chosen vs rejected) flips under the group swap."""
+    m = ~torch.isnan(batch.cf_r_chosen) & ~torch.isnan(batch.cf_r_rejected)
+    if not bool(m.any()):
+        return float("nan")
+    a = (batch.r_chosen - batch.r_rejected)[m] > 0
+    b = (batch.cf_r_chosen - batch.cf_r_rejected)[m] > 0
+    return float((a != b).float().mean())

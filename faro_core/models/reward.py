@@ -1,0 +1,135 @@
+"""Reward models r(x, y) in R, and scoring stored runs (DESIGN §3).
+
+*head* mode: an MLP (or linear) head on cached frozen-backbone features (:class:`HeadRewardModel`).
+*full* mode: the backbone fine-tuned with a scalar head, i.e. a Hugging Face
+``AutoModelForSequenceClassification`` with ``num_labels=1``, so the exported directory loads with plain
+transformers (and TRL) and scores exactly as Faro does. Input is the sentence pair (prompt, response).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from faro_core.errors import RunError
+
+
+class HeadRewardModel(nn.Module):
+    """Scalar reward head on features. x [B, d] -> r [B].
+
+    ``hidden = 0`` gives a linear head (then BT is logistic regression on feature differences).
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.in_dim, self.hidden = int(in_dim), int(hidden)
+        if hidden > 0:
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        else:
+            self.net = nn.Sequential(nn.Linear(in_dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+def load_sequence_classifier(backbone: str, device: str | None = None):
+    """(tokenizer, AutoModelForSequenceClassification with num_labels=1) for a backbone id or path."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from faro_core.errors import FaroError
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    try:
+        tok = AutoTokenizer.from_pretrained(backbone)
+        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
+    except OSError as exc:
+        raise FaroError(f"cannot load backbone {backbone!r}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.sep_token
+    model.config.pad_token_id = tok.pad_token_id
+    if device:
+        model.to(device)
+    return tok, model
+
+
+def score_full(model: nn.Module, tok: Any, prompts: Sequence[str], responses: Sequence[str], max_length: int,
+               batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """Rewards [n] of a sequence-classification reward model on (prompt, response) pairs."""
+    out = np.zeros(len(prompts), dtype=np.float32)
+    order = np.argsort([len(p) + len(r) for p, r in zip(prompts, responses)])
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
+                      truncation="longest_first", max_length=max_length, return_tensors="pt").to(device)
+            out[idx] = model(**enc).logits.squeeze(-1).float().cpu().numpy()
+    return out
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a trained run's reward model.
+
+    ``shifts`` (post-processing baseline) maps ``"group|stratum"`` to an additive shift applied to responses
+    that name that group, when ``response_groups`` (and ``strata``) are passed to :meth:`score`.
+    """
+
+    def __init__(self, mode: str, max_length: int, head: HeadRewardModel | None = None,
+                 cache: Any = None, model: nn.Module | None = None, tok: Any = None,
+                 shifts: dict[str, float] | None = None, device: str = "cpu") -> None:
+        self.mode, self.max_length = mode, max_length
+        self.head, self.cache, self.model, self.tok = head, cache, model, tok
+        self.shifts = shifts or {}
+        self.device = device
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str],
+              response_groups: Sequence[str | None] | None = None,
+              strata: Sequence[str] | None = None) -> np.ndarray:
+        """Raw rewards, float32 [n]."""
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise ValueError("prompts and responses must have the same length")
+        if not prompts:
+            return np.zeros(0, dtype=np.float32)
+        if self.mode == "head":
+            feats = torch.from_numpy(self.cache.encode(prompts, responses))
+            with torch.no_grad():
+                r = self.head(feats).numpy().astype(np.float32)
+        else:
+            r = score_full(self.model, self.tok, prompts, responses, self.max_length, device=self.device)
+        if self.shifts and response_groups is not None:
+            st = list(strata) if strata is not None else ["all"] * len(r)
+            r = r + np.array([self.shifts.get(f"{g}|{s}", 0.0) if g is not None else 0.0
+                              for g, s in zip(response_groups, st)], dtype=np.float32)
+        return r
+
+
+def load_scorer(run: Any, device: str | None = None) -> RewardScorer:
+    """A :class:`RewardScorer` for a finished run (a :class:`faro_core.runs.Run`)."""
+    from safetensors.torch import load_file
+
+    from faro_core.models.features import FeatureCache
+
+    meta = run.read("model.json")
+    if meta is None or not run.file("model.safetensors").exists() and meta.get("mode") == "head":
+        raise RunError(f"run {run.run_id!r} has no trained model (status: {run.status})")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if meta["mode"] == "head":
+        head = HeadRewardModel(meta["in_dim"], meta["hidden"])
+        head.load_state_dict(load_file(str(run.file("model.safetensors"))))
+        head.eval()
+        cache = FeatureCache(meta["backbone"], max_length=meta["max_length"], progress=False, device=device)
+        return RewardScorer("head", meta["max_length"], head=head, cache=cache, shifts=meta.get("shifts"))
+    export = run.file("hf_model")
+    if not export.exists():
+        raise RunError(f"run {run.run_id!r} has no exported model directory {export}")
+    tok, model = load_sequence_classifier(str(export), device)
+    return RewardScorer("full", meta["max_length"], model=model, tok=tok, shifts=meta.get("shifts"), device=device)

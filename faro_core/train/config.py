@@ -1,0 +1,115 @@
+"""Training configuration (TRL-style config object; stored whole in each run's ``config.json``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from faro_core.errors import FaroError
+
+METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
+MODES = ("head", "full")
+
+
+@dataclass
+class FaroConfig:
+    """Everything needed to (re)run one reward-model training.
+
+    Data: ``data`` (source; None = embedded demo), ``format``, ``group`` (pair-level sensitive column),
+    ``strata`` (None: the source's default), ``groups`` (keep only these group values), ``skew`` (rho),
+    ``data_seed`` (skew and split; kept fixed across training seeds so seeds are comparable).
+    Fairness: ``constraints`` (subset of dp/eo/cf), ``epsilon`` (slack, inf = unconstrained),
+    ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
+    Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``.
+    Model: ``mode`` head|full, ``backbone`` (None = embedded MiniLM), ``head_hidden`` (0 = linear head).
+    Optimisation: ``epochs``, ``batch_size``, ``lr``, ``dual_lr`` (eta_lambda), ``ema`` (running-estimate
+    momentum for the dual step), ``eval_every`` (steps; 0 = each epoch), ``ckpt_every`` (steps),
+    ``select`` ("best": best validation accuracy among feasible iterates, else least violating; "last").
+    """
+
+    name: str | None = None
+    data: str | None = None
+    format: str | None = None
+    group: str | None = None
+    strata: list[str] | None = None
+    groups: list[str] | None = None
+    skew: float = 0.0
+    data_seed: int = 0
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    constraints: list[str] = field(default_factory=list)
+    epsilon: float = 0.05
+    min_count: int = 20
+    temperature: dict[str, float] | None = None
+    method: str = "faro"
+    fixed_lambda: float = 1.0
+    mode: str = "head"
+    backbone: str | None = None
+    head_hidden: int = 256
+    max_length: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 0.0
+    dual_lr: float = 2.0
+    ema: float = 0.9
+    eval_every: int = 0
+    ckpt_every: int = 50
+    select: str = "best"
+    seed: int = 0
+    sweep: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.constraints, str):
+            self.constraints = [c for c in self.constraints.split(",") if c and c != "none"]
+        self.constraints = [c.strip().lower() for c in self.constraints if c.strip().lower() != "none"]
+        if self.method not in METHODS:
+            raise FaroError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.mode not in MODES:
+            raise FaroError(f"unknown mode {self.mode!r}; choose head or full")
+        if self.epsilon is None:  # JSON stores inf as null
+            self.epsilon = math.inf
+        if isinstance(self.epsilon, str):
+            self.epsilon = float(self.epsilon)
+        if not (self.epsilon >= 0):
+            raise FaroError(f"--epsilon must be >= 0 (or inf), got {self.epsilon}")
+        if not 0 <= self.skew <= 1:
+            raise FaroError(f"--skew must be in [0, 1], got {self.skew}")
+        if self.select not in ("best", "last"):
+            raise FaroError("select must be 'best' or 'last'")
+
+    # Mode-dependent defaults, resolved at train time so the stored config shows what ran.
+    def resolved(self) -> FaroConfig:
+        head = self.mode == "head"
+        defaults = {
+            "epochs": 40 if head else 1,
+            "batch_size": 1024 if head else 32,
+            "lr": 3e-3 if head else 3e-5,
+            "max_length": 256 if head else 128,
+        }
+        out = FaroConfig(**self.to_dict())
+        for k, v in defaults.items():
+            if getattr(out, k) is None:
+                setattr(out, k, v)
+        if out.name is None:
+            tag = "bt" if out.method == "faro" and not out.active_constraints else out.method
+            if out.method == "faro" and out.active_constraints:
+                tag = "faro-" + "+".join(out.constraints)
+            out.name = f"{tag}-eps{out.epsilon:g}" if out.constraints and tag != "bt" else tag
+        return out
+
+    @property
+    def active_constraints(self) -> list[str]:
+        """Constraints that can bind: none when epsilon is infinite or the method ignores them."""
+        if self.method in ("bt", "reweight", "posthoc") or not math.isfinite(self.epsilon):
+            return []
+        return list(self.constraints)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FaroConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

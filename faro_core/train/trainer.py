@@ -1,0 +1,563 @@
+"""The Faro trainer: Bradley-Terry reward model under DP / EO / CF constraints (DESIGN §3-§5).
+
+``train(config, store)`` loads and splits the data, builds the reward model (head or full mode), runs
+ProxyGDA (or a baseline variant on the same code path), selects the iterate on the validation split,
+scores every pair of every split and writes the run (see :mod:`faro_core.runs`). It checkpoints every
+``ckpt_every`` steps; ``resume=True`` continues from the last checkpoint to the same result as an
+uninterrupted run (data order depends only on (seed, epoch), and all state is checkpointed).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from faro_core.constraints import ConstraintSet, GroupIndex, PairBatch, all_constraints, cf_flip_rate
+from faro_core.errors import FaroError
+from faro_core.io import read_json, write_json, write_parquet, write_safetensors
+from faro_core.runs import Heartbeat, Run, RunStore
+from faro_core.train.config import FaroConfig
+from faro_core.train.proxy_gda import ProxyGDA, bt_loss
+
+SPLITS = ("train", "val", "test")
+
+
+# ---------------------------------------------------------------------------------------------------
+# data -> tensors
+# ---------------------------------------------------------------------------------------------------
+def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupIndex]:
+    """(PreferenceData, frame with a ``split`` column, GroupIndex) for a config."""
+    from faro_core.data import load
+    from faro_core.data.splits import split_by_item
+
+    data = load(config.data, format=config.format, group=config.group, strata=config.strata,
+                skew=config.skew, seed=config.data_seed, groups=config.groups)
+    parts = split_by_item(data, config.val_frac, config.test_frac, seed=config.data_seed)
+    frames = [p.df.assign(split=name) for name, p in parts.items() if len(p.df)]
+    df = pd.concat(frames, ignore_index=True)
+    strata_cols = list(data.strata)
+    df["stratum"] = _stratum_labels(df, strata_cols)
+    resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
+    index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())),
+                       strata=sorted(df["stratum"].unique()))
+    return data, df, index
+
+
+def _stratum_labels(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    if not cols:
+        return pd.Series(["all"] * len(df), index=df.index)
+    return df[cols].astype(str).agg(",".join, axis=1)
+
+
+def order_bits(pair_ids: pd.Series) -> np.ndarray:
+    """A fixed random bit per pair (from its id): EO's random presentation order."""
+    return np.array([hashlib.sha1(p.encode()).digest()[0] & 1 for p in pair_ids], dtype=np.int64)
+
+
+@dataclass
+class PairTensors:
+    """Attributes of N pairs as tensors (all shape [N])."""
+
+    chosen_group: torch.Tensor
+    rejected_group: torch.Tensor
+    group: torch.Tensor
+    stratum: torch.Tensor
+    label: torch.Tensor
+    order: torch.Tensor
+    has_twin: torch.Tensor
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, index: GroupIndex) -> PairTensors:
+        def codes(col: pd.Series, vocab: list[str]) -> torch.Tensor:
+            pos = {v: i for i, v in enumerate(vocab)}
+            return torch.tensor([pos.get(v, -1) if v is not None else -1 for v in col], dtype=torch.long)
+
+        has_gold = df["gold"].notna().any()
+        label = df["gold"].to_numpy(dtype=float) if has_gold else np.ones(len(df))
+        twin = df["cf_chosen"].notna() & df["cf_rejected"].notna()
+        if "cf_prompt" in df:
+            twin &= df["cf_prompt"].notna()
+        return cls(
+            chosen_group=codes(df["chosen_group"], index.response_groups),
+            rejected_group=codes(df["rejected_group"], index.response_groups),
+            group=codes(df["group"], index.pair_groups),
+            stratum=codes(df["stratum"], index.strata).clamp_min(0),
+            label=torch.tensor(label, dtype=torch.float32),
+            order=torch.from_numpy(order_bits(df["pair_id"])),
+            has_twin=torch.tensor(twin.to_numpy(), dtype=torch.bool),
+        )
+
+    def batch(self, idx: torch.Tensor, rewards: tuple[torch.Tensor, ...]) -> PairBatch:
+        r_c, r_r, cf_c, cf_r = rewards
+        return PairBatch(r_c, r_r, self.chosen_group[idx], self.rejected_group[idx], self.group[idx],
+                         self.stratum[idx], self.label[idx], self.order[idx], cf_c, cf_r)
+
+
+# ---------------------------------------------------------------------------------------------------
+# backends: how rewards of a batch of pairs are computed
+# ---------------------------------------------------------------------------------------------------
+class HeadBackend:
+    """Frozen backbone, cached features, trainable head."""
+
+    def __init__(self, config: FaroConfig, df: pd.DataFrame, progress: bool) -> None:
+        from faro_core.models.features import FeatureCache
+        from faro_core.models.reward import HeadRewardModel
+
+        self.cache = FeatureCache(config.backbone, max_length=config.max_length, progress=progress)
+        twin = df["cf_chosen"].notna() & df["cf_rejected"].notna() & df["cf_prompt"].notna()
+        prompts = list(df["prompt"]) * 2 + list(df.loc[twin, "cf_prompt"]) * 2
+        responses = (list(df["chosen"]) + list(df["rejected"]) + list(df.loc[twin, "cf_chosen"])
+                     + list(df.loc[twin, "cf_rejected"]))
+        t0 = time.perf_counter()
+        feats = torch.from_numpy(self.cache.encode(prompts, responses))
+        self.feature_seconds = time.perf_counter() - t0
+        self.encoded = self.cache.last_encoded
+        n, k = len(df), int(twin.sum())
+        self.x_c, self.x_r = feats[:n], feats[n:2 * n]
+        d = feats.shape[1]
+        self.x_cfc = torch.zeros(n, d)
+        self.x_cfr = torch.zeros(n, d)
+        tw = torch.from_numpy(twin.to_numpy())
+        self.x_cfc[tw] = feats[2 * n:2 * n + k]
+        self.x_cfr[tw] = feats[2 * n + k:]
+        self.has_twin = tw
+        torch.manual_seed(config.seed)
+        self.model = HeadRewardModel(d, config.head_hidden)
+        self.meta = {"mode": "head", "backbone": self.cache.backbone, "in_dim": int(d),
+                     "hidden": config.head_hidden, "max_length": config.max_length}
+
+    def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
+        r_c, r_r = model(self.x_c[idx]), model(self.x_r[idx])
+        nan = torch.full_like(r_c, float("nan"))
+        if not with_twins:
+            return r_c, r_r, nan, nan
+        tw = self.has_twin[idx]
+        if not bool(tw.any()):
+            return r_c, r_r, nan, nan
+        sel = idx[tw]
+        cf_c = nan.clone().index_put((tw.nonzero().squeeze(1),), model(self.x_cfc[sel]))
+        cf_r = nan.clone().index_put((tw.nonzero().squeeze(1),), model(self.x_cfr[sel]))
+        return r_c, r_r, cf_c, cf_r
+
+    def export(self, run: Run, model: torch.nn.Module) -> None:
+        write_safetensors(run.file("model.safetensors"), model.state_dict())
+
+
+class FullBackend:
+    """Backbone fine-tuned (bf16 autocast on a GPU). Texts are tokenized once up front; batches are padded
+    dynamically to their own longest pair, which is where most of the speed over a naive loop comes from."""
+
+    def __init__(self, config: FaroConfig, df: pd.DataFrame, progress: bool, device: str) -> None:
+        from faro_core.models.features import resolve_backbone
+        from faro_core.models.reward import load_sequence_classifier
+
+        self.backbone = resolve_backbone(config.backbone)
+        torch.manual_seed(config.seed)
+        self.tok, self.model = load_sequence_classifier(self.backbone)
+        self.device = device
+        self.max_length = config.max_length
+        self.feature_seconds, self.encoded = 0.0, 0
+
+        def tokenize(prompts: list[str | None], responses: list[str | None]) -> list[list[int] | None]:
+            ok = [i for i, (p, r) in enumerate(zip(prompts, responses)) if p is not None and r is not None]
+            enc = self.tok([prompts[i] for i in ok], [responses[i] for i in ok], truncation="longest_first",
+                           max_length=self.max_length)
+            out: list[Any] = [None] * len(prompts)
+            for j, i in enumerate(ok):
+                out[i] = {k: enc[k][j] for k in enc}
+            return out
+
+        self.enc_c = tokenize(list(df["prompt"]), list(df["chosen"]))
+        self.enc_r = tokenize(list(df["prompt"]), list(df["rejected"]))
+        self.enc_cfc = tokenize(list(df["cf_prompt"]), list(df["cf_chosen"]))
+        self.enc_cfr = tokenize(list(df["cf_prompt"]), list(df["cf_rejected"]))
+        self.meta = {"mode": "full", "backbone": self.backbone, "max_length": self.max_length}
+
+    def _forward(self, model: torch.nn.Module, encs: list[dict[str, list[int]]]) -> torch.Tensor:
+        batch = self.tok.pad(encs, return_tensors="pt").to(self.device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+            return model(**batch).logits.squeeze(-1).float()
+
+    def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
+        ids = idx.tolist()
+        # chosen and rejected in one forward pass: half the kernel launches, one padding
+        both = self._forward(model, [self.enc_c[i] for i in ids] + [self.enc_r[i] for i in ids])
+        r_c, r_r = both[: len(ids)], both[len(ids):]
+        nan = torch.full_like(r_c, float("nan"))
+        tw = [j for j, i in enumerate(ids) if self.enc_cfc[i] is not None and self.enc_cfr[i] is not None]
+        if not with_twins or not tw:
+            return r_c, r_r, nan, nan
+        cf = self._forward(model, [self.enc_cfc[ids[j]] for j in tw] + [self.enc_cfr[ids[j]] for j in tw])
+        pos = torch.tensor(tw, device=r_c.device)
+        cf_c = nan.clone().index_put((pos,), cf[: len(tw)])
+        cf_r = nan.clone().index_put((pos,), cf[len(tw):])
+        return r_c, r_r, cf_c, cf_r
+
+    def export(self, run: Run, model: torch.nn.Module) -> None:
+        """A plain ``AutoModelForSequenceClassification`` directory (num_labels=1), safetensors."""
+        import shutil
+        import tempfile
+
+        target = run.file("hf_model")
+        tmp = tempfile.mkdtemp(prefix=".hf_model.", dir=run.path)
+        model.save_pretrained(tmp, safe_serialization=True)
+        self.tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------------------------------------------
+# distributed helpers (accelerate launch / torchrun)
+# ---------------------------------------------------------------------------------------------------
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _maybe_init_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    rank, world = _dist()
+    if world > 1:
+        t = t.clone()
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------------
+# evaluation of an iterate on a split
+# ---------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _split_rewards(backend: Any, model: torch.nn.Module, idx: torch.Tensor, chunk: int = 4096,
+                   with_twins: bool = True) -> tuple[torch.Tensor, ...]:
+    model.eval()
+    parts = [backend.rewards(model, idx[i:i + chunk], with_twins) for i in range(0, len(idx), chunk)]
+    model.train()
+    return tuple(torch.cat([p[k] for p in parts]).float().cpu() for k in range(4))
+
+
+def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: ConstraintSet,
+                  gold: torch.Tensor) -> dict[str, Any]:
+    """Accuracy (observed and gold), violations of every kind, feasibility of the trained constraints."""
+    d = batch.r_chosen - batch.r_rejected
+    out: dict[str, Any] = {"pairs": len(batch), "accuracy": float((d > 0).float().mean())}
+    g_mask = ~torch.isnan(gold)
+    if bool(g_mask.any()):
+        correct = torch.where(gold[g_mask] == 1, d[g_mask] > 0, d[g_mask] < 0)
+        out["gold_accuracy"] = float(correct.float().mean())
+    vals = measure.strict(batch)
+    viol = measure.max_by_kind(vals)
+    stats = measure.cell_stats(batch, smooth=False)
+    for c, s in zip(measure.constraints, stats):  # a kind with no estimable cell has no violation
+        _, ok = c.disparities(s)
+        if not bool(ok.any()):
+            viol.pop(c.kind, None)
+    out["violation"] = viol
+    if constraints:
+        g = constraints.strict(batch)
+        out["max_excess"] = float((g - constraints.epsilons()).max())
+        out["feasible"] = bool((g <= constraints.epsilons() + 1e-9).all())
+    else:
+        out["max_excess"], out["feasible"] = 0.0, True
+    flip = cf_flip_rate(batch)
+    if not math.isnan(flip):
+        out["cf_flip_rate"] = flip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------------
+def _save_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer, gda: ProxyGDA,
+                     state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    tensors.update({f"gda.{k}": v for k, v in gda.state_tensors().items()})
+    osd = opt.state_dict()
+    for pid, st in osd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    tensors["rng"] = torch.get_rng_state()
+    ckpt = run.file("checkpoint")
+    write_safetensors(ckpt / "state.safetensors", tensors)
+    write_json(ckpt / "state.json", {**state, "param_groups": osd["param_groups"]})
+
+
+def _load_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer, gda: ProxyGDA
+                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    from safetensors.torch import load_file
+
+    ckpt = run.file("checkpoint")
+    if not (ckpt / "state.json").exists() or not (ckpt / "state.safetensors").exists():
+        return None
+    state = read_json(ckpt / "state.json")
+    t = load_file(str(ckpt / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    best = {k[5:]: v for k, v in t.items() if k.startswith("best.")} or None
+    gda.load_state_tensors({k[4:]: v for k, v in t.items() if k.startswith("gda.")})
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in t.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
+    torch.set_rng_state(t["rng"])
+    return state, best
+
+
+# ---------------------------------------------------------------------------------------------------
+# main entry
+# ---------------------------------------------------------------------------------------------------
+def _example_weights(df: pd.DataFrame, method: str) -> torch.Tensor | None:
+    """Pre-processing baseline (Kamiran & Calders reweighing): w(a, c) = P(a) P(c) / P(a, c), with a the
+    pair's group and c the group the chosen response names, so that who wins is independent of the group."""
+    if method != "reweight":
+        return None
+    a = df["group"].fillna("(none)").astype(str)
+    c = df["chosen_group"].fillna("(none)").astype(str)
+    pa = a.map(a.value_counts(normalize=True))
+    pc = c.map(c.value_counts(normalize=True))
+    pac = pd.Series(list(zip(a, c))).map(pd.Series(list(zip(a, c))).value_counts(normalize=True))
+    w = (pa.to_numpy() * pc.to_numpy()) / pac.to_numpy()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _posthoc_shifts(df: pd.DataFrame, r_c: np.ndarray, r_r: np.ndarray) -> dict[str, float]:
+    """Post-processing baseline: per (group, stratum) additive shift that equalizes mean rewards with the
+    stratum's mean, estimated on the training split."""
+    resp = pd.DataFrame({
+        "g": list(df["chosen_group"]) + list(df["rejected_group"]),
+        "s": list(df["stratum"]) * 2,
+        "r": np.concatenate([r_c, r_r]),
+    }).dropna(subset=["g"])
+    strat_mean = resp.groupby("s")["r"].mean()
+    cell_mean = resp.groupby(["g", "s"])["r"].mean()
+    return {f"{g}|{s}": float(strat_mean[s] - m) for (g, s), m in cell_mean.items()}
+
+
+def _apply_shifts(df: pd.DataFrame, r: np.ndarray, group_col: str, shifts: dict[str, float]) -> np.ndarray:
+    add = np.array([shifts.get(f"{g}|{s}", 0.0) if g is not None else 0.0
+                    for g, s in zip(df[group_col], df["stratum"])], dtype=np.float32)
+    return r + add
+
+
+def train(config: FaroConfig, store: RunStore | None = None, run_id: str | None = None, resume: bool = False,
+          progress: bool = True, on_step: Callable[[dict[str, Any]], None] | None = None) -> Run:
+    """Train one reward model and write it to the run store. Returns the finished :class:`Run`.
+
+    With ``resume=True`` and an existing ``run_id``, continues from the run's last checkpoint with the
+    run's stored config (``config`` is then ignored).
+    """
+    store = store or RunStore()
+    _maybe_init_distributed()
+    rank, world = _dist()
+    if resume:
+        if not run_id:
+            raise FaroError("--resume needs a run id")
+        run = store.get(run_id)
+        if run.status == "done":
+            return run
+        config = FaroConfig.from_dict(run.config)
+    else:
+        config = config.resolved()
+        if rank == 0:
+            run = store.create(config.to_dict(), run_id=run_id)
+        if world > 1:  # every rank needs the same run id
+            obj = [run.run_id if rank == 0 else None]
+            torch.distributed.broadcast_object_list(obj, src=0)
+            run = Run(obj[0], store.path(obj[0]))
+    if rank == 0:
+        run.set_status("running", world_size=world)
+    try:
+        with Heartbeat(run) if rank == 0 else _null():
+            _fit(config, run, resume, progress and rank == 0, rank, world, on_step)
+    except BaseException as exc:
+        if rank == 0:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            run.set_status("interrupted" if interrupted else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if rank == 0:
+        run.set_status("done")
+    return run
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, world: int,
+         on_step: Callable[[dict[str, Any]], None] | None) -> None:
+    from tqdm.auto import tqdm
+
+    if config.method == "expgrad":
+        from faro_core.train.expgrad import fit_expgrad
+
+        fit_expgrad(config, run, progress=progress)
+        return
+    torch.manual_seed(config.seed)
+    device = "cuda" if (config.mode == "full" and torch.cuda.is_available()) else "cpu"
+    data, df, index = load_training_data(config)
+    tens = PairTensors.from_frame(df, index)
+    split_idx = {s: torch.from_numpy(np.flatnonzero((df["split"] == s).to_numpy())) for s in SPLITS}
+    if len(split_idx["train"]) == 0:
+        raise FaroError("the training split is empty")
+    backend = HeadBackend(config, df, progress) if config.mode == "head" else FullBackend(config, df, progress,
+                                                                                           device)
+    model = backend.model.to(device)
+    temps = config.temperature or None
+    active = config.active_constraints
+    constraints = ConstraintSet.parse(active, config.epsilon, index, config.min_count, temps)
+    measure = all_constraints(index, config.min_count)
+    need_twins = any(c.kind == "cf" for c in constraints.constraints)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
+    gda = ProxyGDA(constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed, reduce=_all_reduce_sum)
+    weights = _example_weights(df, config.method)
+    train_idx = split_idx["train"]
+    n_train = len(train_idx)
+    bs = min(config.batch_size, n_train)
+    steps_per_epoch = math.ceil(n_train / bs)
+    total = steps_per_epoch * config.epochs
+    eval_every = config.eval_every or steps_per_epoch
+    if rank == 0:
+        run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
+                                       "index": index.to_dict()})
+        run.write("data.json", {"name": data.name, "meta": data.meta, "strata": data.strata,
+                                "pairs": {s: int(len(v)) for s, v in split_idx.items()},
+                                "groups": data.groups(), "response_groups": data.response_groups(),
+                                "feature_seconds": backend.feature_seconds, "encoded": backend.encoded})
+
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+
+    step, best_state, best = 0, None, None
+    if resume:
+        loaded = _load_checkpoint(run, model, opt, gda)
+        if loaded is not None:
+            st, best_state = loaded
+            step, best = st["step"], st.get("best")
+            if rank == 0:  # history beyond the checkpoint is replayed: drop it
+                hist = [h for h in run.history() if h.get("step", 0) <= step]
+                from faro_core.io import _atomic, to_json
+                text = "".join(to_json(h) + "\n" for h in hist)
+                _atomic(run.file("history.jsonl"), lambda tmp: open(tmp, "w").write(text))
+
+    def evaluate(split: str) -> dict[str, Any]:
+        idx = split_idx[split]
+        rewards = _split_rewards(backend, model, idx)
+        return split_metrics(tens.batch(idx, rewards), constraints, measure, tens.label[idx] if
+                             df["gold"].notna().any() else torch.full((len(idx),), float("nan")))
+
+    def better(m: dict[str, Any], ref: dict[str, Any] | None) -> bool:
+        if ref is None:
+            return True
+        if m["feasible"] != ref["feasible"]:
+            return m["feasible"]
+        if m["feasible"]:
+            return m["accuracy"] > ref["accuracy"]
+        return m["max_excess"] < ref["max_excess"]
+
+    bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
+    model.train()
+    while step < total:
+        epoch, pos = divmod(step, steps_per_epoch)
+        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        perm = train_idx[torch.randperm(n_train, generator=g)]
+        idx = perm[pos * bs:(pos + 1) * bs]
+        local = idx[rank::world] if world > 1 else idx
+        rewards = backend.rewards(ddp_model, local.to("cpu"), with_twins=need_twins)
+        pb = tens.batch(local, tuple(r.float().cpu() for r in rewards))
+        w = weights[local] if weights is not None else None
+        loss_bt = bt_loss(pb.r_chosen, pb.r_rejected, w)
+        loss = loss_bt + gda.penalty(pb) if constraints else loss_bt
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        g_strict = gda.dual_step(pb)  # strict indicators under no_grad: nothing to detach
+        step += 1
+        row: dict[str, Any] = {"step": step, "epoch": epoch, "loss": round(float(loss.detach()), 6),
+                               "bt_loss": round(float(loss_bt.detach()), 6)}
+        if constraints:
+            row["violation"] = constraints.max_by_kind(g_strict)
+            row["lambda_max"] = float(gda.lam.max())
+            row["lambda"] = [round(v, 5) for v in gda.lam.tolist()]
+            row["g"] = [round(v, 5) for v in g_strict.tolist()]
+        if step % eval_every == 0 or step == total:
+            val = evaluate("val")
+            row["val"] = {k: val[k] for k in ("accuracy", "gold_accuracy", "violation", "feasible") if k in val}
+            if config.select == "last" or better(val, best):
+                best = {**val, "step": step}
+                best_state = copy.deepcopy(model.state_dict())
+        if rank == 0:
+            run.log([row])
+            run.set_progress(step, total, epoch=epoch)
+            if on_step:
+                on_step(row)
+        bar.update(1)
+        if rank == 0 and config.ckpt_every and step % config.ckpt_every == 0 and step < total:
+            _save_checkpoint(run, model, opt, gda, {"step": step, "best": best}, best_state)
+    bar.close()
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if rank != 0:
+        return
+    # final scores for every pair of every split, with the selected iterate
+    all_idx = torch.arange(len(df))
+    r_c, r_r, cf_c, cf_r = (t.numpy() for t in _split_rewards(backend, model, all_idx))
+    meta = dict(backend.meta)
+    if config.method == "posthoc":
+        tr = (df["split"] == "train").to_numpy()
+        shifts = _posthoc_shifts(df[tr], r_c[tr], r_r[tr])
+        meta["shifts"] = shifts
+        r_c = _apply_shifts(df, r_c, "chosen_group", shifts)
+        r_r = _apply_shifts(df, r_r, "rejected_group", shifts)
+        # Twins are left unshifted: the shift is keyed on the group a response names, which a swap changes.
+    scores = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
+    scores = scores.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
+                           order=tens.order.numpy())
+    for col in scores.columns:  # Parquet needs one type per column
+        if scores[col].dtype == object:
+            scores[col] = scores[col].map(lambda v: None if v is None else str(v))
+    write_parquet(run.file("scores.parquet"), scores)
+    backend.export(run, model)
+    run.write("model.json", meta)
+
+    def metrics_for(split: str) -> dict[str, Any]:
+        idx = split_idx[split]
+        if len(idx) == 0:
+            return {}
+        rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in (r_c, r_r, cf_c, cf_r))
+        gold = tens.label[idx] if df["gold"].notna().any() else torch.full((len(idx),), float("nan"))
+        return split_metrics(tens.batch(idx, rw), constraints, measure, gold)
+
+    val = metrics_for("val")
+    metrics = {**val, "split": "val", "selected_step": (best or {}).get("step", step), "steps": total,
+               "test": metrics_for("test"), "train": metrics_for("train"),
+               "constraints": active, "epsilon": config.epsilon if math.isfinite(config.epsilon) else None,
+               "method": config.method}
+    run.write("metrics.json", metrics)
+    run.set_progress(total, total, epoch=config.epochs)

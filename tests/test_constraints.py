@@ -1,0 +1,117 @@
+"""Each constraint's strict and proxy values on tiny batches computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from faro_core.constraints import (
+    ConstraintSet,
+    CounterfactualFairness,
+    DemographicParity,
+    EqualizedOdds,
+    GroupIndex,
+    PairBatch,
+    cf_flip_rate,
+)
+
+NAN = float("nan")
+
+
+def batch(r_c, r_r, cg=None, rg=None, g=None, s=None, label=None, order=None, cf_c=None, cf_r=None) -> PairBatch:
+    n = len(r_c)
+    t = lambda v, d, dt=torch.float32: torch.tensor(v if v is not None else [d] * n, dtype=dt)  # noqa: E731
+    return PairBatch(t(r_c, 0.0), t(r_r, 0.0), t(cg, -1, torch.long), t(rg, -1, torch.long), t(g, -1, torch.long),
+                     t(s, 0, torch.long), t(label, 1.0), t(order, 0, torch.long), t(cf_c, NAN), t(cf_r, NAN))
+
+
+IDX = GroupIndex(response_groups=["A", "B"], pair_groups=["A", "B"], strata=["all"])
+
+
+def test_dp_strict_by_hand():
+    # responses: A -> rewards 3, 2; B -> 1, 0. Standardized, the (lower) median is the third value, so
+    # A's two responses are above it and B's are not: rates A=1, B=0, population 0.5.
+    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 1], rg=[0, 1])
+    dp = DemographicParity(epsilon=0.1, min_count=1).bind(IDX)
+    assert dp.names() == ["dp[A|all]+", "dp[B|all]+", "dp[A|all]-", "dp[B|all]-"]
+    assert dp.strict(b).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
+
+
+def test_dp_proxy_by_hand():
+    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 1], rg=[0, 1])
+    dp = DemographicParity(epsilon=0.1, min_count=1, temperature=1.0).bind(IDX)
+    z = torch.tensor([3.0, 1.0, 2.0, 0.0])
+    z = (z - 1.5) / math.sqrt(1.25)
+    tau = z.sort().values[1]  # lower median
+    sel = torch.sigmoid(z - tau)
+    rate_a, rate_b, pop = (sel[0] + sel[2]) / 2, (sel[1] + sel[3]) / 2, sel.mean()
+    expect = [rate_a - pop, rate_b - pop, pop - rate_a, pop - rate_b]
+    got = dp.proxy(b)
+    assert got.tolist() == pytest.approx([float(e) for e in expect], abs=1e-4)
+    assert got.requires_grad is False or got.grad_fn is not None
+
+
+def test_dp_ignores_responses_without_group_and_conditions_on_strata():
+    idx = GroupIndex(["A", "B"], ["A", "B"], strata=["neg", "nonneg"])
+    # In 'neg' A wins, in 'nonneg' B wins: unconditioned rates are equal, conditioned ones are not.
+    b = batch([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], cg=[0, 0, 0, 0], rg=[1, 1, 1, 1], s=[0, 0, 1, 1])
+    dp = DemographicParity(epsilon=0.0, min_count=1).bind(idx)
+    d = dp.strict(b)[:4]  # cells A|neg, A|nonneg, B|neg, B|nonneg (+ side)
+    assert d.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
+    flat = DemographicParity(epsilon=0.0, min_count=1).bind(GroupIndex(["A", "B"], ["A", "B"]))
+    assert flat.strict(batch([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], cg=[0] * 4, rg=[1] * 4)).abs().max() == 0
+    # a response naming no group (-1) does not count anywhere
+    b2 = batch([3.0, 1.0, 100.0], [2.0, 0.0, -100.0], cg=[0, 1, -1], rg=[0, 1, -1])
+    assert dp.bind(IDX).strict(b2).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
+
+
+def test_eo_strict_by_hand():
+    # d = r_c - r_r = [1, 1, -1, 1]; order flips pairs 2 and 4, so their Y is 0.
+    # pair1: yhat=1,Y=1 (A); pair2: yhat=0,Y=0 (A); pair3: yhat=0,Y=1 (B); pair4: yhat=0,Y=0 (B)
+    b = batch([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], g=[0, 0, 1, 1], order=[0, 1, 0, 1])
+    eo = EqualizedOdds(epsilon=0.1, min_count=1).bind(IDX)
+    names = eo.names()
+    got = dict(zip(names, eo.strict(b).tolist()))
+    assert got["eo[A|all|y=1]+"] == pytest.approx(0.5)
+    assert got["eo[B|all|y=1]+"] == pytest.approx(-0.5)
+    assert got["eo[A|all|y=0]+"] == pytest.approx(0.0)
+    assert got["eo[B|all|y=1]-"] == pytest.approx(0.5)
+
+
+def test_eo_proxy_and_gold_nan_left_out():
+    b = batch([1.0, 0.0, 5.0], [0.0, 0.0, 0.0], g=[0, 1, 0], label=[1.0, 1.0, NAN])
+    eo = EqualizedOdds(epsilon=0.1, min_count=1, temperature=1.0).bind(IDX)
+    got = dict(zip(eo.names(), eo.proxy(b).tolist()))
+    s1, s0 = torch.sigmoid(torch.tensor(1.0)).item(), 0.5
+    assert got["eo[A|all|y=1]+"] == pytest.approx(s1 - (s1 + s0) / 2, abs=1e-6)
+
+
+def test_cf_strict_and_proxy_by_hand():
+    # rewards [2, 0 | 0, 0], population std = sqrt(0.75); twin rewards all 0.
+    b = batch([2.0, 0.0], [0.0, 0.0], g=[0, 1], cf_c=[0.0, 0.0], cf_r=[0.0, 0.0])
+    cf = CounterfactualFairness(epsilon=0.1, min_count=1).bind(IDX)
+    assert cf.names() == ["cf[A]", "cf[B]", "cf[all]"]
+    z = 2.0 / math.sqrt(0.75)
+    assert cf.strict(b).tolist() == pytest.approx([z / 2, 0.0, z / 4], abs=1e-5)
+    huber = z - 0.05  # smooth-L1 with delta 0.1, |x| >= delta
+    assert cf.proxy(b).tolist() == pytest.approx([huber / 2, 0.0, huber / 4], abs=1e-5)
+    assert cf_flip_rate(b) == pytest.approx(0.5)  # pair 1 ranked c > r, its twin ties (not >)
+
+
+def test_cells_below_min_count_are_not_estimated():
+    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 1], rg=[0, 1])
+    dp = DemographicParity(epsilon=0.1, min_count=3).bind(IDX)
+    assert dp.strict(b).abs().max() == 0
+
+
+def test_composition_and_infinite_epsilon():
+    cs = ConstraintSet.parse("dp,cf", 0.05, IDX, min_count=1)
+    assert cs.kinds() == ["dp"] * 4 + ["cf"] * 3
+    b = batch([2.0, 0.0], [0.0, 0.0], cg=[0, 1], rg=[0, 1], g=[0, 1], cf_c=[0.0, 0.0], cf_r=[0.0, 0.0])
+    v = cs.strict(b)
+    assert len(v) == len(cs) == 7
+    assert set(cs.max_by_kind(v)) == {"dp", "cf"}
+    assert not ConstraintSet.parse("dp,eo", math.inf, IDX)  # eps = inf: nothing can bind
+    assert not ConstraintSet.parse("none", 0.05, IDX)
