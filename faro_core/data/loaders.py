@@ -357,10 +357,10 @@ def _check_dup(df: pd.DataFrame, col: str, where: Any, what: str) -> None:
                         f"ids must be unique")
 
 
-def load_trl(path: str | Path) -> PreferenceData:
-    """TRL preference format (standard or conversational) from JSONL/JSON/CSV/Parquet."""
+def load_trl(path: str | Path, columns: dict[str, str] | None = None) -> PreferenceData:
+    """TRL preference format (standard or conversational) from JSONL/JSON/CSV/Parquet (optional mapping)."""
     p = Path(path)
-    raw = _read_table(p)
+    raw = apply_column_map(_read_table(p), columns, str(p))
     return _finish_table(_trl_frame(raw, str(p)), str(p), "trl", str(p))
 
 
@@ -513,7 +513,7 @@ def load(source: str | Path | None = None, format: str | None = None, group: str
     elif fmt == "hh":
         data = load_hh(source)  # type: ignore[arg-type]
     elif fmt == "trl":
-        data = load_trl(source)  # type: ignore[arg-type]
+        data = load_trl(source, columns)  # type: ignore[arg-type]
     elif fmt in ("csv", "jsonl", "parquet"):
         data = load_table(source, fmt, columns)  # type: ignore[arg-type]
     else:

@@ -103,7 +103,12 @@ def add_text_twins(df: pd.DataFrame, term_pairs: Iterable[Sequence[str]] | None 
     cf = {c: df[c].map(swap) for c in ("prompt", "chosen", "rejected")}
     changed = ((cf["prompt"] != df["prompt"]) | (cf["chosen"] != df["chosen"])
                | (cf["rejected"] != df["rejected"]))
+    keep = changed.to_numpy()
+
+    def _obj(values: Iterable[object]) -> pd.Series:  # object dtype, so "no twin" stays None (pandas >= 3)
+        return pd.Series([v if k else None for v, k in zip(values, keep)], index=df.index, dtype=object)
+
     for c in ("prompt", "chosen", "rejected"):
-        df[f"cf_{c}"] = cf[c].where(changed, None).astype(object)
-    df["twin_id"] = (df["pair_id"].astype(str) + "~cf").where(changed, None).astype(object)
+        df[f"cf_{c}"] = _obj(cf[c])
+    df["twin_id"] = _obj(f"{p}~cf" for p in df["pair_id"].astype(str))
     return df
