@@ -431,8 +431,9 @@ def load_hub(hub_id: str, columns: dict[str, str] | None = None) -> PreferenceDa
     """
     name, _, split = str(hub_id).partition(":")
     if not _offline() and not _hub_reachable():
-        raise DataError(f"hub id {name!r}: the Hugging Face hub cannot be reached (no network?); "
-                        f"pass a local file or folder instead, or set HF_HUB_OFFLINE=1 to use the cache")
+        raise DataError(f"hub id {name!r} (no such local path either): the Hugging Face hub cannot be "
+                        f"reached (no network?); pass a local file or folder, or set HF_HUB_OFFLINE=1 to use "
+                        f"the cache")
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a hard requirement
