@@ -220,6 +220,11 @@ def target_coverage(items: pd.DataFrame) -> dict[str, Any]:
             "coverage": round(float(has.mean()), 4), "per_category": per}
 
 
+def item_prompt(item: Any) -> str:
+    """The prompt a reward model reads for a BBQ item (a row of :func:`load_bbq_items`): context + question."""
+    return f"{item['context']}\n{item['question']}"
+
+
 def items_to_pairs(items: pd.DataFrame, source: str = "bbq", twins: bool = True) -> pd.DataFrame:
     """Preference pairs from BBQ items: chosen = correct answer, rejected = each wrong answer.
 
@@ -229,7 +234,7 @@ def items_to_pairs(items: pd.DataFrame, source: str = "bbq", twins: bool = True)
     """
     rows: list[dict[str, Any]] = []
     for it in items.itertuples(index=False):
-        prompt = f"{it.context}\n{it.question}"
+        prompt = item_prompt({"context": it.context, "question": it.question})
         tgt = None if pd.isna(it.target_idx) else int(it.target_idx)
         bia = None if pd.isna(it.biased_idx) else int(it.biased_idx)
         target_group = it.answer_tags[tgt] if tgt is not None else None
