@@ -1,0 +1,92 @@
+"""``faro sweep``: a grid of constrained trainings and baselines, in parallel, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from faro_core.io import to_json
+
+
+def parse_floats(s: str) -> list[float]:
+    """``"0.1,0.05,inf"`` -> [0.1, 0.05, inf]."""
+    from faro_core.errors import FaroError
+
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError as exc:
+        raise FaroError(f"bad number list {s!r}: {exc}") from exc
+
+
+def parse_seeds(s: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` -> list of ints."""
+    from faro_core.errors import FaroError
+
+    out: list[int] = []
+    try:
+        for part in s.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError as exc:
+        raise FaroError(f"bad seed list {s!r}: use 0,1,2 or 0-4") from exc
+    return out
+
+
+def run_sweep_cmd(args: argparse.Namespace) -> int:
+    from faro_core.baselines import parse_baselines
+    from faro_core.cli.train_cmd import config_from_args
+    from faro_core.sweep import SweepSpec, run_sweep
+
+    base = config_from_args(args)
+    kinds = [k.strip().lower() for k in args.constraints.split(",") if k.strip() and k.strip() != "none"]
+    spec = SweepSpec(base=base, kinds=kinds, epsilons=parse_floats(args.epsilons), seeds=parse_seeds(args.seeds),
+                     baselines=parse_baselines(args.baselines), name=args.name, n_boot=args.n_boot,
+                     delta=args.delta, certify_epsilon=args.certify_epsilon)
+    runs_dir = args.runs_dir or "runs"
+
+    def progress(row: dict) -> None:
+        if not args.quiet:
+            tag = "skipped (done)" if row.get("skipped") else f"{row.get('job_seconds', 0):.1f}s"
+            print(f"  {row['run_id']}: gold acc {row.get('gold_accuracy', float('nan')):.3f} {tag}",
+                  file=sys.stderr)
+
+    res = run_sweep(spec, runs_dir, workers=args.workers, executor=args.executor, on_done=progress)
+    table = res.pop("table")
+    if args.json:
+        print(to_json({**res, "run_ids": list(table["run_id"])}))
+        return 0
+    print(f"sweep {res['name']}: {res['runs']} runs ({res['skipped']} already done) in {res['seconds']:.1f}s; "
+          f"table in {res['dir']}")
+    for k, v in res["pareto"].items():
+        if isinstance(v, dict) and "families" in v:
+            hv = ", ".join(f"{f} {x['hypervolume']:.4f}" for f, x in v["families"].items())
+            print(f"  {k}: hypervolume {hv}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from faro_core.cli.train_cmd import add_data_args, add_model_args
+
+    p = sub.add_parser("sweep", help="grid of constrained trainings and baselines (parallel, resumable)",
+                       description="Train Faro over constraint kinds x epsilons x seeds (and baselines), "
+                       "evaluate and certify each run, write a sweep table and the Pareto front.")
+    add_data_args(p)
+    p.add_argument("--constraints", default="dp", help="kinds to sweep, e.g. dp,eo,cf (default dp)")
+    p.add_argument("--epsilons", default="0.1,0.05", help="comma-separated slacks (default 0.1,0.05)")
+    p.add_argument("--seeds", default="0", help="0,1,2 or 0-4 (default 0)")
+    p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc,fixed_lambda,expgrad")
+    add_model_args(p)
+    p.add_argument("--name", default="sweep", help="sweep name (table in RUNS_DIR/_sweeps/NAME)")
+    p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples per evaluation")
+    p.add_argument("--delta", type=float, default=0.05, help="certificate failure probability")
+    p.add_argument("--certify-epsilon", type=float, default=0.05,
+                   help="epsilon at which every run is also certified per kind (default 0.05)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_sweep_cmd)

@@ -1,0 +1,299 @@
+"""Reward-level evaluation with bootstrap intervals (DESIGN §7).
+
+Everything works from a *scores frame*: one row per pair with the columns of a run's ``scores.parquet``
+(``pair_id, item_id, r_chosen, r_rejected, cf_r_chosen, cf_r_rejected, order, group, chosen_group,
+rejected_group, gold, stratum``). A run's held-out split is read from its ``scores.parquet`` (no
+re-scoring); another source is scored with :func:`faro_core.models.load_scorer` (:func:`scores_for_data`).
+
+Metrics (each with a seeded 95% percentile bootstrap interval, resampling *items*, so that the pairs of one
+BBQ item move together):
+
+- ``accuracy``: share of pairs with r(chosen) > r(rejected) (observed labels);
+- ``gold_accuracy``: the same against the gold label (pairs with a gold label only);
+- ``ece`` (15 equal-width bins) and ``brier`` of p = sigma(r1 - r2), with the pair shown in its fixed
+  random order (y1, y2) and y = 1 if y1 is the better response (gold where present, else observed), overall
+  and per pair group through :class:`fairlearn.metrics.MetricFrame`;
+- ``violation``: max one-sided violation per kind (dp, eo, cf) from :func:`faro_core.constraints.all_constraints`'s
+  strict functions (the same code the trainer reports), kinds with no estimable cell left out.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from faro_core.constraints import ConstraintSet, GroupIndex, PairBatch, all_constraints
+from faro_core.errors import FaroError, RunError
+from faro_core.runs import Run
+
+N_BINS = 15
+DEFAULT_BOOT = 200
+LEVEL = 0.95
+
+
+# ---------------------------------------------------------------------------------------------------
+# scores frame -> PairBatch
+# ---------------------------------------------------------------------------------------------------
+def index_from_frame(df: pd.DataFrame) -> GroupIndex:
+    """A :class:`GroupIndex` built from the groups and strata present in a scores frame."""
+    resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
+    strata = sorted(df["stratum"].astype(str).unique()) if "stratum" in df else ["all"]
+    return GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata)
+
+
+def run_index(run: Run) -> GroupIndex:
+    """The run's :class:`GroupIndex` (from ``constraints.json``, written at training time)."""
+    c = run.read("constraints.json")
+    if not c or "index" not in c:
+        raise RunError(f"run {run.run_id!r} has no constraints.json (status: {run.status}); train it first")
+    return GroupIndex(**c["index"])
+
+
+def frame_to_batch(df: pd.DataFrame, index: GroupIndex) -> tuple[PairBatch, torch.Tensor]:
+    """(PairBatch of the frame's N pairs, gold labels [N] with NaN where unknown).
+
+    Uses the trainer's :class:`PairTensors` so codes, labels and order bits match training exactly.
+    """
+    from faro_core.train.trainer import PairTensors
+
+    df = df.reset_index(drop=True)
+    if "stratum" not in df:
+        df = df.assign(stratum="all")
+    twin = df["cf_r_chosen"].notna() & df["cf_r_rejected"].notna()
+    tmp = df.assign(cf_chosen=np.where(twin, "x", None), cf_rejected=np.where(twin, "x", None),
+                    cf_prompt=np.where(twin, "x", None))
+    tens = PairTensors.from_frame(tmp, index)
+    if "order" in df:
+        tens.order = torch.from_numpy(df["order"].to_numpy(dtype=np.int64).copy())
+    idx = torch.arange(len(df))
+
+    def col(name: str) -> torch.Tensor:
+        return torch.from_numpy(df[name].to_numpy(dtype=np.float32).copy())
+
+    batch = tens.batch(idx, (col("r_chosen"), col("r_rejected"), col("cf_r_chosen"), col("cf_r_rejected")))
+    gold = torch.as_tensor(df["gold"].to_numpy(dtype=np.float32)) if "gold" in df else torch.full(
+        (len(df),), float("nan"))
+    return batch, gold
+
+
+def load_split(run: Run, split: str = "test") -> pd.DataFrame:
+    """Rows of ``scores.parquet`` of one split (``test``, ``val``, ``train`` or ``all``)."""
+    path = run.file("scores.parquet")
+    if not path.exists():
+        raise RunError(f"run {run.run_id!r} has no scores.parquet (status: {run.status}); it has not finished")
+    df = pd.read_parquet(path)
+    if split != "all":
+        df = df[df["split"] == split]
+    if df.empty:
+        raise FaroError(f"run {run.run_id!r}: split {split!r} is empty")
+    return df.reset_index(drop=True)
+
+
+def scores_for_data(run: Run, source: str, format: str | None = None, group: str | None = None,
+                    limit: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Score another data source with the run's model; returns a scores frame (all its pairs).
+
+    ``limit`` keeps a seeded random subset of that many pairs (CPU budget for large sources).
+    """
+    from faro_core.data import load
+    from faro_core.models import load_scorer
+    from faro_core.train.trainer import _stratum_labels, order_bits
+
+    data = load(source, format=format, group=group)
+    df = data.df.reset_index(drop=True)
+    if limit is not None and len(df) > limit:
+        df = df.sample(n=limit, random_state=seed).reset_index(drop=True)
+    df["stratum"] = _stratum_labels(df, [c for c in data.strata if c in df])
+    scorer = load_scorer(run, device="cpu")
+    st = list(df["stratum"])
+    r_c = scorer.score(df["prompt"], df["chosen"], response_groups=list(df["chosen_group"]), strata=st)
+    r_r = scorer.score(df["prompt"], df["rejected"], response_groups=list(df["rejected_group"]), strata=st)
+    cf_c = np.full(len(df), np.nan, dtype=np.float32)
+    cf_r = cf_c.copy()
+    twin = (df["cf_prompt"].notna() & df["cf_chosen"].notna() & df["cf_rejected"].notna()).to_numpy()
+    if twin.any():
+        tw = df[twin]
+        cf_c[twin] = scorer.score(tw["cf_prompt"], tw["cf_chosen"])
+        cf_r[twin] = scorer.score(tw["cf_prompt"], tw["cf_rejected"])
+    out = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
+    return out.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
+                      order=order_bits(df["pair_id"]), split="external")
+
+
+# ---------------------------------------------------------------------------------------------------
+# calibration (fairlearn MetricFrame)
+# ---------------------------------------------------------------------------------------------------
+def ece_score(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = N_BINS) -> float:
+    """Expected calibration error: sum_b (n_b / n) |mean(y in b) - mean(p in b)|, equal-width bins on [0, 1]."""
+    y_true, y_prob = np.asarray(y_true, dtype=float), np.asarray(y_prob, dtype=float)
+    if len(y_true) == 0:
+        return float("nan")
+    b = np.clip((y_prob * n_bins).astype(int), 0, n_bins - 1)
+    cnt = np.bincount(b, minlength=n_bins)
+    sy = np.bincount(b, weights=y_true, minlength=n_bins)
+    sp = np.bincount(b, weights=y_prob, minlength=n_bins)
+    m = cnt > 0
+    return float(np.sum(np.abs(sy[m] - sp[m])) / len(y_true))
+
+
+def brier_score(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Mean squared error of the probability, (1/n) sum (p - y)^2."""
+    y_true, y_prob = np.asarray(y_true, dtype=float), np.asarray(y_prob, dtype=float)
+    return float(np.mean((y_prob - y_true) ** 2)) if len(y_true) else float("nan")
+
+
+def calibration_inputs(batch: PairBatch, gold: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y [N], p [N], keep [N] bool): pair in its random order, y = 1 if y1 is better (gold, else observed)."""
+    d = (batch.r_chosen - batch.r_rejected).double().numpy()
+    flip = batch.order.numpy().astype(bool)
+    label = gold.double().numpy()
+    label = np.where(np.isnan(label), 1.0, label) if np.isnan(label).all() else label
+    keep = ~np.isnan(label)
+    score = np.where(flip, -d, d)
+    y = np.where(flip, 1.0 - label, label)
+    p = 1.0 / (1.0 + np.exp(-np.clip(score, -60, 60)))
+    return y, p, keep
+
+
+def calibration(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """ECE and Brier overall and per group, via :class:`fairlearn.metrics.MetricFrame`."""
+    from fairlearn.metrics import MetricFrame
+
+    if len(y) == 0:
+        return {"ece": float("nan"), "brier": float("nan"), "by_group": {}}
+    mf = MetricFrame(metrics={"ece": ece_score, "brier": brier_score}, y_true=y, y_pred=p,
+                     sensitive_features=pd.Series(groups, name="group"))
+    by = mf.by_group
+    return {"ece": float(mf.overall["ece"]), "brier": float(mf.overall["brier"]),
+            "by_group": {str(g): {"ece": float(by.loc[g, "ece"]), "brier": float(by.loc[g, "brier"])}
+                         for g in by.index}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# point metrics and bootstrap
+# ---------------------------------------------------------------------------------------------------
+def point_metrics(batch: PairBatch, gold: torch.Tensor, measure: ConstraintSet,
+                  groups: np.ndarray, with_calibration: bool = True) -> dict[str, Any]:
+    """Flat dict of metrics on one batch: accuracy, gold_accuracy, violation_<kind>, ece, brier, ece[g], brier[g]."""
+    from faro_core.train.trainer import split_metrics
+
+    m = split_metrics(batch, ConstraintSet([]), measure, gold)
+    out: dict[str, Any] = {"accuracy": m["accuracy"], "gold_accuracy": m.get("gold_accuracy", float("nan"))}
+    for k in ("dp", "eo", "cf"):
+        out[f"violation_{k}"] = m["violation"].get(k, float("nan"))
+    if "cf_flip_rate" in m:
+        out["cf_flip_rate"] = m["cf_flip_rate"]
+    if with_calibration:
+        y, p, keep = calibration_inputs(batch, gold)
+        cal = calibration(y[keep], p[keep], groups[keep])
+        out["ece"], out["brier"] = cal["ece"], cal["brier"]
+        for g, v in cal["by_group"].items():
+            out[f"ece[{g}]"], out[f"brier[{g}]"] = v["ece"], v["brier"]
+    return out
+
+
+def item_bootstrap_indices(item_ids: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Row indices of ``n_boot`` bootstrap resamples by item (items drawn with replacement, all their rows kept)."""
+    codes, uniq = pd.factorize(pd.Series(item_ids))
+    rows_of = [np.flatnonzero(codes == i) for i in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(uniq), size=len(uniq))
+        out.append(np.concatenate([rows_of[i] for i in pick]) if len(pick) else np.zeros(0, dtype=int))
+    return out
+
+
+def _subset(batch: PairBatch, idx: np.ndarray) -> PairBatch:
+    t = torch.as_tensor(idx, dtype=torch.long)
+    return PairBatch(*(getattr(batch, f)[t] for f in batch.__dataclass_fields__))
+
+
+def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile interval of bootstrap samples (NaNs ignored)."""
+    s = np.asarray(samples, dtype=float)
+    s = s[~np.isnan(s)]
+    if len(s) == 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
+
+
+def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_boot: int = DEFAULT_BOOT,
+                   seed: int = 0, with_calibration: bool = True) -> dict[str, Any]:
+    """All metrics of a scores frame with bootstrap intervals.
+
+    Returns ``{"pairs", "items", "metrics": {name: {"value", "lo", "hi"}}, "by_group": {group: {...}},
+    "bootstrap": {"n", "seed", "level", "unit": "item"}}``.
+    """
+    batch, gold = frame_to_batch(df, index)
+    measure = all_constraints(index, min_count)
+    groups = df["group"].fillna("(none)").astype(str).to_numpy()
+    point = point_metrics(batch, gold, measure, groups, with_calibration)
+    boots: dict[str, list[float]] = {k: [] for k in point}
+    for idx in item_bootstrap_indices(df["item_id"].astype(str).to_numpy(), n_boot, seed):
+        m = point_metrics(_subset(batch, idx), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
+                          groups[idx], with_calibration)
+        for k in boots:
+            boots[k].append(m.get(k, float("nan")))
+    metrics: dict[str, dict[str, float]] = {}
+    for k, v in point.items():
+        ok = n_boot and not (isinstance(v, float) and math.isnan(v))
+        lo, hi = interval(np.array(boots[k])) if ok else (float("nan"), float("nan"))
+        metrics[k] = {"value": float(v), "lo": lo, "hi": hi}
+    flat = {k: v for k, v in metrics.items() if "[" not in k}
+    by_group: dict[str, dict[str, Any]] = {}
+    for k, v in metrics.items():
+        if "[" in k:
+            name, g = k[:-1].split("[", 1)
+            by_group.setdefault(g, {})[name] = v
+    for g, sub in df.groupby(df["group"].fillna("(none)").astype(str)):
+        d = sub["r_chosen"].to_numpy() - sub["r_rejected"].to_numpy()
+        by_group.setdefault(str(g), {})["pairs"] = int(len(sub))
+        by_group[str(g)]["accuracy"] = float(np.mean(d > 0))
+    return {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
+            "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item"}}
+
+
+def evaluate_run(run: Run, data: str | None = None, format: str | None = None, split: str = "test",
+                 n_boot: int = DEFAULT_BOOT, seed: int = 0, limit: int | None = None,
+                 write: bool = True) -> dict[str, Any]:
+    """Evaluate a finished run on its held-out split (default) or on another source; writes ``eval.json``.
+
+    With ``data`` the source is scored with the run's model and evaluated against its own groups; the
+    result is stored under ``eval.json``'s ``"external"`` key by source name (the held-out result stays).
+    """
+    t0 = time.perf_counter()
+    cfg = run.config
+    min_count = int(cfg.get("min_count", 20))
+    if data is None:
+        df = load_split(run, split)
+        index = run_index(run)
+        where = {"split": split}
+    else:
+        df = scores_for_data(run, data, format=format, limit=limit, seed=seed)
+        index = index_from_frame(df)
+        where = {"data": str(data), "format": format}
+    res = evaluate_frame(df, index, min_count=min_count, n_boot=n_boot, seed=seed)
+    res.update(run_id=run.run_id, method=cfg.get("method", "faro"), constraints=cfg.get("constraints"),
+               epsilon=cfg.get("epsilon"), seed=cfg.get("seed"), seconds=round(time.perf_counter() - t0, 3),
+               **where)
+    if write:
+        prev = run.read("eval.json", {}) or {}
+        if data is None:
+            out = {**res, "external": prev.get("external", {})}
+        else:
+            out = {**prev, "external": {**prev.get("external", {}), str(data): res}}
+        run.write("eval.json", out)
+    return res
+
+
+def headline(res: dict[str, Any]) -> dict[str, float]:
+    """Flat {metric: value} of an :func:`evaluate_frame` result (for tables)."""
+    return {k: v["value"] for k, v in res["metrics"].items() if not (isinstance(v["value"], float)
+                                                                       and math.isnan(v["value"]))}
