@@ -1,0 +1,151 @@
+"""Streamlit glue shared by the dashboard pages: run store, cached readers, error guard.
+
+No math here: every number comes from :mod:`faro_core.explore`, every figure from
+:mod:`faro_core.plots_groups`. Cached readers are keyed on the run store root, run ids and file mtimes,
+so switching pages recomputes nothing and a running run's files are re-read when they change.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `streamlit run dashboard/app.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from faro_core import explore  # noqa: E402
+from faro_core.errors import FaroError  # noqa: E402
+from faro_core.runs import RunStore  # noqa: E402
+
+WATCHED = ("status.json", "metrics.json", "progress.json", "certificate.json", "eval.json", "policy.json",
+           "scores.parquet", "history.jsonl", "policy_generations.parquet")
+
+
+def page(title: str, icon: str = "⚖️") -> None:
+    """Page config + the sidebar's run-store picker."""
+    try:
+        st.set_page_config(page_title=f"Faro · {title}", page_icon=icon, layout="wide")
+    except Exception:  # set twice (AppTest, navigation): harmless
+        pass
+    default = os.environ.get("FARO_RUNS_DIR", "runs")
+    if "runs_dir" not in st.session_state:
+        st.session_state["runs_dir"] = default
+    st.sidebar.text_input("Run store (--runs-dir)", key="runs_dir",
+                          help="the same directory the `faro` CLI writes to")
+
+
+def runs_root() -> str:
+    """The run store directory chosen in the sidebar."""
+    return str(st.session_state.get("runs_dir") or os.environ.get("FARO_RUNS_DIR", "runs"))
+
+
+def store() -> RunStore:
+    """The run store chosen in the sidebar."""
+    return RunStore(runs_root())
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def store_signature(root: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """(run id, mtimes of watched files) for every run dir: the cache key of anything store-wide."""
+    r = Path(root)
+    if not r.exists():
+        return ()
+    out = []
+    for p in sorted(r.iterdir()):
+        if p.is_dir():
+            out.append((p.name, tuple(_mtime(p / f) for f in WATCHED)))
+    return tuple(out)
+
+
+def run_signature(root: str, run_id: str) -> tuple[float, ...]:
+    """mtimes of one run's watched files."""
+    p = Path(root) / run_id
+    return tuple(_mtime(p / f) for f in WATCHED)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _run_table(root: str, sig: tuple[Any, ...]) -> pd.DataFrame:
+    return explore.run_table(RunStore(root))
+
+
+def run_table() -> pd.DataFrame:
+    """The run table (cached on the store signature)."""
+    root = runs_root()
+    return _run_table(root, store_signature(root))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _scores(root: str, run_id: str, split: str, sig: tuple[float, ...]) -> pd.DataFrame:
+    return explore.load_scores(RunStore(root).get(run_id), split)
+
+
+def scores(run_id: str, split: str = "test") -> pd.DataFrame:
+    """``scores.parquet`` of a run (one split), cached on run id + mtimes."""
+    root = runs_root()
+    return _scores(root, run_id, split, run_signature(root, run_id))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _history(root: str, run_id: str, sig: tuple[float, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    run = RunStore(root).get(run_id)
+    return explore.history_frame(run), explore.top_multipliers(run)
+
+
+def history(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-step history, top multipliers) of a run, cached on run id + mtimes."""
+    root = runs_root()
+    return _history(root, run_id, run_signature(root, run_id))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _policy(root: str, run_id: str, sig: tuple[float, ...]) -> pd.DataFrame:
+    return explore.policy_frame(RunStore(root).get(run_id))
+
+
+def policy(run_id: str) -> pd.DataFrame:
+    """``policy.json`` of a run as a long frame (cached)."""
+    root = runs_root()
+    return _policy(root, run_id, run_signature(root, run_id))
+
+
+def run_label(table: pd.DataFrame, run_id: str) -> str:
+    """``run-id — Faro-DP ε=0.05 seed 0 (done)``."""
+    row = table[table["run_id"] == run_id]
+    if row.empty:
+        return run_id
+    r = row.iloc[0]
+    eps = "" if r["family"] == "BT" else f" ε={r['epsilon']:g}"
+    return f"{run_id} — {r['family']}{eps} seed {r['seed']} ({r['status']})"
+
+
+def no_runs_message() -> None:
+    """What to do when the store is empty."""
+    st.info(f"No runs in `{runs_root()}` yet — run `faro demo --runs-dir {runs_root()}` for the demo sweep, "
+            "or launch runs on the **Train** page.")
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Run a page body: a :class:`FaroError` becomes ``st.error`` with its message; any other exception
+    becomes a one-line ``st.error`` (never a traceback). Streamlit's own control flow passes through."""
+    try:
+        yield
+    except FaroError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # a bug: say so in one line
+        st.error(f"Something went wrong: {type(exc).__name__}: {exc}. Check the run store path in the "
+                 "sidebar; if it persists, report it with the steps that led here.")

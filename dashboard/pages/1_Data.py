@@ -1,0 +1,78 @@
+"""Data page: pick a source (demo, path, upload, hub id), map columns, skew, see groups and a preview."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import streamlit as st  # noqa: E402
+from common import guard, page  # noqa: E402
+
+page("Data")
+st.title("Data")
+
+
+@st.cache_data(show_spinner="loading data…", max_entries=16)
+def _load(source: str, fmt: str | None, group: str | None, strata: tuple[str, ...] | None, skew: float,
+          columns: tuple[tuple[str, str], ...], mtime: float) -> tuple[dict, object]:
+    from faro_core.cli.data_cmd import summarize
+    from faro_core.data import load
+
+    data = load(source, format=fmt, group=group or None, strata=list(strata) if strata is not None else None,
+                skew=skew, columns=dict(columns) or None)
+    return summarize(data), data.df.head(200)
+
+
+with guard():
+    kind = st.radio("Source", ["demo data", "folder or file path", "upload", "hub id"], horizontal=True)
+    source: str | None = "demo"
+    if kind == "folder or file path":
+        source = st.text_input("Path (BBQ folder, CSV, JSONL or Parquet)", value="")
+    elif kind == "upload":
+        up = st.file_uploader("CSV, JSONL or Parquet (≤ 50 MB)", type=["csv", "jsonl", "json", "parquet"])
+        source = None
+        if up is not None:
+            from faro_core.uploads import save_upload
+
+            source = str(save_upload(up.name, up.getvalue()))
+    elif kind == "hub id":
+        source = st.text_input("Hugging Face hub id (needs network)", value="")
+    c1, c2, c3 = st.columns(3)
+    group = c1.text_input("Group column (pair-level sensitive attribute)", value="",
+                          help="empty: the loader's default (BBQ: the group the item is about)")
+    strata_txt = c2.text_input("Strata columns (comma-separated)", value="",
+                               help="conditioning columns; empty: the loader's default")
+    gold = c3.text_input("Gold-label column (generic tables)", value="", help="maps to `gold`")
+    skew = st.slider("Skew ρ: share of ambiguous BBQ items relabelled to the stereotyped answer", 0.0, 1.0, 0.0, 0.05)
+    st.session_state["data_choice"] = {"source": source, "group": group or None,
+                                       "strata": strata_txt or None, "skew": skew}
+    if not source:
+        st.info("Choose a file, path or hub id to load.")
+    else:
+        strata = tuple(s.strip() for s in strata_txt.split(",") if s.strip()) if strata_txt else None
+        columns = (("gold", gold),) if gold else ()
+        mtime = Path(source).stat().st_mtime if Path(source).exists() else 0.0
+        summary, preview = _load(source, None, group, strata, skew, columns, mtime)
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("pairs", summary.get("pairs", len(preview)))
+        c2.metric("items", summary.get("items", "—"))
+        c3.metric("groups", len(summary.get("groups") or {}))
+        gold_counts = summary.get("gold") or {}
+        n_gold = sum(v for k, v in gold_counts.items() if k != "none") if isinstance(gold_counts, dict) else 0
+        c4.metric("pairs with a gold label", n_gold)
+        c5, c6 = st.columns(2)
+        c5.metric("counterfactual twins", summary.get("twins", 0))
+        c6.metric("skewed pairs", summary.get("skewed", 0))
+        for w in summary.get("warnings") or []:
+            st.warning(w)
+        groups = summary.get("groups") or {}
+        if groups:
+            st.subheader("Pairs per group")
+            st.bar_chart({"pairs": groups}, horizontal=True)
+        with st.expander("Summary (as `faro data summary --json`)"):
+            st.json(summary)
+        st.subheader("Preview")
+        st.dataframe(preview, hide_index=True, width="stretch")
+        st.caption("Train on this data from the **Train** page (it uses this source and these settings).")

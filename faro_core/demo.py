@@ -1,0 +1,131 @@
+"""The demo sweep the dashboard opens on: BT, Faro-DP, Faro-EO and Faro-CF at a few ε on the demo data.
+
+``build_demo(store)`` trains every missing run of :func:`demo_specs` in this process (head mode, so the
+cost is one feature-cache pass plus a few seconds per run), then, when the policy stage is installed,
+writes ``policy.json`` (and a few generations) for the runs that lack it. Run ids are fixed
+(``demo-bt-s0``, ``demo-faro-dp-eps0.05-s0`` ...), so a second call does nothing: the build is idempotent.
+A run that failed or was interrupted is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from faro_core.errors import FaroError
+from faro_core.runs import RunStore
+
+DEMO_SWEEP = "demo"
+DEMO_EPSILONS = (0.02, 0.05, 0.1)
+DEMO_EPOCHS = 20
+DEMO_BATCH = 128  # ~6 steps per epoch on the demo's 704 training pairs: enough dual steps to bind
+DEMO_MIN_COUNT = 8  # the demo's held-out group cells are small; estimate them anyway
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """One demo run: its fixed id and the training config overrides."""
+
+    run_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def demo_run_id(constraint: str | None, epsilon: float | None = None, seed: int = 0) -> str:
+    """``demo-bt-s0`` for plain BT, ``demo-faro-dp-eps0.05-s0`` for a constrained run."""
+    if not constraint:
+        return f"demo-bt-s{seed}"
+    return f"demo-faro-{constraint}-eps{epsilon:g}-s{seed}"
+
+
+def demo_specs(epsilons: tuple[float, ...] = DEMO_EPSILONS, constraints: tuple[str, ...] = ("dp", "eo", "cf"),
+               seeds: tuple[int, ...] = (0,), epochs: int = DEMO_EPOCHS) -> list[DemoSpec]:
+    """The demo grid: BT plus each constraint at each ε, for each seed."""
+    base = {"data": "demo", "mode": "head", "epochs": epochs, "sweep": DEMO_SWEEP, "batch_size": DEMO_BATCH,
+            "min_count": DEMO_MIN_COUNT}
+    specs: list[DemoSpec] = []
+    for seed in seeds:
+        specs.append(DemoSpec(demo_run_id(None, seed=seed),
+                              {**base, "method": "bt", "constraints": [], "seed": seed, "name": "bt"}))
+        for c in constraints:
+            for eps in epsilons:
+                specs.append(DemoSpec(demo_run_id(c, eps, seed),
+                                      {**base, "method": "faro", "constraints": [c], "epsilon": eps,
+                                       "seed": seed, "name": f"faro-{c}-eps{eps:g}"}))
+    return specs
+
+
+def policy_available() -> bool:
+    """True when the policy stage (``faro_core.policy.evaluate``) is installed in this tree."""
+    try:
+        return importlib.util.find_spec("faro_core.policy.evaluate") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = None, policy: bool = True,
+               generate: bool = True, policy_limit: int | None = None, n_prompts: int = 6,
+               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build the demo sweep into ``store`` where missing; return what was built and what was kept.
+
+    ``policy``: also compute ``policy.json`` (Gibbs policy on the demo BBQ items) for runs that lack it, when
+    the policy stage exists; ``generate``: also sample ``n_prompts`` generations and rerank them.
+    Policy failures are reported in the result (``policy_error``), not raised: the reward runs stay usable.
+    """
+    from faro_core.train import FaroConfig, train
+
+    store = store or RunStore()
+    say = progress or (lambda s: None)
+    specs = specs if specs is not None else demo_specs()
+    t0 = time.time()
+    built, kept = [], []
+    for spec in specs:
+        if store.has(spec.run_id):
+            run = store.get(spec.run_id)
+            if run.status == "done" and run.file("scores.parquet").exists():
+                kept.append(spec.run_id)
+                continue
+            if run.status == "running":
+                raise FaroError(f"demo run {spec.run_id!r} is being built by another process; wait for it")
+            shutil.rmtree(run.path)  # failed / interrupted: rebuild
+        say(f"training {spec.run_id}")
+        train(FaroConfig(**spec.config), store, run_id=spec.run_id, progress=False)
+        built.append(spec.run_id)
+    out: dict[str, Any] = {"runs_dir": str(store.root), "runs": [s.run_id for s in specs], "built": built,
+                           "kept": kept, "train_seconds": round(time.time() - t0, 2), "policy": []}
+    if policy and policy_available():
+        runs = [store.get(s.run_id) for s in specs]
+        todo = [r for r in runs if not r.file("policy.json").exists()
+                or (generate and not r.file("policy_generations.parquet").exists())]
+        if todo:
+            t1 = time.time()
+            try:
+                out["policy"] = _build_policy(todo, generate, policy_limit, n_prompts, say)
+            except Exception as exc:  # the policy stage is optional for the demo
+                out["policy_error"] = f"{type(exc).__name__}: {exc}"
+            out["policy_seconds"] = round(time.time() - t1, 2)
+    out["seconds"] = round(time.time() - t0, 2)
+    return out
+
+
+def _build_policy(runs: list[Any], generate: bool, limit: int | None, n_prompts: int,
+                  say: Callable[[str], None]) -> list[str]:
+    from faro_core.policy.evaluate import evaluate_policies, load_items, select_items, write_policy
+    from faro_core.policy.gibbs import DEFAULT_BETAS
+
+    items = select_items(load_items("demo"), runs, split="test", seed=0, limit=limit)
+    say(f"policy: {len(items)} BBQ items, {len(runs)} rewards")
+    result = evaluate_policies(runs, items, betas=list(DEFAULT_BETAS), progress=say)
+    result.update({"data": "demo", "split": "test"})
+    if generate:
+        from faro_core.policy.generate import GenerationConfig, rerank_runs
+
+        say(f"policy: generating for {n_prompts} prompts")
+        result["generation"] = rerank_runs(runs, items, n_prompts=n_prompts,
+                                           config=GenerationConfig(n=4, max_new_tokens=40, seed=0),
+                                           betas=list(DEFAULT_BETAS), progress=say)
+    write_policy(runs, result)
+    return [r.run_id for r in runs]

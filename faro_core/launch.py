@@ -1,0 +1,180 @@
+"""Launch training runs as background processes through the CLI, list the queue, cancel a run.
+
+Shared by the dashboard's Train page, tests and scripts: a launched run is an ordinary
+``python -m faro_core train ... --runs-dir DIR --run-id ID`` process in its own session (process group),
+writing to the same run store as everything else. The launcher writes ``launch.json`` (pid, argv, time)
+and ``launch.log`` (the process's stdout/stderr) into the run directory before the process starts, so a
+run shows in the queue as ``starting`` before its ``config.json`` exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from faro_core.errors import FaroError, RunError
+from faro_core.io import read_json, write_json
+from faro_core.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
+
+LAUNCH_FILE = "launch.json"
+LOG_FILE = "launch.log"
+
+
+def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilon: float = 0.05,
+               method: str = "faro", seed: int = 0, mode: str = "head", epochs: int | None = None,
+               backbone: str | None = None, data: str | None = None, group: str | None = None,
+               strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
+               extra: Sequence[str] = ()) -> list[str]:
+    """The ``faro train`` command line for one run."""
+    argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
+            "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
+            "--mode", mode, "--quiet", "--json"]
+    argv += ["--epsilon", "inf" if epsilon is None or not math.isfinite(epsilon) else f"{epsilon:g}"]
+    if epochs:
+        argv += ["--epochs", str(int(epochs))]
+    if backbone:
+        argv += ["--backbone", backbone]
+    if data:
+        argv += ["--data", data]
+    if group:
+        argv += ["--group", group]
+    if strata:
+        argv += ["--strata", ",".join(strata)]
+    if skew:
+        argv += ["--skew", f"{skew:g}"]
+    if sweep:
+        argv += ["--name", sweep]
+    return argv + list(extra)
+
+
+def launch(store: RunStore, argv: Sequence[str], run_id: str, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` detached (new session) for ``run_id``; return its pid.
+
+    Refuses a run id that already exists or is already being launched.
+    """
+    validate_run_id(run_id)
+    path = store.path(run_id)
+    if (path / "config.json").exists() or (path / LAUNCH_FILE).exists():
+        raise RunError(f"run {run_id!r} already exists in {store.root}; pick another id")
+    path.mkdir(parents=True, exist_ok=True)
+    log = open(path / LOG_FILE, "ab")
+    try:
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **(env or {})},
+                                close_fds=True)
+    finally:
+        log.close()
+    write_json(path / LAUNCH_FILE, {"pid": proc.pid, "pgid": proc.pid, "argv": list(argv), "time": time.time()})
+    _CHILDREN[run_id] = proc  # keep a handle so the child is reaped (no zombie) when it exits
+    return proc.pid
+
+
+_CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def launch_train(store: RunStore, run_id: str | None = None, **kw: Any) -> str:
+    """Launch one ``faro train`` run (keyword arguments as :func:`train_argv`); return its run id."""
+    prefix = kw.get("sweep") or ("faro-" + kw["constraint"] if kw.get("constraint") else "bt")
+    run_id = run_id or new_run_id(prefix)
+    launch(store, train_argv(run_id, str(store.root), **kw), run_id)
+    return run_id
+
+
+def _reap() -> None:
+    for rid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            _CHILDREN.pop(rid, None)
+
+
+def launch_info(store: RunStore, run_id: str) -> dict[str, Any] | None:
+    """``launch.json`` of a run, or None when it was not started by the launcher."""
+    p = store.path(run_id) / LAUNCH_FILE
+    return read_json(p) if p.exists() else None
+
+
+def queue(store: RunStore) -> list[dict[str, Any]]:
+    """Launched runs, newest first: run_id, status (``starting`` before the config exists), progress, pid."""
+    _reap()
+    rows = []
+    if not store.root.exists():
+        return rows
+    for p in store.root.iterdir():
+        if not (p / LAUNCH_FILE).exists():
+            continue
+        info = read_json(p / LAUNCH_FILE)
+        run = Run(p.name, p)
+        alive = _pid_alive(int(info.get("pid", -1)))
+        if run.exists():
+            status = run.status
+            prog = run.progress()
+        else:
+            status = "starting" if alive else "failed"
+            prog = {"step": 0, "total_steps": 0, "fraction": 0.0}
+        err = run.raw_status().get("error") if run.exists() else None
+        if status == "failed" and not err:
+            err = log_tail(store, p.name)
+        rows.append({"run_id": p.name, "status": status, "fraction": float(prog.get("fraction") or 0.0),
+                     "step": prog.get("step", 0), "total_steps": prog.get("total_steps", 0),
+                     "pid": info.get("pid"), "alive": alive, "launched": info.get("time", 0.0), "error": err})
+    return sorted(rows, key=lambda r: -r["launched"])
+
+
+def log_tail(store: RunStore, run_id: str, lines: int = 5) -> str:
+    """Last lines of a launched run's ``launch.log`` (what to show when it failed)."""
+    p = store.path(run_id) / LOG_FILE
+    if not p.exists():
+        return ""
+    text = p.read_text(errors="replace").strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
+    """SIGTERM the run's process group; mark the run ``interrupted``. Returns the final status."""
+    info = launch_info(store, run_id)
+    if info is None:
+        raise RunError(f"run {run_id!r} was not started from the launcher; stop it where it runs")
+    pid = int(info["pid"])
+    if _pid_alive(pid):
+        try:
+            os.killpg(int(info.get("pgid", pid)), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + wait_s
+        while time.time() < deadline and _pid_alive(pid):
+            proc = _CHILDREN.get(run_id)
+            if proc is not None:
+                proc.poll()
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            try:
+                os.killpg(int(info.get("pgid", pid)), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _reap()
+    run = Run(run_id, store.path(run_id))
+    if not run.exists():
+        store.path(run_id).mkdir(parents=True, exist_ok=True)
+        write_json(run.file("config.json"), {"run_id": run_id, "cancelled_before_start": True})
+    if run.raw_status().get("status") in ("queued", "running"):
+        run.set_status("interrupted", error="cancelled by the user (SIGTERM)")
+    return run.status
+
+
+def wait(store: RunStore, run_id: str, timeout_s: float = 300.0, poll_s: float = 0.5) -> str:
+    """Block until a launched run leaves queued/running/starting; return its status."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        rows = {r["run_id"]: r for r in queue(store)}
+        row = rows.get(run_id)
+        if row is None:
+            raise FaroError(f"run {run_id!r} was not launched in {store.root}")
+        if row["status"] not in ("starting", "queued", "running") and not row["alive"]:
+            return row["status"]
+        time.sleep(poll_s)
+    raise FaroError(f"run {run_id!r} did not finish within {timeout_s:.0f} s")

@@ -1,0 +1,200 @@
+"""Plotly figures for per-group views, training curves, the Pareto front and policy results.
+
+Shared by the dashboard and the HTML report (:mod:`faro_core.report`). Inputs are the frames of
+:mod:`faro_core.explore`; every function returns a ``plotly.graph_objects.Figure`` and does no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+FAMILY_COLOR = {"BT": "#7f7f7f", "Faro-DP": "#1f77b4", "Faro-EO": "#2ca02c", "Faro-CF": "#9467bd",
+                "Reweighting": "#ff7f0e", "Post-hoc shift": "#8c564b", "Fixed λ": "#e377c2", "ExpGrad": "#bcbd22"}
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
+    fig.update_layout(title=title, height=height, template="plotly_white", margin=dict(l=50, r=20, t=60, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), **kw)
+    return fig
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank figure carrying a message (nothing to plot)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "", height=200)
+
+
+def violin_before_after(rewards: dict[str, pd.DataFrame], title: str = "Reward by group") -> go.Figure:
+    """Split violins of standardized rewards per group; ``rewards`` maps a model label to
+    :func:`faro_core.explore.response_rewards` output (first = 'before', second = 'after')."""
+    fig = go.Figure()
+    sides = ["negative", "positive"]
+    for i, (label, df) in enumerate(rewards.items()):
+        fig.add_trace(go.Violin(x=df["group"], y=df["reward"], name=label, legendgroup=label,
+                                side=sides[i % 2] if len(rewards) == 2 else None, scalegroup=label,
+                                line_color=PALETTE[i % len(PALETTE)], meanline_visible=True, points=False,
+                                spanmode="hard"))
+    fig.update_layout(violingap=0, violinmode="overlay" if len(rewards) == 2 else "group")
+    fig.update_yaxes(title="reward (sd units)")
+    fig.update_xaxes(title="group named by the response", tickangle=-30)
+    return _layout(fig, title, height=460)
+
+
+def ecdf_figure(rewards: dict[str, pd.DataFrame], groups: list[str] | None = None,
+                title: str = "Reward ECDF by group") -> go.Figure:
+    """Empirical CDFs of standardized rewards per group, one line style per model (solid = first)."""
+    fig = go.Figure()
+    dashes = ["dot", "solid", "dash", "dashdot"]
+    all_groups = groups or sorted(set().union(*[set(d["group"]) for d in rewards.values()]))
+    for gi, g in enumerate(all_groups):
+        color = PALETTE[gi % len(PALETTE)]
+        for mi, (label, df) in enumerate(rewards.items()):
+            x = np.sort(df.loc[df["group"] == g, "reward"].to_numpy())
+            if len(x) == 0:
+                continue
+            y = np.arange(1, len(x) + 1) / len(x)
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, dash=dashes[mi % 4]),
+                                     name=f"{g} · {label}", legendgroup=str(g), line_shape="hv"))
+    fig.update_xaxes(title="reward (sd units)")
+    fig.update_yaxes(title="fraction of responses ≤ x", range=[0, 1])
+    return _layout(fig, title, height=460)
+
+
+def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column: str = "accuracy",
+                        title: str = "Pairwise accuracy by group") -> go.Figure:
+    """Grouped bars of per-group accuracy (±1 s.e.) per model; ``acc`` maps a label to
+    :func:`faro_core.explore.group_accuracy` output."""
+    fig = go.Figure()
+    for i, (label, df) in enumerate(acc.items()):
+        fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=PALETTE[i % len(PALETTE)],
+                             error_y=dict(type="data", array=df["se"], visible=True),
+                             customdata=df["n"], hovertemplate="%{x}: %{y:.3f} (n=%{customdata})"))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title=column.replace("_", " "), range=[0, 1])
+    fig.update_xaxes(tickangle=-30)
+    return _layout(fig, title)
+
+
+def reliability_figure(tables: dict[str, pd.DataFrame], title: str = "Reliability diagram") -> go.Figure:
+    """Observed preference rate vs predicted σ(r₁−r₂) per bin; one line per (model, group)."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbb", dash="dash"),
+                             name="perfectly calibrated"))
+    i = 0
+    for label, df in tables.items():
+        for g, gd in df.groupby("group"):
+            name = f"{label} · {g} (ECE {gd['ece'].iloc[0]:.3f})" if g != "all" else \
+                f"{label} (ECE {gd['ece'].iloc[0]:.3f})"
+            fig.add_trace(go.Scatter(x=gd["predicted"], y=gd["observed"], mode="lines+markers", name=name,
+                                     marker=dict(size=np.clip(np.sqrt(gd["n"]) * 2, 4, 18)),
+                                     line=dict(color=PALETTE[i % len(PALETTE)]), customdata=gd["n"],
+                                     hovertemplate="pred %{x:.2f} → obs %{y:.2f} (n=%{customdata})"))
+            i += 1
+    fig.update_xaxes(title="predicted P(first response preferred)", range=[0, 1])
+    fig.update_yaxes(title="observed rate", range=[0, 1])
+    return _layout(fig, title, height=460)
+
+
+def curves_figure(hist: pd.DataFrame, multipliers: pd.DataFrame | None = None, epsilon: float | None = None,
+                  title: str = "Training curves") -> go.Figure:
+    """Batch violations (strict) per kind and multipliers (λ) against step, on two y-axes."""
+    fig = go.Figure()
+    if hist.empty:
+        return empty_figure("no history yet")
+    for i, col in enumerate([c for c in hist.columns if c.startswith("viol_")]):
+        fig.add_trace(go.Scatter(x=hist["step"], y=hist[col], name=f"violation {col[5:].upper()}",
+                                 mode="lines", line=dict(color=PALETTE[i])))
+    if epsilon is not None and np.isfinite(epsilon):
+        fig.add_hline(y=epsilon, line_dash="dash", line_color="#999", annotation_text=f"ε = {epsilon:g}")
+    if multipliers is not None and not multipliers.empty:
+        for j, (name, g) in enumerate(multipliers.groupby("constraint", sort=False)):
+            fig.add_trace(go.Scatter(x=g["step"], y=g["lambda"], name=f"λ {name}", yaxis="y2", mode="lines",
+                                     line=dict(dash="dot", color=PALETTE[(j + 3) % len(PALETTE)])))
+    elif "lambda_max" in hist and hist["lambda_max"].notna().any():
+        fig.add_trace(go.Scatter(x=hist["step"], y=hist["lambda_max"], name="max λ", yaxis="y2", mode="lines",
+                                 line=dict(dash="dot", color="#444")))
+    fig.update_layout(yaxis2=dict(title="multiplier λ", overlaying="y", side="right", showgrid=False))
+    fig.update_yaxes(title="violation (batch)")
+    fig.update_xaxes(title="step")
+    return _layout(fig, title)
+
+
+def loss_figure(hist: pd.DataFrame, title: str = "Loss") -> go.Figure:
+    """Lagrangian and Bradley–Terry loss against step."""
+    if hist.empty:
+        return empty_figure("no history yet")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=hist["step"], y=hist["loss"], name="Lagrangian loss", mode="lines"))
+    fig.add_trace(go.Scatter(x=hist["step"], y=hist["bt_loss"], name="BT loss", mode="lines"))
+    fig.update_xaxes(title="step")
+    return _layout(fig, title, height=320)
+
+
+def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
+                  highlight: str | None = None) -> go.Figure:
+    """Accuracy vs violation per family with error bars over seeds, ε labels, the frontier and
+    certified badges (★). ``points``: :func:`faro_core.explore.pareto_points`; ``customdata`` holds the
+    first run id of each point so selection events can open it."""
+    if points.empty:
+        return empty_figure(f"no finished runs with a {kind.upper()} violation yet")
+    fig = go.Figure()
+    for fam, g in points.groupby("family", sort=False):
+        color = FAMILY_COLOR.get(fam, PALETTE[hash(fam) % len(PALETTE)])
+        g = g.sort_values("violation")
+        labels = [("BT" if fam == "BT" else f"ε={e:g}" if np.isfinite(e) else "ε=∞") for e in g["epsilon"]]
+        symbols = ["star" if c is True else "circle" for c in g["certified"]]
+        fig.add_trace(go.Scatter(
+            x=g["violation"], y=g["accuracy"], mode="markers+text", name=fam, text=labels,
+            textposition="top center", marker=dict(color=color, size=12, symbol=symbols,
+                                                   line=dict(width=1, color="#333")),
+            error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any())),
+            error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any())),
+            customdata=np.array([[r[0], n, "certified" if c is True else "not certified" if c is False else
+                                  "no certificate"] for r, n, c in zip(g["run_ids"], g["n_seeds"], g["certified"])],
+                                dtype=object),
+            hovertemplate="%{customdata[0]}<br>violation %{x:.3f}<br>accuracy %{y:.3f}<br>"
+                          "seeds %{customdata[1]} · %{customdata[2]}<extra></extra>"))
+    front = points[points["on_front"]].sort_values("violation")
+    fig.add_trace(go.Scatter(x=front["violation"], y=front["accuracy"], mode="lines", name="Pareto front",
+                             line=dict(color="#444", dash="dash", shape="hv"), hoverinfo="skip"))
+    if highlight is not None:
+        h = points[points["run_ids"].map(lambda ids: highlight in ids)]
+        if not h.empty:
+            fig.add_trace(go.Scatter(x=h["violation"], y=h["accuracy"], mode="markers", name="selected",
+                                     marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="#f0a"))))
+    fig.update_xaxes(title=f"{kind.upper()} violation on the test split (lower is fairer)")
+    fig.update_yaxes(title="pairwise accuracy (test)")
+    return _layout(fig, title or f"Accuracy vs {kind.upper()} violation  (★ = certified)", height=480)
+
+
+def policy_figure(frame: pd.DataFrame, metric: str = "s_amb", beta: float | None = None,
+                  title: str | None = None) -> go.Figure:
+    """A policy metric (``s_amb``, ``s_dis``, ``accuracy``, ``kl``) against β per model (log x)."""
+    if frame.empty:
+        return empty_figure("no policy results")
+    fig = go.Figure()
+    f = frame[np.isfinite(frame["beta"])]
+    for i, (model, g) in enumerate(f.groupby("model", sort=False)):
+        fig.add_trace(go.Scatter(x=g["beta"], y=g[metric], mode="lines+markers", name=model,
+                                 line=dict(color="#7f7f7f" if model == "reference LM" else PALETTE[i % len(PALETTE)],
+                                           dash="dash" if model == "reference LM" else "solid")))
+    if beta is not None:
+        fig.add_vline(x=beta, line_dash="dot", line_color="#f0a")
+    fig.update_xaxes(type="log", title="β (reward sd units; small β = follow the reward)")
+    fig.update_yaxes(title=metric)
+    return _layout(fig, title or f"{metric} of the policy π_β", height=380)
+
+
+def figure_html(fig: go.Figure, include_plotlyjs: bool | str = False, div_id: str | None = None) -> str:
+    """A figure as an HTML fragment (``include_plotlyjs=True`` embeds plotly.js inline: no CDN)."""
+    return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})

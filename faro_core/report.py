@@ -1,0 +1,204 @@
+"""The stakeholder report: one self-contained HTML file (plotly.js inline, no CDN, no network).
+
+``build_report(store, run_ids)`` covers the data and groups, what was trained, the accuracy–fairness
+front, certificates, per-group plots (BT vs the chosen Faro run), example generations, and a plain-language
+summary a non-expert can follow. Shared by the dashboard's Report page and ``faro report``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from faro_core import explore
+from faro_core import plots_groups as pg
+from faro_core.errors import FaroError
+from faro_core.runs import RunStore
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222;
+line-height:1.5;padding:0 1em}h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.9em;margin:1em 0}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
+th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}.summary{background:#f4f8fb;border-left:4px solid
+#1f77b4;padding:.8em 1.2em}.muted{color:#777;font-size:.9em}.badge{padding:.1em .5em;border-radius:.4em}
+.ok{background:#d9f2d9}.no{background:#f8d7da}.changed{background:#fff3b0}
+"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if isinstance(x, float):
+        return "∞" if math.isinf(x) else f"{x:.{nd}f}"
+    return _esc(x)
+
+
+def _table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def plain_summary(table: pd.DataFrame) -> list[str]:
+    """Sentences a non-expert can follow: what the numbers say about bias before and after."""
+    out = ["A <b>reward model</b> scores answers; a chatbot trained on it learns to give high-scoring answers. "
+           "If the scores favour answers about some groups of people over others, the chatbot inherits that bias."]
+    heads = explore.headline(table)
+    names = {"dp": "how often answers about each group get a high score",
+             "eo": "how often the model picks the right answer, group by group",
+             "cf": "how much the score changes when only the group named in an answer is swapped"}
+    for kind, h in heads.items():
+        drop = h["bt_violation"] - h["faro_violation"]
+        rel = drop / h["bt_violation"] if h["bt_violation"] > 0 else 0.0
+        acc = h["faro_accuracy"] - h["bt_accuracy"]
+        out.append(
+            f"<b>{explore.KIND_LABEL[kind].capitalize()}</b> ({names[kind]}): the standard model's largest gap "
+            f"between a group and everyone was <b>{h['bt_violation']:.3f}</b>; with Faro (ε = {h['faro_epsilon']:g}) "
+            f"it is <b>{h['faro_violation']:.3f}</b> ({rel:.0%} {'smaller' if drop >= 0 else 'larger'}), while "
+            f"accuracy changed by {acc * 100:+.1f} percentage points ({h['bt_accuracy']:.1%} → "
+            f"{h['faro_accuracy']:.1%}) on the {h['split']} split.")
+    if len(heads) == 0:
+        out.append("No unconstrained baseline and constrained run finished on the same data yet, so no "
+                   "before/after comparison can be made.")
+    out.append("ε is the largest gap we allow; a smaller ε asks for more fairness and usually costs some accuracy. "
+               "A <b>certificate</b> means the gap stays below ε on held-out data with 95% confidence.")
+    return out
+
+
+def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairness report",
+                 before: str | None = None, after: str | None = None) -> str:
+    """The HTML report for ``run_ids`` (a string: write it to a ``.html`` file)."""
+    if not run_ids:
+        raise FaroError("choose at least one run for the report")
+    runs = [store.get(r) for r in dict.fromkeys(run_ids)]  # RunError on unknown ids
+    full = explore.run_table(store)
+    table = full[full["run_id"].isin([r.run_id for r in runs])].reset_index(drop=True)
+    done = table[table["status"] == "done"]
+    if done.empty:
+        raise FaroError("none of the chosen runs has finished; wait for them or pick finished runs")
+    first_fig = [True]
+
+    def fig(f: Any) -> str:
+        out = pg.figure_html(f, include_plotlyjs=first_fig[0])  # plotly.js inline once, no CDN
+        first_fig[0] = False
+        return out
+
+    parts: list[str] = [f"<h1>{_esc(title)}</h1><p class='muted'>generated {time.strftime('%Y-%m-%d %H:%M')} "
+                        f"from run store <code>{_esc(store.root)}</code> · {len(runs)} runs</p>"]
+    parts.append("<h2>Summary</h2><div class='summary'>" + "".join(f"<p>{s}</p>" for s in plain_summary(table))
+                 + "</div>")
+
+    # data and groups
+    data_info = runs[0].read("data.json") or {}
+    parts.append("<h2>Data and groups</h2>")
+    if data_info:
+        pairs = data_info.get("pairs") or {}
+        parts.append(f"<p>Dataset <b>{_esc(data_info.get('name'))}</b>: {sum(pairs.values())} preference pairs "
+                     f"(train {pairs.get('train')}, validation {pairs.get('val')}, test {pairs.get('test')}); "
+                     f"conditioning on {_esc(', '.join(data_info.get('strata') or []) or 'nothing')}.</p>")
+        groups = data_info.get("groups") or {}
+        if groups:
+            parts.append(_table(pd.DataFrame({"group": list(groups), "pairs": list(groups.values())})))
+    else:
+        parts.append("<p class='muted'>data.json not found in the first run.</p>")
+
+    # what was trained
+    parts.append("<h2>What was trained</h2><p>Each run is a reward model; BT is the standard (unconstrained) "
+                 "model, Faro-X is trained under constraint X with slack ε.</p>")
+    cols = ["run_id", "status", "family", "epsilon", "seed", "epochs", "accuracy", "gold_accuracy",
+            "viol_dp", "viol_eo", "viol_cf", "certified"]
+    parts.append(_table(table[cols]))
+
+    # front
+    parts.append("<h2>Accuracy–fairness front</h2>")
+    for kind in explore.KINDS:
+        split = explore.best_split(done, kind)
+        pts = explore.pareto_points(done, kind, split)
+        if pts.empty:
+            continue
+        parts.append(f"<p class='muted'>{_esc(explore.KIND_LABEL[kind])}, {split} split.</p>")
+        parts.append(fig(pareto_figure_for(pts, kind)))
+
+    # certificates
+    parts.append("<h2>Certificates</h2>")
+    rows = []
+    for r in runs:
+        c = explore.certificate_summary(r)
+        rows.append({"run": r.run_id, "certificate": "not computed (run `faro certify`)" if c is None else
+                     ("certified" if c["certified"] else "not certified" if c["certified"] is False else "—"),
+                     "epsilon": None if c is None else c.get("epsilon"), "delta": None if c is None else c.get("delta")})
+    parts.append(_table(pd.DataFrame(rows)))
+
+    # per-group plots
+    bt_ids = list(done.loc[done["family"] == "BT", "run_id"])
+    faro_ids = list(done.loc[done["family"] != "BT", "run_id"])
+    before = before or (bt_ids[0] if bt_ids else None)
+    after = after or (faro_ids[0] if faro_ids else None)
+    parts.append("<h2>Per-group view</h2>")
+    if before and after:
+        sb, sa = explore.load_scores(store.get(before)), explore.load_scores(store.get(after))
+        rw = {f"BT ({before})": explore.response_rewards(sb), f"Faro ({after})": explore.response_rewards(sa)}
+        parts.append(f"<p>Reward distributions per group, standard model (left half) vs Faro (right half). "
+                     f"Spread of group mean rewards: {explore.bias_gap(sb):.3f} → {explore.bias_gap(sa):.3f} sd.</p>")
+        parts.append(fig(pg.violin_before_after(rw)))
+        acc = {f"BT ({before})": explore.group_accuracy(sb, "category"),
+               f"Faro ({after})": explore.group_accuracy(sa, "category")}
+        parts.append(fig(pg.group_accuracy_bars(acc, "category")))
+        parts.append(fig(pg.reliability_figure({"BT": explore.reliability(sb), "Faro": explore.reliability(sa)})))
+    else:
+        parts.append("<p class='muted'>Needs one finished BT run and one finished Faro run among the chosen runs.</p>")
+
+    # policy and generations
+    parts.append("<h2>Policy and example generations</h2>")
+    pol_runs = [r for r in runs if r.file("policy.json").exists()]
+    if pol_runs:
+        frames = [explore.policy_frame(r) for r in pol_runs]
+        ref = frames[0][frames[0]["model"] == "reference LM"]
+        frame = pd.concat([ref] + [f[f["model"] != "reference LM"] for f in frames], ignore_index=True)
+        parts.append("<p>BBQ bias score in ambiguous contexts (s_AMB, 0 = unbiased) of the policy built on each "
+                     "reward, as β varies.</p>")
+        parts.append(fig(pg.policy_figure(frame, "s_amb")))
+        gen_runs = [r for r in pol_runs if r.file("policy_generations.parquet").exists()][:3]
+        if gen_runs:
+            gen = explore.generations_side_by_side(gen_runs, n_prompts=3)
+            for _pidx, g in gen.groupby("prompt_idx"):
+                parts.append(f"<p><b>Prompt:</b> {_esc(g['user_text'].iloc[0])}</p>")
+                show = g[["text"] + [c for c in g.columns if c.startswith(("reward:", "best:"))]]
+                rows_html = []
+                for _, row in show.iterrows():
+                    picks = [c for c in show.columns if c.startswith("best:") and bool(row[c])]
+                    cls = " class='changed'" if picks and len(picks) < len(gen_runs) else ""
+                    rows_html.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
+                parts.append("<table><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in show.columns) + "</tr>"
+                             + "".join(rows_html) + "</table>")
+            parts.append("<p class='muted'>Highlighted: a sample picked as best by only some of the rewards.</p>")
+    else:
+        parts.append("<p class='muted'>Policy results not computed yet — run `faro policy RUN…`.</p>")
+
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{CSS}</style></head><body>{body}</body></html>")
+
+
+def pareto_figure_for(points: pd.DataFrame, kind: str) -> Any:
+    """The Pareto figure (kept as a hook so the report can switch to faro_core.plots when it has one)."""
+    return pg.pareto_figure(points, kind)
+
+
+def write_report(store: RunStore, run_ids: list[str], out: str | Path, **kw: Any) -> Path:
+    """Build the report and write it to ``out``; return the path."""
+    text = build_report(store, run_ids, **kw)
+    path = Path(out)
+    if path.parent and not path.parent.exists():
+        raise FaroError(f"{path.parent}: directory does not exist")
+    path.write_text(text, encoding="utf-8")
+    return path
