@@ -1,0 +1,127 @@
+"""Evaluation, certificate and audit of a trained run: numbers, files, CLI and its exit codes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from faro_core.cli import main
+from faro_core.evaluate.metrics import brier_score, calibration, ece_score, evaluate_run, scores_for_data
+from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
+from faro_core.runs import RunStore
+from faro_core.train import FaroConfig, train
+
+DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
+if DATA is not None and not Path(DATA).exists():
+    pytest.skip("neither the demo data nor ../shared/data/bbq is present", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunStore, str]:
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    cfg = FaroConfig(data=DATA, constraints=["dp"], epsilon=0.1, epochs=3, head_hidden=16, min_count=5, seed=0)
+    run = train(cfg, store, run_id="ev-dp", progress=False)
+    return store, run.run_id
+
+
+def test_eval_matches_trainer_metrics_and_writes_eval_json(trained: tuple[RunStore, str]) -> None:
+    store, rid = trained
+    run = store.get(rid)
+    res = evaluate_run(run, n_boot=30, seed=1)
+    test = run.metrics()["test"]
+    m = res["metrics"]
+    assert m["accuracy"]["value"] == pytest.approx(test["accuracy"], abs=1e-6)
+    assert m["gold_accuracy"]["value"] == pytest.approx(test["gold_accuracy"], abs=1e-6)
+    for k, v in test["violation"].items():
+        assert m[f"violation_{k}"]["value"] == pytest.approx(v, abs=1e-5)
+    for k in ("accuracy", "gold_accuracy", "ece", "brier"):
+        assert m[k]["lo"] <= m[k]["value"] + 1e-9 and m[k]["value"] <= m[k]["hi"] + 1e-9, k
+    assert res["bootstrap"] == {"n": 30, "seed": 1, "level": 0.95, "unit": "item"}
+    assert any("ece" in g for g in res["by_group"].values())
+    saved = json.loads(run.file("eval.json").read_text())
+    assert saved["metrics"]["accuracy"]["value"] == m["accuracy"]["value"]
+    again = evaluate_run(run, n_boot=30, seed=1, write=False)
+    assert again["metrics"]["accuracy"]["lo"] == m["accuracy"]["lo"]  # seeded bootstrap
+
+
+def test_ece_and_brier_known_values() -> None:
+    y = np.array([1, 0, 1, 0])
+    assert ece_score(y, np.array([1.0, 0.0, 1.0, 0.0])) == 0.0
+    assert ece_score(np.array([1, 1, 0, 0]), np.full(4, 0.5)) == 0.0  # calibrated on average in its bin
+    assert ece_score(np.ones(4), np.full(4, 0.5)) == pytest.approx(0.5)
+    assert brier_score(y, np.full(4, 0.5)) == pytest.approx(0.25)
+    cal = calibration(np.ones(4), np.array([0.5, 0.5, 1.0, 1.0]), np.array(["a", "a", "b", "b"]))
+    assert cal["by_group"]["a"]["ece"] == pytest.approx(0.5) and cal["by_group"]["b"]["ece"] == 0.0
+
+
+def test_rescoring_with_load_scorer_matches_scores_parquet(trained: tuple[RunStore, str]) -> None:
+    store, rid = trained
+    run = store.get(rid)
+    ext = scores_for_data(run, DATA or "demo", limit=60, seed=0)
+    saved = pd.read_parquet(run.file("scores.parquet")).set_index("pair_id")
+    s = saved.loc[ext["pair_id"]]
+    assert np.allclose(ext["r_chosen"].to_numpy(), s["r_chosen"].to_numpy(), atol=1e-4)
+    assert np.allclose(ext["cf_r_rejected"].to_numpy(), s["cf_r_rejected"].to_numpy(), atol=1e-4, equal_nan=True)
+    res = evaluate_run(run, data=DATA or "demo", limit=60, n_boot=10)
+    assert res["pairs"] == 60
+    stored = json.loads(run.file("eval.json").read_text())
+    assert str(DATA or "demo") in stored["external"] and "metrics" in stored  # held-out result kept
+
+
+def test_certify_run_writes_certificate(trained: tuple[RunStore, str], capsys: pytest.CaptureFixture) -> None:
+    store, rid = trained
+    rc = main(["certify", rid, "--runs-dir", str(store.root), "--delta", "0.05", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["kinds"] == ["dp"] and out["epsilon"] == 0.1 and isinstance(out["certified"], bool)
+    assert out["bounds"] and all(b["upper"] >= b["empirical"] for b in out["bounds"])
+    assert out["certified"] == all(b["upper"] <= 0.1 for b in out["bounds"])
+    assert json.loads(store.get(rid).file("certificate.json").read_text())["m"] == out["m"]
+
+
+@pytest.mark.parametrize("cmd", ["eval", "certify", "audit"])
+@pytest.mark.parametrize("rid", ["no-such-run", "../etc", "a/b"])
+def test_unknown_or_unsafe_run_id_exits_2(trained: tuple[RunStore, str], cmd: str, rid: str,
+                                          capsys: pytest.CaptureFixture) -> None:
+    store, _ = trained
+    extra = ["--crows", "x.csv"] if cmd == "audit" else []
+    assert main([cmd, rid, "--runs-dir", str(store.root), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "faro: error:" in err and "Traceback" not in err
+
+
+def test_eval_cli_json(trained: tuple[RunStore, str], capsys: pytest.CaptureFixture) -> None:
+    store, rid = trained
+    assert main(["eval", rid, "--runs-dir", str(store.root), "--n-boot", "10", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["run_id"] == rid and out["split"] == "test" and "violation_dp" in out["metrics"]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "crows_pairs").exists() or not (SHARED_DATA / "hh_rlhf").exists(),
+                    reason="../shared/data/crows_pairs or hh_rlhf absent")
+def test_audit_crows_and_hh_cached(trained: tuple[RunStore, str], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture) -> None:
+    store, rid = trained
+    crows = pd.read_csv(SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv").head(40)
+    crows.to_csv(tmp_path / "crows.csv", index=False)
+    with gzip.open(SHARED_DATA / "hh_rlhf" / "helpful-base" / "test.jsonl.gz", "rt") as fh:
+        lines = [next(fh) for _ in range(12)]
+    (tmp_path / "hh").mkdir()
+    (tmp_path / "hh" / "test.jsonl").write_text("".join(lines))
+    args = ["audit", rid, "--runs-dir", str(store.root), "--crows", str(tmp_path / "crows.csv"),
+            "--hh", str(tmp_path / "hh"), "--hh-limit", "0", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rate = out["crows"]["stereotype_rate"]
+    assert rate["n"] == 40 and 0 <= rate["lo"] <= rate["value"] <= rate["hi"] <= 1
+    assert sum(v["n"] for v in out["crows"]["by_bias_type"].values()) == 40
+    assert out["hh"]["accuracy"]["n"] == 12
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["crows"].get("cached") and again["hh"].get("cached")
+    assert again["crows"]["stereotype_rate"] == rate

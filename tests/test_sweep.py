@@ -1,0 +1,106 @@
+"""Sweeps: deterministic ids, the grid, resuming without redoing finished runs, executors, Pareto/hypervolume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from faro_core.cli import main
+from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
+from faro_core.runs import RunStore
+from faro_core.sweep import SweepSpec, grid, hypervolume, pareto_front, run_id_for, run_sweep
+from faro_core.train import FaroConfig
+
+DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
+if DATA is not None and not Path(DATA).exists():
+    pytest.skip("neither the demo data nor ../shared/data/bbq is present", allow_module_level=True)
+BASE = FaroConfig(data=DATA, epochs=2, head_hidden=16, min_count=5)
+
+
+def test_run_ids_are_deterministic_and_distinct() -> None:
+    a = FaroConfig(constraints=["dp"], epsilon=0.05, seed=0)
+    assert run_id_for(a) == run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, seed=0))
+    assert run_id_for(a) != run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, seed=1))
+    assert run_id_for(a) == run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, seed=0, sweep="other"))
+    assert run_id_for(a).startswith("faro-dp-eps0.05-s0-")
+
+
+def test_grid_counts() -> None:
+    spec = SweepSpec(base=BASE, kinds=["dp", "cf"], epsilons=[0.1, 0.05], seeds=[0, 1],
+                     baselines=["bt", "expgrad", "fixed_lambda"])
+    cfgs = grid(spec)
+    methods = pd.Series([c.method for c in cfgs]).value_counts().to_dict()
+    # faro 2x2x2; bt 2 seeds; expgrad dp only (cf unsupported) 2 eps x 2 seeds; fixed_lambda 2 kinds x 2 lambdas x 2
+    assert methods == {"faro": 8, "bt": 2, "expgrad": 4, "fixed_lambda": 8}
+    assert len({run_id_for(c) for c in cfgs}) == len(cfgs)
+
+
+def test_pareto_front_and_hypervolume() -> None:
+    acc = np.array([0.9, 0.8, 0.7, 0.85, np.nan])
+    viol = np.array([0.5, 0.2, 0.1, 0.6, 0.0])
+    assert list(pareto_front(acc, viol)) == [2, 1, 0]  # 3 is dominated by 0; NaN ignored
+    # box [0.5, 1] x [0, 1]: (0.1->0.2: 0.2) + (0.2->0.5: 0.3) + (0.5->1: 0.4)
+    expect = 0.1 * 0.2 + 0.3 * 0.3 + 0.5 * 0.4
+    assert hypervolume(acc, viol) == pytest.approx(expect)
+    assert hypervolume(np.array([0.4]), np.array([0.1])) == 0.0  # worse than chance: outside the box
+    assert hypervolume(np.array([0.6, 0.9]), np.array([0.1, 0.1])) == pytest.approx(0.4 * 0.9)
+
+
+def _mtimes(store: RunStore) -> dict[str, float]:
+    return {r.run_id: r.file("model.safetensors").stat().st_mtime for r in store.list()}
+
+
+def test_sweep_writes_table_and_resume_does_not_redo(tmp_path: Path) -> None:
+    spec = SweepSpec(base=BASE, kinds=["dp"], epsilons=[0.1], seeds=[0], baselines=["bt"], name="t", n_boot=10)
+    res = run_sweep(spec, tmp_path, workers=2)
+    assert res["runs"] == 2 and res["skipped"] == 0
+    store = RunStore(tmp_path)
+    assert sorted(r.run_id for r in store.list()) == sorted(run_id_for(c) for c in grid(spec))
+    for r in store.list():
+        assert r.status == "done" and r.file("eval.json").exists() and r.file("certificate.json").exists()
+    out = tmp_path / "_sweeps" / "t"
+    table = pd.read_parquet(out / "sweep.parquet")
+    assert set(table["method"]) == {"faro", "bt"} and table["gold_accuracy"].between(0, 1).all()
+    assert (out / "sweep.csv").exists() and "| faro-dp |" in (out / "sweep.md").read_text()
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["reference"] == {"gold_accuracy": 0.5, "violation": 1.0}
+    assert "faro-dp" in pareto["dp"]["families"] and "bt" in pareto["dp"]["families"]
+    before = _mtimes(store)
+    again = run_sweep(spec, tmp_path, workers=1)
+    assert again["skipped"] == 2 and _mtimes(store) == before
+
+
+def test_failed_run_is_retrained(tmp_path: Path) -> None:
+    spec = SweepSpec(base=BASE, kinds=[], epsilons=[0.1], seeds=[3], baselines=["bt"], name="f", n_boot=5)
+    rid = run_id_for(grid(spec)[0])
+    store = RunStore(tmp_path)
+    run = store.create(grid(spec)[0].resolved().to_dict(), run_id=rid)
+    run.set_status("failed", error="boom")
+    res = run_sweep(spec, tmp_path, workers=1)
+    assert res["skipped"] == 0 and store.get(rid).status == "done"
+
+
+def test_sweep_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["sweep", "--constraints", "dp", "--epsilons", "0.1", "--seeds", "0", "--epochs", "2",
+            "--min-count", "5", "--runs-dir", str(tmp_path), "--workers", "1", "--n-boot", "5", "--json", "--quiet"]
+    if DATA:
+        args += ["--data", DATA]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["runs"] == 1 and len(out["run_ids"]) == 1
+    assert main([*args[:-2], "--baselines", "nope", "--json"]) == 2  # unknown baseline: user error
+
+
+def test_ray_executor_shares_the_run_store(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'faro[ray]')")
+    spec = SweepSpec(base=BASE, kinds=[], seeds=[0], baselines=["bt"], name="r", n_boot=5)
+    run_sweep(spec, tmp_path, workers=1, executor="local")
+    spec2 = SweepSpec(base=BASE, kinds=[], seeds=[0, 1], baselines=["bt"], name="r", n_boot=5)
+    res = run_sweep(spec2, tmp_path, workers=1, executor="ray")
+    assert not ray.is_initialized()
+    assert res["runs"] == 2 and res["skipped"] == 1  # the local executor's run is reused
+    assert all(r.status == "done" for r in RunStore(tmp_path).list())
