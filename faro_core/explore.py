@@ -283,7 +283,8 @@ def policy_frame(run: Run) -> pd.DataFrame:
     rows = []
     for name, m in (pol.get("models") or {}).items():
         for i, b in enumerate(m.get("betas") or []):
-            rows.append({"model": "reference LM" if name == "reference" else name, "beta": float(b),
+            beta = float("inf") if b is None else float(b)  # JSON stores inf as null
+            rows.append({"model": "reference LM" if name == "reference" else name, "beta": beta,
                          **{k: (m.get(k) or [None] * (i + 1))[i] for k in
                             ("accuracy", "s_amb", "s_dis", "kl", "expected_reward")}})
     return pd.DataFrame(rows)

@@ -29,7 +29,7 @@ with guard():
     kind = st.radio("Source", ["demo data", "folder or file path", "upload", "hub id"], horizontal=True)
     source: str | None = "demo"
     if kind == "folder or file path":
-        source = st.text_input("Path (BBQ folder, CSV, JSONL or Parquet)", value="")
+        source = st.text_input("Path (BBQ folder, CSV, JSONL or Parquet)", value="", key="data_path")
     elif kind == "upload":
         up = st.file_uploader("CSV, JSONL or Parquet (≤ 50 MB)", type=["csv", "jsonl", "json", "parquet"])
         source = None
