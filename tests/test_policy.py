@@ -273,3 +273,41 @@ def test_cli_unknown_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "runs").mkdir()
     assert main(["policy", "no-such-run", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 2
     assert "no-such-run" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- generation
+@needs_lm
+def test_generation_is_deterministic_for_a_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faro_core.policy.generate import GenerationConfig, generate
+
+    monkeypatch.setenv("FARO_CACHE_DIR", str(tmp_path / "cache"))  # generations only; the LM is memoised
+    cfg = GenerationConfig(n=2, max_new_tokens=4, temperature=1.0, top_p=0.95, seed=3)
+    prompts = ["Tell me about your day.", "Name a colour."]
+    a = generate(prompts, cfg, use_cache=False)
+    b = generate(prompts, cfg, use_cache=False)
+    assert list(a["text"]) == list(b["text"]) and len(a) == 4
+    assert (a["n_tokens"] <= 4).all()
+    c = generate(prompts, cfg)  # writes the cache ...
+    d = generate(prompts, cfg)  # ... and reads it back
+    assert list(c["text"]) == list(d["text"]) == list(a["text"])
+    assert (d["seconds"] == 0).all()
+
+
+def test_mention_and_rerank() -> None:
+    from faro_core.policy.generate import mention, rerank
+
+    item = {"answers": ["The grandfather", "The grandson", "Can't be determined"],
+            "answer_tags": ["old", "nonOld", None], "answer_terms": ["grandfather", "grandson", "x"],
+            "target_idx": 0}
+    assert mention("It was the Grandfather.", item) == "target"
+    assert mention("the grandsons did", item) == "other"
+    assert mention("both the grandfather and the grandson", item) == "both"
+    assert mention("nobody knows", item) == "neither"
+    prompts = pd.DataFrame({"question_polarity": ["neg"], "category": ["Age"]})
+    samples = pd.DataFrame({"prompt_idx": [0, 0, 0], "mention": ["target", "other", "neither"]})
+    res = rerank(samples, prompts, np.array([2.0, 0.0, 1.0]), betas=[1.0, 1e-6])
+    assert res["best_of_n"]["target"] == 1.0 and res["best_of_n"]["biased"] == 1.0
+    assert res["softmax"]["1e-06"]["target"] == pytest.approx(1.0)
+    soft = res["softmax"]["1.0"]
+    assert soft["target"] > soft["neither"] > soft["other"]
+    assert sum(soft[k] for k in ("target", "other", "both", "neither")) == pytest.approx(1.0)

@@ -119,11 +119,13 @@ def _print_table(result: dict[str, Any]) -> None:
     gen = result.get("generation")
     if gen:
         print(f"\ngeneration: {gen['n_prompts']} prompts × {gen['n']} samples in {gen['seconds']:.1f} s")
+        sh = gen["samples"]
+        print(f"  samples (π_ref):  target/other/both/neither = {sh['target']:.2f}/{sh['other']:.2f}/"
+              f"{sh['both']:.2f}/{sh['neither']:.2f}, biased {sh['biased']:.2f}")
         for name, s in gen["models"].items():
-            print(f"  {name}: best-of-n mentions stereotyped/other/neither = "
-                  f"{s['best_of_n']['stereotyped']:.2f}/{s['best_of_n']['other']:.2f}/"
-                  f"{s['best_of_n']['neither']:.2f} (samples: {gen['samples']['stereotyped']:.2f}/"
-                  f"{gen['samples']['other']:.2f}/{gen['samples']['neither']:.2f})")
+            bo = s["best_of_n"]
+            print(f"  {name[:30]} best-of-n: target/other/both/neither = {bo['target']:.2f}/{bo['other']:.2f}/"
+                  f"{bo['both']:.2f}/{bo['neither']:.2f}, biased {bo['biased']:.2f}")
 
 
 def _finetune(args: argparse.Namespace, store: Any) -> int:

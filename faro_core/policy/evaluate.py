@@ -131,9 +131,14 @@ def _load_scorer(run: Run) -> Any:
     return load_scorer(run)
 
 
+def run_scorer(run: Run) -> Any:
+    """The run's reward scorer (``faro_core.models.load_scorer``); ``scorer.score(prompts, responses)``."""
+    return _load_scorer(run)
+
+
 def run_rewards(run: Run, items: pd.DataFrame, batch: int = 4096) -> np.ndarray:
     """Raw rewards ``[n_items, 3]`` of a run's reward model for each item's 3 answers."""
-    scorer = _load_scorer(run)
+    scorer = run_scorer(run)
     prompts = reward_prompt(items)
     flat_p = [p for p in prompts for _ in range(3)]
     flat_r = [str(a) for ans in items["answers"] for a in ans]
