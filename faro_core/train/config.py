@@ -40,7 +40,7 @@ class FaroConfig:
     test_frac: float = 0.15
     constraints: list[str] = field(default_factory=list)
     epsilon: float = 0.05
-    min_count: int = 20
+    min_count: int = 30
     temperature: dict[str, float] | None = None
     method: str = "faro"
     fixed_lambda: float = 1.0

@@ -128,7 +128,7 @@ class HeadBackend:
         d = feats.shape[1]
         self.x_cfc = torch.zeros(n, d)
         self.x_cfr = torch.zeros(n, d)
-        tw = torch.from_numpy(twin.to_numpy())
+        tw = torch.from_numpy(twin.to_numpy().copy())
         self.x_cfc[tw] = feats[2 * n:2 * n + k]
         self.x_cfr[tw] = feats[2 * n + k:]
         self.has_twin = tw
@@ -138,17 +138,17 @@ class HeadBackend:
                      "hidden": config.head_hidden, "max_length": config.max_length}
 
     def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
-        r_c, r_r = model(self.x_c[idx]), model(self.x_r[idx])
-        nan = torch.full_like(r_c, float("nan"))
-        if not with_twins:
-            return r_c, r_r, nan, nan
-        tw = self.has_twin[idx]
-        if not bool(tw.any()):
-            return r_c, r_r, nan, nan
+        # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
+        tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
         sel = idx[tw]
-        cf_c = nan.clone().index_put((tw.nonzero().squeeze(1),), model(self.x_cfc[sel]))
-        cf_r = nan.clone().index_put((tw.nonzero().squeeze(1),), model(self.x_cfr[sel]))
-        return r_c, r_r, cf_c, cf_r
+        r = model(torch.cat([self.x_c[idx], self.x_r[idx], self.x_cfc[sel], self.x_cfr[sel]]))
+        n, k = len(idx), len(sel)
+        r_c, r_r = r[:n], r[n:2 * n]
+        nan = torch.full_like(r_c, float("nan"))
+        if k == 0:
+            return r_c, r_r, nan, nan
+        pos = (tw.nonzero().squeeze(1),)
+        return r_c, r_r, nan.index_put(pos, r[2 * n:2 * n + k]), nan.clone().index_put(pos, r[2 * n + k:])
 
     def export(self, run: Run, model: torch.nn.Module) -> None:
         write_safetensors(run.file("model.safetensors"), model.state_dict())
@@ -418,6 +418,10 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         return
     torch.manual_seed(config.seed)
     device = "cuda" if (config.mode == "full" and torch.cuda.is_available()) else "cpu"
+    if config.mode == "head" and device == "cpu":
+        # A head step is a few small matmuls: one thread is 4x faster than two when cores are shared
+        # (measured 12 ms vs 47 ms per 1024x384 MLP forward), and sweeps run one process per core.
+        torch.set_num_threads(1)
     data, df, index = load_training_data(config)
     tens = PairTensors.from_frame(df, index)
     split_idx = {s: torch.from_numpy(np.flatnonzero((df["split"] == s).to_numpy())) for s in SPLITS}
