@@ -69,6 +69,8 @@ def run_table(store: RunStore) -> pd.DataFrame:
         viol = test.get("violation") or {}
         cert = certificate_summary(run)
         eps = cfg.get("epsilon")
+        if family(cfg) == "BT":
+            eps = None  # unconstrained: ε = ∞ whatever the config's default says
         rows.append({
             "run_id": run.run_id, "status": run.status, "family": family(cfg),
             "method": cfg.get("method", "faro"), "constraints": ",".join(cfg.get("constraints") or []) or "none",

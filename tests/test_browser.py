@@ -1,0 +1,68 @@
+"""Every dashboard page in headless Chromium: loads, shows no exception, screenshot saved.
+
+Server on localhost (free port); Debian's /usr/bin/chromium via playwright (never downloads a browser).
+Screenshots go to artifacts/screenshots/<page>.png and are copied to docs/screenshots/.
+Run store: a tiny demo build in a temporary directory, or ``FARO_BROWSER_RUNS_DIR`` (an existing store,
+e.g. the full `faro demo`, used read-only) for README screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "dashboard"))
+
+playwright = pytest.importorskip("playwright.sync_api")
+if not Path(os.environ.get("FARO_CHROMIUM", "/usr/bin/chromium")).exists():
+    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+
+from serve import PAGES, launch_browser, start_server, stop_server, wait_health, wait_ready  # noqa: E402
+
+SHOTS = ROOT / "artifacts" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    runs = os.environ.get("FARO_BROWSER_RUNS_DIR")
+    if not runs:
+        from faro_core.demo import build_demo, demo_specs
+        from faro_core.runs import RunStore
+
+        runs = str(tmp_path_factory.mktemp("browser-runs"))
+        build_demo(RunStore(runs), demo_specs(epsilons=(0.05,), constraints=("dp", "cf"), epochs=2), policy=False)
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    proc, url = start_server(runs, log=log)
+    try:
+        wait_health(url)
+        yield url
+    finally:
+        stop_server(proc)
+
+
+def test_every_page_in_chromium(server: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+    failures = []
+    with playwright.sync_playwright() as pw:
+        browser = launch_browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for name, path in PAGES.items():
+                page.goto(f"{server}/{path}")
+                wait_ready(page, settle_s=1.5)
+                if page.query_selector('[data-testid="stException"]') is not None:
+                    failures.append(f"{name}: {page.inner_text('[data-testid=stException]')[:300]}")
+                shot = SHOTS / f"{name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                shutil.copy(shot, DOCS_SHOTS / shot.name)
+        finally:
+            browser.close()
+    assert not failures, failures
+    assert all((SHOTS / f"{n}.png").stat().st_size > 10_000 for n in PAGES)
