@@ -67,7 +67,7 @@ def policy_available() -> bool:
 
 
 def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = None, policy: bool = True,
-               generate: bool = True, policy_limit: int | None = None, n_prompts: int = 6,
+               generate: bool = True, policy_limit: int | None = None, n_prompts: int = 3,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the demo sweep into ``store`` where missing; return what was built and what was kept.
 
@@ -140,12 +140,13 @@ def _build_policy(runs: list[Any], generate: bool, limit: int | None, n_prompts:
     say(f"policy: {len(items)} BBQ items, {len(runs)} rewards")
     result = evaluate_policies(runs, items, betas=list(DEFAULT_BETAS), progress=say)
     result.update({"data": "demo", "split": "test"})
+    write_policy(runs, result)  # policy results first: generation on a CPU is the slow part
     if generate:
         from faro_core.policy.generate import GenerationConfig, rerank_runs
 
-        say(f"policy: generating for {n_prompts} prompts")
+        say(f"policy: generating for {n_prompts} prompts (set --no-generate to skip)")
         result["generation"] = rerank_runs(runs, items, n_prompts=n_prompts,
-                                           config=GenerationConfig(n=4, max_new_tokens=40, seed=0),
+                                           config=GenerationConfig(n=3, max_new_tokens=32, seed=0),
                                            betas=list(DEFAULT_BETAS), progress=say)
-    write_policy(runs, result)
+        write_policy(runs, result)
     return [r.run_id for r in runs]

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1, help="seeds per configuration (default 1)")
     p.add_argument("--no-policy", action="store_true", help="skip the policy stage")
     p.add_argument("--no-generate", action="store_true", help="policy without LM generations")
-    p.add_argument("--prompts", type=int, default=6, help="generation prompts (default 6)")
+    p.add_argument("--prompts", type=int, default=3, help="generation prompts (default 3)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=run_demo)
