@@ -201,6 +201,19 @@ def test_reference_kv_batching_matches_full_forward() -> None:
             assert got[i][j][1] == len(c_ids[i][j])
 
 
+@needs_lm
+def test_reference_shared_context_tree_matches_plain() -> None:
+    from faro_core.policy.reference import score_candidates
+
+    ctx = "Two friends, a baker and a pilot, met for lunch."
+    users = [f"{ctx} Who flies planes?", f"{ctx} Who bakes bread?", "Unrelated: who is there?"]
+    cands = [["The pilot", "The baker", "Unknown"]] * 3
+    a, na = score_candidates(users, cands, use_cache=False, contexts=[ctx, ctx, None])
+    b, nb = score_candidates(users, cands, use_cache=False)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    assert (na == nb).all()
+
+
 # --------------------------------------------------------------------------------------------- CLI
 BBQ_ITEMS = [
     ("neg", "ambig", "Who was not comfortable using the phone?", 2, False),

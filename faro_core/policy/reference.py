@@ -136,9 +136,113 @@ def _score_batch(model: Any, prompt_ids: list[list[int]], cand_ids: list[list[li
     return res
 
 
+class _Tree:
+    """Level-wise forward over a prefix tree of token segments, sharing each prefix's KV cache.
+
+    Rows of level ℓ+1 name a parent row of level ℓ; the parent's cache, attention mask and next position are
+    gathered (``DynamicCache.batch_select_indices`` with repeated indices) and only the new segment's tokens
+    are run. Segments are right-padded; pads stay masked out (attention mask 0) and positions are explicit,
+    so a pad in the middle of a row changes nothing for the real tokens after it.
+    """
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        import torch
+
+        self.model, self.pad = model, pad_id
+        self.base = model.base_model
+        self.head = model.get_output_embeddings()
+        self.kw = _forward_kw(self.base)
+        self.dev = next(model.parameters()).device
+        self.cache: Any = None
+        self.mask = torch.zeros((1, 0), dtype=torch.long)
+        self.next_pos = torch.zeros(1, dtype=torch.long)
+
+    def extend(self, parents: list[int], segs: list[list[int]]) -> tuple[Any, Any]:
+        """Run one level. Returns ``(hidden [rows, L, H], seg_mask [rows, L])`` of the new tokens."""
+        import torch
+
+        idx = torch.tensor(parents, dtype=torch.long)
+        L = max(1, max(len(x) for x in segs))
+        ids = torch.full((len(segs), L), self.pad, dtype=torch.long)
+        smask = torch.zeros((len(segs), L), dtype=torch.long)
+        for r, x in enumerate(segs):
+            if x:
+                ids[r, :len(x)] = torch.tensor(x)
+                smask[r, :len(x)] = 1
+        if self.cache is not None:
+            self.cache.batch_select_indices(idx.to(self.dev))
+        mask = torch.cat([self.mask[idx], smask], dim=1)
+        pos = self.next_pos[idx][:, None] + torch.arange(L)[None, :]
+        extra = {self.kw: self.cache} if self.cache is not None else {}
+        out = self.base(input_ids=ids.to(self.dev), attention_mask=mask.to(self.dev),
+                        position_ids=pos.to(self.dev), use_cache=True, **extra)
+        self.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        self.mask = mask
+        self.next_pos = self.next_pos[idx] + smask.sum(1)
+        return out.last_hidden_state, smask
+
+    def logprobs(self, hidden: Any) -> Any:
+        import torch
+
+        return torch.log_softmax(self.head(hidden).float(), dim=-1)
+
+
+def _score_tree(model: Any, head_ids: list[int], ctx_ids: list[list[int]], ctx_of: list[int],
+                rest_ids: list[list[int]], cand_ids: list[list[list[int]]],
+                pad_id: int) -> list[list[tuple[float, int]]]:
+    """Like :func:`_score_batch`, for prompts = ``head_ids + ctx_ids[ctx_of[i]] + rest_ids[i]``.
+
+    The head (chat template up to the user text) is run once, each distinct context once, each item's
+    rest once and each candidate on top of its item. Returns ``[[(logp_sum, ntok)] * k] * n``.
+    """
+    import torch
+
+    n, k = len(rest_ids), len(cand_ids[0])
+    t = _Tree(model, pad_id)
+    with torch.inference_mode():
+        t.extend([0], [head_ids])
+        t.extend([0] * len(ctx_ids), ctx_ids)
+        hid, sm = t.extend(ctx_of, rest_ids)
+        last = (sm.sum(1) - 1).clamp(min=0)
+        h_last = hid[torch.arange(n), last.to(hid.device)]
+        first = t.logprobs(h_last)  # [n, V]: the first reply token
+        flat = [c for cs in cand_ids for c in cs]
+        par = [i for i in range(n) for _ in range(k)]
+        hid2, cm = t.extend(par, flat)
+        firsts = torch.tensor([c[0] for c in flat], device=first.device)
+        lp = first[torch.tensor(par, device=first.device), firsts].double().cpu()
+        if hid2.shape[1] > 1:
+            tgt = torch.full((len(flat), cm.shape[1] - 1), pad_id, dtype=torch.long)
+            for r, c in enumerate(flat):
+                if len(c) > 1:
+                    tgt[r, :len(c) - 1] = torch.tensor(c[1:])
+            valid = cm[:, 1:]
+            tok_lp = t.logprobs(hid2[:, :-1]).gather(2, tgt[:, :, None].to(hid2.device)).squeeze(2)
+            lp += (tok_lp.double().cpu() * valid).sum(1)
+    ntok = cm.sum(1)
+    return [[(float(lp[i * k + j]), int(ntok[i * k + j])) for j in range(k)] for i in range(n)]
+
+
+def _split_prompt(tok: Any, user_text: str, context: str | None) -> tuple[list[int], list[int], list[int]] | None:
+    """Token ids (head, context, rest) of the chat prompt, or None if tokenizing the parts separately does
+    not reproduce the whole prompt's tokens (then the prompt is not split)."""
+    full = chat_prompt(tok, user_text)
+    at = full.find(user_text)
+    if at < 0:
+        return None
+    head_s = full[:at]
+    ctx_s = context if context and user_text.startswith(context) else ""
+    rest_s = full[at + len(ctx_s):]
+    parts = [tok(x, add_special_tokens=False).input_ids if x else [] for x in (head_s, ctx_s, rest_s)]
+    if parts[0] + parts[1] + parts[2] != tok(full, add_special_tokens=False).input_ids:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
 def score_candidates(user_texts: Sequence[str], candidates: Sequence[Sequence[str]], lm: str | None = None,
-                     batch_size: int = 16, use_cache: bool = True,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     batch_size: int = 32, use_cache: bool = True,
+                     progress: Callable[[int, int], None] | None = None,
+                     contexts: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood of each candidate reply to each user turn under the chat template.
 
     Parameters
@@ -149,6 +253,8 @@ def score_candidates(user_texts: Sequence[str], candidates: Sequence[Sequence[st
     batch_size : prompts per forward pass (each brings its k candidates).
     use_cache : read / write the Parquet cache.
     progress : called as ``progress(done, total)`` after each batch.
+    contexts : optional shared prefix of each user turn (BBQ: the context, shared by an item's questions);
+        prompts with the same context in a batch run it once (see :func:`_score_tree`).
 
     Returns
     -------
@@ -186,15 +292,35 @@ def score_candidates(user_texts: Sequence[str], candidates: Sequence[Sequence[st
     for i in todo:
         uniq.setdefault(keys[i], i)
     work = list(uniq.values())
-    p_ids = {i: tok(chat_prompt(tok, user_texts[i]), add_special_tokens=False).input_ids for i in work}
     c_ids = {i: [tok(str(c), add_special_tokens=False).input_ids + eot for c in candidates[i]] for i in work}
-    work.sort(key=lambda i: len(p_ids[i]))  # similar lengths together: little padding
+    parts = {i: _split_prompt(tok, user_texts[i], contexts[i] if contexts is not None else None) for i in work}
+    tree = [i for i in work if parts[i] is not None and parts[i][0]]
+    in_tree = set(tree)
+    plain = [i for i in work if i not in in_tree]
+    tree.sort(key=lambda i: (parts[i][0], parts[i][1], len(parts[i][2])))  # shared contexts adjacent
+    p_ids = {i: tok(chat_prompt(tok, user_texts[i]), add_special_tokens=False).input_ids for i in plain}
+    plain.sort(key=lambda i: len(p_ids[i]))  # similar lengths together: little padding
     new_rows: list[dict[str, Any]] = []
     got: dict[str, tuple[list[float], list[int]]] = {}
     done = 0
-    for b in range(0, len(work), batch_size):
-        chunk = work[b:b + batch_size]
-        res = _score_batch(model, [p_ids[i] for i in chunk], [c_ids[i] for i in chunk], pad)
+    batches = [("tree", tree[b:b + batch_size]) for b in range(0, len(tree), batch_size)]
+    batches += [("plain", plain[b:b + batch_size]) for b in range(0, len(plain), batch_size)]
+    for kind, chunk in batches:
+        if kind == "plain":
+            res = _score_batch(model, [p_ids[i] for i in chunk], [c_ids[i] for i in chunk], pad)
+        else:
+            heads = {tuple(parts[i][0]) for i in chunk}
+            if len(heads) != 1:  # a different template head (never with one tokenizer): run per head
+                res = []
+                for i in chunk:
+                    res += _score_tree(model, parts[i][0], [parts[i][1]], [0], [parts[i][2]], [c_ids[i]], pad)
+            else:
+                ctx_index: dict[tuple[int, ...], int] = {}
+                for i in chunk:
+                    ctx_index.setdefault(tuple(parts[i][1]), len(ctx_index))
+                res = _score_tree(model, parts[chunk[0]][0], [list(c) for c in ctx_index],
+                                  [ctx_index[tuple(parts[i][1])] for i in chunk], [parts[i][2] for i in chunk],
+                                  [c_ids[i] for i in chunk], pad)
         for i, r in zip(chunk, res):
             got[keys[i]] = ([x[0] for x in r], [x[1] for x in r])
             new_rows.append({"key": keys[i], "logp": got[keys[i]][0], "ntok": got[keys[i]][1]})
@@ -221,7 +347,7 @@ def _write_shard(root: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def reference_logprobs(items: pd.DataFrame, lm: str | None = None, normalize: str = "sum",
-                       batch_size: int = 16, use_cache: bool = True,
+                       batch_size: int = 32, use_cache: bool = True,
                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """``log π_ref(answer_j | item)`` over each BBQ item's 3 answers, renormalized over the candidates.
 
@@ -238,7 +364,7 @@ def reference_logprobs(items: pd.DataFrame, lm: str | None = None, normalize: st
     users = [bbq_user_text(c, q) for c, q in zip(items["context"], items["question"])]
     cands = [[str(a) for a in ans] for ans in items["answers"]]
     logp, ntok = score_candidates(users, cands, lm=lm, batch_size=batch_size, use_cache=use_cache,
-                                  progress=progress)
+                                  progress=progress, contexts=[str(c).strip() for c in items["context"]])
     scores = logp / np.maximum(ntok, 1) if normalize == "mean" else logp
     return log_normalize(scores)
 
