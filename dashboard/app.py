@@ -41,7 +41,8 @@ with guard():
             st.markdown(
                 f"- **{KIND_LABEL[kind]}**: plain BT (`{h['bt_run']}`) violates by **{h['bt_violation']:.3f}** "
                 f"at accuracy {h['bt_accuracy']:.3f}; Faro at ε={h['faro_epsilon']:g} (`{h['faro_run']}`) "
-                f"brings it to **{h['faro_violation']:.3f}** at accuracy {h['faro_accuracy']:.3f}.")
+                f"{'brings it down' if h['faro_violation'] < h['bt_violation'] else 'does not lower it'}: "
+                f"**{h['faro_violation']:.3f}** at accuracy {h['faro_accuracy']:.3f} ({h['split']} split).")
         st.subheader("Runs")
         st.dataframe(table[["run_id", "status", "family", "epsilon", "seed", "accuracy", "viol_dp", "viol_eo",
                             "viol_cf", "certified", "has_policy"]], hide_index=True, width="stretch")

@@ -19,8 +19,8 @@ FAMILY_COLOR = {"BT": "#7f7f7f", "Faro-DP": "#1f77b4", "Faro-EO": "#2ca02c", "Fa
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
-    fig.update_layout(title=title, height=height, template="plotly_white", margin=dict(l=50, r=20, t=60, b=50),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), **kw)
+    fig.update_layout(title=title, height=height, template="plotly_white", margin=dict(l=50, r=20, t=50, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0), **kw)
     return fig
 
 
