@@ -98,8 +98,12 @@ def test_impossible_candidate_stays_impossible() -> None:
 
 
 def test_standardize() -> None:
-    z = standardize(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    r = np.array([[1.0, 2.0, 3.0], [14.0, 15.0, 16.0]])  # the per-prompt offset of 13 must not matter
+    z = standardize(r)
+    np.testing.assert_allclose(z[0], z[1])
     assert z.mean() == pytest.approx(0) and z.std() == pytest.approx(1)
+    lr = np.log(np.full((2, 3), 1 / 3))
+    np.testing.assert_allclose(gibbs_policy(lr, z, 1.0), gibbs_policy(lr, r / np.sqrt(2 / 3), 1.0))
 
 
 # --------------------------------------------------------------------------------------------- BBQ scores
@@ -286,6 +290,8 @@ def test_cli_unknown_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "runs").mkdir()
     assert main(["policy", "no-such-run", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 2
     assert "no-such-run" in capsys.readouterr().err
+    assert main(["policy", "finetune", "no-such-run", "--runs-dir", str(tmp_path / "runs"), "--steps", "1"]) == 2
+    assert "no-such-run" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- generation
@@ -324,3 +330,22 @@ def test_mention_and_rerank() -> None:
     soft = res["softmax"]["1.0"]
     assert soft["target"] > soft["neither"] > soft["other"]
     assert sum(soft[k] for k in ("target", "other", "both", "neither")) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------------- RLOO smoke
+@needs_lm
+@pytest.mark.slow
+def test_rloo_smoke_cpu(fake_runs: Path) -> None:
+    """2 RLOO steps on SmolLM2 with tiny generations: the GPU path (faro policy finetune) never rots."""
+    pytest.importorskip("trl")
+    from faro_core.policy.rlhf import RLOOSettings, finetune
+    from faro_core.runs import RunStore
+
+    data = write_bbq(fake_runs / "bbq.jsonl")
+    run = RunStore(fake_runs / "runs").get("faro-run")
+    st = RLOOSettings(steps=2, num_generations=2, batch_size=2, max_new_tokens=6, logging_steps=1)
+    out = finetune(run, settings=st, data=str(data), output_dir=fake_runs / "rloo", save=False, evaluate=False)
+    assert out["device"] in ("cpu", "cuda") and out["n_prompts"] == 4
+    logged = [h for h in out["history"] if "loss" in h or "train_loss" in h]
+    assert logged, out["history"]
+    assert any(k.startswith("rewards/") or k == "reward" for h in out["history"] for k in h)

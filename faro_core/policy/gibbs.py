@@ -31,7 +31,7 @@ import pandas as pd
 from faro_core.errors import FaroError
 
 DEFAULT_BETAS = (0.1, 0.3, 1.0, 3.0, 10.0, float("inf"))
-"""Default β grid (reward units; rewards are standardized per model before use, see :func:`standardize`)."""
+"""Default β grid (sd units of the within-prompt reward spread, see :func:`standardize`)."""
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -91,14 +91,18 @@ def expected_reward(pi: np.ndarray, rewards: np.ndarray) -> np.ndarray:
 
 
 def standardize(rewards: np.ndarray) -> np.ndarray:
-    """Rewards in standard-deviation units over all candidates (mean 0, sd 1), so one β grid fits all models.
+    """Rewards as within-prompt advantages in standard-deviation units, so one β grid fits all models.
 
-    A per-prompt constant does not change π_β, so only the scale matters; standardizing makes β comparable
-    across reward models whose raw scales differ.
+    ``z[i, j] = (r[i, j] − mean_j r[i, j]) / sd`` with ``sd`` the standard deviation of those centred values
+    over all candidates. A per-prompt constant does not change π_β, so only the spread *within* a prompt
+    matters; scaling by it (not by the overall sd, which per-prompt offsets can inflate) makes β mean the
+    same thing for every reward model. ``E_π[z]`` is then the expected advantage over the prompt's average
+    candidate, in sd units.
     """
     r = np.asarray(rewards, dtype=np.float64)
-    sd = float(np.std(r))
-    return (r - float(np.mean(r))) / (sd if sd > 0 else 1.0)
+    c = r - r.mean(axis=-1, keepdims=True)
+    sd = float(np.sqrt(np.mean(c ** 2)))
+    return c / (sd if sd > 0 else 1.0)
 
 
 def argmax_onehot(pi: np.ndarray) -> np.ndarray:
