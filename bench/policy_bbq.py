@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "policy_bbq.md"))
     args = ap.parse_args(argv)
 
+    import torch
+
     from faro_core.policy.evaluate import evaluate_policies, load_items, select_items, write_policy
     from faro_core.policy.gibbs import bbq_scores, interpolate_at_kl
     from faro_core.policy.lm import lm_name, load_lm, torch_threads
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from faro_core.policy.reference import reference_logprobs
     from faro_core.runs import RunStore
 
+    torch.set_num_threads(torch_threads())  # the encoder too: on a busy CPU extra threads only spin
     t_all = time.time()
     store = RunStore(args.runs_dir)
     t0 = time.time()

@@ -47,6 +47,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", default="test", help="train | val | test | all (default test: the runs' own split)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N items (seeded sample)")
     p.add_argument("--lm", default=None, help="reference causal LM: hub id or path (default embedded SmolLM2)")
+    p.add_argument("--lm-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="π_ref precision: float32 (exact) or bfloat16 (~4x faster on AMX CPUs, ~0.15 nats noise)")
     p.add_argument("--normalize", choices=("sum", "mean"), default="sum",
                    help="π_ref answer score: summed (default) or per-token mean log-likelihood")
     p.add_argument("--generate", action="store_true", help="also sample n replies per prompt and rerank them")
@@ -89,7 +91,8 @@ def run_policy(args: argparse.Namespace) -> int:
     source = args.data or next((s for s in map(run_data_source, runs) if s), None)
     items = select_items(load_items(source), runs, split=args.split, seed=args.seed, limit=args.limit)
     betas = args.beta or list(DEFAULT_BETAS)
-    result = evaluate_policies(runs, items, betas=betas, lm=args.lm, normalize=args.normalize, progress=say)
+    result = evaluate_policies(runs, items, betas=betas, lm=args.lm, normalize=args.normalize, progress=say,
+                               dtype=args.lm_dtype)
     result.update({"data": source or "demo", "split": args.split})
     if args.generate:
         from faro_core.policy.generate import GenerationConfig, rerank_runs

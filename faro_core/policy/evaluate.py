@@ -164,7 +164,7 @@ def _by_group_reward_bias(r: np.ndarray, items: pd.DataFrame, by: str) -> dict[s
 def evaluate_policies(runs: Sequence[Run], items: pd.DataFrame, betas: Sequence[float] = DEFAULT_BETAS,
                       lm: str | None = None, normalize: str = "sum", by: str = "category",
                       log_ref: np.ndarray | None = None,
-                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      progress: Callable[[str], None] | None = None, dtype: str = "float32") -> dict[str, Any]:
     """Gibbs-policy metrics for π_ref and each run's reward over ``betas`` on ``items``.
 
     ``log_ref`` (``[n, 3]``) may be given to skip the LM (tests, benches that reuse it).
@@ -174,7 +174,7 @@ def evaluate_policies(runs: Sequence[Run], items: pd.DataFrame, betas: Sequence[
     t0 = time.time()
     if log_ref is None:
         say(f"π_ref: scoring {len(items)} items × 3 answers with {lm_name(lm)}")
-        log_ref = reference_logprobs(items, lm=lm, normalize=normalize)
+        log_ref = reference_logprobs(items, lm=lm, normalize=normalize, dtype=dtype)
     t_ref = time.time() - t0
     betas = sorted({float(b) for b in betas}, key=lambda b: (np.isinf(b), b))
     models: dict[str, Any] = {"reference": policy_sweep(log_ref, None, items, betas, by=by)}
@@ -192,6 +192,7 @@ def evaluate_policies(runs: Sequence[Run], items: pd.DataFrame, betas: Sequence[
     return {
         "lm": lm_name(lm),
         "normalize": normalize,
+        "lm_dtype": dtype,
         "reward_units": "sd",
         "expectation": "expected values under π (argmax variant under 'argmax')",
         "n_items": int(len(items)),

@@ -60,8 +60,8 @@ def _key(user_text: str, candidates: Sequence[str]) -> str:
     return h.hexdigest()[:32]
 
 
-def _cache_root(lm: str | None) -> Path:
-    return cache_dir() / "pi_ref" / lm_key(lm)
+def _cache_root(lm: str | None, dtype: str = "float32") -> Path:
+    return cache_dir() / "pi_ref" / (lm_key(lm) + ("" if dtype == "float32" else f"-{dtype}"))
 
 
 def _read_cache(root: Path) -> pd.DataFrame:
@@ -242,7 +242,8 @@ def _split_prompt(tok: Any, user_text: str, context: str | None) -> tuple[list[i
 def score_candidates(user_texts: Sequence[str], candidates: Sequence[Sequence[str]], lm: str | None = None,
                      batch_size: int = 32, use_cache: bool = True,
                      progress: Callable[[int, int], None] | None = None,
-                     contexts: Sequence[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     contexts: Sequence[str | None] | None = None,
+                     dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood of each candidate reply to each user turn under the chat template.
 
     Parameters
@@ -255,6 +256,8 @@ def score_candidates(user_texts: Sequence[str], candidates: Sequence[Sequence[st
     progress : called as ``progress(done, total)`` after each batch.
     contexts : optional shared prefix of each user turn (BBQ: the context, shared by an item's questions);
         prompts with the same context in a batch run it once (see :func:`_score_tree`).
+    dtype : ``"float32"`` (default, exact) or ``"bfloat16"`` (≈4× faster on CPUs with AMX; measured mean
+        |Δ log p| 0.15 nats per answer, max |Δ π_ref| 0.11, argmax unchanged on 24 BBQ items). Cached apart.
 
     Returns
     -------
@@ -272,7 +275,7 @@ def score_candidates(user_texts: Sequence[str], candidates: Sequence[Sequence[st
     keys = [_key(u, c) for u, c in zip(user_texts, candidates)]
     logp = np.full((n, k), np.nan)
     ntok = np.zeros((n, k), dtype=int)
-    root = _cache_root(lm)
+    root = _cache_root(lm, dtype)
     if use_cache:
         cached = _read_cache(root).set_index("key")
         for i, key in enumerate(keys):
@@ -284,7 +287,7 @@ def score_candidates(user_texts: Sequence[str], candidates: Sequence[Sequence[st
     todo = [i for i in range(n) if np.isnan(logp[i]).any()]
     if not todo:
         return logp, ntok
-    model, tok = load_lm(lm)
+    model, tok = load_lm(lm, dtype=dtype)
     eot = end_of_turn_ids(tok)[:1]
     pad = tok.pad_token_id if tok.pad_token_id is not None else eot[0]
     # de-duplicate identical (prompt, candidates) work
@@ -348,12 +351,13 @@ def _write_shard(root: Path, rows: list[dict[str, Any]]) -> None:
 
 def reference_logprobs(items: pd.DataFrame, lm: str | None = None, normalize: str = "sum",
                        batch_size: int = 32, use_cache: bool = True,
-                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                       progress: Callable[[int, int], None] | None = None, dtype: str = "float32") -> np.ndarray:
     """``log π_ref(answer_j | item)`` over each BBQ item's 3 answers, renormalized over the candidates.
 
     ``items``: the item frame of :func:`faro_core.data.bbq.load_bbq_items` (columns ``context``,
     ``question``, ``answers``). ``normalize``: ``"sum"`` (default, the sequence log-likelihood) or
-    ``"mean"`` (per-token mean; see the module docstring for why sum is the default).
+    ``"mean"`` (per-token mean; see the module docstring for why sum is the default). ``dtype``: see
+    :func:`score_candidates`.
     Returns float64 ``[n_items, 3]``, each row a log-distribution (logsumexp = 0).
     """
     if normalize not in NORMALIZE:
@@ -364,7 +368,8 @@ def reference_logprobs(items: pd.DataFrame, lm: str | None = None, normalize: st
     users = [bbq_user_text(c, q) for c, q in zip(items["context"], items["question"])]
     cands = [[str(a) for a in ans] for ans in items["answers"]]
     logp, ntok = score_candidates(users, cands, lm=lm, batch_size=batch_size, use_cache=use_cache,
-                                  progress=progress, contexts=[str(c).strip() for c in items["context"]])
+                                  progress=progress, contexts=[str(c).strip() for c in items["context"]],
+                                  dtype=dtype)
     scores = logp / np.maximum(ntok, 1) if normalize == "mean" else logp
     return log_normalize(scores)
 
