@@ -98,13 +98,6 @@ def _scatter(values: Tensor, index: Tensor, size: int) -> Tensor:
     return out.index_add(0, index, values)
 
 
-def _standardize(r: Tensor) -> Tensor:
-    """Rewards in standard units of the batch (scale not detached: shrinking rewards cannot fake fairness)."""
-    if r.numel() < 2:
-        return r - r.mean()
-    return (r - r.mean()) / (r.std(unbiased=False) + 1e-6)
-
-
 class Constraint:
     """Base class. Subclasses define :meth:`cell_names` and :meth:`cell_stats`."""
 
@@ -169,13 +162,23 @@ class Constraint:
 
 
 class DemographicParity(Constraint):
-    """DP of rewards: P(r > tau | A=a, S=s) vs P(r > tau | S=s), tau = median standardized reward.
+    """DP of rewards: P(response naming a is preferred | A=a, S=s) vs the same for every grouped response in s.
 
-    Looks at responses (``chosen_group``/``rejected_group``); responses naming no group are left out.
-    Proxy: sigmoid((z - tau) / T) in place of the indicator.
+    A response is *selected* when the reward ranks it above the other response of its pair (its
+    pair-centered reward (r_self - r_other)/2 is above 0). DESIGN §4 first used the population median of
+    raw rewards as the threshold; measurement showed why that fails: Bradley-Terry is blind to per-prompt
+    offsets, so raw rewards of different prompts are not comparable (on the demo data plain BT puts
+    Nationality prompts near -24 and Age prompts near +33), and "DP" of raw rewards measured the prompt's
+    category, not the group -- while the KL-regularized policy, which only sees rewards within a prompt,
+    is unaffected by such offsets. Pair-centered selection is offset-invariant and is what transfers.
+    Responses naming no group are left out. Proxy: sigmoid(margin / (T * s)), s the batch's standard
+    deviation of margins (detached).
     """
 
     kind = "dp"
+
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 1.0) -> None:
+        super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:
         assert self.index is not None, "bind() the constraint to a GroupIndex first"
@@ -185,17 +188,17 @@ class DemographicParity(Constraint):
         assert self.index is not None
         n_s = len(self.index.strata)
         size = len(self.index.response_groups) * n_s
-        r = torch.cat([batch.r_chosen, batch.r_rejected])
+        d = batch.r_chosen - batch.r_rejected
+        m = torch.cat([d, -d])  # each response's margin over its pair partner
         g = torch.cat([batch.chosen_group, batch.rejected_group])
         s = torch.cat([batch.stratum, batch.stratum])
-        m = g >= 0
-        r, g, s = r[m], g[m], s[m]
-        if r.numel() == 0:
-            z = torch.zeros(size, dtype=batch.r_chosen.dtype, device=batch.r_chosen.device)
-            return CellStats(z, z, z, z)
-        z = _standardize(r)
-        tau = z.detach().median()
-        sel = torch.sigmoid((z - tau) / self.temperature) if smooth else (z > tau).to(z.dtype)
+        keep = g >= 0
+        m, g, s = m[keep], g[keep], s[keep]
+        if smooth:
+            scale = d.detach().std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
+            sel = torch.sigmoid(m / (self.temperature * scale))
+        else:
+            sel = (m > 0).to(m.dtype)
         cell = g * n_s + s
         ones = torch.ones_like(sel)
         num_s, cnt_s = _scatter(sel, s, n_s), _scatter(ones, s, n_s)
@@ -208,7 +211,8 @@ class EqualizedOdds(Constraint):
     """EO of preference prediction: P(yhat=1 | Y=y, A=a, S=s) vs P(yhat=1 | Y=y, S=s), y in {0, 1}.
 
     yhat = 1[r(y1) > r(y2)] on the pair in its fixed random order; Y = 1 if y1 is truly better.
-    Proxy: sigmoid((r1 - r2) / T).
+    Proxy: sigmoid((r1 - r2) / (T * s)), s the batch's standard deviation of reward margins (detached):
+    with a fixed T, small rewards would put every proxy rate near 0.5 and hide a large strict gap.
     """
 
     kind = "eo"
@@ -230,7 +234,11 @@ class EqualizedOdds(Constraint):
         score = torch.where(flip, -d, d)
         y = torch.where(flip, 1.0 - batch.label[m], batch.label[m]).long()
         a, s = batch.group[m], batch.stratum[m]
-        pred = torch.sigmoid(score / self.temperature) if smooth else (score > 0).to(score.dtype)
+        if smooth:
+            scale = d.detach().std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
+            pred = torch.sigmoid(score / (self.temperature * scale))
+        else:
+            pred = (score > 0).to(score.dtype)
         ones = torch.ones_like(pred)
         cell = (a * n_s + s) * 2 + y
         ref = s * 2 + y

@@ -31,26 +31,32 @@ IDX = GroupIndex(response_groups=["A", "B"], pair_groups=["A", "B"], strata=["al
 
 
 def test_dp_strict_by_hand():
-    # responses: A -> rewards 3, 2; B -> 1, 0. Standardized, the (lower) median is the third value, so
-    # A's two responses are above it and B's are not: rates A=1, B=0, population 0.5.
-    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 1], rg=[0, 1])
+    # Both pairs put a response naming A against one naming B, and A wins both:
+    # A's selection (win) rate is 1, B's is 0, the population's 0.5.
+    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 0], rg=[1, 1])
     dp = DemographicParity(epsilon=0.1, min_count=1).bind(IDX)
     assert dp.names() == ["dp[A|all]+", "dp[B|all]+", "dp[A|all]-", "dp[B|all]-"]
     assert dp.strict(b).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
 
 
+def test_dp_is_blind_to_per_prompt_offsets():
+    dp = DemographicParity(epsilon=0.1, min_count=1).bind(IDX)
+    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 0], rg=[1, 1])
+    shifted = batch([103.0, -49.0], [102.0, -50.0], cg=[0, 0], rg=[1, 1])
+    assert torch.equal(dp.strict(b), dp.strict(shifted))
+
+
 def test_dp_proxy_by_hand():
-    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 1], rg=[0, 1])
+    # margins d = [1, 2], their population std 0.5; T = 1
+    b = batch([3.0, 1.0], [2.0, -1.0], cg=[0, 0], rg=[1, 1])
     dp = DemographicParity(epsilon=0.1, min_count=1, temperature=1.0).bind(IDX)
-    z = torch.tensor([3.0, 1.0, 2.0, 0.0])
-    z = (z - 1.5) / math.sqrt(1.25)
-    tau = z.sort().values[1]  # lower median
-    sel = torch.sigmoid(z - tau)
-    rate_a, rate_b, pop = (sel[0] + sel[2]) / 2, (sel[1] + sel[3]) / 2, sel.mean()
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    rate_a = (sig(1 / 0.5) + sig(2 / 0.5)) / 2
+    rate_b = (sig(-1 / 0.5) + sig(-2 / 0.5)) / 2
+    pop = (rate_a + rate_b) / 2
     expect = [rate_a - pop, rate_b - pop, pop - rate_a, pop - rate_b]
     got = dp.proxy(b)
-    assert got.tolist() == pytest.approx([float(e) for e in expect], abs=1e-4)
-    assert got.requires_grad is False or got.grad_fn is not None
+    assert got.tolist() == pytest.approx(expect, abs=1e-5)
 
 
 def test_dp_ignores_responses_without_group_and_conditions_on_strata():
@@ -63,7 +69,7 @@ def test_dp_ignores_responses_without_group_and_conditions_on_strata():
     flat = DemographicParity(epsilon=0.0, min_count=1).bind(GroupIndex(["A", "B"], ["A", "B"]))
     assert flat.strict(batch([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], cg=[0] * 4, rg=[1] * 4)).abs().max() == 0
     # a response naming no group (-1) does not count anywhere
-    b2 = batch([3.0, 1.0, 100.0], [2.0, 0.0, -100.0], cg=[0, 1, -1], rg=[0, 1, -1])
+    b2 = batch([3.0, 1.0, 100.0], [2.0, 0.0, -100.0], cg=[0, 0, -1], rg=[1, 1, -1])
     assert dp.bind(IDX).strict(b2).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
 
 
@@ -84,7 +90,8 @@ def test_eo_proxy_and_gold_nan_left_out():
     b = batch([1.0, 0.0, 5.0], [0.0, 0.0, 0.0], g=[0, 1, 0], label=[1.0, 1.0, NAN])
     eo = EqualizedOdds(epsilon=0.1, min_count=1, temperature=1.0).bind(IDX)
     got = dict(zip(eo.names(), eo.proxy(b).tolist()))
-    s1, s0 = torch.sigmoid(torch.tensor(1.0)).item(), 0.5
+    scale = torch.tensor([1.0, 0.0]).std(unbiased=False).item()  # margins of the pairs with a gold label
+    s1, s0 = torch.sigmoid(torch.tensor(1.0 / scale)).item(), 0.5
     assert got["eo[A|all|y=1]+"] == pytest.approx(s1 - (s1 + s0) / 2, abs=1e-6)
 
 
@@ -101,7 +108,7 @@ def test_cf_strict_and_proxy_by_hand():
 
 
 def test_cells_below_min_count_are_not_estimated():
-    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 1], rg=[0, 1])
+    b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 0], rg=[1, 1])
     dp = DemographicParity(epsilon=0.1, min_count=3).bind(IDX)
     assert dp.strict(b).abs().max() == 0
 

@@ -98,6 +98,7 @@ class FeatureCache:
         self.dir = Path(root or cache_dir()) / "features" / backbone_key(self.backbone)
         self._index: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
+        self._loaded: set[str] = set()
         self._model = None
         self._tok = None
         self.last_encoded = 0  # texts encoded (not read from cache) by the last call
@@ -105,20 +106,35 @@ class FeatureCache:
 
     # -- cache -----------------------------------------------------------------------------------
     def _load_shards(self) -> None:
+        """Read shards not read yet (other processes may have added some since)."""
         from safetensors.numpy import load_file
 
         if not self.dir.exists():
             return
         for p in sorted(self.dir.glob("shard-*.safetensors")):
+            if p.name in self._loaded:
+                continue
             try:
                 t = load_file(str(p))
-            except Exception:  # a torn shard from a killed writer cannot exist (atomic), but be safe
+            except Exception:  # shards are written atomically; an unreadable one is skipped, not trusted
                 continue
+            self._loaded.add(p.name)
             keys, feats = t["keys"], t["features"]
             sid = len(self._shards)
             self._shards.append(feats)
             for i, k in enumerate(keys):
                 self._index[k.tobytes()] = (sid, i)
+
+    def _add_shard(self, keys: list[bytes], feats: np.ndarray) -> None:
+        kb = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
+        name = f"shard-{os.getpid()}-{secrets.token_hex(4)}.safetensors"
+        write_safetensors(self.dir / name, {"keys": torch.from_numpy(kb.copy()), "features": torch.from_numpy(feats)},
+                          metadata={"backbone": self.backbone, "max_length": str(self.max_length)})
+        self._loaded.add(name)
+        sid = len(self._shards)
+        self._shards.append(feats)
+        for j, k in enumerate(keys):
+            self._index[k] = (sid, j)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -137,13 +153,10 @@ class FeatureCache:
     # -- encoding --------------------------------------------------------------------------------
     @torch.no_grad()
     def _encode_uncached(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        from tqdm.auto import tqdm
-
         self._ensure_model()
         order = np.argsort([len(p) + len(r) for p, r in zip(prompts, responses)])  # less padding
         out = np.zeros((len(prompts), self._model.config.hidden_size), dtype=np.float32)
-        steps = range(0, len(order), self.batch_size)
-        for start in tqdm(steps, desc="encoding", unit="batch", disable=not self.progress, file=sys.stderr):
+        for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             enc = self._tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
                             truncation="longest_first", max_length=self.max_length, return_tensors="pt")
@@ -153,27 +166,34 @@ class FeatureCache:
             out[idx] = pooled.float().cpu().numpy()
         return out
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """Features of each (prompt, response) pair. Returns float32 [n, d]; cached pairs are not recomputed."""
+    def encode(self, prompts: Sequence[str], responses: Sequence[str], flush_every: int = 2048) -> np.ndarray:
+        """Features of each (prompt, response) pair. Returns float32 [n, d]; cached pairs are not recomputed.
+
+        New features are written every ``flush_every`` pairs, so a killed run keeps what it encoded and
+        concurrent runs on the same data share the work (each re-reads the shards before a chunk).
+        """
+        from tqdm.auto import tqdm
+
         assert len(prompts) == len(responses)
         keys = [text_key(p, r, self.max_length) for p, r in zip(prompts, responses)]
         with _LOCK:
+            self._load_shards()
             missing: dict[bytes, int] = {}
             for i, k in enumerate(keys):
                 if k not in self._index and k not in missing:
                     missing[k] = i
             self.last_encoded = len(missing)
-            if missing:
-                idx = list(missing.values())
-                feats = self._encode_uncached([prompts[i] for i in idx], [responses[i] for i in idx])
-                kb = np.frombuffer(b"".join(missing.keys()), dtype=np.uint8).reshape(len(missing), 20)
-                shard = self.dir / f"shard-{os.getpid()}-{secrets.token_hex(4)}.safetensors"
-                write_safetensors(shard, {"keys": torch.from_numpy(kb.copy()), "features": torch.from_numpy(feats)},
-                                  metadata={"backbone": self.backbone, "max_length": str(self.max_length)})
-                sid = len(self._shards)
-                self._shards.append(feats)
-                for j, k in enumerate(missing):
-                    self._index[k] = (sid, j)
+            todo = list(missing.items())
+            bar = tqdm(total=len(todo), desc="encoding", unit="text", disable=not (self.progress and todo),
+                       file=sys.stderr)
+            for start in range(0, len(todo), flush_every):
+                self._load_shards()
+                chunk = [(k, i) for k, i in todo[start:start + flush_every] if k not in self._index]
+                if chunk:
+                    feats = self._encode_uncached([prompts[i] for _, i in chunk], [responses[i] for _, i in chunk])
+                    self._add_shard([k for k, _ in chunk], feats)
+                bar.update(len(todo[start:start + flush_every]))
+            bar.close()
             if not keys:
                 return np.zeros((0, self.dim), dtype=np.float32)
             return np.stack([self._shards[s][i] for s, i in (self._index[k] for k in keys)]).astype(np.float32)

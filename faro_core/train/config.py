@@ -23,7 +23,8 @@ class FaroConfig:
     ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
     Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``.
     Model: ``mode`` head|full, ``backbone`` (None = embedded MiniLM), ``head_hidden`` (0 = linear head).
-    Optimisation: ``epochs``, ``batch_size``, ``lr``, ``dual_lr`` (eta_lambda), ``ema`` (running-estimate
+    Optimisation: ``epochs``, ``batch_size`` (pairs in the Bradley-Terry batch), ``constraint_batch_size``
+    (pairs drawn afresh each step for the constraint terms; 0 = use the BT batch), ``lr``, ``dual_lr`` (eta_lambda), ``ema`` (running-estimate
     momentum for the dual step), ``eval_every`` (steps; 0 = each epoch), ``ckpt_every`` (steps),
     ``select`` ("best": best validation accuracy among feasible iterates, else least violating; "last").
     """
@@ -50,6 +51,7 @@ class FaroConfig:
     max_length: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
+    constraint_batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
     dual_lr: float = 2.0
@@ -83,8 +85,9 @@ class FaroConfig:
     def resolved(self) -> FaroConfig:
         head = self.mode == "head"
         defaults = {
-            "epochs": 40 if head else 1,
-            "batch_size": 1024 if head else 32,
+            "epochs": 50 if head else 1,
+            "batch_size": 128 if head else 32,
+            "constraint_batch_size": 1024 if head else 0,
             "lr": 3e-3 if head else 3e-5,
             "max_length": 256 if head else 128,
         }

@@ -442,6 +442,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     train_idx = split_idx["train"]
     n_train = len(train_idx)
     bs = min(config.batch_size, n_train)
+    cbs = min(config.constraint_batch_size or 0, n_train)
     steps_per_epoch = math.ceil(n_train / bs)
     total = steps_per_epoch * config.epochs
     eval_every = config.eval_every or steps_per_epoch
@@ -492,15 +493,23 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         perm = train_idx[torch.randperm(n_train, generator=g)]
         idx = perm[pos * bs:(pos + 1) * bs]
         local = idx[rank::world] if world > 1 else idx
-        rewards = backend.rewards(ddp_model, local.to("cpu"), with_twins=need_twins)
-        pb = tens.batch(local, tuple(r.float().cpu() for r in rewards))
-        w = weights[local] if weights is not None else None
+        n_bt = len(local)
+        if constraints and cbs:
+            # A larger, separate constraint batch (seeded by step, so resume replays it): group statistics
+            # from a 128-pair batch over hundreds of cells would be mostly empty cells.
+            gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
+            cidx = train_idx[torch.randperm(n_train, generator=gc)[:cbs]]
+            local = torch.cat([local, cidx[rank::world] if world > 1 else cidx])
+        rewards = tuple(r.float() for r in backend.rewards(ddp_model, local, with_twins=need_twins))
+        pb = tens.batch(local[:n_bt], tuple(r[:n_bt] for r in rewards))
+        pc = tens.batch(local[n_bt:], tuple(r[n_bt:] for r in rewards)) if constraints and cbs else pb
+        w = weights[local[:n_bt]] if weights is not None else None
         loss_bt = bt_loss(pb.r_chosen, pb.r_rejected, w)
-        loss = loss_bt + gda.penalty(pb) if constraints else loss_bt
+        loss = loss_bt + gda.penalty(pc) if constraints else loss_bt
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        g_strict = gda.dual_step(pb)  # strict indicators under no_grad: nothing to detach
+        g_strict = gda.dual_step(pc)  # strict indicators under no_grad: nothing to detach
         step += 1
         row: dict[str, Any] = {"step": step, "epoch": epoch, "loss": round(float(loss.detach()), 6),
                                "bt_loss": round(float(loss_bt.detach()), 6)}
