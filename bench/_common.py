@@ -1,0 +1,108 @@
+"""Shared helpers of the speed benchmarks (bench/overhead.py, vs_trl.py, vs_fairlearn.py, cache.py, scaling.py).
+
+Timing discipline: the two sides of a comparison are run interleaved (A B A B ...), so load from other jobs
+on the shared cores hits both alike, and every figure is a median with its spread (interquartile range).
+Ratios are the median of the per-round ratios A_i / B_i of one run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def bbq_source(category: str = "Religion") -> tuple[str | None, str | None, str]:
+    """(data, format, label) of the benchmark data: one BBQ category from ../shared/data/bbq, else the demo.
+
+    One category (Religion: 1,200 items, 2,400 pairs, 9,600 texts with twins) keeps head-mode features in the
+    on-disk cache affordable on a 2-core machine; the full BBQ set (83,040 texts) takes hours to encode here.
+    """
+    from faro_core.paths import SHARED_DATA
+
+    path = SHARED_DATA / "bbq" / f"{category}.jsonl"
+    if path.exists():
+        return str(path), "bbq", f"BBQ {category} ({path.name})"
+    return None, None, "embedded demo data (BBQ-style)"
+
+
+def quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
+    """(q1, median, q3) of a sample (the median itself for fewer than two values)."""
+    xs = sorted(float(x) for x in xs)
+    if len(xs) < 2:
+        m = xs[0] if xs else float("nan")
+        return m, m, m
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], statistics.median(xs), q[2]
+
+
+def fmt_spread(xs: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """``median [q1–q3]`` of ``xs * scale``."""
+    q1, m, q3 = quartiles([x * scale for x in xs])
+    return f"{m:.{digits}f} [{q1:.{digits}f}–{q3:.{digits}f}]"
+
+
+def paired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Per-round ratios a_i / b_i of two interleaved samples."""
+    return [x / y for x, y in zip(a, b) if y > 0]
+
+
+def interleave(sides: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+               timer: Callable[[Callable[[], Any]], float] | None = None) -> dict[str, list[float]]:
+    """Run each side once per round, in order (A B A B ...), and return the seconds of each call per side.
+
+    ``timer(fn)`` may return its own measurement (e.g. a throughput window inside the call); by default the
+    wall time of the call. ``warmup`` rounds are run first and not recorded.
+    """
+    def wall(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    timer = timer or wall
+    for _ in range(warmup):
+        for fn in sides.values():
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(rounds):
+        for k, fn in sides.items():
+            out[k].append(timer(fn))
+    return out
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine_line() -> str:
+    """One line describing where the numbers come from (cores, load, torch threads)."""
+    import os
+
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{os.cpu_count()} CPU cores (shared; 1-min load average {load:.1f} at the end), torch "
+            f"{torch.__version__}, {torch.get_num_threads()} torch threads")
+
+
+def finish(name: str, title: str, body: str, figures: dict[str, Any], as_json: bool) -> None:
+    """Print the report, write bench/results/<name>.md and, with ``as_json``, print the figures as the last
+    stdout line."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = f"## {title}\n\n{body.strip()}\n"
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+    if as_json:
+        print(json.dumps(figures, sort_keys=True))
