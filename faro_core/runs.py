@@ -199,7 +199,13 @@ class RunStore:
         self.root = Path(root) if root is not None else default_runs_dir()
 
     def path(self, run_id: str) -> Path:
-        return self.root / validate_run_id(run_id)
+        """The directory of ``run_id``; :class:`RunError` if the id is unsafe or the directory is a symlink
+        (a link planted in the store must not let reads or writes escape it)."""
+        p = self.root / validate_run_id(run_id)
+        if p.is_symlink():
+            raise RunError(f"run {run_id!r} in {self.root} is a symbolic link; run directories must be real "
+                           f"directories inside the run store")
+        return p
 
     def create(self, config: dict[str, Any], run_id: str | None = None, exist_ok: bool = False) -> Run:
         """Create a run directory with its config and ``queued`` status."""
@@ -232,7 +238,7 @@ class RunStore:
             return []
         runs = []
         for p in sorted(self.root.iterdir()):
-            if p.is_dir() and RUN_ID_RE.match(p.name) and (p / "config.json").exists():
+            if p.is_dir() and not p.is_symlink() and RUN_ID_RE.match(p.name) and (p / "config.json").exists():
                 runs.append(Run(p.name, p))
         return sorted(runs, key=lambda r: (r.raw_status().get("created") or 0, r.run_id))
 

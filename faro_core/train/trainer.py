@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,8 +298,14 @@ def _save_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimize
             tensors[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     tensors["rng"] = torch.get_rng_state()
     ckpt = run.file("checkpoint")
-    write_safetensors(ckpt / "state.safetensors", tensors)
-    write_json(ckpt / "state.json", {**state, "param_groups": osd["param_groups"]})
+    # The tensors go to a file named by step and state.json, written last, names it: a kill between the two
+    # writes leaves the previous (state.json, tensors) pair intact instead of new tensors with an old step.
+    name = f"state-{int(state['step']):09d}.safetensors"
+    write_safetensors(ckpt / name, tensors)
+    write_json(ckpt / "state.json", {**state, "tensors": name, "param_groups": osd["param_groups"]})
+    for old in ckpt.glob("state*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def _load_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer, gda: ProxyGDA
@@ -306,10 +313,13 @@ def _load_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimize
     from safetensors.torch import load_file
 
     ckpt = run.file("checkpoint")
-    if not (ckpt / "state.json").exists() or not (ckpt / "state.safetensors").exists():
+    if not (ckpt / "state.json").exists():
         return None
     state = read_json(ckpt / "state.json")
-    t = load_file(str(ckpt / "state.safetensors"))
+    name = str(state.pop("tensors", "state.safetensors"))  # older checkpoints: one fixed name
+    if Path(name).name != name or not (ckpt / name).exists():
+        return None
+    t = load_file(str(ckpt / name))
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in t.items() if k.startswith("best.")} or None
     gda.load_state_tensors({k[4:]: v for k, v in t.items() if k.startswith("gda.")})
