@@ -25,6 +25,7 @@ import os
 import re
 import socket
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,13 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         if name.endswith((".csv", ".tsv")):
             try:
-                return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", encoding="utf-8",
-                                   encoding_errors="strict")
+                # index_col=False: a row with more fields than the header is an error, not silently an index
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", pd.errors.ParserWarning)
+                    return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", encoding="utf-8",
+                                       encoding_errors="strict", index_col=False)
+            except pd.errors.ParserWarning:
+                raise DataError(f"{path}: malformed CSV (a row has more fields than the header)") from None
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
             except pd.errors.EmptyDataError:
@@ -135,6 +141,8 @@ def detect_format(source: str | Path) -> str:
             raise DataError(f"{p}: not valid UTF-8") from None
         except pd.errors.EmptyDataError:
             raise DataError(f"{p}: the dataset is empty (no rows)") from None
+        except pd.errors.ParserError as exc:
+            raise DataError(f"{p}: malformed CSV ({str(exc).strip()})") from None
         if {"sent_more", "sent_less"} <= set(cols):
             return "crows"
         return "trl" if {"prompt", "chosen", "rejected"} <= set(cols) else "csv"
@@ -353,7 +361,7 @@ def _check_dup(df: pd.DataFrame, col: str, where: Any, what: str) -> None:
     dup = df[col].astype(str).duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{where}: duplicate {what} {df[col].iloc[row]!r} at row {row} (column {col!r}); "
+        raise DataError(f"{where}: duplicate {what} {str(df[col].iloc[row])!r} at row {row} (column {col!r}); "
                         f"ids must be unique")
 
 

@@ -47,6 +47,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "category": "",
 }
 TEXT_COLUMNS = ("prompt", "chosen", "rejected")
+MAX_TEXT_CHARS = 1_000_000  # one prompt or response; longer is corrupt input (the encoders read ~256 tokens)
 MIN_GROUP_PAIRS = 30
 
 
@@ -142,6 +143,11 @@ def normalize(df: pd.DataFrame, strata: list[str] | None = None, group_col: str 
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(f"{name}: column {col!r} has NaN or empty text at row {row} "
                             f"(pair_id={df['pair_id'].iloc[row]!r}); {int(bad.sum())} such rows")
+        too_long = df[col].str.len() > MAX_TEXT_CHARS
+        if too_long.any():
+            row = int(np.flatnonzero(too_long.to_numpy())[0])
+            raise DataError(f"{name}: column {col!r} has a text of {len(df[col].iloc[row]):,} characters at row "
+                            f"{row} (pair_id={df['pair_id'].iloc[row]!r}); the limit is {MAX_TEXT_CHARS:,}")
     for col in ("item_id", "pair_id"):
         df[col] = df[col].astype(str)
     if df["pair_id"].duplicated().any():

@@ -445,6 +445,11 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     constraints = ConstraintSet.parse(active, config.epsilon, index, config.min_count, temps)
     measure = all_constraints(index, config.min_count)
     need_twins = any(c.kind == "cf" for c in constraints.constraints)
+    empty = [c.kind for c in constraints.constraints if not c.names()]
+    if empty:  # e.g. EO on data whose group column is empty: nothing to compare, say so (not a crash)
+        raise FaroError(f"constraint(s) {empty} have nothing to compare in {data.name!r}: no groups (DP: the "
+                        f"responses' groups, EO: column 'group') or no counterfactual twins (CF); pass --group "
+                        f"COLUMN or drop the constraint")
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
     gda = ProxyGDA(constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed, reduce=_all_reduce_sum)
