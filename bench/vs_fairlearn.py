@@ -1,0 +1,157 @@
+"""Faro head-mode sweep vs fairlearn ExponentiatedGradient: wall time and fronts (goal: ratio <= 0.1, Faro's
+front not dominated).
+
+    python bench/vs_fairlearn.py [--quick] [--epochs N] [--json]
+
+Both sides train on the same cached MiniLM features of the same BBQ pairs through the same run-store path
+(:func:`faro_core.fast_sweep.train_inprocess`: data, split and feature shards loaded once per process and
+shared by every run of either side). Faro: head mode (trainer defaults: MLP head, batch 128, constraint batch
+1024; 10 epochs, as the quick BBQ study on one category: 50 would not fit 10 minutes on 2 shared cores) for 3
+constraints (DP, EO, CF) x 10 epsilons = 30 runs. fairlearn: ``ExponentiatedGradient``
+(logistic regression on feature differences, EO on pairs, :mod:`faro_core.train.expgrad`) for the same 10
+epsilons. Groups are not conditioned on strata (``strata=[]``), as fairlearn's EO is not, and cells are
+estimated from 10 members (``min_count=10``; one category's test split is small). Timing interleaves the sides per epsilon (Faro's 3 runs, then fairlearn's 1) and sums; the spread
+is that of the per-epsilon ratios. Each side's time covers training, scoring every pair and writing the run;
+the one shared data/feature load is done before timing. Points: test-split gold accuracy vs EO violation.
+Writes bench/results/vs_fairlearn.{md,html,png}; with --json the last stdout line is
+``{"time_ratio": ..., "faro_front_dominated": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from _common import RESULTS, bbq_source, finish, fmt_spread, machine_line, md_table, paired_ratios
+
+EPSILONS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5]
+QUICK_EPSILONS = [0.05, 0.2]
+
+
+def dominated(front: pd.DataFrame, others: pd.DataFrame, acc: str = "gold_accuracy",
+              viol: str = "violation_eo") -> bool:
+    """True when every point of ``front`` is dominated by some point of ``others`` (accuracy >= and violation
+    <=, one strictly)."""
+    for _, p in front.iterrows():
+        a, v = others[acc].to_numpy(), others[viol].to_numpy()
+        if not np.any((a >= p[acc]) & (v <= p[viol]) & ((a > p[acc]) | (v < p[viol]))):
+            return False
+    return True
+
+
+def figure(faro: pd.DataFrame, fl: pd.DataFrame, title: str) -> Any:
+    """Both fronts (gold accuracy vs EO violation) in one plotly figure, every point shown, fronts as lines."""
+    import plotly.graph_objects as go
+
+    from faro_core.sweep import pareto_front
+
+    fig = go.Figure()
+    styles = {"Faro (EO)": ("#1f77b4", "circle"), "Faro (DP, CF)": ("#9ecae1", "circle-open"),
+              "fairlearn ExponentiatedGradient (EO)": ("#d62728", "diamond")}
+    groups = {"Faro (EO)": faro[faro["constraint"] == "eo"], "Faro (DP, CF)": faro[faro["constraint"] != "eo"],
+              "fairlearn ExponentiatedGradient (EO)": fl}
+    for name, g in groups.items():
+        color, symbol = styles[name]
+        fig.add_trace(go.Scatter(x=g["violation_eo"], y=g["gold_accuracy"], mode="markers", name=name,
+                                 marker={"color": color, "symbol": symbol, "size": 9},
+                                 text=[f"{r.constraint} ε={r.epsilon:g}" for r in g.itertuples()],
+                                 hovertemplate="%{text}<br>EO violation %{x:.3f}<br>gold acc %{y:.3f}"))
+        if name != "Faro (DP, CF)" and len(g):
+            idx = pareto_front(g["gold_accuracy"].to_numpy(), g["violation_eo"].to_numpy())
+            f = g.iloc[idx]
+            fig.add_trace(go.Scatter(x=f["violation_eo"], y=f["gold_accuracy"], mode="lines", showlegend=False,
+                                     line={"color": color, "shape": "hv"}, hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="EO violation (test split, max one-sided)",
+                      yaxis_title="gold accuracy (test split)", template="plotly_white", width=900, height=560,
+                      legend={"orientation": "h", "y": -0.18})
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
+    from faro_core.fast_sweep import shared_inputs, train_inprocess
+    from faro_core.plots import save_figure
+    from faro_core.runs import RunStore
+    from faro_core.sweep import pareto_front
+    from faro_core.train import FaroConfig
+    from faro_core.train.trainer import HeadBackend, load_training_data
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="under a minute: 2 epsilons, 2 epochs")
+    ap.add_argument("--epochs", type=int, default=None, help="Faro head epochs (default 10; --quick 2)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    eps_list = QUICK_EPSILONS if args.quick else EPSILONS
+    epochs = args.epochs or (2 if args.quick else 10)
+    data, fmt, label = bbq_source()
+    base: dict[str, Any] = dict(data=data, format=fmt, mode="head", seed=0, strata=[], min_count=10)
+    root = tempfile.mkdtemp(prefix="faro-bench-vsfl-")
+    store = RunStore(root)
+    faro_t: list[float] = []
+    fl_t: list[float] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        with shared_inputs():
+            warm = FaroConfig(**base).resolved()  # the shared load, not timed (both sides use it)
+            HeadBackend(warm, load_training_data(warm)[1], progress=False)
+            for eps in eps_list:
+                t0 = time.perf_counter()
+                for kind in ("dp", "eo", "cf"):
+                    cfg = FaroConfig(**base, constraints=[kind], epsilon=eps, epochs=epochs)
+                    rows.append({**train_inprocess(cfg, store), "side": "faro"})
+                faro_t.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                cfg = FaroConfig(**base, method="expgrad", constraints=["eo"], epsilon=eps)
+                rows.append({**train_inprocess(cfg, store), "side": "fairlearn"})
+                fl_t.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    table = pd.DataFrame(rows)
+    faro, fl = table[table["side"] == "faro"], table[table["side"] == "fairlearn"]
+    faro_eo = faro[faro["constraint"] == "eo"]
+    front = faro_eo.iloc[pareto_front(faro_eo["gold_accuracy"].to_numpy(), faro_eo["violation_eo"].to_numpy())]
+    is_dom = dominated(front, fl)
+    ratio = sum(faro_t) / sum(fl_t)
+    per_eps = paired_ratios(faro_t, fl_t)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    save_figure(figure(faro, fl, f"{label}: Faro head mode vs fairlearn ExponentiatedGradient"),
+                RESULTS / "vs_fairlearn")
+    n_faro = len(faro)
+    timing = [[f"Faro sweep (3 constraints × {len(eps_list)} ε = {n_faro} runs)", f"{sum(faro_t):.1f}",
+               fmt_spread([t / 3 for t in faro_t], 1.0, 2)],
+              [f"fairlearn ExponentiatedGradient ({len(eps_list)} ε, EO)", f"{sum(fl_t):.1f}",
+               fmt_spread(fl_t, 1.0, 2)],
+              ["**Faro / fairlearn**", f"**{ratio:.3f}**", "per-ε ratio (3 Faro runs / 1 fairlearn) "
+               + fmt_spread(per_eps, 1.0, 3)]]
+    pts = []
+    for eps in eps_list:
+        r = {k: table[(table["side"] == s) & (table["constraint"] == c) & np.isclose(table["epsilon"], eps)]
+             for k, s, c in (("eo", "faro", "eo"), ("fl", "fairlearn", "eo"))}
+        cell = {k: (f"{v['gold_accuracy'].iloc[0]:.3f} / {v['violation_eo'].iloc[0]:.3f}" if len(v) else "–")
+                for k, v in r.items()}
+        pts.append([f"{eps:g}", cell["eo"], cell["fl"]])
+    cfg_r = FaroConfig(**base, epochs=epochs).resolved()
+    body = (f"Data: {label}, cached all-MiniLM-L6-v2 features (max length 256). Faro: head mode, MLP head "
+            f"({cfg_r.head_hidden} hidden), batch {cfg_r.batch_size}, constraint batch {cfg_r.constraint_batch_size}, "
+            f"{cfg_r.epochs} epochs, one process. fairlearn: ExponentiatedGradient(LogisticRegression), EO "
+            f"on pairs, max_iter 30. Groups unconditioned (no strata), cells of ≥ 10 pairs. Sides interleaved per ε; seconds: total and per run median [IQR]. "
+            f"{machine_line()}.\n\n"
+            + md_table(["side", "total s", "s per run"], timing)
+            + "\n\nTest split, gold accuracy / EO violation:\n\n"
+            + md_table(["ε", "Faro-EO", "fairlearn EO"], pts)
+            + f"\n\nGoal ≤ 0.1: **{'met' if ratio <= 0.1 else 'not met'}** ({ratio:.3f}). Faro's EO front "
+            f"({len(front)} points) is **{'dominated' if is_dom else 'not dominated'}** by fairlearn's points. "
+            "Figure: `bench/results/vs_fairlearn.html` (and `.png`).\n\n"
+            "Produced by `python bench/vs_fairlearn.py" + (" --quick" if args.quick else "") + "`.")
+    finish("vs_fairlearn", "Faro sweep vs fairlearn ExponentiatedGradient", body,
+           {"time_ratio": round(ratio, 4), "faro_front_dominated": bool(is_dom)}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
