@@ -33,7 +33,7 @@ import pandas as pd
 
 from faro_core.errors import FaroError
 from faro_core.io import write_json, write_parquet
-from faro_core.runs import RunStore
+from faro_core.runs import RUN_ID_RE, RunStore
 from faro_core.train.config import FaroConfig
 
 HV_REF_ACCURACY = 0.5
@@ -225,6 +225,9 @@ def run_sweep(spec: SweepSpec, runs_dir: str | Path, workers: int = 2, executor:
     """Run (or resume) a sweep; writes the table and Pareto summary; returns ``{"table", "pareto", "dir", ...}``."""
     if executor not in EXECUTORS:
         raise FaroError(f"unknown executor {executor!r}; choose local or ray")
+    if not RUN_ID_RE.match(str(spec.name)) or ".." in str(spec.name):  # it names a folder under the store
+        raise FaroError(f"invalid sweep name {spec.name!r}: use letters, digits, '.', '_' and '-' only "
+                        f"(no '/' or '..')")
     t0 = time.perf_counter()
     configs = grid(spec)
     jobs = [c.to_dict() for c in configs]
