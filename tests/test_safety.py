@@ -1,0 +1,205 @@
+"""Safe loading and safe paths (issue #8, part 4).
+
+- A run directory and the cache hold only safetensors, JSON (and JSON lines), Parquet or Arrow files (plus a
+  run's plain-text ``launch.log`` and the tokenizer's text chat template), and no file has a pickle or
+  ``torch.save`` (zip) header.
+- The source tree never unpickles: every ``torch.load(`` passes ``weights_only=True``; there is no
+  ``pickle.load``, ``np.load(..., allow_pickle=True)``, ``pd.read_pickle``, ``joblib.load`` or
+  ``trust_remote_code=True``.
+- Uploads have a size limit (the same in Faro and in Streamlit's config).
+- Run ids (and sweep names) cannot escape the run store: ``../x``, ``/abs``, ``a/../../b``, a symlinked run
+  directory: exit code 2 through the CLI, and nothing outside the store is read or written.
+- The dashboard binds to localhost by default (``.streamlit/config.toml`` and the dashboard launcher).
+
+Determinism (part 5) is tested in ``test_crash.py`` (same seed and data: metrics, weights and scores equal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from faro_core.cli import main as faro_main
+from faro_core.errors import RunError
+from faro_core.runs import RunStore, validate_run_id
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+ROOT = Path(__file__).resolve().parent.parent
+SAFE_SUFFIXES = (".safetensors", ".json", ".jsonl", ".parquet", ".arrow")
+TEXT_OK = {"launch.log", "chat_template.jinja"}  # plain text, never deserialized into objects
+SOURCE_DIRS = ("faro_core", "dashboard", "bench", "scripts", "data")
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_safe_formats(root: Path) -> int:
+    """Every file under ``root`` is a safe format; returns how many files were checked."""
+    n = 0
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        n += 1
+        head = p.read_bytes()[:4]
+        assert not head.startswith(b"\x80"), f"{p}: pickle header"
+        assert not head.startswith(b"PK\x03\x04"), f"{p}: zip (torch.save) file"
+        if p.name in TEXT_OK or (p.name.startswith(".") and p.name.endswith(".tmp")):
+            continue
+        assert p.name.endswith(SAFE_SUFFIXES), f"{p}: not safetensors / JSON / Parquet / Arrow"
+    return n
+
+
+# ------------------------------------------------------------------------------------------------ formats
+def test_run_dir_and_cache_hold_only_safe_formats(tmp_path: Path) -> None:
+    from faro_core.paths import cache_dir
+
+    assert faro_main(["train", "--constraint", "cf", "--epochs", "1", "--batch-size", "128", "--ckpt-every", "2",
+                      "--runs-dir", str(tmp_path), "--run-id", "scan", "--quiet"]) == 0
+    run = RunStore(tmp_path).get("scan")
+    assert (run.file("checkpoint") / "state.json").exists()
+    assert assert_safe_formats(run.path) >= 10
+    features = cache_dir() / "features"
+    assert features.is_dir() and assert_safe_formats(features) > 0
+    assert_safe_formats(cache_dir())
+
+
+def _calls(text: str, name: str) -> list[str]:
+    """The full text of every call ``name(...)`` in ``text`` (balanced parentheses)."""
+    out = []
+    for m in re.finditer(re.escape(name) + r"\(", text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        out.append(text[m.start():i])
+    return out
+
+
+def test_source_never_unpickles() -> None:
+    files = [p for d in SOURCE_DIRS if (ROOT / d).is_dir() for p in (ROOT / d).rglob("*.py")]
+    assert len(files) > 20
+    banned = [r"\bpickle\.loads?\(", r"\bcloudpickle\.loads?\(", r"\bjoblib\.load\(", r"read_pickle\(",
+              r"trust_remote_code\s*=\s*True", r"\bdill\.loads?\("]
+    for p in files:
+        text = p.read_text()
+        for call in _calls(text, "torch.load"):
+            assert re.search(r"weights_only\s*=\s*True", call), f"{p}: {call}"
+        for call in _calls(text, "np.load") + _calls(text, "numpy.load"):
+            assert not re.search(r"allow_pickle\s*=\s*True", call), f"{p}: {call}"
+        for pat in banned:
+            assert not re.search(pat, text), f"{p}: {pat}"
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+def test_upload_size_limit_matches_streamlit_config() -> None:
+    from faro_core.errors import DataError
+    from faro_core.uploads import MAX_UPLOAD_MB, save_upload
+
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert 0 < MAX_UPLOAD_MB <= 200 and cfg["server"]["maxUploadSize"] == MAX_UPLOAD_MB
+    with pytest.raises(DataError, match="upload limit"):
+        save_upload("x.csv", b"a" * (int(MAX_UPLOAD_MB * 2**20) + 1), dest="/nonexistent/never-written")
+    with pytest.raises(DataError, match="unsupported file type"):
+        save_upload("model.pkl", b"\x80\x04K\x01.", dest="/nonexistent/never-written")
+
+
+def test_upload_name_cannot_escape_its_folder(tmp_path: Path) -> None:
+    from faro_core.uploads import save_upload
+
+    p = save_upload("../../etc/evil.csv", b"prompt,chosen,rejected\na,b,c\n", dest=tmp_path / "up")
+    assert p.parent == tmp_path / "up" and ".." not in p.name
+
+
+# ------------------------------------------------------------------------------------------------ run ids
+BAD_IDS = ["../x", "/abs", "a/../../b", "..", ".", "a/b", "..\\x", "x\x00y", "~root", "-rf", " x", "x" * 200]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_bad_run_ids_exit_2_through_the_cli(bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    outside = _tree(tmp_path)
+    for argv in (["train", "--run-id", bad, "--epochs", "1"], ["train", "--resume", bad], ["eval", bad],
+                 ["report", bad, "--out", str(store / "r.html")]):
+        try:
+            rc = faro_main([*argv, "--runs-dir", str(store), "--quiet"] if argv[0] == "train" else
+                           [*argv, "--runs-dir", str(store)])
+        except SystemExit as exc:  # argparse refuses "-rf" as a value: its usage error, also exit 2
+            rc = int(exc.code or 0)
+        err = capsys.readouterr().err
+        assert rc == 2, (argv, err)
+        assert "Traceback" not in err
+    assert _tree(tmp_path) == outside  # nothing written anywhere (the store included)
+
+
+def test_symlinked_run_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A link planted in the store (``runs/evil -> /elsewhere``) is neither read nor written through."""
+    outside = tmp_path / "elsewhere"
+    victim = RunStore(outside).create({"name": "victim"}, run_id="victim")
+    victim.set_status("interrupted")
+    store = tmp_path / "runs"
+    store.mkdir()
+    (store / "evil").symlink_to(outside / "victim", target_is_directory=True)
+    (store / "evil2").symlink_to(outside / "new", target_is_directory=True)  # dangling
+    before = _tree(outside)
+    for argv in (["train", "--resume", "evil", "--quiet"], ["train", "--run-id", "evil", "--epochs", "1", "--quiet"],
+                 ["train", "--run-id", "evil2", "--epochs", "1", "--quiet"], ["eval", "evil"]):
+        rc = faro_main([*argv, "--runs-dir", str(store)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "symbolic link" in err and "Traceback" not in err, (argv, err)
+    assert _tree(outside) == before and not (outside / "new").exists()
+    assert RunStore(store).list() == [] and not RunStore(store).has("evil")
+
+
+def test_sweep_name_cannot_escape_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "runs"
+    rc = faro_main(["sweep", "--name", "../../escape", "--runs-dir", str(store), "--epochs", "1", "--quiet"])
+    assert rc == 2 and "invalid sweep name" in capsys.readouterr().err
+    assert not any(p.name == "escape" for p in tmp_path.rglob("*"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(list("ab./\\-_~ \x00") + ["..", "%2e"]), max_size=8).map("".join))
+def test_any_valid_run_id_stays_inside_the_store(run_id: str) -> None:
+    root = Path("/tmp/faro-store-probe")
+    try:
+        validate_run_id(run_id)
+    except RunError:
+        return
+    assert (root / run_id).resolve().parent == root.resolve()
+    assert not run_id.startswith(".") and "/" not in run_id and "\\" not in run_id
+
+
+# ------------------------------------------------------------------------------------------------ localhost
+def test_dashboard_binds_to_localhost(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["address"] in ("localhost", "127.0.0.1")
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "dashboard"))
+    try:
+        import serve
+    finally:
+        sys.path.remove(str(ROOT / "dashboard"))
+    seen: list[list[str]] = []
+
+    class FakePopen:
+        def __init__(self, argv: list[str], **kw: object) -> None:
+            seen.append(list(argv))
+            self.pid = -1
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    _, url = serve.start_server(tmp_path, port=8599)
+    argv = seen[0]
+    assert argv[argv.index("--server.address") + 1] in ("localhost", "127.0.0.1")
+    assert url.startswith("http://localhost:")
+    mk = (ROOT / "Makefile").read_text() if (ROOT / "Makefile").exists() else ""
+    assert "0.0.0.0" not in mk and "0.0.0.0" not in (ROOT / ".streamlit" / "config.toml").read_text()
