@@ -141,8 +141,8 @@ def test_kill_9_then_resume_matches_uninterrupted(reference: tuple[Path, dict, d
         run = Run(rid, store.path(rid))
         try:
             _wait_running(run, proc)
-            if trial % 2 == 0:  # a random time after start: data loading, feature reads, early steps
-                time.sleep(rng.uniform(0.0, 1.5))
+            if trial % 2 == 0:  # a random time after start: data loading, feature reads, steps (never too late)
+                _wait_step(run, proc, total - 8, timeout_s=rng.uniform(0.0, 3.0))
             else:  # a random step: checkpoints, history appends, late steps
                 _wait_step(run, proc, rng.randint(1, total - 8))
             assert proc.poll() is None, f"trial {trial}: the run finished before it could be killed"
@@ -219,3 +219,23 @@ def test_same_seed_same_data_identical_metrics_and_weights(
     a = pd.read_parquet(again.file("scores.parquet"))
     b = pd.read_parquet(root / "ref" / "scores.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_kill_before_first_checkpoint_resumes_with_clean_history(
+        reference: tuple[Path, dict, dict[str, torch.Tensor]]) -> None:
+    """Killed at step 3 (no checkpoint yet): resume starts over and the history is not doubled."""
+    from faro_core.train import FaroConfig, train
+
+    root, ref_metrics, _ = reference
+    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=2, batch_size=16, min_count=5, ckpt_every=5)
+
+    def stop_at(row: dict) -> None:
+        if row["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, RunStore(root), run_id="early", progress=False, on_step=stop_at)
+    assert faro_main(["train", "--resume", "early", "--runs-dir", str(root), "--quiet"]) == 0
+    run = RunStore(root).get("early")
+    assert [h["step"] for h in run.history()] == list(range(1, int(ref_metrics["steps"]) + 1))
+    assert run.metrics() == ref_metrics

@@ -479,11 +479,11 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         if loaded is not None:
             st, best_state = loaded
             step, best = st["step"], st.get("best")
-            if rank == 0:  # history beyond the checkpoint is replayed: drop it
-                hist = [h for h in run.history() if h.get("step", 0) <= step]
-                from faro_core.io import _atomic, to_json
-                text = "".join(to_json(h) + "\n" for h in hist)
-                _atomic(run.file("history.jsonl"), lambda tmp: open(tmp, "w").write(text))
+        if rank == 0:  # history beyond the checkpoint (all of it, when killed before the first) is replayed
+            hist = [h for h in run.history() if h.get("step", 0) <= step]
+            from faro_core.io import _atomic, to_json
+            text = "".join(to_json(h) + "\n" for h in hist)
+            _atomic(run.file("history.jsonl"), lambda tmp: open(tmp, "w").write(text))
 
     def evaluate(split: str) -> dict[str, Any]:
         idx = split_idx[split]
