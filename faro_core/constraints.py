@@ -111,6 +111,7 @@ class Constraint:
         self.min_count = int(min_count)
         self.temperature = float(temperature)
         self.index: GroupIndex | None = None
+        self.cell_mask: Tensor | None = None  # cells a trainer may constrain (large enough in training data)
 
     def bind(self, index: GroupIndex) -> Constraint:
         self.index = index
@@ -135,17 +136,24 @@ class Constraint:
             return [f"{self.kind}[{c}]" for c in cells]
         return [f"{self.kind}[{c}]+" for c in cells] + [f"{self.kind}[{c}]-" for c in cells]
 
-    def disparities(self, stats: CellStats) -> tuple[Tensor, Tensor]:
-        """(d [C], estimable [C] bool): each cell's disparity, 0 where the cell is too small."""
-        ok = (stats.cnt >= self.min_count) & ((stats.cnt_ref >= self.min_count) | (not self.two_sided))
+    def disparities(self, stats: CellStats, min_count: int | None = None) -> tuple[Tensor, Tensor]:
+        """(d [C], estimable [C] bool): each cell's disparity, 0 where the cell is too small.
+
+        ``min_count`` overrides the constraint's own (the trainer passes 1 for batch statistics, having
+        fixed once, from the whole training split, which cells are large enough: :attr:`cell_mask`).
+        """
+        mc = self.min_count if min_count is None else min_count
+        ok = (stats.cnt >= mc) & ((stats.cnt_ref >= mc) | (not self.two_sided))
+        if self.cell_mask is not None:
+            ok = ok & self.cell_mask.to(ok.device)
         rate = stats.num / stats.cnt.clamp_min(1e-12)
         ref = stats.num_ref / stats.cnt_ref.clamp_min(1e-12) if self.two_sided else torch.zeros_like(rate)
         d = torch.where(ok, rate - ref, torch.zeros_like(rate))
         return d, ok
 
-    def values(self, stats: CellStats) -> Tensor:
+    def values(self, stats: CellStats, min_count: int | None = None) -> Tensor:
         """One-sided constraint values g [m] (constraint: g <= epsilon)."""
-        d, _ = self.disparities(stats)
+        d, _ = self.disparities(stats, min_count)
         return torch.cat([d, -d]) if self.two_sided else d
 
     def strict(self, batch: PairBatch) -> Tensor:
@@ -195,7 +203,7 @@ class DemographicParity(Constraint):
         keep = g >= 0
         m, g, s = m[keep], g[keep], s[keep]
         if smooth:
-            scale = d.detach().std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
+            scale = d.std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
             sel = torch.sigmoid(m / (self.temperature * scale))
         else:
             sel = (m > 0).to(m.dtype)
@@ -235,7 +243,7 @@ class EqualizedOdds(Constraint):
         y = torch.where(flip, 1.0 - batch.label[m], batch.label[m]).long()
         a, s = batch.group[m], batch.stratum[m]
         if smooth:
-            scale = d.detach().std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
+            scale = d.std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
             pred = torch.sigmoid(score / (self.temperature * scale))
         else:
             pred = (score > 0).to(score.dtype)
@@ -345,17 +353,30 @@ class ConstraintSet:
     def cell_stats(self, batch: PairBatch, smooth: bool) -> list[CellStats]:
         return [c.cell_stats(batch, smooth) for c in self.constraints]
 
-    def values(self, stats: list[CellStats]) -> Tensor:
+    def values(self, stats: list[CellStats], min_count: int | None = None) -> Tensor:
         if not self.constraints:
             return torch.zeros(0)
-        return torch.cat([c.values(s) for c, s in zip(self.constraints, stats)])
+        return torch.cat([c.values(s, min_count) for c, s in zip(self.constraints, stats)])
 
-    def strict(self, batch: PairBatch) -> Tensor:
+    def strict(self, batch: PairBatch, min_count: int | None = None) -> Tensor:
         with torch.no_grad():
-            return self.values(self.cell_stats(batch, smooth=False))
+            return self.values(self.cell_stats(batch, smooth=False), min_count)
 
-    def proxy(self, batch: PairBatch) -> Tensor:
-        return self.values(self.cell_stats(batch, smooth=True))
+    def proxy(self, batch: PairBatch, min_count: int | None = None) -> Tensor:
+        return self.values(self.cell_stats(batch, smooth=True), min_count)
+
+    def fix_cells(self, full: PairBatch) -> dict[str, int]:
+        """Constrain only cells with at least ``min_count`` members (and anchor members) in ``full``, the
+        whole training split. A smaller cell cannot meet a small epsilon even in principle (a cell of n has
+        rates k/n) and its multiplier would grow without bound and drown the rest. Returns counts."""
+        out = {"cells": 0, "constrained": 0}
+        for c, s in zip(self.constraints, self.cell_stats(full, smooth=False)):
+            c.cell_mask = None
+            _, ok = c.disparities(s)
+            c.cell_mask = ok
+            out["cells"] += int(ok.numel())
+            out["constrained"] += int(ok.sum())
+        return out
 
     def max_by_kind(self, values: Tensor) -> dict[str, float]:
         """Largest one-sided value per constraint kind: the ``violation`` reported for a run."""

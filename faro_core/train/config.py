@@ -54,8 +54,9 @@ class FaroConfig:
     constraint_batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
-    dual_lr: float = 2.0
-    ema: float = 0.9
+    dual_lr: float = 0.02
+    ema: float = 0.5
+    dual_signal: str = "strict"
     eval_every: int = 0
     ckpt_every: int = 50
     select: str = "best"

@@ -45,12 +45,13 @@ class ProxyGDA:
     reduce : callable that sums a tensor across processes (identity in one process).
     """
 
-    def __init__(self, constraints: ConstraintSet, dual_lr: float = 2.0, ema: float = 0.9,
-                 fixed_lambda: float | None = None, reduce=None) -> None:
+    def __init__(self, constraints: ConstraintSet, dual_lr: float = 0.02, ema: float = 0.5,
+                 fixed_lambda: float | None = None, reduce=None, dual_signal: str = "strict") -> None:
         self.constraints = constraints
         self.dual_lr, self.ema = float(dual_lr), float(ema)
         self.fixed = fixed_lambda
         self.reduce = reduce or (lambda t: t)
+        self.dual_signal = dual_signal
         m = len(constraints)
         self.eps = constraints.epsilons()
         self.lam = torch.full((m,), float(fixed_lambda) if fixed_lambda is not None else 0.0)
@@ -61,7 +62,7 @@ class ProxyGDA:
         """sum_j lambda_j (g~_j - eps_j) on the batch; differentiable in the rewards."""
         if not self.constraints:
             return batch.r_chosen.new_zeros(())
-        g_tilde = self.constraints.proxy(batch)
+        g_tilde = self.constraints.proxy(batch, min_count=1)
         lam = self.lam.to(g_tilde.device, g_tilde.dtype)
         return (lam * (g_tilde - self.eps.to(g_tilde.device, g_tilde.dtype))).sum()
 
@@ -70,13 +71,14 @@ class ProxyGDA:
         """Update running strict statistics with the batch and take the dual ascent step. Returns g [m]."""
         if not self.constraints:
             return self.last_strict
-        stats = self.constraints.cell_stats(batch, smooth=False)
+        stats = self.constraints.cell_stats(batch, smooth=self.dual_signal == "proxy")
+        stats = [s.detach() for s in stats]
         stats = [CellStats.from_stacked(self.reduce(s.stacked().float()).cpu()) for s in stats]
         if self.running is None:
             self.running = stats
         else:
             self.running = [r.scaled(self.ema) + s for r, s in zip(self.running, stats)]
-        g = self.constraints.values(self.running).float()
+        g = self.constraints.values(self.running, min_count=1).float()
         self.last_strict = g
         if self.fixed is None:
             self.lam = (self.lam + self.dual_lr * (g - self.eps)).clamp_min(0.0)

@@ -450,9 +450,14 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         raise FaroError(f"constraint(s) {empty} have nothing to compare in {data.name!r}: no groups (DP: the "
                         f"responses' groups, EO: column 'group') or no counterfactual twins (CF); pass --group "
                         f"COLUMN or drop the constraint")
+    # which cells are large enough to constrain: counts only, so any rewards do (0; NaN marks "no twin")
+    zero, twin_or_nan = torch.zeros(len(df)), torch.where(tens.has_twin, 0.0, float("nan"))
+    tr = split_idx["train"]
+    cell_counts = constraints.fix_cells(tens.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr], twin_or_nan[tr])))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
-    gda = ProxyGDA(constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed, reduce=_all_reduce_sum)
+    gda = ProxyGDA(constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed, reduce=_all_reduce_sum,
+                   dual_signal=config.dual_signal)
     weights = _example_weights(df, config.method)
     train_idx = split_idx["train"]
     n_train = len(train_idx)
@@ -463,7 +468,9 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     eval_every = config.eval_every or steps_per_epoch
     if rank == 0:
         run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
-                                       "index": index.to_dict()})
+                                       "index": index.to_dict(), "cells": cell_counts,
+                                       "constrained": [bool(v) for c in constraints.constraints for v in
+                                                       (c.cell_mask.tolist() * (2 if c.two_sided else 1))]})
         run.write("data.json", {"name": data.name, "meta": data.meta, "strata": data.strata,
                                 "pairs": {s: int(len(v)) for s, v in split_idx.items()},
                                 "groups": data.groups(), "response_groups": data.response_groups(),
