@@ -185,9 +185,22 @@ class FullBackend:
         self.enc_cfr = tokenize(list(df["cf_prompt"]), list(df["cf_rejected"]))
         self.meta = {"mode": "full", "backbone": self.backbone, "max_length": self.max_length}
 
+    # Padded tokens per micro-batch on CPU (training; 4x that under no_grad). Measured on BBQ pairs, MiniLM,
+    # batch 32, max length 128, 1 thread: one batch padded to its longest = 8,192 tokens for ~3,900 real
+    # ones, 6.1 s CPU per forward+backward; length-sorted micro-batches of <= 1,024 padded tokens: 2.7 s.
+    MICRO_TOKENS = 1024
+
     def _forward(self, model: torch.nn.Module, encs: list[dict[str, list[int]]]) -> torch.Tensor:
+        from faro_core.models.reward import bucketed_rewards
+
+        cuda = self.device.startswith("cuda")
+        if not cuda and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            # CPU: compute scales with padded tokens, so run length-sorted micro-batches (same rewards up to
+            # float rounding). DDP needs one forward per backward; a GPU keeps the single padded forward.
+            budget = self.MICRO_TOKENS * (1 if torch.is_grad_enabled() else 4)
+            return bucketed_rewards(model, self.tok, encs, self.device, budget)
         batch = self.tok.pad(encs, return_tensors="pt").to(self.device)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
             return model(**batch).logits.squeeze(-1).float()
 
     def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
