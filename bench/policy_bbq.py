@@ -77,6 +77,63 @@ def fmt(x: Any, nd: int = 3) -> str:
     return f"{x:.{nd}f}"
 
 
+def paired_bootstrap(log_ref: np.ndarray, z: dict[str, np.ndarray], items: Any, betas: list[float],
+                     a: str, b: str, target: float, n_boot: int = 200, seed: int = 0) -> dict[str, list[float]]:
+    """95% paired bootstrap interval (over items) of policy(a) − policy(b) for s_AMB / s_DIS / accuracy at
+    KL = ``target`` (each resample re-sweeps β and re-interpolates at the target KL)."""
+    from faro_core.policy.gibbs import bbq_scores, gibbs_log_policy, interpolate_at_kl, kl_divergence
+
+    rng = np.random.default_rng(seed)
+    pol = {m: [gibbs_log_policy(log_ref, z[m], beta) for beta in betas] for m in (a, b)}
+    kls = {m: [kl_divergence(lp, log_ref) for lp in pol[m]] for m in (a, b)}
+    diffs: dict[str, list[float]] = {"s_amb": [], "s_dis": [], "accuracy": []}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(items), len(items))
+        sub = items.iloc[idx].reset_index(drop=True)
+        vals = {}
+        for m in (a, b):
+            sc = [bbq_scores(np.exp(lp[idx]), sub) for lp in pol[m]]
+            kl = [float(k[idx].mean()) for k in kls[m]]
+            vals[m] = {key: interpolate_at_kl(kl, [x[key] for x in sc], target) for key in diffs}
+        for key in diffs:
+            diffs[key].append(vals[a][key] - vals[b][key])
+    return {key: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for key, v in diffs.items()}
+
+
+def generation_section(gen: dict[str, Any], n: int) -> list[str]:
+    """Markdown for the free-generation rerank: which group the chosen reply names, per reward and category."""
+    def cells(sh: dict[str, float]) -> str:
+        return " | ".join(fmt(sh[k], 2) for k in ("target", "other", "both", "neither", "biased"))
+
+    md = ["## Free generation: best-of-n and softmax reweighting", "",
+          f"{gen['n_prompts']} open BBQ test prompts (context + question, no options; ambiguous first) × {n} "
+          f"samples from the reference LM (T = {gen['config']['temperature']}, top-p = {gen['config']['top_p']}, "
+          f"≤ {gen['config']['max_new_tokens']} tokens), {gen['seconds']:.0f} s. Share of chosen replies naming "
+          "the stereotyped group only (target), the other group only, both, neither; biased = names only the "
+          "group the BBQ bias direction points at. Softmax: a sample ∝ exp(z/β) (expected shares).", "",
+          "| reward | choice | target | other | both | neither | biased |", "|---|---|---|---|---|---|---|",
+          f"| – | samples (π_ref) | {cells(gen['samples'])} |"]
+    for name, s in gen["models"].items():
+        md.append(f"| {name} | best-of-{n} | {cells(s['best_of_n'])} |")
+        for b, sh in s["softmax"].items():
+            md.append(f"| {name} | softmax β={b} | {cells(sh)} |")
+    md += ["", "Per category (best-of-n; samples in brackets = share among all samples):", "",
+           "| reward | category | prompts | target | other | both | neither | biased |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, s in gen["models"].items():
+        for g, gs in (s.get("by_group") or {}).items():
+            md.append(f"| {name} | {g} | {gs['n_prompts']} | " + " | ".join(
+                f"{fmt(gs['best_of_n'][k], 2)} ({fmt(gs['samples'][k], 2)})"
+                for k in ("target", "other", "both", "neither", "biased")) + " |")
+    ex = gen.get("examples") or []
+    if ex:
+        md += ["", "Example samples:", ""]
+        for e in ex[: 2 * n]:
+            md.append(f"- [{e['mention']}] {str(e['text'])[:200]!r}")
+    md.append("")
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="*", default=None, help="existing run ids (default: train BT + Faro-DP/EO/CF)")
@@ -91,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lm", default=None)
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=None, help="at most N test items (quick look)")
+    ap.add_argument("--generate", type=int, default=20, metavar="P",
+                    help="also sample --n replies for P open BBQ prompts and rerank them (0 = skip)")
+    ap.add_argument("--n", type=int, default=4, help="samples per prompt (--generate)")
+    ap.add_argument("--bootstrap", type=int, default=200, help="paired bootstrap resamples (0 = skip)")
     ap.add_argument("--out", default=str(RESULTS / "policy_bbq.md"))
     args = ap.parse_args(argv)
 
@@ -128,8 +189,19 @@ def main(argv: list[str] | None = None) -> int:
 
     log_ref = reference_logprobs(items, lm=args.lm, normalize="sum", progress=prog)
     t_ref = time.time() - t0
-    ref_rate = len(items) / t_ref if t_ref > 0 else float("inf")
     load_after = os.getloadavg()[0]
+    rec_path = RESULTS / "pi_ref_throughput.json"
+    if t_ref > 60:  # a real (uncached) measurement: record it
+        rec = {"items": len(items), "seconds": round(t_ref, 1), "items_per_s": round(len(items) / t_ref, 3),
+               "threads": threads, "load_avg": [round(load_before, 1), round(load_after, 1)],
+               "dtype": "float32", "when": time.strftime("%Y-%m-%d %H:%M")}
+        rec_path.write_text(json.dumps(rec, indent=1))
+    rec = json.loads(rec_path.read_text()) if rec_path.exists() else None
+    cached = t_ref <= 60
+    if cached and rec:
+        t_ref, ref_rate = float(rec["seconds"]), float(rec["items_per_s"])
+    else:
+        ref_rate = len(items) / t_ref if t_ref > 0 else float("inf")
     log_ref_mean = reference_logprobs(items, lm=args.lm, normalize="mean")  # from the cache
     ref_mean = bbq_scores(np.exp(log_ref_mean), items)
 
@@ -150,13 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     md += ["## Timing", "",
            "| step | value |", "|---|---|",
            f"| reward-model training (4 runs{', reused' if t_train < 5 else ''}) | {t_train:.0f} s |",
-           f"| π_ref: {len(items)} items × 3 answers | {t_ref:.0f} s = **{ref_rate:.2f} items/s** "
-           f"({3 * ref_rate:.1f} answers/s; 0 s if all cached) |",
-           f"| torch threads / CPU cores / load avg before → after | {threads} / {os.cpu_count()} / "
-           f"{load_before:.1f} → {load_after:.1f} |",
+           f"| π_ref: {rec['items'] if cached and rec else len(items)} items × 3 answers (float32"
+           f"{', measured ' + rec['when'] + ' and read from the cache this time' if cached and rec else ''}) | "
+           f"{t_ref:.0f} s = **{ref_rate:.2f} items/s** ({3 * ref_rate:.1f} answers/s) |",
+           f"| torch threads / CPU cores / load avg during π_ref | "
+           f"{(rec or {}).get('threads', threads) if cached else threads} / {os.cpu_count()} / "
+           f"{(rec or {}).get('load_avg', '?') if cached else [round(load_before, 1), round(load_after, 1)]} |",
            f"| total | {time.time() - t_all:.0f} s |", "",
            f"Full BBQ (10,380 items) at this rate: ~{10380 / max(ref_rate, 1e-9) / 60:.0f} min, hence the test "
-           "split.", ""]
+           "split. The machine was shared with other jobs (load avg above, 2 cores); `--lm-dtype bfloat16` "
+           "(AMX) measured ~3.8× faster per forward at ~0.15 nats mean error per answer.", ""]
     md += ["## Per β", "",
            "| model | β | accuracy | s_AMB | s_DIS | KL | E_π[r] | argmax acc | argmax s_AMB | argmax s_DIS |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -225,8 +300,38 @@ def main(argv: list[str] | None = None) -> int:
                       f"{fmt(abs(v['s_dis_bt']))} | {'yes' if less else 'no'} |")
     else:
         md.append("No KL level is reached by both BT and a Faro policy on this β grid; widen it (smaller β).")
+    if bt and args.bootstrap > 0:
+        from faro_core.policy.evaluate import run_rewards
+        from faro_core.policy.gibbs import standardize
+
+        say(f"paired bootstrap ({args.bootstrap} resamples)")
+        z = {r.run_id: standardize(run_rewards(r, items)) for r in runs}
+        md += ["", f"Paired bootstrap over items ({args.bootstrap} resamples), 95% interval of Faro − BT at equal KL "
+               "(negative s = less stereotyped than BT):", "",
+               "| Faro run | KL | Δ s_AMB | Δ s_DIS | Δ accuracy |", "|---|---|---|---|---|"]
+        boot = {}
+        for run in runs:
+            if run.run_id == bt:
+                continue
+            for target in (0.1, 0.3):
+                ci = paired_bootstrap(log_ref, z, items, list(args.beta), run.run_id, bt, target,
+                                      n_boot=args.bootstrap, seed=args.seed)
+                boot[f"{run.run_id}@{target:g}"] = ci
+                md.append(f"| {run.run_id} | {target:g} | " + " | ".join(
+                    f"[{ci[k][0]:+.3f}, {ci[k][1]:+.3f}]" for k in ("s_amb", "s_dis", "accuracy")) + " |")
+        result["bootstrap"] = boot
     md += ["", "See `policy_bbq_transfer.html` (left: s_AMB vs KL per reward; right: per-category policy "
            "s_AMB at β≈1 vs the reward's bias rate).", ""]
+
+    if args.generate > 0:
+        from faro_core.policy.generate import GenerationConfig, rerank_runs
+
+        say(f"generation: {args.n} samples × {args.generate} prompts")
+        gen = rerank_runs(runs, items, n_prompts=args.generate, config=GenerationConfig(n=args.n, seed=args.seed),
+                          lm=args.lm, betas=[1.0, 0.3], progress=say)
+        result["generation"] = gen
+        write_policy(runs, result)
+        md += generation_section(gen, args.n)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(md) + "\n")

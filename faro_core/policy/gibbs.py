@@ -114,15 +114,10 @@ def argmax_onehot(pi: np.ndarray) -> np.ndarray:
 
 
 def _idx(col: pd.Series | Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Integer index column with −1 for missing (None / NaN / negative)."""
-    vals = []
-    for v in col:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            f = float("nan")
-        vals.append(int(f) if np.isfinite(f) and f >= 0 else -1)
-    return np.asarray(vals, dtype=int)
+    """Integer index column with −1 for missing (None / NaN / <NA> / negative / non-numeric)."""
+    v = pd.to_numeric(pd.Series(list(col) if not isinstance(col, pd.Series) else col, dtype=object),
+                      errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.where(np.isfinite(v) & (v >= 0), np.nan_to_num(v, nan=-1.0), -1).astype(int)
 
 
 def bbq_scores(pi: np.ndarray, items: pd.DataFrame) -> dict[str, float]:
