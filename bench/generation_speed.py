@@ -34,7 +34,7 @@ def main() -> None:
 
     from faro_core.policy.evaluate import load_items
     from faro_core.policy.generate import GenerationConfig, generate, generation_prompts
-    from faro_core.policy.lm import load_lm, lm_name
+    from faro_core.policy.lm import lm_name, load_lm
 
     load0 = os.getloadavg()[0]
     t0 = time.time()

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kl-coef", type=float, default=0.1)
     ap.add_argument("--num-generations", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-6)
+    ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--prompts", type=int, default=None, help="training prompts (default: the whole train split)")
     ap.add_argument("--eval-items", type=int, default=500)

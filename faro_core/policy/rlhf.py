@@ -42,7 +42,7 @@ class RLOOSettings:
     kl_coef: float = 0.1
     num_generations: int = 4
     batch_size: int = 16
-    learning_rate: float = 1e-6
+    learning_rate: float = 1e-5
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
