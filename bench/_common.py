@@ -1,7 +1,8 @@
 """Shared helpers of the speed benchmarks (bench/overhead.py, vs_trl.py, vs_fairlearn.py, cache.py, scaling.py).
 
-Timing discipline: the two sides of a comparison are run interleaved (A B A B ...), so load from other jobs
-on the shared cores hits both alike, and every figure is a median with its spread (interquartile range).
+Timing discipline: the two sides of a comparison are run interleaved (A B, then B A, ...: alternating the
+order cancels first/second-position effects), so load from other jobs on the shared cores hits both alike,
+and every figure is a median with its spread (interquartile range).
 Ratios are the median of the per-round ratios A_i / B_i of one run.
 """
 
@@ -58,7 +59,8 @@ def paired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
 
 def interleave(sides: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
                timer: Callable[[Callable[[], Any]], float] | None = None) -> dict[str, list[float]]:
-    """Run each side once per round, in order (A B A B ...), and return the seconds of each call per side.
+    """Run each side once per round (A B, B A, A B, ...: the order flips every round) and return the
+    seconds of each call per side.
 
     ``timer(fn)`` may return its own measurement (e.g. a throughput window inside the call); by default the
     wall time of the call. ``warmup`` rounds are run first and not recorded.
@@ -73,8 +75,9 @@ def interleave(sides: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
         for fn in sides.values():
             fn()
     out: dict[str, list[float]] = {k: [] for k in sides}
-    for _ in range(rounds):
-        for k, fn in sides.items():
+    items = list(sides.items())
+    for r in range(rounds):
+        for k, fn in (items if r % 2 == 0 else items[::-1]):
             out[k].append(timer(fn))
     return out
 

@@ -11,7 +11,9 @@ writes, which both sides share, are left out (that makes the ratio larger, not s
 Head mode: cached MiniLM features of BBQ pairs, MLP head (256 hidden), batch 128, 1 torch thread (the
 trainer's setting), once with the default constraint batch (1024 pairs) and once with
 ``constraint_batch_size=0`` (constraint terms on the BT batch). Full mode: MiniLM fine-tuned, batch 32, max
-length 128 (defaults; constraint terms on the BT batch), 2 threads. Sides alternate step by step.
+length 128 (defaults; constraint terms on the BT batch), 1 thread too (faster than 2 on these shared cores: see
+bench/vs_trl.py). Sides alternate step by step (A B, B A,
+...).
 Writes bench/results/overhead.md; with --json the last stdout line is
 ``{"ratio_head": ..., "ratio_head_cbs0": ..., "ratio_full": ...}``.
 """
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--constraint", default="dp", choices=["dp", "eo", "cf"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    head_rounds, full_rounds = (40, 2) if args.quick else (400, 8)
+    head_rounds, full_rounds = (40, 2) if args.quick else (400, 12)
     full_batch = 4 if args.quick else None
     rows, figs = [], {}
     label = ""
@@ -141,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([desc, f"{faro.bs} (+{faro.cbs})" if faro.cbs else str(faro.bs), head_rounds,
                      fmt_spread(t["bt"], 1e3, 2), fmt_spread(t["faro"], 1e3, 2), fmt_spread(r, 1.0, 3),
                      "met" if figs[key] <= 1.03 else "not met"])
-    torch.set_num_threads(2)
     t, faro, _ = measure("full", args.constraint, None, full_rounds, full_batch)
     r = paired_ratios(t["faro"], t["bt"])
     figs["ratio_full"] = round(quartiles(r)[1], 4)
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                  "met" if figs["ratio_full"] <= 1.03 else "not met"])
     body = (f"Time of one Faro training step ({args.constraint.upper()} constraint, ε = 0.05) over one plain "
             f"Bradley–Terry step: same model init, data ({label}), batch and optimizer; forward, loss, backward, "
-            f"Adam step, dual step and log row; the two sides alternate step by step. Milliseconds per step and "
+            f"Adam step, dual step and log row; the two sides alternate step by step (A B, B A, ...). "
+            f"Milliseconds per step and "
             f"per-round ratios: median [IQR]. {machine_line()}.\n\n"
             + md_table(["mode", "batch (+ constraint batch)", "steps / side", "BT ms", "Faro ms",
                         "Faro / BT", "goal ≤ 1.03"], rows)
