@@ -283,6 +283,29 @@ def test_cli_json_keys(fake_runs: Path, capsys: pytest.CaptureFixture[str]) -> N
     pj = json.loads((fake_runs / "runs" / "bt-run" / "policy.json").read_text())
     assert set(pj["models"]) == {"reference", "bt-run"}
 
+    from faro_core.policy.plots import accuracy_kl_figure, transfer_figure
+
+    fig = transfer_figure(out)
+    assert len(fig.data) >= 3  # reference point + one curve per run (+ per-group markers)
+    assert accuracy_kl_figure(out).data
+
+
+@needs_lm
+def test_cli_generate_writes_generations(fake_runs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from faro_core.cli import main
+
+    data = write_bbq(fake_runs / "bbq.jsonl")
+    rc = main(["policy", "faro-run", "--runs-dir", str(fake_runs / "runs"), "--data", str(data), "--split", "all",
+               "--generate", "--n", "2", "--prompts", "2", "--max-new-tokens", "4", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    gen = out["generation"]
+    assert gen["n_prompts"] == 2 and gen["n"] == 2
+    assert set(gen["models"]["faro-run"]) >= {"best_of_n", "softmax", "by_group"}
+    df = pd.read_parquet(fake_runs / "runs" / "faro-run" / "policy_generations.parquet")
+    assert len(df) == 4 and df["best_of_n"].sum() == 2
+    assert {"text", "mention", "reward", "prompt_idx", "user_text"} <= set(df.columns)
+
 
 def test_cli_unknown_run_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from faro_core.cli import main
