@@ -47,12 +47,15 @@ def say(msg: str) -> None:
 
 
 def train_models(store: Any, data: str, skew: float, epsilon: float, seed: int, retrain: bool,
-                 epochs: int | None) -> list[Any]:
-    """BT + Faro-DP/EO/CF in head mode; a finished run with the same name and data is reused."""
+                 epochs: int | None, only: list[str] | None = None) -> list[Any]:
+    """BT + Faro-DP/EO/CF in head mode (or the ``only`` names); a finished run with the same name and data
+    is reused."""
     from faro_core.train import FaroConfig, train
 
     runs = []
     for name, method, cons in MODELS:
+        if only is not None and name not in only:
+            continue
         rid = f"policy-{name}-skew{skew:g}-eps{epsilon:g}-seed{seed}"
         if store.has(rid) and not retrain:
             run = store.get(rid)

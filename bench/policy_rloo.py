@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from faro_core.runs import RunStore
 
     store = RunStore(args.runs_dir)
-    all_runs = train_models(store, args.data, args.skew, args.epsilon, 0, False, None)
-    by_name = {name: run for (name, _, _), run in zip(MODELS, all_runs)}
+    unknown = [m for m in args.models if m not in {name for name, _, _ in MODELS}]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; choose from {[name for name, _, _ in MODELS]}")
+    names = [name for name, _, _ in MODELS if name in args.models]
+    runs = train_models(store, args.data, args.skew, args.epsilon, 0, False, None, only=names)
+    by_name = dict(zip(names, runs))
     st = RLOOSettings(steps=args.steps, kl_coef=args.kl_coef, num_generations=args.num_generations,
                       batch_size=args.batch_size, learning_rate=args.lr, max_new_tokens=args.max_new_tokens,
                       eval_items=args.eval_items)
