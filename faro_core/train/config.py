@@ -24,7 +24,8 @@ class FaroConfig:
     Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``.
     Model: ``mode`` head|full, ``backbone`` (None = embedded MiniLM), ``head_hidden`` (0 = linear head).
     Optimisation: ``epochs``, ``batch_size`` (pairs in the Bradley-Terry batch), ``constraint_batch_size``
-    (pairs drawn afresh each step for the constraint terms; 0 = use the BT batch), ``lr``, ``dual_lr`` (eta_lambda), ``ema`` (running-estimate
+    (pairs drawn afresh each step for the constraint terms; 0 = use the BT batch), ``lr``, ``dual_lr`` (eta_lambda), ``dual_every`` (head mode: dual step every N steps on
+    the exact statistics of the whole training split; 0 = every step on running batch estimates), ``ema`` (running-estimate
     momentum for the dual step), ``eval_every`` (steps; 0 = each epoch), ``ckpt_every`` (steps),
     ``select`` ("best": best validation accuracy among feasible iterates, else least violating; "last").
     """
@@ -54,9 +55,10 @@ class FaroConfig:
     constraint_batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
-    dual_lr: float = 0.02
+    dual_lr: float = 0.1
     ema: float = 0.5
     dual_signal: str = "strict"
+    dual_every: int | None = None
     eval_every: int = 0
     ckpt_every: int = 50
     select: str = "best"
@@ -89,6 +91,7 @@ class FaroConfig:
             "epochs": 50 if head else 1,
             "batch_size": 128 if head else 32,
             "constraint_batch_size": 1024 if head else 0,
+            "dual_every": 5 if head else 0,
             "lr": 3e-3 if head else 3e-5,
             "max_length": 256 if head else 128,
         }

@@ -478,6 +478,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     n_train = len(train_idx)
     bs = min(config.batch_size, n_train)
     cbs = min(config.constraint_batch_size or 0, n_train)
+    dual_every = config.dual_every if (constraints and world == 1) else 0
+    g_strict = torch.zeros(len(constraints))
     steps_per_epoch = math.ceil(n_train / bs)
     total = steps_per_epoch * config.epochs
     eval_every = config.eval_every or steps_per_epoch
@@ -546,7 +548,16 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        g_strict = gda.dual_step(pc)  # strict indicators under no_grad: nothing to detach
+        if dual_every:
+            # Dual step on the exact statistics of the whole training split (one no-grad forward; cheap in
+            # head mode). Batch estimates of cells with a few members per batch made the rectified dual
+            # update a random walk: on BBQ both sides of small cells grew until the penalty swamped BT.
+            if (step + 1) % dual_every == 0:
+                gda.ema = 0.0
+                g_strict = gda.dual_step(tens.batch(train_idx, _split_rewards(backend, model, train_idx,
+                                                                              with_twins=need_twins)))
+        else:
+            g_strict = gda.dual_step(pc)  # strict indicators under no_grad: nothing to detach
         step += 1
         row: dict[str, Any] = {"step": step, "epoch": epoch, "loss": round(float(loss.detach()), 6),
                                "bt_loss": round(float(loss_bt.detach()), 6)}
