@@ -101,11 +101,12 @@ def machine_line() -> str:
 
 
 def finish(name: str, title: str, body: str, figures: dict[str, Any], as_json: bool) -> None:
-    """Print the report, write bench/results/<name>.md and, with ``as_json``, print the figures as the last
-    stdout line."""
+    """Print the report, write bench/results/<name>.md (and the figures to <name>.json, which
+    bench/performance.py summarizes) and, with ``as_json``, print the figures as the last stdout line."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = f"## {title}\n\n{body.strip()}\n"
     (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, sort_keys=True, indent=1) + "\n")
     print(text)
     if as_json:
         print(json.dumps(figures, sort_keys=True))

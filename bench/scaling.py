@@ -155,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.point:
         print(json.dumps(run_point(json.loads(args.point))))
         return 0
-    rounds = 3 if args.quick else 8
+    rounds = 2 if args.quick else 8
     batches = [128, 2048] if args.quick else [128, 512, 2048, 8192]
     ks = [2, 64] if args.quick else [2, 4, 8, 16, 32, 64]
-    ns = [2_000, 50_000] if args.quick else [2_000, 20_000, 200_000]
-    b_pts = [point({"n": max(20_000, b), "k": 8, "batch": b, "cbs": 0, "dual_every": 0, "rounds": rounds})
+    ns = [2_000, 20_000] if args.quick else [2_000, 20_000, 200_000]
+    n_base = 5_000 if args.quick else 20_000
+    b_pts = [point({"n": max(n_base, b), "k": 8, "batch": b, "cbs": 0, "dual_every": 0, "rounds": rounds})
              for b in batches]
-    k_pts = [point({"n": 20_000, "k": k, "batch": 1024, "cbs": 0, "dual_every": 0, "rounds": rounds}) for k in ks]
+    k_pts = [point({"n": n_base, "k": k, "batch": 1024, "cbs": 0, "dual_every": 0, "rounds": rounds}) for k in ks]
     n_pts = [point({"n": n, "k": 8, "batch": 128, "cbs": 1024, "dual_every": de, "rounds": rounds})
              for n in ns for de in (0, None)]
     body = (f"Head mode, synthetic data ({DIM}-d features, MLP head 256), 1 torch thread, {rounds} rounds of 5 steps "

@@ -51,13 +51,17 @@ LR = 3e-5
 
 def bench_frame(n_pairs: int, n_eval: int) -> tuple[Any, Any, Any, str]:
     """(PreferenceData, frame, GroupIndex, label): ``n_pairs`` training pairs and ``n_eval`` validation and
-    test pairs each of the benchmark data, twins dropped (neither side scores them)."""
+    test pairs each of the benchmark data (training pairs: a seeded random sample), twins dropped (neither side
+    scores them)."""
     from faro_core.train import FaroConfig
     from faro_core.train.trainer import load_training_data
 
     data, fmt, label = bbq_source()
     d, df, index = load_training_data(FaroConfig(data=data, format=fmt, mode="full").resolved())
-    parts = [df[df["split"] == "train"].head(n_pairs), df[df["split"] == "val"].head(n_eval),
+    # a seeded random sample: consecutive BBQ pairs share contexts (similar lengths), so the first n would
+    # understate the padding a shuffled batch carries
+    train = df[df["split"] == "train"]
+    parts = [train.sample(n=min(n_pairs, len(train)), random_state=0), df[df["split"] == "val"].head(n_eval),
              df[df["split"] == "test"].head(n_eval)]
     import pandas as pd
 
