@@ -30,6 +30,7 @@ def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) 
     nll = -F.logsigmoid(r_chosen - r_rejected)
     if weight is None:
         return nll.mean()
+    weight = weight.to(nll.device)
     return (nll * weight).sum() / weight.sum()
 
 

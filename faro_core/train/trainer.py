@@ -78,6 +78,14 @@ class PairTensors:
     order: torch.Tensor
     has_twin: torch.Tensor
 
+    def to(self, device: torch.device | str) -> PairTensors:
+        """A copy on ``device`` (kept, so later batches do not copy again)."""
+        key = str(device)
+        cache = self.__dict__.setdefault("_on", {})
+        if key not in cache:
+            cache[key] = PairTensors(**{k: v.to(device) for k, v in self.__dict__.items() if torch.is_tensor(v)})
+        return cache[key]
+
     @classmethod
     def from_frame(cls, df: pd.DataFrame, index: GroupIndex) -> PairTensors:
         def codes(col: pd.Series, vocab: list[str]) -> torch.Tensor:
@@ -101,6 +109,8 @@ class PairTensors:
 
     def batch(self, idx: torch.Tensor, rewards: tuple[torch.Tensor, ...]) -> PairBatch:
         r_c, r_r, cf_c, cf_r = rewards
+        if r_c.device != self.group.device:  # full mode on a GPU: attributes follow the rewards
+            return self.to(r_c.device).batch(idx, rewards)
         return PairBatch(r_c, r_r, self.chosen_group[idx], self.rejected_group[idx], self.group[idx],
                          self.stratum[idx], self.label[idx], self.order[idx], cf_c, cf_r)
 
