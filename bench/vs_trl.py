@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=None, help="training pairs (default 192; --quick 48)")
     ap.add_argument("--batch-size", type=int, default=None, help="default 32 (--quick 8)")
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=None, help="default 2 (--quick 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="default 3 (--quick 1)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
     ap.add_argument("--json", action="store_true")
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # Faro would pick a GPU by itself
     batch = args.batch_size or (8 if args.quick else 32)
     n_pairs = args.pairs or (48 if args.quick else 192)
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or (1 if args.quick else 3)
     data, df, index, label = bench_frame(n_pairs, n_eval=batch)
     from faro_core.models.features import resolve_backbone
     from faro_core.models.reward import load_sequence_classifier
