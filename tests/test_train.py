@@ -184,14 +184,16 @@ def test_full_mode_hf_export_matches_faro_scoring(store):
 @pytest.mark.slow
 def test_two_process_training_matches_single(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): group statistics are all-reduced, so the result
-    matches one process within 0.02 accuracy and 0.05 violation (batches are split across processes, so
-    float summation order differs)."""
+    matches one process within 0.03 accuracy and 0.05 violation. Not exactly: each process computes the
+    smooth penalty on its half of the constraint batch, and a rate of a half is not half a rate."""
     args = ["train", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "6", "--batch-size", "256",
             "--min-count", "5", "--runs-dir", str(tmp_path), "--quiet", "--json"]
     single = subprocess.run([sys.executable, "-m", "faro_core", *args, "--run-id", "one"], capture_output=True,
                             text=True, timeout=600)
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # accelerate's DDP launcher is `--multi_gpu` (torchrun); without a GPU the processes use gloo on the CPU
+    # (`--cpu` with several processes would go through mpirun instead).
+    multi = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                             "-m", "faro_core", *args, "--run-id", "two"],
                            capture_output=True, text=True, timeout=600)
@@ -199,5 +201,5 @@ def test_two_process_training_matches_single(tmp_path):
     store = RunStore(tmp_path)
     one, two = store.get("one").metrics(), store.get("two").metrics()
     assert store.get("two").read("status.json")["world_size"] == 2
-    assert abs(one["accuracy"] - two["accuracy"]) <= 0.02
+    assert abs(one["accuracy"] - two["accuracy"]) <= 0.03
     assert abs(one["train"]["violation"]["dp"] - two["train"]["violation"]["dp"]) <= 0.05

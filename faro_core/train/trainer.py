@@ -488,7 +488,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     n_train = len(train_idx)
     bs = min(config.batch_size, n_train)
     cbs = min(config.constraint_batch_size or 0, n_train)
-    dual_every = config.dual_every if (constraints and world == 1) else 0
+    dual_every = config.dual_every if constraints else 0
+    dual_idx = train_idx[rank::world]  # each process scores its shard; the dual step all-reduces the stats
     g_strict = torch.zeros(len(constraints))
     steps_per_epoch = math.ceil(n_train / bs)
     total = steps_per_epoch * config.epochs
@@ -564,8 +565,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             # update a random walk: on BBQ both sides of small cells grew until the penalty swamped BT.
             if (step + 1) % dual_every == 0:
                 gda.ema = 0.0
-                g_strict = gda.dual_step(tens.batch(train_idx, _split_rewards(backend, model, train_idx,
-                                                                              with_twins=need_twins)))
+                g_strict = gda.dual_step(tens.batch(dual_idx, _split_rewards(backend, model, dual_idx,
+                                                                             with_twins=need_twins)))
         else:
             g_strict = gda.dual_step(pc)  # strict indicators under no_grad: nothing to detach
         step += 1
