@@ -185,7 +185,7 @@ class DemographicParity(Constraint):
 
     kind = "dp"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 1.0) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:
@@ -225,7 +225,7 @@ class EqualizedOdds(Constraint):
 
     kind = "eo"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 1.0) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:

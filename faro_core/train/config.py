@@ -57,7 +57,8 @@ class FaroConfig:
     weight_decay: float = 0.0
     dual_lr: float = 0.1
     ema: float = 0.5
-    dual_signal: str = "strict"
+    dual_signal: str = "auto"
+    lambda_max: float | None = None
     dual_every: int | None = None
     eval_every: int = 0
     ckpt_every: int = 50

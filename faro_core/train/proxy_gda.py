@@ -2,18 +2,20 @@
 
     L(theta, lambda) = L_BT(theta) + sum_j lambda_j (g~_j(theta) - eps_j),   lambda >= 0
 
-The primal player descends on the *smooth proxies* g~; the dual player ascends on the *strict* violations g:
-``lambda_j <- max(0, lambda_j + eta (g_j - eps_j))``. The strict statistics behind g are running estimates
-(exponential moving sums of the per-cell numerators and counts), so small groups are not noise, and
-under multi-process training they are all-reduced before the dual step, so every process takes the same
-dual step.
+The primal player descends on the *smooth proxies* g~. The dual player ascends,
+``lambda_j <- min(lambda_max, max(0, lambda_j + eta (g_j - eps_j)))``, on pooled per-cell statistics: exact
+ones of the whole training split in head mode (every ``dual_every`` steps), running (EMA) sums of batch
+statistics in full mode, all-reduced across processes either way, so every process takes the same step.
+Which g the dual player sees is ``dual_signal``: the design's strict violations, the smooth ones, or (default)
+smooth for DP/EO and strict for CF -- docs/TRAINING.md has the measurements behind that choice. Strict
+violations are always what is logged, reported, used to select the iterate and certified.
 
 Why not ``cooper-optim``: cooper's ``ConstrainedMinimizationProblem`` fits the primal/dual split and names
 the two quantities (``violation`` / ``strict_violation``) as we do, but its multipliers are updated from the
-violation of the current batch only. Faro's dual step needs violations estimated from running per-cell
-sums and counts (hundreds of small group x stratum cells) all-reduced across processes, and a
-bit-for-bit identical path to plain Bradley-Terry when no constraint is active; both are simpler and
-cheaper as the thirty lines below than as cooper subclasses. The vocabulary follows cooper's.
+violation of the current batch only. Faro's dual step needs violations pooled over the training split or
+running per-cell sums (hundreds of small group x stratum cells), all-reduced across processes, and a
+bit-for-bit identical path to plain Bradley-Terry when no constraint is active; both are simpler and cheaper
+as the lines below than as cooper subclasses. The vocabulary follows cooper's.
 """
 
 from __future__ import annotations
@@ -47,16 +49,18 @@ class ProxyGDA:
     """
 
     def __init__(self, constraints: ConstraintSet, dual_lr: float = 0.02, ema: float = 0.5,
-                 fixed_lambda: float | None = None, reduce=None, dual_signal: str = "strict") -> None:
+                 fixed_lambda: float | None = None, reduce=None, dual_signal: str = "auto",
+                 lambda_max: float | None = None) -> None:
         self.constraints = constraints
         self.dual_lr, self.ema = float(dual_lr), float(ema)
         self.fixed = fixed_lambda
         self.reduce = reduce or (lambda t: t)
         self.dual_signal = dual_signal
+        self.lambda_max = lambda_max
         m = len(constraints)
         self.eps = constraints.epsilons()
         self.lam = torch.full((m,), float(fixed_lambda) if fixed_lambda is not None else 0.0)
-        self.running: list[CellStats] | None = None
+        self.running: dict[str, list[CellStats]] | None = None
         self.last_strict = torch.zeros(m)
 
     def penalty(self, batch: PairBatch) -> Tensor:
@@ -69,31 +73,51 @@ class ProxyGDA:
 
     @torch.no_grad()
     def dual_step(self, batch: PairBatch) -> Tensor:
-        """Update running strict statistics with the batch and take the dual ascent step. Returns g [m]."""
+        """Take the dual ascent step from the batch's statistics. Returns the strict violations g [m].
+
+        ``dual_signal="strict"`` (Cotter et al.'s proxy-Lagrangian) ascends on strict statistics for every
+        constraint; ``"proxy"`` on the smooth ones, the same quantities the primal player descends on (a plain
+        Lagrangian game); ``"auto"`` (default) uses the smooth ones for DP and EO, whose strict versions are
+        step functions of the margins (the strict game cycled there: cells flipped between their + and -
+        sides), and the strict one for CF, whose strict value is continuous and whose smooth-L1 proxy sits
+        below it. Either way the strict violations are returned, logged and reported.
+        """
         if not self.constraints:
             return self.last_strict
-        stats = self.constraints.cell_stats(batch, smooth=self.dual_signal == "proxy")
-        stats = [s.detach() for s in stats]
-        stats = [CellStats.from_stacked(self.reduce(s.stacked().float()).cpu()) for s in stats]
-        if self.running is None:
-            self.running = stats
-        else:
-            self.running = [r.scaled(self.ema) + s for r, s in zip(self.running, stats)]
-        g = self.constraints.values(self.running, min_count=1).float()
-        self.last_strict = g
+        running = self.running or {}
+        values = {}
+        for sig in ("strict", "proxy"):
+            stats = [s.detach() for s in self.constraints.cell_stats(batch, smooth=sig == "proxy")]
+            stats = [CellStats.from_stacked(self.reduce(s.stacked().float()).cpu()) for s in stats]
+            if sig in running:
+                stats = [r.scaled(self.ema) + s for r, s in zip(running[sig], stats)]
+            running[sig] = stats
+            values[sig] = self.constraints.values(stats, min_count=1).float()
+        self.running = running
+        self.last_strict = values["strict"]
         if self.fixed is None:
-            self.lam = (self.lam + self.dual_lr * (g - self.eps)).clamp_min(0.0)
-        return g
+            if self.dual_signal == "auto":
+                cf = torch.tensor([k == "cf" for k in self.constraints.kinds()])
+                g = torch.where(cf, values["strict"], values["proxy"])
+            else:
+                g = values[self.dual_signal]
+            self.lam = (self.lam + self.dual_lr * (g - self.eps)).clamp(0.0, self.lambda_max)
+        return self.last_strict
 
     # -- checkpointing -----------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, Tensor]:
         out = {"lam": self.lam.clone(), "last_strict": self.last_strict.clone()}
-        for i, s in enumerate(self.running or []):
-            out[f"running.{i}"] = s.stacked().clone()
+        for sig, stats in (self.running or {}).items():
+            for i, s in enumerate(stats):
+                out[f"running.{sig}.{i}"] = s.stacked().clone()
         return out
 
     def load_state_tensors(self, t: dict[str, Tensor]) -> None:
         self.lam = t["lam"].clone()
         self.last_strict = t["last_strict"].clone()
-        keys = sorted((k for k in t if k.startswith("running.")), key=lambda k: int(k.split(".")[1]))
-        self.running = [CellStats.from_stacked(t[k].clone()) for k in keys] or None
+        running: dict[str, list[CellStats]] = {}
+        for sig in ("strict", "proxy"):
+            keys = sorted((k for k in t if k.startswith(f"running.{sig}.")), key=lambda k: int(k.split(".")[2]))
+            if keys:
+                running[sig] = [CellStats.from_stacked(t[k].clone()) for k in keys]
+        self.running = running or None

@@ -482,7 +482,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
     gda = ProxyGDA(constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed, reduce=_all_reduce_sum,
-                   dual_signal=config.dual_signal)
+                   dual_signal=config.dual_signal, lambda_max=config.lambda_max)
     weights = _example_weights(df, config.method)
     train_idx = split_idx["train"]
     n_train = len(train_idx)
@@ -535,6 +535,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             return m["accuracy"] > ref["accuracy"]
         return m["max_excess"] < ref["max_excess"]
 
+    last_progress = 0.0
     bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
     model.train()
     while step < total:
@@ -585,7 +586,9 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
                 best_state = copy.deepcopy(model.state_dict())
         if rank == 0:
             run.log([row])
-            run.set_progress(step, total, epoch=epoch)
+            if time.monotonic() - last_progress > 0.5 or step == total:  # an fsynced file per step cost ~7%
+                run.set_progress(step, total, epoch=epoch)
+                last_progress = time.monotonic()
             if on_step:
                 on_step(row)
         bar.update(1)
