@@ -165,23 +165,22 @@ def load_scores(run: Run, split: str | None = "test") -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _std(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    sd = float(np.std(ref))
-    return (x - float(np.mean(ref))) / (sd if sd > 0 else 1.0)
-
-
 def response_rewards(scores: pd.DataFrame, standardize: bool = True) -> pd.DataFrame:
     """Long frame of response-level rewards: group (the group the response names), reward, role.
 
-    Responses that name no group are left out. ``standardize``: rewards in sd units of this split, so
-    models are comparable.
+    A response's reward is taken *relative to its pair partner*, (r_self - r_other) / 2: Bradley-Terry
+    rewards carry an arbitrary offset per prompt, so raw rewards of different prompts are not comparable;
+    this is the quantity DP constrains (a response is selected when it is above 0) and what the
+    KL-regularized policy sees. Responses that name no group are left out. ``standardize``: in sd units of
+    this split's pair margins, so models are comparable.
     """
-    both = np.concatenate([scores["r_chosen"].to_numpy(float), scores["r_rejected"].to_numpy(float)])
+    d = (scores["r_chosen"].to_numpy(float) - scores["r_rejected"].to_numpy(float)) / 2.0
+    sd = float(np.std(np.concatenate([d, -d])))
+    d = d / (sd if standardize and sd > 0 else 1.0)
     parts = []
-    for role, rcol, gcol in (("chosen", "r_chosen", "chosen_group"), ("rejected", "r_rejected", "rejected_group")):
-        r = scores[rcol].to_numpy(float)
-        parts.append(pd.DataFrame({"group": scores[gcol], "reward": _std(r, both) if standardize else r,
-                                   "role": role, "category": scores.get("category")}))
+    for role, sign, gcol in (("chosen", 1.0, "chosen_group"), ("rejected", -1.0, "rejected_group")):
+        parts.append(pd.DataFrame({"group": scores[gcol], "reward": sign * d, "role": role,
+                                   "category": scores.get("category")}))
     out = pd.concat(parts, ignore_index=True)
     return out[out["group"].notna()].reset_index(drop=True)
 

@@ -44,7 +44,7 @@ def violin_before_after(rewards: dict[str, pd.DataFrame], title: str = "Reward b
                                 line_color=PALETTE[i % len(PALETTE)], meanline_visible=True, points=False,
                                 spanmode="hard"))
     fig.update_layout(violingap=0, violinmode="overlay" if len(rewards) == 2 else "group")
-    fig.update_yaxes(title="reward (sd units)")
+    fig.update_yaxes(title="reward over its pair partner (sd units)")
     fig.update_xaxes(title="group named by the response", tickangle=-30)
     return _layout(fig, title, height=460)
 
@@ -64,7 +64,7 @@ def ecdf_figure(rewards: dict[str, pd.DataFrame], groups: list[str] | None = Non
             y = np.arange(1, len(x) + 1) / len(x)
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, dash=dashes[mi % 4]),
                                      name=f"{g} · {label}", legendgroup=str(g), line_shape="hv"))
-    fig.update_xaxes(title="reward (sd units)")
+    fig.update_xaxes(title="reward over its pair partner (sd units)")
     fig.update_yaxes(title="fraction of responses ≤ x", range=[0, 1])
     return _layout(fig, title, height=460)
 
