@@ -61,19 +61,22 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - t0
         m = run.metrics()
         v, t = m.get("violation", {}), m.get("test", {}).get("violation", {})
-        out[model] = {"run_id": run_id, "val": v, "test": t, "gold_accuracy": m.get("gold_accuracy"),
+        tr = m.get("train", {}).get("violation", {})
+        out[model] = {"run_id": run_id, "val": v, "test": t, "train": tr, "gold_accuracy": m.get("gold_accuracy"),
                       "accuracy": m.get("accuracy"), "feasible": m.get("feasible"), "seconds": seconds}
         fmt = lambda d, k: f"{d[k]:.3f}" if d.get(k) is not None else "–"  # noqa: E731
         rows.append(f"| {'BT' if model == 'bt' else 'Faro-' + model.upper()} | {fmt(v, 'dp')} | {fmt(v, 'eo')} | "
                     f"{fmt(v, 'cf')} | {fmt(t, 'dp')} | {fmt(t, 'eo')} | {fmt(t, 'cf')} | "
                     f"{m.get('gold_accuracy', float('nan')):.3f} | {m.get('test', {}).get('gold_accuracy', float('nan')):.3f} | "
-                    f"{'yes' if m.get('feasible') else 'no'} | {seconds:.0f} |")
+                    f"{'yes' if m.get('feasible') else 'no'} | {fmt(tr, 'dp')} / {fmt(tr, 'eo')} / {fmt(tr, 'cf')} | "
+                    f"{seconds:.0f} |")
     md = ["# Trainer on BBQ: plain BT vs Faro", "",
           f"`python bench/trainer_bbq.py --epsilon {args.epsilon:g}` — {time.strftime('%Y-%m-%d %H:%M')}. BBQ "
           f"(5 categories), skew ρ = {args.skew:g}, head mode, seed {args.seed}, strata {strata or 'the data default'}. "
           "Violation = largest one-sided violation over cells with ≥ 30 members in that split.", "",
           "| model | val DP | val EO | val CF | test DP | test EO | test CF | val gold acc | test gold acc | "
-          "feasible on val | train s |", "|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+          "feasible on val | train split DP / EO / CF | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|",
+          *rows, ""]
     Path(args.out).write_text("\n".join(md))
     print("\n".join(md))
     if args.json:
