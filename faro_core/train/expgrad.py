@@ -26,7 +26,6 @@ import torch
 
 from faro_core.constraints import ConstraintSet, all_constraints
 from faro_core.errors import FaroError
-from faro_core.io import write_parquet
 from faro_core.runs import Run
 from faro_core.train.config import FaroConfig
 
@@ -55,6 +54,7 @@ def fit_expgrad(config: FaroConfig, run: Run, progress: bool = False) -> None:
         _split_rewards,
         load_training_data,
         split_metrics,
+        write_scores,
     )
 
     if config.mode != "head":
@@ -96,13 +96,7 @@ def fit_expgrad(config: FaroConfig, run: Run, progress: bool = False) -> None:
                             "response_groups": data.response_groups(), "feature_seconds": backend.feature_seconds,
                             "encoded": backend.encoded})
     r_c, r_r, cf_c, cf_r = (t.numpy() for t in _split_rewards(backend, model, torch.arange(len(df))))
-    scores = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
-    scores = scores.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
-                           order=tens.order.numpy())
-    for col in scores.columns:  # Parquet needs one type per column
-        if scores[col].dtype == object:
-            scores[col] = scores[col].map(lambda v: None if v is None else str(v))
-    write_parquet(run.file("scores.parquet"), scores)
+    write_scores(run, df, tens, (r_c, r_r, cf_c, cf_r))
     backend.export(run, model)
     run.write("model.json", {**backend.meta, "expgrad": {"iterations": int(len(eg.weights_)),
                                                          "support": int((eg.weights_ > 0).sum()),

@@ -308,6 +308,19 @@ def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: Constra
     return out
 
 
+def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[np.ndarray, ...]) -> None:
+    """``scores.parquet``: every pair of every split with its rewards (r_chosen, r_rejected, cf_r_*; [N] each)
+    and attributes, text left out -- what evaluation reads instead of re-scoring."""
+    r_c, r_r, cf_c, cf_r = rewards
+    scores = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
+    scores = scores.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
+                           order=tens.order.numpy())
+    for col in scores.columns:  # Parquet needs one type per column
+        if scores[col].dtype == object:
+            scores[col] = scores[col].map(lambda v: None if v is None else str(v))
+    write_parquet(run.file("scores.parquet"), scores)
+
+
 # ---------------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------------
@@ -611,13 +624,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         r_c = _apply_shifts(df, r_c, "chosen_group", shifts)
         r_r = _apply_shifts(df, r_r, "rejected_group", shifts)
         # Twins are left unshifted: the shift is keyed on the group a response names, which a swap changes.
-    scores = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
-    scores = scores.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
-                           order=tens.order.numpy())
-    for col in scores.columns:  # Parquet needs one type per column
-        if scores[col].dtype == object:
-            scores[col] = scores[col].map(lambda v: None if v is None else str(v))
-    write_parquet(run.file("scores.parquet"), scores)
+    write_scores(run, df, tens, (r_c, r_r, cf_c, cf_r))
     backend.export(run, model)
     run.write("model.json", meta)
 
