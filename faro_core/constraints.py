@@ -175,9 +175,9 @@ class DemographicParity(Constraint):
     A response is *selected* when the reward ranks it above the other response of its pair (its
     pair-centered reward (r_self - r_other)/2 is above 0). DESIGN §4 first used the population median of
     raw rewards as the threshold; measurement showed why that fails: Bradley-Terry is blind to per-prompt
-    offsets, so raw rewards of different prompts are not comparable (on the demo data plain BT puts
-    Nationality prompts near -24 and Age prompts near +33), and "DP" of raw rewards measured the prompt's
-    category, not the group -- while the KL-regularized policy, which only sees rewards within a prompt,
+    offsets, so raw rewards of different prompts are not comparable (in a raw-reward DP run on the demo
+    data Nationality prompts sat near -24 and Age prompts near +33), and "DP" of raw rewards measured the
+    prompt's category, not the group -- while the KL-regularized policy, which only sees rewards within a prompt,
     is unaffected by such offsets. Pair-centered selection is offset-invariant and is what transfers.
     Responses naming no group are left out. Proxy: sigmoid(margin / (T * s)), s the batch's standard
     deviation of margins (detached).
