@@ -122,3 +122,21 @@ def test_composition_and_infinite_epsilon():
     assert set(cs.max_by_kind(v)) == {"dp", "cf"}
     assert not ConstraintSet.parse("dp,eo", math.inf, IDX)  # eps = inf: nothing can bind
     assert not ConstraintSet.parse("none", 0.05, IDX)
+
+
+def test_fixed_penalty_baseline_is_not_a_constant():
+    """With one fixed multiplier on both sides of a two-sided cell, linear terms cancel; the fixed-lambda
+    baseline must use a hinge so that its gradient pushes the disparity down."""
+    from faro_core.train.proxy_gda import ProxyGDA
+
+    cs = ConstraintSet.parse("dp", 0.05, IDX, min_count=1)
+    r_c = torch.tensor([3.0, 1.0], requires_grad=True)
+    b = batch([0.0, 0.0], [2.0, -1.0], cg=[0, 0], rg=[1, 1])
+    b.r_chosen = r_c
+    grads = []
+    for lam in (1.0, 5.0):
+        r_c.grad = None
+        ProxyGDA(cs, fixed_lambda=lam).penalty(b).backward()
+        grads.append(r_c.grad.clone())
+    assert grads[0].abs().sum() > 0  # not a constant
+    assert torch.allclose(grads[1], 5 * grads[0])

@@ -69,7 +69,12 @@ class ProxyGDA:
             return batch.r_chosen.new_zeros(())
         g_tilde = self.constraints.proxy(batch, min_count=1)
         lam = self.lam.to(g_tilde.device, g_tilde.dtype)
-        return (lam * (g_tilde - self.eps.to(g_tilde.device, g_tilde.dtype))).sum()
+        excess = g_tilde - self.eps.to(g_tilde.device, g_tilde.dtype)
+        if self.fixed is not None:
+            # Fixed-penalty baseline: a hinge. With one lambda on both sides of a two-sided cell the linear
+            # terms lambda (d - eps) + lambda (-d - eps) cancel and the "penalty" would be a constant.
+            excess = excess.clamp_min(0.0)
+        return (lam * excess).sum()
 
     @torch.no_grad()
     def dual_step(self, batch: PairBatch) -> Tensor:
