@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from faro_core.runs import RunStore
-from faro_core.sweep import KINDS, SweepSpec, grid, run_id_for, run_job
+from faro_core.sweep import KINDS, SweepSpec, config_columns, grid, run_id_for, run_job
 from faro_core.train.config import FaroConfig
 
 DATA_KEYS = ("data", "format", "group", "strata", "groups", "skew", "data_seed", "val_frac", "test_frac")
@@ -71,17 +71,10 @@ def shared_inputs() -> Iterator[dict[str, Any]]:
 
 def metrics_row(run: Any) -> dict[str, Any]:
     """A sweep-table row from a run's config and ``metrics.json`` (test-split point estimates)."""
-    cfg = run.config
     m = run.read("metrics.json", {}) or {}
     test = m.get("test", {}) or {}
-    eps = cfg.get("epsilon")
-    row: dict[str, Any] = {
-        "run_id": run.run_id, "name": cfg.get("name"), "method": cfg.get("method", "faro"),
-        "constraint": ",".join(cfg.get("constraints") or []) or "none",
-        "epsilon": float(eps) if eps is not None else math.inf, "fixed_lambda": cfg.get("fixed_lambda"),
-        "seed": cfg.get("seed"), "status": run.status,
-        "accuracy": test.get("accuracy", math.nan), "gold_accuracy": test.get("gold_accuracy", math.nan),
-    }
+    row: dict[str, Any] = {**config_columns(run), "accuracy": test.get("accuracy", math.nan),
+                           "gold_accuracy": test.get("gold_accuracy", math.nan)}
     for k in KINDS:
         row[f"violation_{k}"] = (test.get("violation") or {}).get(k, math.nan)
     return row

@@ -128,21 +128,25 @@ def run_job(config_dict: dict[str, Any], runs_dir: str, n_boot: int = 100, delta
     return row
 
 
-def table_row(run: Any) -> dict[str, Any]:
-    """One sweep-table row from a run's config, eval.json and certificates."""
+def config_columns(run: Any) -> dict[str, Any]:
+    """The sweep-table columns that identify a run: id, name, method, constraint, epsilon, lambda, seed, status."""
     cfg = run.config
-    ev = run.read("eval.json", {}) or {}
-    cert = run.read("certificate.json", {}) or {}
-    byk = run.read("certificates_by_kind.json", {}) or {}
-    m = ev.get("metrics", {})
     eps = cfg.get("epsilon")
-    row: dict[str, Any] = {
+    return {
         "run_id": run.run_id, "name": cfg.get("name"), "method": cfg.get("method", "faro"),
         "constraint": ",".join(cfg.get("constraints") or []) or "none",
         "epsilon": float(eps) if eps is not None else math.inf, "fixed_lambda": cfg.get("fixed_lambda"),
         "seed": cfg.get("seed"), "status": run.status,
-        "train_seconds": _train_seconds(run),
     }
+
+
+def table_row(run: Any) -> dict[str, Any]:
+    """One sweep-table row from a run's config, eval.json and certificates."""
+    ev = run.read("eval.json", {}) or {}
+    cert = run.read("certificate.json", {}) or {}
+    byk = run.read("certificates_by_kind.json", {}) or {}
+    m = ev.get("metrics", {})
+    row: dict[str, Any] = {**config_columns(run), "train_seconds": _train_seconds(run)}
     for k in ("accuracy", "gold_accuracy", "ece", "brier", "violation_dp", "violation_eo", "violation_cf"):
         v = m.get(k, {})
         row[k] = _num(v.get("value"))
