@@ -35,9 +35,18 @@ class GroupIndex:
     response_groups: list[str]  # groups that responses name (DP)
     pair_groups: list[str]  # pair-level sensitive attribute values (EO, CF)
     strata: list[str] = field(default_factory=lambda: ["all"])  # conditioning cells (DP, EO)
+    dp_strata: list[str] | None = None  # strata where DP applies (None: all); see DemographicParity
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata}
+    def to_dict(self) -> dict[str, list[str] | None]:
+        return {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
+                "dp_strata": self.dp_strata}
+
+    def dp_strata_codes(self) -> list[int]:
+        """Codes (into :attr:`strata`) of the strata DP applies to, in order."""
+        if self.dp_strata is None:
+            return list(range(len(self.strata)))
+        scope = set(self.dp_strata)
+        return [i for i, s in enumerate(self.strata) if s in scope]
 
 
 @dataclass
@@ -112,6 +121,7 @@ class Constraint:
         self.temperature = float(temperature)
         self.index: GroupIndex | None = None
         self.cell_mask: Tensor | None = None  # cells a trainer may constrain (large enough in training data)
+        self.full_counts: tuple[Tensor, Tensor] | None = None  # (cnt, cnt_ref) [C] on the training split
 
     def bind(self, index: GroupIndex) -> Constraint:
         self.index = index
@@ -165,8 +175,63 @@ class Constraint:
         """Smooth one-sided violations g~ [m] on ``batch`` (differentiable)."""
         return self.values(self.cell_stats(batch, smooth=True))
 
+    # -- the linearized primal penalty ------------------------------------------------------------
+    # With cell counts fixed to those of the whole training split, every cell disparity is *linear* in
+    # per-pair smooth terms phi_i (a sigmoid of the pair's margin, or the Huber deviation of its twins):
+    #     sum_j lambda_j g~_j = sum_i coef_i phi_i + const.
+    # So the trainer computes coef [N] once per dual step (O(N), no forward pass) and each primal step is
+    # (N / B) * sum_{i in batch} coef_i phi_i: an unbiased estimate on the Bradley-Terry batch itself, a
+    # handful of element-wise ops, with no per-cell scatter and no separate constraint batch.
+    def term_key(self) -> tuple[str, float]:
+        """Which per-pair smooth term phi this constraint is linear in (constraints sharing one are summed)."""
+        raise NotImplementedError
+
+    def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
+        """coef [N] on :func:`pair_term` for the pairs (rewards unused) given this constraint's multipliers."""
+        raise NotImplementedError
+
+    def _signed_multipliers(self, lam: Tensor) -> Tensor:
+        """Lambda_c = lambda+_c - lambda-_c (one-sided: lambda_c), 0 on cells the trainer leaves free."""
+        c = self.n_cells
+        lam_c = lam[:c] - lam[c:] if self.two_sided else lam[:c]
+        if self.cell_mask is not None:
+            lam_c = torch.where(self.cell_mask.to(lam_c.device), lam_c, torch.zeros_like(lam_c))
+        return lam_c
+
+    def _counts(self) -> tuple[Tensor, Tensor]:
+        if self.full_counts is None:
+            raise RuntimeError("fix_cells() on the training split first: the penalty uses its cell counts")
+        return self.full_counts
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(epsilon={self.epsilon})"
+
+
+def margin_scale(d: Tensor) -> Tensor:
+    """Scale of the proxies: the batch's standard deviation of reward margins (in the gradient: a detached
+    scale let the model satisfy the proxies by shrinking every margin). Scalar."""
+    return d.std(unbiased=False) + 1e-6 if d.numel() > 1 else d.new_ones(())
+
+
+def pair_term(key: tuple[str, float], batch: PairBatch) -> Tensor:
+    """The per-pair smooth term phi [B] named by ``key`` (see :meth:`Constraint.term_key`)."""
+    kind, t = key
+    d = batch.r_chosen - batch.r_rejected
+    if kind == "margin_sigmoid":
+        return torch.sigmoid(d / (t * margin_scale(d)))
+    if kind == "twin_huber":
+        scale = torch.cat([batch.r_chosen, batch.r_rejected]).std(unbiased=False) + 1e-6
+        m = ~torch.isnan(batch.cf_r_chosen) & ~torch.isnan(batch.cf_r_rejected)
+        zero = torch.zeros_like(d)
+        dc = torch.where(m, batch.r_chosen - torch.nan_to_num(batch.cf_r_chosen), zero) / scale
+        dr = torch.where(m, batch.r_rejected - torch.nan_to_num(batch.cf_r_rejected), zero) / scale
+        return _huber(dc, t) + _huber(dr, t)
+    raise ValueError(f"unknown pair term {kind!r}")
+
+
+def _huber(x: Tensor, delta: float) -> Tensor:
+    ax = x.abs()
+    return torch.where(ax < delta, 0.5 * x**2 / delta, ax - 0.5 * delta)
 
 
 class DemographicParity(Constraint):
@@ -180,7 +245,15 @@ class DemographicParity(Constraint):
     prompt's category, not the group -- while the KL-regularized policy, which only sees rewards within a prompt,
     is unaffected by such offsets. Pair-centered selection is offset-invariant and is what transfers.
     Responses naming no group are left out. Proxy: sigmoid(margin / (T * s)), s the batch's standard
-    deviation of margins (detached).
+    deviation of margins (in the gradient).
+
+    *Scope.* DP holds only in the strata listed in ``GroupIndex.dp_strata`` (None: all). On BBQ the default
+    scope is the ambiguous contexts: there the evidence leaves the answer undetermined, so the correct
+    reward prefers "unknown" and ranks every group's answer the same way, and any group difference is bias.
+    In disambiguated contexts the evidence names the answer, and how often each group is the correct one
+    is a property of the sample: the gold-label reward itself violates DP there by 0.18 on the BBQ
+    validation split (0.07 on training), so equal selection rates would demand wrong answers. EO, which
+    conditions on the truth, is the constraint for those contexts.
     """
 
     kind = "dp"
@@ -190,21 +263,33 @@ class DemographicParity(Constraint):
 
     def cell_names(self) -> list[str]:
         assert self.index is not None, "bind() the constraint to a GroupIndex first"
-        return [f"{g}|{s}" for g in self.index.response_groups for s in self.index.strata]
+        strata = [self.index.strata[i] for i in self.index.dp_strata_codes()]
+        return [f"{g}|{s}" for g in self.index.response_groups for s in strata]
+
+    def _stratum_map(self, device: torch.device) -> Tensor:
+        """[n_strata] position of each stratum among DP's strata, -1 where DP does not apply."""
+        assert self.index is not None
+        codes = self.index.dp_strata_codes()
+        key = (str(device), tuple(codes))
+        if getattr(self, "_map_key", None) != key:
+            pos = torch.full((len(self.index.strata),), -1, dtype=torch.long)
+            pos[torch.tensor(codes, dtype=torch.long)] = torch.arange(len(codes))
+            self._map, self._map_key = pos.to(device), key
+        return self._map
 
     def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
         assert self.index is not None
-        n_s = len(self.index.strata)
+        pos = self._stratum_map(batch.stratum.device)
+        n_s = len(self.index.dp_strata_codes())
         size = len(self.index.response_groups) * n_s
         d = batch.r_chosen - batch.r_rejected
         m = torch.cat([d, -d])  # each response's margin over its pair partner
         g = torch.cat([batch.chosen_group, batch.rejected_group])
-        s = torch.cat([batch.stratum, batch.stratum])
-        keep = g >= 0
+        s = pos[torch.cat([batch.stratum, batch.stratum])]
+        keep = (g >= 0) & (s >= 0)
         m, g, s = m[keep], g[keep], s[keep]
         if smooth:
-            scale = d.std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
-            sel = torch.sigmoid(m / (self.temperature * scale))
+            sel = torch.sigmoid(m / (self.temperature * margin_scale(d)))
         else:
             sel = (m > 0).to(m.dtype)
         cell = g * n_s + s
@@ -213,6 +298,27 @@ class DemographicParity(Constraint):
         strat_of_cell = torch.arange(size, device=sel.device) % n_s
         return CellStats(_scatter(sel, cell, size), _scatter(ones, cell, size).detach(),
                          num_s[strat_of_cell], cnt_s[strat_of_cell].detach())
+
+    def term_key(self) -> tuple[str, float]:
+        return ("margin_sigmoid", self.temperature)
+
+    def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
+        assert self.index is not None
+        cnt, cnt_ref = self._counts()
+        lam_c = self._signed_multipliers(lam)
+        n_s = len(self.index.dp_strata_codes())
+        per_cell = lam_c / cnt.clamp_min(1.0)
+        strat_of_cell = torch.arange(len(lam_c)) % n_s
+        per_stratum = _scatter(lam_c / cnt_ref.clamp_min(1.0), strat_of_cell, n_s)  # the anchor's share
+        pos = self._stratum_map(pairs.stratum.device)[pairs.stratum]
+
+        def response_coef(g: Tensor) -> Tensor:
+            ok = (g >= 0) & (pos >= 0)
+            cell = (g.clamp_min(0) * n_s + pos.clamp_min(0))
+            return torch.where(ok, per_cell[cell] - per_stratum[pos.clamp_min(0)], torch.zeros(len(g)))
+
+        # the rejected response's selection is sigmoid(-d/..) = 1 - sigmoid(d/..): its coefficient flips sign
+        return response_coef(pairs.chosen_group) - response_coef(pairs.rejected_group)
 
 
 class EqualizedOdds(Constraint):
@@ -242,9 +348,8 @@ class EqualizedOdds(Constraint):
         score = torch.where(flip, -d, d)
         y = torch.where(flip, 1.0 - batch.label[m], batch.label[m]).long()
         a, s = batch.group[m], batch.stratum[m]
-        if smooth:
-            scale = d.std(unbiased=False) + 1e-6 if d.numel() > 1 else 1.0
-            pred = torch.sigmoid(score / (self.temperature * scale))
+        if smooth:  # scale: all the batch's margins, as in DP and the linearized penalty
+            pred = torch.sigmoid(score / (self.temperature * margin_scale(batch.r_chosen - batch.r_rejected)))
         else:
             pred = (score > 0).to(score.dtype)
         ones = torch.ones_like(pred)
@@ -254,6 +359,26 @@ class EqualizedOdds(Constraint):
         ref_of_cell = torch.arange(size, device=pred.device) % (n_s * 2)
         return CellStats(_scatter(pred, cell, size), _scatter(ones, cell, size).detach(),
                          num_ref[ref_of_cell], cnt_ref[ref_of_cell].detach())
+
+    def term_key(self) -> tuple[str, float]:
+        return ("margin_sigmoid", self.temperature)
+
+    def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
+        assert self.index is not None
+        cnt, cnt_ref = self._counts()
+        lam_c = self._signed_multipliers(lam)
+        n_s = len(self.index.strata)
+        per_cell = lam_c / cnt.clamp_min(1.0)
+        ref_of_cell = torch.arange(len(lam_c)) % (n_s * 2)
+        per_ref = _scatter(lam_c / cnt_ref.clamp_min(1.0), ref_of_cell, n_s * 2)
+        ok = (pairs.group >= 0) & ~torch.isnan(pairs.label)
+        flip = pairs.order.bool()
+        label = torch.nan_to_num(pairs.label)
+        y = torch.where(flip, 1.0 - label, label).long().clamp(0, 1)
+        cell = (pairs.group.clamp_min(0) * n_s + pairs.stratum) * 2 + y
+        coef = per_cell[cell] - per_ref[pairs.stratum * 2 + y]
+        # a flipped pair predicts with sigmoid(-d/..) = 1 - sigmoid(d/..)
+        return torch.where(ok, torch.where(flip, -coef, coef), torch.zeros(len(coef)))
 
 
 class CounterfactualFairness(Constraint):
@@ -282,9 +407,7 @@ class CounterfactualFairness(Constraint):
         diff = torch.cat([(batch.r_chosen - batch.cf_r_chosen)[m], (batch.r_rejected - batch.cf_r_rejected)[m]])
         diff = diff / scale
         if smooth:
-            delta = self.temperature
-            ad = diff.abs()
-            dev = torch.where(ad < delta, 0.5 * diff**2 / delta, ad - 0.5 * delta)
+            dev = _huber(diff, self.temperature)
         else:
             dev = diff.abs()
         a = torch.cat([batch.group[m], batch.group[m]])
@@ -296,6 +419,21 @@ class CounterfactualFairness(Constraint):
         cnt = torch.cat([cnt[:k], torch.tensor([float(dev.numel())], dtype=dev.dtype, device=dev.device)])
         zero = torch.zeros_like(num)
         return CellStats(num, cnt.detach(), zero, zero)
+
+    def term_key(self) -> tuple[str, float]:
+        return ("twin_huber", self.temperature)
+
+    def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
+        assert self.index is not None
+        cnt, _ = self._counts()
+        lam_c = self._signed_multipliers(lam)
+        per_cell = lam_c / cnt.clamp_min(1.0)
+        k = len(self.index.pair_groups)
+        g = pairs.group
+        coef = torch.where(g >= 0, per_cell[g.clamp(0, max(k - 1, 0))] if k else torch.zeros(len(g)),
+                           torch.zeros(len(g))) + per_cell[k]
+        has_twin = ~torch.isnan(pairs.cf_r_chosen) & ~torch.isnan(pairs.cf_r_rejected)
+        return torch.where(has_twin, coef, torch.zeros(len(g)))
 
 
 CONSTRAINT_TYPES: dict[str, type[Constraint]] = {
@@ -374,8 +512,23 @@ class ConstraintSet:
             c.cell_mask = None
             _, ok = c.disparities(s)
             c.cell_mask = ok
+            c.full_counts = (s.cnt.detach().float().cpu(), s.cnt_ref.detach().float().cpu())
             out["cells"] += int(ok.numel())
             out["constrained"] += int(ok.sum())
+        return out
+
+    def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> dict[tuple[str, float], Tensor]:
+        """Per-pair coefficients [N] of the linearized penalty, one vector per smooth term (summed over
+        constraints that share it), so that ``sum_j lam_j g~_j = sum_key sum_i coef[key]_i phi_key_i + const``
+        with cell counts of the training split (:meth:`fix_cells`). ``pairs`` needs attributes only."""
+        out: dict[tuple[str, float], Tensor] = {}
+        off = 0
+        for c in self.constraints:
+            m = len(c.names())
+            coef = c.pair_coefficients(pairs, lam[off:off + m].float().cpu())
+            off += m
+            key = c.term_key()
+            out[key] = out[key] + coef if key in out else coef
         return out
 
     def max_by_kind(self, values: Tensor) -> dict[str, float]:

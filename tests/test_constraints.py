@@ -90,7 +90,9 @@ def test_eo_proxy_and_gold_nan_left_out():
     b = batch([1.0, 0.0, 5.0], [0.0, 0.0, 0.0], g=[0, 1, 0], label=[1.0, 1.0, NAN])
     eo = EqualizedOdds(epsilon=0.1, min_count=1, temperature=1.0).bind(IDX)
     got = dict(zip(eo.names(), eo.proxy(b).tolist()))
-    scale = torch.tensor([1.0, 0.0]).std(unbiased=False).item()  # margins of the pairs with a gold label
+    # the scale is the std of all the batch's margins [1, 0, 5] (as in DP and the linearized penalty);
+    # the NaN-label pair is left out of the rates only
+    scale = torch.tensor([1.0, 0.0, 5.0]).std(unbiased=False).item()
     s1, s0 = torch.sigmoid(torch.tensor(1.0 / scale)).item(), 0.5
     assert got["eo[A|all|y=1]+"] == pytest.approx(s1 - (s1 + s0) / 2, abs=1e-6)
 
@@ -140,3 +142,43 @@ def test_fixed_penalty_baseline_is_not_a_constant():
         grads.append(r_c.grad.clone())
     assert grads[0].abs().sum() > 0  # not a constant
     assert torch.allclose(grads[1], 5 * grads[0])
+
+
+def _random_pairs(n: int, seed: int) -> tuple[PairBatch, GroupIndex]:
+    gen = torch.Generator().manual_seed(seed)
+    idx = GroupIndex(response_groups=["A", "B", "C"], pair_groups=["A", "B", "C"], strata=["neg,ambig", "neg,dis",
+                     "pos,ambig"], dp_strata=["neg,ambig", "pos,ambig"])
+    ri = lambda k: torch.randint(-1, 3, (n,), generator=gen)  # noqa: E731  (-1: names no group)
+    label = torch.randint(0, 2, (n,), generator=gen).float()
+    label[::7] = float("nan")
+    cf = torch.randn(n, generator=gen)
+    cf[::5] = float("nan")
+    b = PairBatch(torch.randn(n, generator=gen), torch.randn(n, generator=gen), ri(0), ri(1), ri(2),
+                  torch.randint(0, 3, (n,), generator=gen), label, torch.randint(0, 2, (n,), generator=gen),
+                  cf, torch.randn(n, generator=gen))
+    return b, idx
+
+
+def test_linearized_penalty_equals_the_lagrangian_up_to_a_constant():
+    """sum_j lam_j g~_j(r) - sum_i coef_i phi_i(r) must not depend on the rewards r (same cell counts)."""
+    from faro_core.constraints import ConstraintSet, pair_term
+
+    b, idx = _random_pairs(400, 0)
+    cs = ConstraintSet.parse("dp,eo,cf", 0.05, idx, min_count=5)
+    cs.fix_cells(b)
+    lam = torch.rand(len(cs), generator=torch.Generator().manual_seed(1))
+    coef = cs.pair_coefficients(b, lam)
+    assert set(coef) == {("margin_sigmoid", 0.5), ("twin_huber", 0.1)}
+    gaps = []
+    for seed in (2, 3, 4):
+        gen = torch.Generator().manual_seed(seed)
+        r = PairBatch(torch.randn(400, generator=gen) * 3, torch.randn(400, generator=gen), b.chosen_group,
+                      b.rejected_group, b.group, b.stratum, b.label, b.order,
+                      torch.where(torch.isnan(b.cf_r_chosen), b.cf_r_chosen, torch.randn(400, generator=gen)),
+                      torch.randn(400, generator=gen))
+        lagr = float((lam * cs.proxy(r, min_count=1)).sum())
+        lin = sum(float(torch.dot(c, pair_term(k, r))) for k, c in coef.items())
+        gaps.append(lagr - lin)
+    assert max(gaps) - min(gaps) < 1e-4, gaps
+    # DP leaves out the strata outside its scope: no DP cell names the disambiguated stratum
+    assert not any("neg,dis" in n for n in cs.constraints[0].names())

@@ -18,6 +18,8 @@ def add_data_args(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--group", default=None, help="column holding the pair-level sensitive attribute")
     p.add_argument("--strata", default=None, help="comma-separated conditioning columns (default: the source's)")
     p.add_argument("--groups", default=None, help="comma-separated group values to keep")
+    p.add_argument("--dp-scope", default=None, help="where DP holds: COLUMN=V1|V2 over a strata column, or 'all' "
+                   "(default: BBQ-style data context_condition=ambig, else all)")
     p.add_argument("--skew", type=float, default=0.0, help="fraction rho of ambiguous items relabelled to the "
                    "biased answer (default 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of skew injection and splits (default 0)")
@@ -43,7 +45,7 @@ def config_from_args(args: argparse.Namespace, **over: object):
         return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
     kw = dict(
-        data=args.data, format=args.format, group=args.group, strata=split(args.strata),
+        data=args.data, format=args.format, group=args.group, strata=split(args.strata), dp_scope=args.dp_scope,
         groups=split(args.groups), skew=args.skew, data_seed=args.data_seed,
         mode=args.mode, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         dual_lr=args.dual_lr, max_length=args.max_length, min_count=args.min_count, ckpt_every=args.ckpt_every,

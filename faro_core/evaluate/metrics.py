@@ -39,11 +39,20 @@ LEVEL = 0.95
 # ---------------------------------------------------------------------------------------------------
 # scores frame -> PairBatch
 # ---------------------------------------------------------------------------------------------------
-def index_from_frame(df: pd.DataFrame) -> GroupIndex:
-    """A :class:`GroupIndex` built from the groups and strata present in a scores frame."""
+def index_from_frame(df: pd.DataFrame, dp_scope: str | None = None) -> GroupIndex:
+    """A :class:`GroupIndex` built from the groups and strata present in a scores frame.
+
+    ``dp_scope`` is a run's DP scope (see :func:`~faro_core.train.trainer.dp_strata_in_scope`); it needs the
+    frame's strata columns in ``df.attrs["strata_cols"]`` (set by :func:`scores_for_data`).
+    """
+    from faro_core.train.trainer import dp_strata_in_scope
+
     resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
     strata = sorted(df["stratum"].astype(str).unique()) if "stratum" in df else ["all"]
-    return GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata)
+    cols = df.attrs.get("strata_cols")
+    dp_strata = dp_strata_in_scope(df, list(cols), dp_scope) if cols and "stratum" in df else None
+    return GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata,
+                      dp_strata=dp_strata)
 
 
 def run_index(run: Run) -> GroupIndex:
@@ -108,7 +117,8 @@ def scores_for_data(run: Run, source: str, format: str | None = None, group: str
     df = data.df.reset_index(drop=True)
     if limit is not None and len(df) > limit:
         df = df.sample(n=limit, random_state=seed).reset_index(drop=True)
-    df["stratum"] = _stratum_labels(df, [c for c in data.strata if c in df])
+    strata_cols = [c for c in data.strata if c in df]
+    df["stratum"] = _stratum_labels(df, strata_cols)
     scorer = load_scorer(run, device="cpu")
     st = list(df["stratum"])
     r_c = scorer.score(df["prompt"], df["chosen"], response_groups=list(df["chosen_group"]), strata=st)
@@ -121,8 +131,10 @@ def scores_for_data(run: Run, source: str, format: str | None = None, group: str
         cf_c[twin] = scorer.score(tw["cf_prompt"], tw["cf_chosen"])
         cf_r[twin] = scorer.score(tw["cf_prompt"], tw["cf_rejected"])
     out = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
-    return out.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
-                      order=order_bits(df["pair_id"]), split="external")
+    out = out.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
+                     order=order_bits(df["pair_id"]), split="external")
+    out.attrs["strata_cols"] = strata_cols
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -277,7 +289,7 @@ def evaluate_run(run: Run, data: str | None = None, format: str | None = None, s
         where = {"split": split}
     else:
         df = scores_for_data(run, data, format=format, limit=limit, seed=seed)
-        index = index_from_frame(df)
+        index = index_from_frame(df, dp_scope=cfg.get("dp_scope"))
         where = {"data": str(data), "format": format}
     res = evaluate_frame(df, index, min_count=min_count, n_boot=n_boot, seed=seed)
     res.update(run_id=run.run_id, method=cfg.get("method", "faro"), constraints=cfg.get("constraints"),

@@ -17,19 +17,20 @@ class FaroConfig:
     """Everything needed to (re)run one reward-model training.
 
     Data: ``data`` (source; None = embedded demo), ``format``, ``group`` (pair-level sensitive column),
-    ``strata`` (None: the source's default), ``groups`` (keep only these group values), ``skew`` (rho),
+    ``strata`` (None: the source's default), ``dp_scope`` (where DP holds: ``"COLUMN=V1|V2"`` over a strata
+    column, ``"all"``, or None: ambiguous contexts on BBQ-style data, else all), ``groups`` (keep only these group values), ``skew`` (rho),
     ``data_seed`` (skew and split; kept fixed across training seeds so seeds are comparable).
     Fairness: ``constraints`` (subset of dp/eo/cf), ``epsilon`` (slack, inf = unconstrained),
     ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
     Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``.
     Model: ``mode`` head|full, ``backbone`` (None = embedded MiniLM), ``head_hidden`` (0 = linear head).
-    Optimisation: ``epochs``, ``batch_size`` (pairs in the Bradley-Terry batch), ``constraint_batch_size``
-    (pairs drawn afresh each step for the constraint terms; 0 = use the BT batch), ``lr``, ``dual_lr`` (eta_lambda), ``dual_every`` (head mode: dual step every N steps on
-    the exact statistics of the whole training split; 0 = every step on running batch estimates), ``lambda_max`` (cap on each
-    multiplier: on BBQ, DP's primal steps oscillated and accuracy collapsed once multipliers passed ~0.5;
-    capped at 0.3 the training DP violation fell from 0.28 to 0.16 at a 2-point gold-accuracy cost; None = no
-    cap), ``ema`` (running-estimate
-    momentum for the dual step), ``eval_every`` (steps; 0 = each epoch), ``ckpt_every`` (steps),
+    Optimisation: ``epochs``, ``batch_size`` (pairs in the Bradley-Terry batch; the linearized constraint
+    penalty is estimated on the same batch), ``constraint_batch_size`` (extra pairs drawn each step for the
+    constraint terms; default 0, 1,024 for the fixed-lambda hinge in head mode), ``lr``, ``dual_lr``
+    (eta_lambda), ``dual_every`` (dual step every N steps on the whole training split's statistics, read from
+    the buffer of each pair's latest rewards), ``lambda_max`` (cap on each multiplier; None = no cap),
+    ``ema`` (momentum of running sums of dual statistics; 0: the buffer alone), ``eval_every`` (steps; 0 =
+    each epoch), ``ckpt_every`` (steps),
     ``select`` ("best": best validation accuracy among feasible iterates, else least violating; "last").
     """
 
@@ -38,6 +39,7 @@ class FaroConfig:
     format: str | None = None
     group: str | None = None
     strata: list[str] | None = None
+    dp_scope: str | None = None
     groups: list[str] | None = None
     skew: float = 0.0
     data_seed: int = 0
@@ -59,10 +61,11 @@ class FaroConfig:
     lr: float | None = None
     weight_decay: float = 0.0
     dual_lr: float = 0.1
-    ema: float = 0.5
+    ema: float = 0.0
     dual_signal: str = "auto"
     lambda_max: float | None = 0.3
     dual_every: int | None = None
+    dual_source: str = "auto"
     eval_every: int = 0
     ckpt_every: int = 50
     select: str = "best"
@@ -85,6 +88,8 @@ class FaroConfig:
             raise FaroError(f"--epsilon must be >= 0 (or inf), got {self.epsilon}")
         if not 0 <= self.skew <= 1:
             raise FaroError(f"--skew must be in [0, 1], got {self.skew}")
+        if self.dual_source not in ("auto", "exact", "buffer"):
+            raise FaroError("dual_source must be 'auto', 'exact' or 'buffer'")
         if self.select not in ("best", "last"):
             raise FaroError("select must be 'best' or 'last'")
 
@@ -94,8 +99,9 @@ class FaroConfig:
         defaults = {
             "epochs": 50 if head else 1,
             "batch_size": 128 if head else 32,
-            "constraint_batch_size": 1024 if head else 0,
-            "dual_every": 5 if head else 0,
+            # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
+            "constraint_batch_size": 1024 if (head and self.method == "fixed_lambda") else 0,
+            "dual_every": 20 if head else 5,
             "lr": 3e-3 if head else 3e-5,
             "max_length": 256 if head else 128,
         }

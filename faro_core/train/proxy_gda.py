@@ -2,10 +2,14 @@
 
     L(theta, lambda) = L_BT(theta) + sum_j lambda_j (g~_j(theta) - eps_j),   lambda >= 0
 
-The primal player descends on the *smooth proxies* g~. The dual player ascends,
-``lambda_j <- min(lambda_max, max(0, lambda_j + eta (g_j - eps_j)))``, on pooled per-cell statistics: exact
-ones of the whole training split in head mode (every ``dual_every`` steps), running (EMA) sums of batch
-statistics in full mode, all-reduced across processes either way, so every process takes the same step.
+The primal player descends on the *smooth proxies* g~. With the cell counts of the training split fixed,
+sum_j lambda_j g~_j is linear in one smooth term per pair (constraints.py), so after each dual step the
+multipliers are folded into per-pair coefficients and a primal step adds ``(N/B) sum_i coef_i phi_i`` on the
+Bradley-Terry batch itself: an unbiased estimate of the population penalty at O(batch) cost.
+The dual player ascends, ``lambda_j <- min(lambda_max, max(0, lambda_j + eta (g_j - eps_j)))``, every
+``dual_every`` steps on per-cell statistics of the whole training split, read from a buffer holding each
+pair's rewards from the last step that saw it (no extra forward pass), all-reduced across processes, so
+every process takes the same step.
 Which g the dual player sees is ``dual_signal``: the design's strict violations, the smooth ones, or (default)
 smooth for DP/EO and strict for CF -- docs/TRAINING.md has the measurements behind that choice. Strict
 violations are always what is logged, reported, used to select the iterate and certified.
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from faro_core.constraints import CellStats, ConstraintSet, PairBatch
+from faro_core.constraints import CellStats, ConstraintSet, PairBatch, pair_term
 
 
 def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -62,11 +66,40 @@ class ProxyGDA:
         self.lam = torch.full((m,), float(fixed_lambda) if fixed_lambda is not None else 0.0)
         self.running: dict[str, list[CellStats]] | None = None
         self.last_strict = torch.zeros(m)
+        self.pairs: PairBatch | None = None
+        self.n_train = 0
+        self.coef: dict[tuple[str, float], Tensor] = {}
 
-    def penalty(self, batch: PairBatch) -> Tensor:
-        """sum_j lambda_j (g~_j - eps_j) on the batch; differentiable in the rewards."""
+    def set_pairs(self, pairs: PairBatch, n_train: int) -> None:
+        """Attributes of every pair (global index; rewards unused) and the training-split size N: enables
+        the linearized penalty. The constraints must have had ``fix_cells`` on the training split."""
+        self.pairs, self.n_train = pairs, int(n_train)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Fold the current multipliers into per-pair coefficients (after every change of lambda)."""
+        if self.pairs is not None and self.constraints and self.fixed is None:
+            self.coef = self.constraints.pair_coefficients(self.pairs, self.lam)
+            self._const = float((self.lam * self.eps).sum())
+            self._dev: dict[str, dict[tuple[str, float], Tensor]] = {}
+
+    def penalty(self, batch: PairBatch, idx: Tensor | None = None) -> Tensor:
+        """sum_j lambda_j (g~_j - eps_j), differentiable in the rewards of the batch.
+
+        With ``idx`` (the batch's global pair indices) and :meth:`set_pairs` done: the linearized, unbiased
+        estimate ``(N/B) sum_i coef_i phi_i - sum_j lambda_j eps_j``. Otherwise (and for the fixed-penalty
+        hinge, which is not linear): the proxies estimated on the batch with the batch's own cell counts.
+        """
         if not self.constraints:
             return batch.r_chosen.new_zeros(())
+        if idx is not None and self.coef and self.fixed is None:
+            dev = str(batch.r_chosen.device)
+            if dev not in self._dev:
+                self._dev[dev] = {k: v.to(batch.r_chosen.device) for k, v in self.coef.items()}
+            total = batch.r_chosen.new_zeros(())
+            for key, coef in self._dev[dev].items():
+                total = total + torch.dot(coef[idx], pair_term(key, batch))
+            return total * (self.n_train / max(len(idx), 1)) - self._const
         g_tilde = self.constraints.proxy(batch, min_count=1)
         lam = self.lam.to(g_tilde.device, g_tilde.dtype)
         excess = g_tilde - self.eps.to(g_tilde.device, g_tilde.dtype)
@@ -107,6 +140,7 @@ class ProxyGDA:
             else:
                 g = values[self.dual_signal]
             self.lam = (self.lam + self.dual_lr * (g - self.eps)).clamp(0.0, self.lambda_max)
+            self.refresh()
         return self.last_strict
 
     # -- checkpointing -----------------------------------------------------------------------------
@@ -126,3 +160,4 @@ class ProxyGDA:
             if keys:
                 running[sig] = [CellStats.from_stacked(t[k].clone()) for k in keys]
         self.running = running or None
+        self.refresh()

@@ -50,9 +50,39 @@ def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupInde
     strata_cols = list(data.strata)
     df["stratum"] = _stratum_labels(df, strata_cols)
     resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
-    index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())),
-                       strata=sorted(df["stratum"].unique()))
+    strata = sorted(df["stratum"].unique())
+    index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata,
+                       dp_strata=dp_strata_in_scope(df, strata_cols, config.dp_scope))
     return data, df, index
+
+
+def default_dp_scope(strata_cols: list[str]) -> str:
+    """The scope DP holds in when the config leaves it open: BBQ-style data (a ``context_condition``
+    stratum) -> ambiguous contexts only (why: :class:`~faro_core.constraints.DemographicParity`); else all."""
+    return "context_condition=ambig" if "context_condition" in strata_cols else "all"
+
+
+def dp_strata_in_scope(df: pd.DataFrame, strata_cols: list[str], scope: str | None) -> list[str] | None:
+    """Stratum labels DP applies to, from a scope ``"COLUMN=V1|V2"`` (``"all"``: every stratum -> None).
+
+    The column must be one of the strata columns, so a stratum is either wholly in scope or wholly out.
+    """
+    scope = default_dp_scope(strata_cols) if scope is None else scope.strip()
+    if scope in ("", "all"):
+        return None
+    col, sep, vals = scope.partition("=")
+    col = col.strip()
+    if not sep or not col or not vals.strip():
+        raise FaroError(f"--dp-scope {scope!r}: expected COLUMN=VALUE[|VALUE…] or 'all'")
+    if col not in strata_cols:
+        raise FaroError(f"--dp-scope column {col!r} is not a strata column (strata: {', '.join(strata_cols) or 'none'});"
+                        f" add it with --strata")
+    wanted = {v.strip() for v in vals.split("|") if v.strip()}
+    present = set(df[col].astype(str))
+    if not wanted & present:
+        raise FaroError(f"--dp-scope {scope!r}: no row has {col} in {sorted(wanted)} "
+                        f"(values: {', '.join(sorted(present)[:10])})")
+    return sorted(df.loc[df[col].astype(str).isin(wanted), "stratum"].unique())
 
 
 def _stratum_labels(df: pd.DataFrame, cols: list[str]) -> pd.Series:
@@ -325,8 +355,10 @@ def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[n
 # checkpoints
 # ---------------------------------------------------------------------------------------------------
 def _save_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer, gda: ProxyGDA,
-                     state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+                     state: dict[str, Any], best_state: dict[str, torch.Tensor] | None,
+                     extra: dict[str, torch.Tensor] | None = None) -> None:
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     if best_state is not None:
         tensors.update({f"best.{k}": v for k, v in best_state.items()})
     tensors.update({f"gda.{k}": v for k, v in gda.state_tensors().items()})
@@ -347,7 +379,7 @@ def _save_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimize
 
 
 def _load_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer, gda: ProxyGDA
-                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None, dict[str, torch.Tensor]] | None:
     from safetensors.torch import load_file
 
     ckpt = run.file("checkpoint")
@@ -368,7 +400,7 @@ def _load_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimize
             opt_state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
     torch.set_rng_state(t["rng"])
-    return state, best
+    return state, best, {k[6:]: v for k, v in t.items() if k.startswith("extra.")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -388,14 +420,20 @@ def _example_weights(df: pd.DataFrame, method: str) -> torch.Tensor | None:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def _posthoc_shifts(df: pd.DataFrame, r_c: np.ndarray, r_r: np.ndarray) -> dict[str, float]:
-    """Post-processing baseline: per (group, stratum) additive shift that equalizes mean rewards with the
-    stratum's mean, estimated on the training split."""
+def _posthoc_shifts(df: pd.DataFrame, r_c: np.ndarray, r_r: np.ndarray,
+                    scope: list[str] | None = None) -> dict[str, float]:
+    """Post-processing baseline: per (group, stratum) additive shift that equalizes each group's mean
+    *pair-centered* reward ((r_self - r_other) / 2) with its stratum's, estimated on the training split, in
+    the strata DP applies to (``scope``; None: all). Raw rewards carry per-prompt offsets that Bradley-Terry
+    never sees (see DemographicParity); shifting by raw means moved whole categories (gold accuracy 0.61)."""
+    half = (np.asarray(r_c) - np.asarray(r_r)) / 2
     resp = pd.DataFrame({
         "g": list(df["chosen_group"]) + list(df["rejected_group"]),
         "s": list(df["stratum"]) * 2,
-        "r": np.concatenate([r_c, r_r]),
+        "r": np.concatenate([half, -half]),
     }).dropna(subset=["g"])
+    if scope is not None:
+        resp = resp[resp["s"].isin(scope)]
     strat_mean = resp.groupby("s")["r"].mean()
     cell_mean = resp.groupby(["g", "s"])["r"].mean()
     return {f"{g}|{s}": float(strat_mean[s] - m) for (g, s), m in cell_mean.items()}
@@ -501,12 +539,27 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     n_train = len(train_idx)
     bs = min(config.batch_size, n_train)
     cbs = min(config.constraint_batch_size or 0, n_train)
-    dual_every = config.dual_every if constraints else 0
-    dual_idx = train_idx[rank::world]  # each process scores its shard; the dual step all-reduces the stats
-    g_strict = torch.zeros(len(constraints))
+    dual_every = max(1, config.dual_every or 1) if constraints else 0
+    # Each process owns a fixed shard of the training split and draws its batches from it, so the reward
+    # buffers of the processes are disjoint and their cell statistics add up under the all-reduce.
+    shard = train_idx[rank::world]
+    bs_local = max(1, math.ceil(bs / world))
     steps_per_epoch = math.ceil(n_train / bs)
     total = steps_per_epoch * config.epochs
     eval_every = config.eval_every or steps_per_epoch
+    g_strict = torch.zeros(len(constraints))
+    exact_dual = config.dual_source == "exact" or (config.dual_source == "auto" and config.mode == "head")
+    # Rewards of every pair from the last step that saw it: the dual step reads its statistics here.
+    buf = tuple(torch.zeros(len(df)) for _ in range(4))
+    seen = torch.zeros(len(df), dtype=torch.bool)
+    if constraints and config.method != "fixed_lambda":
+        gda.set_pairs(tens.batch(torch.arange(len(df)), tuple(buf[:2]) + (twin_or_nan, twin_or_nan)), n_train)
+
+    def fill_buffers(idx: torch.Tensor, rewards: tuple[torch.Tensor, ...]) -> None:
+        for b, r in zip(buf, rewards):
+            b[idx] = r.detach().float().cpu()
+        seen[idx] = True
+
     if rank == 0:
         run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
                                        "index": index.to_dict(), "cells": cell_counts,
@@ -525,8 +578,12 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     if resume:
         loaded = _load_checkpoint(run, model, opt, gda)
         if loaded is not None:
-            st, best_state = loaded
+            st, best_state, extra = loaded
             step, best = st["step"], st.get("best")
+            if world == 1 and "seen" in extra:  # the reward buffer, so a resumed run replays exactly
+                for k, b in enumerate(buf):
+                    b.copy_(extra[f"buf{k}"])
+                seen.copy_(extra["seen"])
         if rank == 0:  # history beyond the checkpoint (all of it, when killed before the first) is replayed
             hist = [h for h in run.history() if h.get("step", 0) <= step]
             from faro_core.io import _atomic, to_json
@@ -548,49 +605,60 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             return m["accuracy"] > ref["accuracy"]
         return m["max_excess"] < ref["max_excess"]
 
+    if constraints and not exact_dual and config.mode == "head" and not bool(seen[shard].all()):
+        # head mode: one cheap pass gives the dual step a full buffer
+        fill_buffers(shard, _split_rewards(backend, model, shard, with_twins=need_twins))
     last_progress = 0.0
     bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
     model.train()
     while step < total:
         epoch, pos = divmod(step, steps_per_epoch)
         g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        perm = train_idx[torch.randperm(n_train, generator=g)]
-        idx = perm[pos * bs:(pos + 1) * bs]
-        local = idx[rank::world] if world > 1 else idx
+        perm = shard[torch.randperm(len(shard), generator=g)]
+        local = perm[pos * bs_local:(pos + 1) * bs_local]
         n_bt = len(local)
         if constraints and cbs:
-            # A larger, separate constraint batch (seeded by step, so resume replays it): group statistics
-            # from a 128-pair batch over hundreds of cells would be mostly empty cells.
+            # An extra constraint batch (seeded by step, so resume replays it): the fixed-penalty baseline's
+            # hinge needs per-batch cell rates, which a 128-pair batch over hundreds of cells leaves empty.
             gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
-            cidx = train_idx[torch.randperm(n_train, generator=gc)[:cbs]]
-            local = torch.cat([local, cidx[rank::world] if world > 1 else cidx])
+            cidx = shard[torch.randperm(len(shard), generator=gc)[:math.ceil(cbs / world)]]
+            local = torch.cat([local, cidx])
         rewards = tuple(r.float() for r in backend.rewards(ddp_model, local, with_twins=need_twins))
         pb = tens.batch(local[:n_bt], tuple(r[:n_bt] for r in rewards))
-        pc = tens.batch(local[n_bt:], tuple(r[n_bt:] for r in rewards)) if constraints and cbs else pb
         w = weights[local[:n_bt]] if weights is not None else None
-        loss_bt = bt_loss(pb.r_chosen, pb.r_rejected, w)
-        loss = loss_bt + gda.penalty(pc) if constraints else loss_bt
+        if n_bt:
+            loss_bt = bt_loss(pb.r_chosen, pb.r_rejected, w)
+        else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
+            loss_bt = sum(p.sum() * 0.0 for p in model.parameters())
+        if constraints:
+            pc = tens.batch(local, rewards)
+            loss = loss_bt + gda.penalty(pc, None if gda.fixed is not None else local)
+            fill_buffers(local, rewards)
+        else:
+            loss = loss_bt
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if dual_every:
-            # Dual step on the exact statistics of the whole training split (one no-grad forward; cheap in
-            # head mode). Batch estimates of cells with a few members per batch made the rectified dual
-            # update a random walk: on BBQ both sides of small cells grew until the penalty swamped BT.
-            if (step + 1) % dual_every == 0:
-                gda.ema = 0.0
-                g_strict = gda.dual_step(tens.batch(dual_idx, _split_rewards(backend, model, dual_idx,
-                                                                             with_twins=need_twins)))
-        else:
-            g_strict = gda.dual_step(pc)  # strict indicators under no_grad: nothing to detach
+        dual_now = bool(dual_every) and (step + 1) % dual_every == 0
+        if dual_now:
+            # Dual step on the whole training split's statistics from the reward buffer (each process its
+            # shard, all-reduced). Batch estimates of cells with a few members per batch made the rectified
+            # dual update a random walk: on BBQ both sides of small cells grew until the penalty swamped BT.
+            if exact_dual:  # a fresh no-grad pass (head mode: cheap); stale buffers made lambda overshoot
+                g_strict = gda.dual_step(tens.batch(shard, _split_rewards(backend, model, shard,
+                                                                          with_twins=need_twins)))
+            else:
+                mine = shard[seen[shard]]
+                g_strict = gda.dual_step(tens.batch(mine, tuple(b[mine] for b in buf)))
         step += 1
         row: dict[str, Any] = {"step": step, "epoch": epoch, "loss": round(float(loss.detach()), 6),
                                "bt_loss": round(float(loss_bt.detach()), 6)}
         if constraints:
             row["violation"] = constraints.max_by_kind(g_strict)
             row["lambda_max"] = float(gda.lam.max())
-            row["lambda"] = [round(v, 5) for v in gda.lam.tolist()]
-            row["g"] = [round(v, 5) for v in g_strict.tolist()]
+            if dual_now or step == 1:  # the vectors change only at dual steps: logged when they do
+                row["lambda"] = [round(v, 5) for v in gda.lam.tolist()]
+                row["g"] = [round(v, 5) for v in g_strict.tolist()]
         if step % eval_every == 0 or step == total:
             val = evaluate("val")
             row["val"] = {k: val[k] for k in ("accuracy", "gold_accuracy", "violation", "feasible") if k in val}
@@ -606,7 +674,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
                 on_step(row)
         bar.update(1)
         if rank == 0 and config.ckpt_every and step % config.ckpt_every == 0 and step < total:
-            _save_checkpoint(run, model, opt, gda, {"step": step, "best": best}, best_state)
+            _save_checkpoint(run, model, opt, gda, {"step": step, "best": best}, best_state,
+                             {**{f"buf{k}": b for k, b in enumerate(buf)}, "seen": seen} if constraints else None)
     bar.close()
 
     if best_state is not None:
@@ -619,7 +688,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     meta = dict(backend.meta)
     if config.method == "posthoc":
         tr = (df["split"] == "train").to_numpy()
-        shifts = _posthoc_shifts(df[tr], r_c[tr], r_r[tr])
+        shifts = _posthoc_shifts(df[tr], r_c[tr], r_r[tr], index.dp_strata)
         meta["shifts"] = shifts
         r_c = _apply_shifts(df, r_c, "chosen_group", shifts)
         r_r = _apply_shifts(df, r_r, "rejected_group", shifts)
