@@ -2,22 +2,19 @@
 
     python bench/overhead.py [--quick] [--constraint dp] [--json]
 
-Both sides run the real training step of :func:`faro_core.train.trainer._fit` (same model init, same
-optimizer, same data and BT batch): index draw, forward of the batch (plus, for Faro in head mode, the separate
-constraint batch of ``constraint_batch_size`` pairs), BT loss, Faro's proxy penalty, backward, Adam step and
-Faro's dual step (strict cell statistics, running sums, multiplier update; in head mode, when the trainer has
-``dual_every``, every 5th step on a no-grad forward over the whole training split, so head steps are timed in
-calls of 5) and the per-step log row. Run-store
+Both sides run the trainer's own step (:class:`faro_core.train.trainer.TrainStepper`, the object the
+training loop calls; same model init, optimizer, data and BT batch): index draw, forward of the batch, BT loss,
+Faro's linearized penalty, backward, Adam step, Faro's dual step when due, and the per-step log row. Run-store
 writes, which both sides share, are left out (that makes the ratio larger, not smaller).
 
 Head mode: cached MiniLM features of BBQ pairs, MLP head (256 hidden), batch 128, 1 torch thread (the
-trainer's setting), once with the default constraint batch (1024 pairs) and once with
-``constraint_batch_size=0`` (constraint terms on the BT batch). Full mode: MiniLM fine-tuned, batch 32, max
-length 128 (defaults; constraint terms on the BT batch), 1 thread too (faster than 2 on these shared cores: see
-bench/vs_trl.py). Sides alternate step by step (A B, B A,
-...).
+trainer's setting); timed in calls of 20 steps, so each call holds one dual step (every 20 steps a no-grad
+pass over the training split); and once with the dual steps left out, which isolates the per-step cost of the
+constraint (O(batch)). Full mode: MiniLM fine-tuned, batch 32, max length 128, dual step every 5 steps from
+the reward buffer, 1 thread (faster than 2 on these shared cores: see bench/vs_trl.py). Sides alternate
+(A B, B A, ...).
 Writes bench/results/overhead.md; with --json the last stdout line is
-``{"ratio_head": ..., "ratio_head_cbs0": ..., "ratio_full": ...}``.
+``{"ratio_head": ..., "ratio_head_primal": ..., "ratio_full": ...}``.
 """
 
 from __future__ import annotations
@@ -42,88 +39,36 @@ from _common import (
 
 
 class StepBench:
-    """One side of the comparison: a model, its optimizer and ProxyGDA state, and the trainer's step."""
+    """One side of the comparison: the trainer's own :class:`~faro_core.train.trainer.TrainStepper` (model,
+    optimizer, ProxyGDA state, step) plus the per-step log row; run-store writes are left out."""
 
     def __init__(self, config: Any, df: Any, index: Any, backend: Any, model: torch.nn.Module) -> None:
-        from faro_core.constraints import ConstraintSet
-        from faro_core.train.proxy_gda import ProxyGDA
-        from faro_core.train.trainer import PairTensors
+        from faro_core.train.trainer import PairTensors, TrainStepper
 
-        self.config, self.backend, self.model = config, backend, model
-        self.tens = PairTensors.from_frame(df, index)
-        self.train_idx = torch.from_numpy((df["split"] == "train").to_numpy().nonzero()[0])
-        self.constraints = ConstraintSet.parse(config.active_constraints, config.epsilon, index,
-                                               config.min_count, config.temperature or None)
-        self.need_twins = any(c.kind == "cf" for c in self.constraints.constraints)
-        if hasattr(self.constraints, "fix_cells"):  # as the trainer does: constrain cells large enough in train
-            tr, zero = self.train_idx, torch.zeros(len(df))
-            nan = torch.where(self.tens.has_twin, 0.0, float("nan"))
-            self.constraints.fix_cells(self.tens.batch(tr, (zero[tr], zero[tr], nan[tr], nan[tr])))
-        self.opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.gda = ProxyGDA(self.constraints, dual_lr=config.dual_lr, ema=config.ema)
-        n = len(self.train_idx)
-        self.bs = min(config.batch_size, n)
-        self.cbs = min(config.constraint_batch_size or 0, n)
-        self.spe = math.ceil(n / self.bs)
+        self.config = config
+        self.stepper = TrainStepper(config, df, index, PairTensors.from_frame(df, index), backend, model)
+        self.stepper.prepare()
+        self.bs, self.cbs = self.stepper.bs_local, self.stepper.cbs
+        self.dual_every = self.stepper.dual_every
         self.step = 0
-        # head mode (newer trainers): the dual step every ``dual_every`` steps on the whole training split
-        self.dual_every = int(getattr(config, "dual_every", 0) or 0) if self.constraints else 0
-        self.g_strict = torch.zeros(len(self.constraints))
         self.steps_per_call = 1
 
     def __call__(self) -> None:
-        """``steps_per_call`` training steps, as in the trainer's loop (single process)."""
+        """``steps_per_call`` training steps, exactly as the trainer's loop takes them (single process)."""
         for _ in range(self.steps_per_call):
-            self.one_step()
-
-    def one_step(self) -> None:
-        """One training step, as in the trainer's loop (single process)."""
-        from faro_core.train.proxy_gda import bt_loss
-        from faro_core.train.trainer import _split_rewards
-
-        config, constraints, gda, n_train = self.config, self.constraints, self.gda, len(self.train_idx)
-        epoch, pos = divmod(self.step, self.spe)
-        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        perm = self.train_idx[torch.randperm(n_train, generator=g)]
-        local = perm[pos * self.bs:(pos + 1) * self.bs]
-        n_bt = len(local)
-        if constraints and self.cbs:
-            gc = torch.Generator().manual_seed(config.seed * 7_919 + self.step)
-            local = torch.cat([local, self.train_idx[torch.randperm(n_train, generator=gc)[:self.cbs]]])
-        rewards = tuple(r.float() for r in self.backend.rewards(self.model, local, with_twins=self.need_twins))
-        pb = self.tens.batch(local[:n_bt], tuple(r[:n_bt] for r in rewards))
-        pc = self.tens.batch(local[n_bt:], tuple(r[n_bt:] for r in rewards)) if constraints and self.cbs else pb
-        loss_bt = bt_loss(pb.r_chosen, pb.r_rejected)
-        loss = loss_bt + gda.penalty(pc) if constraints else loss_bt
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        if self.dual_every:
-            if (self.step + 1) % self.dual_every == 0:
-                gda.ema = 0.0
-                rw = _split_rewards(self.backend, self.model, self.train_idx, with_twins=self.need_twins)
-                self.g_strict = gda.dual_step(self.tens.batch(self.train_idx, rw))
-        else:
-            self.g_strict = gda.dual_step(pc)
-        g_strict = self.g_strict
-        self.step += 1
-        row: dict[str, Any] = {"step": self.step, "loss": round(float(loss.detach()), 6),
-                               "bt_loss": round(float(loss_bt.detach()), 6)}
-        if constraints:
-            row["violation"] = constraints.max_by_kind(g_strict)
-            row["lambda_max"] = float(gda.lam.max())
-            row["lambda"] = [round(v, 5) for v in gda.lam.tolist()]
-            row["g"] = [round(v, 5) for v in g_strict.tolist()]
+            self.stepper.log_row(self.stepper.step(self.step))
+            self.step += 1
 
 
-def sides(mode: str, kind: str, cbs: int | None, batch: int | None) -> tuple[StepBench, StepBench, str]:
+def sides(mode: str, kind: str, cbs: int | None, batch: int | None, dual_every: int | None = None
+          ) -> tuple[StepBench, StepBench, str]:
     """(Faro step, BT step, data label) on the same data and backend, models identical at the start."""
     from faro_core.train import FaroConfig
     from faro_core.train.trainer import FullBackend, HeadBackend, load_training_data
 
     data, fmt, label = bbq_source()
     base = dict(data=data, format=fmt, mode=mode, epsilon=0.05, batch_size=batch)
-    faro_cfg = FaroConfig(**base, constraints=[kind], constraint_batch_size=cbs).resolved()
+    faro_cfg = FaroConfig(**base, constraints=[kind], constraint_batch_size=cbs, dual_every=dual_every).resolved()
     bt_cfg = FaroConfig(**base, constraints=[]).resolved()
     _, df, index = load_training_data(faro_cfg)
     backend = (HeadBackend(faro_cfg, df, progress=False) if mode == "head"
@@ -134,12 +79,12 @@ def sides(mode: str, kind: str, cbs: int | None, batch: int | None) -> tuple[Ste
             StepBench(bt_cfg, df, index, backend, copy.deepcopy(model)), label)
 
 
-def measure(mode: str, kind: str, cbs: int | None, rounds: int, batch: int | None = None
-            ) -> tuple[dict[str, list[float]], StepBench, str]:
+def measure(mode: str, kind: str, cbs: int | None, rounds: int, batch: int | None = None,
+            dual_every: int | None = None) -> tuple[dict[str, list[float]], StepBench, str]:
     """Interleaved per-step seconds of both sides (after warm-up steps that are not recorded)."""
-    faro, bt, label = sides(mode, kind, cbs, batch)
-    if mode == "head":  # 5 steps per timed call: covers one periodic dual step (dual_every = 5)
-        faro.steps_per_call = bt.steps_per_call = max(5, faro.dual_every)
+    faro, bt, label = sides(mode, kind, cbs, batch, dual_every)
+    if mode == "head":  # a timed call covers one periodic dual step (or 20 steps when it is excluded)
+        faro.steps_per_call = bt.steps_per_call = min(max(5, faro.dual_every), 20)
     fns: dict[str, Callable[[], None]] = {"faro": faro, "bt": bt}
     return interleave(fns, rounds, warmup=2 if mode == "head" else 1), faro, label
 
@@ -156,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, figs = [], {}
     label = ""
     torch.set_num_threads(1)  # what the trainer uses in head mode on CPU
-    for key, cbs, desc in (("ratio_head", None, "head, constraint batch 1024 (default)"),
-                           ("ratio_head_cbs0", 0, "head, constraint_batch_size=0")):
-        t, faro, label = measure("head", args.constraint, cbs, head_rounds)
+    never = 10**9  # a dual step that never comes: the primal step's own overhead
+    for key, dual, desc in (("ratio_head", None, "head (default: dual step every 20 steps on a fresh pass)"),
+                            ("ratio_head_primal", never, "head, dual steps left out (primal step only)")):
+        t, faro, label = measure("head", args.constraint, None, head_rounds, dual_every=dual)
         t = {k: [x / faro.steps_per_call for x in v] for k, v in t.items()}  # seconds per step
         r = paired_ratios(t["faro"], t["bt"])
         figs[key] = round(quartiles(r)[1], 4)

@@ -445,6 +445,145 @@ def _apply_shifts(df: pd.DataFrame, r: np.ndarray, group_col: str, shifts: dict[
     return r + add
 
 
+class TrainStepper:
+    """One process's training step, shared by the trainer's loop and ``bench/overhead.py``.
+
+    A step: draw the process's batch (seeded by epoch, so a resumed run replays it), score it (one forward;
+    twins too when CF is on), Bradley-Terry loss plus the linearized constraint penalty
+    (:meth:`ProxyGDA.penalty`), backward, Adam step, and every ``dual_every`` steps the dual step on the
+    training split's cell statistics. Under DDP each process owns a fixed shard of the training split and
+    draws its batches from it, so the processes' reward buffers are disjoint and their statistics add up
+    under the all-reduce. With no constraint the step is exactly plain Bradley-Terry.
+    """
+
+    def __init__(self, config: FaroConfig, df: pd.DataFrame, index: GroupIndex, tens: PairTensors, backend: Any,
+                 model: torch.nn.Module, rank: int = 0, world: int = 1, data_name: str = "the data") -> None:
+        self.config, self.tens, self.backend, self.model = config, tens, backend, model
+        self.ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        self.constraints = ConstraintSet.parse(config.active_constraints, config.epsilon, index, config.min_count,
+                                               config.temperature or None)
+        empty = [c.kind for c in self.constraints.constraints if not c.names()]
+        if empty:  # e.g. EO on data whose group column is empty: nothing to compare, say so (not a crash)
+            raise FaroError(f"constraint(s) {empty} have nothing to compare in {data_name!r}: no groups (DP: the responses' groups, "
+                            f"EO: column 'group') or no counterfactual twins (CF); pass --group COLUMN or drop "
+                            f"the constraint")
+        self.need_twins = any(c.kind == "cf" for c in self.constraints.constraints)
+        train_idx = torch.from_numpy(np.flatnonzero((df["split"] == "train").to_numpy()))
+        n_train = len(train_idx)
+        if n_train == 0:
+            raise FaroError("the training split is empty")
+        # which cells are large enough to constrain: counts only, so any rewards do (0; NaN marks "no twin")
+        zero, twin_or_nan = torch.zeros(len(df)), torch.where(tens.has_twin, 0.0, float("nan"))
+        tr = train_idx
+        self.cell_counts = self.constraints.fix_cells(tens.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr],
+                                                                      twin_or_nan[tr])))
+        self.opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
+        self.gda = ProxyGDA(self.constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed,
+                            reduce=_all_reduce_sum, dual_signal=config.dual_signal, lambda_max=config.lambda_max)
+        self.weights = _example_weights(df, config.method)
+        self.world = world
+        bs = min(config.batch_size, n_train)
+        self.cbs = min(config.constraint_batch_size or 0, n_train)
+        self.dual_every = max(1, config.dual_every or 1) if self.constraints else 0
+        self.shard = train_idx[rank::world]
+        self.bs_local = max(1, math.ceil(bs / world))
+        self.steps_per_epoch = math.ceil(n_train / bs)
+        self.g_strict = torch.zeros(len(self.constraints))
+        # head mode: a fresh no-grad pass over the split for each dual step (cheap there). Dual steps on a
+        # buffer of each pair's latest rewards (no extra pass; what full mode uses) made the multipliers
+        # overshoot on BBQ (training-split DP 0.81, against 0.10 with fresh statistics).
+        self.exact_dual = config.dual_source == "exact" or (config.dual_source == "auto" and config.mode == "head")
+        self.use_buffer = bool(self.constraints) and not self.exact_dual
+        # They live on the rewards' device: a per-step copy to the host would stall a GPU every step.
+        self.buf = [torch.zeros(len(df)) for _ in range(4)]
+        self.seen = torch.zeros(len(df), dtype=torch.bool)
+        if self.constraints and fixed is None:
+            self.gda.set_pairs(tens.batch(torch.arange(len(df)), (zero, zero, twin_or_nan, twin_or_nan)), n_train)
+
+    def _fill(self, idx: torch.Tensor, rewards: tuple[torch.Tensor, ...]) -> None:
+        for k, r in enumerate(rewards):
+            if self.buf[k].device != r.device:
+                self.buf[k] = self.buf[k].to(r.device)
+            self.buf[k][idx.to(r.device)] = r.detach().float()
+        self.seen[idx] = True
+
+    def prepare(self) -> None:
+        """Before the first step: fill the reward buffer in head mode (one cheap pass) when it is used."""
+        if self.use_buffer and self.config.mode == "head" and not bool(self.seen[self.shard].all()):
+            self._fill(self.shard, _split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins))
+
+    def buffer_state(self) -> dict[str, torch.Tensor] | None:
+        """The reward buffer, for a checkpoint (None when unused)."""
+        if not self.use_buffer:
+            return None
+        return {**{f"buf{k}": b.cpu() for k, b in enumerate(self.buf)}, "seen": self.seen}
+
+    def load_buffers(self, extra: dict[str, torch.Tensor]) -> None:
+        if self.world == 1 and "seen" in extra:  # so a resumed run replays exactly
+            for k, b in enumerate(self.buf):
+                b.copy_(extra[f"buf{k}"])
+            self.seen.copy_(extra["seen"])
+
+    def step(self, step: int) -> dict[str, Any]:
+        """Training step number ``step`` (0-based). Returns loss tensors, the step number and whether the dual
+        step ran; the strict violations of the last dual step are in :attr:`g_strict`."""
+        config, constraints, gda = self.config, self.constraints, self.gda
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        perm = self.shard[torch.randperm(len(self.shard), generator=g)]
+        local = perm[pos * self.bs_local:(pos + 1) * self.bs_local]
+        n_bt = len(local)
+        if constraints and self.cbs:
+            # An extra constraint batch (seeded by step, so resume replays it): the fixed-penalty baseline's
+            # hinge needs per-batch cell rates, which a 128-pair batch over hundreds of cells leaves empty.
+            gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
+            local = torch.cat([local, self.shard[torch.randperm(len(self.shard),
+                                                                generator=gc)[:math.ceil(self.cbs / self.world)]]])
+        rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
+        r_c, r_r = rewards[0][:n_bt], rewards[1][:n_bt]
+        w = self.weights[local[:n_bt]] if self.weights is not None else None
+        if n_bt:
+            loss_bt = bt_loss(r_c, r_r, w)
+        else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
+            loss_bt = sum(p.sum() * 0.0 for p in self.model.parameters())
+        if constraints:
+            if gda.fixed is not None:  # the hinge needs cell rates: a full PairBatch
+                loss = loss_bt + gda.penalty(self.tens.batch(local, rewards))
+            else:  # the linearized penalty needs the rewards only
+                loss = loss_bt + gda.penalty(PairBatch(*rewards[:2], *([None] * 6), *rewards[2:]), local)
+            if self.use_buffer:
+                self._fill(local, rewards)
+        else:
+            loss = loss_bt
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        dual_now = bool(self.dual_every) and (step + 1) % self.dual_every == 0
+        if dual_now:
+            if self.exact_dual:
+                rw = _split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
+                self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
+            else:
+                mine = self.shard[self.seen[self.shard]]
+                self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[mine.to(b.device)] for b in self.buf)))
+        return {"step": step + 1, "epoch": epoch, "loss": loss, "loss_bt": loss_bt, "dual": dual_now}
+
+    def log_row(self, out: dict[str, Any]) -> dict[str, Any]:
+        """The history row of a step: losses, the largest strict violation per kind and the largest
+        multiplier every step; the full multiplier and violation vectors when they change (dual steps)."""
+        row: dict[str, Any] = {"step": out["step"], "epoch": out["epoch"],
+                               "loss": round(float(out["loss"].detach()), 6),
+                               "bt_loss": round(float(out["loss_bt"].detach()), 6)}
+        if self.constraints:
+            row["violation"] = self.constraints.max_by_kind(self.g_strict)
+            row["lambda_max"] = float(self.gda.lam.max())
+            if out["dual"] or out["step"] == 1:
+                row["lambda"] = [round(v, 5) for v in self.gda.lam.tolist()]
+                row["g"] = [round(v, 5) for v in self.g_strict.tolist()]
+        return row
+
+
 def train(config: FaroConfig, store: RunStore | None = None, run_id: str | None = None, resume: bool = False,
           progress: bool = True, on_step: Callable[[dict[str, Any]], None] | None = None) -> Run:
     """Train one reward model and write it to the run store. Returns the finished :class:`Run`.
@@ -516,50 +655,13 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     backend = HeadBackend(config, df, progress) if config.mode == "head" else FullBackend(config, df, progress,
                                                                                            device)
     model = backend.model.to(device)
-    temps = config.temperature or None
-    active = config.active_constraints
-    constraints = ConstraintSet.parse(active, config.epsilon, index, config.min_count, temps)
+    stepper = TrainStepper(config, df, index, tens, backend, model, rank=rank, world=world, data_name=data.name)
+    constraints, gda, opt = stepper.constraints, stepper.gda, stepper.opt
     measure = all_constraints(index, config.min_count)
-    need_twins = any(c.kind == "cf" for c in constraints.constraints)
-    empty = [c.kind for c in constraints.constraints if not c.names()]
-    if empty:  # e.g. EO on data whose group column is empty: nothing to compare, say so (not a crash)
-        raise FaroError(f"constraint(s) {empty} have nothing to compare in {data.name!r}: no groups (DP: the "
-                        f"responses' groups, EO: column 'group') or no counterfactual twins (CF); pass --group "
-                        f"COLUMN or drop the constraint")
-    # which cells are large enough to constrain: counts only, so any rewards do (0; NaN marks "no twin")
-    zero, twin_or_nan = torch.zeros(len(df)), torch.where(tens.has_twin, 0.0, float("nan"))
-    tr = split_idx["train"]
-    cell_counts = constraints.fix_cells(tens.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr], twin_or_nan[tr])))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
-    gda = ProxyGDA(constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed, reduce=_all_reduce_sum,
-                   dual_signal=config.dual_signal, lambda_max=config.lambda_max)
-    weights = _example_weights(df, config.method)
-    train_idx = split_idx["train"]
-    n_train = len(train_idx)
-    bs = min(config.batch_size, n_train)
-    cbs = min(config.constraint_batch_size or 0, n_train)
-    dual_every = max(1, config.dual_every or 1) if constraints else 0
-    # Each process owns a fixed shard of the training split and draws its batches from it, so the reward
-    # buffers of the processes are disjoint and their cell statistics add up under the all-reduce.
-    shard = train_idx[rank::world]
-    bs_local = max(1, math.ceil(bs / world))
-    steps_per_epoch = math.ceil(n_train / bs)
-    total = steps_per_epoch * config.epochs
-    eval_every = config.eval_every or steps_per_epoch
-    g_strict = torch.zeros(len(constraints))
-    exact_dual = config.dual_source == "exact" or (config.dual_source == "auto" and config.mode == "head")
-    # Rewards of every pair from the last step that saw it: the dual step reads its statistics here.
-    buf = tuple(torch.zeros(len(df)) for _ in range(4))
-    seen = torch.zeros(len(df), dtype=torch.bool)
-    if constraints and config.method != "fixed_lambda":
-        gda.set_pairs(tens.batch(torch.arange(len(df)), tuple(buf[:2]) + (twin_or_nan, twin_or_nan)), n_train)
-
-    def fill_buffers(idx: torch.Tensor, rewards: tuple[torch.Tensor, ...]) -> None:
-        for b, r in zip(buf, rewards):
-            b[idx] = r.detach().float().cpu()
-        seen[idx] = True
-
+    active = config.active_constraints
+    cell_counts = stepper.cell_counts
+    total = stepper.steps_per_epoch * config.epochs
+    eval_every = config.eval_every or stepper.steps_per_epoch
     if rank == 0:
         run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
                                        "index": index.to_dict(), "cells": cell_counts,
@@ -570,20 +672,13 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
                                 "groups": data.groups(), "response_groups": data.response_groups(),
                                 "feature_seconds": backend.feature_seconds, "encoded": backend.encoded})
 
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
-
     step, best_state, best = 0, None, None
     if resume:
         loaded = _load_checkpoint(run, model, opt, gda)
         if loaded is not None:
             st, best_state, extra = loaded
             step, best = st["step"], st.get("best")
-            if world == 1 and "seen" in extra:  # the reward buffer, so a resumed run replays exactly
-                for k, b in enumerate(buf):
-                    b.copy_(extra[f"buf{k}"])
-                seen.copy_(extra["seen"])
+            stepper.load_buffers(extra)
         if rank == 0:  # history beyond the checkpoint (all of it, when killed before the first) is replayed
             hist = [h for h in run.history() if h.get("step", 0) <= step]
             from faro_core.io import _atomic, to_json
@@ -605,60 +700,14 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             return m["accuracy"] > ref["accuracy"]
         return m["max_excess"] < ref["max_excess"]
 
-    if constraints and not exact_dual and config.mode == "head" and not bool(seen[shard].all()):
-        # head mode: one cheap pass gives the dual step a full buffer
-        fill_buffers(shard, _split_rewards(backend, model, shard, with_twins=need_twins))
+    stepper.prepare()
     last_progress = 0.0
     bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
     model.train()
     while step < total:
-        epoch, pos = divmod(step, steps_per_epoch)
-        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        perm = shard[torch.randperm(len(shard), generator=g)]
-        local = perm[pos * bs_local:(pos + 1) * bs_local]
-        n_bt = len(local)
-        if constraints and cbs:
-            # An extra constraint batch (seeded by step, so resume replays it): the fixed-penalty baseline's
-            # hinge needs per-batch cell rates, which a 128-pair batch over hundreds of cells leaves empty.
-            gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
-            cidx = shard[torch.randperm(len(shard), generator=gc)[:math.ceil(cbs / world)]]
-            local = torch.cat([local, cidx])
-        rewards = tuple(r.float() for r in backend.rewards(ddp_model, local, with_twins=need_twins))
-        pb = tens.batch(local[:n_bt], tuple(r[:n_bt] for r in rewards))
-        w = weights[local[:n_bt]] if weights is not None else None
-        if n_bt:
-            loss_bt = bt_loss(pb.r_chosen, pb.r_rejected, w)
-        else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
-            loss_bt = sum(p.sum() * 0.0 for p in model.parameters())
-        if constraints:
-            pc = tens.batch(local, rewards)
-            loss = loss_bt + gda.penalty(pc, None if gda.fixed is not None else local)
-            fill_buffers(local, rewards)
-        else:
-            loss = loss_bt
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        dual_now = bool(dual_every) and (step + 1) % dual_every == 0
-        if dual_now:
-            # Dual step on the whole training split's statistics from the reward buffer (each process its
-            # shard, all-reduced). Batch estimates of cells with a few members per batch made the rectified
-            # dual update a random walk: on BBQ both sides of small cells grew until the penalty swamped BT.
-            if exact_dual:  # a fresh no-grad pass (head mode: cheap); stale buffers made lambda overshoot
-                g_strict = gda.dual_step(tens.batch(shard, _split_rewards(backend, model, shard,
-                                                                          with_twins=need_twins)))
-            else:
-                mine = shard[seen[shard]]
-                g_strict = gda.dual_step(tens.batch(mine, tuple(b[mine] for b in buf)))
+        epoch = step // stepper.steps_per_epoch
+        row = stepper.log_row(stepper.step(step))
         step += 1
-        row: dict[str, Any] = {"step": step, "epoch": epoch, "loss": round(float(loss.detach()), 6),
-                               "bt_loss": round(float(loss_bt.detach()), 6)}
-        if constraints:
-            row["violation"] = constraints.max_by_kind(g_strict)
-            row["lambda_max"] = float(gda.lam.max())
-            if dual_now or step == 1:  # the vectors change only at dual steps: logged when they do
-                row["lambda"] = [round(v, 5) for v in gda.lam.tolist()]
-                row["g"] = [round(v, 5) for v in g_strict.tolist()]
         if step % eval_every == 0 or step == total:
             val = evaluate("val")
             row["val"] = {k: val[k] for k in ("accuracy", "gold_accuracy", "violation", "feasible") if k in val}
@@ -674,8 +723,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
                 on_step(row)
         bar.update(1)
         if rank == 0 and config.ckpt_every and step % config.ckpt_every == 0 and step < total:
-            _save_checkpoint(run, model, opt, gda, {"step": step, "best": best}, best_state,
-                             {**{f"buf{k}": b for k, b in enumerate(buf)}, "seen": seen} if constraints else None)
+            _save_checkpoint(run, model, opt, gda, {"step": step, "best": best}, best_state, stepper.buffer_state())
     bar.close()
 
     if best_state is not None:
