@@ -55,7 +55,7 @@ class StepBench:
     def __call__(self) -> None:
         """``steps_per_call`` training steps, exactly as the trainer's loop takes them (single process)."""
         for _ in range(self.steps_per_call):
-            self.stepper.log_row(self.stepper.step(self.step))
+            self.stepper.finish_rows([self.stepper.log_row(self.stepper.step(self.step))])
             self.step += 1
 
 

@@ -241,7 +241,10 @@ class FullBackend:
             # float rounding). DDP needs one forward per backward; a GPU keeps the single padded forward.
             budget = self.MICRO_TOKENS * (1 if torch.is_grad_enabled() else 4)
             return bucketed_rewards(model, self.tok, encs, self.device, budget)
-        batch = self.tok.pad(encs, return_tensors="pt").to(self.device)
+        from faro_core.models.reward import pad_encodings
+
+        batch = {k: v.to(self.device, non_blocking=True)
+                 for k, v in pad_encodings(encs, self.tok.pad_token_id, self.tok.padding_side).items()}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
             return model(**batch).logits.squeeze(-1).float()
 
@@ -569,12 +572,21 @@ class TrainStepper:
                 self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[mine.to(b.device)] for b in self.buf)))
         return {"step": step + 1, "epoch": epoch, "loss": loss, "loss_bt": loss_bt, "dual": dual_now}
 
+    @staticmethod
+    def finish_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Turn the rows' loss tensors into rounded floats, with one device read for all of them."""
+        if rows:
+            vals = torch.stack([r[k].float().reshape(()) for r in rows for k in ("loss", "bt_loss")]).tolist()
+            for i, r in enumerate(rows):
+                r["loss"], r["bt_loss"] = round(vals[2 * i], 6), round(vals[2 * i + 1], 6)
+        return rows
+
     def log_row(self, out: dict[str, Any]) -> dict[str, Any]:
         """The history row of a step: losses, the largest strict violation per kind and the largest
         multiplier every step; the full multiplier and violation vectors when they change (dual steps)."""
-        row: dict[str, Any] = {"step": out["step"], "epoch": out["epoch"],
-                               "loss": round(float(out["loss"].detach()), 6),
-                               "bt_loss": round(float(out["loss_bt"].detach()), 6)}
+        # losses stay tensors until finish_rows: reading them back every step would stall a GPU
+        row: dict[str, Any] = {"step": out["step"], "epoch": out["epoch"], "loss": out["loss"].detach(),
+                               "bt_loss": out["loss_bt"].detach()}
         if self.constraints:
             row["violation"] = self.constraints.max_by_kind(self.g_strict)
             row["lambda_max"] = float(self.gda.lam.max())
@@ -701,6 +713,9 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         return m["max_excess"] < ref["max_excess"]
 
     stepper.prepare()
+    # On a GPU the rows are read back in groups of 10 steps (one synchronization per group, as TRL logs).
+    log_every = 10 if device.startswith("cuda") else 1
+    pending: list[dict[str, Any]] = []
     last_progress = 0.0
     bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
     model.train()
@@ -714,15 +729,20 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             if config.select == "last" or better(val, best):
                 best = {**val, "step": step}
                 best_state = copy.deepcopy(model.state_dict())
-        if rank == 0:
-            run.log([row])
-            if time.monotonic() - last_progress > 0.5 or step == total:  # an fsynced file per step cost ~7%
-                run.set_progress(step, total, epoch=epoch)
-                last_progress = time.monotonic()
-            if on_step:
-                on_step(row)
+        pending.append(row)
+        ckpt_now = bool(config.ckpt_every) and step % config.ckpt_every == 0 and step < total
+        if len(pending) >= log_every or "val" in row or ckpt_now or step == total:
+            rows, pending = stepper.finish_rows(pending), []
+            if rank == 0:
+                run.log(rows)
+                if time.monotonic() - last_progress > 0.5 or step == total:  # an fsynced file per step cost ~7%
+                    run.set_progress(step, total, epoch=epoch)
+                    last_progress = time.monotonic()
+                if on_step:
+                    for r in rows:
+                        on_step(r)
         bar.update(1)
-        if rank == 0 and config.ckpt_every and step % config.ckpt_every == 0 and step < total:
+        if rank == 0 and ckpt_now:
             _save_checkpoint(run, model, opt, gda, {"step": step, "best": best}, best_state, stepper.buffer_state())
     bar.close()
 
