@@ -4,15 +4,15 @@
 
 Synthetic data (random unit-norm 384-d features standing in for cached MiniLM features; K response groups and
 K pair groups, 4 strata, a third of responses naming no group, every pair with a twin), so every size is
-affordable. Each point runs in a fresh process (peak RSS is per process) the trainer's step as
-bench/overhead.py mirrors it: plain BT and Faro with DP, EO and CF (epsilon 0.05), sides interleaved,
+affordable. Each point runs in a fresh process (peak RSS is per process) the trainer's own step
+(:class:`faro_core.train.trainer.TrainStepper`, through bench/overhead.py's StepBench): plain BT and Faro with DP, EO and CF (epsilon 0.05), sides interleaved,
 order flipped every round. Constraint cost = Faro step - BT step (median); per pair = that over the pairs the
 constraint terms see. Peak memory: the process's peak RSS after BT steps and after the Faro steps.
 
-Sweeps: batch size (constraint terms on the BT batch, ``constraint_batch_size=0``, dual step on batch
-estimates), number of groups K = 2..64 (batch 1024), and dataset size (batch 128, the default constraint batch
-of 1024; dual step on batch estimates, and, where the trainer has it, the head-mode default ``dual_every=5``:
-a no-grad forward over the whole training split every 5 steps, which is O(dataset), not O(batch)).
+Sweeps: batch size and number of groups K = 2..64 (the primal step: the linearized penalty on the BT batch,
+dual steps left out), and dataset size (batch 128: the primal step alone, and with the dual step every 20
+steps, on a fresh no-grad pass over the whole split, the head-mode default and O(dataset) per dual step, or
+from the buffer of each pair's last-seen rewards).
 Writes bench/results/scaling.md; with --json the last stdout line holds every point.
 """
 
@@ -29,6 +29,7 @@ from _common import ROOT, finish, machine_line, md_table, quartiles
 
 STRATA = 4
 DIM = 384
+NEVER = 10**9  # dual_every that never comes: the primal step alone
 
 
 def synth_frame(n: int, k: int, seed: int = 0) -> tuple[Any, Any]:
@@ -92,11 +93,13 @@ def run_point(p: dict[str, Any]) -> dict[str, Any]:
             "min_count": 1}
     if p.get("dual_every") is not None:
         base["dual_every"] = p["dual_every"]
+    if p.get("dual_source"):
+        base["dual_source"] = p["dual_source"]
     sides: dict[str, StepBench] = {}
     for kind in ("bt", "dp", "eo", "cf"):
         cfg = FaroConfig.from_dict({**base, "constraints": [] if kind == "bt" else [kind]}).resolved()
         sides[kind] = StepBench(cfg, df, index, be, copy.deepcopy(be.model))
-        sides[kind].steps_per_call = 5
+        sides[kind].steps_per_call = 20  # one dual step per call at dual_every = 20
     rss = {}
     for kind, s in sides.items():  # warm-up; peak RSS after each kind's first calls
         s()
@@ -114,7 +117,8 @@ def run_point(p: dict[str, Any]) -> dict[str, Any]:
     out = {**p, "ms": {k: quartiles(v)[1] * 1e3 for k, v in times.items()},
            "ms_iqr": {k: [quartiles(v)[0] * 1e3, quartiles(v)[2] * 1e3] for k, v in times.items()},
            "rss_mb": rss, "constraint_pairs": p["cbs"] or p["batch"],
-           "dual_every": getattr(sides["dp"].config, "dual_every", None)}
+           "dual_every": getattr(sides["dp"].config, "dual_every", None),
+           "dual_source": getattr(sides["dp"].config, "dual_source", None)}
     return out
 
 
@@ -136,8 +140,12 @@ def table(points: list[dict[str, Any]], key: str, label: str) -> str:
         per = {k: 1e3 * v / q["constraint_pairs"] for k, v in extra.items()}
         first = q[key]
         if key == "n":
-            first = (f"{q['n']:,}, dual step every {q['dual_every']} steps on the whole split" if q["dual_every"]
-                     else f"{q['n']:,}, dual step on batch estimates")
+            if q["dual_every"] >= NEVER:
+                first = f"{q['n']:,}, primal step only"
+            elif q["dual_source"] == "buffer":
+                first = f"{q['n']:,}, + dual step every {q['dual_every']} steps from the reward buffer"
+            else:
+                first = f"{q['n']:,}, + dual step every {q['dual_every']} steps on a fresh pass (default)"
         rows.append([first,
                      f"{bt:.2f}", *[f"{extra[k]:+.2f} ({per[k]:+.2f})" for k in ("dp", "eo", "cf")],
                      f"{q['rss_mb']['bt']:.0f} / {max(q['rss_mb'].values()):.0f}"])
@@ -160,19 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     ks = [2, 64] if args.quick else [2, 4, 8, 16, 32, 64]
     ns = [2_000, 20_000] if args.quick else [2_000, 20_000, 200_000]
     n_base = 5_000 if args.quick else 20_000
-    b_pts = [point({"n": max(n_base, b), "k": 8, "batch": b, "cbs": 0, "dual_every": 0, "rounds": rounds})
+    b_pts = [point({"n": max(n_base, b), "k": 8, "batch": b, "cbs": 0, "dual_every": NEVER, "rounds": rounds})
              for b in batches]
-    k_pts = [point({"n": n_base, "k": k, "batch": 1024, "cbs": 0, "dual_every": 0, "rounds": rounds}) for k in ks]
-    n_pts = [point({"n": n, "k": 8, "batch": 128, "cbs": 1024, "dual_every": de, "rounds": rounds})
-             for n in ns for de in (0, None)]
-    body = (f"Head mode, synthetic data ({DIM}-d features, MLP head 256), 1 torch thread, {rounds} rounds of 5 steps "
+    k_pts = [point({"n": n_base, "k": k, "batch": 1024, "cbs": 0, "dual_every": NEVER, "rounds": rounds})
+             for k in ks]
+    n_pts = [point({"n": n, "k": 8, "batch": 128, "cbs": 0, "dual_every": de, "dual_source": src, "rounds": rounds})
+             for n in ns for de, src in ((NEVER, None), (20, "exact"), (20, "buffer"))]
+    body = (f"Head mode, synthetic data ({DIM}-d features, MLP head 256), 1 torch thread, {rounds} rounds of 20 steps "
             f"per side, medians. Extra = Faro step − BT step at the same point (negative = noise); µs/pair = extra "
             f"over the pairs the constraint terms see. {machine_line()}.\n\n"
-            "**Batch size** (K = 8 groups × 4 strata, constraint terms on the BT batch, dual step on batch "
-            "estimates):\n\n" + table(b_pts, "batch", "batch")
-            + "\n\n**Number of groups** (batch 1024, constraint terms on the BT batch; 2K one-sided DP constraints "
-            "per stratum):\n\n" + table(k_pts, "k", "groups K")
-            + "\n\n**Dataset size** (batch 128 + constraint batch 1024, K = 8):\n\n" + table(n_pts, "n", "pairs")
+            "**Batch size** (K = 8 groups × 4 strata; the primal step: linearized penalty on the BT batch, dual "
+            "steps left out):\n\n" + table(b_pts, "batch", "batch")
+            + "\n\n**Number of groups** (batch 1024, primal step; 2K one-sided DP constraints per stratum):\n\n" + table(k_pts, "k", "groups K")
+            + "\n\n**Dataset size** (batch 128, K = 8; the primal step alone, then with the dual step amortized "
+            "over 20 steps: on a fresh no-grad pass over the whole split, the head-mode default, which is "
+            "O(dataset) per dual step, or from the buffer of last-seen rewards, O(dataset) scatters but no "
+            "forward):\n\n" + table(n_pts, "n", "pairs")
             + "\n\nProduced by `python bench/scaling.py" + (" --quick" if args.quick else "") + "`.")
     figs = {"batch": b_pts, "groups": k_pts, "dataset": n_pts}
     finish("scaling", "Scaling: step time and memory", body, figs, args.json)

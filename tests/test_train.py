@@ -210,3 +210,17 @@ def test_two_process_training_matches_single(tmp_path):
     assert store.get("two").read("status.json")["world_size"] == 2
     assert abs(one["accuracy"] - two["accuracy"]) <= 0.03
     assert abs(one["train"]["violation"]["dp"] - two["train"]["violation"]["dp"]) <= 0.05
+
+
+def test_iterate_average_is_a_selection_candidate(store):
+    """With ``average`` the exponential moving average of the weights is evaluated on validation each epoch
+    and may be the selected iterate; either way the run's scores come from the selected weights."""
+    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=6, min_count=10, strata=["question_polarity"],
+                     average=0.9)
+    run = train(cfg, store, progress=False)
+    rows = [h for h in run.history() if "val" in h]
+    assert rows and all("val_average" in h and "accuracy" in h["val_average"] for h in rows)
+    m = run.metrics()
+    best = max(rows, key=lambda h: h["step"] if h["step"] == m["selected_step"] else -1)
+    chosen = best["val_average"] if m.get("selected_average") else best["val"]
+    assert chosen["accuracy"] == pytest.approx(m["accuracy"], abs=1e-6)

@@ -31,7 +31,9 @@ class FaroConfig:
     the buffer of each pair's latest rewards), ``lambda_max`` (cap on each multiplier; None = no cap),
     ``ema`` (momentum of running sums of dual statistics; 0: the buffer alone), ``eval_every`` (steps; 0 =
     each epoch), ``ckpt_every`` (steps),
-    ``select`` ("best": best validation accuracy among feasible iterates, else least violating; "last").
+    ``select`` ("best": best validation accuracy among feasible iterates, else least violating; "last"),
+    ``average`` (0: off; else the per-step decay of an exponential moving average of the weights, evaluated
+    on validation each epoch as one more candidate for ``select``; constrained runs only).
     """
 
     name: str | None = None
@@ -69,6 +71,7 @@ class FaroConfig:
     eval_every: int = 0
     ckpt_every: int = 50
     select: str = "best"
+    average: float = 0.0
     seed: int = 0
     sweep: str | None = None
 

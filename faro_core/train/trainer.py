@@ -9,13 +9,14 @@ uninterrupted run (data order depends only on (seed, epoch), and all state is ch
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -448,6 +449,28 @@ def _apply_shifts(df: pd.DataFrame, r: np.ndarray, group_col: str, shifts: dict[
     return r + add
 
 
+class _IterateAverage:
+    """Exponential moving average of the model's weights (decay per step), swappable into the model."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.state = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            self.state[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped(self, model: torch.nn.Module) -> Iterator[None]:
+        live = copy.deepcopy(model.state_dict())
+        model.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            model.load_state_dict(live)
+
+
 class TrainStepper:
     """One process's training step, shared by the trainer's loop and ``bench/overhead.py``.
 
@@ -719,16 +742,29 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     last_progress = 0.0
     bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
     model.train()
+    avg = _IterateAverage(model, config.average) if config.average and constraints else None
     while step < total:
         epoch = step // stepper.steps_per_epoch
         row = stepper.log_row(stepper.step(step))
         step += 1
+        if avg is not None:
+            avg.update(model)
         if step % eval_every == 0 or step == total:
             val = evaluate("val")
             row["val"] = {k: val[k] for k in ("accuracy", "gold_accuracy", "violation", "feasible") if k in val}
             if config.select == "last" or better(val, best):
                 best = {**val, "step": step}
                 best_state = copy.deepcopy(model.state_dict())
+            if avg is not None and config.select != "last":
+                # the averaged iterate is a candidate too (a deterministic stand-in for the randomized
+                # mixture of iterates that Cotter et al.'s guarantee is about)
+                with avg.swapped(model):
+                    val_avg = evaluate("val")
+                row["val_average"] = {k: val_avg[k] for k in ("accuracy", "gold_accuracy", "violation", "feasible")
+                                      if k in val_avg}
+                if better(val_avg, best):
+                    best = {**val_avg, "step": step, "averaged": True}
+                    best_state = copy.deepcopy(avg.state)
         pending.append(row)
         ckpt_now = bool(config.ckpt_every) and step % config.ckpt_every == 0 and step < total
         if len(pending) >= log_every or "val" in row or ckpt_now or step == total:
@@ -774,7 +810,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         return split_metrics(tens.batch(idx, rw), constraints, measure, gold)
 
     val = metrics_for("val")
-    metrics = {**val, "split": "val", "selected_step": (best or {}).get("step", step), "steps": total,
+    metrics = {**val, "split": "val", "selected_step": (best or {}).get("step", step),
+               "selected_average": bool((best or {}).get("averaged", False)), "steps": total,
                "test": metrics_for("test"), "train": metrics_for("train"),
                "constraints": active, "epsilon": config.epsilon if math.isfinite(config.epsilon) else None,
                "method": config.method}
