@@ -30,7 +30,7 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
                method: str = "faro", seed: int = 0, mode: str = "head", epochs: int | None = None,
                backbone: str | None = None, data: str | None = None, group: str | None = None,
                strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
-               extra: Sequence[str] = ()) -> list[str]:
+               dp_scope: str | None = None, extra: Sequence[str] = ()) -> list[str]:
     """The ``faro train`` command line for one run."""
     argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
             "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
@@ -48,6 +48,8 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
         argv += ["--strata", ",".join(strata)]
     if skew:
         argv += ["--skew", f"{skew:g}"]
+    if dp_scope:
+        argv += ["--dp-scope", dp_scope]
     if sweep:
         argv += ["--name", sweep]
     return argv + list(extra)

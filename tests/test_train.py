@@ -224,3 +224,23 @@ def test_iterate_average_is_a_selection_candidate(store):
     best = max(rows, key=lambda h: h["step"] if h["step"] == m["selected_step"] else -1)
     chosen = best["val_average"] if m.get("selected_average") else best["val"]
     assert chosen["accuracy"] == pytest.approx(m["accuracy"], abs=1e-6)
+
+
+def test_dp_scope_default_all_and_errors(store, capsys):
+    """BBQ-style data: DP holds in ambiguous contexts by default; --dp-scope all restores every stratum; a
+    scope on a column that is not a stratum, or with no matching row, is a clear error (exit 2)."""
+    from faro_core.cli import main as faro_main
+    from faro_core.launch import train_argv
+
+    default = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1), store, progress=False)
+    names = default.read("constraints.json")["names"]
+    assert names and all(",ambig]" in n for n in names)
+    everywhere = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1, dp_scope="all"), store,
+                       progress=False)
+    assert any(",disambig]" in n for n in everywhere.read("constraints.json")["names"])
+    for scope, msg in (("category=Age", "not a strata column"), ("context_condition=vague", "no row has")):
+        code = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-scope", scope,
+                          "--runs-dir", str(store.root), "--quiet"])
+        assert code == 2 and msg in capsys.readouterr().err
+    assert train_argv("r", "d", constraint="dp", dp_scope="context_condition=ambig")[-2:] == [
+        "--dp-scope", "context_condition=ambig"]

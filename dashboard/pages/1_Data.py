@@ -46,8 +46,12 @@ with guard():
                                help="conditioning columns; empty: the loader's default")
     gold = c3.text_input("Gold-label column (generic tables)", value="", help="maps to `gold`")
     skew = st.slider("Skew ρ: share of ambiguous BBQ items relabelled to the stereotyped answer", 0.0, 1.0, 0.0, 0.05)
+    dp_scope = st.text_input("Where demographic parity applies (COLUMN=VALUE, or 'all')", value="",
+                             help="empty: BBQ-style data, ambiguous contexts only (context_condition=ambig), "
+                                  "where the evidence leaves the answer open; other data, everywhere. The column "
+                                  "must be a strata column.")
     st.session_state["data_choice"] = {"source": source, "group": group or None,
-                                       "strata": strata_txt or None, "skew": skew}
+                                       "strata": strata_txt or None, "skew": skew, "dp_scope": dp_scope or None}
     if not source:
         st.info("Choose a file, path or hub id to load.")
     else:
