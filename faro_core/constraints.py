@@ -218,7 +218,7 @@ def pair_term(key: tuple[str, float], batch: PairBatch) -> Tensor:
     kind, t = key
     d = batch.r_chosen - batch.r_rejected
     if kind == "margin_sigmoid":
-        return torch.sigmoid(d / (t * margin_scale(d)))
+        return torch.sigmoid(d / (margin_scale(d) * t))
     if kind == "twin_huber":
         scale = torch.cat([batch.r_chosen, batch.r_rejected]).std(unbiased=False) + 1e-6
         m = ~torch.isnan(batch.cf_r_chosen) & ~torch.isnan(batch.cf_r_rejected)

@@ -81,7 +81,7 @@ class ProxyGDA:
         if self.pairs is not None and self.constraints and self.fixed is None:
             self.coef = self.constraints.pair_coefficients(self.pairs, self.lam)
             self._const = float((self.lam * self.eps).sum())
-            self._dev: dict[str, dict[tuple[str, float], Tensor]] = {}
+            self._dev: dict[torch.device, list[tuple[tuple[str, float], Tensor]]] = {}
 
     def penalty(self, batch: PairBatch, idx: Tensor | None = None) -> Tensor:
         """sum_j lambda_j (g~_j - eps_j), differentiable in the rewards of the batch.
@@ -93,12 +93,14 @@ class ProxyGDA:
         if not self.constraints:
             return batch.r_chosen.new_zeros(())
         if idx is not None and self.coef and self.fixed is None:
-            dev = str(batch.r_chosen.device)
-            if dev not in self._dev:
-                self._dev[dev] = {k: v.to(batch.r_chosen.device) for k, v in self.coef.items()}
-            total = batch.r_chosen.new_zeros(())
-            for key, coef in self._dev[dev].items():
-                total = total + torch.dot(coef[idx], pair_term(key, batch))
+            device = batch.r_chosen.device
+            terms = self._dev.get(device)
+            if terms is None:  # coefficients move to the rewards' device once per dual step
+                terms = self._dev[device] = [(k, v.to(device)) for k, v in self.coef.items()]
+            total = None
+            for key, coef in terms:
+                v = torch.dot(coef[idx], pair_term(key, batch))
+                total = v if total is None else total + v
             return total * (self.n_train / max(len(idx), 1)) - self._const
         g_tilde = self.constraints.proxy(batch, min_count=1)
         lam = self.lam.to(g_tilde.device, g_tilde.dtype)

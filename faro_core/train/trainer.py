@@ -516,6 +516,7 @@ class TrainStepper:
         self.bs_local = max(1, math.ceil(bs / world))
         self.steps_per_epoch = math.ceil(n_train / bs)
         self.g_strict = torch.zeros(len(self.constraints))
+        self._viol = self.constraints.max_by_kind(self.g_strict)  # log summaries, refreshed at dual steps
         # head mode: a fresh no-grad pass over the split for each dual step (cheap there). Dual steps on a
         # buffer of each pair's latest rewards (no extra pass; what full mode uses) made the multipliers
         # overshoot on BBQ (training-split DP 0.81, against 0.10 with fresh statistics).
@@ -593,6 +594,7 @@ class TrainStepper:
             else:
                 mine = self.shard[self.seen[self.shard]]
                 self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[mine.to(b.device)] for b in self.buf)))
+            self._viol = constraints.max_by_kind(self.g_strict)
         return {"step": step + 1, "epoch": epoch, "loss": loss, "loss_bt": loss_bt, "dual": dual_now}
 
     @staticmethod
@@ -611,7 +613,7 @@ class TrainStepper:
         row: dict[str, Any] = {"step": out["step"], "epoch": out["epoch"], "loss": out["loss"].detach(),
                                "bt_loss": out["loss_bt"].detach()}
         if self.constraints:
-            row["violation"] = self.constraints.max_by_kind(self.g_strict)
+            row["violation"] = dict(self._viol)
             row["lambda_max"] = float(self.gda.lam.max())
             if out["dual"] or out["step"] == 1:
                 row["lambda"] = [round(v, 5) for v in self.gda.lam.tolist()]
@@ -714,6 +716,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             st, best_state, extra = loaded
             step, best = st["step"], st.get("best")
             stepper.load_buffers(extra)
+            stepper.g_strict = gda.last_strict.clone()
+            stepper._viol = constraints.max_by_kind(stepper.g_strict)
         if rank == 0:  # history beyond the checkpoint (all of it, when killed before the first) is replayed
             hist = [h for h in run.history() if h.get("step", 0) <= step]
             from faro_core.io import _atomic, to_json
