@@ -60,11 +60,19 @@ class SweepSpec:
     certify_epsilon: float = 0.05
 
 
+# Config fields added after sweeps were run, with the default that reproduces the older behaviour. Left out of the
+# run-id hash at that default, so adding an option does not orphan every finished run of a sweep.
+HASH_OPTIONAL: dict[str, object] = {"average": 0.0}
+
+
 def run_id_for(config: FaroConfig) -> str:
     """Deterministic run id from the resolved config (the ``sweep`` tag and ``run_id`` are not part of it)."""
     d = config.resolved().to_dict()
     for k in ("sweep", "run_id"):
         d.pop(k, None)
+    for k, default in HASH_OPTIONAL.items():  # options added later: at their defaults, old sweeps still resume
+        if d.get(k) == default:
+            d.pop(k, None)
     h = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{d['name']}-s{d['seed']}-{h}"
 

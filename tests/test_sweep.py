@@ -29,6 +29,14 @@ def test_run_ids_are_deterministic_and_distinct() -> None:
     assert run_id_for(a).startswith("faro-dp-eps0.05-s0-")
 
 
+def test_run_id_is_stable_across_added_options() -> None:
+    """Finished sweeps resume by run id. This id was recorded when the sweep store was filled (before the
+    ``average`` option existed); a new config field must join ``sweep.HASH_OPTIONAL`` with the default that
+    keeps older behaviour, or every finished run of every sweep would be retrained."""
+    assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05)) == "faro-dp-eps0.05-s0-ab8b87eef0"
+    assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, average=0.99)) != "faro-dp-eps0.05-s0-ab8b87eef0"
+
+
 def test_grid_counts() -> None:
     spec = SweepSpec(base=BASE, kinds=["dp", "cf"], epsilons=[0.1, 0.05], seeds=[0, 1],
                      baselines=["bt", "expgrad", "fixed_lambda"])
