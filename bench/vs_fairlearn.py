@@ -5,8 +5,8 @@ front not dominated).
 
 Both sides train on the same cached MiniLM features of the same BBQ pairs through the same run-store path
 (:func:`faro_core.fast_sweep.train_inprocess`: data, split and feature shards loaded once per process and
-shared by every run of either side). Faro: head mode (trainer defaults: MLP head, batch 128, constraint batch
-1024; 10 epochs, as the quick BBQ study on one category: 50 would not fit 10 minutes on 2 shared cores) for 3
+shared by every run of either side). Faro: head mode (trainer defaults: MLP head, batch 128, linearized
+penalty on the BT batch, dual step every 20 steps; 10 epochs, as the quick BBQ study on one category) for 3
 constraints (DP, EO, CF) x 10 epsilons = 30 runs. fairlearn: ``ExponentiatedGradient``
 (logistic regression on feature differences, EO on pairs, :mod:`faro_core.train.expgrad`) for the same 10
 epsilons. Groups are not conditioned on strata (``strata=[]``), as fairlearn's EO is not, and cells are
