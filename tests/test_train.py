@@ -244,3 +244,12 @@ def test_dp_scope_default_all_and_errors(store, capsys):
         assert code == 2 and msg in capsys.readouterr().err
     assert train_argv("r", "d", constraint="dp", dp_scope="context_condition=ambig")[-2:] == [
         "--dp-scope", "context_condition=ambig"]
+
+
+def test_constraint_with_no_large_enough_cell_warns(store, capsys):
+    """DP on the 512-item demo with cells of at least 500 members: nothing can be constrained; the run says so
+    on stderr and in constraints.json instead of silently being plain BT."""
+    run = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1, min_count=500), store, progress=False)
+    err = capsys.readouterr().err
+    assert "no DP cell has 500 members" in err and "plain Bradley-Terry" in err
+    assert run.read("constraints.json")["cells"]["unconstrained_kinds"] == ["dp"]

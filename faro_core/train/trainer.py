@@ -697,6 +697,14 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     measure = all_constraints(index, config.min_count)
     active = config.active_constraints
     cell_counts = stepper.cell_counts
+    idle = [c for c in constraints.constraints if c.cell_mask is not None and not bool(c.cell_mask.any())]
+    if idle and rank == 0:  # asked for, but nothing to constrain: say so instead of silently training plain BT
+        for c in idle:
+            largest = int(c.full_counts[0].max()) if c.full_counts is not None and c.full_counts[0].numel() else 0
+            print(f"faro: warning: no {c.kind.upper()} cell has {config.min_count} members in the training split "
+                  f"(largest: {largest}), so {c.kind.upper()} constrains nothing and this run is plain "
+                  f"Bradley-Terry for it; lower --min-count or use fewer --strata", file=sys.stderr)
+        cell_counts = {**cell_counts, "unconstrained_kinds": [c.kind for c in idle]}
     total = stepper.steps_per_epoch * config.epochs
     eval_every = config.eval_every or stepper.steps_per_epoch
     if rank == 0:
