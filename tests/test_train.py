@@ -188,11 +188,22 @@ def test_full_mode_hf_export_matches_faro_scoring(store):
     np.testing.assert_allclose(r, scores["r_chosen"].to_numpy(), atol=1e-4)
 
 
+def test_full_mode_with_constraints_runs_the_buffer_dual(store):
+    """Full mode, DP and CF together: the linearized penalty on the batch (twins too) and dual steps from the
+    buffer of last-seen rewards; multipliers move and both violations are reported."""
+    run = train(FaroConfig(mode="full", groups=["old"], constraints=["dp", "cf"], epsilon=0.02, epochs=1,
+                           batch_size=16, max_length=48, min_count=5), store, progress=False)
+    assert run.status == "done" and run.config["dual_source"] == "auto"
+    hist = run.history()
+    assert sum("lambda" in h for h in hist) >= 2 and max(h["lambda_max"] for h in hist) > 0
+    assert {"dp", "cf"} <= set(run.metrics()["train"]["violation"])
+
+
 @pytest.mark.slow
 def test_two_process_training_matches_single(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): group statistics are all-reduced, so the result
-    matches one process within 0.03 accuracy and 0.05 violation. Not exactly: each process computes the
-    smooth penalty on its half of the constraint batch, and a rate of a half is not half a rate."""
+    matches one process within 0.03 accuracy and 0.05 violation. Not exactly: each process draws its batches
+    from its own shard of the training split, so the batch sequence differs from one process's."""
     args = ["train", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "6", "--batch-size", "256",
             "--min-count", "5", "--runs-dir", str(tmp_path), "--quiet", "--json"]
     single = subprocess.run([sys.executable, "-m", "faro_core", *args, "--run-id", "one"], capture_output=True,
