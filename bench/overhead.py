@@ -59,7 +59,7 @@ class StepBench:
             self.step += 1
 
 
-def sides(mode: str, kind: str, cbs: int | None, batch: int | None, dual_every: int | None = None
+def sides(mode: str, kind: str, batch: int | None, dual_every: int | None = None
           ) -> tuple[StepBench, StepBench, str]:
     """(Faro step, BT step, data label) on the same data and backend, models identical at the start."""
     from faro_core.train import FaroConfig
@@ -67,7 +67,7 @@ def sides(mode: str, kind: str, cbs: int | None, batch: int | None, dual_every: 
 
     data, fmt, label = bbq_source()
     base = dict(data=data, format=fmt, mode=mode, epsilon=0.05, batch_size=batch)
-    faro_cfg = FaroConfig(**base, constraints=[kind], constraint_batch_size=cbs, dual_every=dual_every).resolved()
+    faro_cfg = FaroConfig(**base, constraints=[kind], dual_every=dual_every).resolved()
     bt_cfg = FaroConfig(**base, constraints=[]).resolved()
     _, df, index = load_training_data(faro_cfg)
     backend = (HeadBackend(faro_cfg, df, progress=False) if mode == "head"
@@ -78,10 +78,10 @@ def sides(mode: str, kind: str, cbs: int | None, batch: int | None, dual_every: 
             StepBench(bt_cfg, df, index, backend, copy.deepcopy(model)), label)
 
 
-def measure(mode: str, kind: str, cbs: int | None, rounds: int, batch: int | None = None,
+def measure(mode: str, kind: str, rounds: int, batch: int | None = None,
             dual_every: int | None = None) -> tuple[dict[str, list[float]], StepBench, str]:
     """Interleaved per-step seconds of both sides (after warm-up steps that are not recorded)."""
-    faro, bt, label = sides(mode, kind, cbs, batch, dual_every)
+    faro, bt, label = sides(mode, kind, batch, dual_every)
     if mode == "head":  # a timed call covers one periodic dual step (or 20 steps when it is excluded)
         faro.steps_per_call = bt.steps_per_call = min(max(5, faro.dual_every), 20)
     fns: dict[str, Callable[[], None]] = {"faro": faro, "bt": bt}
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     never = 10**9  # a dual step that never comes: the primal step's own overhead
     for key, dual, desc in (("ratio_head", None, "head (default: dual step every 20 steps on a fresh pass)"),
                             ("ratio_head_primal", never, "head, dual steps left out (primal step only)")):
-        t, faro, label = measure("head", args.constraint, None, head_rounds, dual_every=dual)
+        t, faro, label = measure("head", args.constraint, head_rounds, dual_every=dual)
         t = {k: [x / faro.steps_per_call for x in v] for k, v in t.items()}  # seconds per step
         r = paired_ratios(t["faro"], t["bt"])
         figs[key] = round(quartiles(r)[1], 4)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                      head_rounds * faro.steps_per_call,
                      fmt_spread(t["bt"], 1e3, 2), fmt_spread(t["faro"], 1e3, 2), fmt_spread(r, 1.0, 3),
                      "met" if figs[key] <= 1.03 else "not met"])
-    t, faro, _ = measure("full", args.constraint, None, full_rounds, full_batch)
+    t, faro, _ = measure("full", args.constraint, full_rounds, full_batch)
     r = paired_ratios(t["faro"], t["bt"])
     figs["ratio_full"] = round(quartiles(r)[1], 4)
     rows.append([f"full (MiniLM fine-tuned, max length {faro.config.max_length})", str(faro.bs), full_rounds,

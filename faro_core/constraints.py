@@ -190,18 +190,23 @@ class Constraint:
         """coef [N] on :func:`pair_term` for the pairs (rewards unused) given this constraint's multipliers."""
         raise NotImplementedError
 
-    def _signed_multipliers(self, lam: Tensor) -> Tensor:
-        """Lambda_c = lambda+_c - lambda-_c (one-sided: lambda_c), 0 on cells the trainer leaves free."""
+    def _member_shares(self, lam: Tensor, n_anchor: int = 0) -> tuple[Tensor, Tensor]:
+        """(per_cell [C], per_anchor [n_anchor]): what one member of a cell, and one member of an anchor,
+        adds to sum_j lam_j d_j per unit of its smooth term. Lambda_c = lambda+_c - lambda-_c (one-sided:
+        lambda_c), 0 on cells the trainer leaves free; counts are the training split's (:meth:`fix_cells`);
+        cell c's anchor is c % n_anchor (the cell order of :meth:`cell_names`)."""
+        if self.full_counts is None:
+            raise RuntimeError("fix_cells() on the training split first: the penalty uses its cell counts")
+        cnt, cnt_ref = self.full_counts
         c = self.n_cells
         lam_c = lam[:c] - lam[c:] if self.two_sided else lam[:c]
         if self.cell_mask is not None:
             lam_c = torch.where(self.cell_mask.to(lam_c.device), lam_c, torch.zeros_like(lam_c))
-        return lam_c
-
-    def _counts(self) -> tuple[Tensor, Tensor]:
-        if self.full_counts is None:
-            raise RuntimeError("fix_cells() on the training split first: the penalty uses its cell counts")
-        return self.full_counts
+        per_cell = lam_c / cnt.clamp_min(1.0)
+        if not n_anchor:
+            return per_cell, per_cell.new_zeros(0)
+        anchor = torch.arange(c) % n_anchor
+        return per_cell, _scatter(lam_c / cnt_ref.clamp_min(1.0), anchor, n_anchor)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(epsilon={self.epsilon})"
@@ -304,12 +309,8 @@ class DemographicParity(Constraint):
 
     def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
         assert self.index is not None
-        cnt, cnt_ref = self._counts()
-        lam_c = self._signed_multipliers(lam)
         n_s = len(self.index.dp_strata_codes())
-        per_cell = lam_c / cnt.clamp_min(1.0)
-        strat_of_cell = torch.arange(len(lam_c)) % n_s
-        per_stratum = _scatter(lam_c / cnt_ref.clamp_min(1.0), strat_of_cell, n_s)  # the anchor's share
+        per_cell, per_stratum = self._member_shares(lam, n_s)
         pos = self._stratum_map(pairs.stratum.device)[pairs.stratum]
 
         def response_coef(g: Tensor) -> Tensor:
@@ -365,12 +366,8 @@ class EqualizedOdds(Constraint):
 
     def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
         assert self.index is not None
-        cnt, cnt_ref = self._counts()
-        lam_c = self._signed_multipliers(lam)
         n_s = len(self.index.strata)
-        per_cell = lam_c / cnt.clamp_min(1.0)
-        ref_of_cell = torch.arange(len(lam_c)) % (n_s * 2)
-        per_ref = _scatter(lam_c / cnt_ref.clamp_min(1.0), ref_of_cell, n_s * 2)
+        per_cell, per_ref = self._member_shares(lam, n_s * 2)
         ok = (pairs.group >= 0) & ~torch.isnan(pairs.label)
         flip = pairs.order.bool()
         label = torch.nan_to_num(pairs.label)
@@ -425,9 +422,7 @@ class CounterfactualFairness(Constraint):
 
     def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
         assert self.index is not None
-        cnt, _ = self._counts()
-        lam_c = self._signed_multipliers(lam)
-        per_cell = lam_c / cnt.clamp_min(1.0)
+        per_cell, _ = self._member_shares(lam)
         k = len(self.index.pair_groups)
         g = pairs.group
         coef = torch.where(g >= 0, per_cell[g.clamp(0, max(k - 1, 0))] if k else torch.zeros(len(g)),

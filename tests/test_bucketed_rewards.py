@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from faro_core.models.reward import bucketed_rewards, length_buckets, load_sequence_classifier
+from faro_core.models.reward import bucketed_rewards, length_buckets, load_sequence_classifier, pad_encodings
 from faro_core.paths import embedded_encoder
 
 
@@ -33,3 +33,20 @@ def test_bucketed_rewards_match_one_padded_forward() -> None:
     out.sum().backward()
     assert torch.allclose(out, ref, atol=1e-5)
     assert torch.allclose(model.classifier.weight.grad, g_ref, atol=1e-4)
+
+
+def test_pad_encodings_equals_the_tokenizers_pad_on_both_sides() -> None:
+    """The per-step padding gives exactly the tensors of ``tokenizer.pad`` (right and left), and builds the
+    attention mask when the encodings carry none."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_encoder())
+    enc = tok(["Who was late?", "A long context " * 5, "Q"], ["The old man", "Nobody", "Unknown answer"])
+    encs = [{k: enc[k][i] for k in enc} for i in range(3)]
+    for side in ("right", "left"):
+        tok.padding_side = side
+        ref = tok.pad(encs, return_tensors="pt")
+        got = pad_encodings(encs, tok.pad_token_id, side)
+        assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)
+        bare = pad_encodings([{"input_ids": e["input_ids"]} for e in encs], tok.pad_token_id, side)
+        assert torch.equal(bare["attention_mask"], ref["attention_mask"])

@@ -232,8 +232,8 @@ def test_iterate_average_is_a_selection_candidate(store):
     rows = [h for h in run.history() if "val" in h]
     assert rows and all("val_average" in h and "accuracy" in h["val_average"] for h in rows)
     m = run.metrics()
-    best = max(rows, key=lambda h: h["step"] if h["step"] == m["selected_step"] else -1)
-    chosen = best["val_average"] if m.get("selected_average") else best["val"]
+    best = next(h for h in rows if h["step"] == m["selected_step"])
+    chosen = best["val_average"] if m["selected_average"] else best["val"]
     assert chosen["accuracy"] == pytest.approx(m["accuracy"], abs=1e-6)
 
 

@@ -162,22 +162,17 @@ def pad_encodings(encs: Sequence[dict[str, list[int]]], pad_id: int, side: str =
     (0.13 ms vs 1.0 ms for 64 BBQ sequences; it is paid every training step)."""
     lens = [len(e["input_ids"]) for e in encs]
     width = max(lens)
+    cols = [slice(width - n, width) if side == "left" else slice(0, n) for n in lens]
     out: dict[str, torch.Tensor] = {}
     for key in encs[0]:
         arr = np.full((len(encs), width), pad_id if key == "input_ids" else 0, dtype=np.int64)
         for i, e in enumerate(encs):
-            if side == "left":
-                arr[i, width - lens[i]:] = e[key]
-            else:
-                arr[i, :lens[i]] = e[key]
+            arr[i, cols[i]] = e[key]
         out[key] = torch.from_numpy(arr)
     if "attention_mask" not in out:
         mask = np.zeros((len(encs), width), dtype=np.int64)
-        for i, n in enumerate(lens):
-            if side == "left":
-                mask[i, width - n:] = 1
-            else:
-                mask[i, :n] = 1
+        for i, c in enumerate(cols):
+            mask[i, c] = 1
         out["attention_mask"] = torch.from_numpy(mask)
     return out
 

@@ -69,6 +69,8 @@ class ProxyGDA:
         self.pairs: PairBatch | None = None
         self.n_train = 0
         self.coef: dict[tuple[str, float], Tensor] = {}
+        self._const = 0.0
+        self._dev: dict[torch.device, list[tuple[tuple[str, float], Tensor]]] = {}  # coef on each device
 
     def set_pairs(self, pairs: PairBatch, n_train: int) -> None:
         """Attributes of every pair (global index; rewards unused) and the training-split size N: enables
@@ -81,7 +83,7 @@ class ProxyGDA:
         if self.pairs is not None and self.constraints and self.fixed is None:
             self.coef = self.constraints.pair_coefficients(self.pairs, self.lam)
             self._const = float((self.lam * self.eps).sum())
-            self._dev: dict[torch.device, list[tuple[tuple[str, float], Tensor]]] = {}
+            self._dev = {}
 
     def penalty(self, batch: PairBatch, idx: Tensor | None = None) -> Tensor:
         """sum_j lambda_j (g~_j - eps_j), differentiable in the rewards of the batch.
