@@ -36,10 +36,16 @@ class GroupIndex:
     pair_groups: list[str]  # pair-level sensitive attribute values (EO, CF)
     strata: list[str] = field(default_factory=lambda: ["all"])  # conditioning cells (DP, EO)
     dp_strata: list[str] | None = None  # strata where DP applies (None: all); see DemographicParity
+    dp_partner: bool = True  # DP compares responses against the same kind of partner (see DemographicParity)
 
-    def to_dict(self) -> dict[str, list[str] | None]:
+    def to_dict(self) -> dict[str, list[str] | bool | None]:
         return {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
-                "dp_strata": self.dp_strata}
+                "dp_strata": self.dp_strata, "dp_partner": self.dp_partner}
+
+    def dp_partner_kinds(self) -> list[str]:
+        """DP's partner conditions: ``["vs-none", "vs-group"]`` (partner names no group / names one), or
+        ``[]`` when DP pools them (``dp_partner=False``, the definition before 2026-11-27)."""
+        return ["vs-none", "vs-group"] if self.dp_partner else []
 
     def dp_strata_codes(self) -> list[int]:
         """Codes (into :attr:`strata`) of the strata DP applies to, in order."""
@@ -252,6 +258,17 @@ class DemographicParity(Constraint):
     Responses naming no group are left out. Proxy: sigmoid(margin / (T * s)), s the batch's standard
     deviation of margins (in the gradient).
 
+    *Partner.* Selection is conditioned on the kind of response it is compared with: one naming no group
+    ("vs-none", on BBQ the "unknown" answer) or one naming a group ("vs-group"); the population anchor is per
+    stratum and partner kind. Why: against a group-naming partner one of the two responses is always selected
+    (the stratum's rate is exactly 1/2), against a neutral one a good reward rarely selects either. Pooled, a
+    group's rate measured its *mix of partners*, not the reward: on BBQ with skew 0.3 the relabelled items
+    contribute (biased answer, other group's answer) pairs, a BT reward selects group answers over "unknown"
+    only ~3% of the time but ~50% in those pairs, and the cells' pooled rates (~0.15) varied with how many
+    such pairs each cell drew. Faro-DP trained on the pooled rates *doubled* the rate at which answers naming
+    a group beat "unknown" (0.027 -> 0.055 on training) to equalize that mix, and its test violation rose above
+    BT's. ``GroupIndex.dp_partner=False`` restores the pooled definition.
+
     *Scope.* DP holds only in the strata listed in ``GroupIndex.dp_strata`` (None: all). On BBQ the default
     scope is the ambiguous contexts: there the evidence leaves the answer undetermined, so the correct
     reward prefers "unknown" and ranks every group's answer the same way, and any group difference is bias.
@@ -269,7 +286,23 @@ class DemographicParity(Constraint):
     def cell_names(self) -> list[str]:
         assert self.index is not None, "bind() the constraint to a GroupIndex first"
         strata = [self.index.strata[i] for i in self.index.dp_strata_codes()]
-        return [f"{g}|{s}" for g in self.index.response_groups for s in strata]
+        kinds = self.index.dp_partner_kinds()
+        if not kinds:
+            return [f"{g}|{s}" for g in self.index.response_groups for s in strata]
+        return [f"{g}|{s}|{k}" for g in self.index.response_groups for s in strata for k in kinds]
+
+    def _n_anchor(self) -> int:
+        """Number of population anchors: DP strata x partner kinds (cell c's anchor is c % this)."""
+        assert self.index is not None
+        return len(self.index.dp_strata_codes()) * max(1, len(self.index.dp_partner_kinds()))
+
+    def _anchor_of(self, stratum: Tensor, partner_group: Tensor) -> Tensor:
+        """[n] anchor code of responses in ``stratum`` whose pair partner has ``partner_group``; -1 out of scope."""
+        assert self.index is not None
+        pos = self._stratum_map(stratum.device)[stratum]
+        if not self.index.dp_partner:
+            return pos
+        return torch.where(pos >= 0, pos * 2 + (partner_group >= 0).long(), pos)
 
     def _stratum_map(self, device: torch.device) -> Tensor:
         """[n_strata] position of each stratum among DP's strata, -1 where DP does not apply."""
@@ -284,13 +317,13 @@ class DemographicParity(Constraint):
 
     def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
         assert self.index is not None
-        pos = self._stratum_map(batch.stratum.device)
-        n_s = len(self.index.dp_strata_codes())
+        n_s = self._n_anchor()
         size = len(self.index.response_groups) * n_s
         d = batch.r_chosen - batch.r_rejected
         m = torch.cat([d, -d])  # each response's margin over its pair partner
         g = torch.cat([batch.chosen_group, batch.rejected_group])
-        s = pos[torch.cat([batch.stratum, batch.stratum])]
+        s = torch.cat([self._anchor_of(batch.stratum, batch.rejected_group),
+                       self._anchor_of(batch.stratum, batch.chosen_group)])
         keep = (g >= 0) & (s >= 0)
         m, g, s = m[keep], g[keep], s[keep]
         if smooth:
@@ -309,17 +342,18 @@ class DemographicParity(Constraint):
 
     def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
         assert self.index is not None
-        n_s = len(self.index.dp_strata_codes())
-        per_cell, per_stratum = self._member_shares(lam, n_s)
-        pos = self._stratum_map(pairs.stratum.device)[pairs.stratum]
+        n_s = self._n_anchor()
+        per_cell, per_anchor = self._member_shares(lam, n_s)
 
-        def response_coef(g: Tensor) -> Tensor:
+        def response_coef(g: Tensor, partner: Tensor) -> Tensor:
+            pos = self._anchor_of(pairs.stratum, partner)
             ok = (g >= 0) & (pos >= 0)
             cell = (g.clamp_min(0) * n_s + pos.clamp_min(0))
-            return torch.where(ok, per_cell[cell] - per_stratum[pos.clamp_min(0)], torch.zeros(len(g)))
+            return torch.where(ok, per_cell[cell] - per_anchor[pos.clamp_min(0)], torch.zeros(len(g)))
 
         # the rejected response's selection is sigmoid(-d/..) = 1 - sigmoid(d/..): its coefficient flips sign
-        return response_coef(pairs.chosen_group) - response_coef(pairs.rejected_group)
+        return (response_coef(pairs.chosen_group, pairs.rejected_group)
+                - response_coef(pairs.rejected_group, pairs.chosen_group))
 
 
 class EqualizedOdds(Constraint):

@@ -30,6 +30,10 @@ DEMO_STRATA = ["question_polarity"]
 # The demo's validation cells hold ~3 responses each: "least violating on validation" then picked the
 # first-epoch iterate (gold accuracy 0.54 for Faro-DP vs BT's 0.80); the last iterate is the honest demo.
 DEMO_SELECT = "last"
+# DP pooled over partner kinds on the demo: with polarity-only strata its DP runs over all contexts, and split
+# by partner its group-vs-group cells are disambiguated contexts' (evidence-determined) answers with ~10
+# training members each, which no reward should equalize (docs/TRAINING.md, "DP: compare like partners").
+DEMO_DP_PARTNER = False
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ def demo_specs(epsilons: tuple[float, ...] = DEMO_EPSILONS, constraints: tuple[s
                seeds: tuple[int, ...] = (0,), epochs: int = DEMO_EPOCHS) -> list[DemoSpec]:
     """The demo grid: BT plus each constraint at each ε, for each seed."""
     base = {"data": "demo", "mode": "head", "epochs": epochs, "sweep": DEMO_SWEEP, "batch_size": DEMO_BATCH,
-            "min_count": DEMO_MIN_COUNT, "strata": DEMO_STRATA, "select": DEMO_SELECT}
+            "min_count": DEMO_MIN_COUNT, "strata": DEMO_STRATA, "select": DEMO_SELECT,
+            "dp_partner": DEMO_DP_PARTNER}
     specs: list[DemoSpec] = []
     for seed in seeds:
         specs.append(DemoSpec(demo_run_id(None, seed=seed),

@@ -54,7 +54,7 @@ def test_dp_bound_covers_the_truth_in_95_percent_of_200_repetitions() -> None:
     for seed in range(200):
         cert = certify(_batch(np.random.default_rng(seed)), INDEX, ["dp"], 0.05, delta=0.05, min_count=10)
         rows = {r["name"]: r["upper"] for r in cert["bounds"]}
-        ok = all(rows[f"dp[{g}|all]+"] >= d and rows[f"dp[{g}|all]-"] >= -d for g, d in truth.items())
+        ok = all(rows[f"dp[{g}|all|vs-none]+"] >= d and rows[f"dp[{g}|all|vs-none]-"] >= -d for g, d in truth.items())
         covered += ok
     assert covered / 200 >= 0.95, covered
 

@@ -28,15 +28,35 @@ def batch(r_c, r_r, cg=None, rg=None, g=None, s=None, label=None, order=None, cf
 
 
 IDX = GroupIndex(response_groups=["A", "B"], pair_groups=["A", "B"], strata=["all"])
+# DP pooled over partner kinds (the definition before the partner split): the hand-worked A-vs-B batches below
+IDX_POOLED = GroupIndex(response_groups=["A", "B"], pair_groups=["A", "B"], strata=["all"], dp_partner=False)
 
 
 def test_dp_strict_by_hand():
     # Both pairs put a response naming A against one naming B, and A wins both:
     # A's selection (win) rate is 1, B's is 0, the population's 0.5.
     b = batch([3.0, 1.0], [2.0, 0.0], cg=[0, 0], rg=[1, 1])
-    dp = DemographicParity(epsilon=0.1, min_count=1).bind(IDX)
+    dp = DemographicParity(epsilon=0.1, min_count=1).bind(IDX_POOLED)
     assert dp.names() == ["dp[A|all]+", "dp[B|all]+", "dp[A|all]-", "dp[B|all]-"]
     assert dp.strict(b).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
+    # split by partner kind: the same pairs are all "vs-group"; the "vs-none" cells are empty (not estimated)
+    split = DemographicParity(epsilon=0.1, min_count=1).bind(IDX)
+    assert split.names()[:4] == ["dp[A|all|vs-none]+", "dp[A|all|vs-group]+", "dp[B|all|vs-none]+",
+                                 "dp[B|all|vs-group]+"]
+    assert split.strict(b).tolist()[:4] == pytest.approx([0.0, 0.5, 0.0, -0.5])
+
+
+def test_dp_compares_like_partners_by_hand():
+    # p1: A (1) vs B (0): A selected, B not            -> vs-group: A 1, B 0, anchor 1/2
+    # p2: unknown (1) vs A (0): A not selected          -> vs-none:  A 0
+    # p3: B (1) vs unknown (0): B selected              -> vs-none:  B 1, anchor 1/2
+    b = batch([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], cg=[0, -1, 1], rg=[1, 0, -1])
+    split = DemographicParity(epsilon=0.1, min_count=1).bind(IDX)
+    # cells A|vs-none, A|vs-group, B|vs-none, B|vs-group
+    assert split.strict(b).tolist()[:4] == pytest.approx([-0.5, 0.5, 0.5, -0.5])
+    # pooled, each group wins one of its two comparisons: the mix hides both gaps
+    pooled = DemographicParity(epsilon=0.1, min_count=1).bind(IDX_POOLED)
+    assert pooled.strict(b).abs().max() == 0
 
 
 def test_dp_is_blind_to_per_prompt_offsets():
@@ -49,7 +69,7 @@ def test_dp_is_blind_to_per_prompt_offsets():
 def test_dp_proxy_by_hand():
     # margins d = [1, 2], their population std 0.5; T = 1
     b = batch([3.0, 1.0], [2.0, -1.0], cg=[0, 0], rg=[1, 1])
-    dp = DemographicParity(epsilon=0.1, min_count=1, temperature=1.0).bind(IDX)
+    dp = DemographicParity(epsilon=0.1, min_count=1, temperature=1.0).bind(IDX_POOLED)
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     rate_a = (sig(1 / 0.5) + sig(2 / 0.5)) / 2
     rate_b = (sig(-1 / 0.5) + sig(-2 / 0.5)) / 2
@@ -60,17 +80,17 @@ def test_dp_proxy_by_hand():
 
 
 def test_dp_ignores_responses_without_group_and_conditions_on_strata():
-    idx = GroupIndex(["A", "B"], ["A", "B"], strata=["neg", "nonneg"])
+    idx = GroupIndex(["A", "B"], ["A", "B"], strata=["neg", "nonneg"], dp_partner=False)
     # In 'neg' A wins, in 'nonneg' B wins: unconditioned rates are equal, conditioned ones are not.
     b = batch([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], cg=[0, 0, 0, 0], rg=[1, 1, 1, 1], s=[0, 0, 1, 1])
     dp = DemographicParity(epsilon=0.0, min_count=1).bind(idx)
     d = dp.strict(b)[:4]  # cells A|neg, A|nonneg, B|neg, B|nonneg (+ side)
     assert d.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
-    flat = DemographicParity(epsilon=0.0, min_count=1).bind(GroupIndex(["A", "B"], ["A", "B"]))
+    flat = DemographicParity(epsilon=0.0, min_count=1).bind(GroupIndex(["A", "B"], ["A", "B"], dp_partner=False))
     assert flat.strict(batch([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], cg=[0] * 4, rg=[1] * 4)).abs().max() == 0
     # a response naming no group (-1) does not count anywhere
     b2 = batch([3.0, 1.0, 100.0], [2.0, 0.0, -100.0], cg=[0, 0, -1], rg=[1, 1, -1])
-    assert dp.bind(IDX).strict(b2).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
+    assert dp.bind(IDX_POOLED).strict(b2).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5])
 
 
 def test_eo_strict_by_hand():
@@ -117,10 +137,10 @@ def test_cells_below_min_count_are_not_estimated():
 
 def test_composition_and_infinite_epsilon():
     cs = ConstraintSet.parse("dp,cf", 0.05, IDX, min_count=1)
-    assert cs.kinds() == ["dp"] * 4 + ["cf"] * 3
+    assert cs.kinds() == ["dp"] * 8 + ["cf"] * 3  # 2 groups x 2 partner kinds x 2 sides, then 2 groups + all
     b = batch([2.0, 0.0], [0.0, 0.0], cg=[0, 1], rg=[0, 1], g=[0, 1], cf_c=[0.0, 0.0], cf_r=[0.0, 0.0])
     v = cs.strict(b)
-    assert len(v) == len(cs) == 7
+    assert len(v) == len(cs) == 11
     assert set(cs.max_by_kind(v)) == {"dp", "cf"}
     assert not ConstraintSet.parse("dp,eo", math.inf, IDX)  # eps = inf: nothing can bind
     assert not ConstraintSet.parse("none", 0.05, IDX)
@@ -144,10 +164,10 @@ def test_fixed_penalty_baseline_is_not_a_constant():
     assert torch.allclose(grads[1], 5 * grads[0])
 
 
-def _random_pairs(n: int, seed: int) -> tuple[PairBatch, GroupIndex]:
+def _random_pairs(n: int, seed: int, dp_partner: bool = True) -> tuple[PairBatch, GroupIndex]:
     gen = torch.Generator().manual_seed(seed)
     idx = GroupIndex(response_groups=["A", "B", "C"], pair_groups=["A", "B", "C"], strata=["neg,ambig", "neg,dis",
-                     "pos,ambig"], dp_strata=["neg,ambig", "pos,ambig"])
+                     "pos,ambig"], dp_strata=["neg,ambig", "pos,ambig"], dp_partner=dp_partner)
     ri = lambda k: torch.randint(-1, 3, (n,), generator=gen)  # noqa: E731  (-1: names no group)
     label = torch.randint(0, 2, (n,), generator=gen).float()
     label[::7] = float("nan")
@@ -159,11 +179,12 @@ def _random_pairs(n: int, seed: int) -> tuple[PairBatch, GroupIndex]:
     return b, idx
 
 
-def test_linearized_penalty_equals_the_lagrangian_up_to_a_constant():
+@pytest.mark.parametrize("dp_partner", [True, False])
+def test_linearized_penalty_equals_the_lagrangian_up_to_a_constant(dp_partner: bool):
     """sum_j lam_j g~_j(r) - sum_i coef_i phi_i(r) must not depend on the rewards r (same cell counts)."""
     from faro_core.constraints import ConstraintSet, pair_term
 
-    b, idx = _random_pairs(400, 0)
+    b, idx = _random_pairs(400, 0, dp_partner)
     cs = ConstraintSet.parse("dp,eo,cf", 0.05, idx, min_count=5)
     cs.fix_cells(b)
     lam = torch.rand(len(cs), generator=torch.Generator().manual_seed(1))

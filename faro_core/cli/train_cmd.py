@@ -20,6 +20,9 @@ def add_data_args(p: argparse.ArgumentParser, data_required: bool = False) -> No
     p.add_argument("--groups", default=None, help="comma-separated group values to keep")
     p.add_argument("--dp-scope", default=None, help="where DP holds: COLUMN=V1|V2 over a strata column, or 'all' "
                    "(default: BBQ-style data context_condition=ambig, else all)")
+    p.add_argument("--dp-partner", choices=["split", "pool"], default="split",
+                   help="DP compares a response's selection against partners of the same kind, naming no group "
+                   "or naming one ('split', default), or pools both ('pool', the definition before 2026-11-27)")
     p.add_argument("--skew", type=float, default=0.0, help="fraction rho of ambiguous items relabelled to the "
                    "biased answer (default 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of skew injection and splits (default 0)")
@@ -49,7 +52,7 @@ def config_from_args(args: argparse.Namespace, **over: object):
 
     kw = dict(
         data=args.data, format=args.format, group=args.group, strata=split(args.strata), dp_scope=args.dp_scope,
-        groups=split(args.groups), skew=args.skew, data_seed=args.data_seed,
+        dp_partner=args.dp_partner != "pool", groups=split(args.groups), skew=args.skew, data_seed=args.data_seed,
         mode=args.mode, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         dual_lr=args.dual_lr, max_length=args.max_length, min_count=args.min_count, ckpt_every=args.ckpt_every,
         dual_every=args.dual_every,

@@ -108,7 +108,8 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
             vals, cell_of = _cf_units(batch, len(index.pair_groups))
         for i, cell in enumerate(cells):
             if not bool(ok[i]):
-                uncovered.append({"kind": c.kind, "cell": cell, "n_group": float(stats.cnt[i])})
+                if float(stats.cnt[i]) > 0:  # an empty cell (e.g. no group-naming partners) is no constraint
+                    uncovered.append({"kind": c.kind, "cell": cell, "n_group": float(stats.cnt[i])})
                 continue
             n_a, n_ref = float(stats.cnt[i]), float(stats.cnt_ref[i])
             if isinstance(c, CounterfactualFairness):

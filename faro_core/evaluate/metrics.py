@@ -39,11 +39,12 @@ LEVEL = 0.95
 # ---------------------------------------------------------------------------------------------------
 # scores frame -> PairBatch
 # ---------------------------------------------------------------------------------------------------
-def index_from_frame(df: pd.DataFrame, dp_scope: str | None = None) -> GroupIndex:
+def index_from_frame(df: pd.DataFrame, dp_scope: str | None = None, dp_partner: bool = True) -> GroupIndex:
     """A :class:`GroupIndex` built from the groups and strata present in a scores frame.
 
     ``dp_scope`` is a run's DP scope (see :func:`~faro_core.train.trainer.dp_strata_in_scope`); it needs the
-    frame's strata columns in ``df.attrs["strata_cols"]`` (set by :func:`scores_for_data`).
+    frame's strata columns in ``df.attrs["strata_cols"]`` (set by :func:`scores_for_data`). ``dp_partner``:
+    see :class:`~faro_core.constraints.DemographicParity`.
     """
     from faro_core.train.trainer import dp_strata_in_scope
 
@@ -52,7 +53,7 @@ def index_from_frame(df: pd.DataFrame, dp_scope: str | None = None) -> GroupInde
     cols = df.attrs.get("strata_cols")
     dp_strata = dp_strata_in_scope(df, list(cols), dp_scope) if cols and "stratum" in df else None
     return GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata,
-                      dp_strata=dp_strata)
+                      dp_strata=dp_strata, dp_partner=dp_partner)
 
 
 def run_index(run: Run) -> GroupIndex:
@@ -289,7 +290,7 @@ def evaluate_run(run: Run, data: str | None = None, format: str | None = None, s
         where = {"split": split}
     else:
         df = scores_for_data(run, data, format=format, limit=limit, seed=seed)
-        index = index_from_frame(df, dp_scope=cfg.get("dp_scope"))
+        index = index_from_frame(df, dp_scope=cfg.get("dp_scope"), dp_partner=cfg.get("dp_partner", True))
         where = {"data": str(data), "format": format}
     res = evaluate_frame(df, index, min_count=min_count, n_boot=n_boot, seed=seed)
     res.update(run_id=run.run_id, method=cfg.get("method", "faro"), constraints=cfg.get("constraints"),

@@ -18,7 +18,9 @@ class FaroConfig:
 
     Data: ``data`` (source; None = embedded demo), ``format``, ``group`` (pair-level sensitive column),
     ``strata`` (None: the source's default), ``dp_scope`` (where DP holds: ``"COLUMN=V1|V2"`` over a strata
-    column, ``"all"``, or None: ambiguous contexts on BBQ-style data, else all), ``groups`` (keep only these group values), ``skew`` (rho),
+    column, ``"all"``, or None: ambiguous contexts on BBQ-style data, else all), ``dp_partner`` (True: DP
+    compares responses against the same kind of partner, one naming no group or one naming a group; False:
+    pooled, the definition before 2026-11-27; why: :class:`~faro_core.constraints.DemographicParity`), ``groups`` (keep only these group values), ``skew`` (rho),
     ``data_seed`` (skew and split; kept fixed across training seeds so seeds are comparable).
     Fairness: ``constraints`` (subset of dp/eo/cf), ``epsilon`` (slack, inf = unconstrained),
     ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
@@ -42,6 +44,7 @@ class FaroConfig:
     group: str | None = None
     strata: list[str] | None = None
     dp_scope: str | None = None
+    dp_partner: bool = True
     groups: list[str] | None = None
     skew: float = 0.0
     data_seed: int = 0

@@ -53,7 +53,8 @@ def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupInde
     resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
     strata = sorted(df["stratum"].unique())
     index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata,
-                       dp_strata=dp_strata_in_scope(df, strata_cols, config.dp_scope))
+                       dp_strata=dp_strata_in_scope(df, strata_cols, config.dp_scope),
+                       dp_partner=bool(config.dp_partner))
     return data, df, index
 
 
