@@ -30,8 +30,9 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
                method: str = "faro", seed: int = 0, mode: str = "head", epochs: int | None = None,
                backbone: str | None = None, data: str | None = None, group: str | None = None,
                strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
-               dp_scope: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """The ``faro train`` command line for one run."""
+               dp_scope: str | None = None, dp_partner: bool = True,
+               extra: Sequence[str] = ()) -> list[str]:
+    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``)."""
     argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
             "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
             "--mode", mode, "--quiet", "--json"]
@@ -50,6 +51,8 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
         argv += ["--skew", f"{skew:g}"]
     if dp_scope:
         argv += ["--dp-scope", dp_scope]
+    if not dp_partner:
+        argv += ["--dp-partner", "pool"]
     if sweep:
         argv += ["--name", sweep]
     return argv + list(extra)

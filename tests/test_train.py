@@ -257,6 +257,12 @@ def test_dp_scope_default_all_and_errors(store, capsys):
         assert code == 2 and msg in capsys.readouterr().err
     assert train_argv("r", "d", constraint="dp", dp_scope="context_condition=ambig")[-2:] == [
         "--dp-scope", "context_condition=ambig"]
+    assert train_argv("r", "d", constraint="dp", dp_partner=False)[-2:] == ["--dp-partner", "pool"]
+    pooled = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-partner", "pool",
+                        "--runs-dir", str(store.root), "--quiet", "--json"])
+    assert pooled == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not any("|vs-" in n for n in store.get(last["run_id"]).read("constraints.json")["names"])
 
 
 def test_constraint_with_no_large_enough_cell_warns(store, capsys):

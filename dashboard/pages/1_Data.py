@@ -50,8 +50,14 @@ with guard():
                              help="empty: BBQ-style data, ambiguous contexts only (context_condition=ambig), "
                                   "where the evidence leaves the answer open; other data, everywhere. The column "
                                   "must be a strata column.")
+    dp_partner = st.radio("Demographic parity compares each answer's win rate against",
+                          ["answers with the same kind of opponent", "all answers, pooled"], horizontal=True,
+                          help="same kind (default): wins over an answer naming no group (BBQ: 'unknown') and "
+                               "wins over another group's answer are rated separately; pooled, a group's rate "
+                               "mixes the two and measures which opponents it drew (docs/TRAINING.md).")
     st.session_state["data_choice"] = {"source": source, "group": group or None,
-                                       "strata": strata_txt or None, "skew": skew, "dp_scope": dp_scope or None}
+                                       "strata": strata_txt or None, "skew": skew, "dp_scope": dp_scope or None,
+                                       "dp_partner": dp_partner.startswith("answers with")}
     if not source:
         st.info("Choose a file, path or hub id to load.")
     else:

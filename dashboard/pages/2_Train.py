@@ -57,7 +57,8 @@ with guard():
                         method="bt" if k == "BT (none)" else "faro", seed=seed, mode=mode, epochs=int(epochs),
                         backbone=backbone or None, data=data.get("source"), group=data.get("group"),
                         strata=data["strata"].split(",") if data.get("strata") else None,
-                        skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope")))
+                        skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+                        dp_partner=bool(data.get("dp_partner", True))))
         st.success(f"launched {len(launched)} run(s): " + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
