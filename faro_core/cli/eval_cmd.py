@@ -39,6 +39,10 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}: {res['pairs']} pairs ({res['items']} items), 95% bootstrap intervals by item")
     for k, v in res["metrics"].items():
         print(f"  {k:16s} {_fmt(v)}")
+    for k, c in (res.get("chance") or {}).items():
+        if c["chance_median"] == c["chance_median"]:  # not NaN
+            print(f"  chance level of violation_{k}: median {c['chance_median']:.4f}, 90th pct "
+                  f"{c['chance_p90']:.4f} (group labels permuted {c['n_perm']}x; p = {c['p_value']:.3f})")
     return 0
 
 

@@ -238,12 +238,16 @@ def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
 
 
 def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_boot: int = DEFAULT_BOOT,
-                   seed: int = 0, with_calibration: bool = True) -> dict[str, Any]:
-    """All metrics of a scores frame with bootstrap intervals.
+                   seed: int = 0, with_calibration: bool = True, n_perm: int = 200) -> dict[str, Any]:
+    """All metrics of a scores frame with bootstrap intervals, and the chance level of the DP/EO violations.
 
     Returns ``{"pairs", "items", "metrics": {name: {"value", "lo", "hi"}}, "by_group": {group: {...}},
-    "bootstrap": {"n", "seed", "level", "unit": "item"}}``.
+    "bootstrap": {"n", "seed", "level", "unit": "item"}, "chance": {kind: {"observed", "chance_median",
+    "chance_p90", "p_value", "n_perm"}}}`` (``chance``: :func:`faro_core.evaluate.chance.chance_violation`,
+    left out when ``n_perm`` is 0).
     """
+    from faro_core.evaluate.chance import chance_violation
+
     batch, gold = frame_to_batch(df, index)
     measure = all_constraints(index, min_count)
     groups = df["group"].fillna("(none)").astype(str).to_numpy()
@@ -269,8 +273,11 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
         d = sub["r_chosen"].to_numpy() - sub["r_rejected"].to_numpy()
         by_group.setdefault(str(g), {})["pairs"] = int(len(sub))
         by_group[str(g)]["accuracy"] = float(np.mean(d > 0))
-    return {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
-            "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item"}}
+    out = {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
+           "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item"}}
+    if n_perm:
+        out["chance"] = chance_violation(batch, index, min_count=min_count, n_perm=n_perm, seed=seed)
+    return out
 
 
 def evaluate_run(run: Run, data: str | None = None, format: str | None = None, split: str = "test",

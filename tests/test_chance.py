@@ -1,0 +1,56 @@
+"""Chance level of DP/EO violations: group-permutation null keeps cells and anchors, flags real gaps only."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from faro_core.constraints import DemographicParity, GroupIndex, PairBatch
+from faro_core.evaluate.chance import _permuted_dp, _permuted_eo, chance_violation
+
+IDX = GroupIndex(response_groups=["A", "B", "C", "D"], pair_groups=["A", "B", "C", "D"], strata=["s0", "s1"])
+
+
+def _batch(n: int, rng: np.random.Generator, bias: float) -> PairBatch:
+    """Pairs of a group-naming response against a neutral one (every 4th pair: against another group's).
+    Group A's response wins with probability 0.2 + bias, the others with 0.2."""
+    cg = rng.integers(0, 4, n)
+    rg = np.where(np.arange(n) % 4 == 0, rng.integers(0, 4, n), -1)
+    p = np.where(cg == 0, 0.2 + bias, 0.2)
+    win = rng.random(n) < p
+    t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt)  # noqa: E731
+    label = rng.integers(0, 2, n).astype(float)
+    return PairBatch(t(np.where(win, 1.0, -1.0)), t(np.zeros(n)), t(cg, torch.long), t(rg, torch.long),
+                     t(cg, torch.long), t(rng.integers(0, 2, n), torch.long), t(label),
+                     t(rng.integers(0, 2, n), torch.long), t(np.full(n, np.nan)), t(np.full(n, np.nan)))
+
+
+def test_permutation_keeps_every_cell_size_and_anchor():
+    rng = np.random.default_rng(0)
+    b = _batch(2000, rng, bias=0.3)
+    dp = DemographicParity(min_count=1).bind(IDX)
+    before = dp.cell_stats(b, smooth=False)
+    after = dp.cell_stats(_permuted_dp(b, rng), smooth=False)
+    assert torch.equal(before.cnt, after.cnt) and torch.equal(before.cnt_ref, after.cnt_ref)
+    assert torch.equal(before.num_ref, after.num_ref)  # anchors' selection rates are untouched
+    assert not torch.equal(before.num, after.num)  # ... but who got the selections is shuffled
+    pe = _permuted_eo(b, rng)
+    assert sorted(pe.group.tolist()) == sorted(b.group.tolist())
+
+
+def test_a_real_gap_is_above_chance_and_no_gap_is_not():
+    rng = np.random.default_rng(1)
+    biased = chance_violation(_batch(4000, rng, bias=0.3), IDX, kinds=["dp"], min_count=30, n_perm=100)["dp"]
+    assert biased["observed"] > biased["chance_p90"] and biased["p_value"] < 0.02
+    fair_p = [chance_violation(_batch(1000, np.random.default_rng(s), bias=0.0), IDX, kinds=["dp"], min_count=30,
+                               n_perm=50, seed=s)["dp"] for s in range(12)]
+    # with no group effect the observed violation is a draw from the null: typical p-values, not tiny ones
+    assert np.median([r["p_value"] for r in fair_p]) > 0.2
+    assert all(r["chance_median"] > 0.02 for r in fair_p)  # the floor: max of noisy cells is never 0
+
+
+def test_no_estimable_cell_reports_nan_and_cf_is_skipped():
+    rng = np.random.default_rng(2)
+    out = chance_violation(_batch(40, rng, bias=0.0), IDX, kinds=["dp", "cf"], min_count=1000, n_perm=5)
+    assert set(out) == {"dp"}
+    assert np.isnan(out["dp"]["observed"]) and np.isnan(out["dp"]["p_value"])
