@@ -7,7 +7,7 @@ held-out split, audits it on CrowS-Pairs and HH-RLHF, and writes
   certificate at eps = 0.05, Pareto hypervolumes and the baseline points Faro's front does not dominate;
 - ``bench/results/study_bbq_pareto.{html,png}``: gold accuracy vs DP violation (PNG when kaleido can render).
 
-Usage: ``python bench/study_bbq.py [--quick] [--seeds 5] [--workers 2] [--runs-dir runs/study_bbq]``.
+Usage: ``python bench/study_bbq.py [--quick] [--seeds 5] [--kinds dp,eo,cf] [--workers 2] [--runs-dir runs/study_bbq]``.
 ``--quick`` (CI): one seed, the Religion category only, DP only, BT + posthoc + expgrad, 10 epochs.
 Rerunning resumes: finished runs are not retrained.
 """
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--baselines", default="bt,reweight,posthoc,fixed_lambda,expgrad")
     ap.add_argument("--epsilons", default="0.1,0.05,0.02")
+    ap.add_argument("--kinds", default="dp,eo,cf", help="Faro constraints to sweep (default dp,eo,cf)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "study_bbq"))
     ap.add_argument("--epochs", type=int, default=None, help="head epochs (default: the trainer's, 40)")
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                          name="study_bbq_quick", n_boot=50)
     else:
         base = FaroConfig(data=str(bbq), format="bbq", skew=0.3, mode="head", epochs=args.epochs)
-        spec = SweepSpec(base=base, kinds=["dp", "eo", "cf"], epsilons=[float(e) for e in args.epsilons.split(",")],
+        spec = SweepSpec(base=base, kinds=[k.strip() for k in args.kinds.split(",")], epsilons=[float(e) for e in args.epsilons.split(",")],
                          seeds=list(range(args.seeds)), baselines=parse_baselines(args.baselines),
                          name="study_bbq", n_boot=100)
     done = [0]

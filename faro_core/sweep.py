@@ -62,7 +62,7 @@ class SweepSpec:
 
 # Config fields added after sweeps were run, with the default that reproduces the older behaviour. Left out of the
 # run-id hash at that default, so adding an option does not orphan every finished run of a sweep.
-HASH_OPTIONAL: dict[str, object] = {"average": 0.0, "dp_partner": False}
+HASH_OPTIONAL: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0}
 
 
 def run_id_for(config: FaroConfig) -> str:

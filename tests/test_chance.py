@@ -54,3 +54,24 @@ def test_no_estimable_cell_reports_nan_and_cf_is_skipped():
     out = chance_violation(_batch(40, rng, bias=0.0), IDX, kinds=["dp", "cf"], min_count=1000, n_perm=5)
     assert set(out) == {"dp"}
     assert np.isnan(out["dp"]["observed"]) and np.isnan(out["dp"]["p_value"])
+
+
+def test_selection_tier_within_chance():
+    """The trainer's middle selection tier: an infeasible iterate counts as 'within chance' only when every
+    missed constraint is DP/EO with a permutation p-value >= select_chance."""
+    from faro_core.constraints import ConstraintSet
+    from faro_core.train.config import FaroConfig
+    from faro_core.train.trainer import _within_chance
+
+    cfg = FaroConfig(min_count=30, select_chance=0.05)
+    dp_strict = ConstraintSet.parse("dp", 0.0, IDX, min_count=30)  # eps 0: every noisy gap misses it
+    fair = _batch(2000, np.random.default_rng(3), bias=0.0)
+    biased = _batch(2000, np.random.default_rng(3), bias=0.3)
+    assert _within_chance(fair, dp_strict, IDX, cfg)
+    assert not _within_chance(biased, dp_strict, IDX, cfg)
+    # CF has no permutation null: a missed CF constraint is never "chance"
+    cf = ConstraintSet.parse("cf", 0.0, IDX, min_count=1)
+    twins = PairBatch(*[getattr(fair, f) for f in ("r_chosen", "r_rejected", "chosen_group", "rejected_group",
+                                                    "group", "stratum", "label", "order")],
+                      fair.r_chosen + 1.0, fair.r_rejected)
+    assert not _within_chance(twins, cf, IDX, cfg)

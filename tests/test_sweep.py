@@ -33,8 +33,10 @@ def test_run_id_is_stable_across_added_options() -> None:
     """Finished sweeps resume by run id. This id was recorded when the sweep store was filled (before the
     ``average`` option existed); a new config field must join ``sweep.HASH_OPTIONAL`` with the default that
     keeps older behaviour, or every finished run of every sweep would be retrained."""
-    # runs from before the DP partner split keep their ids when asked for the pooled definition
-    assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False)) == "faro-dp-eps0.05-s0-ab8b87eef0"
+    # runs from before the DP partner split and the chance tier of selection keep their ids when asked for
+    # the old behaviour
+    old = FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0)
+    assert run_id_for(old) == "faro-dp-eps0.05-s0-ab8b87eef0"
     assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05)) != "faro-dp-eps0.05-s0-ab8b87eef0"
     assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, average=0.99)) != "faro-dp-eps0.05-s0-ab8b87eef0"
 

@@ -237,6 +237,9 @@ def test_iterate_average_is_a_selection_candidate(store):
     best = next(h for h in rows if h["step"] == m["selected_step"])
     chosen = best["val_average"] if m["selected_average"] else best["val"]
     assert chosen["accuracy"] == pytest.approx(m["accuracy"], abs=1e-6)
+    # how it was chosen is recorded, and agrees with the logged validation row
+    tier = "feasible" if chosen["feasible"] else "chance" if chosen.get("within_chance") else "least_violating"
+    assert m["selected_by"] == tier
 
 
 def test_dp_scope_default_all_and_errors(store, capsys):

@@ -33,7 +33,10 @@ class FaroConfig:
     the buffer of each pair's latest rewards), ``lambda_max`` (cap on each multiplier; None = no cap),
     ``ema`` (momentum of running sums of dual statistics; 0: the buffer alone), ``eval_every`` (steps; 0 =
     each epoch), ``ckpt_every`` (steps),
-    ``select`` ("best": best validation accuracy among feasible iterates, else least violating; "last"),
+    ``select`` ("best": best validation accuracy among feasible iterates, else among iterates whose DP/EO
+    violations are indistinguishable from chance, else least violating; "last"), ``select_chance`` (the
+    p-value at or above which a DP/EO violation on validation counts as chance, see
+    :mod:`faro_core.evaluate.chance`; 0 turns that middle tier off),
     ``average`` (0: off; else the per-step decay of an exponential moving average of the weights, evaluated
     on validation each epoch as one more candidate for ``select``; constrained runs only).
     """
@@ -74,6 +77,7 @@ class FaroConfig:
     eval_every: int = 0
     ckpt_every: int = 50
     select: str = "best"
+    select_chance: float = 0.05
     average: float = 0.0
     seed: int = 0
     sweep: str | None = None
@@ -98,6 +102,8 @@ class FaroConfig:
             raise FaroError("dual_source must be 'auto', 'exact' or 'buffer'")
         if self.select not in ("best", "last"):
             raise FaroError("select must be 'best' or 'last'")
+        if not 0.0 <= float(self.select_chance) < 1.0:
+            raise FaroError(f"select_chance must be in [0, 1), got {self.select_chance}")
 
     # Mode-dependent defaults, resolved at train time so the stored config shows what ran.
     def resolved(self) -> FaroConfig:

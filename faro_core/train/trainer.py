@@ -343,6 +343,36 @@ def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: Constra
     return out
 
 
+def _selected_by(best: dict[str, Any] | None, config: FaroConfig, constrained: bool) -> str:
+    """How the returned iterate was chosen: last | unconstrained | feasible | chance | least_violating."""
+    if config.select == "last" or best is None:
+        return "last"
+    if not constrained:
+        return "unconstrained"
+    return "feasible" if best.get("feasible") else "chance" if best.get("within_chance") else "least_violating"
+
+
+VAL_LOG_KEYS = ("accuracy", "gold_accuracy", "violation", "feasible", "within_chance")
+CHANCE_PERMUTATIONS = 50  # per validation pass of a run that is not feasible: ~0.04 s on BBQ's 3,116 pairs
+
+
+def _within_chance(batch: PairBatch, constraints: ConstraintSet, index: GroupIndex, config: FaroConfig) -> bool:
+    """True when every trained constraint that misses its epsilon on ``batch`` is DP or EO and its violation is
+    indistinguishable from chance (group-permutation p-value >= ``config.select_chance``). With validation
+    cells of a few dozen responses the largest gap of a reward that ignores the group is often above epsilon
+    (BBQ: 0.09 against 0.05), and ranking such iterates by their violation ranks them by noise: on one BBQ seed
+    "least violating" picked the first-epoch iterate (gold accuracy 0.62 against 0.82-0.83 for the others)."""
+    from faro_core.evaluate.chance import PERMUTED_KINDS, chance_violation
+
+    g, eps = constraints.strict(batch), constraints.epsilons()
+    missed = {k for k, gi, e in zip(constraints.kinds(), g.tolist(), eps.tolist()) if gi > e + 1e-9}
+    if not missed or not missed <= set(PERMUTED_KINDS):
+        return False
+    res = chance_violation(batch, index, kinds=sorted(missed), min_count=config.min_count,
+                           n_perm=CHANCE_PERMUTATIONS, seed=config.seed)
+    return all(r["p_value"] >= config.select_chance for r in res.values())
+
+
 def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[np.ndarray, ...]) -> None:
     """``scores.parquet``: every pair of every split with its rewards (r_chosen, r_rejected, cf_r_*; [N] each)
     and attributes, text left out -- what evaluation reads instead of re-scoring."""
@@ -736,15 +766,24 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     def evaluate(split: str) -> dict[str, Any]:
         idx = split_idx[split]
         rewards = _split_rewards(backend, model, idx)
-        return split_metrics(tens.batch(idx, rewards), constraints, measure, tens.label[idx] if
-                             df["gold"].notna().any() else torch.full((len(idx),), float("nan")))
+        batch = tens.batch(idx, rewards)
+        out = split_metrics(batch, constraints, measure, tens.label[idx] if
+                            df["gold"].notna().any() else torch.full((len(idx),), float("nan")))
+        if split == "val" and constraints and not out["feasible"] and config.select_chance > 0:
+            out["within_chance"] = _within_chance(batch, constraints, index, config)
+        return out
+
+    def tier(m: dict[str, Any]) -> int:
+        return 2 if m["feasible"] else 1 if m.get("within_chance") else 0
 
     def better(m: dict[str, Any], ref: dict[str, Any] | None) -> bool:
+        """Feasible iterates first, then those whose violations validation cannot tell from chance (ranked by
+        accuracy: their fairness is indistinguishable there), then the least violating."""
         if ref is None:
             return True
-        if m["feasible"] != ref["feasible"]:
-            return m["feasible"]
-        if m["feasible"]:
+        if tier(m) != tier(ref):
+            return tier(m) > tier(ref)
+        if tier(m):
             return m["accuracy"] > ref["accuracy"]
         return m["max_excess"] < ref["max_excess"]
 
@@ -764,7 +803,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             avg.update(model)
         if step % eval_every == 0 or step == total:
             val = evaluate("val")
-            row["val"] = {k: val[k] for k in ("accuracy", "gold_accuracy", "violation", "feasible") if k in val}
+            row["val"] = {k: val[k] for k in VAL_LOG_KEYS if k in val}
             if config.select == "last" or better(val, best):
                 best = {**val, "step": step}
                 best_state = copy.deepcopy(model.state_dict())
@@ -773,7 +812,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
                 # mixture of iterates that Cotter et al.'s guarantee is about)
                 with avg.swapped(model):
                     val_avg = evaluate("val")
-                row["val_average"] = {k: val_avg[k] for k in ("accuracy", "gold_accuracy", "violation", "feasible")
+                row["val_average"] = {k: val_avg[k] for k in VAL_LOG_KEYS
                                       if k in val_avg}
                 if better(val_avg, best):
                     best = {**val_avg, "step": step, "averaged": True}
@@ -824,7 +863,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
 
     val = metrics_for("val")
     metrics = {**val, "split": "val", "selected_step": (best or {}).get("step", step),
-               "selected_average": bool((best or {}).get("averaged", False)), "steps": total,
+               "selected_average": bool((best or {}).get("averaged", False)),
+               "selected_by": _selected_by(best, config, bool(constraints)), "steps": total,
                "test": metrics_for("test"), "train": metrics_for("train"),
                "constraints": active, "epsilon": config.epsilon if math.isfinite(config.epsilon) else None,
                "method": config.method}
