@@ -769,8 +769,7 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
         batch = tens.batch(idx, rewards)
         out = split_metrics(batch, constraints, measure, tens.label[idx] if
                             df["gold"].notna().any() else torch.full((len(idx),), float("nan")))
-        if split == "val" and constraints and not out["feasible"] and config.select_chance > 0:
-            out["within_chance"] = _within_chance(batch, constraints, index, config)
+        out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
         return out
 
     def tier(m: dict[str, Any]) -> int:
@@ -779,6 +778,10 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     def better(m: dict[str, Any], ref: dict[str, Any] | None) -> bool:
         """Feasible iterates first, then those whose violations validation cannot tell from chance (ranked by
         accuracy: their fairness is indistinguishable there), then the least violating."""
+        batch = m.pop("_batch", None)
+        if (batch is not None and constraints and config.select_chance > 0 and not m["feasible"]
+                and (ref is None or tier(ref) == 0 or (tier(ref) == 1 and m["accuracy"] > ref["accuracy"]))):
+            m["within_chance"] = _within_chance(batch, constraints, index, config)
         if ref is None:
             return True
         if tier(m) != tier(ref):
@@ -803,8 +806,10 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             avg.update(model)
         if step % eval_every == 0 or step == total:
             val = evaluate("val")
+            is_better = config.select == "last" or better(val, best)
+            val.pop("_batch", None)
             row["val"] = {k: val[k] for k in VAL_LOG_KEYS if k in val}
-            if config.select == "last" or better(val, best):
+            if is_better:
                 best = {**val, "step": step}
                 best_state = copy.deepcopy(model.state_dict())
             if avg is not None and config.select != "last":
@@ -812,9 +817,10 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
                 # mixture of iterates that Cotter et al.'s guarantee is about)
                 with avg.swapped(model):
                     val_avg = evaluate("val")
+                avg_better = better(val_avg, best)
                 row["val_average"] = {k: val_avg[k] for k in VAL_LOG_KEYS
                                       if k in val_avg}
-                if better(val_avg, best):
+                if avg_better:
                     best = {**val_avg, "step": step, "averaged": True}
                     best_state = copy.deepcopy(avg.state)
         pending.append(row)
