@@ -337,6 +337,17 @@ class DemographicParity(Constraint):
         return CellStats(_scatter(sel, cell, size), _scatter(ones, cell, size).detach(),
                          num_s[strat_of_cell], cnt_s[strat_of_cell].detach())
 
+    def strict_members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor, int]:
+        """(selected [M] in {0, 1}, group [M], anchor [M], n_anchor) of every in-scope group-naming response:
+        cell = group * n_anchor + anchor, as in :meth:`cell_stats` (used by :mod:`faro_core.evaluate.chance`)."""
+        d = batch.r_chosen - batch.r_rejected
+        m = torch.cat([d, -d])
+        g = torch.cat([batch.chosen_group, batch.rejected_group])
+        a = torch.cat([self._anchor_of(batch.stratum, batch.rejected_group),
+                       self._anchor_of(batch.stratum, batch.chosen_group)])
+        keep = (g >= 0) & (a >= 0)
+        return (m[keep] > 0).to(m.dtype), g[keep], a[keep], self._n_anchor()
+
     def term_key(self) -> tuple[str, float]:
         return ("margin_sigmoid", self.temperature)
 
@@ -394,6 +405,17 @@ class EqualizedOdds(Constraint):
         ref_of_cell = torch.arange(size, device=pred.device) % (n_s * 2)
         return CellStats(_scatter(pred, cell, size), _scatter(ones, cell, size).detach(),
                          num_ref[ref_of_cell], cnt_ref[ref_of_cell].detach())
+
+    def strict_members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor, int]:
+        """(yhat [M] in {0, 1}, group [M], anchor [M], n_anchor) of every pair with a group and a label; anchor
+        = stratum * 2 + Y, cell = group * n_anchor + anchor, as in :meth:`cell_stats`."""
+        assert self.index is not None
+        m = (batch.group >= 0) & ~torch.isnan(batch.label)
+        d = (batch.r_chosen - batch.r_rejected)[m]
+        flip = batch.order[m].bool()
+        y = torch.where(flip, 1.0 - batch.label[m], batch.label[m]).long()
+        pred = (torch.where(flip, -d, d) > 0).to(d.dtype)
+        return pred, batch.group[m], batch.stratum[m] * 2 + y, len(self.index.strata) * 2
 
     def term_key(self) -> tuple[str, float]:
         return ("margin_sigmoid", self.temperature)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from faro_core.constraints import DemographicParity, GroupIndex, PairBatch
-from faro_core.evaluate.chance import _permuted_dp, _permuted_eo, chance_violation
+from faro_core.evaluate.chance import chance_violation, largest_gaps, permuted_within
 
 IDX = GroupIndex(response_groups=["A", "B", "C", "D"], pair_groups=["A", "B", "C", "D"], strata=["s0", "s1"])
 
@@ -25,17 +26,28 @@ def _batch(n: int, rng: np.random.Generator, bias: float) -> PairBatch:
                      t(rng.integers(0, 2, n), torch.long), t(np.full(n, np.nan)), t(np.full(n, np.nan)))
 
 
-def test_permutation_keeps_every_cell_size_and_anchor():
+def test_observed_gap_is_the_constraints_own_violation():
+    """The chance module's gap on the unpermuted outcomes equals the trainer's strict violation (DP with both
+    partner kinds, EO)."""
+    from faro_core.constraints import EqualizedOdds
+
+    b = _batch(3000, np.random.default_rng(0), bias=0.2)
+    for cls, n_groups in ((DemographicParity, 4), (EqualizedOdds, 4)):
+        c = cls(min_count=30).bind(IDX)
+        vals, grp, anc, n_anchor = c.strict_members(b)
+        vals, grp, anc = vals.numpy(), grp.numpy(), anc.numpy()
+        gap = largest_gaps(vals[None, :].astype(float), grp, anc, n_groups, n_anchor, 30)[0]
+        assert gap == pytest.approx(float(c.strict(b).max()), abs=1e-6)
+
+
+def test_permutation_keeps_each_anchors_outcomes():
     rng = np.random.default_rng(0)
-    b = _batch(2000, rng, bias=0.3)
-    dp = DemographicParity(min_count=1).bind(IDX)
-    before = dp.cell_stats(b, smooth=False)
-    after = dp.cell_stats(_permuted_dp(b, rng), smooth=False)
-    assert torch.equal(before.cnt, after.cnt) and torch.equal(before.cnt_ref, after.cnt_ref)
-    assert torch.equal(before.num_ref, after.num_ref)  # anchors' selection rates are untouched
-    assert not torch.equal(before.num, after.num)  # ... but who got the selections is shuffled
-    pe = _permuted_eo(b, rng)
-    assert sorted(pe.group.tolist()) == sorted(b.group.tolist())
+    vals = rng.integers(0, 2, 500).astype(float)
+    anchors = rng.integers(0, 4, 500)
+    perm = permuted_within(vals, anchors, 20, rng)
+    for a in range(4):
+        assert all(sorted(row[anchors == a]) == sorted(vals[anchors == a]) for row in perm)
+    assert not all((row == vals).all() for row in perm)
 
 
 def test_a_real_gap_is_above_chance_and_no_gap_is_not():

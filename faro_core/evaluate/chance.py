@@ -17,58 +17,52 @@ returned ``chance_median`` is a lower bound on the floor, and ``p_value`` is ant
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
 
-from faro_core.constraints import (
-    Constraint,
-    ConstraintSet,
-    DemographicParity,
-    EqualizedOdds,
-    GroupIndex,
-    PairBatch,
-)
+from faro_core.constraints import ConstraintSet, DemographicParity, EqualizedOdds, GroupIndex, PairBatch
 
 PERMUTED_KINDS = ("dp", "eo")  # CF is not a between-group gap: no group-permutation null
 
 
-def _permute_within(codes: np.ndarray, keys: np.ndarray, eligible: np.ndarray,
-                    rng: np.random.Generator) -> np.ndarray:
-    """``codes`` with the eligible entries shuffled among entries of the same key."""
-    out = codes.copy()
-    for k in np.unique(keys[eligible]):
-        at = np.flatnonzero(eligible & (keys == k))
-        out[at] = codes[at][rng.permutation(len(at))]
-    return out
+def largest_gaps(values: np.ndarray, groups: np.ndarray, anchors: np.ndarray, n_groups: int, n_anchor: int,
+                 min_count: int) -> np.ndarray:
+    """Largest |cell rate - anchor rate| over estimable cells, for each row of ``values``.
+
+    ``values`` [P, M] (each row one assignment of the members' 0/1 outcomes), ``groups`` / ``anchors`` [M]
+    codes; cell = group * n_anchor + anchor; a cell is estimable when it and its anchor hold ``min_count``
+    members. Returns [P] (NaN when no cell is estimable). One ``bincount`` for all rows.
+    """
+    n_cells = n_groups * n_anchor
+    cell = groups * n_anchor + anchors
+    cnt = np.bincount(cell, minlength=n_cells).astype(float)
+    cnt_anchor = np.bincount(anchors, minlength=n_anchor).astype(float)
+    anchor_of_cell = np.arange(n_cells) % n_anchor
+    ok = (cnt >= min_count) & (cnt_anchor[anchor_of_cell] >= min_count)
+    p = values.shape[0]
+    if not ok.any():
+        return np.full(p, np.nan)
+    flat = (np.arange(p)[:, None] * n_cells + cell[None, :]).ravel()
+    num = np.bincount(flat, weights=values.ravel(), minlength=p * n_cells).reshape(p, n_cells)
+    flat_a = (np.arange(p)[:, None] * n_anchor + anchors[None, :]).ravel()
+    num_a = np.bincount(flat_a, weights=values.ravel(), minlength=p * n_anchor).reshape(p, n_anchor)
+    rate = num[:, ok] / cnt[ok]
+    ref = num_a[:, anchor_of_cell[ok]] / cnt_anchor[anchor_of_cell[ok]]
+    return np.abs(rate - ref).max(axis=1)
 
 
-def _permuted_dp(batch: PairBatch, rng: np.random.Generator) -> PairBatch:
-    n = len(batch)
-    g = torch.cat([batch.chosen_group, batch.rejected_group]).numpy()
-    partner = torch.cat([batch.rejected_group, batch.chosen_group]).numpy()
-    stratum = torch.cat([batch.stratum, batch.stratum]).numpy()
-    keys = stratum * 2 + (partner >= 0)
-    # only group-naming responses are shuffled, so every partner keeps its kind and every response its anchor
-    p = torch.as_tensor(_permute_within(g, keys, g >= 0, rng))
-    return replace(batch, chosen_group=p[:n], rejected_group=p[n:])
+def permuted_within(values: np.ndarray, anchors: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_perm, M]: ``values`` shuffled among the members of each anchor, independently per row.
 
-
-def _permuted_eo(batch: PairBatch, rng: np.random.Generator) -> PairBatch:
-    label = batch.label.numpy()
-    ok = (batch.group.numpy() >= 0) & ~np.isnan(label)
-    y = np.where(batch.order.numpy() == 1, 1.0 - np.nan_to_num(label), np.nan_to_num(label)).astype(np.int64)
-    keys = batch.stratum.numpy() * 2 + y
-    return replace(batch, group=torch.as_tensor(_permute_within(batch.group.numpy(), keys, ok, rng)))
-
-
-def _largest(c: Constraint, batch: PairBatch) -> float:
-    """Largest one-sided strict violation over the estimable cells; NaN when no cell is estimable."""
-    with torch.no_grad():
-        d, ok = c.disparities(c.cell_stats(batch, smooth=False))
-    return float(d[ok].abs().max()) if bool(ok.any()) else float("nan")
+    Shuffling outcomes within an anchor is the same as shuffling group labels within it: cell sizes, anchor
+    sizes and anchor rates are unchanged."""
+    order = np.argsort(anchors, kind="stable")
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    keys = anchors[order][None, :] + rng.random((n_perm, len(order)))  # sorting keeps blocks, shuffles inside
+    shuffled = values[order][np.argsort(keys, axis=1)]
+    return shuffled[:, inv]
 
 
 def chance_violation(batch: PairBatch, index: GroupIndex, kinds: list[str] | tuple[str, ...] = PERMUTED_KINDS,
@@ -87,14 +81,17 @@ def chance_violation(batch: PairBatch, index: GroupIndex, kinds: list[str] | tup
         if kind not in PERMUTED_KINDS:
             continue
         (c,) = ConstraintSet.parse(kind, 0.0, index, min_count=min_count).constraints
-        observed = _largest(c, batch)
-        permute = _permuted_dp if isinstance(c, DemographicParity) else _permuted_eo
         assert isinstance(c, DemographicParity | EqualizedOdds)
-        null = np.array([_largest(c, permute(batch, rng)) for _ in range(int(n_perm))])
-        if np.isnan(observed) or not len(null):
-            out[kind] = {"observed": observed, "chance_median": float("nan"), "chance_p90": float("nan"),
-                         "p_value": float("nan"), "n_perm": int(n_perm)}
+        vals, grp, anc, n_anchor = (t.numpy() if hasattr(t, "numpy") else t for t in c.strict_members(batch))
+        n_groups = len(index.response_groups if kind == "dp" else index.pair_groups)
+        vals = vals.astype(float)
+        observed = float(largest_gaps(vals[None, :], grp, anc, n_groups, n_anchor, min_count)[0])
+        nan = {"observed": observed, "chance_median": float("nan"), "chance_p90": float("nan"),
+               "p_value": float("nan"), "n_perm": int(n_perm)}
+        if np.isnan(observed) or n_perm <= 0:
+            out[kind] = nan
             continue
+        null = largest_gaps(permuted_within(vals, anc, int(n_perm), rng), grp, anc, n_groups, n_anchor, min_count)
         out[kind] = {"observed": observed, "chance_median": float(np.median(null)),
                      "chance_p90": float(np.quantile(null, 0.9)),
                      "p_value": float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null))),
