@@ -59,6 +59,22 @@ def certificate_summary(run: Run) -> dict[str, Any] | None:
     return {"certified": certified, "epsilon": cert.get("epsilon"), "delta": cert.get("delta"), "raw": cert}
 
 
+def chance_lines(run: Run) -> list[str]:
+    """Plain sentences on the run's held-out DP/EO violations against their chance level (from ``eval.json``,
+    written by ``faro eval``); empty when the run has not been evaluated."""
+    ev = run.read("eval.json", {}) or {}
+    lines = []
+    for kind, c in (ev.get("chance") or {}).items():
+        if c.get("chance_median") is None or c["chance_median"] != c["chance_median"]:
+            continue
+        verdict = ("not distinguishable from a reward that ignores the group" if c["p_value"] >= 0.05
+                   else "larger than chance: a real group difference")
+        lines.append(f"{KIND_LABEL.get(kind, kind)}: held-out violation {c['observed']:.3f}; a reward ignoring the "
+                     f"group would show {c['chance_median']:.3f} (90% of the time up to {c['chance_p90']:.3f}) on "
+                     f"this split, p = {c['p_value']:.2f}: {verdict}.")
+    return lines
+
+
 def run_table(store: RunStore) -> pd.DataFrame:
     """One row per run: id, status, family, ε, seed, test accuracy / gold accuracy / violations, files."""
     rows = []
@@ -83,7 +99,7 @@ def run_table(store: RunStore) -> pd.DataFrame:
             **{f"train_viol_{k}": ((m.get("train") or {}).get("violation") or {}).get(k) for k in KINDS},
             "val_accuracy": m.get("accuracy"), "train_accuracy": (m.get("train") or {}).get("accuracy"),
             "cf_flip_rate": test.get("cf_flip_rate"),
-            "feasible": m.get("feasible"),
+            "feasible": m.get("feasible"), "selected_by": m.get("selected_by"),
             "certified": None if cert is None else cert["certified"],
             "has_policy": run.file("policy.json").exists(),
             "has_generations": run.file("policy_generations.parquet").exists(),
@@ -92,7 +108,7 @@ def run_table(store: RunStore) -> pd.DataFrame:
     cols = ["run_id", "status", "family", "method", "constraints", "epsilon", "seed", "sweep", "mode", "epochs",
             "accuracy", "gold_accuracy", *[f"viol_{k}" for k in KINDS], *[f"val_viol_{k}" for k in KINDS],
             *[f"train_viol_{k}" for k in KINDS], "val_accuracy", "train_accuracy",
-            "cf_flip_rate", "feasible", "certified", "has_policy", "has_generations", "error"]
+            "cf_flip_rate", "feasible", "selected_by", "certified", "has_policy", "has_generations", "error"]
     return pd.DataFrame(rows, columns=cols)
 
 

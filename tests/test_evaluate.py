@@ -47,6 +47,17 @@ def test_eval_matches_trainer_metrics_and_writes_eval_json(trained: tuple[RunSto
     assert saved["metrics"]["accuracy"]["value"] == m["accuracy"]["value"]
     again = evaluate_run(run, n_boot=30, seed=1, write=False)
     assert again["metrics"]["accuracy"]["lo"] == m["accuracy"]["lo"]  # seeded bootstrap
+    # the chance level of each estimable DP/EO violation: same observed value, a floor, a p-value
+    for k, c in res["chance"].items():
+        if c["observed"] == c["observed"]:
+            assert c["observed"] == pytest.approx(m[f"violation_{k}"]["value"], abs=1e-5)
+            assert 0 < c["p_value"] <= 1 and c["chance_median"] <= c["chance_p90"]
+    from faro_core.explore import chance_lines
+
+    assert any(c["observed"] == c["observed"] for c in res["chance"].values())  # min_count 5: cells exist
+    lines = chance_lines(run)
+    assert len(lines) == sum(c["chance_median"] == c["chance_median"] for c in res["chance"].values())
+    assert all("p = " in line and "chance" not in line.split(":")[0] for line in lines)
 
 
 def test_ece_and_brier_known_values() -> None:

@@ -60,6 +60,8 @@ with guard():
     with c1:
         st.markdown("**Metrics**")
         st.json(run.metrics() or {"status": row["status"]}, expanded=False)
+        for line in explore.chance_lines(run):
+            st.caption(line)
     with c2:
         st.markdown("**Certificate**")
         cert = explore.certificate_summary(run)
