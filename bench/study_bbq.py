@@ -148,6 +148,7 @@ def write_report(table: pd.DataFrame, spec, args, wall: float, t_train: float, o
                 "" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:g}")
             lines.append(f"| {r['family']} | {eps} | {_pm(r, 'crows_rate')} | {_pm(r, 'hh_accuracy')} |")
         lines.append("")
+    lines += [*chance_section(agg), ""]
     lines += certificate_section(table), ""
     lines += ["## Pareto fronts (gold accuracy vs violation, seed means)", "",
               f"Hypervolume reference point: gold accuracy {pareto['reference']['gold_accuracy']}, violation "
@@ -167,6 +168,25 @@ def write_report(table: pd.DataFrame, spec, args, wall: float, t_train: float, o
                 lines.append(f"  Not dominated by Faro-{k.upper()}'s front: {nd}.")
     lines += ["", "Figure: " + ", ".join(f"`{f.name}`" for f in figs), ""]
     out.with_suffix(".md").write_text("\n".join(lines))
+
+
+def chance_section(agg: pd.DataFrame) -> list[str]:
+    """Each model's test-split DP/EO violation next to the chance level of its own selections."""
+    if "chance_dp" not in agg:
+        return []
+    rows = ["## Violations against their chance level (test split, seed means)", "",
+            "Chance level: the median violation of the same selections with group labels permuted within each "
+            "anchor (`faro_core.evaluate.chance`, 200 permutations); p: share of permutations at least as large "
+            "as the observed violation (seed mean). A violation near its chance level is what a reward that "
+            "ignores the group would show on cells of this size.", "",
+            "| model | eps | DP | DP chance | DP p | EO | EO chance | EO p |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in agg.iterrows():
+        eps = f"λ={r['fixed_lambda']:g}" if r["method"] == "fixed_lambda" else (
+            "" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:g}")
+        rows.append(f"| {r['family']} | {eps} | {_pm(r, 'violation_dp')} | {r['chance_dp']:.3f} | "
+                    f"{r['chance_p_dp']:.2f} | {_pm(r, 'violation_eo')} | {r['chance_eo']:.3f} | "
+                    f"{r['chance_p_eo']:.2f} |")
+    return rows
 
 
 def certificate_section(table: pd.DataFrame) -> str:

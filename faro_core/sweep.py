@@ -166,6 +166,10 @@ def table_row(run: Any) -> dict[str, Any]:
         c = byk.get(k, {})
         row[f"certified_{k}"] = c.get("certified")
         row[f"upper_{k}"] = _num(c.get("max_upper"))
+    for k in ("dp", "eo"):  # the violation a reward ignoring the group would show on this split, and the p-value
+        ch = (ev.get("chance") or {}).get(k, {})
+        row[f"chance_{k}"] = _num(ch.get("chance_median"))
+        row[f"chance_p_{k}"] = _num(ch.get("p_value"))
     return row
 
 
