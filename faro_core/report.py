@@ -97,6 +97,14 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     parts.append("<h2>Summary</h2><div class='summary'>" + "".join(f"<p>{s}</p>" for s in plain_summary(table))
                  + "</div>")
 
+    # chance levels (from `faro eval`): is a held-out gap more than noise on cells of this size?
+    chance = [(r.run_id, line) for r in runs for line in explore.chance_lines(r)]
+    if chance:
+        parts.append("<h2>Are the gaps more than chance?</h2><p>A gap measured on small groups is never exactly "
+                     "zero. For each evaluated run, the gap a model that ignores the group would show on the same "
+                     "held-out data:</p><ul>" + "".join(f"<li><code>{_esc(rid)}</code>: {_esc(line)}</li>"
+                                                       for rid, line in chance) + "</ul>")
+
     # data and groups
     data_info = runs[0].read("data.json") or {}
     parts.append("<h2>Data and groups</h2>")

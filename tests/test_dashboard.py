@@ -6,6 +6,7 @@ store; policy results are computed with a uniform π_ref (no LM) and a few synth
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -162,6 +163,14 @@ def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
     _ok(at)
     buttons = at.get("download_button")
     assert buttons and "report" in buttons[0].proto.label.lower()
+    from faro_core.evaluate.metrics import evaluate_run
+    from faro_core.explore import chance_lines
+    from faro_core.runs import RunStore
+
+    run = RunStore(runs_dir).get("demo-faro-dp-eps0.05-s0")
+    evaluate_run(run, n_boot=5)  # writes eval.json, with the chance level of each estimable violation
+    lines = chance_lines(run)
+    assert lines  # the demo's test cells (min_count 10) are estimable
     out = tmp_path / "report.html"
     env = {**os.environ, "FARO_RUNS_DIR": str(runs_dir)}
     res = subprocess.run([sys.executable, "-m", "faro_core", "report", "all", "--out", str(out), "--json"],
@@ -171,6 +180,7 @@ def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
     text = out.read_text()
     assert "<script src=" not in text  # plotly inline, no CDN
     assert "Summary" in text and "demo-faro-dp-eps0.05-s0" in text and "Certificates" in text
+    assert "Are the gaps more than chance?" in text and html.escape(lines[0]) in text
     res = subprocess.run([sys.executable, "-m", "faro_core", "report", "nope", "--out", str(out)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert res.returncode == 2 and "unknown run" in res.stderr
