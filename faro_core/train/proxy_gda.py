@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from faro_core.constraints import CellStats, ConstraintSet, PairBatch, pair_term
+from faro_core.constraints import CellStats, ConstraintSet, PairBatch, coef_dot_pair_term
 
 
 def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -99,11 +99,12 @@ class ProxyGDA:
             terms = self._dev.get(device)
             if terms is None:  # coefficients move to the rewards' device once per dual step
                 terms = self._dev[device] = [(k, v.to(device)) for k, v in self.coef.items()]
+            factor = self.n_train / max(len(idx), 1)
             total = None
-            for key, coef in terms:
-                v = torch.dot(coef[idx], pair_term(key, batch))
+            for i, (key, coef) in enumerate(terms):  # the constant rides on the first term (no extra op)
+                v = coef_dot_pair_term(key, coef[idx], batch, factor, self._const if i == 0 else 0.0)
                 total = v if total is None else total + v
-            return total * (self.n_train / max(len(idx), 1)) - self._const
+            return total
         g_tilde = self.constraints.proxy(batch, min_count=1)
         lam = self.lam.to(g_tilde.device, g_tilde.dtype)
         excess = g_tilde - self.eps.to(g_tilde.device, g_tilde.dtype)
