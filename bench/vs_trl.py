@@ -9,7 +9,11 @@ pair truncated to the max length, tokenized once and handed to TRL pre-tokenized
 learning rate and one epoch. Three sides, interleaved per round (order flipped every round): Faro with no
 constraint, Faro with DP (epsilon 0.05), TRL. Throughput = pairs / second over the steady-state steps: the
 window from the end of step 1 to the end of step N-1 (the first step warms up; Faro's last step also
-evaluates the validation split), timed by Faro's ``on_step`` and a TRL ``TrainerCallback`` alike.
+evaluates the validation split), timed on the host clock at each step's end on both sides: Faro's history
+rows carry it (``row["time"]``; the rows themselves reach ``on_step`` in groups of 10), TRL's by a
+``TrainerCallback``. (Until 2026-11-27 Faro's side was stamped on arrival in ``on_step``; with rows grouped
+by 10 that counted a 48-step window over 40 steps, so the H200 figures of that day overstate Faro by up to
+1.2x: see bench/results/PERFORMANCE.md.)
 
 TRL at its best on this hardware: on CPU ``RewardConfig(bf16=False, gradient_checkpointing=False,
 use_cpu=True)`` (its defaults, bf16=True and gradient_checkpointing=True, are ~25x slower on CPU), no
@@ -98,7 +102,8 @@ class FaroSide:
                 cfg = FaroConfig(mode="full", constraints=self.constraints, epsilon=0.05, epochs=1,
                                  batch_size=self.batch, max_length=self.max_length, lr=LR, ckpt_every=0,
                                  min_count=5, seed=0)
-                train(cfg, RunStore(root), progress=False, on_step=lambda row: stamps.append(time.perf_counter()))
+                # the rows' own step-end times: rows reach on_step in groups of 10 (one device read per group)
+                train(cfg, RunStore(root), progress=False, on_step=lambda row: stamps.append(row["time"]))
         finally:
             trainer.load_training_data = load
         self.steps = len(stamps)

@@ -275,3 +275,15 @@ def test_constraint_with_no_large_enough_cell_warns(store, capsys):
     err = capsys.readouterr().err
     assert "no DP cell has 500 members" in err and "plain Bradley-Terry" in err
     assert run.read("constraints.json")["cells"]["unconstrained_kinds"] == ["dp"]
+
+
+def test_rows_carry_their_step_end_time_and_reach_on_step_in_order(store):
+    """History rows are written in groups (every 10 steps, evaluations, checkpoints, the end), so each carries
+    the time its step ended; on_step sees every row once, in step order (bench/vs_trl.py times by it)."""
+    seen = []
+    run = train(FaroConfig(constraints=["cf"], epsilon=0.05, epochs=2, min_count=5), store, progress=False,
+                on_step=seen.append)
+    hist = run.history()
+    assert [r["step"] for r in seen] == [r["step"] for r in hist] == list(range(1, len(hist) + 1))
+    times = [r["time"] for r in hist]
+    assert times == sorted(times) and times[0] > 0 and len(set(times)) > len(times) // 2

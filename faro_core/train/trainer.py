@@ -800,9 +800,13 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
     model.train()
     avg = _IterateAverage(model, config.average) if config.average and constraints else None
+    loop_t0 = time.perf_counter()
     while step < total:
         epoch = step // stepper.steps_per_epoch
         row = stepper.log_row(stepper.step(step))
+        # when the step ended (host clock, seconds since this loop started; restarts on resume): rows reach
+        # the file and ``on_step`` in groups, so their arrival time is not the step's time
+        row["time"] = round(time.perf_counter() - loop_t0, 4)
         step += 1
         if avg is not None:
             avg.update(model)
