@@ -287,3 +287,21 @@ def test_rows_carry_their_step_end_time_and_reach_on_step_in_order(store):
     assert [r["step"] for r in seen] == [r["step"] for r in hist] == list(range(1, len(hist) + 1))
     times = [r["time"] for r in hist]
     assert times == sorted(times) and times[0] > 0 and len(set(times)) > len(times) // 2
+
+
+def test_head_dual_pass_scores_each_distinct_response_once(store):
+    """The dual step's fresh pass (head mode) scores distinct feature rows once and maps them back: same
+    rewards as scoring every pair, twins included."""
+    from faro_core.train.trainer import HeadBackend, _split_rewards, load_training_data
+
+    cfg = FaroConfig(constraints=["cf"], epsilon=0.05).resolved()
+    _, df, _ = load_training_data(cfg)
+    backend = HeadBackend(cfg, df, progress=False)
+    idx = torch.from_numpy(np.flatnonzero((df["split"] == "train").to_numpy()))
+    for twins in (True, False):
+        ref = _split_rewards(backend, backend.model, idx, with_twins=twins)
+        got = backend.unique_rewards(backend.model, idx, with_twins=twins)
+        for a, b in zip(got, ref):
+            assert torch.allclose(a, b, atol=1e-5, equal_nan=True)
+    plan = backend._plans[True]
+    assert len(plan[1]) < len(plan[2])  # there were repeated rows to skip
