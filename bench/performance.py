@@ -42,7 +42,8 @@ NOTES = """What the numbers say, and what changed in `faro_core` to get them:
   sigmoid and a dot product on the batch it already scored (`faro_core/constraints.py`,
   `ProxyGDA.penalty`). That replaced a separate 1,024-pair constraint batch with per-cell scatters: the
   primal step went from 5.9x (1.95x without the constraint batch) to {ratio_head_primal:.2f}x a ~2 ms BT step. The dual
-  step needs the whole training split's statistics: a no-grad pass every 20 steps, amortized {ratio_head:.2f}x on one BBQ
+  step needs the whole training split's statistics: a no-grad pass every 20 steps (each distinct response
+  scored once: a quarter of BBQ's rows repeat), amortized {ratio_head:.2f}x on one BBQ
   category and O(dataset) (see Scaling). Reading them from a buffer of last-seen rewards instead (O(batch),
   no pass) made the multipliers overshoot on BBQ (docs/TRAINING.md), so the goal of 1.03 is **not met** in
   head mode; in full mode the backbone dominates and Faro costs what BT costs ({ratio_full:.2f}).
