@@ -290,7 +290,45 @@ def _huber(x: Tensor, delta: float) -> Tensor:
     return torch.where(ax < delta, 0.5 * x**2 / delta, ax - 0.5 * delta)
 
 
-class DemographicParity(Constraint):
+class _AnchoredRate(Constraint):
+    """A rate per cell against the rate of its anchor (DP and EO): members are responses (DP) or pairs (EO),
+    each with a score whose sign is its strict outcome, a group and an anchor; cell = group * n_anchor +
+    anchor. Subclasses say who the members are (:meth:`_members`) and how many groups and anchors there are."""
+
+    def _members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """(score [M], group [M], anchor [M]) of the members in ``batch``."""
+        raise NotImplementedError
+
+    def _n_groups(self) -> int:
+        raise NotImplementedError
+
+    def _n_anchor(self) -> int:
+        raise NotImplementedError
+
+    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
+        assert self.index is not None
+        n_a = self._n_anchor()
+        size = self._n_groups() * n_a
+        score, g, a = self._members(batch)
+        if smooth:  # scale: all the batch's margins, as in the linearized penalty
+            sel = torch.sigmoid(score / (self.temperature * margin_scale(batch.r_chosen - batch.r_rejected)))
+        else:
+            sel = (score > 0).to(score.dtype)
+        cell = g * n_a + a
+        ones = torch.ones_like(sel)
+        num_a, cnt_a = _scatter(sel, a, n_a), _scatter(ones, a, n_a)
+        anchor_of_cell = torch.arange(size, device=sel.device) % n_a
+        return CellStats(_scatter(sel, cell, size), _scatter(ones, cell, size).detach(),
+                         num_a[anchor_of_cell], cnt_a[anchor_of_cell].detach())
+
+    def strict_members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor, int, int]:
+        """(outcome [M] in {0, 1}, group [M], anchor [M], n_groups, n_anchor): the members behind
+        :meth:`cell_stats`'s strict rates (used by :mod:`faro_core.evaluate.chance`)."""
+        score, g, a = self._members(batch)
+        return (score > 0).to(score.dtype), g, a, self._n_groups(), self._n_anchor()
+
+
+class DemographicParity(_AnchoredRate):
     """DP of rewards: P(response naming a is preferred | A=a, S=s) vs the same for every grouped response in s.
 
     A response is *selected* when the reward ranks it above the other response of its pair (its
@@ -360,38 +398,19 @@ class DemographicParity(Constraint):
             self._map, self._map_key = pos.to(device), key
         return self._map
 
-    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
-        assert self.index is not None
-        n_s = self._n_anchor()
-        size = len(self.index.response_groups) * n_s
-        d = batch.r_chosen - batch.r_rejected
-        m = torch.cat([d, -d])  # each response's margin over its pair partner
-        g = torch.cat([batch.chosen_group, batch.rejected_group])
-        s = torch.cat([self._anchor_of(batch.stratum, batch.rejected_group),
-                       self._anchor_of(batch.stratum, batch.chosen_group)])
-        keep = (g >= 0) & (s >= 0)
-        m, g, s = m[keep], g[keep], s[keep]
-        if smooth:
-            sel = torch.sigmoid(m / (self.temperature * margin_scale(d)))
-        else:
-            sel = (m > 0).to(m.dtype)
-        cell = g * n_s + s
-        ones = torch.ones_like(sel)
-        num_s, cnt_s = _scatter(sel, s, n_s), _scatter(ones, s, n_s)
-        strat_of_cell = torch.arange(size, device=sel.device) % n_s
-        return CellStats(_scatter(sel, cell, size), _scatter(ones, cell, size).detach(),
-                         num_s[strat_of_cell], cnt_s[strat_of_cell].detach())
-
-    def strict_members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor, int]:
-        """(selected [M] in {0, 1}, group [M], anchor [M], n_anchor) of every in-scope group-naming response:
-        cell = group * n_anchor + anchor, as in :meth:`cell_stats` (used by :mod:`faro_core.evaluate.chance`)."""
+    def _members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """Every in-scope group-naming response: its margin over its pair partner, group and anchor."""
         d = batch.r_chosen - batch.r_rejected
         m = torch.cat([d, -d])
         g = torch.cat([batch.chosen_group, batch.rejected_group])
         a = torch.cat([self._anchor_of(batch.stratum, batch.rejected_group),
                        self._anchor_of(batch.stratum, batch.chosen_group)])
         keep = (g >= 0) & (a >= 0)
-        return (m[keep] > 0).to(m.dtype), g[keep], a[keep], self._n_anchor()
+        return m[keep], g[keep], a[keep]
+
+    def _n_groups(self) -> int:
+        assert self.index is not None
+        return len(self.index.response_groups)
 
     def term_key(self) -> tuple[str, float]:
         return ("margin_sigmoid", self.temperature)
@@ -412,7 +431,7 @@ class DemographicParity(Constraint):
                 - response_coef(pairs.rejected_group, pairs.chosen_group))
 
 
-class EqualizedOdds(Constraint):
+class EqualizedOdds(_AnchoredRate):
     """EO of preference prediction: P(yhat=1 | Y=y, A=a, S=s) vs P(yhat=1 | Y=y, S=s), y in {0, 1}.
 
     yhat = 1[r(y1) > r(y2)] on the pair in its fixed random order; Y = 1 if y1 is truly better.
@@ -429,38 +448,21 @@ class EqualizedOdds(Constraint):
         assert self.index is not None, "bind() the constraint to a GroupIndex first"
         return [f"{g}|{s}|y={y}" for g in self.index.pair_groups for s in self.index.strata for y in (0, 1)]
 
-    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
-        assert self.index is not None
-        n_s = len(self.index.strata)
-        size = len(self.index.pair_groups) * n_s * 2
+    def _members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """Every pair with a group and a label: its score r(y1) - r(y2), group and anchor stratum * 2 + Y."""
         m = (batch.group >= 0) & ~torch.isnan(batch.label)
         d = (batch.r_chosen - batch.r_rejected)[m]
         flip = batch.order[m].bool()
-        score = torch.where(flip, -d, d)
         y = torch.where(flip, 1.0 - batch.label[m], batch.label[m]).long()
-        a, s = batch.group[m], batch.stratum[m]
-        if smooth:  # scale: all the batch's margins, as in DP and the linearized penalty
-            pred = torch.sigmoid(score / (self.temperature * margin_scale(batch.r_chosen - batch.r_rejected)))
-        else:
-            pred = (score > 0).to(score.dtype)
-        ones = torch.ones_like(pred)
-        cell = (a * n_s + s) * 2 + y
-        ref = s * 2 + y
-        num_ref, cnt_ref = _scatter(pred, ref, n_s * 2), _scatter(ones, ref, n_s * 2)
-        ref_of_cell = torch.arange(size, device=pred.device) % (n_s * 2)
-        return CellStats(_scatter(pred, cell, size), _scatter(ones, cell, size).detach(),
-                         num_ref[ref_of_cell], cnt_ref[ref_of_cell].detach())
+        return torch.where(flip, -d, d), batch.group[m], batch.stratum[m] * 2 + y
 
-    def strict_members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor, int]:
-        """(yhat [M] in {0, 1}, group [M], anchor [M], n_anchor) of every pair with a group and a label; anchor
-        = stratum * 2 + Y, cell = group * n_anchor + anchor, as in :meth:`cell_stats`."""
+    def _n_groups(self) -> int:
         assert self.index is not None
-        m = (batch.group >= 0) & ~torch.isnan(batch.label)
-        d = (batch.r_chosen - batch.r_rejected)[m]
-        flip = batch.order[m].bool()
-        y = torch.where(flip, 1.0 - batch.label[m], batch.label[m]).long()
-        pred = (torch.where(flip, -d, d) > 0).to(d.dtype)
-        return pred, batch.group[m], batch.stratum[m] * 2 + y, len(self.index.strata) * 2
+        return len(self.index.pair_groups)
+
+    def _n_anchor(self) -> int:
+        assert self.index is not None
+        return len(self.index.strata) * 2
 
     def term_key(self) -> tuple[str, float]:
         return ("margin_sigmoid", self.temperature)

@@ -56,8 +56,11 @@ def test_eval_matches_trainer_metrics_and_writes_eval_json(trained: tuple[RunSto
 
     assert any(c["observed"] == c["observed"] for c in res["chance"].values())  # min_count 5: cells exist
     lines = chance_lines(run)
-    assert len(lines) == sum(c["chance_median"] == c["chance_median"] for c in res["chance"].values())
-    assert all("p = " in line and "chance" not in line.split(":")[0] for line in lines)
+    shown = [c for c in res["chance"].values() if c["chance_median"] == c["chance_median"]]
+    assert len(lines) == len(shown)
+    for line, c in zip(lines, shown):  # each sentence carries its kind's own numbers
+        assert f"violation {c['observed']:.3f}" in line and f"show {c['chance_median']:.3f}" in line
+        assert f"p = {c['p_value']:.2f}" in line
 
 
 def test_ece_and_brier_known_values() -> None:

@@ -1,9 +1,9 @@
 """Chance level of a measured DP / EO violation: what a reward whose selections ignore the group would show.
 
 A DP or EO violation is the *largest* gap over many small cells, so sampling noise alone makes it positive.
-On BBQ's validation split (cells of 30-80 responses, ~16 of them) a reward whose selections are independent
-of the group still measures a DP violation near 0.09: the reported 0.05 slack is then below chance and a
-held-out violation at or under it says little. This module measures that floor on the very batch evaluated.
+On BBQ's validation split (18 cells of 32-160 responses) a reward whose selections are independent of the
+group still measures a DP violation near 0.096: the reported 0.05 slack is then below chance and a held-out
+violation at or under it says little. This module measures that floor on the very batch evaluated.
 
 Null: group labels are permuted among the members of each anchor (DP: stratum x partner kind, among
 responses that name a group; EO: stratum x true label, among pairs with a group and a label), the reward's
@@ -82,9 +82,8 @@ def chance_violation(batch: PairBatch, index: GroupIndex, kinds: list[str] | tup
             continue
         (c,) = ConstraintSet.parse(kind, 0.0, index, min_count=min_count).constraints
         assert isinstance(c, DemographicParity | EqualizedOdds)
-        vals, grp, anc, n_anchor = (t.numpy() if hasattr(t, "numpy") else t for t in c.strict_members(batch))
-        n_groups = len(index.response_groups if kind == "dp" else index.pair_groups)
-        vals = vals.astype(float)
+        outcome, group, anchor, n_groups, n_anchor = c.strict_members(batch)
+        vals, grp, anc = outcome.double().numpy(), group.numpy(), anchor.numpy()
         observed = float(largest_gaps(vals[None, :], grp, anc, n_groups, n_anchor, min_count)[0])
         nan = {"observed": observed, "chance_median": float("nan"), "chance_p90": float("nan"),
                "p_value": float("nan"), "n_perm": int(n_perm)}

@@ -150,6 +150,18 @@ class PairTensors:
 # ---------------------------------------------------------------------------------------------------
 # backends: how rewards of a batch of pairs are computed
 # ---------------------------------------------------------------------------------------------------
+def _unstack_rewards(r: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(r_chosen [n], r_rejected [n], cf_chosen [n], cf_rejected [n]) from rewards stacked as chosen, rejected,
+    then the twins of the ``twin`` [n] pairs (chosen, rejected); NaN where a pair has no twin."""
+    n, k = len(twin), int(twin.sum())
+    r_c, r_r = r[:n], r[n:2 * n]
+    nan = torch.full_like(r_c, float("nan"))
+    if k == 0:
+        return r_c, r_r, nan, nan
+    pos = (twin.nonzero().squeeze(1),)
+    return r_c, r_r, nan.index_put(pos, r[2 * n:2 * n + k]), nan.clone().index_put(pos, r[2 * n + k:])
+
+
 class HeadBackend:
     """Frozen backbone, cached features, trainable head."""
 
@@ -186,13 +198,7 @@ class HeadBackend:
         tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
         sel = idx[tw]
         r = model(torch.cat([self.x_c[idx], self.x_r[idx], self.x_cfc[sel], self.x_cfr[sel]]))
-        n, k = len(idx), len(sel)
-        r_c, r_r = r[:n], r[n:2 * n]
-        nan = torch.full_like(r_c, float("nan"))
-        if k == 0:
-            return r_c, r_r, nan, nan
-        pos = (tw.nonzero().squeeze(1),)
-        return r_c, r_r, nan.index_put(pos, r[2 * n:2 * n + k]), nan.clone().index_put(pos, r[2 * n + k:])
+        return _unstack_rewards(r, tw)
 
     @torch.no_grad()
     def unique_rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True,
@@ -215,13 +221,7 @@ class HeadBackend:
         model.eval()
         r_u = torch.cat([model(uniq[i:i + chunk]) for i in range(0, len(uniq), chunk)]).float()
         model.train(was_training)
-        r = r_u[inv]
-        n, k = len(idx), int(tw.sum())
-        nan = torch.full((n,), float("nan"))
-        pos = (tw.nonzero().squeeze(1),)
-        cf_c = nan.index_put(pos, r[2 * n:2 * n + k]) if k else nan
-        cf_r = nan.clone().index_put(pos, r[2 * n + k:]) if k else nan.clone()
-        return r[:n].cpu(), r[n:2 * n].cpu(), cf_c.cpu(), cf_r.cpu()
+        return tuple(t.cpu() for t in _unstack_rewards(r_u[inv], tw))
 
     def export(self, run: Run, model: torch.nn.Module) -> None:
         write_safetensors(run.file("model.safetensors"), model.state_dict())
