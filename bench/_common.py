@@ -96,7 +96,8 @@ def machine_line() -> str:
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{os.cpu_count()} CPU cores (shared; 1-min load average {load:.1f} at the end), torch "
+    gpu = f"{torch.cuda.get_device_name(0)}, " if torch.cuda.is_available() else ""
+    return (f"{gpu}{os.cpu_count()} CPU cores (shared; 1-min load average {load:.1f} at the end), torch "
             f"{torch.__version__}, {torch.get_num_threads()} torch threads")
 
 

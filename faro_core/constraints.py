@@ -263,7 +263,9 @@ def coef_dot_pair_term(key: tuple[str, float], coef: Tensor, batch: PairBatch, s
                        shift: float = 0.0) -> Tensor:
     """``scale * sum_i coef_i phi_i - shift`` for the pair term ``key`` on ``batch`` (scalar, differentiable in
     the rewards)."""
-    if key[0] == "margin_sigmoid":
+    if key[0] == "margin_sigmoid" and not coef.is_cuda:
+        # the fused node reads two scalars back to the host: free on a CPU, a stream synchronization on a GPU
+        # (where the same value and gradient come from plain autograd ops without one)
         return _CoefSigmoidDot.apply(batch.r_chosen - batch.r_rejected, coef, float(key[1]), float(scale),
                                      float(shift))
     return torch.dot(coef, pair_term(key, batch)) * scale - shift

@@ -227,3 +227,23 @@ def test_fused_coef_sigmoid_dot_matches_autograd(n: int):
     if n > 1:
         d = (r_c - r_r).detach().requires_grad_()
         assert torch.autograd.gradcheck(lambda x: _CoefSigmoidDot.apply(x, coef, 0.5, 3.0, 0.25), (d,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the GPU branch has no host read-back)")
+def test_gpu_penalty_branch_matches_the_fused_cpu_node():
+    """On a GPU the linearized penalty runs as plain autograd ops (the fused node reads scalars back, a stream
+    synchronization): same value and gradient as the CPU node."""
+    from faro_core.constraints import coef_dot_pair_term
+
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(64, generator=gen, dtype=torch.float64)
+    coef = torch.randn(64, generator=gen, dtype=torch.float64)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        r_c = d.clone().to(dev).requires_grad_()
+        b = PairBatch(r_c, torch.zeros(64, dtype=torch.float64, device=dev), *[None] * 6, None, None)
+        v = coef_dot_pair_term(("margin_sigmoid", 0.5), coef.to(dev), b, 3.0, 0.25)
+        (g,) = torch.autograd.grad(v, (r_c,))
+        out[dev] = (float(v), g.cpu())
+    assert out["cuda"][0] == pytest.approx(out["cpu"][0], rel=1e-12)
+    assert torch.allclose(out["cuda"][1], out["cpu"][1], atol=1e-10)

@@ -305,3 +305,15 @@ def test_head_dual_pass_scores_each_distinct_response_once(store):
             assert torch.allclose(a, b, atol=1e-5, equal_nan=True)
     plan = backend._plans[True]
     assert len(plan[1]) < len(plan[2])  # there were repeated rows to skip
+
+
+def test_to_device_is_a_no_op_on_the_same_device_and_round_trips():
+    """The trainer's host-to-device copy: nothing to do on the same device (the CPU loop pays nothing), and a
+    pinned asynchronous copy to a GPU that holds the same values."""
+    from faro_core.train.trainer import to_device
+
+    idx = torch.arange(10)
+    assert to_device(idx, "cpu") is idx
+    if torch.cuda.is_available():
+        on_gpu = to_device(idx, "cuda")
+        assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), idx)

@@ -150,6 +150,22 @@ class PairTensors:
 # ---------------------------------------------------------------------------------------------------
 # backends: how rewards of a batch of pairs are computed
 # ---------------------------------------------------------------------------------------------------
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device``; a CPU tensor bound for a GPU goes through pinned memory, asynchronously.
+
+    A copy from ordinary (pageable) host memory synchronizes the stream: the host waits for every queued
+    kernel before it can launch the next step, and a MiniLM step on a GPU is host-bound, so each such copy
+    costs the overlap of host and device. Pinned blocks come from PyTorch's caching host allocator, which
+    keeps a block until its copy has completed.
+    """
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _unstack_rewards(r: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(r_chosen [n], r_rejected [n], cf_chosen [n], cf_rejected [n]) from rewards stacked as chosen, rejected,
     then the twins of the ``twin`` [n] pairs (chosen, rejected); NaN where a pair has no twin."""
@@ -275,7 +291,7 @@ class FullBackend:
             return bucketed_rewards(model, self.tok, encs, self.device, budget)
         from faro_core.models.reward import pad_encodings
 
-        batch = {k: v.to(self.device, non_blocking=True)
+        batch = {k: to_device(v, self.device)
                  for k, v in pad_encodings(encs, self.tok.pad_token_id, self.tok.padding_side).items()}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
             return model(**batch).logits.squeeze(-1).float()
@@ -290,7 +306,7 @@ class FullBackend:
         if not with_twins or not tw:
             return r_c, r_r, nan, nan
         cf = self._forward(model, [self.enc_cfc[ids[j]] for j in tw] + [self.enc_cfr[ids[j]] for j in tw])
-        pos = torch.tensor(tw, device=r_c.device)
+        pos = to_device(torch.tensor(tw), r_c.device)
         cf_c = nan.clone().index_put((pos,), cf[: len(tw)])
         cf_r = nan.clone().index_put((pos,), cf[len(tw):])
         return r_c, r_r, cf_c, cf_r
@@ -564,7 +580,11 @@ class TrainStepper:
         tr = train_idx
         self.cell_counts = self.constraints.fix_cells(tens.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr],
                                                                       twin_or_nan[tr])))
-        self.opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        params = list(model.parameters())
+        # On a GPU, one fused kernel for the whole update (TRL's default, adamw_torch_fused) instead of a
+        # foreach launch per op: a MiniLM step is host-bound there. Same update up to float rounding.
+        fused = bool(params) and all(p.is_cuda for p in params)
+        self.opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
         fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
         self.gda = ProxyGDA(self.constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed,
                             reduce=_all_reduce_sum, dual_signal=config.dual_signal, lambda_max=config.lambda_max)
@@ -589,11 +609,13 @@ class TrainStepper:
         if self.constraints and fixed is None:
             self.gda.set_pairs(tens.batch(torch.arange(len(df)), (zero, zero, twin_or_nan, twin_or_nan)), n_train)
 
-    def _fill(self, idx: torch.Tensor, rewards: tuple[torch.Tensor, ...]) -> None:
+    def _fill(self, idx: torch.Tensor, rewards: tuple[torch.Tensor, ...], idx_dev: torch.Tensor | None = None) -> None:
+        """Store the batch's rewards in the buffer; ``idx_dev``: ``idx`` already on the rewards' device."""
         for k, r in enumerate(rewards):
             if self.buf[k].device != r.device:
                 self.buf[k] = self.buf[k].to(r.device)
-            self.buf[k][idx.to(r.device)] = r.detach().float()
+            where = idx_dev if idx_dev is not None and idx_dev.device == r.device else to_device(idx, r.device)
+            self.buf[k][where] = r.detach().float()
         self.seen[idx] = True
 
     def prepare(self) -> None:
@@ -630,7 +652,9 @@ class TrainStepper:
                                                                 generator=gc)[:math.ceil(self.cbs / self.world)]]])
         rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
         r_c, r_r = rewards[0][:n_bt], rewards[1][:n_bt]
-        w = self.weights[local[:n_bt]] if self.weights is not None else None
+        # the batch's indices on the rewards' device, copied once (asynchronously) for the penalty and the buffer
+        local_dev = to_device(local, r_c.device) if constraints else local
+        w = to_device(self.weights[local[:n_bt]], r_c.device) if self.weights is not None else None
         if n_bt:
             loss_bt = bt_loss(r_c, r_r, w)
         else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
@@ -639,9 +663,9 @@ class TrainStepper:
             if gda.fixed is not None:  # the hinge needs cell rates: a full PairBatch
                 loss = loss_bt + gda.penalty(self.tens.batch(local, rewards))
             else:  # the linearized penalty needs the rewards only
-                loss = loss_bt + gda.penalty(PairBatch(*rewards[:2], *([None] * 6), *rewards[2:]), local)
+                loss = loss_bt + gda.penalty(PairBatch(*rewards[:2], *([None] * 6), *rewards[2:]), local_dev)
             if self.use_buffer:
-                self._fill(local, rewards)
+                self._fill(local, rewards, local_dev)
         else:
             loss = loss_bt
         self.opt.zero_grad(set_to_none=True)
@@ -657,7 +681,7 @@ class TrainStepper:
                 self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
             else:
                 mine = self.shard[self.seen[self.shard]]
-                self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[mine.to(b.device)] for b in self.buf)))
+                self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[to_device(mine, b.device)] for b in self.buf)))
             self._viol = constraints.max_by_kind(self.g_strict)
         return {"step": step + 1, "epoch": epoch, "loss": loss, "loss_bt": loss_bt, "dual": dual_now}
 
