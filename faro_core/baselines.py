@@ -6,7 +6,10 @@ evaluated by the same code as Faro.
 ``reweight``       pre-processing: Kamiran-Calders reweighing of the BT loss (group x chosen group)
 ``posthoc``        post-processing: per (group, stratum) additive reward shift to equal means
 ``fixed_lambda``   fixed-multiplier penalty lambda * (proxy - eps), no dual ascent
-``expgrad``        fairlearn ExponentiatedGradient on head-mode features (:mod:`faro_core.train.expgrad`)
+``expgrad``        fairlearn ExponentiatedGradient on head-mode features, logistic regression each round
+                   (:mod:`faro_core.train.expgrad`)
+``expgrad_head``   the same reduction fitting Faro's MLP head each round (like-for-like model class;
+                   ~30 head trainings per run)
 =================  ===============================================================================
 """
 
@@ -26,6 +29,7 @@ class Baseline:
     method: str
     description: str
     kinds: tuple[str, ...] = ()
+    options: tuple[tuple[str, object], ...] = ()  # config fields the baseline sets besides ``method``
 
 
 BASELINES: dict[str, Baseline] = {
@@ -34,6 +38,8 @@ BASELINES: dict[str, Baseline] = {
     "posthoc": Baseline("posthoc", "per-group reward shift to equal means (post-processing)"),
     "fixed_lambda": Baseline("fixed_lambda", "fixed-lambda penalty, no dual ascent", ("dp", "eo", "cf")),
     "expgrad": Baseline("expgrad", "fairlearn ExponentiatedGradient, linear head", ("dp", "eo")),
+    "expgrad_head": Baseline("expgrad", "fairlearn ExponentiatedGradient fitting Faro's MLP head", ("dp", "eo"),
+                             (("expgrad_base", "head"),)),
 }
 FIXED_LAMBDAS = (1.0, 5.0)
 
@@ -79,6 +85,6 @@ def baseline_configs(base: FaroConfig, names: list[str], kinds: list[str], epsil
                     if k not in b.kinds:
                         continue
                     for eps in finite:
-                        out.append(FaroConfig(**{**d, "method": name, "constraints": [k], "epsilon": eps,
-                                                 "seed": seed, "name": f"{name}-{k}-eps{eps:g}"}))
+                        out.append(FaroConfig(**{**d, "method": b.method, **dict(b.options), "constraints": [k],
+                                                 "epsilon": eps, "seed": seed, "name": f"{name}-{k}-eps{eps:g}"}))
     return out

@@ -35,7 +35,9 @@ def need(run: Run, name: str, command: str) -> Any:
 
 def family(cfg: dict[str, Any]) -> str:
     """Display family of a run: ``BT``, ``Faro-DP``, ``Faro-DP+CF``, or the baseline's name."""
-    method = cfg.get("method") or "faro"
+    from faro_core.sweep import method_label
+
+    method = method_label({**cfg, "method": cfg.get("method") or "faro"})
     cons = [c for c in (cfg.get("constraints") or []) if c]
     eps = cfg.get("epsilon")
     unconstrained = not cons or eps is None or (isinstance(eps, float) and not math.isfinite(eps))
@@ -44,7 +46,7 @@ def family(cfg: dict[str, Any]) -> str:
     if method == "faro":
         return "Faro-" + "+".join(c.upper() for c in cons)
     return {"reweight": "Reweighting", "posthoc": "Post-hoc shift", "fixed_lambda": "Fixed λ",
-            "expgrad": "ExpGrad"}.get(method, method)
+            "expgrad": "ExpGrad", "expgrad_head": "ExpGrad (MLP head)"}.get(method, method)
 
 
 def certificate_summary(run: Run) -> dict[str, Any] | None:

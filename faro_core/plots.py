@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from faro_core.sweep import CONSTRAINED_METHODS
+
 FAMILY_COLORS = {
     "faro": "#1f77b4", "bt": "#7f7f7f", "reweight": "#2ca02c", "posthoc": "#9467bd",
-    "fixed_lambda": "#ff7f0e", "expgrad": "#d62728",
+    "fixed_lambda": "#ff7f0e", "expgrad": "#d62728", "expgrad_head": "#8c564b",
 }
 
 
@@ -30,7 +32,7 @@ def pareto_figure(sweep_table: pd.DataFrame, kind: str = "dp", accuracy: str = "
     vcol = f"violation_{kind}"
     fig = go.Figure()
     for fam, g in agg.groupby("family", sort=False):
-        if g["method"].iloc[0] in ("faro", "fixed_lambda", "expgrad") and g["constraint"].iloc[0] != kind:
+        if g["method"].iloc[0] in CONSTRAINED_METHODS and g["constraint"].iloc[0] != kind:
             continue
         g = g.dropna(subset=[accuracy, vcol])
         if g.empty:

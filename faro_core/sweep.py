@@ -62,7 +62,10 @@ class SweepSpec:
 
 # Config fields added after sweeps were run, with the default that reproduces the older behaviour. Left out of the
 # run-id hash at that default, so adding an option does not orphan every finished run of a sweep.
-HASH_OPTIONAL: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0}
+# methods whose runs target one constraint kind (a front of kind k shows only their runs for k)
+CONSTRAINED_METHODS = ("faro", "fixed_lambda", "expgrad", "expgrad_head")
+HASH_OPTIONAL: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
+                                     "expgrad_base": "linear"}
 
 
 def run_id_for(config: FaroConfig) -> str:
@@ -136,12 +139,21 @@ def run_job(config_dict: dict[str, Any], runs_dir: str, n_boot: int = 100, delta
     return row
 
 
+def method_label(cfg: dict[str, Any]) -> str:
+    """The method column of a run: its config's ``method``, with ``expgrad_head`` for the ExponentiatedGradient
+    baseline that fits the MLP head (a different model class from ``expgrad``'s logistic regression)."""
+    method = cfg.get("method", "faro")
+    if method == "expgrad" and cfg.get("expgrad_base") == "head":
+        return "expgrad_head"
+    return method
+
+
 def config_columns(run: Any) -> dict[str, Any]:
     """The sweep-table columns that identify a run: id, name, method, constraint, epsilon, lambda, seed, status."""
     cfg = run.config
     eps = cfg.get("epsilon")
     return {
-        "run_id": run.run_id, "name": cfg.get("name"), "method": cfg.get("method", "faro"),
+        "run_id": run.run_id, "name": cfg.get("name"), "method": method_label(cfg),
         "constraint": ",".join(cfg.get("constraints") or []) or "none",
         "epsilon": float(eps) if eps is not None else math.inf, "fixed_lambda": cfg.get("fixed_lambda"),
         "seed": cfg.get("seed"), "status": run.status,
@@ -334,7 +346,7 @@ def pareto_summary(table: pd.DataFrame, kinds: tuple[str, ...] = KINDS) -> dict[
             continue
         fams: dict[str, Any] = {}
         for fam, g in agg.groupby("family", sort=False):
-            if g["method"].iloc[0] in ("faro", "fixed_lambda", "expgrad") and g["constraint"].iloc[0] != k:
+            if g["method"].iloc[0] in CONSTRAINED_METHODS and g["constraint"].iloc[0] != k:
                 continue
             idx = pareto_front(g[acc_col].to_numpy(), g[col].to_numpy())
             fams[fam] = {

@@ -29,13 +29,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
 
 
 def test_registry_and_parse() -> None:
-    assert set(BASELINES) == {"bt", "reweight", "posthoc", "fixed_lambda", "expgrad"}
+    assert set(BASELINES) == {"bt", "reweight", "posthoc", "fixed_lambda", "expgrad", "expgrad_head"}
     assert parse_baselines("all") == list(BASELINES) and parse_baselines("none") == []
     with pytest.raises(FaroError):
         parse_baselines("bt,magic")
     cfgs = baseline_configs(BASE, ["bt", "expgrad"], ["dp", "cf"], [0.1, 0.05], [0])
     assert [c.method for c in cfgs] == ["bt", "expgrad", "expgrad"]
     assert math.isinf(cfgs[0].epsilon) and cfgs[1].constraints == ["dp"]
+    head = baseline_configs(BASE, ["expgrad_head"], ["eo"], [0.05], [0])
+    assert [(c.method, c.expgrad_base, c.name) for c in head] == [("expgrad", "head", "expgrad_head-eo-eps0.05")]
+    assert cfgs[1].expgrad_base == "linear"
 
 
 @pytest.mark.parametrize("method,kinds", [("bt", []), ("reweight", []), ("posthoc", []), ("fixed_lambda", ["dp"]),
@@ -96,3 +99,82 @@ def test_expgrad_is_one_linear_head_that_load_scorer_reproduces(store: RunStore)
 def test_expgrad_rejects_cf(store: RunStore) -> None:
     with pytest.raises(FaroError):
         train(FaroConfig(**{**BASE.to_dict(), "method": "expgrad", "constraints": ["cf"]}), store, progress=False)
+
+
+def test_mixture_head_is_the_weighted_sum_of_its_heads() -> None:
+    """fairlearn's mixture of MLP heads collapses into one wider head with exactly the mixture's rewards."""
+    from faro_core.models.reward import HeadRewardModel
+    from faro_core.train.expgrad import mixture_head
+
+    torch.manual_seed(0)
+    heads = [HeadRewardModel(12, 8) for _ in range(3)]
+    q = [0.5, 0.3, 0.2]
+    mix = mixture_head(heads, q)
+    x = torch.randn(40, 12)
+    with torch.no_grad():
+        want = sum(w * h(x) for h, w in zip(heads, q))
+        assert mix.hidden == 24 and torch.allclose(mix(x), want, atol=1e-6)
+    with pytest.raises(FaroError):
+        mixture_head(heads, q[:2])
+
+
+def test_pair_head_classifier_fits_weighted_pairs_and_clones() -> None:
+    """The estimator fairlearn fits each round: learns r(phi1) > r(phi2) from labelled pairs, honours sample
+    weights (the reduction's reweighting is all it has to act through) and survives sklearn's clone."""
+    from sklearn.base import clone
+
+    from faro_core.train.expgrad import PairHeadClassifier
+
+    gen = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(400, 6, generator=gen), torch.randn(400, 6, generator=gen)
+    truth = (x1[:, 0] > x2[:, 0]).int().numpy()  # the better response has the larger first feature
+    X = torch.cat([x1, x2], 1).numpy()
+    noisy = truth.copy()
+    noisy[:200] = 1 - noisy[:200]  # half the labels flipped ...
+    w = np.r_[np.zeros(200), np.ones(200)]  # ... and weighted out
+    est = clone(PairHeadClassifier(hidden=8, epochs=30, batch_size=64, lr=1e-2))
+    assert est.get_params()["hidden"] == 8
+    acc = (est.fit(X, noisy, sample_weight=w).predict(X) == truth).mean()
+    assert acc > 0.9, acc
+    flipped = (clone(est).fit(X, noisy, sample_weight=1 - w).predict(X) == truth).mean()
+    assert flipped < 0.1, flipped
+    with pytest.raises(FaroError, match="side by side"):
+        est.predict(X[:, :5])
+
+
+def test_expgrad_with_the_faro_head_writes_a_loadable_mlp_run(store: RunStore) -> None:
+    """expgrad_base='head': the reduction fits Faro's MLP head each round; the run is one MLP head (rounds side
+    by side) that the scorer reproduces, under a run id of its own."""
+    from faro_core.evaluate.metrics import scores_for_data
+    from faro_core.sweep import run_id_for
+
+    cfg = FaroConfig(**{**BASE.to_dict(), "method": "expgrad", "constraints": ["eo"], "expgrad_base": "head"})
+    run = train(cfg, store, progress=False)
+    meta = run.read("model.json")
+    assert meta["expgrad"]["base"] == "head" and meta["hidden"] == BASE.head_hidden * meta["expgrad"]["support"]
+    ext = scores_for_data(run, DATA or "demo", limit=30)
+    saved = pd.read_parquet(run.file("scores.parquet")).set_index("pair_id").loc[ext["pair_id"]]
+    assert np.allclose(ext["r_chosen"], saved["r_chosen"], atol=1e-4)
+    linear = FaroConfig(**{**cfg.to_dict(), "expgrad_base": "linear"})
+    assert run_id_for(cfg) != run_id_for(linear)
+    from faro_core.explore import family
+    from faro_core.sweep import config_columns
+
+    assert config_columns(run)["method"] == "expgrad_head" and family(run.config) == "ExpGrad (MLP head)"
+    with pytest.raises(FaroError, match="expgrad_base"):
+        FaroConfig(method="expgrad", expgrad_base="forest")
+
+
+def test_cli_expgrad_base_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`faro train --method expgrad --expgrad-base head` fits the MLP head; a bad value is a usage error."""
+    import json
+
+    from faro_core.cli import main as faro_main
+
+    argv = ["train", "--method", "expgrad", "--constraint", "eo", "--epochs", "1", "--min-count", "5",
+            "--runs-dir", str(tmp_path), "--quiet", "--json"] + (["--data", DATA] if DATA else [])
+    assert faro_main(argv + ["--expgrad-base", "head"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert RunStore(tmp_path).get(out["run_id"]).read("model.json")["expgrad"]["base"] == "head"
+    with pytest.raises(SystemExit):
+        faro_main(argv + ["--expgrad-base", "forest"])

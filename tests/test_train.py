@@ -51,7 +51,7 @@ def test_unconstrained_is_exactly_plain_bt(store):
     xr = torch.from_numpy(cache.encode(list(tr["prompt"]), list(tr["rejected"])))
     torch.manual_seed(cfg.seed)
     model = HeadRewardModel(xc.shape[1], cfg.head_hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # the trainer's (make_adam)
     n = len(tr)
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))

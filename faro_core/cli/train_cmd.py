@@ -70,7 +70,8 @@ def run_train(args: argparse.Namespace) -> int:
         run = train(None, store, run_id=args.resume, resume=True, progress=not args.quiet)
     else:
         config = config_from_args(args, constraints=args.constraint, epsilon=args.epsilon, seed=args.seed,
-                                  method=args.method, fixed_lambda=args.fixed_lambda, name=args.name)
+                                  method=args.method, fixed_lambda=args.fixed_lambda, name=args.name,
+                                  expgrad_base=args.expgrad_base)
         run = train(config, store, run_id=args.run_id, progress=not args.quiet)
     out = {"run_id": run.run_id, "status": run.status, "path": str(run.path), "metrics": run.metrics()}
     if args.json:
@@ -91,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="faro",
                    help="faro (ProxyGDA) or a baseline: bt, reweight, posthoc, fixed_lambda, expgrad")
     p.add_argument("--fixed-lambda", type=float, default=1.0, help="multiplier of the fixed_lambda baseline")
+    p.add_argument("--expgrad-base", choices=["linear", "head"], default="linear",
+                   help="model the expgrad baseline fits each round: linear (logistic regression on feature "
+                        "differences) or head (the same MLP head as Faro's)")
     add_model_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="run name (prefix of the run id)")

@@ -24,7 +24,9 @@ class FaroConfig:
     ``data_seed`` (skew and split; kept fixed across training seeds so seeds are comparable).
     Fairness: ``constraints`` (subset of dp/eo/cf), ``epsilon`` (slack, inf = unconstrained),
     ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
-    Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``.
+    Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``;
+    ``expgrad_base`` (the model fairlearn's reduction fits each round: ``"linear"``, logistic regression on
+    feature differences, or ``"head"``, the same head as Faro's, see :mod:`faro_core.train.expgrad`).
     Model: ``mode`` head|full, ``backbone`` (None = embedded MiniLM), ``head_hidden`` (0 = linear head).
     Optimisation: ``epochs``, ``batch_size`` (pairs in the Bradley-Terry batch; the linearized constraint
     penalty is estimated on the same batch), ``constraint_batch_size`` (extra pairs drawn each step for the
@@ -59,6 +61,7 @@ class FaroConfig:
     temperature: dict[str, float] | None = None
     method: str = "faro"
     fixed_lambda: float = 1.0
+    expgrad_base: str = "linear"
     mode: str = "head"
     backbone: str | None = None
     head_hidden: int = 256
@@ -100,6 +103,8 @@ class FaroConfig:
             raise FaroError(f"--skew must be in [0, 1], got {self.skew}")
         if self.dual_source not in ("auto", "exact", "buffer"):
             raise FaroError("dual_source must be 'auto', 'exact' or 'buffer'")
+        if self.expgrad_base not in ("linear", "head"):
+            raise FaroError(f"expgrad_base must be 'linear' or 'head', got {self.expgrad_base!r}")
         if self.select not in ("best", "last"):
             raise FaroError("select must be 'best' or 'last'")
         if not 0.0 <= float(self.select_chance) < 1.0:

@@ -166,6 +166,18 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return t.to(device)
 
 
+def make_adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the fused implementation where PyTorch has one (CPU and CUDA float32): one kernel for the
+    whole update instead of a loop of small ops. Same update up to float rounding; measured on a head step
+    (MLP 384-256-1, 128 pairs, 1 thread): 2.12 ms -> 1.81 ms, the optimizer step 0.45 -> 0.21 ms. TRL's
+    default (adamw_torch_fused) is fused too."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def _unstack_rewards(r: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(r_chosen [n], r_rejected [n], cf_chosen [n], cf_rejected [n]) from rewards stacked as chosen, rejected,
     then the twins of the ``twin`` [n] pairs (chosen, rejected); NaN where a pair has no twin."""
@@ -195,13 +207,16 @@ class HeadBackend:
         self.feature_seconds = time.perf_counter() - t0
         self.encoded = self.cache.last_encoded
         n, k = len(df), int(twin.sum())
-        self.x_c, self.x_r = feats[:n], feats[n:2 * n]
         d = feats.shape[1]
-        self.x_cfc = torch.zeros(n, d)
-        self.x_cfr = torch.zeros(n, d)
+        # chosen, rejected, twin-chosen, twin-rejected features in one [4n, d] table (zeros where a pair has no
+        # twin), so a batch is one index_select: separate gathers and a cat cost ~0.3 ms of a ~2 ms step
+        self.x_all = torch.zeros(4 * n, d)
+        self.x_all[:2 * n] = feats[:2 * n]
         tw = torch.from_numpy(twin.to_numpy().copy())
-        self.x_cfc[tw] = feats[2 * n:2 * n + k]
-        self.x_cfr[tw] = feats[2 * n + k:]
+        self.x_all[2 * n:3 * n][tw] = feats[2 * n:2 * n + k]
+        self.x_all[3 * n:][tw] = feats[2 * n + k:]
+        self.x_c, self.x_r, self.x_cfc, self.x_cfr = self.x_all.view(4, n, d).unbind(0)
+        self.n_pairs = n
         self.has_twin = tw
         self._plans: dict[bool, tuple[torch.Tensor, ...]] = {}  # unique_rewards' row maps
         torch.manual_seed(config.seed)
@@ -211,9 +226,14 @@ class HeadBackend:
 
     def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
         # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
-        tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
+        n = self.n_pairs
+        if not with_twins:
+            r = model(self.x_all.index_select(0, torch.cat([idx, idx + n])))
+            nan = torch.full_like(r[:len(idx)], float("nan"))
+            return r[:len(idx)], r[len(idx):], nan, nan
+        tw = self.has_twin[idx]
         sel = idx[tw]
-        r = model(torch.cat([self.x_c[idx], self.x_r[idx], self.x_cfc[sel], self.x_cfr[sel]]))
+        r = model(self.x_all.index_select(0, torch.cat([idx, idx + n, sel + 2 * n, sel + 3 * n])))
         return _unstack_rewards(r, tw)
 
     @torch.no_grad()
@@ -580,11 +600,7 @@ class TrainStepper:
         tr = train_idx
         self.cell_counts = self.constraints.fix_cells(tens.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr],
                                                                       twin_or_nan[tr])))
-        params = list(model.parameters())
-        # On a GPU, one fused kernel for the whole update (TRL's default, adamw_torch_fused) instead of a
-        # foreach launch per op: a MiniLM step is host-bound there. Same update up to float rounding.
-        fused = bool(params) and all(p.is_cuda for p in params)
-        self.opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+        self.opt = make_adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
         self.gda = ProxyGDA(self.constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed,
                             reduce=_all_reduce_sum, dual_signal=config.dual_signal, lambda_max=config.lambda_max)
