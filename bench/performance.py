@@ -27,9 +27,11 @@ GOALS: list[tuple[str, str, str, str, Any]] = [
      lambda v: v >= 1.25),
     ("vs_trl_cuda", "throughput_ratio", "the same on a GPU (H100, no constraint)", "≥ 1.25", lambda v: v >= 1.25),
     ("vs_trl_cuda", "throughput_ratio_dp", "the same on a GPU (H100, DP)", "≥ 1.25", lambda v: v >= 1.25),
-    ("vs_fairlearn", "time_ratio", "Faro head sweep (3 × 10 ε) ÷ fairlearn ExponentiatedGradient (10 ε)", "≤ 0.1",
-     lambda v: v <= 0.1),
-    ("vs_fairlearn", "faro_front_dominated", "Faro's EO front dominated by fairlearn's", "false",
+    ("vs_fairlearn", "time_ratio", "Faro head sweep (3 × 10 ε) ÷ fairlearn ExponentiatedGradient (10 ε), both "
+     "fitting the same MLP head", "≤ 0.1", lambda v: v <= 0.1),
+    ("vs_fairlearn", "time_ratio_linear", "the same, fairlearn fitting logistic regression (a weaker model)",
+     "≤ 0.1", lambda v: v <= 0.1),
+    ("vs_fairlearn", "faro_front_dominated", "Faro's EO front dominated by fairlearn's (either side)", "false",
      lambda v: v is False),
     ("cache", "ratio", "feature extraction, second run ÷ first run", "≤ 0.02", lambda v: v <= 0.02),
 ]
@@ -46,7 +48,11 @@ NOTES = """What the numbers say, and what changed in `faro_core` to get them:
   scored once: a quarter of BBQ's rows repeat), amortized {ratio_head:.2f}x on one BBQ
   category and O(dataset) (see Scaling). Reading them from a buffer of last-seen rewards instead (O(batch),
   no pass) made the multipliers overshoot on BBQ (docs/TRAINING.md), so the goal of 1.03 is **not met** in
-  head mode; in full mode the backbone dominates and Faro costs what BT costs ({ratio_full:.2f}).
+  head mode; in full mode the backbone dominates and Faro costs what BT costs ({ratio_full:.2f}). Fused Adam
+  (`make_adam`) made both sides' steps ~15% faster (a head BT step 2.12 → 1.81 ms in isolation), so Faro's
+  fixed extra work per step is a larger share of it than before (1.28 → 1.31 amortized): faster in absolute
+  terms, worse as a ratio. The extra ~0.27 ms of a primal step is dispatch, not arithmetic: moving the
+  penalty's arithmetic to NumPy in its autograd node made it slower (266 vs 233 µs with a BT loss, measured).
 - **Full mode is faster than TRL because it does less host and padding work.** On CPU: length-sorted
   micro-batches of at most 1,024 padded tokens (`bucketed_rewards`) give the same rewards as one batch padded
   to its longest pair (~52% padding on BBQ): {trl:.2f}x TRL, {trl_dp:.2f}x with DP. On a GPU a MiniLM step is
@@ -59,12 +65,19 @@ NOTES = """What the numbers say, and what changed in `faro_core` to get them:
   call (bench/results/vs_trl_cuda_runs.md). Pinned asynchronous copies (`to_device`), a sync-free penalty on a
   GPU and fused Adam went in too; they did not change Faro's throughput at this size (the GPU is idle when a
   copy waits for it) and matter when the GPU is the bottleneck.
-- **A Faro sweep is {fl_ratio:.2f}x fairlearn's time, not 0.1x** (from 2.7x): 30 runs (3 constraints x 10 ε) of 140
-  MLP steps at {faro_run:.2f} s each, against 10 `ExponentiatedGradient` fits of a 1,680 x 384 logistic regression at
-  {fl_fit:.2f} s each. A Faro run takes less than a fairlearn fit, but the goal asks 30 runs in the
-  time of 10 fits / 10, i.e. {goal_ms:.0f} ms per MLP training: below the cost of the training steps themselves. A
-  batched-heads engine (all runs of a sweep as one stacked model) is the next step; its floor on this CPU is
-  still ~4-6 s for 30 runs. Faro's front is not dominated: ~0.82 gold accuracy against fairlearn's ~0.63.
+- **A Faro sweep is {fl_ratio:.2f}x the time of fairlearn's reduction on the same model class, not 0.1x.**
+  `ExponentiatedGradient` fitting the same MLP head each round (`expgrad_head`, `PairHeadClassifier`: Faro's
+  optimizer, batch, learning rate and epochs) takes {fl_fit:.1f} s per ε, about 30 head trainings; a Faro run
+  takes {faro_run:.2f} s, about two head trainings' worth (the steps, ~25% validation and dual passes, and the
+  run's files). The goal needs {goal_ms:.0f} ms per Faro run. Training the 30 runs as one stacked model
+  does not get there on a CPU: a stacked step of 30 heads cost 1.67 ms per head against 1.72 ms for one head
+  alone (measured), because the step is already bound by its matrix products (0.32 ms per forward product).
+  What went in: fused Adam (head step 2.12 → 1.81 ms) and one gather per batch. Against fairlearn fitting
+  logistic regression on feature differences (`expgrad`, the previous comparison) the ratio is
+  {fl_ratio_lin:.2f}: a logistic regression fit is cheap, and its models reach ~0.63 gold accuracy against
+  ~0.82. **The fronts:** in this set-up (EO, no strata, 10 epochs) Faro-EO stays close to BT, and fairlearn
+  with the MLP head is ahead on both axes on the seed check (training seeds 1–3, test split, seed means,
+  gold accuracy / EO violation): {seed_line}. Part of that is ensembling: its mixture averages several heads.
 - **Constraint cost vs size.** The primal step's constraint cost is O(batch) and does not grow with the number
   of groups (2-64): coefficients are gathered per pair, not scattered per cell. The dual step is O(dataset)
   per call (a pass over the split, or scatters over the buffer), amortized over `dual_every` steps.
@@ -82,11 +95,14 @@ def notes(figs: dict[str, dict[str, Any]]) -> str:
         return float("nan") if v is None else float(v)
 
     fl_fit = get("vs_fairlearn", "fairlearn_s_per_fit")
+    check = figs.get("vs_fairlearn", {}).get("seed_check") or {}
+    seed_line = "; ".join(f"{m} {v['gold_accuracy']:.3f} / {v['violation_eo']:.3f}" for m, v in check.items()) or "not run"
     return NOTES.format(ratio_head=get("overhead", "ratio_head"), ratio_head_primal=get("overhead", "ratio_head_primal"),
                         ratio_full=get("overhead", "ratio_full"), trl=get("vs_trl", "throughput_ratio"),
                         trl_dp=get("vs_trl", "throughput_ratio_dp"), trl_cuda=get("vs_trl_cuda", "throughput_ratio"),
                         trl_cuda_dp=get("vs_trl_cuda", "throughput_ratio_dp"),
                         fl_ratio=get("vs_fairlearn", "time_ratio"), faro_run=get("vs_fairlearn", "faro_s_per_run"),
+                        fl_ratio_lin=get("vs_fairlearn", "time_ratio_linear"), seed_line=seed_line,
                         fl_fit=fl_fit, goal_ms=fl_fit * 10 / 30 * 0.1 * 1000)
 
 

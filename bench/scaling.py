@@ -65,16 +65,13 @@ def synth_backend(n: int, seed: int = 0) -> Any:
     from faro_core.train.trainer import HeadBackend
 
     g = torch.Generator().manual_seed(seed)
-    be = HeadBackend.__new__(HeadBackend)
 
     def feats() -> torch.Tensor:
         return torch.nn.functional.normalize(torch.randn(n, DIM, generator=g), dim=-1)
 
-    be.x_c, be.x_r, be.x_cfc, be.x_cfr = feats(), feats(), feats(), feats()
-    be.has_twin = torch.ones(n, dtype=torch.bool)
+    x = [feats() for _ in range(4)]
     torch.manual_seed(seed)
-    be.model = HeadRewardModel(DIM, 256)
-    return be
+    return HeadBackend.from_features(*x, torch.ones(n, dtype=torch.bool), HeadRewardModel(DIM, 256))
 
 
 def run_point(p: dict[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,29 @@ def figure(faro: pd.DataFrame, fl: pd.DataFrame, fl_lin: pd.DataFrame, title: st
     return fig
 
 
+CHECK_EPSILONS = (0.02, 0.1)
+
+
+def seed_check(base: dict[str, Any], epochs: int, n_seeds: int, store: Any, train_one: Any) -> pd.DataFrame:
+    """Test-split gold accuracy and EO violation of BT, Faro-EO and fairlearn fitting the MLP head, for training
+    seeds 1..``n_seeds`` at ``CHECK_EPSILONS``: one seed's front says little when the sides differ by a point."""
+    from faro_core.train import FaroConfig
+
+    out = []
+    for seed in range(1, n_seeds + 1):
+        kw = {**base, "seed": seed, "epochs": epochs}
+        sides = [("BT", FaroConfig(**kw, method="bt"))]
+        for eps in CHECK_EPSILONS:
+            sides += [(f"Faro-EO ε={eps:g}", FaroConfig(**kw, constraints=["eo"], epsilon=eps)),
+                      (f"fairlearn EO, MLP head, ε={eps:g}",
+                       FaroConfig(**kw, method="expgrad", expgrad_base="head", constraints=["eo"], epsilon=eps))]
+        for name, cfg in sides:
+            r = train_one(cfg, store)
+            out.append({"model": name, "seed": seed, "gold_accuracy": r["gold_accuracy"],
+                        "violation_eo": r["violation_eo"]})
+    return pd.DataFrame(out, columns=["model", "seed", "gold_accuracy", "violation_eo"])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     from faro_core.fast_sweep import shared_inputs, train_inprocess
@@ -90,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="under a minute: 2 epsilons, 2 epochs")
     ap.add_argument("--epochs", type=int, default=None, help="Faro head epochs (default 10; --quick 2)")
+    ap.add_argument("--seed-check", type=int, default=None,
+                    help="seeds 1..N of BT, Faro-EO and fairlearn with the MLP head at ε 0.02 and 0.1, after the "
+                         "timed sweep, so the fronts are compared on seed means (default 3; --quick 0)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     eps_list = QUICK_EPSILONS if args.quick else EPSILONS
@@ -118,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                      expgrad_base=fl_base)
                     rows.append({**train_inprocess(cfg, store), "side": side})
                     times.append(time.perf_counter() - t0)
+            n_check = args.seed_check if args.seed_check is not None else (0 if args.quick else 3)
+            checks = seed_check(base, epochs, n_check, store, train_inprocess)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = pd.DataFrame(rows)
@@ -151,6 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         cell = {k: (f"{v['gold_accuracy'].iloc[0]:.3f} / {v['violation_eo'].iloc[0]:.3f}" if len(v) else "–")
                 for k, v in r.items()}
         pts.append([f"{eps:g}", cell["eo"], cell["fl"], cell["lin"]])
+    check_text, check_json = "", {}
+    if len(checks):
+        agg = checks.groupby("model", sort=False).agg(gold=("gold_accuracy", "mean"), eo=("violation_eo", "mean"),
+                                                      golds=("gold_accuracy", list))
+        check_json = {m: {"gold_accuracy": round(float(r.gold), 4), "violation_eo": round(float(r.eo), 4)}
+                      for m, r in agg.iterrows()}
+        check_text = (f"Seed check (not timed): training seeds 1–{checks['seed'].max()}, test split, means over "
+                      "seeds (gold accuracy per seed in brackets):\n\n"
+                      + md_table(["model", "gold accuracy", "EO violation", "per seed"],
+                                 [[m, f"{r.gold:.3f}", f"{r.eo:.3f}", ", ".join(f"{g:.3f}" for g in r.golds)]
+                                  for m, r in agg.iterrows()]) + "\n\n")
     cfg_r = FaroConfig(**base, epochs=epochs).resolved()
     body = (f"Data: {label}, cached all-MiniLM-L6-v2 features (max length 256). Faro: head mode, MLP head "
             f"({cfg_r.head_hidden} hidden), batch {cfg_r.batch_size}, constraint batch {cfg_r.constraint_batch_size}, "
@@ -167,13 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             f"({len(front)} points) is **{'dominated' if is_dom else 'not dominated'}** by fairlearn's points "
             "(either side). "
             "Figure: `bench/results/vs_fairlearn.html` (and `.png`).\n\n"
-            "Produced by `python bench/vs_fairlearn.py" + (" --quick" if args.quick else "") + "`.")
+            + check_text
+            + "Produced by `python bench/vs_fairlearn.py" + (" --quick" if args.quick else "") + "`.")
     finish("vs_fairlearn", "Faro sweep vs fairlearn ExponentiatedGradient", body,
            {"time_ratio": round(ratio, 4), "time_ratio_linear": round(ratio_lin, 4),
             "faro_front_dominated": bool(is_dom),
             "faro_s_per_run": round(float(np.median([t / 3 for t in faro_t])), 3),
             "fairlearn_s_per_fit": round(float(np.median(fl_t)), 3),
-            "fairlearn_linear_s_per_fit": round(float(np.median(fl_lin_t)), 3)}, args.json)
+            "fairlearn_linear_s_per_fit": round(float(np.median(fl_lin_t)), 3), "seed_check": check_json},
+           args.json)
     return 0
 
 

@@ -317,3 +317,23 @@ def test_to_device_is_a_no_op_on_the_same_device_and_round_trips():
     if torch.cuda.is_available():
         on_gpu = to_device(idx, "cuda")
         assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), idx)
+
+
+def test_head_backend_from_features_scores_its_rows():
+    """The synthetic-feature backend (bench/scaling.py) scores chosen, rejected and twins from the rows given."""
+    from faro_core.models.reward import HeadRewardModel
+    from faro_core.train.trainer import HeadBackend
+
+    g = torch.Generator().manual_seed(0)
+    x = [torch.randn(6, 5, generator=g) for _ in range(4)]
+    twin = torch.tensor([True, False, True, True, False, False])
+    model = HeadRewardModel(5, 4)
+    be = HeadBackend.from_features(*x, twin, model)
+    idx = torch.tensor([4, 0, 2])
+    with torch.no_grad():
+        r_c, r_r, cf_c, cf_r = be.rewards(model, idx)
+        assert torch.allclose(r_c, model(x[0][idx])) and torch.allclose(r_r, model(x[1][idx]))
+        assert torch.isnan(cf_c[0]) and torch.allclose(cf_c[1:], model(x[2][idx[1:]]))
+        assert torch.allclose(cf_r[1:], model(x[3][idx[1:]]))
+        no_twins = be.rewards(model, idx, with_twins=False)
+        assert torch.equal(no_twins[0], r_c) and torch.isnan(no_twins[2]).all()
