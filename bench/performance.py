@@ -52,7 +52,7 @@ NOTES = """What the numbers say, and what changed in `faro_core` to get them:
   (`make_adam`) made both sides' steps ~15% faster (a head BT step 2.12 → 1.81 ms in isolation), so Faro's
   fixed extra work per step is a larger share of it than before (1.28 → 1.31 amortized): faster in absolute
   terms, worse as a ratio. The extra ~0.27 ms of a primal step is dispatch, not arithmetic: moving the
-  penalty's arithmetic to NumPy in its autograd node made it slower (266 vs 233 µs with a BT loss, measured).
+  penalty's arithmetic to NumPy in its autograd node made it slower (270 vs 233 µs with a BT loss, measured).
 - **Full mode is faster than TRL because it does less host and padding work.** On CPU: length-sorted
   micro-batches of at most 1,024 padded tokens (`bucketed_rewards`) give the same rewards as one batch padded
   to its longest pair (~52% padding on BBQ): {trl:.2f}x TRL, {trl_dp:.2f}x with DP. On a GPU a MiniLM step is
