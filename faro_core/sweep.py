@@ -34,7 +34,7 @@ import pandas as pd
 from faro_core.errors import FaroError
 from faro_core.io import write_json, write_parquet
 from faro_core.runs import RUN_ID_RE, RunStore
-from faro_core.train.config import FaroConfig
+from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
 
 HV_REF_ACCURACY = 0.5
 HV_REF_VIOLATION = 1.0
@@ -64,8 +64,7 @@ class SweepSpec:
 # run-id hash at that default, so adding an option does not orphan every finished run of a sweep.
 # methods whose runs target one constraint kind (a front of kind k shows only their runs for k)
 CONSTRAINED_METHODS = ("faro", "fixed_lambda", "expgrad", "expgrad_head")
-HASH_OPTIONAL: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
-                                     "expgrad_base": "linear"}
+HASH_OPTIONAL: dict[str, object] = LEGACY_DEFAULTS
 
 
 def run_id_for(config: FaroConfig) -> str:
