@@ -343,38 +343,25 @@ def _val(acc: float, feasible: bool = True, excess: float = 0.0, pairs: int = 40
     return {"accuracy": acc, "feasible": feasible, "max_excess": excess, "pairs": pairs}
 
 
-def test_selection_keeps_later_iterates_within_validation_noise():
-    """select_se: a later iterate wins unless it is less accurate than the tier's best by more than the
-    validation noise; 0 keeps the strict rule; a higher tier always wins; tier 0 ranks by excess."""
+def test_iterate_selector_tiers_and_ties():
+    """A higher tier always wins; within a tier the more accurate wins and a tie keeps the earlier; tier 0
+    ranks by the largest excess over epsilon."""
     from faro_core.train.trainer import IterateSelector
 
-    def choices(accs, se, **kw):
-        sel, best, out = IterateSelector(FaroConfig(select_se=se), None, None), None, []
-        for a in accs:
-            m = _val(a, **kw)
-            out.append(sel.better(m, best))
-            best = m if out[-1] else best
-        return out
-
-    # 400 validation pairs at 0.83: one standard error is 0.0188
-    assert choices([0.80, 0.83, 0.825, 0.815], 1.0) == [True, True, True, True]
-    assert choices([0.80, 0.85, 0.80], 1.0) == [True, True, False]  # 0.05 below the best: a real drop
-    assert choices([0.80, 0.83, 0.83, 0.82], 0.0) == [True, True, False, False]  # the strict rule
-    # the threshold is the best seen so far, so a run of small drops cannot drift away from it
-    assert choices([0.85, 0.835, 0.82], 1.0) == [True, True, False]
     sel = IterateSelector(FaroConfig(), None, None)
+    first = _val(0.80)
+    assert sel.better(first, None)
+    assert sel.better(_val(0.83), first) and not sel.better(_val(0.80), first)
     infeasible, feasible = _val(0.9, feasible=False, excess=0.1), _val(0.6)
-    assert sel.better(infeasible, None) and sel.better(feasible, infeasible)
-    assert not sel.better(_val(0.95, feasible=False, excess=0.01), feasible)
-    sel0 = IterateSelector(FaroConfig(), None, None)
-    first = _val(0.8, feasible=False, excess=0.2)
-    assert sel0.better(first, None) and sel0.better(_val(0.7, feasible=False, excess=0.1), first)
+    assert sel.better(feasible, infeasible) and not sel.better(_val(0.95, feasible=False, excess=0.01), feasible)
+    assert sel.better(_val(0.7, feasible=False, excess=0.05), infeasible)
+    assert not sel.better(_val(0.99, feasible=False, excess=0.2), infeasible)
 
 
 def test_stored_configs_without_new_fields_keep_their_old_rules():
     """A run stored before a config field existed ran with the older behaviour: loading its config (resume)
     gives that, not the new default."""
     old = FaroConfig.from_dict({"constraints": ["dp"], "epsilon": 0.05})
-    assert (old.select_se, old.select_chance, old.dp_partner, old.expgrad_base) == (0.0, 0.0, False, "linear")
+    assert (old.select_chance, old.dp_partner, old.expgrad_base) == (0.0, False, "linear")
     new = FaroConfig.from_dict(FaroConfig(constraints=["dp"]).to_dict())
-    assert (new.select_se, new.select_chance, new.dp_partner) == (1.0, 0.05, True)
+    assert (new.select_chance, new.dp_partner) == (0.05, True)

@@ -41,9 +41,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="dual step every N steps (default: 20 in head mode, 5 in full mode; on small data with "
                         "few steps per epoch, lower it so the multipliers get enough steps)")
     p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps")
-    p.add_argument("--select-se", type=float, default=1.0,
-                   help="keep the latest iterate within this many standard errors of the best validation "
-                        "accuracy of its tier (default 1; 0: strictly the most accurate)")
     p.add_argument("--runs-dir", default=None, help="run store directory (default ./runs or $FARO_RUNS_DIR)")
 
 
@@ -58,7 +55,7 @@ def config_from_args(args: argparse.Namespace, **over: object):
         dp_partner=args.dp_partner != "pool", groups=split(args.groups), skew=args.skew, data_seed=args.data_seed,
         mode=args.mode, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         dual_lr=args.dual_lr, max_length=args.max_length, min_count=args.min_count, ckpt_every=args.ckpt_every,
-        dual_every=args.dual_every, select_se=args.select_se,
+        dual_every=args.dual_every,
     )
     kw.update(over)
     return FaroConfig(**kw)

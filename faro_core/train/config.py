@@ -12,7 +12,7 @@ from faro_core.errors import FaroError
 # config without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out
 # at that value (so finished sweeps keep their ids; faro_core.sweep.HASH_OPTIONAL).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
-                                      "expgrad_base": "linear", "select_se": 0.0}
+                                      "expgrad_base": "linear"}
 METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
 MODES = ("head", "full")
 
@@ -43,10 +43,7 @@ class FaroConfig:
     ``select`` ("best": best validation accuracy among feasible iterates, else among iterates whose DP/EO
     violations are indistinguishable from chance, else least violating; "last"), ``select_chance`` (the
     p-value at or above which a DP/EO violation on validation counts as chance, see
-    :mod:`faro_core.evaluate.chance`; 0 turns that middle tier off), ``select_se`` (within a tier, the latest
-    iterate whose validation accuracy is within this many standard errors of the tier's best so far is kept,
-    so validation noise does not stop training early; 0: strictly the most accurate, the rule before
-    2026-11-27),
+    :mod:`faro_core.evaluate.chance`; 0 turns that middle tier off),
     ``average`` (0: off; else the per-step decay of an exponential moving average of the weights, evaluated
     on validation each epoch as one more candidate for ``select``; constrained runs only).
     """
@@ -89,7 +86,6 @@ class FaroConfig:
     ckpt_every: int = 50
     select: str = "best"
     select_chance: float = 0.05
-    select_se: float = 1.0
     average: float = 0.0
     seed: int = 0
     sweep: str | None = None
@@ -116,8 +112,6 @@ class FaroConfig:
             raise FaroError(f"expgrad_base must be 'linear' or 'head', got {self.expgrad_base!r}")
         if self.select not in ("best", "last"):
             raise FaroError("select must be 'best' or 'last'")
-        if not float(self.select_se) >= 0.0:
-            raise FaroError(f"select_se must be >= 0, got {self.select_se}")
         if not 0.0 <= float(self.select_chance) < 1.0:
             raise FaroError(f"select_chance must be in [0, 1), got {self.select_chance}")
 
