@@ -89,7 +89,8 @@ def seed_check(base: dict[str, Any], epochs: int, n_seeds: int, store: Any, trai
     out = []
     for seed in range(1, n_seeds + 1):
         kw = {**base, "seed": seed, "epochs": epochs}
-        sides = [("BT", FaroConfig(**kw, method="bt"))]
+        # "last iterate": Faro returns the iterate most accurate on validation, fairlearn's heads their last one
+        sides = [("BT", FaroConfig(**kw, method="bt")), ("BT, last iterate", FaroConfig(**kw, method="bt", select="last"))]
         for eps in CHECK_EPSILONS:
             sides += [(f"Faro-EO ε={eps:g}", FaroConfig(**kw, constraints=["eo"], epsilon=eps)),
                       (f"fairlearn EO, MLP head, ε={eps:g}",
