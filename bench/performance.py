@@ -77,9 +77,9 @@ NOTES = """What the numbers say, and what changed in `faro_core` to get them:
   {fl_ratio_lin:.2f}: a logistic regression fit is cheap, and its models reach ~0.63 gold accuracy against
   ~0.82. **The fronts:** in this set-up (EO, no strata, 10 epochs) Faro-EO stays close to BT, and fairlearn
   with the MLP head is ahead on both axes on the seed check (training seeds 1–3, test split, seed means,
-  gold accuracy / EO violation): {seed_line}. Most of the accuracy gap is selection, not the fairness
-  method: Faro returns the iterate most accurate on validation, which over 10 epochs is an earlier one, and
-  fairlearn's heads are last iterates (compare "BT, last iterate" above). Keeping later iterates within one standard error of the best was tried: it helps here and hurts
+  gold accuracy / EO violation): {seed_line}. The gap is selection, not the fairness method: Faro returns
+  the iterate most accurate on validation, which over 10 epochs is an earlier one, and fairlearn's heads are
+  last iterates; BT's own last iterate is level with fairlearn's mixture in accuracy and lower in EO. Keeping later iterates within one standard error of the best was tried: it helps here and hurts
   the skewed 50-epoch BBQ runs (`IterateSelector`), so selection is unchanged.
 - **Constraint cost vs size.** The primal step's constraint cost is O(batch) and does not grow with the number
   of groups (2-64): coefficients are gathered per pair, not scattered per cell. The dual step is O(dataset)
