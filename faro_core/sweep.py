@@ -60,10 +60,10 @@ class SweepSpec:
     certify_epsilon: float = 0.05
 
 
+# Methods whose runs target one constraint kind (a front of kind k shows only their runs for k).
+CONSTRAINED_METHODS = ("faro", "fixed_lambda", "expgrad", "expgrad_head")
 # Config fields added after sweeps were run, with the default that reproduces the older behaviour. Left out of the
 # run-id hash at that default, so adding an option does not orphan every finished run of a sweep.
-# methods whose runs target one constraint kind (a front of kind k shows only their runs for k)
-CONSTRAINED_METHODS = ("faro", "fixed_lambda", "expgrad", "expgrad_head")
 HASH_OPTIONAL: dict[str, object] = LEGACY_DEFAULTS
 
 

@@ -339,8 +339,8 @@ def test_head_backend_from_features_scores_its_rows():
         assert torch.equal(no_twins[0], r_c) and torch.isnan(no_twins[2]).all()
 
 
-def _val(acc: float, feasible: bool = True, excess: float = 0.0, pairs: int = 400) -> dict:
-    return {"accuracy": acc, "feasible": feasible, "max_excess": excess, "pairs": pairs}
+def _val(acc: float, feasible: bool = True, excess: float = 0.0) -> dict:
+    return {"accuracy": acc, "feasible": feasible, "max_excess": excess}
 
 
 def test_iterate_selector_tiers_and_ties():

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from faro_core.constraints import ConstraintSet, all_constraints
 from faro_core.errors import FaroError
@@ -50,12 +51,12 @@ def _fairlearn_constraint(kinds: list[str], epsilon: float) -> Any:
     return (DemographicParity if kinds[0] == "dp" else EqualizedOdds)(difference_bound=eps)
 
 
-class PairHeadClassifier:
+class PairHeadClassifier(ClassifierMixin, BaseEstimator):
     """scikit-learn classifier over pairs whose decision is a reward difference: X [n, 2d] holds the two
     responses' features side by side (phi1 | phi2), and ``predict`` says whether r(phi1) > r(phi2) for a
     :class:`~faro_core.models.reward.HeadRewardModel` r fitted by weighted Bradley-Terry (binary cross-entropy
     on r(phi1) - r(phi2) against y, weights ``sample_weight``). What fairlearn's reduction needs of an
-    estimator: ``fit(X, y, sample_weight)``, ``predict(X)`` and cloning through ``get_params``.
+    estimator: ``fit(X, y, sample_weight)``, ``predict(X)`` and cloning (``BaseEstimator``'s ``get_params``).
 
     Parameters: ``hidden`` (units; 0 = linear), ``epochs``, ``batch_size`` (pairs), ``lr`` (Adam), ``seed``.
     """
@@ -63,14 +64,6 @@ class PairHeadClassifier:
     def __init__(self, hidden: int = 256, epochs: int = 10, batch_size: int = 128, lr: float = 3e-3,
                  seed: int = 0) -> None:
         self.hidden, self.epochs, self.batch_size, self.lr, self.seed = hidden, epochs, batch_size, lr, seed
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("hidden", "epochs", "batch_size", "lr", "seed")}
-
-    def set_params(self, **params: Any) -> PairHeadClassifier:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
 
     @staticmethod
     def _split(X: Any) -> tuple[torch.Tensor, torch.Tensor]:

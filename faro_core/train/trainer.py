@@ -241,11 +241,7 @@ class HeadBackend:
     def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
         # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
         n = self.n_pairs
-        if not with_twins:
-            r = model(self.x_all.index_select(0, torch.cat([idx, idx + n])))
-            nan = torch.full_like(r[:len(idx)], float("nan"))
-            return r[:len(idx)], r[len(idx):], nan, nan
-        tw = self.has_twin[idx]
+        tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
         sel = idx[tw]
         r = model(self.x_all.index_select(0, torch.cat([idx, idx + n, sel + 2 * n, sel + 3 * n])))
         return _unstack_rewards(r, tw)
@@ -678,10 +674,10 @@ class TrainStepper:
 
     def _fill(self, idx: torch.Tensor, rewards: tuple[torch.Tensor, ...], idx_dev: torch.Tensor | None = None) -> None:
         """Store the batch's rewards in the buffer; ``idx_dev``: ``idx`` already on the rewards' device."""
+        where = to_device(idx, rewards[0].device) if idx_dev is None else idx_dev
         for k, r in enumerate(rewards):
             if self.buf[k].device != r.device:
                 self.buf[k] = self.buf[k].to(r.device)
-            where = idx_dev if idx_dev is not None and idx_dev.device == r.device else to_device(idx, r.device)
             self.buf[k][where] = r.detach().float()
         self.seen[idx] = True
 
