@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from faro_core.cli import main as faro_main
-from faro_core.errors import RunError
+from faro_core.errors import FaroError, RunError
 from faro_core.runs import RunStore, validate_run_id
 from faro_core.train import FaroConfig, train
 from faro_core.train.trainer import load_training_data
@@ -339,8 +339,8 @@ def test_head_backend_from_features_scores_its_rows():
         assert torch.equal(no_twins[0], r_c) and torch.isnan(no_twins[2]).all()
 
 
-def _val(acc: float, feasible: bool = True, excess: float = 0.0) -> dict:
-    return {"accuracy": acc, "feasible": feasible, "max_excess": excess}
+def _val(acc: float, feasible: bool = True, excess: float = 0.0, loss: float = 0.5) -> dict:
+    return {"accuracy": acc, "loss": loss, "feasible": feasible, "max_excess": excess}
 
 
 def test_iterate_selector_tiers_and_ties():
@@ -356,6 +356,33 @@ def test_iterate_selector_tiers_and_ties():
     assert sel.better(feasible, infeasible) and not sel.better(_val(0.95, feasible=False, excess=0.01), feasible)
     assert sel.better(_val(0.7, feasible=False, excess=0.05), infeasible)
     assert not sel.better(_val(0.99, feasible=False, excess=0.2), infeasible)
+
+
+def test_iterate_selector_by_validation_loss():
+    """select_metric="loss": within a tier the lower validation BT loss wins, whatever the accuracy; tiers
+    still come first; the validation metrics carry the loss the rule reads."""
+    from faro_core.train.trainer import IterateSelector
+
+    sel = IterateSelector(FaroConfig(select_metric="loss"), None, None)
+    ref = _val(0.85, loss=0.40)
+    assert sel.better(_val(0.80, loss=0.39), ref) and not sel.better(_val(0.90, loss=0.41), ref)
+    assert not sel.better(_val(0.80, loss=0.40), ref)  # a tie keeps the earlier
+    assert not sel.better(_val(0.9, feasible=False, excess=0.1, loss=0.1), ref)
+    with pytest.raises(FaroError, match="select_metric"):
+        FaroConfig(select_metric="auc")
+
+
+def test_selection_by_validation_loss_returns_the_lowest_loss_iterate(store):
+    """A run with select_metric="loss" logs the validation BT loss each epoch and returns the iterate with the
+    lowest one (the first of ties); its metrics.json reports that loss."""
+    run = train(FaroConfig(method="bt", epochs=5, select_metric="loss"), store, progress=False)
+    rows = [h for h in run.history() if "val" in h]
+    losses = [h["val"]["loss"] for h in rows]
+    assert len(rows) == 5 and all(math.isfinite(v) and v > 0 for v in losses)
+    best = rows[int(np.argmin(losses))]
+    m = run.metrics()
+    assert m["selected_step"] == best["step"]
+    assert m["loss"] == pytest.approx(best["val"]["loss"], abs=1e-6)
 
 
 def test_stored_configs_without_new_fields_keep_their_old_rules():

@@ -12,7 +12,7 @@ from faro_core.errors import FaroError
 # config without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out
 # at that value (so finished sweeps keep their ids; faro_core.sweep.HASH_OPTIONAL).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
-                                      "expgrad_base": "linear"}
+                                      "expgrad_base": "linear", "select_metric": "accuracy"}
 METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
 MODES = ("head", "full")
 
@@ -43,7 +43,9 @@ class FaroConfig:
     ``select`` ("best": best validation accuracy among feasible iterates, else among iterates whose DP/EO
     violations are indistinguishable from chance, else least violating; "last"), ``select_chance`` (the
     p-value at or above which a DP/EO violation on validation counts as chance, see
-    :mod:`faro_core.evaluate.chance`; 0 turns that middle tier off),
+    :mod:`faro_core.evaluate.chance`; 0 turns that middle tier off), ``select_metric`` (what ranks iterates
+    within a tier: ``"accuracy"`` on validation, or ``"loss"``, the validation Bradley-Terry loss; measured
+    in :class:`faro_core.train.trainer.IterateSelector`),
     ``average`` (0: off; else the per-step decay of an exponential moving average of the weights, evaluated
     on validation each epoch as one more candidate for ``select``; constrained runs only).
     """
@@ -86,6 +88,7 @@ class FaroConfig:
     ckpt_every: int = 50
     select: str = "best"
     select_chance: float = 0.05
+    select_metric: str = "accuracy"
     average: float = 0.0
     seed: int = 0
     sweep: str | None = None
@@ -112,6 +115,8 @@ class FaroConfig:
             raise FaroError(f"expgrad_base must be 'linear' or 'head', got {self.expgrad_base!r}")
         if self.select not in ("best", "last"):
             raise FaroError("select must be 'best' or 'last'")
+        if self.select_metric not in ("accuracy", "loss"):
+            raise FaroError(f"select_metric must be 'accuracy' or 'loss', got {self.select_metric!r}")
         if not 0.0 <= float(self.select_chance) < 1.0:
             raise FaroError(f"select_chance must be in [0, 1), got {self.select_chance}")
 
