@@ -66,6 +66,20 @@ def test_unconstrained_is_exactly_plain_bt(store):
         assert torch.allclose(v, a[k], atol=1e-7, rtol=0), k
 
 
+def test_constraints_whose_multipliers_stay_zero_train_plain_bt(store):
+    """Measured but never binding (DP rates differ by at most 1, so at epsilon 1 every multiplier stays 0): the
+    run trains exactly plain BT, weight for weight, while logging its violations. This is what makes an
+    epsilon sweep's runs share their prefix with the lambda = 0 trajectory (bench/sweep_prefix.py)."""
+    bt = train(FaroConfig(constraints=[], select="last", **FAST), store, progress=False)
+    loose = train(FaroConfig(constraints=["dp"], epsilon=1.0, select="last", min_count=10, dual_every=2,
+                             strata=["question_polarity"], **FAST), store, progress=False)
+    a, b = weights(bt), weights(loose)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    hist = loose.history()
+    assert len([h for h in hist if "g" in h]) > 3 and max(max(h["g"]) for h in hist if "g" in h) > 0.05
+    assert all(h["lambda_max"] == 0.0 for h in hist)
+
+
 @pytest.mark.parametrize(("kind", "margin"), [("dp", 0.08), ("eo", 0.03), ("cf", 0.03)])
 def test_constraint_lowers_violation_and_is_logged(store, kind, margin):
     """Faro at eps=0.05 lowers the violation on the training split well below plain BT's (by the margins
