@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,32 @@ def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
 
     store = RunStore(tmp_path / "cancel")
     run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=50)
-    assert launch.cancel(store, run_id) == "interrupted"
+    assert launch.cancel(store, run_id) == "interrupted"  # at once: during start-up
     assert not launch.queue(store)[0]["alive"]
+
+
+def test_cancel_mid_training_keeps_the_checkpoint_and_resumes(tmp_path: Path) -> None:
+    """Cancelled from the dashboard's queue after its first checkpoint: the run reads interrupted, its
+    checkpoint and history survive, and ``faro train --resume`` finishes it with one row per step."""
+    from faro_core import launch
+    from faro_core.cli import main as faro_main
+    from faro_core.runs import RunStore
+
+    store = RunStore(tmp_path / "cancel-mid")
+    run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=400)
+    state = store.path(run_id) / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.01)
+    assert state.exists(), launch.log_tail(store, run_id)
+    assert launch.cancel(store, run_id) == "interrupted"
+    run = store.get(run_id)
+    saved = json.loads(state.read_text())["step"]
+    total = run.progress()["total_steps"]
+    assert 0 < saved < total and run.history(), "cancelled before or after the training loop"
+    assert faro_main(["train", "--resume", run_id, "--runs-dir", str(store.root), "--quiet"]) == 0
+    assert run.status == "done"
+    assert [h["step"] for h in run.history()] == list(range(1, total + 1))
 
 
 def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
