@@ -16,7 +16,12 @@ from faro_core import launch
 from faro_core.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--epochs", "1", "--batch-size", "64", "--quiet", "--json"]
+# All four overlap (asserted below). With 1 epoch they did not: the two launcher runs, each in a new session
+# and so a CPU share of its own under Linux autogroup scheduling, finished before the two CLI runs, which
+# shared the test's session, had started; the store was written in turn (measured start/finish times). Now
+# the CLI runs get sessions of their own too, as from a user's terminal, and 60 epochs (~3 s of training
+# each on the demo) leave room for start-up skew.
+ARGS = ["--epochs", "60", "--batch-size", "64", "--quiet", "--json"]
 
 
 def test_four_concurrent_runs_cli_and_launcher(tmp_path: Path) -> None:
@@ -26,9 +31,9 @@ def test_four_concurrent_runs_cli_and_launcher(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs")
     cli = [subprocess.Popen([sys.executable, "-m", "faro_core", "train", "--constraint", c, "--runs-dir",
                              str(store.root), "--run-id", f"cli-{c}", *ARGS], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
            for c in ("dp", "eo")]
-    launched = [launch.launch_train(store, run_id=f"ui-{c}", constraint=c, epsilon=0.05, epochs=1,
+    launched = [launch.launch_train(store, run_id=f"ui-{c}", constraint=c, epsilon=0.05, epochs=60,
                                     extra=["--batch-size", "64"]) for c in ("cf", "dp")]
     t0 = time.time()
     for p in cli:
@@ -46,5 +51,8 @@ def test_four_concurrent_runs_cli_and_launcher(tmp_path: Path) -> None:
         assert_run_dir_parses(store.get(r["run_id"]).path)
     by_id = {r["run_id"]: r for r in index}
     assert by_id["ui-cf"]["constraints"] == ["cf"] and by_id["cli-eo"]["constraints"] == ["eo"]
+    # the runs really ran at once: some moment lies inside all four (a store written in turn tests nothing)
+    spans = [(st["started"], st["finished"]) for st in (store.get(r["run_id"]).raw_status() for r in index)]
+    assert max(a for a, _ in spans) < min(b for _, b in spans), f"the runs did not overlap: {spans}"
     queue = {q["run_id"]: q for q in launch.queue(store)}
     assert set(queue) == {"ui-cf", "ui-dp"} and all(q["status"] == "done" and not q["alive"] for q in queue.values())
