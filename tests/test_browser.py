@@ -25,6 +25,9 @@ if not Path(os.environ.get("FARO_CHROMIUM", "/usr/bin/chromium")).exists():
 
 from serve import PAGES, launch_browser, start_server, stop_server, wait_health, wait_ready  # noqa: E402
 
+# each page's st.title, which tells the page apart from the main page Streamlit falls back to
+TITLES = {"overview": "Faro", "data": "Data", "train": "Train", "pareto": "Accuracy–fairness front",
+          "groups": "Groups", "policy": "Does fairness transfer", "report": "Stakeholder report"}
 SHOTS = ROOT / "artifacts" / "screenshots"
 DOCS_SHOTS = ROOT / "docs" / "screenshots"
 
@@ -60,6 +63,10 @@ def test_every_page_in_chromium(server: str) -> None:
                 wait_ready(page, settle_s=1.5)
                 if page.query_selector('[data-testid="stException"]') is not None:
                     failures.append(f"{name}: {page.inner_text('[data-testid=stException]')[:300]}")
+                # a missing page file is no exception: Streamlit shows the main page and "Page not found"
+                title = page.inner_text("h1").strip()
+                if page.get_by_text("Page not found").count() or not title.startswith(TITLES[name]):
+                    failures.append(f"{name}: not its page (h1 {title!r})")
                 shot = SHOTS / f"{name}.png"
                 page.screenshot(path=str(shot), full_page=True)
                 if os.environ.get("FARO_BROWSER_RUNS_DIR"):

@@ -282,7 +282,9 @@ def test_hh_rlhf_pairs() -> None:
     assert len(d) == 4666 and d.meta["format"] == "hh"
     assert d.df["prompt"].str.startswith("Human:").all()
     assert d.df["prompt"].str.endswith("Assistant:").all()
-    assert not d.df["chosen"].str.contains("\n\nHuman:").all()
+    # the responses are the final assistant turn only: no row carries a later human turn
+    for col in ("chosen", "rejected"):
+        assert not d.df[col].str.contains("\n\nHuman:").any(), col
     assert not d.groups()
 
 

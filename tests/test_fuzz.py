@@ -333,8 +333,41 @@ def test_random_tables_load_or_data_error(tmp_path: Path, cols: set[str], rows: 
         data = load(str(p))
     except FaroError:
         return
-    # what loads is clean: non-empty text everywhere, unique ids, gold in {0, 1, NaN}
+    # what loads is clean: non-empty text everywhere, unique ids, gold in {0, 1, NaN} (random cells almost
+    # never make a loadable table: test_clean_random_tables_load_whole checks these on tables that do)
     assert len(data) > 0 and data.df["pair_id"].is_unique
     for c in ("prompt", "chosen", "rejected"):
         assert data.df[c].map(lambda v: isinstance(v, str) and v.strip() != "").all()
     assert data.df["gold"].dropna().isin([0.0, 1.0]).all() and np.issubdtype(data.df["gold"].dtype, np.floating)
+
+
+_word = st.from_regex(r"[a-z]{1,8}( [a-z]{1,8}){0,3}", fullmatch=True)
+
+
+@HYP
+@given(rows=st.integers(1, 8), with_ids=st.booleans(), with_group=st.booleans(), cells=st.data(),
+       fmt=st.sampled_from([".csv", ".jsonl", ".parquet"]))
+def test_clean_random_tables_load_whole(tmp_path: Path, rows: int, with_ids: bool, with_group: bool,
+                                        cells: st.DataObject, fmt: str) -> None:
+    """Well-formed tables of random text always load, every row kept with its text, id, gold and group."""
+    df = pd.DataFrame({"prompt": [f"q {cells.draw(_word)}" for _ in range(rows)],  # "q ...": never a NaN token
+                       "chosen": [f"c {cells.draw(_word)}" for _ in range(rows)],
+                       "rejected": [f"r {cells.draw(_word)}" for _ in range(rows)],
+                       "gold": [cells.draw(st.sampled_from([0.0, 1.0, None])) for _ in range(rows)]})
+    if with_ids:
+        df["pair_id"] = [f"id{i}" for i in cells.draw(st.permutations(range(rows)))]
+    if with_group:
+        df["group"] = [cells.draw(st.sampled_from(["a", "b"])) for _ in range(rows)]
+    p = tmp_path / f"table{fmt}"
+    {".csv": lambda: df.to_csv(p, index=False), ".parquet": lambda: df.to_parquet(p),
+     ".jsonl": lambda: df.to_json(p, orient="records", lines=True)}[fmt]()
+    data = load(str(p))  # no try: a clean table must load
+    got = data.df
+    assert len(got) == rows and got["pair_id"].is_unique
+    for c in ("prompt", "chosen", "rejected"):
+        assert got[c].tolist() == df[c].tolist()
+    assert np.array_equal(got["gold"].to_numpy(dtype=float), df["gold"].to_numpy(dtype=float), equal_nan=True)
+    if with_ids:
+        assert got["pair_id"].astype(str).tolist() == df["pair_id"].tolist()
+    if with_group:
+        assert got["group"].tolist() == df["group"].tolist()

@@ -17,6 +17,7 @@ Determinism (part 5) is tested in ``test_crash.py`` (same seed and data: metrics
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -65,9 +66,23 @@ def test_run_dir_and_cache_hold_only_safe_formats(tmp_path: Path) -> None:
     run = RunStore(tmp_path).get("scan")
     assert (run.file("checkpoint") / "state.json").exists()
     assert assert_safe_formats(run.path) >= 10
-    features = cache_dir() / "features"
-    assert features.is_dir() and assert_safe_formats(features) > 0
     assert_safe_formats(cache_dir())
+
+
+def test_feature_cache_writes_only_safe_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the feature cache writes, in a cache of its own (a warm shared cache would only show files
+    written by older code): new shards appear, and every file is a safe format."""
+    from faro_core.paths import cache_dir
+
+    monkeypatch.setenv("FARO_CACHE_DIR", str(tmp_path / "cache"))
+    rows = [{"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"bad answer {i}"}
+            for i in range(24)]
+    (tmp_path / "small.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert faro_main(["train", "--data", str(tmp_path / "small.jsonl"), "--epochs", "1",
+                      "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
+    shards = list((cache_dir() / "features").rglob("shard-*"))
+    assert cache_dir() == tmp_path / "cache" and shards, "the cache wrote no shard"
+    assert assert_safe_formats(cache_dir()) >= len(shards)
 
 
 def _calls(text: str, name: str) -> list[str]:
@@ -125,16 +140,17 @@ BAD_IDS = ["../x", "/abs", "a/../../b", "..", ".", "a/b", "..\\x", "x\x00y", "~r
 def test_bad_run_ids_exit_2_through_the_cli(bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
     store.mkdir()
+    # a decoy run next to the store: "../x" would reach it if ids were not checked (exit 0 or a report)
+    RunStore(tmp_path).create({"constraints": []}, run_id="x")
     outside = _tree(tmp_path)
-    for argv in (["train", "--run-id", bad, "--epochs", "1"], ["train", "--resume", bad], ["eval", bad],
-                 ["report", bad, "--out", str(store / "r.html")]):
-        try:
-            rc = faro_main([*argv, "--runs-dir", str(store), "--quiet"] if argv[0] == "train" else
-                           [*argv, "--runs-dir", str(store)])
-        except SystemExit as exc:  # argparse refuses "-rf" as a value: its usage error, also exit 2
-            rc = int(exc.code or 0)
+    runs = ["--runs-dir", str(store)]
+    # "=" and "--" so that every id, "-rf" included, reaches Faro's check rather than argparse's
+    for argv in (["train", f"--run-id={bad}", "--epochs", "1", "--quiet", *runs],
+                 ["train", f"--resume={bad}", "--quiet", *runs], ["eval", *runs, "--", bad],
+                 ["report", "--out", str(store / "r.html"), *runs, "--", bad]):
+        rc = faro_main(argv)
         err = capsys.readouterr().err
-        assert rc == 2, (argv, err)
+        assert rc == 2 and "invalid run id" in err, (argv, err)
         assert "Traceback" not in err
     assert _tree(tmp_path) == outside  # nothing written anywhere (the store included)
 
