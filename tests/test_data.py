@@ -118,7 +118,7 @@ def test_skew_fraction_and_seed(bbq: PreferenceData) -> None:
     assert len(elig) > 1000
     s1 = apply_skew(bbq, 0.3, seed=1)
     items1 = set(s1.df.loc[s1.df["skewed"], "item_id"])
-    assert abs(len(items1) / len(elig) - 0.3) <= 0.02
+    assert len(items1) == round(0.3 * len(elig))  # exactly round(rho * eligible items)
     assert items1 <= set(elig)
     assert items1 == set(choose_skewed(bbq.df, 0.3, seed=1))  # same seed, same items
     assert set(choose_skewed(bbq.df, 0.3, seed=2)) != items1  # another seed, other items
@@ -136,8 +136,10 @@ def test_skew_fraction_and_seed(bbq: PreferenceData) -> None:
 
 def test_skew_on_demo_and_errors() -> None:
     d = load("demo", skew=0.5, seed=3)
-    assert d.meta["skewed_items"] == round(0.5 * d.meta["skew_eligible_items"])
-    assert d.df["skewed"].any()
+    # counted from the frame and the unskewed data, not from the skew's own bookkeeping
+    n_eligible = len(eligible_items(load("demo").df))
+    assert d.df.loc[d.df["skewed"], "item_id"].nunique() == round(0.5 * n_eligible) > 0
+    assert d.meta["skewed_items"] == round(0.5 * n_eligible) and d.meta["skew_eligible_items"] == n_eligible
     sk = d.df[d.df["skewed"]]
     # observed chosen: the target in negative questions, the other group in non-negative ones
     neg = sk["question_polarity"] == "neg"

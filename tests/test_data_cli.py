@@ -89,7 +89,7 @@ def test_bad_wrong_format(capsys, tmp_path) -> None:
     _assert_bad(capsys, [str(f), "--format", "crows"], "prefs.csv", "sent_more")
     g = tmp_path / "data.txt"
     g.write_text("hello\n", encoding="utf-8")
-    _assert_bad(capsys, [str(g)], "data.txt")
+    _assert_bad(capsys, [str(g)], "data.txt", "cannot tell the format")
 
 
 def test_bad_mapped_column_absent(capsys, tmp_path) -> None:
@@ -102,10 +102,10 @@ def test_bad_mapped_column_absent(capsys, tmp_path) -> None:
 def test_bad_empty_dataset(capsys, tmp_path) -> None:
     f = tmp_path / "empty.jsonl"
     f.write_text("", encoding="utf-8")
-    _assert_bad(capsys, [str(f)], "empty.jsonl", "empty")
+    _assert_bad(capsys, [str(f)], "empty.jsonl", "the dataset is empty")  # not just the file's name
     c = tmp_path / "empty.csv"
     c.write_text("prompt,chosen,rejected\n", encoding="utf-8")
-    _assert_bad(capsys, [str(c)], "empty.csv", "empty")
+    _assert_bad(capsys, [str(c)], "empty.csv", "the dataset is empty")
 
 
 def test_bad_nan_or_empty_text(capsys, tmp_path) -> None:
