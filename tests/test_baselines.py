@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,11 +42,19 @@ def test_registry_and_parse() -> None:
     assert cfgs[1].expgrad_base == "linear"
 
 
+def baseline_run(store: RunStore, method: str, kinds: list[str]) -> Any:
+    """The module's run of ``method`` (trained on first use, so tests do not depend on their order)."""
+    run_id = f"b-{method}-{'-'.join(kinds) or 'none'}"
+    if store.has(run_id) and store.get(run_id).status == "done":
+        return store.get(run_id)
+    cfg = FaroConfig(**{**BASE.to_dict(), "method": method, "constraints": kinds, "epsilon": 0.1})
+    return train(cfg, store, run_id=run_id, progress=False)
+
+
 @pytest.mark.parametrize("method,kinds", [("bt", []), ("reweight", []), ("posthoc", []), ("fixed_lambda", ["dp"]),
                                           ("expgrad", ["dp"]), ("expgrad", ["eo"])])
 def test_every_baseline_trains_and_evaluates(store: RunStore, method: str, kinds: list[str]) -> None:
-    cfg = FaroConfig(**{**BASE.to_dict(), "method": method, "constraints": kinds, "epsilon": 0.1})
-    run = train(cfg, store, run_id=f"b-{method}-{'-'.join(kinds) or 'none'}", progress=False)
+    run = baseline_run(store, method, kinds)
     assert run.status == "done" and run.metrics()["method"] == method
     scores = pd.read_parquet(run.file("scores.parquet"))
     assert set(scores["split"]) == {"train", "val", "test"} and scores["r_chosen"].notna().all()
@@ -53,10 +62,39 @@ def test_every_baseline_trains_and_evaluates(store: RunStore, method: str, kinds
     assert 0 <= res["metrics"]["gold_accuracy"]["value"] <= 1
 
 
+def test_reweighing_weights_by_hand_from_the_training_split() -> None:
+    """w(a, c) = P(a) P(c) / P(a, c) on the training split, worked out by hand: a = [x, x, y, y], chosen group
+    c = [x, y, y, y] give P(c=x) = 1/4, so w(x, x) = .5 * .25 / .25, w(x, y) = .5 * .75 / .25, w(y, y) =
+    .5 * .75 / .5. A held-out pair takes its combination's training weight and changes none of them."""
+    from faro_core.train.trainer import _example_weights
+
+    df = pd.DataFrame({"group": ["x", "x", "y", "y", "x"], "chosen_group": ["x", "y", "y", "y", "x"],
+                       "split": ["train"] * 4 + ["test"]})
+    w = _example_weights(df, "reweight")
+    assert torch.allclose(w, torch.tensor([0.5, 1.5, 0.75, 0.75, 0.5]))
+    flipped = df.assign(chosen_group=["x", "y", "y", "y", "y"])  # another held-out label: same weights
+    assert torch.allclose(_example_weights(flipped, "reweight")[:4], w[:4])
+    assert _example_weights(df, "bt") is None
+
+
+@pytest.mark.parametrize("method", ["reweight", "fixed_lambda"])
+def test_reweight_and_fixed_lambda_are_not_plain_bt(store: RunStore, method: str) -> None:
+    """Same seed and data as BT: reweighing (example weights) and the fixed multiplier (a penalty) must each
+    change the trained rewards; a baseline that silently fell back to BT would not."""
+    bt = pd.read_parquet(baseline_run(store, "bt", []).file("scores.parquet"))
+    run = baseline_run(store, method, ["dp"] if method == "fixed_lambda" else [])
+    other = pd.read_parquet(run.file("scores.parquet"))
+    assert not np.allclose(other["r_chosen"], bt["r_chosen"], atol=1e-4)
+    if method == "fixed_lambda":  # the penalty is in the loss (its larger batch alone would also move rewards)
+        hist = run.history()
+        assert all(h["lambda_max"] == BASE.fixed_lambda > 0 for h in hist)
+        assert any(h["loss"] > h["bt_loss"] + 1e-3 for h in hist)  # a hinge: positive while violated
+
+
 def test_posthoc_equalizes_group_means_on_train(store: RunStore) -> None:
     """The stored shifts are (stratum mean - group mean) of pair-centered rewards before shifting, and the
     shifted rewards have smaller group gaps of that mean."""
-    run = store.get("b-posthoc-none")
+    run = baseline_run(store, "posthoc", [])
     shifts = run.read("model.json")["shifts"]
     s = pd.read_parquet(run.file("scores.parquet"))
     s = s[s["split"] == "train"]
@@ -86,7 +124,7 @@ def test_expgrad_is_one_linear_head_that_load_scorer_reproduces(store: RunStore)
 
     from faro_core.evaluate.metrics import scores_for_data
 
-    run = store.get("b-expgrad-dp")
+    run = baseline_run(store, "expgrad", ["dp"])
     sd = load_file(str(run.file("model.safetensors")))
     assert set(sd) == {"net.0.weight", "net.0.bias"} and float(sd["net.0.bias"].abs().sum()) == 0.0
     assert run.read("model.json")["hidden"] == 0 and run.read("model.json")["expgrad"]["support"] >= 1

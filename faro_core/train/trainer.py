@@ -571,15 +571,20 @@ def _load_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimize
 # ---------------------------------------------------------------------------------------------------
 def _example_weights(df: pd.DataFrame, method: str) -> torch.Tensor | None:
     """Pre-processing baseline (Kamiran & Calders reweighing): w(a, c) = P(a) P(c) / P(a, c), with a the
-    pair's group and c the group the chosen response names, so that who wins is independent of the group."""
+    pair's group and c the group the chosen response names, so that who wins is independent of the group.
+    [N] weights, one per pair; the probabilities are estimated on the training split only (``c`` follows the
+    observed label, so estimating them on every split let held-out labels into the training weights)."""
     if method != "reweight":
         return None
-    a = df["group"].fillna("(none)").astype(str)
-    c = df["chosen_group"].fillna("(none)").astype(str)
-    pa = a.map(a.value_counts(normalize=True))
-    pc = c.map(c.value_counts(normalize=True))
-    pac = pd.Series(list(zip(a, c))).map(pd.Series(list(zip(a, c))).value_counts(normalize=True))
-    w = (pa.to_numpy() * pc.to_numpy()) / pac.to_numpy()
+    a = df["group"].fillna("(none)").astype(str).to_numpy()
+    c = df["chosen_group"].fillna("(none)").astype(str).to_numpy()
+    train = (df["split"] == "train").to_numpy() if "split" in df else np.ones(len(df), dtype=bool)
+    a_tr, c_tr = pd.Series(a[train]), pd.Series(c[train])
+    pa = pd.Series(a).map(a_tr.value_counts(normalize=True))
+    pc = pd.Series(c).map(c_tr.value_counts(normalize=True))
+    pac = pd.Series(list(zip(a, c))).map(pd.Series(list(zip(a_tr, c_tr))).value_counts(normalize=True))
+    # a (group, chosen group) combination absent from training has no training pair to weigh: weight 1
+    w = ((pa * pc) / pac).fillna(1.0).to_numpy()
     return torch.tensor(w, dtype=torch.float32)
 
 
