@@ -26,12 +26,13 @@ def _batch(n: int, rng: np.random.Generator, bias: float) -> PairBatch:
                      t(rng.integers(0, 2, n), torch.long), t(np.full(n, np.nan)), t(np.full(n, np.nan)))
 
 
-def test_observed_gap_is_the_constraints_own_violation():
+@pytest.mark.parametrize("bias", [0.2, -0.15])
+def test_observed_gap_is_the_constraints_own_violation(bias: float):
     """The chance module's gap on the unpermuted outcomes equals the trainer's strict violation (DP with both
-    partner kinds, EO)."""
+    partner kinds, EO), for a favoured group and for a disfavoured one (a gap below the anchor counts too)."""
     from faro_core.constraints import EqualizedOdds
 
-    b = _batch(3000, np.random.default_rng(0), bias=0.2)
+    b = _batch(3000, np.random.default_rng(0), bias=bias)
     for cls in (DemographicParity, EqualizedOdds):
         c = cls(min_count=30).bind(IDX)
         vals, grp, anc, n_groups, n_anchor = c.strict_members(b)
@@ -51,9 +52,10 @@ def test_permutation_keeps_each_anchors_outcomes():
     assert not all((row == vals).all() for row in perm)
 
 
-def test_a_real_gap_is_above_chance_and_no_gap_is_not():
+@pytest.mark.parametrize("bias", [0.3, -0.15])
+def test_a_real_gap_is_above_chance_and_no_gap_is_not(bias: float):
     rng = np.random.default_rng(1)
-    biased = chance_violation(_batch(4000, rng, bias=0.3), IDX, kinds=["dp"], min_count=30, n_perm=100)["dp"]
+    biased = chance_violation(_batch(4000, rng, bias=bias), IDX, kinds=["dp"], min_count=30, n_perm=100)["dp"]
     assert biased["observed"] > biased["chance_p90"] and biased["p_value"] < 0.02
     fair_p = [chance_violation(_batch(1000, np.random.default_rng(s), bias=0.0), IDX, kinds=["dp"], min_count=30,
                                n_perm=50, seed=s)["dp"] for s in range(12)]
