@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import brentq
 from scipy.stats import norm
 
 from faro_core.constraints import GroupIndex, PairBatch
@@ -34,11 +33,13 @@ INDEX = GroupIndex(response_groups=["A", "B"], pair_groups=["A", "B"], strata=["
 
 
 def _true_dp() -> dict[str, float]:
-    """True DP disparities of A and B: P(r > m | g) - 1/2, m the population median of the mixture."""
+    """True DP disparities of A and B under the selection rule DP uses (a response is selected when it beats
+    its pair partner, here a N(0, 1) response naming no group): rate_g = P(r_g > r_partner) = Phi(mu_g / sqrt 2),
+    minus the stratum's rate, the count-weighted mean of both groups' rates."""
     wa = N_A / (N_A + N_B)
-    m = brentq(lambda x: wa * norm.cdf(x - MU_A) + (1 - wa) * norm.cdf(x) - 0.5, -5, 5)
-    pa, pb = 1 - norm.cdf(m - MU_A), 1 - norm.cdf(m)
-    return {"A": pa - 0.5, "B": pb - 0.5}
+    pa, pb = norm.cdf(MU_A / math.sqrt(2)), 0.5
+    ref = wa * pa + (1 - wa) * pb
+    return {"A": pa - ref, "B": pb - ref}
 
 
 def test_hoeffding_bound_shrinks_with_n_and_grows_with_confidence() -> None:
@@ -46,6 +47,28 @@ def test_hoeffding_bound_shrinks_with_n_and_grows_with_confidence() -> None:
     assert hoeffding_diff_ucb(0.0, 100, 1000, 0.001) > hoeffding_diff_ucb(0.0, 100, 1000, 0.05)
     assert hoeffding_diff_ucb(0.1, 100, 100, 0.05) == 0.1  # the group is its whole stratum: d = 0 exactly
     assert bernstein_ucb(np.zeros(100), 1.0, 0.05) < bernstein_ucb(np.full(100, 0.5), 1.0, 0.05)
+
+
+def test_bounds_equal_their_formulas() -> None:
+    """The bounds' values, written out: Hoeffding on a difference of two independent means (weight w = n_o /
+    n_ref on the half-width) and Maurer & Pontil's empirical Bernstein bound on values scaled to [0, 1]."""
+    assert hoeffding_diff_ucb(0.02, 150, 600, 0.05) == pytest.approx(
+        0.02 + 0.75 * math.sqrt(math.log(20) / 2 * (1 / 150 + 1 / 450)), rel=1e-12)
+    x = np.random.default_rng(0).uniform(0, 2, 80)  # values in [0, B] with B = 2
+    z, lg = x / 2, math.log(2 / 0.01)
+    expected = 2 * (z.mean() + math.sqrt(2 * z.var(ddof=1) * lg / 80) + 7 * lg / (3 * 79))
+    assert bernstein_ucb(x, 2.0, 0.01) == pytest.approx(expected, rel=1e-12)
+
+
+def test_certificate_rows_use_the_union_bounded_delta() -> None:
+    """Each DP row's upper bound is Hoeffding's at delta / m from its own empirical value and counts (A: 150 of
+    the stratum's 600 responses, B: 450), so dropping the union bound or the weight would show."""
+    cert = certify(_batch(np.random.default_rng(0)), INDEX, ["dp"], 0.05, delta=0.05, min_count=10)
+    m = cert["m"]
+    assert m == 4 and len(cert["bounds"]) == 4
+    for r in cert["bounds"]:
+        n_a = N_A if "[A|" in r["name"] else N_B
+        assert r["upper"] == pytest.approx(hoeffding_diff_ucb(r["empirical"], n_a, N_A + N_B, 0.05 / m), abs=1e-9)
 
 
 def test_dp_bound_covers_the_truth_in_95_percent_of_200_repetitions() -> None:
