@@ -36,8 +36,24 @@ from faro_core.runs import Run, RunStore
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 10
 SEED = 1234
+# a dual step every 2 steps, so every checkpoint carries moving multipliers (with the default 20 the
+# early checkpoints held lambda = 0 and a resume that lost the dual state passed)
 TRAIN_ARGS = ["train", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "2", "--batch-size", "16",
-              "--min-count", "5", "--ckpt-every", "5", "--seed", "0", "--quiet", "--json"]
+              "--min-count", "5", "--ckpt-every", "5", "--dual-every", "2", "--strata", "question_polarity",
+              "--dp-partner", "pool", "--seed", "0", "--quiet", "--json"]
+
+
+def checkpoint_step(run: Run) -> int:
+    """The step of the run's last complete checkpoint (0: none)."""
+    state = run.file("checkpoint") / "state.json"
+    return int(json.loads(state.read_text())["step"]) if state.exists() else 0
+
+
+def kept_history(run: Run) -> list[dict]:
+    """The history rows a resume must keep as they are: those up to the checkpoint. Each row carries the time
+    its step ended, so a resume that retrained from step 0 instead of the checkpoint would rewrite them."""
+    step = checkpoint_step(run)
+    return [h for h in run.history() if h["step"] <= step]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -178,8 +194,10 @@ def test_kill_9_then_resume_matches_uninterrupted(reference: tuple[Path, dict, d
         assert tree_hashes(root, skip={rid}) == others, f"trial {trial}: another run changed"
         assert rid in {r["run_id"] for r in store.index()}
 
+        kept = kept_history(run)
         assert faro_main(["train", "--resume", rid, "--runs-dir", str(root), "--quiet", "--json"]) == 0
         done = store.get(rid)
+        assert done.history()[:len(kept)] == kept, f"trial {trial}: resume rewrote steps before its checkpoint"
         assert done.status == "done"
         assert done.metrics() == ref_metrics, f"trial {trial} (killed at step {step}): metrics differ"
         w = weights(done)
@@ -218,9 +236,12 @@ def test_kill_between_checkpoint_files_keeps_a_consistent_checkpoint(
     monkeypatch.setattr(trainer, "write_json", real)
     run = RunStore(root).get("torn-ckpt")
     assert run.status == "interrupted"
-    assert json.loads((run.file("checkpoint") / "state.json").read_text())["step"] == 5
+    assert checkpoint_step(run) == 5
     assert_run_dir_parses(run.path)
+    kept = kept_history(run)
+    assert [h["step"] for h in kept] == [1, 2, 3, 4, 5]
     assert faro_main(["train", "--resume", "torn-ckpt", "--runs-dir", str(root), "--quiet"]) == 0
+    assert run.history()[:5] == kept  # resumed from step 5, not retrained
     assert run.metrics() == ref_metrics
     assert all(torch.equal(v, ref_weights[k]) for k, v in weights(run).items())
 
@@ -246,7 +267,8 @@ def test_kill_before_first_checkpoint_resumes_with_clean_history(
     from faro_core.train import FaroConfig, train
 
     root, ref_metrics, _ = reference
-    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=2, batch_size=16, min_count=5, ckpt_every=5)
+    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=2, batch_size=16, min_count=5, ckpt_every=5,
+                     dual_every=2, strata=["question_polarity"], dp_partner=False)  # = TRAIN_ARGS
 
     def stop_at(row: dict) -> None:
         if row["step"] == 3:

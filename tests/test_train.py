@@ -108,7 +108,10 @@ def test_constraint_lowers_violation_and_is_logged(store, kind, margin):
 
 
 def test_resume_after_interrupt_gives_same_result(store):
-    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=8, batch_size=128, ckpt_every=5, min_count=5)
+    """Interrupted at step 13, resumed from the step-10 checkpoint, which holds moving multipliers (dual step
+    every 2 steps): the resumed run continues at step 11 and ends exactly where an uninterrupted one does."""
+    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=8, batch_size=128, ckpt_every=5, min_count=5,
+                     dual_every=2, strata=["question_polarity"], dp_partner=False)
     ref = train(cfg, store, run_id="ref", progress=False)
 
     def stop_at(row):
@@ -119,8 +122,12 @@ def test_resume_after_interrupt_gives_same_result(store):
         train(cfg, store, run_id="cut", progress=False, on_step=stop_at)
     cut = store.get("cut")
     assert cut.status == "interrupted"
-    assert (cut.file("checkpoint") / "state.json").exists()
-    done = train(None, store, run_id="cut", resume=True, progress=False)
+    state = json.loads((cut.file("checkpoint") / "state.json").read_text())
+    saved = load_file(str(cut.file("checkpoint") / state["tensors"]))
+    assert state["step"] == 10 and float(saved["gda.lam"].abs().max()) > 0  # the dual state is in it
+    seen = []
+    done = train(None, store, run_id="cut", resume=True, progress=False, on_step=seen.append)
+    assert seen[0]["step"] == 11  # continued from the checkpoint: a retrain from step 0 would end the same
     assert done.status == "done"
     assert done.metrics()["accuracy"] == ref.metrics()["accuracy"]
     assert done.metrics()["violation"] == ref.metrics()["violation"]
@@ -220,8 +227,11 @@ def test_two_process_training_matches_single(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): group statistics are all-reduced, so the result
     matches one process within 0.03 accuracy and 0.05 violation. Not exactly: each process draws its batches
     from its own shard of the training split, so the batch sequence differs from one process's."""
+    # dual step every 2 of the 12 steps, pooled DP over polarity strata: with the defaults the multipliers never
+    # moved and every strict DP violation was 0, so the all-reduced statistics went unused
     args = ["train", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "6", "--batch-size", "256",
-            "--min-count", "5", "--runs-dir", str(tmp_path), "--quiet", "--json"]
+            "--min-count", "5", "--dual-every", "2", "--strata", "question_polarity", "--dp-partner", "pool",
+            "--runs-dir", str(tmp_path), "--quiet", "--json"]
     single = subprocess.run([sys.executable, "-m", "faro_core", *args, "--run-id", "one"], capture_output=True,
                             text=True, timeout=600)
     assert single.returncode == 0, single.stderr
@@ -237,6 +247,13 @@ def test_two_process_training_matches_single(tmp_path):
     assert store.get("two").read("status.json")["world_size"] == 2
     assert abs(one["accuracy"] - two["accuracy"]) <= 0.03
     assert abs(one["train"]["violation"]["dp"] - two["train"]["violation"]["dp"]) <= 0.05
+    g = {}
+    for rid in ("one", "two"):
+        hist = store.get(rid).history()
+        assert max(h["lambda_max"] for h in hist) > 0, rid  # the constraint bound
+        g[rid] = [round(max(h["g"]), 3) for h in hist if "g" in h]
+    # the dual steps' strict violations, all-reduced over the two shards: the whole split's, as one process's
+    assert max(g["one"]) > 0.1 and np.allclose(g["one"], g["two"], atol=0.02), g
 
 
 def test_iterate_average_is_a_selection_candidate(store):
