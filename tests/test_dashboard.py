@@ -141,9 +141,11 @@ def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
     assert at.success, "no launch confirmation"
     store = RunStore(runs_dir)
     rows = launch.queue(store)
-    assert rows, "nothing in the queue"
+    assert len(rows) == 1, "one launch, one run"
     run_id = rows[0]["run_id"]
     assert launch.wait(store, run_id, timeout_s=240) == "done", launch.log_tail(store, run_id)
+    cfg = store.get(run_id).config  # what the form said reached the run
+    assert (cfg["epochs"], cfg["method"], cfg["constraints"]) == (1, "bt", []), cfg
     at = _app("pages/3_Pareto.py").run()
     _ok(at)
     assert any(o.startswith(run_id) for o in at.selectbox[2].options)

@@ -107,12 +107,15 @@ def test_sweep_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([*args[:-2], "--baselines", "nope", "--json"]) == 2  # unknown baseline: user error
 
 
-def test_ray_executor_shares_the_run_store(tmp_path: Path) -> None:
+def test_ray_executor_shares_the_run_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'faro[ray]')")
     spec = SweepSpec(base=BASE, kinds=[], seeds=[0], baselines=["bt"], name="r", n_boot=5)
     run_sweep(spec, tmp_path, workers=1, executor="local")
     spec2 = SweepSpec(base=BASE, kinds=[], seeds=[0, 1], baselines=["bt"], name="r", n_boot=5)
+    started, real_init = [], ray.init
+    monkeypatch.setattr(ray, "init", lambda *a, **k: (started.append(1), real_init(*a, **k))[1])
     res = run_sweep(spec2, tmp_path, workers=1, executor="ray")
-    assert not ray.is_initialized()
+    assert started, "the ray executor never started Ray"
+    assert not ray.is_initialized()  # and shut it down
     assert res["runs"] == 2 and res["skipped"] == 1  # the local executor's run is reused
     assert all(r.status == "done" for r in RunStore(tmp_path).list())

@@ -271,6 +271,29 @@ def test_iterate_average_is_a_selection_candidate(store):
     # how it was chosen is recorded, and agrees with the logged validation row
     tier = "feasible" if chosen["feasible"] else "chance" if chosen.get("within_chance") else "least_violating"
     assert m["selected_by"] == tier
+    # the average is evaluated with its own weights, not the live ones
+    assert any(h["val_average"]["loss"] != h["val"]["loss"] for h in rows)
+
+
+def test_a_selected_average_is_what_the_run_returns(store, monkeypatch):
+    """When the averaged weights win the selection (forced here: every candidate beats the one before, and the
+    average is the last candidate of each epoch), the run's scores are the averaged weights': its validation
+    loss is the average's, not the live iterate's."""
+    from faro_core.train.trainer import IterateSelector
+
+    def always_newer(self, m, ref):  # the newest candidate wins
+        m.pop("_batch", None)
+        return True
+
+    monkeypatch.setattr(IterateSelector, "better", always_newer)
+    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=4, min_count=10, strata=["question_polarity"],
+                     average=0.9)
+    run = train(cfg, store, progress=False)
+    m = run.metrics()
+    last = [h for h in run.history() if "val" in h][-1]
+    assert m["selected_average"] and m["selected_step"] == last["step"]
+    assert last["val_average"]["loss"] != last["val"]["loss"]
+    assert m["loss"] == pytest.approx(last["val_average"]["loss"], abs=1e-6)
 
 
 def test_dp_scope_default_all_and_errors(store, capsys):
@@ -338,16 +361,22 @@ def test_head_dual_pass_scores_each_distinct_response_once(store):
     assert len(plan[1]) < len(plan[2])  # there were repeated rows to skip
 
 
-def test_to_device_is_a_no_op_on_the_same_device_and_round_trips():
-    """The trainer's host-to-device copy: nothing to do on the same device (the CPU loop pays nothing), and a
-    pinned asynchronous copy to a GPU that holds the same values."""
+def test_to_device_is_a_no_op_on_the_same_device():
+    """The trainer's host-to-device copy has nothing to do on the same device (the CPU loop pays nothing)."""
     from faro_core.train.trainer import to_device
 
     idx = torch.arange(10)
     assert to_device(idx, "cpu") is idx
-    if torch.cuda.is_available():
-        on_gpu = to_device(idx, "cuda")
-        assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), idx)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_to_device_copies_to_a_gpu_and_round_trips():
+    """A pinned asynchronous copy to a GPU that holds the same values (skipped, and reported so, on a CPU)."""
+    from faro_core.train.trainer import to_device
+
+    idx = torch.arange(10)
+    on_gpu = to_device(idx, "cuda")
+    assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), idx)
 
 
 def test_head_backend_from_features_scores_its_rows():
@@ -406,13 +435,15 @@ def test_iterate_selector_by_validation_loss():
 def test_selection_by_validation_loss_returns_the_lowest_loss_iterate(store):
     """A run with select_metric="loss" logs the validation BT loss each epoch and returns the iterate with the
     lowest one (the first of ties); its metrics.json reports that loss."""
-    run = train(FaroConfig(method="bt", epochs=5, select_metric="loss"), store, progress=False)
+    # a high learning rate, so the validation loss turns up before the end (at the default it falls every
+    # epoch and "keep the last iterate" would pass)
+    run = train(FaroConfig(method="bt", epochs=6, lr=0.1, select_metric="loss"), store, progress=False)
     rows = [h for h in run.history() if "val" in h]
     losses = [h["val"]["loss"] for h in rows]
-    assert len(rows) == 5 and all(math.isfinite(v) and v > 0 for v in losses)
+    assert len(rows) == 6 and all(math.isfinite(v) and v > 0 for v in losses)
     best = rows[int(np.argmin(losses))]
     m = run.metrics()
-    assert m["selected_step"] == best["step"]
+    assert m["selected_step"] == best["step"] < rows[-1]["step"]
     assert m["loss"] == pytest.approx(best["val"]["loss"], abs=1e-6)
 
 
