@@ -1,7 +1,7 @@
 """Shared helpers of the speed benchmarks (bench/overhead.py, vs_trl.py, vs_fairlearn.py, cache.py, scaling.py).
 
-Timing discipline: the two sides of a comparison are run interleaved (A B, then B A, ...: alternating the
-order cancels first/second-position effects), so load from other jobs on the shared cores hits both alike,
+Timing discipline: the sides of a comparison are run interleaved (A B, then B A, ...: rotating the order
+cancels position effects), so load from other jobs on the shared cores hits both alike,
 and every figure is a median with its spread (interquartile range).
 Ratios are the median of the per-round ratios A_i / B_i of one run.
 """
@@ -59,8 +59,8 @@ def paired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
 
 def interleave(sides: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
                timer: Callable[[Callable[[], Any]], float] | None = None) -> dict[str, list[float]]:
-    """Run each side once per round (A B, B A, A B, ...: the order flips every round) and return the
-    seconds of each call per side.
+    """Run each side once per round, the order rotated every round (two sides: A B, B A, A B, ...; three: A B C,
+    B C A, C A B, ..., so no side always runs in the same place) and return the seconds of each call per side.
 
     ``timer(fn)`` may return its own measurement (e.g. a throughput window inside the call); by default the
     wall time of the call. ``warmup`` rounds are run first and not recorded.
@@ -77,7 +77,8 @@ def interleave(sides: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
     out: dict[str, list[float]] = {k: [] for k in sides}
     items = list(sides.items())
     for r in range(rounds):
-        for k, fn in (items if r % 2 == 0 else items[::-1]):
+        shift = r % len(items)
+        for k, fn in items[shift:] + items[:shift]:
             out[k].append(timer(fn))
     return out
 
@@ -89,16 +90,18 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def machine_line() -> str:
-    """One line describing where the numbers come from (cores, load, torch threads)."""
+def machine_line(threads: int | None = None) -> str:
+    """One line describing where the numbers come from (cores, load, torch threads: ``threads`` when the
+    measuring happened in other processes, else this process's)."""
     import os
 
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gpu = f"{torch.cuda.get_device_name(0)}, " if torch.cuda.is_available() else ""
+    n = torch.get_num_threads() if threads is None else threads
     return (f"{gpu}{os.cpu_count()} CPU cores (shared; 1-min load average {load:.1f} at the end), torch "
-            f"{torch.__version__}, {torch.get_num_threads()} torch threads")
+            f"{torch.__version__}, {n} torch thread{'s' if n != 1 else ''}")
 
 
 def finish(name: str, title: str, body: str, figures: dict[str, Any], as_json: bool) -> None:

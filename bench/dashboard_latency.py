@@ -1,17 +1,19 @@
 """Dashboard start-up latency: server start → first interactive demo page in headless Chromium.
 
-    python bench/dashboard_latency.py [--runs-dir DIR] [--repeats 3] [--json]
+    python bench/dashboard_latency.py [--runs-dir DIR] [--repeats 3] [--quick] [--json]
 
 Builds nothing heavy: point ``--runs-dir`` at a store with the demo sweep (``faro demo``); without one it
 builds a tiny demo first (not timed). "Interactive" = the overview's title, run table and page links are
 rendered and Streamlit's running indicator is gone. Prints a table, writes
-bench/results/dashboard_latency.md; with --json the last stdout line is ``{"seconds": median, ...}``.
+bench/results/dashboard_latency.{md,json}; with --json the last stdout line is ``{"seconds": median, ...}``.
+``--quick``: one repeat (~25 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,18 +57,24 @@ def measure(runs_dir: str) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs-dir", default=None, help="run store with the demo sweep (default: build a tiny one)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="cold starts (default 3; --quick 1)")
+    ap.add_argument("--quick", action="store_true", help="under a minute: one repeat")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    runs = args.runs_dir
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    runs, scratch = args.runs_dir, None
     if runs is None:
         from faro_core.demo import build_demo, demo_specs
         from faro_core.runs import RunStore
 
-        runs = tempfile.mkdtemp(prefix="faro-latency-")
+        runs = scratch = tempfile.mkdtemp(prefix="faro-latency-")
         build_demo(RunStore(runs), demo_specs(epsilons=(0.05,), constraints=("dp",), epochs=2), policy=False)
     n_runs = sum(1 for p in Path(runs).iterdir() if (p / "config.json").exists())
-    rows = [measure(runs) for _ in range(args.repeats)]
+    try:
+        rows = [measure(runs) for _ in range(args.repeats)]
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     lines = ["| repeat | server health (s) | first page interactive (s) | reload (s) |", "|---|---|---|---|"]
     lines += [f"| {i + 1} | {r['health_s']:.2f} | {r['first_page_s']:.2f} | {r['reload_s']:.2f} |"
@@ -78,13 +86,16 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         "# Dashboard start-up latency\n\n"
-        f"`python bench/dashboard_latency.py --repeats {args.repeats}` — {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"`python bench/dashboard_latency.py --repeats {args.repeats}" + (" --quick" if args.quick else "") + "` —"
+        f" {time.strftime('%Y-%m-%d %H:%M')}, "
         f"run store with {n_runs} runs, headless Debian Chromium, 2 shared CPU cores (other jobs running).\n"
         "Time from launching `streamlit run dashboard/app.py` to the overview page rendered with its run "
         "table (target ≤ 5 s).\n\n" + table + "\n")
+    figures = {"seconds": round(med["first_page_s"], 3), "health_s": round(med["health_s"], 3),
+               "reload_s": round(med["reload_s"], 3), "repeats": args.repeats, "runs": n_runs}
+    out.with_suffix(".json").write_text(json.dumps(figures, sort_keys=True, indent=1) + "\n")
     if args.json:
-        print(json.dumps({"seconds": round(med["first_page_s"], 3), "health_s": round(med["health_s"], 3),
-                          "reload_s": round(med["reload_s"], 3), "repeats": args.repeats, "runs": n_runs}))
+        print(json.dumps(figures, sort_keys=True))
     return 0
 
 

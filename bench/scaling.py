@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_point(json.loads(args.point))))
         return 0
     rounds = 2 if args.quick else 8
-    batches = [128, 2048] if args.quick else [128, 512, 2048, 8192]
+    batches = [128, 512] if args.quick else [128, 512, 2048, 8192]
     ks = [2, 64] if args.quick else [2, 4, 8, 16, 32, 64]
     ns = [2_000, 20_000] if args.quick else [2_000, 20_000, 200_000]
     n_base = 5_000 if args.quick else 20_000
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     n_pts = [point({"n": n, "k": 8, "batch": 128, "cbs": 0, "dual_every": de, "dual_source": src, "rounds": rounds})
              for n in ns for de, src in ((NEVER, None), (20, "exact"), (20, "buffer"))]
     body = (f"Head mode, synthetic data ({DIM}-d features, MLP head 256), 1 torch thread, {rounds} rounds of 20 steps "
-            f"per side, medians. Extra = Faro step − BT step at the same point (negative = noise); µs/pair = extra "
-            f"over the pairs the constraint terms see. {machine_line()}.\n\n"
+            f"per side, medians. Extra = median Faro step − median BT step at the same point (negative = noise); µs/pair = extra "
+            f"over the pairs the constraint terms see. {machine_line(threads=1)} in each measuring process.\n\n"
             "**Batch size** (K = 8 groups × 4 strata; the primal step: linearized penalty on the BT batch, dual "
             "steps left out):\n\n" + table(b_pts, "batch", "batch")
             + "\n\n**Number of groups** (batch 1024, primal step; 2K one-sided DP constraints per stratum):\n\n" + table(k_pts, "k", "groups K")

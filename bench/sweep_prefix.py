@@ -73,16 +73,17 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([kind.upper(), f"{eps:g}", "never" if branch is None else str(branch),
                              f"{shared}/{total}"])
         # the share of a run's time spent in its training steps (the rest: set-up, validation, files)
-        store = RunStore(tempfile.mkdtemp(prefix="faro-bench-prefix-"))
-        train_inprocess(FaroConfig(**{**base, "seed": 99}, constraints=["dp"], epsilon=0.05), store)  # warm
-        row = train_inprocess(FaroConfig(**base, constraints=["dp"], epsilon=0.05), store)
-        run = store.get(row["run_id"])
-        step_share = run.history()[-1]["time"] / row["job_seconds"]
+        with tempfile.TemporaryDirectory(prefix="faro-bench-prefix-") as tmp:
+            store = RunStore(tmp)
+            train_inprocess(FaroConfig(**{**base, "seed": 99}, constraints=["dp"], epsilon=0.05), store)  # warm
+            row = train_inprocess(FaroConfig(**base, constraints=["dp"], epsilon=0.05), store)
+            step_share = store.get(row["run_id"]).history()[-1]["time"] / row["job_seconds"]
     frac = shared_steps / total_steps
     needed = (total_steps - shared_steps + parents) / total_steps  # steps still trained, with the 3 trajectories
     saving = step_share * (1 - needed)
     fl = RESULTS / "vs_fairlearn.json"
-    ratio = json.loads(fl.read_text()).get("time_ratio") if fl.exists() else None
+    fl_figs = json.loads(fl.read_text()) if fl.exists() else {}
+    ratio = None if fl_figs.get("quick") else fl_figs.get("time_ratio")  # a --quick sweep says nothing here
     goal_text = (f"Not built: `bench/vs_fairlearn.py`'s goal (0.1, measured {ratio:.3f}) needs "
                  f"{1 - 0.1 / ratio:.0%} off the sweep." if ratio else "")
     body = (f"Data: {label}, head mode, no strata, min count 10, {epochs} epochs, seed 0 "
