@@ -38,12 +38,10 @@ def dual_signal_path(config: Any) -> tuple[list[tuple[int, float]], int, int]:
     backend = HeadBackend(cfg, df, progress=False)
     stepper = TrainStepper(cfg, df, index, PairTensors.from_frame(df, index), backend, backend.model)
     total = stepper.steps_per_epoch * cfg.epochs
-    kind = cfg.constraints[0]
     path = []
     for s in range(total):
         if stepper.step(s)["dual"]:
-            sig = "strict" if kind == "cf" else "proxy"
-            path.append((s + 1, float(stepper.constraints.values(stepper.gda.running[sig], min_count=1).max())))
+            path.append((s + 1, float(stepper.gda.last_signal.max())))
     return path, total, stepper.dual_every
 
 

@@ -164,6 +164,25 @@ def test_fixed_penalty_baseline_is_not_a_constant():
     assert torch.allclose(grads[1], 5 * grads[0])
 
 
+def test_dual_step_ascends_on_its_recorded_signal():
+    """The dual step's signal (smooth DP/EO, strict CF under "auto") is kept as ``last_signal``, and the
+    multipliers move by exactly dual_lr * (signal - eps) from 0: what bench/sweep_prefix.py reads to find
+    where a run's multipliers first leave 0."""
+    from faro_core.train.proxy_gda import ProxyGDA
+
+    cs = ConstraintSet.parse("dp,cf", 0.05, IDX_POOLED, min_count=1)
+    b = batch([3.0, 1.0], [2.0, 1.5], cg=[0, 0], rg=[1, 1], g=[0, 0], cf_c=[2.5, 1.0], cf_r=[2.0, 1.5])
+    cs.fix_cells(b)
+    gda = ProxyGDA(cs, dual_lr=0.5, lambda_max=None)
+    strict = gda.dual_step(b)
+    dp = torch.tensor([k == "dp" for k in cs.kinds()])
+    expected = torch.where(dp, cs.values(cs.cell_stats(b, smooth=True), min_count=1).float(), strict)
+    assert torch.allclose(gda.last_signal, expected)
+    assert not torch.allclose(gda.last_signal[dp], strict[dp])  # the DP signal is the smooth one here
+    assert torch.allclose(gda.lam, (0.5 * (gda.last_signal - cs.epsilons())).clamp_min(0.0))
+    assert gda.lam.max() > 0
+
+
 def _random_pairs(n: int, seed: int, dp_partner: bool = True) -> tuple[PairBatch, GroupIndex]:
     gen = torch.Generator().manual_seed(seed)
     idx = GroupIndex(response_groups=["A", "B", "C"], pair_groups=["A", "B", "C"], strata=["neg,ambig", "neg,dis",

@@ -66,6 +66,7 @@ class ProxyGDA:
         self.lam = torch.full((m,), float(fixed_lambda) if fixed_lambda is not None else 0.0)
         self.running: dict[str, list[CellStats]] | None = None
         self.last_strict = torch.zeros(m)
+        self.last_signal = torch.zeros(m)  # the violations the last dual step ascended on (see dual_step)
         self.pairs: PairBatch | None = None
         self.n_train = 0
         self.coef: dict[tuple[str, float], Tensor] = {}
@@ -138,13 +139,13 @@ class ProxyGDA:
             values[sig] = self.constraints.values(stats, min_count=1).float()
         self.running = running
         self.last_strict = values["strict"]
+        if self.dual_signal == "auto":
+            cf = torch.tensor([k == "cf" for k in self.constraints.kinds()])
+            self.last_signal = torch.where(cf, values["strict"], values["proxy"])
+        else:
+            self.last_signal = values[self.dual_signal]
         if self.fixed is None:
-            if self.dual_signal == "auto":
-                cf = torch.tensor([k == "cf" for k in self.constraints.kinds()])
-                g = torch.where(cf, values["strict"], values["proxy"])
-            else:
-                g = values[self.dual_signal]
-            self.lam = (self.lam + self.dual_lr * (g - self.eps)).clamp(0.0, self.lambda_max)
+            self.lam = (self.lam + self.dual_lr * (self.last_signal - self.eps)).clamp(0.0, self.lambda_max)
             self.refresh()
         return self.last_strict
 

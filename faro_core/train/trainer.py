@@ -395,7 +395,7 @@ def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: Constra
     """Accuracy (observed and gold), violations of every kind, feasibility of the trained constraints."""
     d = batch.r_chosen - batch.r_rejected
     out: dict[str, Any] = {"pairs": len(batch), "accuracy": float((d > 0).float().mean()),
-                           "loss": float(-torch.nn.functional.logsigmoid(d).mean())}
+                           "loss": float(bt_loss(batch.r_chosen, batch.r_rejected))}
     g_mask = ~torch.isnan(gold)
     if bool(g_mask.any()):
         correct = torch.where(gold[g_mask] == 1, d[g_mask] > 0, d[g_mask] < 0)
@@ -454,8 +454,9 @@ class IterateSelector:
     """Which validation-evaluated iterate a run returns (``config.select == "best"``).
 
     Tiers: feasible on validation (2), else DP/EO violations indistinguishable from chance (1, computed only
-    when it can change the choice), else none (0). A higher tier wins; within tiers 1 and 2 the more accurate
-    on validation wins (a tie keeps the earlier), within tier 0 the smaller largest excess over epsilon.
+    when it can change the choice), else none (0). A higher tier wins; within tiers 1 and 2 the better fit on
+    validation wins (:meth:`fits_better`; a tie keeps the earlier), within tier 0 the smaller largest excess
+    over epsilon.
 
     Tried and not adopted (2026-11-27): keeping the latest iterate within one standard error of the tier's
     best accuracy. It helped an undertrained head (10 epochs, unskewed BBQ Religion: BT test gold accuracy
