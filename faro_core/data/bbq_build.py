@@ -18,7 +18,8 @@ slots, plus their ``{{GEN*}}``/``{{OCC*}}`` slots in the intersectional categori
   row's ``Subcategory`` when it has one). *Targets* are the words naming a ``Known_stereotyped_groups``
   entry (by word or ``Info`` tag; ``F``/``M`` also match gender words); when none does, every word is a
   target. At most :data:`MAX_TARGETS` targets and, per target, :data:`MAX_PARTNERS` non-target
-  partners are drawn at random; each (target, partner) pair is used in both orders.
+  partners are drawn at random; each (target, partner) pair is used in both orders. Targets named only by
+  their ``Info`` tag (SES occupations of level ``lowSES``) are all used, like a Names list.
 - **Proper-name rows** (``Proper_nouns_only`` TRUE): first names (Gender_identity, SES: the
   ``first_only`` names; tag = gender, or ``NAMEx_info``) or full names (first + last name of one
   ethnicity; tag ``GENDER-ETHNICITY``). :data:`MAX_TARGETS` target names x :data:`MAX_PARTNERS` partner
@@ -26,7 +27,8 @@ slots, plus their ``{{GEN*}}``/``{{OCC*}}`` slots in the intersectional categori
   drawn per pair (race is the only contrast).
 - **Intersectional rows** (``Known_stereotyped_race`` + ``Known_stereotyped_var2``): a target is a
   (race, var2) combination of a stereotyped race with the stereotyped gender / SES level; partners differ
-  in race only, in var2 only, or in both (``additional_metadata.contrast`` = ``race``/``var2``/``both``).
+  in race only (up to :data:`MAX_PARTNERS` races), in var2 only, or in both (up to :data:`MAX_PARTNERS`
+  races), both orders (``additional_metadata.contrast`` = ``race``/``var2``/``both``).
   Tags are ``VAR2-RACE`` (``F-Black``, ``lowSES-Latino``) and ``stereotyped_groups`` the target tags.
 - **Lexical diversity** (``WORD1: [..]; WORD2: [..]``): one word per slot drawn per pair, shared by the
   pair's four items.
@@ -268,11 +270,14 @@ def _names_pairs(row: dict[str, str], lists: dict[str, list[str]]) -> list[tuple
 def _vocab_pairs(words: list[tuple[str, str]], stereotyped: Sequence[str], rng: random.Random,
                  exhaustive: bool = False) -> list[tuple[Person, Person]]:
     targets = [(w, t) for w, t in words if _is_target(w, t, stereotyped)]
+    # targets named by their Info tag only (SES occupations: "lowSES") are variants of one group, used
+    # like a Names list: every one of them, each with up to MAX_PARTNERS partners
+    by_tag_only = bool(targets) and not any(_is_target(w, w, stereotyped) for w, _ in targets)
     if not targets:
         targets = list(words)
     others = [(w, t) for w, t in words if (w, t) not in targets] or list(words)
     pairs = []
-    for w, t in _sample(rng, targets, None if exhaustive else MAX_TARGETS):
+    for w, t in _sample(rng, targets, None if exhaustive or by_tag_only else MAX_TARGETS):
         cands = [(w2, t2) for w2, t2 in others if w2 != w]
         for w2, t2 in _sample(rng, cands, None if exhaustive else MAX_PARTNERS):
             pairs.append((Person((("NAME", w),), t, w), Person((("NAME", w2),), t2, w2)))
@@ -345,8 +350,9 @@ def _plan_proper(category: str, row: dict[str, str], stereotyped: list[str], voc
             pairs = []
             for a in _sample(rng, pool, MAX_TARGETS):
                 for b in _sample(rng, [x for x in pool if x != a], MAX_PARTNERS):
-                    pairs.append((Person((("NAME", a),), t1, a), Person((("NAME", b),), t2, b)))
-            return RowPlan(pairs, stereotyped)
+                    pairs += [(Person((("NAME", a),), t1, a), Person((("NAME", b),), t2, b)),
+                              (Person((("NAME", b),), t1, b), Person((("NAME", a),), t2, a))]
+            return RowPlan(list(dict.fromkeys(pairs)), stereotyped)
         tgt_g = "F" if "f" in sg else "M"
         oth_g = "M" if tgt_g == "F" else "F"
         pairs = [(Person((("NAME", a),), tgt_g, a), Person((("NAME", b),), oth_g, b))
@@ -421,10 +427,11 @@ def _plan_intersectional(category: str, row: dict[str, str], lists: dict[str, li
     pairs: list[tuple[Person, Person]] = []
     contrasts: list[str] = []
     for race in _sample(rng, targets, MAX_TARGETS):
-        for kind in ("race", "var2", "both"):
-            for _ in range(MAX_PARTNERS if kind != "var2" else 1):
-                lv = var2 if kind == "race" else rng.choice(other_levels)
-                r2 = race if kind == "var2" else rng.choice(others)
+        partners = ([(r2, var2, "race") for r2 in _sample(rng, others, MAX_PARTNERS)]
+                    + [(race, lv, "var2") for lv in other_levels]
+                    + [(r2, rng.choice(other_levels), "both") for r2 in _sample(rng, others, MAX_PARTNERS)])
+        for r2, lv, kind in partners:
+            if True:
                 a, b = person(race, var2), person(r2, lv)
                 if a.term == b.term and a.slots == b.slots:
                     continue
@@ -435,15 +442,11 @@ def _plan_intersectional(category: str, row: dict[str, str], lists: dict[str, li
                 for p in ((a, b), (b, a)):
                     pairs.append(p)
                     contrasts.append(kind)
-    uniq: dict[tuple[Any, Any], str] = {}
-    for p, c in zip(pairs, contrasts):
-        uniq.setdefault((p[0].slots, p[1].slots, p[0].tag, p[1].tag), c)
-    keep = [(Person(k[0], k[2], ""), Person(k[1], k[3], "")) for k in uniq]
-    # restore terms
-    term_of = {(p.slots, p.tag): p.term for pr in pairs for p in pr}
-    keep = [(Person(a.slots, a.tag, term_of[(a.slots, a.tag)]), Person(b.slots, b.tag, term_of[(b.slots, b.tag)]))
-            for a, b in keep]
-    return RowPlan(keep, stereotyped, contrasts=list(uniq.values()))
+    uniq: dict[tuple[Any, ...], tuple[Person, Person, str]] = {}
+    for (a, b), c in zip(pairs, contrasts):
+        uniq.setdefault((a.slots, a.tag, b.slots, b.tag), (a, b, c))
+    keep = [(a, b) for a, b, _ in uniq.values()]
+    return RowPlan(keep, stereotyped, contrasts=[c for _, _, c in uniq.values()])
 
 
 # ------------------------------------------------------------------------------------------- items
