@@ -352,12 +352,17 @@ def plan_row(category: str, row: dict[str, str], voc: Vocabulary, rng: random.Ra
 def _plan_proper(category: str, row: dict[str, str], stereotyped: list[str], voc: Vocabulary,
                  rng: random.Random, sizes: SampleSizes) -> RowPlan:
     sg = {_norm(s) for s in stereotyped}
-    if category.startswith("Gender") or not _race_ethnicities(stereotyped, voc):
+    has_info = bool(row.get("NAME1_info") and row.get("NAME2_info"))
+    if not (category.lower().startswith("gender") or has_info or _race_ethnicities(stereotyped, voc)):
+        return RowPlan([], stereotyped, note=f"no proper names for the stereotyped groups {stereotyped} "
+                                             "(proper-name rows need gender targets, NAME1_info/NAME2_info, or "
+                                             "an ethnicity of the proper-name vocabulary)")
+    if category.lower().startswith("gender") or has_info:
         # first names only; the groups are genders (or the row's NAMEx_info, e.g. SES)
         f, m = voc.first_only.get("F", []), voc.first_only.get("M", [])
         if not f or not m:
             return RowPlan([], stereotyped, note="no first_only names in the proper-name vocabulary")
-        if row.get("NAME1_info") and row.get("NAME2_info"):
+        if has_info:
             t1, t2 = row["NAME1_info"], row["NAME2_info"]
             pool = f + m
             pairs = []
