@@ -353,11 +353,12 @@ def _plan_proper(category: str, row: dict[str, str], stereotyped: list[str], voc
                  rng: random.Random, sizes: SampleSizes) -> RowPlan:
     sg = {_norm(s) for s in stereotyped}
     has_info = bool(row.get("NAME1_info") and row.get("NAME2_info"))
-    if not (category.lower().startswith("gender") or has_info or _race_ethnicities(stereotyped, voc)):
+    by_gender = category.lower().startswith("gender") or bool(sg & {"f", "m"})
+    if not (by_gender or has_info or _race_ethnicities(stereotyped, voc)):
         return RowPlan([], stereotyped, note=f"no proper names for the stereotyped groups {stereotyped} "
                                              "(proper-name rows need gender targets, NAME1_info/NAME2_info, or "
                                              "an ethnicity of the proper-name vocabulary)")
-    if category.lower().startswith("gender") or has_info:
+    if by_gender or has_info:
         # first names only; the groups are genders (or the row's NAMEx_info, e.g. SES)
         f, m = voc.first_only.get("F", []), voc.first_only.get("M", [])
         if not f or not m:
