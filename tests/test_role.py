@@ -226,18 +226,19 @@ def test_item_batches_are_an_unbiased_estimate_of_the_item_penalty():
 
 
 def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
-    """The demo with skewed labels (half of its eligible ambiguous items relabelled to the biased answer): BT
-    learns to rank the biased answer above the counter one; Faro-DP(role) at eps 0.05 lowers that violation on
-    the training split, at about BT's accuracy, and both runs report the role numbers."""
+    """The demo with every eligible ambiguous item relabelled to its biased answer: BT (last iterate of 30
+    epochs) ranks the biased answer above the counter one in 66% of the 180 ambiguous training items (v_DP
+    0.161); Faro-DP(role) at eps 0.05 brings it to 0.039 (measured), at BT's gold accuracy (0.513 vs 0.506),
+    and both runs report the role numbers."""
     from faro_core.runs import RunStore
     from faro_core.train import FaroConfig, train
 
     store = RunStore(tmp_path / "runs")
-    cfg = dict(skew=0.5, epochs=30, dual_every=2, min_count=10, attribute="role")
+    cfg = dict(skew=1.0, epochs=30, dual_every=2, min_count=10, attribute="role", select="last")
     bt = train(FaroConfig(constraints=[], **cfg), store, progress=False).metrics()
     faro = train(FaroConfig(constraints=["dp"], epsilon=0.05, **cfg), store, progress=False).metrics()
-    assert bt["train"]["role"]["dp"] >= 0.1
-    assert faro["train"]["role"]["dp"] <= bt["train"]["role"]["dp"] - 0.05
+    assert bt["train"]["role"]["dp"] >= 0.12
+    assert faro["train"]["role"]["dp"] <= bt["train"]["role"]["dp"] - 0.08
     assert faro["train"]["violation"]["dp"] == pytest.approx(faro["train"]["role"]["dp"], abs=1e-6)
-    assert faro["train"]["gold_accuracy"] >= bt["train"]["gold_accuracy"] - 0.05
+    assert faro["train"]["gold_accuracy"] >= bt["train"]["gold_accuracy"] - 0.03
     assert {"p_biased_over_counter", "acc_biased", "acc_counter", "eo_gap", "n_dp"} <= set(faro["test"]["role"])
