@@ -226,12 +226,14 @@ def run_details(runs: list[Any]) -> str:
             bound = cert.get("bound") or "hoeffding (the only bound before variance-adaptive ones)"
             inner.append(f"<h3>Certificate</h3><p>bound: <b>{_esc(bound)}</b> · δ = {_fmt(cert.get('delta'))} · "
                          f"ε = {_fmt(cert.get('epsilon'))} · certified: <b>{_esc(cert.get('certified'))}</b>"
+                         + (f" · certifiably above ε: <b>{_esc(cert.get('above_epsilon'))}</b>"
+                            if "above_epsilon" in cert else "")
                          + (f" · largest upper bound {_fmt(cert.get('max_upper'))}" if cert.get("max_upper") is not None
                             else "") + "</p>")
             rows = pd.DataFrame(cert.get("bounds") or [])
             if not rows.empty:
                 keep = [c for c in ("name", "kind", "bound", "empirical", "lower", "upper", "slack", "n_group",
-                                    "n_anchor", "n_needed", "epsilon") if c in rows]
+                                    "n_anchor", "n_to_certify", "epsilon") if c in rows]
                 inner.append(_table(rows[keep]))
         else:
             inner.append(f"<p class='muted'>No certificate yet: <code>faro certify {_esc(r.run_id)}</code>.</p>")

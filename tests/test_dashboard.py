@@ -461,3 +461,52 @@ def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: P
         assert launch.wait(store, r["run_id"], timeout_s=240) == "done", launch.log_tail(store, r["run_id"])
     assert sorted(r.run_id for r in store.list()) == sorted(r["run_id"] for r in rows)
     assert all(r.status == "done" and r.file("metrics.json").exists() for r in store.list())
+
+
+def test_generations_compared_side_by_side_with_filters(runs_dir: Path) -> None:
+    from faro_core.policy import compare
+    from faro_core.runs import RunStore
+
+    store = RunStore(runs_dir)
+    runs = [store.get("demo-bt-s0"), store.get("demo-faro-dp-eps0.05-s0")]
+    ch = compare.stored_choices(runs)
+    assert set(ch["model"]) == {r.run_id for r in runs} and len(ch) == 2 * ch["prompt_idx"].nunique()
+    for _, g in ch.groupby("prompt_idx"):  # each model's pick is its own best-of-n among the shared samples
+        for _, row in g.iterrows():
+            gen = pd.read_parquet(store.get(row["model"]).file("policy_generations.parquet"))
+            mine = gen[gen["prompt_idx"] == row["prompt_idx"]]
+            assert row["text"] == mine.loc[mine["reward"].idxmax(), "text"]
+        assert g["differs"].nunique() == 1 and g["differs"].iloc[0] == (g["text"].nunique() > 1)
+    assert set(compare.filter_choices(ch, mentions=["target"])["mention"]) >= {"target"} or \
+        compare.filter_choices(ch, mentions=["target"]).empty
+    assert compare.filter_choices(ch, only_differing=True)["differs"].all()
+    at = _app("pages/5_Policy.py").run()
+    _ok(at)
+    assert [m.label for m in at.multiselect][1:] == ["Category", "Group named by a choice"]
+    at.checkbox[0].check().run()  # only where choices differ
+    _ok(at)
+
+
+def test_typed_prompt_is_sampled_then_reranked_live(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The typed-prompt path with the LM replaced by fixed replies (sampling is the LM's job, tested in
+    test_policy): every chosen reward scores the same n replies, with a progress bar, and picks its best."""
+    import faro_core.policy.generate as gen
+
+    replies = ["The grandmother struggled.", "The grandson struggled.", "We cannot tell who struggled."]
+
+    def fake_generate(texts, config, lm=None):  # noqa: ANN001, ANN202
+        return pd.DataFrame({"prompt_idx": 0, "sample_idx": range(len(replies)), "user_text": texts[0],
+                             "text": replies, "n_tokens": 5, "seconds": 0.0})
+
+    monkeypatch.setattr(gen, "generate", fake_generate)
+    at = _app("pages/5_Policy.py").run()
+    at.text_area(key="typed_prompt").set_value("A grandmother and her grandson were at the bank. Who struggled?")
+    next(b for b in at.button if b.label == "Sample and rerank").click().run()
+    _ok(at)
+    _, samples, choices = at.session_state["typed_result"]
+    chosen = [m for m in at.multiselect[0].value]
+    assert set(choices["model"]) == set(chosen) and set(choices["text"]) <= set(replies)
+    for rid in chosen:
+        assert samples[f"best:{rid}"].sum() == 1
+        best = samples.loc[samples[f"reward:{rid}"].idxmax(), "text"]
+        assert choices.loc[choices["model"] == rid, "text"].iloc[0] == best
