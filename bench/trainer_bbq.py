@@ -128,8 +128,9 @@ def _tuning(args: argparse.Namespace) -> tuple[dict, str]:
 
 def role_table(args: argparse.Namespace) -> int:
     """The role-attribute table: BT vs Faro-DP(role) / Faro-EO(role) (and CF), validation and test."""
-    from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index
-    from faro_core.fairness.role import role_chance
+    from faro_core.evaluate.chance import role_chance
+    from faro_core.evaluate.metrics import load_split
+    from faro_core.fairness.role import role_items
 
     out_path = args.out or str(ROOT / "bench" / "results" / "trainer_bbq_role.md")
     store = RunStore(args.runs_dir)
@@ -158,9 +159,7 @@ def role_table(args: argparse.Namespace) -> int:
         sp = {"val": m, "test": m.get("test", {})}
         chance = {}
         for split in ("val", "test"):
-            batch, _ = frame_to_batch(load_split(run, split), run_index(run))
-            chance[split] = role_chance(batch, run_index(run), min_count=int(run.config.get("min_count", 30)),
-                                        n_perm=1000, seed=0)
+            chance[split] = role_chance(role_items(load_split(run, split)), n_perm=2000, seed=0)
         out[model] = {"run_id": run_id, "seconds": seconds, "selected_by": m.get("selected_by"),
                       **{s: {"role": sp[s].get("role"), "violation": sp[s].get("violation"),
                              "gold_accuracy": sp[s].get("gold_accuracy"), "chance": chance[s]} for s in sp}}
@@ -173,7 +172,7 @@ def role_table(args: argparse.Namespace) -> int:
                       f3(sp[s].get("violation", {}).get("cf")), f3(sp[s].get("gold_accuracy"))]
         rows.append(f"| {label} | " + " | ".join(cells) + f" | {m.get('selected_by')} | {seconds:.0f} |")
         chance_rows.append(f"| {label} | " + " | ".join(
-            f"{c[k]['observed']:.3f} ({c[k]['chance_median']:.3f}, {c[k]['chance_p90']:.3f}; p {c[k]['p_value']:.3f})"
+            f"{c[k]['observed']:.3f} ({c[k]['chance_median']:.3f}, {c[k]['chance_p90']:.3f}; p {c[k]['p_value']:.4f})"
             for s in ("val", "test") for c in [chance[s]] for k in ("dp", "eo")) + " |")
     any_m = run.metrics()
     n = {s: (any_m if s == "val" else any_m.get("test", {})).get("role", {}) for s in ("val", "test")}
@@ -191,9 +190,10 @@ def role_table(args: argparse.Namespace) -> int:
           "| model | val v_DP | val v_EO | val P(b>c) | val b / c vs unknown | val acc_b / acc_c | val CF | val gold acc "
           "| test v_DP | test v_EO | test P(b>c) | test b / c vs unknown | test acc_b / acc_c | test CF | test gold acc "
           "| selected by | train s |", "|" + "---|" * 17, *rows, "",
-          "Role violations against their chance level: observed (median and 90th percentile with the two people's "
-          "roles swapped at random within each item, 1,000 permutations; p = share at least as large, "
-          "`faro_core.fairness.role.role_chance`).", "",
+          "Role violations against their chance level: observed (median and 90th percentile of the null, 2,000 "
+          "permutations: DP, the two people's roles swapped at random within each item; EO, the correct answer's "
+          "role permuted within category x polarity; p = (1 + share at least as large) / 2,001, "
+          "`faro_core.evaluate.chance.role_chance`).", "",
           "| model | val DP | val EO | test DP | test EO |", "|---|---|---|---|---|", *chance_rows, ""]
     Path(out_path).write_text("\n".join(md))
     print("\n".join(md))

@@ -292,11 +292,12 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
     out = {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
            "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item"}}
     if index.attribute == "role":
-        from faro_core.fairness.role import role_chance, role_report
+        from faro_core.evaluate.chance import ROLE_PERM, role_chance
+        from faro_core.fairness.role import role_items, role_report
 
         out["role"] = role_report(df, n_boot=n_boot, seed=seed)
-        if n_perm:
-            out["chance"] = role_chance(batch, index, min_count=min_count, n_perm=n_perm, seed=seed)
+        if n_perm:  # within-item role swaps; enough permutations that p < 0.01 is resolvable
+            out["chance"] = role_chance(role_items(df), n_perm=max(n_perm, ROLE_PERM), seed=seed)
     elif n_perm:
         out["chance"] = chance_violation(batch, index, min_count=min_count, n_perm=n_perm, seed=seed)
     return out

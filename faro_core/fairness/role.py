@@ -558,64 +558,20 @@ def role_strata(strata: Sequence[str]) -> list[str]:
     return ["context_condition"] if "context_condition" in strata else []
 
 
-def role_chance(batch: PairBatch, index: Any, kinds: Sequence[str] = ("dp", "eo"), min_count: int = 1,
-                n_perm: int = 200, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Chance level of the role violations on ``batch``: the roles of the two people's answers swapped at
-    random within each item (DP: x -> 1 - x; EO: the item's correct role biased <-> counter), rewards kept.
-
-    Returns ``{kind: {"observed", "chance_median", "chance_p90", "p_value", "n_perm"}}`` with the largest
-    one-sided violation over estimable cells (``min_count`` items; EO: per role) as the statistic; the p-value
-    counts permutations at least as large. Used by the trainer's chance tier of iterate selection.
-    """
+def batch_role_items(batch: PairBatch, index: Any) -> pd.DataFrame:
+    """The :func:`role_items` columns that tests of the role violations read (``x_dp``, ``x_eo``,
+    ``correct_role``, ``stratum``), from a :class:`PairBatch` with role codes: DP items are those in the
+    index's DP strata, EO items those whose correct answer is biased or counter (the trainer's definitions,
+    :class:`RoleParity` / :class:`RoleOdds`). For the trainer's chance tier of iterate selection, which holds
+    a validation batch rather than a scores frame."""
     tab = ItemTable(batch)
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, float]] = {}
-    for kind in kinds:
-        c = ROLE_CONSTRAINT_TYPES[kind](epsilon=0.0, min_count=min_count).bind(index)
-        m, cell, side = (t.numpy() for t in c.members(tab))
-        x = c.item_values(tab, smooth=False).detach().double().numpy()[m]
-        cell, side = cell[m], side[m]
-        n_c = c.n_cells
-        flips = rng.random((n_perm, len(x))) < 0.5
+    out = {}
+    for kind, cls in (("dp", RoleParity), ("eo", RoleOdds)):
+        c = cls(epsilon=0.0, min_count=1).bind(index)
+        m = c.members(tab)[0]
+        x = c.item_values(tab, smooth=False).detach().double()
+        out[f"x_{kind}"] = torch.where(m, x, torch.full_like(x, float("nan"))).numpy()
+    names = np.array(["biased", "counter", "unknown", ""], dtype=object)
+    return pd.DataFrame({**out, "correct_role": names[tab.correct.numpy()],
+                         "stratum": np.asarray(index.strata, dtype=object)[tab.stratum.numpy()]})
 
-        observed = float(_largest_gap(kind, x[None, :], side[None, :], cell, n_c, min_count)[0])
-        if kind == "dp":
-            perm = _largest_gap(kind, np.where(flips, 1.0 - x[None, :], x[None, :]), np.broadcast_to(side, flips.shape),
-                                cell, n_c, min_count)
-        else:
-            perm = _largest_gap(kind, np.broadcast_to(x, flips.shape), np.where(flips, -side[None, :], side[None, :]),
-                                cell, n_c, min_count)
-        perm = perm[~np.isnan(perm)]
-        if np.isnan(observed) or not len(perm):
-            out[kind] = {"observed": float("nan"), "chance_median": float("nan"), "chance_p90": float("nan"),
-                         "p_value": 1.0, "n_perm": int(n_perm)}
-            continue
-        out[kind] = {"observed": observed, "chance_median": float(np.median(perm)),
-                     "chance_p90": float(np.quantile(perm, 0.9)),
-                     "p_value": float((np.sum(perm >= observed - 1e-12) + 1) / (len(perm) + 1)), "n_perm": int(n_perm)}
-    return out
-
-
-def _largest_gap(kind: str, xs: np.ndarray, sides: np.ndarray, cell: np.ndarray, n_c: int,
-                 min_count: int) -> np.ndarray:
-    """[P] largest |d| over estimable cells for rows of item outcomes ``xs`` [P, M] with role sides
-    ``sides`` [P, M] (+1 biased, -1 counter; EO) and cells ``cell`` [M]; NaN where no cell is estimable."""
-    best = np.full(xs.shape[0], np.nan)
-    for j in range(n_c):
-        inj = cell == j
-        if kind == "dp":
-            n = int(inj.sum())
-            if n < max(min_count, 1):
-                continue
-            d = np.abs(xs[:, inj].mean(axis=1) - 0.5)
-        else:
-            pos, neg = (sides[:, inj] > 0), (sides[:, inj] < 0)
-            nb, nc = pos.sum(axis=1), neg.sum(axis=1)
-            ok = (nb >= max(min_count, 1)) & (nc >= max(min_count, 1))
-            if not ok.any():
-                continue
-            xb = (xs[:, inj] * pos).sum(axis=1) / np.maximum(nb, 1)
-            xc = (xs[:, inj] * neg).sum(axis=1) / np.maximum(nc, 1)
-            d = np.where(ok, np.abs(xb - xc) / 2, np.nan)
-        best = np.fmax(best, d)
-    return best

@@ -467,10 +467,11 @@ def _within_chance(batch: PairBatch, constraints: ConstraintSet, index: GroupInd
     if not missed or not missed <= set(PERMUTED_KINDS):
         return False
     if index.attribute == "role":
-        from faro_core.fairness.role import role_chance
+        from faro_core.evaluate.chance import role_chance
+        from faro_core.fairness.role import batch_role_items
 
-        res = role_chance(batch, index, kinds=sorted(missed), min_count=config.min_count,
-                          n_perm=CHANCE_PERMUTATIONS, seed=config.seed)
+        res = role_chance(batch_role_items(batch, index), kinds=sorted(missed), n_perm=CHANCE_PERMUTATIONS,
+                          seed=config.seed, strata=("stratum",))
         return all(r["p_value"] >= config.select_chance for r in res.values())
     res = chance_violation(batch, index, kinds=sorted(missed), min_count=config.min_count,
                            n_perm=CHANCE_PERMUTATIONS, seed=config.seed)
