@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 from serve import launch_browser, start_server, stop_server, wait_health, wait_ready  # noqa: E402
 
-
 # the Overview's new content: the story's chart drawn (or, without a story, its explanation)
 READY = '[data-testid="stPlotlyChart"] .main-svg, [data-testid="stAlert"]'
 
