@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = run.read("status.json", {}).get("finished", 0) - run.read("status.json", {}).get("started", 0)
         else:
             cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
-                             seed=args.seed, strata=strata, epochs=args.epochs)
+                             seed=args.seed, strata=strata, epochs=args.epochs, attribute="group")
             if store.has(run_id):
                 run = train(None, store, run_id=run_id, resume=True, progress=False)
             else:

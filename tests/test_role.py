@@ -245,3 +245,74 @@ def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
     assert faro["train"]["violation"]["dp"] == pytest.approx(faro["train"]["role"]["dp"], abs=1e-6)
     assert faro["train"]["gold_accuracy"] >= bt["train"]["gold_accuracy"] - 0.03
     assert {"p_biased_over_counter", "acc_biased", "acc_counter", "eo_gap", "n_dp"} <= set(faro["test"]["role"])
+
+
+def test_attribute_defaults_legacy_configs_and_run_ids():
+    """Stored configs without the field ran with the named group; at "group" the field leaves the run id
+    unchanged; BBQ-format data defaults to role (the embedded demo keeps the group until its build follows)."""
+    from faro_core.paths import SHARED_DATA
+    from faro_core.sweep import run_id_for
+    from faro_core.train import FaroConfig
+
+    assert FaroConfig.from_dict({"constraints": ["dp"]}).attribute == "group"
+    assert FaroConfig().resolved().attribute == "group"
+    base = FaroConfig(constraints=["dp"], epsilon=0.05)
+    legacy = {k: v for k, v in base.resolved().to_dict().items() if k not in ("attribute", "role_columns")}
+    assert run_id_for(base) == run_id_for(FaroConfig.from_dict(legacy))
+    assert run_id_for(base) != run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, attribute="role"))
+    if (SHARED_DATA / "bbq").exists():
+        assert FaroConfig(data=str(SHARED_DATA / "bbq")).resolved().attribute == "role"
+    with pytest.raises(Exception, match="unknown attribute"):
+        FaroConfig(attribute="gender")
+
+
+def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
+    import json
+
+    from faro_core.cli import main as faro_main
+    from faro_core.launch import train_argv
+    from faro_core.runs import RunStore
+
+    assert train_argv("r", "d", constraint="dp", attribute="role")[-2:] == ["--attribute", "role"]
+    assert "--attribute" not in train_argv("r", "d", constraint="dp")
+    code = faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
+                      "--runs-dir", str(tmp_path), "--quiet", "--json"])
+    assert code == 0
+    run = RunStore(tmp_path).get(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"])
+    assert run.config["attribute"] == "role"
+    assert run.read("constraints.json")["names"] == ["dp[role|ambig]+", "dp[role|ambig]-"]
+    scores = pd.read_parquet(run.file("scores.parquet"))
+    assert {"chosen_role", "rejected_role", "chosen_idx", "rejected_idx"} <= set(scores.columns)
+    assert faro_main(["eval", run.run_id, "--runs-dir", str(tmp_path), "--n-boot", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "P(r_biased > r_counter)" in out and "roles swapped within items" in out
+    ev = run.read("eval.json")
+    assert ev["role"]["dp"] == pytest.approx(ev["metrics"]["violation_dp"]["value"], abs=1e-6)
+    assert ev["chance"]["dp"]["n_perm"] >= 1000
+    with pytest.raises(SystemExit) as bad:  # argparse: one line naming the choices, exit 2
+        faro_main(["train", "--attribute", "gender", "--runs-dir", str(tmp_path), "--quiet"])
+    assert bad.value.code == 2 and "choose from 'group', 'role'" in capsys.readouterr().err
+
+
+def test_data_page_offers_the_attribute_and_the_train_page_passes_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path))
+    page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "1_Data.py"
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    radio = next(r for r in at.radio if r.label.startswith("Sensitive attribute"))
+    assert radio.options == ["data default", "role", "group"]
+    radio.set_value("role").run()
+    assert not at.exception and at.session_state["data_choice"]["attribute"] == "role"
+    # the Train page launches with the chosen attribute
+    from faro_core import launch
+
+    seen: list[dict] = []
+    monkeypatch.setattr(launch, "launch_train", lambda store, **kw: seen.append(kw) or "r-1")
+    tp = AppTest.from_file(str(page.parent / "2_Train.py"), default_timeout=60)
+    tp.session_state["data_choice"] = {"source": "demo", "attribute": "role"}
+    tp.run()
+    tp.button[0].click().run()
+    assert not tp.exception and seen and all(kw["attribute"] == "role" for kw in seen)

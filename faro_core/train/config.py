@@ -15,7 +15,9 @@ LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "sele
                                       "expgrad_base": "linear", "select_metric": "accuracy",
                                       "attribute": "group", "role_columns": None}
 ATTRIBUTES = ("group", "role")
-ROLE_BY_DEFAULT = False  # the BBQ-format default flips to "role" once every user-facing default follows it
+# The embedded demo keeps the named group until its build and first screen are redone on the role (#15, the
+# demo item): its sweep, tests and Overview are written for group DP. Every other BBQ-format source: role.
+DEMO_ATTRIBUTE = "group"
 METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
 MODES = ("head", "full")
 
@@ -177,19 +179,18 @@ class FaroConfig:
 
 
 def default_attribute(data: str | None, format: str | None = None, role_columns: list[str] | None = None) -> str:
-    """The attribute a config that names none gets: ``"role"`` on BBQ-format data (``bbq``, ``demo``) and on a
-    table that names its role columns, else ``"group"``. Detection reads the source's first record (no
-    network: a hub id that is not a local path counts as not BBQ-format)."""
+    """The attribute a config that names none gets: ``"role"`` on BBQ-format data (format ``bbq``, or a path
+    detected as BBQ) and on a table that names its role columns, :data:`DEMO_ATTRIBUTE` on the embedded demo,
+    else ``"group"``. Detection reads the source's first record (no network: a hub id that is not a local path
+    counts as not BBQ-format)."""
     from pathlib import Path
 
     if role_columns:
         return "role"
-    if not ROLE_BY_DEFAULT:
-        return "group"
     fmt = format
+    if data is None or str(data) == "demo" or fmt == "demo":
+        return DEMO_ATTRIBUTE
     if fmt is None:
-        if data is None or str(data) == "demo":
-            return "role"
         if not Path(str(data)).exists():
             return "group"
         from faro_core.data import detect_format
