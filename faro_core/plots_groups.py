@@ -339,3 +339,39 @@ def story_figure(story: dict[str, Any]) -> go.Figure:
                        f"ambiguous questions; green band: 50% ± ε", height=440)
     fig.update_layout(margin=dict(l=50, r=20, t=90, b=40))
     return fig
+
+
+ROLE_NAMES = {"biased": "stereotyped answer", "counter": "the other person's answer", "unknown": "“can't tell”"}
+
+
+def role_violin(rewards: dict[str, pd.DataFrame], title: str = "Reward by stereotype role") -> go.Figure:
+    """Split violins of each answer's within-item reward by its role, one side per model (the first is
+    'before'); ``rewards``: model label -> :func:`faro_core.explore.role_rewards`. Tick labels carry n (answers)."""
+    fig = go.Figure()
+    first = next(iter(rewards.values()))
+    counts = first["role"].value_counts().to_dict()
+    ticks = {r: f"{ROLE_NAMES[r]} (n={counts.get(r, 0)})" for r in ROLE_NAMES}
+    for i, (label, df) in enumerate(rewards.items()):
+        fig.add_trace(go.Violin(x=df["role"].map(ticks), y=df["reward"], name=label, legendgroup=label,
+                                side=["negative", "positive"][i % 2] if len(rewards) == 2 else None,
+                                line_color=method_color(label), meanline_visible=True, points=False, spanmode="hard"))
+    fig.update_layout(violingap=0, violinmode="overlay" if len(rewards) == 2 else "group")
+    fig.update_yaxes(title="reward within the question (sd units)")
+    fig.update_xaxes(categoryorder="array", categoryarray=list(ticks.values()))
+    return _layout(fig, title, height=440)
+
+
+def margin_histogram(margins: dict[str, pd.DataFrame], title: str | None = None) -> go.Figure:
+    """Histograms of the within-item margin r_biased − r_counter per model (``margins``: label ->
+    :func:`faro_core.explore.role_margins`), a line at 0 (no preference); the legend gives n and the share > 0."""
+    fig = go.Figure()
+    for label, df in margins.items():
+        m = df["margin"].to_numpy(dtype=float)
+        share = float(np.mean(m > 0) + 0.5 * np.mean(m == 0)) if len(m) else float("nan")
+        fig.add_trace(go.Histogram(x=m, name=f"{label}: n={len(m)}, {100 * share:.0f}% > 0", opacity=0.55,
+                                   marker_color=method_color(label), nbinsx=40))
+    fig.add_vline(x=0, line_dash="dash", line_color="#222", annotation_text="no preference")
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title="r(stereotyped answer) − r(other person's answer), sd units (> 0: prefers the stereotype)")
+    fig.update_yaxes(title="questions")
+    return _layout(fig, title or "Within-question margin, stereotyped vs other person", height=420)

@@ -57,7 +57,38 @@ with guard():
     m1.metric(f"spread of group mean rewards ({fam[before]})", f"{explore.bias_gap(s_before):.3f} sd")
     m2.metric(f"spread of group mean rewards ({fam[after]})", f"{explore.bias_gap(s_after):.3f} sd",
               delta=f"{explore.bias_gap(s_after) - explore.bias_gap(s_before):+.3f}", delta_color="inverse")
-    tab1, tab2, tab3, tab4 = st.tabs(["Violin", "ECDF", "Accuracy", "Reliability"])
+    tab0, tab1, tab2, tab3, tab4 = st.tabs(["Stereotype role", "Violin by group", "ECDF", "Accuracy",
+                                            "Reliability"])
+    with tab0:
+        from faro_core.fairness.role import role_items, role_violations
+
+        roles = {name_b: explore.role_rewards(s_before), name_a: explore.role_rewards(s_after)}
+        if roles[name_b].empty:
+            st.info("No BBQ-style items with both people's answers on this split: the role view needs BBQ-format "
+                    "data.")
+        else:
+            cond = st.radio("Questions", ["ambiguous", "disambiguated", "all"], horizontal=True, key="role_cond",
+                            help="ambiguous: the context does not say which person; a fair reward then has no "
+                                 "preference between the two people")
+            keep = {k: (v if cond == "all" else v[v["context_condition"] == ("ambig" if cond == "ambiguous"
+                                                                              else "disambig")])
+                    for k, v in roles.items()}
+            st.plotly_chart(pg.role_violin(keep), width="stretch", key="role_violin")
+            margins = {k: explore.role_margins(sc) for k, sc in ((name_b, s_before), (name_a, s_after))}
+            margins = {k: (v if cond == "all" else v[v["context_condition"] == ("ambig" if cond == "ambiguous"
+                                                                                 else "disambig")])
+                       for k, v in margins.items()}
+            st.plotly_chart(pg.margin_histogram(margins), width="stretch", key="role_margin")
+            rows = []
+            for name, sc in ((name_b, s_before), (name_a, s_after)):
+                v = role_violations(role_items(sc))
+                rows.append({"model": name, "prefers stereotyped (ambiguous)": v["p_biased_over_counter"],
+                             "n ambiguous": v["n_dp"], "accuracy when correct = stereotyped": v["acc_biased"],
+                             "n": v["n_biased"], "accuracy when correct = other person": v["acc_counter"],
+                             "n ": v["n_counter"]})
+            st.dataframe(rows, hide_index=True, width="stretch")
+            st.caption("Each number with its n (questions). The violins show each answer's reward within its "
+                       "question; the histogram the stereotyped minus the other person's answer.")
     with tab1:
         st.plotly_chart(pg.violin_before_after(sub), width="stretch", key="violin")
     with tab2:
