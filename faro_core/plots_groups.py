@@ -217,10 +217,14 @@ def policy_figure(frame: pd.DataFrame, metric: str = "s_amb", beta: float | None
         return empty_figure("no policy results")
     fig = go.Figure()
     f = frame[np.isfinite(frame["beta"])]
+    used: dict[str, int] = {}
+    dashes = ["solid", "dot", "dashdot", "longdash", "longdashdot"]
     for model, g in f.groupby("model", sort=False):
+        color = (colors or {}).get(model) or method_color(model)
+        k = used[color] = used.get(color, -1) + 1  # runs of one method: its colour, one dash each
         fig.add_trace(go.Scatter(x=g["beta"], y=g[metric], mode="lines+markers", name=model,
-                                 line=dict(color=(colors or {}).get(model) or method_color(model),
-                                           dash="dash" if model == "reference LM" else "solid")))
+                                 line=dict(color=color, dash="dash" if model == "reference LM" else
+                                           dashes[k % len(dashes)])))
     if beta is not None:
         fig.add_vline(x=beta, line_dash="dot", line_color="#f0a")
     fig.update_xaxes(type="log", title="β (reward sd units; small β = follow the reward)")
@@ -262,8 +266,10 @@ def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str
             fig.add_trace(go.Scatter(
                 x=g["violation"], y=g["accuracy"], mode="markers+text", name=fam, legendgroup=fam,
                 showlegend=fam not in seen, text=labels, textposition="top center", textfont=dict(size=10),
-                marker=dict(color=method_color(fam), size=11, line=dict(width=1, color="#333"),
-                            symbol=["star" if x is True else "circle" for x in g["certified"]]),
+                marker=dict(color=method_color(fam), size=16 if not fam.startswith("Faro-") else 11,
+                            line=dict(width=2 if not fam.startswith("Faro-") else 1, color="#333"),
+                            symbol=["star" if x is True else "circle" if fam.startswith("Faro-") else
+                                    "diamond-open" for x in g["certified"]]),
                 error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any()),
                              thickness=1),
                 error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any()),

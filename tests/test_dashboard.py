@@ -613,6 +613,7 @@ def test_groups_page_shows_rewards_by_role_and_the_within_item_margin(runs_dir: 
     _ok(at)
     assert at.radio(key="role_cond").options == ["ambiguous", "disambiguated", "all"]
     table = at.dataframe[0].value
-    assert {"n ambiguous", "n"} <= set(table.columns) and table["n ambiguous"].iloc[0] == v["n_dp"]
+    assert "n (questions)" in table.columns and table["n (questions)"].iloc[0] == v["n_dp"]
+    assert table["BT"].iloc[0] == pytest.approx(v["p_biased_over_counter"])
     at.radio(key="role_cond").set_value("all").run()
     _ok(at)
