@@ -381,3 +381,22 @@ def margin_histogram(margins: dict[str, pd.DataFrame], title: str | None = None)
     fig.update_xaxes(title="r(stereotyped answer) − r(other person's answer), sd units (> 0: prefers the stereotype)")
     fig.update_yaxes(title="questions")
     return _layout(fig, title or "Within-question margin, stereotyped vs other person", height=420)
+
+
+def group_sizes_figure(groups: dict[str, int], labels: dict[str, str] | None = None, small: int | None = None,
+                       title: str = "Pairs per group") -> go.Figure:
+    """Horizontal bars of each group's pairs, named in words (:func:`faro_core.data.labels.group_label`), largest
+    first; groups under ``small`` (default :data:`faro_core.data.labels.SMALL_GROUP_N`) in orange, flagged."""
+    from faro_core.data.labels import SMALL_GROUP_N, group_label
+
+    small = SMALL_GROUP_N if small is None else small
+    items = sorted(groups.items(), key=lambda kv: kv[1])
+    names = [f"{group_label(g, labels)} ({g})" for g, _ in items]
+    n = [int(v) for _, v in items]
+    fig = go.Figure(go.Bar(x=n, y=names, orientation="h", text=[f"{v}{' · small' if v < small else ''}" for v in n],
+                           textposition="outside", marker_color=["#ff7f0e" if v < small else "#1f77b4" for v in n],
+                           hovertemplate="%{y}: %{x} pairs<extra></extra>"))
+    fig.update_xaxes(title="pairs", range=[0, max(n + [1]) * 1.15])
+    fig.update_yaxes(automargin=True)
+    return _layout(fig, title + (f" (orange: fewer than {small}, kept but noisy)" if any(v < small for v in n) else ""),
+                   height=max(260, 26 * len(n) + 90))

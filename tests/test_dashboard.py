@@ -392,8 +392,15 @@ def test_train_page_shows_compute_and_where_runs_go(runs_dir: Path) -> None:
     labels = {m.label: m.value for m in at.metric}
     assert int(labels["CPU cores"]) >= 1 and "CUDA devices" in labels and "Ray cluster" in labels
     where = at.radio[0]
-    assert where.label == "Where" and where.options[0] == "this machine's CPU"
+    assert where.label == "Where" and where.options == ["this machine's CPU", "this machine's GPU (full mode, bf16)",
+                                                         "the Ray cluster (RAY_ADDRESS)"]
     assert any(c.label.startswith("Combine") for c in at.checkbox)
+    import torch
+
+    if not torch.cuda.is_available():  # choosing a GPU this machine lacks: a clear error, no launch
+        where.set_value("local-gpu")  # a form: the value is sent with the submit
+        at.button[0].click().run()
+        assert at.error and "no CUDA device" in at.error[0].value and not at.exception
 
 
 def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
