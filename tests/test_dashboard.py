@@ -510,3 +510,84 @@ def test_typed_prompt_is_sampled_then_reranked_live(runs_dir: Path, monkeypatch:
         assert samples[f"best:{rid}"].sum() == 1
         best = samples.loc[samples[f"reward:{rid}"].idxmax(), "text"]
         assert choices.loc[choices["model"] == rid, "text"].iloc[0] == best
+
+
+def _role_available() -> bool:
+    try:
+        from faro_core.data.bbq import response_role  # noqa: F401
+        from faro_core.fairness.role import role_items  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_role = pytest.mark.skipif(not _role_available(), reason="the stereotype-role attribute is not in this tree")
+
+
+@needs_role
+def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
+    """The Overview's story, checked against the scores by hand: the stereotyped answer's win rate between the two
+    people on ambiguous held-out items (ties 1/2), its exact interval, the certificate at Faro's ε, the accuracy
+    cost, and examples that show what they claim."""
+    from faro_core.explore import load_scores
+    from faro_core.results.story import build_story
+    from faro_core.runs import RunStore
+
+    store = RunStore(runs_dir)
+    story = build_story(store)
+    assert (story["bt_run"], story["faro_run"]) == ("demo-bt-s0", "demo-faro-dp-eps0.05-s0")
+    for tag, rid in (("bt", story["bt_run"]), ("faro", story["faro_run"])):
+        sc = load_scores(store.get(rid))
+        amb = sc[sc["context_condition"] == "ambig"]
+        wins = []
+        for _, g in amb.groupby("item_id"):
+            r = {}
+            for _, row in g.iterrows():  # each answer's reward, by its index
+                r.setdefault(int(row["chosen_idx"]), []).append(row["r_chosen"])
+                r.setdefault(int(row["rejected_idx"]), []).append(row["r_rejected"])
+            b, u = int(g["biased_idx"].iloc[0]), int(g["unknown_idx"].iloc[0])
+            c = next(i for i in r if i not in (b, u))
+            if b in r and c in r:
+                d = np.mean(r[b]) - np.mean(r[c])
+                wins.append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+        rate = story["rate"][tag]
+        assert rate["n"] == len(wins) and rate["value"] == pytest.approx(np.mean(wins))
+        assert rate["lo"] < rate["value"] < rate["hi"]
+        cert = story["certificate"][tag]
+        assert cert["bound"] == "clopper-pearson" and cert["upper"] >= abs(rate["value"] - 0.5) - 1e-9
+        assert cert["certified"] == (cert["upper"] <= story["epsilon"])
+        gold = sc["gold"].to_numpy(float)
+        right = (sc["r_chosen"] > sc["r_rejected"]).to_numpy(float)
+        acc = np.nanmean(np.where(gold == 1, right, 1 - right))
+        assert story["accuracy"][tag]["value"] == pytest.approx(acc)
+    d = story["accuracy"]["difference"]["value"]
+    assert d == pytest.approx(story["accuracy"]["faro"]["value"] - story["accuracy"]["bt"]["value"])
+    assert "does not lower" not in story["sentence"] and f"{100 * story['rate']['bt']['value']:.0f}%" in story["sentence"]
+    for ex in story["examples"]:
+        roles = [a["role"] for a in ex["answers"]]
+        assert roles == ["biased", "counter", "unknown"] and ex["prompt"] and all(a["text"] for a in ex["answers"])
+        if ex["kind"] == "bt_stereotyped_faro_correct":
+            assert ex["faro_first"] == ex["correct"] != "biased"
+            assert ex["bt_first"] == "biased" or ex["bt_margin"] > 0
+        else:
+            assert ex["bt_first"] == ex["faro_first"] == "biased" != ex["correct"]
+    assert len([e for e in story["examples"] if e["kind"] == "both_stereotyped"]) <= 1
+
+
+@needs_role
+def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faro_core.results import story as story_mod
+    from faro_core.runs import RunStore
+
+    at = _app("app.py").run()
+    _ok(at)
+    assert at.subheader[0].value.startswith("Does the reward prefer the stereotype")
+    assert at.markdown[0].value.startswith("#### Between two people, BT's reward prefers the stereotyped answer")
+    assert at.get("plotly_chart") and at.expander[0].label.startswith("All runs in the store")
+    # the story is cached beside the runs: a second load reads it without rebuilding
+    monkeypatch.setattr(story_mod, "build_story", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    cached = story_mod.load_story(RunStore(runs_dir))
+    assert cached["faro_run"] == "demo-faro-dp-eps0.05-s0"
+    assert len(at.table) == len(cached["examples"])  # one table per held-out example (none on a weak store)
+    assert [c.value for c in at.caption if c.value.startswith("BT ranks")] == \
+        [story_mod.example_caption(e) for e in cached["examples"]]
