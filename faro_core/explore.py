@@ -35,9 +35,10 @@ def need(run: Run, name: str, command: str) -> Any:
 
 def family(cfg: dict[str, Any]) -> str:
     """Display family of a run: ``BT``, ``Faro-DP``, ``Faro-DP+CF``, or the baseline's name."""
-    from faro_core.sweep import method_label
-
-    method = method_label({**cfg, "method": cfg.get("method") or "faro"})
+    # faro_core.sweep.method_label's rule, without importing the sweep (and torch) on the dashboard's first screen
+    method = cfg.get("method") or "faro"
+    if method == "expgrad" and cfg.get("expgrad_base") == "head":
+        method = "expgrad_head"
     cons = [c for c in (cfg.get("constraints") or []) if c]
     eps = cfg.get("epsilon")
     unconstrained = not cons or eps is None or (isinstance(eps, float) and not math.isfinite(eps))
