@@ -14,9 +14,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from faro_core.errors import RunError
+
+
+def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Bradley-Terry negative log-likelihood, -E log sigmoid(r+ - r-). Inputs [B]; scalar output."""
+    nll = -F.logsigmoid(r_chosen - r_rejected)
+    if weight is None:
+        return nll.mean()
+    weight = weight.to(nll.device)
+    return (nll * weight).sum() / weight.sum()
 
 
 class HeadRewardModel(nn.Module):
@@ -114,7 +124,7 @@ class RewardScorer:
 
 
 def load_scorer(run: Any, device: str | None = None) -> RewardScorer:
-    """A :class:`RewardScorer` for a finished run (a :class:`faro_core.runs.Run`)."""
+    """A :class:`RewardScorer` for a finished run (a :class:`faro_core.store.runs.Run`)."""
     from safetensors.torch import load_file
 
     from faro_core.models.features import FeatureCache

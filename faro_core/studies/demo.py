@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faro_core.errors import FaroError
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
 
 DEMO_SWEEP = "demo"
 DEMO_EPSILONS = (0.02, 0.05, 0.1)
