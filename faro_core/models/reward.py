@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from faro_core.errors import RunError
+from faro_core.errors import FaroError, RunError
+from faro_core.models.features import FeatureCache
 
 
 def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -51,8 +52,6 @@ def load_sequence_classifier(backbone: str, device: str | None = None):
     """(tokenizer, AutoModelForSequenceClassification with num_labels=1) for a backbone id or path."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from faro_core.errors import FaroError
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
@@ -126,8 +125,6 @@ class RewardScorer:
 def load_scorer(run: Any, device: str | None = None) -> RewardScorer:
     """A :class:`RewardScorer` for a finished run (a :class:`faro_core.store.runs.Run`)."""
     from safetensors.torch import load_file
-
-    from faro_core.models.features import FeatureCache
 
     meta = run.read("model.json")
     if meta is None or not run.file("model.safetensors").exists() and meta.get("mode") == "head":
