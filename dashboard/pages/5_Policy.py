@@ -13,7 +13,7 @@ import streamlit as st  # noqa: E402
 from common import guard, no_runs_message, page, policy, run_label, run_table, store  # noqa: E402
 
 from faro_core import results  # noqa: E402
-from faro_core.results.plots import policy_figure  # noqa: E402
+from faro_core.results.plots import method_color, policy_figure  # noqa: E402
 
 page("Policy")
 st.title("Does fairness transfer to the policy?")
@@ -44,11 +44,12 @@ with guard():
     at = frame[(frame["beta"] == beta) | ((frame["model"] == "reference LM") & ~np.isfinite(frame["beta"]))]
     at = at.drop_duplicates("model").set_index("model")[["accuracy", "s_amb", "s_dis", "kl", "expected_reward"]]
     st.dataframe(at, width="stretch")
+    colors = {r: method_color(f) for r, f in zip(table["run_id"], table["family"])}  # one colour per method
     c1, c2 = st.columns(2)
-    c1.plotly_chart(policy_figure(frame, "s_amb", beta), width="stretch", key="samb")
-    c2.plotly_chart(policy_figure(frame, "s_dis", beta), width="stretch", key="sdis")
-    c1.plotly_chart(policy_figure(frame, "accuracy", beta), width="stretch", key="pacc")
-    c2.plotly_chart(policy_figure(frame, "kl", beta), width="stretch", key="kl")
+    c1.plotly_chart(policy_figure(frame, "s_amb", beta, colors=colors), width="stretch", key="samb")
+    c2.plotly_chart(policy_figure(frame, "s_dis", beta, colors=colors), width="stretch", key="sdis")
+    c1.plotly_chart(policy_figure(frame, "accuracy", beta, colors=colors), width="stretch", key="pacc")
+    c2.plotly_chart(policy_figure(frame, "kl", beta, colors=colors), width="stretch", key="kl")
 
     st.subheader("Generations side by side")
     with_gen = [r for r in chosen if table.loc[table["run_id"] == r, "has_generations"].iloc[0]]

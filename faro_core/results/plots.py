@@ -6,6 +6,7 @@ Shared by the dashboard and the HTML report (:mod:`faro_core.results.report`). I
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,34 @@ import plotly.graph_objects as go
 from faro_core.results.table import family_method
 from faro_core.train import methods
 
-
-def method_color(family: str) -> str:
-    """The colour of a family's method (a family key ``faro-dp`` / label ``Faro-DP`` / method name): one
-    colour per method in every figure, from the method registry."""
-    name = family_method(family) if family[:1].isupper() else family.split("-")[0]
-    return methods.color(name)
-
-
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
+REFERENCE_COLOR = "#333333"  # the reference LM in policy figures (not a method)
+
+
+def method_of_label(name: str) -> tuple[str, str]:
+    """(registry method, first constraint kind or "") of a run label, a family label or a family key:
+    ``"BT (demo-bt-s0)"`` -> ``("bt", "")``, ``"Faro-DP+CF"`` -> ``("faro", "dp")``, ``"fixed_lambda-eo"`` ->
+    ``("fixed_lambda", "eo")``; an unknown name is returned as its own method."""
+    base = str(name).split(" (")[0].split(" · ")[0].strip()
+    if base.startswith("Faro-"):
+        return "faro", base[5:].split("+")[0].lower()
+    if base[:1].isupper() or " " in base:
+        return family_method(base), ""
+    method, _, kinds = base.partition("-")
+    return method, kinds.split("+")[0]
+
+
+def method_color(name: str) -> str:
+    """The one colour of a method in every figure and page (:func:`faro_core.train.methods.color`: Faro's
+    colour depends on its first constraint kind). ``name``: anything :func:`method_of_label` reads. An
+    unknown name gets a colour fixed by its text (the same in every process, unlike ``hash``)."""
+    if str(name).split(" (")[0].strip() == "reference LM":
+        return REFERENCE_COLOR
+    method, kind = method_of_label(name)
+    if method in methods.METHODS:
+        return methods.color(method, kind)
+    return PALETTE[zlib.crc32(str(name).split(" (")[0].strip().encode()) % len(PALETTE)]
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
@@ -51,7 +70,7 @@ def violin_before_after(rewards: dict[str, pd.DataFrame], title: str = "Reward b
     for i, (label, df) in enumerate(rewards.items()):
         fig.add_trace(go.Violin(x=df["group"], y=df["reward"], name=label, legendgroup=label,
                                 side=sides[i % 2] if len(rewards) == 2 else None, scalegroup=label,
-                                line_color=PALETTE[i % len(PALETTE)], meanline_visible=True, points=False,
+                                line_color=method_color(label), meanline_visible=True, points=False,
                                 spanmode="hard"))
     fig.update_layout(violingap=0, violinmode="overlay" if len(rewards) == 2 else "group")
     fig.update_yaxes(title="reward over its pair partner (sd units)")
@@ -84,8 +103,8 @@ def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column:
     """Grouped bars of per-group accuracy (±1 s.e.) per model; ``acc`` maps a label to
     :func:`faro_core.results.views.group_accuracy` output."""
     fig = go.Figure()
-    for i, (label, df) in enumerate(acc.items()):
-        fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=PALETTE[i % len(PALETTE)],
+    for label, df in acc.items():
+        fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=method_color(label),
                              error_y=dict(type="data", array=df["se"], visible=True),
                              customdata=df["n"], hovertemplate="%{x}: %{y:.3f} (n=%{customdata})"))
     fig.update_layout(barmode="group")
@@ -95,20 +114,21 @@ def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column:
 
 
 def reliability_figure(tables: dict[str, pd.DataFrame], title: str = "Reliability diagram") -> go.Figure:
-    """Observed preference rate vs predicted σ(r₁−r₂) per bin; one line per (model, group)."""
+    """Observed preference rate vs predicted σ(r₁−r₂) per bin; one line per (model, group): the model's
+    colour, one dash per group."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbb", dash="dash"),
                              name="perfectly calibrated"))
-    i = 0
+    dashes = ["solid", "dot", "dash", "dashdot", "longdash"]
     for label, df in tables.items():
-        for g, gd in df.groupby("group"):
+        for i, (g, gd) in enumerate(df.groupby("group")):
             name = f"{label} · {g} (ECE {gd['ece'].iloc[0]:.3f})" if g != "all" else \
                 f"{label} (ECE {gd['ece'].iloc[0]:.3f})"
             fig.add_trace(go.Scatter(x=gd["predicted"], y=gd["observed"], mode="lines+markers", name=name,
                                      marker=dict(size=np.clip(np.sqrt(gd["n"]) * 2, 4, 18)),
-                                     line=dict(color=PALETTE[i % len(PALETTE)]), customdata=gd["n"],
+                                     line=dict(color=method_color(label), dash=dashes[i % len(dashes)]),
+                                     customdata=gd["n"],
                                      hovertemplate="pred %{x:.2f} → obs %{y:.2f} (n=%{customdata})"))
-            i += 1
     fig.update_xaxes(title="predicted P(first response preferred)", range=[0, 1])
     fig.update_yaxes(title="observed rate", range=[0, 1])
     return _layout(fig, title, height=460)
@@ -188,15 +208,16 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None, hig
 
 
 def policy_figure(frame: pd.DataFrame, metric: str = "s_amb", beta: float | None = None,
-                  title: str | None = None) -> go.Figure:
-    """A policy metric (``s_amb``, ``s_dis``, ``accuracy``, ``kl``) against β per model (log x)."""
+                  title: str | None = None, colors: dict[str, str] | None = None) -> go.Figure:
+    """A policy metric (``s_amb``, ``s_dis``, ``accuracy``, ``kl``) against β per model (log x); ``colors``
+    maps a model (run id) to its method's colour (:func:`method_color` of its family)."""
     if frame.empty:
         return empty_figure("no policy results")
     fig = go.Figure()
     f = frame[np.isfinite(frame["beta"])]
-    for i, (model, g) in enumerate(f.groupby("model", sort=False)):
+    for model, g in f.groupby("model", sort=False):
         fig.add_trace(go.Scatter(x=g["beta"], y=g[metric], mode="lines+markers", name=model,
-                                 line=dict(color="#7f7f7f" if model == "reference LM" else PALETTE[i % len(PALETTE)],
+                                 line=dict(color=(colors or {}).get(model) or method_color(model),
                                            dash="dash" if model == "reference LM" else "solid")))
     if beta is not None:
         fig.add_vline(x=beta, line_dash="dot", line_color="#f0a")
@@ -209,6 +230,64 @@ def figure_html(fig: go.Figure, include_plotlyjs: bool | str = False, div_id: st
     """A figure as an HTML fragment (``include_plotlyjs=True`` embeds plotly.js inline: no CDN)."""
     return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
+
+
+def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str | None = None) -> go.Figure:
+    """DP, EO and CF fronts side by side: small multiples sharing one accuracy axis, each with its own
+    violation axis. Markers: one colour per method (:func:`method_color`), ★ where every seed is certified,
+    error bars ±1 sd over seeds; the hover also shows the run's violation of the other kinds. ``customdata[0]``
+    of every point is its first run id (a selection opens it). ``fronts``: :func:`faro_core.results.pareto.constraint_fronts`."""
+    from plotly.subplots import make_subplots
+
+    if fronts.empty:
+        return empty_figure("no finished runs with a violation yet")
+    kinds = [k for k in ("dp", "eo", "cf") if (fronts["kind"] == k).any()]
+    names = {"dp": "demographic parity", "eo": "equalized odds", "cf": "counterfactual"}
+    fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"{names[k]} ({k.upper()})" for k in kinds])
+    seen: set[str] = set()
+    for c, kind in enumerate(kinds, start=1):
+        sub = fronts[fronts["kind"] == kind]
+        for fam, g in sub.groupby("family", sort=False):
+            g = g.sort_values("violation")
+            others = [o for o in ("dp", "eo", "cf") if o != kind]
+            cd = np.array([[ids[0], n, "certified" if cert is True else "not certified" if cert is False
+                            else "no certificate", *[f"{row[f'other_{o}']:.3f}" if row[f"other_{o}"] == row[f"other_{o}"]
+                                                    else "—" for o in others]]
+                           for ids, n, cert, (_, row) in zip(g["run_ids"], g["n_seeds"], g["certified"], g.iterrows())],
+                          dtype=object)
+            labels = ["" if fam == "BT" else f"ε={e:g}" if np.isfinite(e) else "" for e in g["epsilon"]]
+            fig.add_trace(go.Scatter(
+                x=g["violation"], y=g["accuracy"], mode="markers+text", name=fam, legendgroup=fam,
+                showlegend=fam not in seen, text=labels, textposition="top center", textfont=dict(size=10),
+                marker=dict(color=method_color(fam), size=11, line=dict(width=1, color="#333"),
+                            symbol=["star" if x is True else "circle" for x in g["certified"]]),
+                error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any()),
+                             thickness=1),
+                error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any()),
+                             thickness=1),
+                customdata=cd,
+                hovertemplate=(f"{fam}<br>%{{customdata[0]}}<br>{kind.upper()} violation %{{x:.3f}}<br>"
+                               "accuracy %{y:.3f}<br>seeds %{customdata[1]} · %{customdata[2]}<br>"
+                               f"{others[0].upper()} %{{customdata[3]}} · {others[1].upper()} %{{customdata[4]}}"
+                               "<extra></extra>")), row=1, col=c)
+            seen.add(fam)
+        front = sub[sub["on_front"]].sort_values("violation")
+        if len(front) > 1:
+            fig.add_trace(go.Scatter(x=front["violation"], y=front["accuracy"], mode="lines", showlegend=False,
+                                     line=dict(color="#999", dash="dash", shape="hv"), hoverinfo="skip"), row=1, col=c)
+        if highlight is not None:
+            h = sub[sub["run_ids"].map(lambda ids: highlight in ids)]
+            if not h.empty:
+                fig.add_trace(go.Scatter(x=h["violation"], y=h["accuracy"], mode="markers", showlegend=False,
+                                         hoverinfo="skip", marker=dict(size=22, color="rgba(0,0,0,0)",
+                                                                        line=dict(width=3, color="#f0a"))),
+                              row=1, col=c)
+        split = sub["split"].iloc[0]
+        fig.update_xaxes(title_text=f"{kind.upper()} violation ({split}; lower is fairer)", row=1, col=c,
+                         rangemode="tozero")
+    fig.update_yaxes(title_text="pairwise accuracy", row=1, col=1)
+    return _layout(fig, title or "Constraint types side by side (★ = certified, bars ±1 sd over seeds)", height=460)
 
 
 def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:

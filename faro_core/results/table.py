@@ -239,3 +239,12 @@ def _pm(v: Any, ci: Any) -> str:
 
 def _share(v: Any) -> str:
     return "–" if v is None or v != v else f"{v:.0%}"
+
+
+def cross_violations(table: pd.DataFrame) -> pd.DataFrame:
+    """Every finished run's held-out violation of each kind (DP, EO, CF), whatever it was trained for:
+    columns run_id, family, epsilon, seed, accuracy, viol_dp, viol_eo, viol_cf (test split; the
+    ``violation_<kind>`` columns under their short aliases)."""
+    done = table[table["status"] == "done"]
+    return done[["run_id", "family", "epsilon", "seed", "accuracy", *[f"viol_{k}" for k in KINDS]]].reset_index(
+        drop=True)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faro_core.data.labels import group_caption
 from faro_core.errors import RunError
 from faro_core.store.runs import Run
 
@@ -212,3 +213,35 @@ def generations_side_by_side(runs: list[Run], n_prompts: int = 5) -> pd.DataFram
         lambda g: tuple(int(np.argmax(g[c].to_numpy())) for c in best_cols))
     base["changed"] = base["prompt_idx"].map(lambda i: len(set(picks[i])) > 1)
     return base
+
+
+def selected_run(selection: Any) -> str | None:
+    """The run id of the first point of a plotly selection (``st.plotly_chart(on_select=...)``'s state, a dict
+    or an object with ``.selection.points``), from the point's ``customdata[0]``; None if nothing is selected
+    or the point carries no run id (a front line, a marker)."""
+    try:
+        sel = selection.get("selection", {}) if isinstance(selection, dict) else selection.selection
+        points = sel.get("points", []) if isinstance(sel, dict) else sel.points
+    except (AttributeError, KeyError, TypeError):
+        return None
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, list | tuple) and cd and isinstance(cd[0], str):
+            return cd[0]
+        if isinstance(cd, str):
+            return cd
+    return None
+
+
+def with_group_captions(frame: pd.DataFrame, labels: dict[str, str] | None = None, col: str = "group",
+                        counts: dict[Any, int] | None = None) -> pd.DataFrame:
+    """``frame`` with ``col``'s tags replaced by words and sizes, ``"women (n=64)"``, flagged ``small`` under
+    :data:`faro_core.data.labels.SMALL_GROUP_N` (never dropped). ``counts``: the size of each tag (default:
+    its rows in ``frame``; pass a table's ``n`` column for aggregated frames). The tag is kept in ``tag``."""
+    if frame.empty or col not in frame:
+        return frame
+    n = counts if counts is not None else frame[col].value_counts().to_dict()
+    out = frame.copy()
+    out["tag"] = out[col]
+    out[col] = [group_caption(t, n.get(t, 0), labels) for t in out[col]]
+    return out
