@@ -258,9 +258,8 @@ def test_groups_page_names_groups_in_words_with_n(runs_dir: Path) -> None:
 
 
 def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -> None:
+    from faro_core import results as explore
     from faro_core.results import plots as pg
-    from faro_core.results import views as explore
-    from faro_core.results.plots import sweep_pareto_figure as sweep_pareto_figure
     from faro_core.store.runs import RunStore
 
     table = explore.run_table(RunStore(runs_dir))
@@ -273,9 +272,10 @@ def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -
     fronts = pg.fronts_figure(explore.constraint_fronts(table))
     frame = pd.DataFrame({"model": ["demo-bt-s0"] * 2, "beta": [1.0, 2.0], "s_amb": [0.1, 0.2]})
     policy = pg.policy_figure(frame, colors={"demo-bt-s0": pg.method_color("BT")})
-    sweep_front = sweep_pareto_figure(pd.DataFrame({
+    sweep_front = pg.pareto_figure(explore.sweep_points(pd.DataFrame({
         "method": ["bt", "faro"], "constraint": ["none", "dp"], "epsilon": [float("inf"), 0.05],
-        "fixed_lambda": [1.0, 1.0], "seed": [0, 0], "gold_accuracy": [0.8, 0.79], "violation_dp": [0.2, 0.05]}))
+        "fixed_lambda": [1.0, 1.0], "seed": [0, 0], "gold_accuracy": [0.8, 0.79], "violation_dp": [0.2, 0.05]}),
+        "dp"), "dp")
 
     def colours(fig, name):  # noqa: ANN001, ANN202
         out = set()
@@ -291,16 +291,16 @@ def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -
 
     bt = pg.method_color("BT")
     assert colours(violin, "BT") == colours(bars, "BT") == colours(front, "BT") == colours(policy, "demo-bt") \
-        == colours(fronts, "BT") == colours(sweep_front, "bt") == {bt}
-    assert colours(violin, "Faro-DP") == colours(front, "Faro-DP") == colours(sweep_front, "faro-dp") \
+        == colours(fronts, "BT") == colours(sweep_front, "BT") == {bt}
+    assert colours(violin, "Faro-DP") == colours(front, "Faro-DP") == colours(sweep_front, "Faro-DP") \
         == {pg.method_color("Faro-DP")} != {bt}
     assert pg.method_color("Faro-DP+CF") == pg.method_color("Faro-DP")
     assert pg.method_color("Some new baseline") == pg.method_color("Some new baseline")  # not hash()-random
 
 
 def test_fronts_side_by_side_share_the_accuracy_axis(runs_dir: Path) -> None:
+    from faro_core import results as explore
     from faro_core.results import plots as pg
-    from faro_core.results import views as explore
     from faro_core.store.runs import RunStore
 
     table = explore.run_table(RunStore(runs_dir))
@@ -328,8 +328,8 @@ def test_selecting_a_point_opens_its_run(runs_dir: Path) -> None:
     """AppTest cannot click plotly points: the selection callback gets the selection state a click makes."""
     from streamlit.testing.v1 import AppTest
 
+    from faro_core import results as explore
     from faro_core.results import plots as pg
-    from faro_core.results import views as explore
     from faro_core.store.runs import RunStore
 
     fig = pg.fronts_figure(explore.constraint_fronts(explore.run_table(RunStore(runs_dir))))

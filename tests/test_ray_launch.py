@@ -34,7 +34,7 @@ def test_full_mode_runs_ask_for_one_gpu() -> None:
 def test_sweep_executor_asks_ray_for_a_gpu_in_full_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sweep's Ray executor requests num_gpus=1 for full-mode jobs (recorded without running them)."""
     ray = pytest.importorskip("ray")
-    from faro_core.studies import sweep
+    from faro_core.studies import executors, sweep
 
     asked: list[dict] = []
 
@@ -53,11 +53,11 @@ def test_sweep_executor_asks_ray_for_a_gpu_in_full_mode(monkeypatch: pytest.Monk
     monkeypatch.setattr(ray, "remote", lambda **kw: FakeRemote(**kw))
     monkeypatch.setattr(ray, "wait", lambda pending, num_returns: ([pending[0]], pending[1:]))
     monkeypatch.setattr(ray, "get", lambda ref: {"run_id": "x"})
-    sweep._run_ray([{"mode": "full"}, {"mode": "head"}], {"runs_dir": "/tmp"}, 1, None)
+    executors.run_ray(sweep.run_job, [{"mode": "full"}, {"mode": "head"}], {"runs_dir": "/tmp"}, 1, None)
     assert [(a["num_gpus"], a["num_cpus"]) for a in asked] == [(1.0, 1.0), (0.0, 1.0)]
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(FaroError, match="needs 1 GPU"):
-        sweep._run_ray([{"mode": "full"}], {"runs_dir": "/tmp"}, 1, None)
+        executors.run_ray(sweep.run_job, [{"mode": "full"}], {"runs_dir": "/tmp"}, 1, None)
 
 
 @pytest.fixture(scope="module")
