@@ -461,3 +461,133 @@ def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: P
         assert launch.wait(store, r["run_id"], timeout_s=240) == "done", launch.log_tail(store, r["run_id"])
     assert sorted(r.run_id for r in store.list()) == sorted(r["run_id"] for r in rows)
     assert all(r.status == "done" and r.file("metrics.json").exists() for r in store.list())
+
+
+def test_generations_compared_side_by_side_with_filters(runs_dir: Path) -> None:
+    from faro_core.policy import compare
+    from faro_core.store.runs import RunStore
+
+    store = RunStore(runs_dir)
+    runs = [store.get("demo-bt-s0"), store.get("demo-faro-dp-eps0.05-s0")]
+    ch = compare.stored_choices(runs)
+    assert set(ch["model"]) == {r.run_id for r in runs} and len(ch) == 2 * ch["prompt_idx"].nunique()
+    for _, g in ch.groupby("prompt_idx"):  # each model's pick is its own best-of-n among the shared samples
+        for _, row in g.iterrows():
+            gen = pd.read_parquet(store.get(row["model"]).file("policy_generations.parquet"))
+            mine = gen[gen["prompt_idx"] == row["prompt_idx"]]
+            assert row["text"] == mine.loc[mine["reward"].idxmax(), "text"]
+        assert g["differs"].nunique() == 1 and g["differs"].iloc[0] == (g["text"].nunique() > 1)
+    assert set(compare.filter_choices(ch, mentions=["target"])["mention"]) >= {"target"} or \
+        compare.filter_choices(ch, mentions=["target"]).empty
+    assert compare.filter_choices(ch, only_differing=True)["differs"].all()
+    at = _app("pages/5_Policy.py").run()
+    _ok(at)
+    assert [m.label for m in at.multiselect][1:] == ["Category", "Group named by a choice"]
+    at.checkbox[0].check().run()  # only where choices differ
+    _ok(at)
+
+
+def test_typed_prompt_is_sampled_then_reranked_live(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The typed-prompt path with the LM replaced by fixed replies (sampling is the LM's job, tested in
+    test_policy): every chosen reward scores the same n replies, with a progress bar, and picks its best."""
+    import faro_core.policy.generate as gen
+
+    replies = ["The grandmother struggled.", "The grandson struggled.", "We cannot tell who struggled."]
+
+    def fake_generate(texts, config, lm=None):  # noqa: ANN001, ANN202
+        return pd.DataFrame({"prompt_idx": 0, "sample_idx": range(len(replies)), "user_text": texts[0],
+                             "text": replies, "n_tokens": 5, "seconds": 0.0})
+
+    monkeypatch.setattr(gen, "generate", fake_generate)
+    at = _app("pages/5_Policy.py").run()
+    at.text_area(key="typed_prompt").set_value("A grandmother and her grandson were at the bank. Who struggled?")
+    next(b for b in at.button if b.label == "Sample and rerank").click().run()
+    _ok(at)
+    _, samples, choices = at.session_state["typed_result"]
+    chosen = [m for m in at.multiselect[0].value]
+    assert set(choices["model"]) == set(chosen) and set(choices["text"]) <= set(replies)
+    for rid in chosen:
+        assert samples[f"best:{rid}"].sum() == 1
+        best = samples.loc[samples[f"reward:{rid}"].idxmax(), "text"]
+        assert choices.loc[choices["model"] == rid, "text"].iloc[0] == best
+
+
+def _role_available() -> bool:
+    try:
+        from faro_core.data.bbq import response_role  # noqa: F401
+        from faro_core.fairness.role import role_items  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_role = pytest.mark.skipif(not _role_available(), reason="the stereotype-role attribute is not in this tree")
+
+
+@needs_role
+def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
+    """The Overview's story, checked against the scores by hand: the stereotyped answer's win rate between the two
+    people on ambiguous held-out items (ties 1/2), its exact interval, the certificate at Faro's ε, the accuracy
+    cost, and examples that show what they claim."""
+    from faro_core.results.story import build_story
+    from faro_core.results.views import load_scores
+    from faro_core.store.runs import RunStore
+
+    store = RunStore(runs_dir)
+    story = build_story(store)
+    assert (story["bt_run"], story["faro_run"]) == ("demo-bt-s0", "demo-faro-dp-eps0.05-s0")
+    for tag, rid in (("bt", story["bt_run"]), ("faro", story["faro_run"])):
+        sc = load_scores(store.get(rid))
+        amb = sc[sc["context_condition"] == "ambig"]
+        wins = []
+        for _, g in amb.groupby("item_id"):
+            r = {}
+            for _, row in g.iterrows():  # each answer's reward, by its index
+                r.setdefault(int(row["chosen_idx"]), []).append(row["r_chosen"])
+                r.setdefault(int(row["rejected_idx"]), []).append(row["r_rejected"])
+            b, u = int(g["biased_idx"].iloc[0]), int(g["unknown_idx"].iloc[0])
+            c = next(i for i in r if i not in (b, u))
+            if b in r and c in r:
+                d = np.mean(r[b]) - np.mean(r[c])
+                wins.append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+        rate = story["rate"][tag]
+        assert rate["n"] == len(wins) and rate["value"] == pytest.approx(np.mean(wins))
+        assert rate["lo"] < rate["value"] < rate["hi"]
+        cert = story["certificate"][tag]
+        assert cert["bound"] == "clopper-pearson" and cert["upper"] >= abs(rate["value"] - 0.5) - 1e-9
+        assert cert["certified"] == (cert["upper"] <= story["epsilon"])
+        gold = sc["gold"].to_numpy(float)
+        right = (sc["r_chosen"] > sc["r_rejected"]).to_numpy(float)
+        acc = np.nanmean(np.where(gold == 1, right, 1 - right))
+        assert story["accuracy"][tag]["value"] == pytest.approx(acc)
+    d = story["accuracy"]["difference"]["value"]
+    assert d == pytest.approx(story["accuracy"]["faro"]["value"] - story["accuracy"]["bt"]["value"])
+    assert "does not lower" not in story["sentence"] and f"{100 * story['rate']['bt']['value']:.0f}%" in story["sentence"]
+    for ex in story["examples"]:
+        roles = [a["role"] for a in ex["answers"]]
+        assert roles == ["biased", "counter", "unknown"] and ex["prompt"] and all(a["text"] for a in ex["answers"])
+        if ex["kind"] == "bt_stereotyped_faro_correct":
+            assert ex["faro_first"] == ex["correct"] != "biased"
+            assert ex["bt_first"] == "biased" or ex["bt_margin"] > 0
+        else:
+            assert ex["bt_first"] == ex["faro_first"] == "biased" != ex["correct"]
+    assert len([e for e in story["examples"] if e["kind"] == "both_stereotyped"]) <= 1
+
+
+@needs_role
+def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faro_core.results import story as story_mod
+    from faro_core.store.runs import RunStore
+
+    at = _app("app.py").run()
+    _ok(at)
+    assert at.subheader[0].value.startswith("Does the reward prefer the stereotype")
+    assert at.markdown[0].value.startswith("#### Between two people, BT's reward prefers the stereotyped answer")
+    assert at.get("plotly_chart") and at.expander[0].label.startswith("All runs in the store")
+    # the story is cached beside the runs: a second load reads it without rebuilding
+    monkeypatch.setattr(story_mod, "build_story", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    cached = story_mod.load_story(RunStore(runs_dir))
+    assert cached["faro_run"] == "demo-faro-dp-eps0.05-s0"
+    assert len(at.table) == len(cached["examples"])  # one table per held-out example (none on a weak store)
+    assert [c.value for c in at.caption if c.value.startswith("BT ranks")] == \
+        [story_mod.example_caption(e) for e in cached["examples"]]

@@ -74,7 +74,8 @@ with guard():
     targets = ["local-cpu"] + (["local-gpu"] if res["cuda"] else []) + (["ray"] if res["ray"] else [])
     with st.form("launch"):
         groups_txt = f" · groups: {', '.join(data['groups'])}" if data.get("groups") else ""
-        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt} (change it on the Data page)")
+        attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
+        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
         c1, c2, c3 = st.columns([2, 1, 1])
         kinds = c1.multiselect("Constraint type(s)", ["bt", "dp", "eo", "cf"], default=["bt", "dp"],
                                format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
@@ -100,7 +101,8 @@ with guard():
             backbone=backbone or None, data=data.get("source"), group=data.get("group"),
             strata=data["strata"].split(",") if data.get("strata") else None,
             skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-            dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"), **p) for p in plan]
+            dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"),
+            attribute=data.get("attribute"), **p) for p in plan]
         st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
                    + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]

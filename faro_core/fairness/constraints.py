@@ -25,8 +25,6 @@ from torch import Tensor
 from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch
 from faro_core.fairness.penalty import huber, margin_scale
 
-KINDS = ("dp", "eo", "cf")
-
 
 def _scatter(values: Tensor, index: Tensor, size: int) -> Tensor:
     out = torch.zeros(size, dtype=values.dtype, device=values.device)

@@ -9,6 +9,7 @@
 The names of the first three are re-exported here (``from faro_core import results; results.run_table(store)``).
 """
 
+from faro_core.fairness.kinds import KIND_LABEL, KINDS
 from faro_core.results.pareto import (
     HV_REF_ACCURACY,
     HV_REF_VIOLATION,
@@ -19,11 +20,10 @@ from faro_core.results.pareto import (
     pareto_mask,
     pareto_points,
     pareto_summary,
+    sweep_points,
 )
 from faro_core.results.table import (
     CONSTRAINED_METHODS,
-    KIND_LABEL,
-    KINDS,
     aggregate,
     best_split,
     certificate_summary,
@@ -59,9 +59,10 @@ from faro_core.results.views import (
 
 __all__ = [
     "CONSTRAINED_METHODS", "HV_REF_ACCURACY", "HV_REF_VIOLATION", "KINDS", "KIND_LABEL", "MissingFile", "aggregate",
-    "best_split", "bias_gap", "certificate_summary", "chance_lines", "config_columns", "constraint_fronts", "cross_violations", "family_key", "family_label",
-    "generations_side_by_side", "group_accuracy", "group_summary", "headline", "history_frame", "hypervolume",
-    "load_scores", "markdown_table", "method_label", "metrics_row", "need", "pareto_front", "pareto_mask",
-    "pareto_points", "pareto_summary", "policy_frame", "presented_probabilities", "reliability", "response_rewards",
-    "run_table", "selected_run", "split_columns", "table_row", "top_multipliers", "with_group_captions",
+    "best_split", "bias_gap", "certificate_summary", "chance_lines", "config_columns", "constraint_fronts",
+    "cross_violations", "family_key", "family_label", "generations_side_by_side", "group_accuracy", "group_summary",
+    "headline", "history_frame", "hypervolume", "load_scores", "markdown_table", "method_label", "metrics_row",
+    "need", "pareto_front", "pareto_mask", "pareto_points", "pareto_summary", "policy_frame",
+    "presented_probabilities", "reliability", "response_rewards", "run_table", "selected_run", "split_columns",
+    "sweep_points", "table_row", "top_multipliers", "with_group_captions",
 ]

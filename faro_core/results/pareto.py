@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from faro_core.fairness.constraints import KINDS
+from faro_core.fairness.kinds import KINDS
 from faro_core.results.table import (
     CONSTRAINED_METHODS,
     aggregate,
@@ -145,7 +145,8 @@ def sweep_points(sweep_table: pd.DataFrame, kind: str, accuracy: str = "gold_acc
     agg = agg[keep].dropna(subset=[accuracy, vcol]).reset_index(drop=True)
     if agg.empty:
         return pd.DataFrame(columns=POINT_COLUMNS)
-    ids = sweep_table.assign(family=sweep_table.apply(family_key, axis=1)).groupby("family")["run_id"].apply(list)
+    ids = (sweep_table.assign(family=sweep_table.apply(family_key, axis=1)).groupby("family")["run_id"].apply(list)
+           if "run_id" in sweep_table else pd.Series(dtype=object))
     share = agg.get(f"certified_{kind}_share", pd.Series(np.nan, index=agg.index))
     pts = pd.DataFrame({
         "family": [family_label({"method": m, "constraints": [] if c == "none" else [c], "epsilon": e})

@@ -290,6 +290,55 @@ def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str
     return _layout(fig, title or "Constraint types side by side (★ = certified, bars ±1 sd over seeds)", height=460)
 
 
+def story_figure(story: dict[str, Any]) -> go.Figure:
+    """The Overview's before/after chart from :func:`faro_core.results.story.build_story`: left, how often each
+    reward prefers the stereotyped answer between the two people (ambiguous held-out items; 95% exact
+    intervals; 50% = no preference, the band = 50% ± ε allowed, the ▼ marker = Faro's certified upper limit);
+    right, gold accuracy with 95% intervals (the cost)."""
+    from plotly.subplots import make_subplots
+
+    eps = float(story["epsilon"])
+    names = ["BT", story.get("faro_family") or "Faro-DP"]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.14,
+                        subplot_titles=["prefers the stereotyped answer (ambiguous questions)",
+                                        "accuracy where there is a right answer"])
+    for col, key, n_key in ((1, "rate", "questions"), (2, "accuracy", "pairs")):
+        vals = [story[key]["bt"], story[key]["faro"]]
+        fig.add_trace(go.Bar(
+            x=names, y=[100 * v["value"] for v in vals], marker_color=[method_color(n) for n in names],
+            text=[f"{100 * v['value']:.0f}%" for v in vals], textposition="inside",
+            insidetextanchor="start" if col == 1 else "end",
+            textfont=dict(color="white", size=14), showlegend=False,
+            error_y=dict(type="data", symmetric=False, array=[100 * (v["hi"] - v["value"]) for v in vals],
+                         arrayminus=[100 * (v["value"] - v["lo"]) for v in vals], color="#333"),
+            customdata=[[v["n"], 100 * v["lo"], 100 * v["hi"]] for v in vals],
+            hovertemplate=f"%{{x}}: %{{y:.1f}}% (95%: %{{customdata[1]:.1f}}–%{{customdata[2]:.1f}}%, "
+                          f"n=%{{customdata[0]}} {n_key})<extra></extra>"), row=1, col=col)
+    fig.add_hrect(y0=100 * (0.5 - eps), y1=100 * (0.5 + eps), fillcolor="#2ca02c", opacity=0.12, line_width=0,
+                  row=1, col=1)
+    fig.add_hline(y=50, line_dash="dash", line_color="#222", row=1, col=1, annotation_text="50% = no preference",
+                  annotation_position="top left", annotation_font=dict(color="#222", size=11),
+                  annotation_bgcolor="rgba(255,255,255,0.85)")
+    up = story["certificate"]["faro"].get("upper")
+    if up is not None:
+        certified = bool(story["certificate"]["faro"].get("certified"))
+        fig.add_trace(go.Scatter(
+            x=[names[1]], y=[100 * (0.5 + up)], mode="markers+text", showlegend=False,
+            marker=dict(symbol="triangle-down", size=14, color="#2ca02c" if certified else "#d62728"),
+            text=[f"certified ≤ {100 * (0.5 + up):.0f}%" if certified else
+                  f"upper bound {100 * (0.5 + up):.0f}% (not certified)"],
+            textposition="top center", hovertemplate="95% upper bound of the rate: %{y:.1f}%<extra></extra>"),
+            row=1, col=1)
+    top = max(100 * story["rate"]["bt"]["hi"], 100 * (0.5 + (up or 0)), 60) + 8
+    fig.update_yaxes(title_text="% of questions", range=[0, top], row=1, col=1)
+    lo = min(100 * story["accuracy"]["bt"]["lo"], 100 * story["accuracy"]["faro"]["lo"])
+    fig.update_yaxes(title_text="gold accuracy (%)", range=[max(0, lo - 15), 100], row=1, col=2)
+    fig = _layout(fig, f"Before (BT) and after (Faro, ε = {eps:g}) on {story['rate']['bt']['n']} held-out "
+                       f"ambiguous questions; green band: 50% ± ε", height=440)
+    fig.update_layout(margin=dict(l=50, r=20, t=90, b=40))
+    return fig
+
+
 def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
     """Write ``fig`` as ``<path>.html`` and, when kaleido can render, ``<path>.png``; returns what was written."""
     path = Path(path)

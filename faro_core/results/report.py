@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from faro_core.errors import FaroError
+from faro_core.fairness.kinds import KIND_LABEL
 from faro_core.results import pareto, views
 from faro_core.results import plots as pg
 from faro_core.results import table as tables
@@ -64,7 +65,7 @@ def plain_summary(table: pd.DataFrame) -> list[str]:
         rel = drop / h["bt_violation"] if h["bt_violation"] > 0 else 0.0
         acc = h["faro_accuracy"] - h["bt_accuracy"]
         out.append(
-            f"<b>{tables.KIND_LABEL[kind].capitalize()}</b> ({names[kind]}): the standard model's largest gap "
+            f"<b>{KIND_LABEL[kind].capitalize()}</b> ({names[kind]}): the standard model's largest gap "
             f"between a group and everyone was <b>{h['bt_violation']:.3f}</b>; with Faro (ε = {h['faro_epsilon']:g}) "
             f"it is <b>{h['faro_violation']:.3f}</b> ({rel:.0%} {'smaller' if drop >= 0 else 'larger'}), while "
             f"accuracy changed by {acc * 100:+.1f} percentage points ({h['bt_accuracy']:.1%} → "
@@ -88,7 +89,7 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     done = table[table["status"] == "done"]
     if done.empty:
         raise FaroError("none of the chosen runs has finished; wait for them or pick finished runs")
-    from faro_core.data.labels import SMALL_GROUP_N, group_caption, label_map
+    from faro_core.data.labels import SMALL_GROUP_N, group_label, label_map
     from faro_core.results.embed import figure_block, plotly_loader
 
     labels = label_map(store.root)
@@ -98,6 +99,20 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
 
     parts: list[str] = [f"<h1>{_esc(title)}</h1><p class='muted'>generated {time.strftime('%Y-%m-%d %H:%M')} "
                         f"from run store <code>{_esc(store.root)}</code> · {len(runs)} runs</p>"]
+    story = report_story(store, table)
+    if story is not None:
+        from faro_core.results.story import example_caption, example_table
+
+        parts.append(f"<h2>Does the reward prefer the stereotype?</h2><div class='summary'><p><b>"
+                     f"{_esc(story['headline'])}</b></p><p>{_esc(story['sentence'])}</p></div>")
+        parts.append(fig(pg.story_figure(story)))
+        if story.get("note"):
+            parts.append(f"<p class='muted'>Note: {_esc(story['note'])}.</p>")
+        for i, ex in enumerate(story["examples"], start=1):
+            what = "where Faro corrects BT" if ex["kind"] == "bt_stereotyped_faro_correct" else \
+                "where both are wrong (shown for honesty)"
+            parts.append(f"<h3>Held-out example {i} · {_esc(ex['category'])} · {what}</h3><p>{_esc(ex['prompt'])}</p>"
+                         + _table(example_table(ex)) + f"<p class='muted'>{_esc(example_caption(ex))}</p>")
     parts.append("<h2>Summary</h2><div class='summary'>" + "".join(f"<p>{s}</p>" for s in plain_summary(table))
                  + "</div>")
 
@@ -119,8 +134,9 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
                      f"conditioning on {_esc(', '.join(data_info.get('strata') or []) or 'nothing')}.</p>")
         groups = data_info.get("groups") or {}
         if groups:
-            parts.append(_table(pd.DataFrame({"group": [group_caption(g, n, labels) for g, n in groups.items()],
-                                              "tag": list(groups), "pairs": list(groups.values())})))
+            parts.append(_table(pd.DataFrame({"group": [group_label(g, labels) for g in groups], "tag": list(groups),
+                                              "pairs": list(groups.values()),
+                                              "": ["small" if n < SMALL_GROUP_N else "" for n in groups.values()]})))
             if any(n < SMALL_GROUP_N for n in groups.values()):
                 parts.append(f"<p class='muted'>“small”: fewer than {SMALL_GROUP_N} pairs; kept, but its rates "
                              "are noisy.</p>")
@@ -215,6 +231,27 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
             f"<style>{CSS}</style></head><body>{body}</body></html>")
 
 
+def report_story(store: RunStore, table: pd.DataFrame) -> dict[str, Any] | None:
+    """The Overview's story (:mod:`faro_core.results.story`) when its two runs are among the report's runs, else
+    one built from the report's own BT and Faro-DP runs; None when there is none to tell (no such runs, or
+    data without BBQ's ambiguous items)."""
+    from faro_core.results.story import build_story, load_story
+
+    ids = set(table["run_id"])
+    try:
+        story = load_story(store)
+        if {story["bt_run"], story["faro_run"]} <= ids:
+            return story
+        done = table[table["status"] == "done"]
+        bt = done.loc[done["family"] == "BT", "run_id"]
+        faro = done.loc[done["family"].str.startswith("Faro-") & done["constraints"].str.contains("dp"), "run_id"]
+        if bt.empty or faro.empty:
+            return None
+        return build_story(store, bt=bt.iloc[0], faro=faro.iloc[0])
+    except FaroError:
+        return None
+
+
 def run_details(runs: list[Any]) -> str:
     """Per run: its config, its certificate (bound type, every row's empirical value and bounds) and its
     held-out metrics with intervals (``eval.json``), as collapsible HTML sections."""
@@ -227,12 +264,14 @@ def run_details(runs: list[Any]) -> str:
             bound = cert.get("bound") or "hoeffding (the only bound before variance-adaptive ones)"
             inner.append(f"<h3>Certificate</h3><p>bound: <b>{_esc(bound)}</b> · δ = {_fmt(cert.get('delta'))} · "
                          f"ε = {_fmt(cert.get('epsilon'))} · certified: <b>{_esc(cert.get('certified'))}</b>"
+                         + (f" · certifiably above ε: <b>{_esc(cert.get('above_epsilon'))}</b>"
+                            if "above_epsilon" in cert else "")
                          + (f" · largest upper bound {_fmt(cert.get('max_upper'))}" if cert.get("max_upper") is not None
                             else "") + "</p>")
             rows = pd.DataFrame(cert.get("bounds") or [])
             if not rows.empty:
                 keep = [c for c in ("name", "kind", "bound", "empirical", "lower", "upper", "slack", "n_group",
-                                    "n_anchor", "n_needed", "epsilon") if c in rows]
+                                    "n_anchor", "n_to_certify", "epsilon") if c in rows]
                 inner.append(_table(rows[keep]))
         else:
             inner.append(f"<p class='muted'>No certificate yet: <code>faro certify {_esc(r.run_id)}</code>.</p>")

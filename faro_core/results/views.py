@@ -15,10 +15,8 @@ import pandas as pd
 
 from faro_core.data.labels import group_caption
 from faro_core.errors import RunError
+from faro_core.fairness.kinds import KIND_LABEL
 from faro_core.store.runs import Run
-
-KINDS = ("dp", "eo", "cf")
-KIND_LABEL = {"dp": "demographic parity (DP)", "eo": "equalized odds (EO)", "cf": "counterfactual (CF)"}
 
 
 class MissingFile(RunError):

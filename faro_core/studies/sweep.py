@@ -23,7 +23,7 @@ import torch
 from faro_core.errors import FaroError
 from faro_core.evaluate.certify import certify_run
 from faro_core.evaluate.metrics import evaluate_run
-from faro_core.fairness.constraints import KINDS
+from faro_core.fairness.kinds import KINDS
 from faro_core.io import write_json, write_parquet
 from faro_core.results.pareto import pareto_summary
 from faro_core.results.table import aggregate, markdown_table, table_row

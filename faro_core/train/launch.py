@@ -31,8 +31,9 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
                backbone: str | None = None, data: str | None = None, group: str | None = None,
                strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
                dp_scope: str | None = None, dp_partner: bool = True, groups: Sequence[str] | None = None,
-               extra: Sequence[str] = ()) -> list[str]:
-    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``)."""
+               extra: Sequence[str] = (), attribute: str | None = None) -> list[str]:
+    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``; ``attribute``:
+    ``--attribute group|role``, None leaves the data's default)."""
     argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
             "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
             "--mode", mode, "--quiet", "--json"]
@@ -55,6 +56,8 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
         argv += ["--dp-partner", "pool"]
     if groups:
         argv += ["--groups", ",".join(groups)]
+    if attribute:
+        argv += ["--attribute", attribute]
     if sweep:
         argv += ["--name", sweep]
     return argv + list(extra)

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from faro_core.errors import FaroError
+from faro_core.fairness.kinds import KINDS
 
 if TYPE_CHECKING:  # the config imports this module (for the list of methods); only its type is needed here
+    import torch
+
     from faro_core.store.runs import Run
     from faro_core.train.config import FaroConfig
     from faro_core.train.inputs import TrainInputs
@@ -42,6 +44,8 @@ def reweighing_weights(df: pd.DataFrame) -> torch.Tensor:
     pac = pd.Series(list(zip(a, c))).map(pd.Series(list(zip(a_tr, c_tr))).value_counts(normalize=True))
     # a (group, chosen group) combination absent from training has no training pair to weigh: weight 1
     w = ((pa * pc) / pac).fillna(1.0).to_numpy()
+    import torch  # function-level: the registry is read where torch is not loaded (labels, colours)
+
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -114,7 +118,7 @@ class Method:
         return self.config_method or self.name
 
 
-ALL_KINDS = ("dp", "eo", "cf")
+ALL_KINDS = KINDS
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("faro", "Faro", "ProxyGDA: Bradley-Terry under DP / EO / CF constraints", "#1f77b4", ALL_KINDS,
            constrained=True, grid="epsilon", kind_colors=(("dp", "#1f77b4"), ("eo", "#2ca02c"), ("cf", "#9467bd"))),
