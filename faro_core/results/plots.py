@@ -189,7 +189,7 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None, hig
                                                    line=dict(width=1, color="#333")),
             error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any())),
             error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any())),
-            customdata=np.array([[r[0], n, "certified" if c is True else "not certified" if c is False else
+            customdata=np.array([[r[0] if len(r) else "", n, "certified" if c is True else "not certified" if c is False else
                                   "no certificate"] for r, n, c in zip(g["run_ids"], g["n_seeds"], g["certified"])],
                                 dtype=object),
             hovertemplate="%{customdata[0]}<br>violation %{x:.3f}<br>accuracy %{y:.3f}<br>"
