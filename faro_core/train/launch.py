@@ -233,6 +233,7 @@ def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
     if info is None:
         raise RunError(f"run {run_id!r} was not started from the launcher; stop it where it runs")
     pid = int(info["pid"])
+    t_cancel = time.time()
     if _pid_alive(pid):
         try:
             os.killpg(int(info.get("pgid", pid)), signal.SIGTERM)
@@ -254,7 +255,11 @@ def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
     if not run.exists():
         store.path(run_id).mkdir(parents=True, exist_ok=True)
         write_json(run.file("config.json"), {"run_id": run_id, "cancelled_before_start": True})
-    if run.raw_status().get("status") in ("queued", "running"):
+    st = run.raw_status()
+    # a run that ended while being cancelled (a Ray worker stopped by the task's cancel can record its stop as a
+    # failure) was stopped by the user: it reads interrupted, and resumes from its checkpoint
+    stopped_by_us = st.get("status") == "failed" and float(st.get("finished") or 0) >= t_cancel
+    if st.get("status") in ("queued", "running") or stopped_by_us:
         run.set_status("interrupted", error="cancelled by the user (SIGTERM)")
     return run.status
 
