@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -13,52 +14,52 @@ from common import guard, history, page, store  # noqa: E402
 from faro_core import launch  # noqa: E402
 from faro_core.errors import FaroError  # noqa: E402
 from faro_core.plots_groups import curves_figure  # noqa: E402
+from faro_core.train.config import MODES, FaroConfig, default_of, parse_values, setting_of  # noqa: E402
 
 page("Train")
 st.title("Train")
-st.caption("Each run is a background `python -m faro_core train … --runs-dir … --run-id …` process writing "
-           "to the run store: it keeps going if you close the page.")
+st.caption("Each run is a background `python -m faro_core train --config … --runs-dir … --run-id …` process "
+           "writing to the run store: it keeps going if you close the page.")
 
 
-def _eps_grid(text: str) -> list[float]:
-    try:
-        vals = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
-    except ValueError:
-        raise FaroError(f"ε: expected numbers separated by commas (e.g. 0.02, 0.05, 0.1), got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
-        raise FaroError("ε: give one or more values ≥ 0 (inf for unconstrained)")
-    return vals
+def _form_configs(data: dict, kinds: list[str], eps_text: str, seeds: int, **settings: object) -> list[FaroConfig]:
+    """The form's grid (constraint types x ε x seeds) as validated configs: one bad value launches nothing."""
+    if not kinds:
+        raise FaroError("choose at least one constraint type")
+    grid = parse_values("epsilon", eps_text)
+    base = dict(data=data.get("source"), group=data.get("group"), strata=data.get("strata") or None,
+                skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+                dp_partner=bool(data.get("dp_partner", default_of("dp_partner"))), **settings)
+    return [FaroConfig(**base, constraints=[] if k == BT else [k], epsilon=eps, method="bt" if k == BT else "faro",
+                       seed=seed)
+            for k in kinds for eps in ([math.inf] if k == BT else grid) for seed in range(int(seeds))]
 
 
+BT = "BT (none)"
 with guard():
     data = st.session_state.get("data_choice") or {"source": "demo"}
+    epochs_range = setting_of("epochs").metadata["range"]
     with st.form("launch"):
         st.write(f"Data: **{data.get('source') or 'demo'}** (change it on the Data page)")
         c1, c2 = st.columns(2)
-        kinds = c1.multiselect("Constraint type(s)", ["BT (none)", "dp", "eo", "cf"], default=["BT (none)", "dp"],
+        kinds = c1.multiselect("Constraint type(s)", [BT, "dp", "eo", "cf"], default=[BT, "dp"],
                                help="one run per constraint type (BT = unconstrained baseline)")
-        eps_text = c2.text_input("ε (one value or a grid)", value="0.05")
+        eps_text = c2.text_input("ε (one value or a grid)", value=f"{default_of('epsilon'):g}",
+                                 help=setting_of("epsilon").metadata["help"])
         c3, c4, c5, c6 = st.columns(4)
-        mode = c3.selectbox("Mode", ["head", "full"], help="head: frozen backbone, cached features (CPU, seconds)")
+        mode = c3.selectbox("Mode", list(MODES), index=MODES.index(default_of("mode")),
+                            help="head: frozen backbone, cached features (CPU, seconds)")
         backbone = c4.text_input("Backbone", value="", placeholder="embedded all-MiniLM-L6-v2")
-        epochs = c5.number_input("Epochs", min_value=1, max_value=500, value=10)
+        epochs = c5.number_input("Epochs", min_value=int(epochs_range.lo), max_value=500,
+                                 value=default_of("epochs", "head"),
+                                 help="passes over the training split (full mode defaults to "
+                                      f"{default_of('epochs', 'full')})")
         seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        if not kinds:
-            raise FaroError("choose at least one constraint type")
-        grid = _eps_grid(eps_text)
-        launched = []
-        for k in kinds:
-            for eps in ([float("inf")] if k == "BT (none)" else grid):
-                for seed in range(int(seeds)):
-                    launched.append(launch.launch_train(
-                        store(), constraint=None if k == "BT (none)" else k, epsilon=eps,
-                        method="bt" if k == "BT (none)" else "faro", seed=seed, mode=mode, epochs=int(epochs),
-                        backbone=backbone or None, data=data.get("source"), group=data.get("group"),
-                        strata=data["strata"].split(",") if data.get("strata") else None,
-                        skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-                        dp_partner=bool(data.get("dp_partner", True))))
+        configs = _form_configs(data, kinds, eps_text, int(seeds), mode=mode, epochs=int(epochs),
+                                backbone=backbone or None)
+        launched = [launch.launch_train(store(), config=c) for c in configs]
         st.success(f"launched {len(launched)} run(s): " + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
