@@ -103,20 +103,20 @@ def test_dashboard_train_form_defaults_come_from_the_config(tmp_path, monkeypatc
     assert at.selectbox[0].value == default_of("mode")
     at.text_input[0].input("0.05, -1")
     at.button[0].click().run()
-    assert any("epsilon (--epsilon) must be a number >= 0" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("epsilon must be >= 0 (--epsilon), got -1.0" in e.value for e in at.error), [e.value for e in at.error]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing launched
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1"),
-    (["--lr", "-1"], "lr (--lr) must be a number > 0"),
-    (["--epochs", "0"], "epochs (--epochs) must be an integer >= 1"),
-    (["--epochs", "two"], "epochs (--epochs) must be an integer >= 1"),
-    (["--skew", "1.5"], "skew (--skew) must be a number in [0, 1]"),
-    (["--dp-partner", "maybe"], "dp_partner (--dp-partner) must be one of split, pool"),
+    (["--batch-size", "0"], "batch_size must be an integer >= 1 (--batch-size), got 0"),
+    (["--lr", "-1"], "lr must be > 0 (--lr), got -1.0"),
+    (["--epochs", "0"], "epochs must be an integer >= 1 (--epochs), got 0"),
+    (["--epochs", "two"], "epochs must be an integer >= 1 (--epochs), got 'two'"),
+    (["--skew", "1.5"], "skew must be in [0, 1] (--skew), got 1.5"),
+    (["--dp-partner", "maybe"], "dp_partner must be one of split, pool (--dp-partner), got 'maybe'"),
     (["--constraint", "dp,xx"], "unknown constraint 'xx'; choose from none, dp, eo, cf"),
     (["--mode", "half"], "unknown mode 'half'; choose from head, full"),
-    (["--temperature", "dp=0"], "temperature (--temperature) must be kind=value pairs"),
+    (["--temperature", "dp=0"], "temperature must be kind=value pairs with each value > 0 (--temperature)"),
     (["--val-frac", "0.5", "--test-frac", "0.5"], "val_frac + test_frac must be < 1"),
 ])
 def test_cli_rejects_values_out_of_range_with_one_line(argv, message, tmp_path, capsys):
@@ -139,6 +139,24 @@ def test_launcher_rejects_values_out_of_range_before_starting(tmp_path):
     with pytest.raises(FaroError, match="epochs"):
         launch.launch_train(store, config=bad)
     assert not store.root.exists()
+
+
+def test_launcher_passes_the_config_as_a_file(tmp_path):
+    """A launched run's settings travel as launch_config.json (no setting is rebuilt into flags) and reach the
+    run's config.json unchanged."""
+    from faro_core import launch
+    from faro_core.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    cfg = FaroConfig(constraints=["cf"], epsilon=0.1, epochs=1, select="last", lambda_max=None, seed=1)
+    rid = launch.launch_train(store, config=cfg)
+    argv = launch.launch_info(store, rid)["argv"]
+    assert argv[argv.index("--config") + 1] == str(store.path(rid) / launch.CONFIG_FILE)
+    assert not {"--epsilon", "--constraint", "--epochs", "--seed"} & set(argv)
+    assert launch.wait(store, rid, timeout_s=240) == "done", launch.log_tail(store, rid)
+    stored = store.get(rid).config
+    assert stored["config_version"] == CONFIG_VERSION
+    assert FaroConfig.from_dict(stored) == cfg.resolved()
 
 
 def test_config_file_then_flags(tmp_path):

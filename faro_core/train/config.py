@@ -73,7 +73,7 @@ class Range:
             return f"{'>' if self.lo_open else '>='} {self.lo:g}"
         if self.hi is not None:
             return f"{'<' if self.hi_open else '<='} {self.hi:g}"
-        return "any number"
+        return "a number"
 
 
 POSITIVE = Range(0, None, lo_open=True)
@@ -284,8 +284,9 @@ def flag_of(name: str) -> str:
     return setting_of(name).metadata.get("flag") or "--" + name.replace("_", "-")
 
 
-def describe(f: Field, cli: bool = True) -> str:
-    """What values a setting takes, in words (for errors and ``--help``; ``cli``: as written on the CLI)."""
+def describe(f: Field, cli: bool = True, brief: bool = False) -> str:
+    """What values a setting takes, in words (for ``--help``; ``cli``: as written on the CLI; ``brief``: for an
+    error, without what None means)."""
     md = f.metadata
     base = _base_type(f)
     if md.get("words") and cli:
@@ -293,10 +294,13 @@ def describe(f: Field, cli: bool = True) -> str:
     elif md.get("choices"):
         what = ("a comma-separated subset of " if base == "list" else "one of ") + ", ".join(md["choices"])
     elif md.get("range") is not None:
-        kind = {"int": "an integer", "dict": "kind=value pairs with each value"}.get(base, "a number")
-        what = f"{kind} {md['range'].describe()}"
+        kind = {"int": "an integer ", "dict": "kind=value pairs with each value "}.get(
+            base, "" if brief else "a number ")
+        what = f"{kind}{md['range'].describe()}"
     else:
         what = {"list": "a comma-separated list", "bool": "true or false"}.get(base, "text")
+    if brief:
+        return what
     if md.get("by_mode"):
         what += ", or unset (" + ", ".join(f"{v:g} in {m} mode" for m, v in md["by_mode"].items()) + ")"
     elif _optional(f):
@@ -360,7 +364,7 @@ def _optional(f: Field) -> bool:
 
 def _error(f: Field, value: Any, cli: bool = False) -> FaroError:
     flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-    return FaroError(f"{f.name} ({flag}) must be {describe(f, cli)}, got {value!r}")
+    return FaroError(f"{f.name} must be {describe(f, cli, brief=True)} ({flag}), got {value!r}")
 
 
 def _checked(f: Field, v: Any) -> Any:
