@@ -27,6 +27,15 @@ def register(subparsers: Any) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_summary)
+    b = sub.add_parser("bbq-build", help="build BBQ-format items from BBQ templates (or your own)",
+                       description="Expand BBQ template CSVs (with vocabulary.csv and "
+                                   "vocabulary_proper_names.csv in the same folder) into CATEGORY.jsonl files.")
+    b.add_argument("templates_dir", help="folder of CATEGORY.csv templates and the two vocabularies")
+    b.add_argument("out_dir", help="folder to write CATEGORY.jsonl into (created)")
+    b.add_argument("--categories", nargs="+", default=None, help="categories to build (default: all)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the sampled words, names and answer order")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_bbq_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -123,6 +132,24 @@ def _table(summary: dict[str, Any]) -> str:
         lines.append("\nwarnings")
         lines.extend(f"  - {w}" for w in summary["warnings"])
     return "\n".join(lines)
+
+
+def _bbq_build(args: argparse.Namespace) -> int:
+    from faro_core.data.bbq_build import build_bbq
+
+    cats = [c for part in (args.categories or []) for c in part.split(",") if c.strip()] or None
+    summary = build_bbq(args.templates_dir, args.out_dir, categories=cats, seed=args.seed)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    w = max(len(c) for c in summary["categories"])
+    print(f"built {sum(summary['categories'].values())} items into {summary['out']} (seed {summary['seed']})")
+    for c, n in summary["categories"].items():
+        print(f"  {c:<{w}}  {n:>6}")
+    for c, notes in summary["notes"].items():
+        for n in notes:
+            print(f"  note: {c}: {n}")
+    return 0
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -71,10 +71,10 @@ def run_audit(args: argparse.Namespace) -> int:
     from faro_core.evaluate.audits import audit_run
 
     run = _run(args)
-    if not args.crows and not args.hh:
-        raise FaroError("give --crows PATH and/or --hh PATH")
+    if not args.crows and not args.hh and not args.twins:
+        raise FaroError("give --crows PATH, --hh PATH and/or --twins PATH")
     res = audit_run(run, crows=args.crows, hh=args.hh, hh_limit=args.hh_limit or None, seed=args.seed,
-                    refresh=args.refresh)
+                    refresh=args.refresh, twins=args.twins)
     if args.json:
         print(to_json(res))
         return 0
@@ -84,6 +84,14 @@ def run_audit(args: argparse.Namespace) -> int:
             print(f"  {t:22s} {_fmt(v)} (n={v['n']})")
     if "hh" in res:
         print(f"HH-RLHF pairwise accuracy: {_fmt(res['hh']['accuracy'])}")
+    if "twins" in res:
+        tw = res["twins"]
+        print(f"twins ({tw['n']}): mean |dz| {_fmt(tw['mean_abs_dz'])}")
+        if tw.get("stereo_preference"):
+            print(f"  prefers the stereotype-consistent text (0.5 unbiased): {_fmt(tw['stereo_preference'])}")
+        for s, v in tw["by_subset"].items():
+            pref = f", prefers stereotype {_fmt(v['stereo_preference'])}" if v.get("stereo_preference") else ""
+            print(f"  {s:12s} mean |dz| {_fmt(v['mean_abs_dz'])}{pref} (n={v['mean_abs_dz']['n']})")
     return 0
 
 
@@ -118,10 +126,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--cf-clip", type=float, default=1.0, help="clip |dz| at B for the CF bound (default 1)")
     c.set_defaults(func=run_certify)
 
-    a = sub.add_parser("audit", help="CrowS-Pairs stereotype rate and HH-RLHF accuracy (cached in audit.json)")
+    a = sub.add_parser("audit", help="CrowS-Pairs stereotype rate, HH-RLHF accuracy, twin-text audit "
+                       "(cached in audit.json)")
     _common(a)
     a.add_argument("--crows", default=None, metavar="PATH", help="CrowS-Pairs CSV")
     a.add_argument("--hh", default=None, metavar="PATH", help="HH-RLHF folder or file")
+    a.add_argument("--twins", default=None, metavar="PATH",
+                   help="twin texts: a WinoBias folder or a table (pro/anti or text_a/text_b [+ stereo])")
     a.add_argument("--hh-limit", type=int, default=500, help="HH pairs to score (seeded subset; 0 = all)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--refresh", action="store_true", help="ignore the cached audit")
