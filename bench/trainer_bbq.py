@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from faro_core.evaluate.chance import chance_violation  # noqa: E402
 from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index  # noqa: E402
+from faro_core.fairness.chance import chance_violation  # noqa: E402
 from faro_core.paths import SHARED_DATA  # noqa: E402
-from faro_core.runs import RunStore  # noqa: E402
+from faro_core.store.runs import RunStore  # noqa: E402
 from faro_core.train import FaroConfig, train  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
           *rows, "",
           "Held-out DP and EO violations against their chance level: observed (median and 90th percentile of the "
           "same selections with group labels permuted within each anchor, 200 permutations; p = share of "
-          "permutations at least as large). `faro_core.evaluate.chance`; the permutation treats responses as "
+          "permutations at least as large). `faro_core.fairness.chance`; the permutation treats responses as "
           "independent, so with template-clustered errors the true chance level is higher still.", "",
           "| model | val DP | val EO | test DP | test EO |", "|---|---|---|---|---|", *chance_rows, ""]
     Path(args.out).write_text("\n".join(md))

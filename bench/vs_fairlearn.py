@@ -4,7 +4,7 @@ front not dominated).
     python bench/vs_fairlearn.py [--quick] [--epochs N] [--json]
 
 Both sides train on the same cached MiniLM features of the same BBQ pairs through the same run-store path
-(:func:`faro_core.fast_sweep.train_inprocess`: data, split and feature shards loaded once per process and
+(:func:`faro_core.studies.inprocess.train_inprocess`: data, split and feature shards loaded once per process and
 shared by every run of either side). Faro: head mode (trainer defaults: MLP head, batch 128, linearized
 penalty on the BT batch, dual step every 20 steps; 10 epochs, as the quick BBQ study on one category) for 3
 constraints (DP, EO, CF) x 10 epsilons = 30 runs. fairlearn: ``ExponentiatedGradient`` (EO on pairs,
@@ -57,7 +57,7 @@ def figure(faro: pd.DataFrame, fl: pd.DataFrame, fl_lin: pd.DataFrame, title: st
     """The fronts (gold accuracy vs EO violation) in one plotly figure, every point shown, fronts as lines."""
     import plotly.graph_objects as go
 
-    from faro_core.sweep import pareto_front
+    from faro_core.results.pareto import pareto_front
 
     fig = go.Figure()
     styles = {"Faro (EO)": ("#1f77b4", "circle"), "Faro (EO), last iterate": ("#2ca02c", "square"),
@@ -95,8 +95,9 @@ def bare_head_fits(config: Any, epochs: int, n: int) -> list[float]:
     Faro's epochs, batch and learning rate): a fit with no constraint, validation or files, the floor under
     a Faro run of the same epochs."""
     from faro_core.train import FaroConfig
+    from faro_core.train.backends import HeadBackend
     from faro_core.train.expgrad import PairHeadClassifier
-    from faro_core.train.trainer import HeadBackend, load_training_data
+    from faro_core.train.inputs import load_training_data
 
     cfg = FaroConfig(**{**config.to_dict(), "epochs": epochs}).resolved()
     _, df, _ = load_training_data(cfg)
@@ -138,12 +139,12 @@ def seed_check(base: dict[str, Any], epochs: int, n_seeds: int, store: Any, trai
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
-    from faro_core.fast_sweep import shared_inputs, train_inprocess
-    from faro_core.plots import save_figure
-    from faro_core.runs import RunStore
-    from faro_core.sweep import pareto_front
+    from faro_core.results.pareto import pareto_front
+    from faro_core.results.plots import save_figure
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.inprocess import SharedInputs, train_inprocess
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import HeadBackend, load_training_data
+    from faro_core.train.backends import HeadBackend
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="under a minute: 2 epsilons, 2 epochs")
@@ -164,42 +165,42 @@ def main(argv: list[str] | None = None) -> int:
     fl_lin_t: list[float] = []  # fairlearn fitting logistic regression
     rows: list[dict[str, Any]] = []
     try:
-        with shared_inputs():
-            warm = FaroConfig(**base).resolved()  # the shared load, not timed (both sides use it)
-            HeadBackend(warm, load_training_data(warm)[1], progress=False)
-            def faro_side(eps: float, record: bool = True) -> None:
-                t0 = time.perf_counter()
-                for kind in ("dp", "eo", "cf"):
-                    cfg = FaroConfig(**base, constraints=[kind], epsilon=eps, epochs=epochs)
-                    row = train_inprocess(cfg, store)
-                    if record:
-                        rows.append({**row, "side": "faro"})
+        inputs = SharedInputs()
+        warm = FaroConfig(**base).resolved()  # the shared load, not timed (both sides use it)
+        HeadBackend(warm, inputs.load(warm)[1], progress=False, feature_cache=inputs.feature_cache)
+        def faro_side(eps: float, record: bool = True) -> None:
+            t0 = time.perf_counter()
+            for kind in ("dp", "eo", "cf"):
+                cfg = FaroConfig(**base, constraints=[kind], epsilon=eps, epochs=epochs)
+                row = train_inprocess(cfg, store, inputs)
                 if record:
-                    faro_t.append(time.perf_counter() - t0)
+                    rows.append({**row, "side": "faro"})
+            if record:
+                faro_t.append(time.perf_counter() - t0)
 
-            def fairlearn_side(eps: float, record: bool = True) -> None:
-                for side, fl_base, times in (("fairlearn", "head", fl_t), ("fairlearn_linear", "linear", fl_lin_t)):
-                    t0 = time.perf_counter()
-                    cfg = FaroConfig(**base, method="expgrad", constraints=["eo"], epsilon=eps, epochs=epochs,
-                                     expgrad_base=fl_base)
-                    row = train_inprocess(cfg, store)
-                    if record:
-                        rows.append({**row, "side": side})
-                        times.append(time.perf_counter() - t0)
+        def fairlearn_side(eps: float, record: bool = True) -> None:
+            for side, fl_base, times in (("fairlearn", "head", fl_t), ("fairlearn_linear", "linear", fl_lin_t)):
+                t0 = time.perf_counter()
+                cfg = FaroConfig(**base, method="expgrad", constraints=["eo"], epsilon=eps, epochs=epochs,
+                                 expgrad_base=fl_base)
+                row = train_inprocess(cfg, store, inputs)
+                if record:
+                    rows.append({**row, "side": side})
+                    times.append(time.perf_counter() - t0)
 
-            # one untimed round at an epsilon outside the grid: the first run of a code path in a process pays
-            # its one-off costs (measured: the first Faro triple 1.77 s, the next ones 0.57 s)
-            faro_side(WARMUP_EPSILON, record=False)
-            fairlearn_side(WARMUP_EPSILON, record=False)
-            for i, eps in enumerate(eps_list):  # the order flips every epsilon
-                for side in ((faro_side, fairlearn_side) if i % 2 == 0 else (fairlearn_side, faro_side)):
-                    side(eps)
-            bt_fits = bare_head_fits(warm, epochs, 3)
-            for eps in eps_list:  # not timed: Faro-EO returning its last iterate, as fairlearn's heads do
-                cfg = FaroConfig(**base, constraints=["eo"], epsilon=eps, epochs=epochs, select="last")
-                rows.append({**train_inprocess(cfg, store), "side": "faro_last"})
-            n_check = args.seed_check if args.seed_check is not None else (0 if args.quick else 3)
-            checks = seed_check(base, epochs, n_check, store, train_inprocess)
+        # one untimed round at an epsilon outside the grid: the first run of a code path in a process pays
+        # its one-off costs (measured: the first Faro triple 1.77 s, the next ones 0.57 s)
+        faro_side(WARMUP_EPSILON, record=False)
+        fairlearn_side(WARMUP_EPSILON, record=False)
+        for i, eps in enumerate(eps_list):  # the order flips every epsilon
+            for side in ((faro_side, fairlearn_side) if i % 2 == 0 else (fairlearn_side, faro_side)):
+                side(eps)
+        bt_fits = bare_head_fits(warm, epochs, 3)
+        for eps in eps_list:  # not timed: Faro-EO returning its last iterate, as fairlearn's heads do
+            cfg = FaroConfig(**base, constraints=["eo"], epsilon=eps, epochs=epochs, select="last")
+            rows.append({**train_inprocess(cfg, store, inputs), "side": "faro_last"})
+        n_check = args.seed_check if args.seed_check is not None else (0 if args.quick else 3)
+        checks = seed_check(base, epochs, n_check, store, lambda c, s: train_inprocess(c, s, inputs))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = pd.DataFrame(rows)

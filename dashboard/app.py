@@ -25,7 +25,8 @@ with guard():
     if table.empty:
         no_runs_message()
     else:
-        from faro_core.explore import KIND_LABEL, headline
+        from faro_core.results.pareto import headline
+        from faro_core.results.table import KIND_LABEL
 
         done = table[table["status"] == "done"]
         c1, c2, c3, c4 = st.columns(4)
@@ -44,8 +45,8 @@ with guard():
                 f"{'brings it down' if h['faro_violation'] < h['bt_violation'] else 'does not lower it'}: "
                 f"**{h['faro_violation']:.3f}** at accuracy {h['faro_accuracy']:.3f} ({h['split']} split).")
         st.subheader("Runs")
-        st.dataframe(table[["run_id", "status", "family", "epsilon", "seed", "accuracy", "viol_dp", "viol_eo",
-                            "viol_cf", "certified", "has_policy"]], hide_index=True, width="stretch")
+        st.dataframe(table[["run_id", "status", "family", "epsilon", "seed", "accuracy", "violation_dp", "violation_eo",
+                            "violation_cf", "certified", "has_policy"]], hide_index=True, width="stretch")
     st.caption(f"Run store: `{runs_root()}` — the same one `faro train/sweep/eval --runs-dir` writes to.")
     cols = st.columns(6)
     for col, (path, label) in zip(cols, [("pages/1_Data.py", "Data"), ("pages/2_Train.py", "Train"),

@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from faro_core.constraints import GroupIndex, PairBatch
 from faro_core.evaluate.certify import bernstein_ucb, certify, hoeffding_diff_ucb
+from faro_core.fairness.pairs import GroupIndex, PairBatch
 
 MU_A, N_A, N_B = 0.3, 150, 450  # group A's responses ~ N(0.3, 1), group B's ~ N(0, 1); counts fixed
 

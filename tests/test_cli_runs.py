@@ -11,7 +11,7 @@ import time
 import pytest
 
 from faro_core.cli import main as faro_main
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
 
 
 @pytest.fixture(scope="module")

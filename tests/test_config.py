@@ -68,12 +68,11 @@ def test_every_field_is_reachable_from_the_cli():
 
 def test_every_default_is_the_same_everywhere():
     """Config, CLI (train and sweep), the constructors the trainer calls, the data split and the dashboard."""
-    from faro_core.constraints import (
-        CONSTRAINT_TYPES,
-        ConstraintSet,
-        all_constraints,
-    )
     from faro_core.data.splits import split_by_item
+    from faro_core.evaluate.certify import certify
+    from faro_core.evaluate.metrics import evaluate_frame
+    from faro_core.fairness.chance import chance_violation
+    from faro_core.fairness.constraint_set import CONSTRAINT_TYPES, ConstraintSet, all_constraints
     from faro_core.train.proxy_gda import ProxyGDA
 
     assert config_from_args(_parse("train")) == FaroConfig()
@@ -81,13 +80,32 @@ def test_every_default_is_the_same_everywhere():
     gda = inspect.signature(ProxyGDA).parameters
     for name in ("dual_lr", "ema", "dual_signal", "lambda_max"):
         assert gda[name].default == default_of(name), f"ProxyGDA.{name}"
-    for fn in (ConstraintSet.parse, all_constraints, *(c.__init__ for c in CONSTRAINT_TYPES.values())):
+    for fn in (ConstraintSet.parse, all_constraints, chance_violation, evaluate_frame, certify,
+               *(c.__init__ for c in CONSTRAINT_TYPES.values())):
         assert inspect.signature(fn).parameters["min_count"].default == default_of("min_count"), fn
     for cls in CONSTRAINT_TYPES.values():
         assert inspect.signature(cls.__init__).parameters["epsilon"].default == default_of("epsilon"), cls
     split = inspect.signature(split_by_item).parameters
     assert (split["val_frac"].default, split["test_frac"].default) == (default_of("val_frac"),
                                                                        default_of("test_frac"))
+
+
+def test_names_spelled_in_the_config_match_their_owners():
+    """The config spells the method names and kinds so it loads without torch; they must be the registry's and
+    the constraints', and building every flag (faro --help) must not import torch."""
+    import subprocess
+    import sys
+
+    from faro_core.fairness import KINDS as FAIRNESS_KINDS
+    from faro_core.fairness.constraints import DEFAULT_MIN_COUNT
+    from faro_core.train.config import KINDS, METHOD_NAMES
+    from faro_core.train.methods import CONFIG_METHODS
+
+    assert METHOD_NAMES == CONFIG_METHODS and KINDS == FAIRNESS_KINDS
+    assert DEFAULT_MIN_COUNT == default_of("min_count")
+    code = "import sys; from faro_core.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_dashboard_train_form_defaults_come_from_the_config(tmp_path, monkeypatch):
@@ -127,8 +145,8 @@ def test_cli_rejects_values_out_of_range_with_one_line(argv, message, tmp_path, 
 
 
 def test_launcher_rejects_values_out_of_range_before_starting(tmp_path):
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "runs")
     for kw in ({"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"constraint": "xx"}):
@@ -144,8 +162,8 @@ def test_launcher_rejects_values_out_of_range_before_starting(tmp_path):
 def test_launcher_passes_the_config_as_a_file(tmp_path):
     """A launched run's settings travel as launch_config.json (no setting is rebuilt into flags) and reach the
     run's config.json unchanged."""
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "runs")
     cfg = FaroConfig(constraints=["cf"], epsilon=0.1, epochs=1, select="last", lambda_max=None, seed=1)
@@ -224,9 +242,8 @@ SWEEP_IDS = [
 
 
 def test_demo_and_sweep_run_ids_are_unchanged():
-    from faro_core.baselines import parse_baselines
-    from faro_core.demo import demo_specs
-    from faro_core.sweep import SweepSpec, grid, run_id_for
+    from faro_core.studies.demo import demo_specs
+    from faro_core.studies.grid import SweepSpec, grid, parse_baselines, run_id_for
 
     specs = demo_specs()
     assert [s.run_id for s in specs] == list(DEMO_HASHED_IDS)  # the demo's fixed ids

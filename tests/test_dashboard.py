@@ -47,8 +47,8 @@ def _add_policy(store) -> None:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from faro_core.demo import build_demo, demo_specs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.demo import build_demo, demo_specs
 
     root = tmp_path_factory.mktemp("runs")
     old = os.environ.get("FARO_RUNS_DIR")
@@ -77,8 +77,8 @@ def _ok(at) -> None:  # noqa: ANN001
 
 
 def test_demo_is_idempotent(runs_dir: Path) -> None:
-    from faro_core.demo import build_demo, demo_specs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.demo import build_demo, demo_specs
 
     out = build_demo(RunStore(runs_dir), demo_specs(epsilons=(0.05,), constraints=("dp", "cf"), epochs=2),
                      policy=False)
@@ -116,7 +116,7 @@ def test_data_page_reports_bad_path(runs_dir: Path) -> None:
 
 def test_upload_limits(tmp_path: Path) -> None:
     from faro_core.errors import DataError
-    from faro_core.uploads import save_upload
+    from faro_core.store.uploads import save_upload
 
     with pytest.raises(DataError, match="upload limit"):
         save_upload("big.csv", b"x" * 2048, tmp_path, max_mb=0.001)
@@ -129,8 +129,8 @@ def test_upload_limits(tmp_path: Path) -> None:
 
 
 def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     at = _app("pages/2_Train.py").run()
     _ok(at)
@@ -152,8 +152,8 @@ def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
 
 
 def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel")
     run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=50)
@@ -164,9 +164,9 @@ def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
 def test_cancel_mid_training_keeps_the_checkpoint_and_resumes(tmp_path: Path) -> None:
     """Cancelled from the dashboard's queue after its first checkpoint: the run reads interrupted, its
     checkpoint and history survive, and ``faro train --resume`` finishes it with one row per step."""
-    from faro_core import launch
     from faro_core.cli import main as faro_main
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel-mid")
     run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=400)
@@ -191,8 +191,8 @@ def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
     buttons = at.get("download_button")
     assert buttons and "report" in buttons[0].proto.label.lower()
     from faro_core.evaluate.metrics import evaluate_run
-    from faro_core.explore import chance_lines
-    from faro_core.runs import RunStore
+    from faro_core.results.views import chance_lines
+    from faro_core.store.runs import RunStore
 
     run = RunStore(runs_dir).get("demo-faro-dp-eps0.05-s0")
     evaluate_run(run, n_boot=5)  # writes eval.json, with the chance level of each estimable violation

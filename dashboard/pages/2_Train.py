@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import guard, history, page, store  # noqa: E402
 
-from faro_core import launch  # noqa: E402
 from faro_core.errors import FaroError  # noqa: E402
-from faro_core.plots_groups import curves_figure  # noqa: E402
+from faro_core.results.plots import curves_figure  # noqa: E402
+from faro_core.train import launch  # noqa: E402
 from faro_core.train.config import MODES, FaroConfig, default_of, parse_values, setting_of  # noqa: E402
 
 page("Train")

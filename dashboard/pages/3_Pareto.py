@@ -10,8 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import guard, no_runs_message, page, run_label, run_table, store  # noqa: E402
 
-from faro_core import explore  # noqa: E402
-from faro_core.plots_groups import pareto_figure  # noqa: E402
+from faro_core import results  # noqa: E402
+from faro_core.results.plots import pareto_figure  # noqa: E402
 
 page("Pareto")
 st.title("Accuracy–fairness front")
@@ -22,15 +22,15 @@ with guard():
         no_runs_message()
         st.stop()
     c1, c2 = st.columns(2)
-    kind = c1.selectbox("Fairness notion", list(explore.KINDS), format_func=lambda k: explore.KIND_LABEL[k])
+    kind = c1.selectbox("Fairness notion", list(results.KINDS), format_func=lambda k: results.KIND_LABEL[k])
     splits = ["test", "val", "train"]
-    default = explore.best_split(table, kind)
+    default = results.best_split(table, kind)
     split = c2.selectbox("Split", splits, index=splits.index(default),
                          help="held-out test by default; small splits can leave group cells unestimated")
     if split != "test":
         st.caption(f"Violations on the **{split}** split (the test split has too few pairs per group cell "
                    "for this notion on this data).")
-    pts = explore.pareto_points(table, kind, split)
+    pts = results.pareto_points(table, kind, split)
     fig = pareto_figure(pts, kind, highlight=st.session_state.get("open_run"))
     event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"front-{kind}")
     picked = None
@@ -60,11 +60,11 @@ with guard():
     with c1:
         st.markdown("**Metrics**")
         st.json(run.metrics() or {"status": row["status"]}, expanded=False)
-        for line in explore.chance_lines(run):
+        for line in results.chance_lines(run):
             st.caption(line)
     with c2:
         st.markdown("**Certificate**")
-        cert = explore.certificate_summary(run)
+        cert = results.certificate_summary(run)
         if cert is None:
             st.info(f"not computed yet — run `faro certify {run_id} --runs-dir {store().root}`")
         else:

@@ -12,8 +12,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 from common import guard, no_runs_message, page, policy, run_label, run_table, store  # noqa: E402
 
-from faro_core import explore  # noqa: E402
-from faro_core.plots_groups import policy_figure  # noqa: E402
+from faro_core import results  # noqa: E402
+from faro_core.results.plots import policy_figure  # noqa: E402
 
 page("Policy")
 st.title("Does fairness transfer to the policy?")
@@ -55,7 +55,7 @@ with guard():
     if len(with_gen) < 1:
         st.info("No generations yet — run `faro policy RUN… --generate` (or `faro demo`).")
     else:
-        gen = explore.generations_side_by_side([store().get(r) for r in with_gen], n_prompts=8)
+        gen = results.generations_side_by_side([store().get(r) for r in with_gen], n_prompts=8)
         for pidx, g in gen.groupby("prompt_idx"):
             changed = bool(g["changed"].iloc[0])
             with st.expander(f"{'🔀 ' if changed else ''}Prompt {pidx}: {str(g['user_text'].iloc[0])[:120]}…",

@@ -28,7 +28,7 @@ def _eps(x: Any) -> str:
 
 def run_row(run) -> dict[str, Any]:
     """One run's line: status, method, kinds, eps, seed and its test-split metrics (val when no test)."""
-    from faro_core.explore import family
+    from faro_core.results.table import family_label
 
     s = run.summary()
     cfg = run.read("config.json", {}) or {}
@@ -36,7 +36,7 @@ def run_row(run) -> dict[str, Any]:
     split = m.get("test") or m
     viol = split.get("violation") or {}
     cert = run.read("certificate.json")
-    return {"run_id": s["run_id"], "status": s["status"], "method": family(cfg) if cfg.get("method") else "-",
+    return {"run_id": s["run_id"], "status": s["status"], "method": family_label(cfg) if cfg.get("method") else "-",
             "kind": ",".join(s["constraints"] or []) or "-", "epsilon": s["epsilon"], "seed": s["seed"],
             "mode": s["mode"], "sweep": s["sweep"], "progress": s["progress"],
             "split": "test" if m.get("test") else ("val" if m else None),
@@ -70,7 +70,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     store = RunStore(args.runs_dir)
     runs = store.list()
@@ -103,7 +103,7 @@ def show(run) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     run = RunStore(args.runs_dir).get(args.run)
     out = show(run)
@@ -144,7 +144,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _stop(run, wait_s: float = 10.0) -> None:
     """SIGTERM the process that runs ``run`` (its process group when the launcher started it)."""
-    from faro_core.runs import _pid_alive
+    from faro_core.store.runs import _pid_alive
 
     info = run.read("launch.json") or {}
     st = run.raw_status()
@@ -166,7 +166,7 @@ def _stop(run, wait_s: float = 10.0) -> None:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     from faro_core.errors import RunError
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     store = RunStore(args.runs_dir)
     runs = [store.get(r) for r in args.runs]  # every id valid and known before anything is removed

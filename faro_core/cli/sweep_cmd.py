@@ -37,9 +37,9 @@ def parse_seeds(s: str) -> list[int]:
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
-    from faro_core.baselines import parse_baselines
     from faro_core.cli.config_flags import config_from_args
-    from faro_core.sweep import SweepSpec, run_sweep
+    from faro_core.studies.grid import SweepSpec, parse_baselines
+    from faro_core.studies.sweep import run_sweep
 
     base = config_from_args(args)
     kinds = [k.strip().lower() for k in args.constraints.split(",") if k.strip() and k.strip() != "none"]

@@ -15,7 +15,7 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
     from faro_core.train import train
 
     store = RunStore(args.runs_dir)

@@ -1,6 +1,6 @@
 """Fairness certificates on held-out data (DESIGN §6; derivation in docs/EVALUATION.md).
 
-For each one-sided constraint j (a cell of DP / EO / CF, see :mod:`faro_core.constraints`) we report the
+For each one-sided constraint j (a cell of DP / EO / CF, see :mod:`faro_core.fairness.constraints`) we report the
 empirical violation g_j (the constraint objects' own strict value), a one-sided upper confidence bound
 U_j with P(g*_j <= U_j for all j) >= 1 - delta, the slack eps - U_j, and the group size driving U_j.
 The m one-sided constraints are union-bounded: each bound holds at level delta' = delta / m.
@@ -31,15 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from faro_core.constraints import (
-    CONSTRAINT_TYPES,
-    Constraint,
-    CounterfactualFairness,
-    GroupIndex,
-    PairBatch,
-)
 from faro_core.errors import FaroError
-from faro_core.runs import Run
+from faro_core.fairness.constraint_set import CONSTRAINT_TYPES
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, Constraint, CounterfactualFairness
+from faro_core.fairness.pairs import GroupIndex, PairBatch
+from faro_core.store.runs import Run
 
 DEFAULT_DELTA = 0.05
 DEFAULT_CF_CLIP = 1.0
@@ -79,7 +75,7 @@ def _cf_units(batch: PairBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: float | dict[str, float],
-            delta: float = DEFAULT_DELTA, min_count: int = 20, cf_clip: float = DEFAULT_CF_CLIP) -> dict[str, Any]:
+            delta: float = DEFAULT_DELTA, min_count: int = DEFAULT_MIN_COUNT, cf_clip: float = DEFAULT_CF_CLIP) -> dict[str, Any]:
     """Certificate of a batch of held-out rewards for constraint kinds ``kinds`` at slack ``epsilon``.
 
     Returns ``{"certified", "delta", "delta_per_constraint", "m", "epsilon", "bounds": [...], "uncovered": [...],
@@ -160,7 +156,7 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
         epsilon = float(e) if e is not None and math.isfinite(float(e)) else 0.05
     df = load_split(run, split)
     batch, _ = frame_to_batch(df, run_index(run))
-    res = certify(batch, run_index(run), kinds, float(epsilon), delta, int(cfg.get("min_count", 20)), cf_clip)
+    res = certify(batch, run_index(run), kinds, float(epsilon), delta, int(cfg.get("min_count", DEFAULT_MIN_COUNT)), cf_clip)
     res.update(run_id=run.run_id, split=split, seconds=round(time.perf_counter() - t0, 3))
     if write:
         run.write("certificate.json", res)

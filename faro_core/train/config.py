@@ -28,8 +28,11 @@ from typing import Any
 from faro_core.errors import FaroError
 
 CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
-METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
 MODES = ("head", "full")
+# The values of ``method`` and of the constraint kinds, spelled here so that this module (and so ``faro --help``
+# and every flag) loads without torch; tests/test_config.py checks they equal the method registry's
+# (faro_core.train.methods.CONFIG_METHODS) and the constraints' (faro_core.fairness.KINDS).
+METHOD_NAMES = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
 KINDS = ("dp", "eo", "cf")
 
 # Fields added after runs were stored, with the value that reproduces the older behaviour: a stored config
@@ -141,7 +144,7 @@ class FaroConfig:
         None, "proxy sharpness per kind, e.g. dp=0.25,cf=0.1 (default: each constraint's own)",
         range=POSITIVE, none_word="none")
     # --- method -----------------------------------------------------------------------------------------
-    method: str = setting("faro", "faro (ProxyGDA) or a baseline", choices=METHODS, sweep=False)
+    method: str = setting("faro", "faro (ProxyGDA) or a baseline", choices=METHOD_NAMES, sweep=False)
     fixed_lambda: float = setting(1.0, "multiplier of the fixed_lambda baseline", range=NON_NEGATIVE,
                                   sweep=False)
     expgrad_base: str = setting("linear", "model the expgrad baseline fits each round: linear (logistic "
@@ -200,6 +203,8 @@ class FaroConfig:
 
     def resolved(self) -> FaroConfig:
         """A copy with the mode-dependent defaults (``by_mode``) and the name filled in."""
+        from faro_core.train.methods import METHODS  # the registry needs torch; the config does not
+
         head = self.mode == "head"
         out = FaroConfig(**self.to_dict())
         for f in fields(out):
@@ -208,7 +213,7 @@ class FaroConfig:
                 setattr(out, f.name, by_mode[out.mode])
         if out.constraint_batch_size is None:
             # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
-            out.constraint_batch_size = 1024 if (head and out.method == "fixed_lambda") else 0
+            out.constraint_batch_size = METHODS[out.method].head_constraint_batch if head else 0
         if out.name is None:
             tag = "bt" if out.method == "faro" and not out.active_constraints else out.method
             if out.method == "faro" and out.active_constraints:
@@ -219,7 +224,9 @@ class FaroConfig:
     @property
     def active_constraints(self) -> list[str]:
         """Constraints that can bind: none when epsilon is infinite or the method ignores them."""
-        if self.method in ("bt", "reweight", "posthoc") or not math.isfinite(self.epsilon):
+        from faro_core.train.methods import METHODS
+
+        if not METHODS[self.method].constrained or not math.isfinite(self.epsilon):
             return []
         return list(self.constraints)
 

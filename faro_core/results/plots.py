@@ -1,21 +1,31 @@
 """Plotly figures for per-group views, training curves, the Pareto front and policy results.
 
-Shared by the dashboard and the HTML report (:mod:`faro_core.report`). Inputs are the frames of
-:mod:`faro_core.explore`; every function returns a ``plotly.graph_objects.Figure`` and does no I/O.
+Shared by the dashboard and the HTML report (:mod:`faro_core.results.report`). Inputs are the frames of
+:mod:`faro_core.results.views`; every function returns a ``plotly.graph_objects.Figure`` and does no I/O.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from faro_core.results.table import family_method
+from faro_core.train import methods
+
+
+def method_color(family: str) -> str:
+    """The colour of a family's method (a family key ``faro-dp`` / label ``Faro-DP`` / method name): one
+    colour per method in every figure, from the method registry."""
+    name = family_method(family) if family[:1].isupper() else family.split("-")[0]
+    return methods.color(name)
+
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
-FAMILY_COLOR = {"BT": "#7f7f7f", "Faro-DP": "#1f77b4", "Faro-EO": "#2ca02c", "Faro-CF": "#9467bd",
-                "Reweighting": "#ff7f0e", "Post-hoc shift": "#8c564b", "Fixed λ": "#e377c2", "ExpGrad": "#bcbd22"}
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
@@ -35,7 +45,7 @@ def empty_figure(message: str) -> go.Figure:
 
 def violin_before_after(rewards: dict[str, pd.DataFrame], title: str = "Reward by group") -> go.Figure:
     """Split violins of standardized rewards per group; ``rewards`` maps a model label to
-    :func:`faro_core.explore.response_rewards` output (first = 'before', second = 'after')."""
+    :func:`faro_core.results.views.response_rewards` output (first = 'before', second = 'after')."""
     fig = go.Figure()
     sides = ["negative", "positive"]
     for i, (label, df) in enumerate(rewards.items()):
@@ -72,7 +82,7 @@ def ecdf_figure(rewards: dict[str, pd.DataFrame], groups: list[str] | None = Non
 def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column: str = "accuracy",
                         title: str = "Pairwise accuracy by group") -> go.Figure:
     """Grouped bars of per-group accuracy (±1 s.e.) per model; ``acc`` maps a label to
-    :func:`faro_core.explore.group_accuracy` output."""
+    :func:`faro_core.results.views.group_accuracy` output."""
     fig = go.Figure()
     for i, (label, df) in enumerate(acc.items()):
         fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=PALETTE[i % len(PALETTE)],
@@ -139,16 +149,17 @@ def loss_figure(hist: pd.DataFrame, title: str = "Loss") -> go.Figure:
     return _layout(fig, title, height=320)
 
 
-def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
-                  highlight: str | None = None) -> go.Figure:
+def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None, highlight: str | None = None,
+                  split: str = "test", accuracy_title: str = "pairwise accuracy (test)") -> go.Figure:
     """Accuracy vs violation per family with error bars over seeds, ε labels, the frontier and
-    certified badges (★). ``points``: :func:`faro_core.explore.pareto_points`; ``customdata`` holds the
-    first run id of each point so selection events can open it."""
+    certified badges (★). ``points``: :func:`faro_core.results.pareto.pareto_points` (runs of a store) or
+    :func:`~faro_core.results.pareto.sweep_points` (a sweep table); ``customdata`` holds the first run id of
+    each point so selection events can open it."""
     if points.empty:
         return empty_figure(f"no finished runs with a {kind.upper()} violation yet")
     fig = go.Figure()
     for fam, g in points.groupby("family", sort=False):
-        color = FAMILY_COLOR.get(fam, PALETTE[hash(fam) % len(PALETTE)])
+        color = method_color(fam)
         g = g.sort_values("violation")
         labels = [("BT" if fam == "BT" else f"ε={e:g}" if np.isfinite(e) else "ε=∞") for e in g["epsilon"]]
         symbols = ["star" if c is True else "circle" for c in g["certified"]]
@@ -171,8 +182,8 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
         if not h.empty:
             fig.add_trace(go.Scatter(x=h["violation"], y=h["accuracy"], mode="markers", name="selected",
                                      marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="#f0a"))))
-    fig.update_xaxes(title=f"{kind.upper()} violation on the test split (lower is fairer)")
-    fig.update_yaxes(title="pairwise accuracy (test)")
+    fig.update_xaxes(title=f"{kind.upper()} violation on the {split} split (lower is fairer)")
+    fig.update_yaxes(title=accuracy_title)
     return _layout(fig, title or f"Accuracy vs {kind.upper()} violation  (★ = certified)", height=480)
 
 
@@ -198,3 +209,17 @@ def figure_html(fig: go.Figure, include_plotlyjs: bool | str = False, div_id: st
     """A figure as an HTML fragment (``include_plotlyjs=True`` embeds plotly.js inline: no CDN)."""
     return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
+
+
+def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
+    """Write ``fig`` as ``<path>.html`` and, when kaleido can render, ``<path>.png``; returns what was written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".html")]
+    fig.write_html(out[0], include_plotlyjs="cdn")
+    try:
+        fig.write_image(path.with_suffix(".png"), scale=2)
+        out.append(path.with_suffix(".png"))
+    except Exception:  # kaleido missing or no browser: the HTML is still there
+        pass
+    return out

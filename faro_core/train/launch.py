@@ -21,7 +21,7 @@ from typing import Any
 
 from faro_core.errors import FaroError, RunError
 from faro_core.io import read_json, write_json
-from faro_core.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
+from faro_core.store.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
 from faro_core.train.config import FaroConfig
 
 LAUNCH_FILE = "launch.json"
