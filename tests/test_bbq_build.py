@@ -13,6 +13,7 @@ from faro_core.data import load
 from faro_core.data.bbq import load_bbq_items
 from faro_core.data.bbq_build import (
     UNKNOWN_OPTIONS,
+    SampleSizes,
     Vocabulary,
     build_bbq,
     build_category,
@@ -147,12 +148,40 @@ def test_cli_bbq_build(templates: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["data", "bbq-build", str(templates), str(out), "--categories", "Nope"]) == 2
     assert "Nope" in capsys.readouterr().err
     assert main(["data", "bbq-build", str(tmp_path / "missing"), str(out)]) == 2
+    assert main(["data", "bbq-build", str(templates), str(out), "--max-partners", "0"]) == 2
+    # one partner per target: the vocabulary row (target owl) shrinks to 2 pairs
+    assert main(["data", "bbq-build", str(templates), str(out), "--max-partners", "1", "--json"]) == 0
+    capsys.readouterr()
+    assert len(_read(out / "Pets.jsonl")) == 4 * (2 + 2 + 4)
+
+
+def test_targets_named_by_tag_are_all_used_named_ones_capped(tmp_path: Path) -> None:
+    d = tmp_path / "t"
+    d.mkdir()
+    _write_csv(d / "vocabulary.csv", ["Category", "Pilot_include", "SubCat", "Name", "Info", "Source"],
+               [{"Category": "Jobs", "SubCat": "Occupation", "Name": w, "Info": lv}
+                for w, lv in (("cook", "low"), ("clerk", "low"), ("maid", "low"),
+                              ("judge", "high"), ("dentist", "high"), ("chemist", "high"))])
+    base = {"Ambiguous_Context": "A {{NAME1}} and a {{NAME2}} met.", "Disambiguating_Context": "The {{NAME1}} left.",
+            "Question_negative_stereotype": "Who left?", "Question_non_negative": "Who stayed?",
+            "Answer_negative": "The {{NAME1}}", "Answer_non_negative": "The {{NAME2}}"}
+    _write_csv(d / "Jobs.csv", COLUMNS + ["Subcategory"], [
+        {**base, "Q_id": "1", "Subcategory": "Occupation", "Known_stereotyped_groups": '["low"]'},
+        {**base, "Q_id": "2", "Subcategory": "Occupation", "Known_stereotyped_groups": '["cook", "clerk", "maid"]'}])
+    voc = Vocabulary.from_dir(d)
+    items, _ = build_category("Jobs", read_csv_rows(d / "Jobs.csv"), voc, sizes=SampleSizes(targets=1, partners=5))
+    per_q = {q: sum(r["question_index"] == q for r in items) // 4 for q in ("1", "2")}
+    assert per_q == {"1": 3 * 3 * 2, "2": 1 * 3 * 2}  # level-named targets: all 3; word-named: capped at 1
 
 
 def test_bad_template_file(templates: Path, tmp_path: Path) -> None:
     (templates / "Broken.csv").write_text("Q_id,Ambiguous_Context\n1,hello\n")
     with pytest.raises(DataError, match="missing column"):
         build_bbq(templates, tmp_path / "o", categories=["Broken"])
+    rows = read_csv_rows(templates / "Pets.csv")
+    rows[1]["Ambiguous_Context"] = "A {{NAME1}} and a {{NAME2}} sat by the {{WORD1}}."
+    with pytest.raises(DataError, match=r"row 3 \(Q_id 2\).*WORD1"):
+        build_category("Pets", rows, Vocabulary.from_dir(templates), path="Pets.csv")
 
 
 TEMPLATES = SHARED_DATA / "bbq_templates"

@@ -1,8 +1,9 @@
-"""Train page: launch runs in the background through `faro train`, watch the queue live, cancel."""
+"""Train page: the compute on offer (CPU, CUDA devices, a Ray cluster); launch runs where the user chooses, in the
+background through `faro train`; watch the queue live, cancel."""
 
 from __future__ import annotations
 
-import math
+import os
 import sys
 from pathlib import Path
 
@@ -11,10 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import guard, history, page, store  # noqa: E402
 
-from faro_core.errors import FaroError  # noqa: E402
 from faro_core.results.plots import curves_figure  # noqa: E402
 from faro_core.train import launch  # noqa: E402
-from faro_core.train.config import MODES, FaroConfig, default_of, parse_values, setting_of  # noqa: E402
+from faro_core.train.config import MODES, default_of, parse_values, setting_of  # noqa: E402
 
 page("Train")
 st.title("Train")
@@ -22,45 +22,85 @@ st.caption("Each run is a background `python -m faro_core train --config … --r
            "writing to the run store: it keeps going if you close the page.")
 
 
-def _form_configs(data: dict, kinds: list[str], eps_text: str, seeds: int, **settings: object) -> list[FaroConfig]:
-    """The form's grid (constraint types x ε x seeds) as validated configs: one bad value launches nothing."""
-    if not kinds:
-        raise FaroError("choose at least one constraint type")
-    grid = parse_values("epsilon", eps_text)
-    base = dict(data=data.get("source"), group=data.get("group"), strata=data.get("strata") or None,
-                skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-                dp_partner=bool(data.get("dp_partner", default_of("dp_partner"))), **settings)
-    return [FaroConfig(**base, constraints=[] if k == BT else [k], epsilon=eps, method="bt" if k == BT else "faro",
-                       seed=seed)
-            for k in kinds for eps in ([math.inf] if k == BT else grid) for seed in range(int(seeds))]
+TARGET_LABEL = {"local-cpu": "this machine's CPU", "local-gpu": "this machine's GPU (full mode, bf16)",
+                "ray": "the Ray cluster (RAY_ADDRESS)"}
 
 
-BT = "BT (none)"
+@st.cache_data(show_spinner="looking for CPUs, GPUs and a Ray cluster…", ttl=30)
+def _compute(ray_address: str | None) -> dict:
+    return launch.compute_resources(ray_address)
+
+
+def show_compute() -> dict:
+    """CPU cores, each CUDA device with its memory, and the Ray cluster when RAY_ADDRESS is set."""
+    res = _compute(os.environ.get("RAY_ADDRESS"))
+    st.subheader("Compute")
+    cols = st.columns(3)
+    cols[0].metric("CPU cores", res["cpu_cores"])
+    if res["cuda"]:
+        cols[1].metric("CUDA devices", len(res["cuda"]))
+        for d in res["cuda"]:
+            cols[1].caption(f"GPU {d['index']}: {d['name']}, {d['memory_gb']:g} GB"
+                            f"{', bf16' if d.get('bf16') else ''}")
+    else:
+        cols[1].metric("CUDA devices", 0)
+        cols[1].caption("no CUDA device here: full-mode runs go to a Ray cluster with GPUs")
+    if res["ray"]:
+        r = res["ray"]
+        cols[2].metric("Ray cluster", f"{r['nodes']} node(s)")
+        cols[2].caption(f"`{r['address']}`: {r['CPU']:g} CPUs, {r['GPU']:g} GPUs, {r['memory_gb']:g} GB")
+    elif res["ray_error"]:
+        cols[2].metric("Ray cluster", "unreachable")
+        st.error(res["ray_error"])
+    else:
+        cols[2].metric("Ray cluster", "none")
+        cols[2].caption("set RAY_ADDRESS before starting the dashboard to send runs to a cluster")
+    return res
+
+
 with guard():
     data = st.session_state.get("data_choice") or {"source": "demo"}
-    epochs_range = setting_of("epochs").metadata["range"]
+    res = show_compute()
+    targets = ["local-cpu", "local-gpu", "ray"]
+    missing = ([] if res["cuda"] else ["no local GPU here"]) + ([] if res["ray"] else ["no Ray cluster (set RAY_ADDRESS)"])
     with st.form("launch"):
-        st.write(f"Data: **{data.get('source') or 'demo'}** (change it on the Data page)")
-        c1, c2 = st.columns(2)
-        kinds = c1.multiselect("Constraint type(s)", [BT, "dp", "eo", "cf"], default=[BT, "dp"],
+        groups_txt = f" · groups: {', '.join(data['groups'])}" if data.get("groups") else ""
+        attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
+        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
+        c1, c2, c3 = st.columns([2, 1, 1])
+        kinds = c1.multiselect("Constraint type(s)", ["bt", "dp", "eo", "cf"], default=["bt", "dp"],
+                               format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
                                help="one run per constraint type (BT = unconstrained baseline)")
         eps_text = c2.text_input("ε (one value or a grid)", value=f"{default_of('epsilon'):g}",
                                  help=setting_of("epsilon").metadata["help"])
+        combine = c3.checkbox("Combine in one run", value=False,
+                              help="e.g. DP and EO together: one run constrained by every chosen type")
         c3, c4, c5, c6 = st.columns(4)
-        mode = c3.selectbox("Mode", list(MODES), index=MODES.index(default_of("mode")),
-                            help="head: frozen backbone, cached features (CPU, seconds)")
+        target = c3.radio("Where", targets, format_func=lambda t: TARGET_LABEL[t],
+                          help="local GPU: full mode (the backbone is fine-tuned, bf16); Ray: one CPU per run, "
+                               "and one GPU for full-mode runs.")
+        if missing:
+            c3.caption("; ".join(missing) + ": launching there says why it cannot")
+        mode = c4.selectbox("Mode", list(MODES), index=MODES.index(default_of("mode")), help="head: frozen backbone, cached features (CPU, seconds); "
+                                                           "full: fine-tune the backbone (GPU)")
         backbone = c4.text_input("Backbone", value="", placeholder="embedded all-MiniLM-L6-v2")
-        epochs = c5.number_input("Epochs", min_value=int(epochs_range.lo), max_value=500,
-                                 value=default_of("epochs", "head"),
-                                 help="passes over the training split (full mode defaults to "
-                                      f"{default_of('epochs', 'full')})")
+        epochs = c5.number_input("Epochs", min_value=int(setting_of("epochs").metadata["range"].lo), max_value=500,
+                                 value=default_of("epochs", "head"), help="passes over the training split")
         seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        configs = _form_configs(data, kinds, eps_text, int(seeds), mode=mode, epochs=int(epochs),
-                                backbone=backbone or None)
-        launched = [launch.launch_train(store(), config=c) for c in configs]
-        st.success(f"launched {len(launched)} run(s): " + ", ".join(f"`{r}`" for r in launched))
+        plan = launch.plan_runs(kinds, parse_values("epsilon", eps_text) if [k for k in kinds if k != "bt"] else [],
+                                int(seeds), combine)
+        # every run's config is built and validated first: one value out of range launches nothing
+        configs = [launch.launch_config(
+            mode="full" if target == "local-gpu" else mode, epochs=int(epochs), backbone=backbone or None,
+            data=data.get("source"), group=data.get("group"), strata=data.get("strata") or None,
+            skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+            dp_partner=bool(data.get("dp_partner", default_of("dp_partner"))), groups=data.get("groups"),
+            attribute=data.get("attribute"), **p) for p in plan]
+        launched = [launch.launch_train(store(), config=c, target=target) for c in configs]
+        st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
+                   + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
     @st.fragment(run_every=2.0)
@@ -74,7 +114,10 @@ with guard():
             st.subheader("Queue")
             for r in rows[:20]:
                 c1, c2, c3 = st.columns([3, 4, 1])
-                c1.write(f"`{r['run_id']}` — **{r['status']}**")
+                where = TARGET_LABEL.get(r["target"], r["target"])
+                if r.get("placement") and r["placement"].get("gpu_ids"):
+                    where += f", GPU {', '.join(r['placement']['gpu_ids'])}"
+                c1.write(f"`{r['run_id']}` — **{r['status']}** · {where}")
                 c2.progress(min(max(r["fraction"], 0.0), 1.0), text=f"step {r['step']}/{r['total_steps']}")
                 if r["status"] in ("starting", "queued", "running") and r["alive"]:
                     if c3.button("Cancel", key=f"cancel-{r['run_id']}"):

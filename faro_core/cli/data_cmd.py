@@ -34,6 +34,10 @@ def register(subparsers: Any) -> None:
     b.add_argument("out_dir", help="folder to write CATEGORY.jsonl into (created)")
     b.add_argument("--categories", nargs="+", default=None, help="categories to build (default: all)")
     b.add_argument("--seed", type=int, default=0, help="seed of the sampled words, names and answer order")
+    b.add_argument("--max-targets", type=int, default=5,
+                   help="target groups (or names) drawn per template row (default 5, as published)")
+    b.add_argument("--max-partners", type=int, default=5,
+                   help="partners drawn per target (default 5, as published)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_bbq_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -85,10 +89,13 @@ def _table(summary: dict[str, Any]) -> str:
 
 
 def _bbq_build(args: argparse.Namespace) -> int:
-    from faro_core.data.bbq_build import build_bbq
+    from faro_core.data.bbq_build import SampleSizes, build_bbq
 
+    if args.max_targets < 1 or args.max_partners < 1:
+        raise FaroError("--max-targets and --max-partners must be at least 1")
     cats = [c for part in (args.categories or []) for c in part.split(",") if c.strip()] or None
-    summary = build_bbq(args.templates_dir, args.out_dir, categories=cats, seed=args.seed)
+    summary = build_bbq(args.templates_dir, args.out_dir, categories=cats, seed=args.seed,
+                        sizes=SampleSizes(args.max_targets, args.max_partners))
     if args.json:
         print(json.dumps(summary))
         return 0

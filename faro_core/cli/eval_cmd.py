@@ -27,6 +27,24 @@ def _fmt(v: dict[str, Any] | None) -> str:
     return f"{v['value']:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
+def role_lines(role: dict) -> str:
+    """The role violations in words: raw rates, gaps and item counts (``eval.json["role"]``)."""
+    def f(k: str) -> str:
+        v, iv = role.get(k), (role.get("interval") or {}).get(k)
+        if v is None:
+            return "n/a"
+        return f"{v:.4f}" + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv and iv[0] is not None else "")
+
+    return "\n".join([
+        f"  stereotype role, ambiguous items (n={role.get('n_dp')}): P(r_biased > r_counter) {f('p_biased_over_counter')}"
+        f" (1/2 = unbiased), v_DP {f('dp')}",
+        f"    against 'unknown': biased answer wins {f('rate_biased_vs_unknown')}, counter answer wins "
+        f"{f('rate_counter_vs_unknown')} (n={role.get('n_dp_unknown')})",
+        f"  disambiguated items: accuracy when the correct answer is the biased one {f('acc_biased')} "
+        f"(n={role.get('n_biased')}), the counter one {f('acc_counter')} (n={role.get('n_counter')})",
+        f"    gap {f('eo_gap')}, v_EO = |gap| / 2 {f('eo')}"])
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from faro_core.evaluate.metrics import evaluate_run
 
@@ -39,10 +57,14 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}: {res['pairs']} pairs ({res['items']} items), 95% bootstrap intervals by item")
     for k, v in res["metrics"].items():
         print(f"  {k:16s} {_fmt(v)}")
+    role = res.get("role")
+    null = "roles swapped within items" if role else "group labels permuted"
     for k, c in (res.get("chance") or {}).items():
         if c["chance_median"] == c["chance_median"]:  # not NaN
             print(f"  chance level of violation_{k}: median {c['chance_median']:.4f}, 90th pct "
-                  f"{c['chance_p90']:.4f} (group labels permuted {c['n_perm']}x; p = {c['p_value']:.3f})")
+                  f"{c['chance_p90']:.4f} ({null} {c['n_perm']}x; p = {c['p_value']:.3f})")
+    if role:
+        print(role_lines(role))
     return 0
 
 
@@ -52,15 +74,20 @@ def run_certify(args: argparse.Namespace) -> int:
     run = _run(args)
     kinds = [k for k in args.constraints.split(",") if k.strip()] if args.constraints else None
     res = certify_run(run, delta=args.delta, epsilon=args.epsilon, kinds=kinds, split=args.split,
-                      cf_clip=args.cf_clip)
+                      cf_clip=args.cf_clip, bound=args.bound)
     if args.json:
         print(to_json(res))
         return 0
     print(f"run {run.run_id}: {'CERTIFIED' if res['certified'] else 'not certified'} at eps={res['epsilon']} "
-          f"(delta={res['delta']}, {res['m']} one-sided constraints, delta'={res['delta_per_constraint']:.2e})")
+          f"(delta={res['delta']}, {res['m']} one-sided constraints, delta'={res['delta_per_constraint']:.2e}, "
+          f"{res['bound']} bounds)")
+    if res.get("above_epsilon"):
+        print(f"  certifiably ABOVE eps: a lower confidence bound is {res['max_lower']:.4f} > {res['epsilon']}")
     for r in sorted(res["bounds"], key=lambda r: r["slack"])[:10]:
-        print(f"  {r['name']:40s} emp {r['empirical']:+.4f}  upper {r['upper']:+.4f}  slack {r['slack']:+.4f}  "
-              f"n {r['driving_n']:.0f}")
+        need = r.get("n_to_certify")
+        print(f"  {r['name']:40s} emp {r['empirical']:+.4f}  bounds [{r['lower']:+.4f}, {r['upper']:+.4f}]  "
+              f"slack {r['slack']:+.4f}  n {r['driving_n']:.0f}  "
+              f"n to certify {need if need is not None else 'never (observed >= eps)'}")
     if res["uncovered"]:
         print(f"  ({len(res['uncovered'])} cells too small to estimate: not covered)", file=sys.stderr)
     return 0
@@ -116,13 +143,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("certify", help="fairness certificate on held-out data (writes certificate.json)",
                        description="Per one-sided constraint: empirical violation and a union-bounded upper "
-                       "confidence bound (Hoeffding for DP/EO, empirical Bernstein for CF).")
+                       "confidence bound (DP/EO: --bound, default Clopper-Pearson; CF: empirical Bernstein), "
+                       "a lower bound, and the held-out size that would certify eps.")
     _common(c)
     c.add_argument("--delta", type=float, default=0.05, help="failure probability of the whole certificate")
     c.add_argument("--epsilon", type=float, default=None, help="slack to certify (default: the run's)")
     c.add_argument("--constraints", default=None, help="kinds to certify, e.g. dp,eo (default: the run's, "
                    "or dp,eo,cf for an unconstrained run)")
     c.add_argument("--split", default="test", choices=["test", "val"])
+    c.add_argument("--bound", default="clopper-pearson", choices=["clopper-pearson", "bernstein", "hoeffding"],
+                   help="DP/EO confidence bound (default clopper-pearson: exact binomial, the tightest valid one)")
     c.add_argument("--cf-clip", type=float, default=1.0, help="clip |dz| at B for the CF bound (default 1)")
     c.set_defaults(func=run_certify)
 

@@ -63,6 +63,17 @@ UNKNOWN_OPTIONS: tuple[str, ...] = (
 )
 MAX_TARGETS = 5
 MAX_PARTNERS = 5
+
+
+@dataclass(frozen=True)
+class SampleSizes:
+    """How many targets, and partners per target, a row draws (the published files' 5 and 5 by default)."""
+
+    targets: int = MAX_TARGETS
+    partners: int = MAX_PARTNERS
+
+
+DEFAULT_SIZES = SampleSizes()
 VOCABULARY_FILE = "vocabulary.csv"
 NAMES_FILE = "vocabulary_proper_names.csv"
 NON_CATEGORY_FILES = {VOCABULARY_FILE, NAMES_FILE, "Filler_items.csv"}
@@ -268,18 +279,18 @@ def _names_pairs(row: dict[str, str], lists: dict[str, list[str]]) -> list[tuple
 
 
 def _vocab_pairs(words: list[tuple[str, str]], stereotyped: Sequence[str], rng: random.Random,
-                 exhaustive: bool = False) -> list[tuple[Person, Person]]:
+                 sizes: SampleSizes, exhaustive: bool = False) -> list[tuple[Person, Person]]:
     targets = [(w, t) for w, t in words if _is_target(w, t, stereotyped)]
     # targets named by their Info tag only (SES occupations: "lowSES") are variants of one group, used
-    # like a Names list: every one of them, each with up to MAX_PARTNERS partners
+    # like a Names list: every one of them, each with up to ``sizes.partners`` partners
     by_tag_only = bool(targets) and not any(_is_target(w, w, stereotyped) for w, _ in targets)
     if not targets:
         targets = list(words)
     others = [(w, t) for w, t in words if (w, t) not in targets] or list(words)
     pairs = []
-    for w, t in _sample(rng, targets, None if exhaustive or by_tag_only else MAX_TARGETS):
+    for w, t in _sample(rng, targets, None if exhaustive or by_tag_only else sizes.targets):
         cands = [(w2, t2) for w2, t2 in others if w2 != w]
-        for w2, t2 in _sample(rng, cands, None if exhaustive else MAX_PARTNERS):
+        for w2, t2 in _sample(rng, cands, None if exhaustive else sizes.partners):
             pairs.append((Person((("NAME", w),), t, w), Person((("NAME", w2),), t2, w2)))
     return _both_orders(pairs)
 
@@ -308,19 +319,21 @@ def _race_ethnicities(stereotyped: Sequence[str], voc: Vocabulary) -> list[str]:
 
 
 def plan_row(category: str, row: dict[str, str], voc: Vocabulary, rng: random.Random,
-             exhaustive: bool = False) -> RowPlan:
+             exhaustive: bool = False, sizes: SampleSizes | None = None) -> RowPlan:
     """The pairs of one template row (see the module docstring for the rules).
 
     ``exhaustive``: no downsampling of vocabulary targets/partners (every pair the rules allow; used to
     check that published items are reachable). Proper-name and intersectional rows still sample.
+    ``sizes``: the numbers of targets and partners drawn (default :data:`DEFAULT_SIZES`).
     """
+    sizes = sizes or DEFAULT_SIZES
     proper = row.get("Proper_nouns_only", "").strip().upper() == "TRUE"
     lists = parse_slot_lists(row.get("Names", ""))
     if "Known_stereotyped_race" in row and row.get("Known_stereotyped_var2", ""):
-        return _plan_intersectional(category, row, lists, proper, voc, rng)
+        return _plan_intersectional(category, row, lists, proper, voc, rng, sizes)
     stereotyped = _json_list(row.get("Known_stereotyped_groups", ""))
     if proper:
-        return _plan_proper(category, row, stereotyped, voc, rng)
+        return _plan_proper(category, row, stereotyped, voc, rng, sizes)
     if "NAME1" in lists and "NAME2" in lists:
         return RowPlan(_names_pairs(row, lists), stereotyped)
     words = voc.category_words(category, row.get("Subcategory", ""))
@@ -331,40 +344,46 @@ def plan_row(category: str, row: dict[str, str], voc: Vocabulary, rng: random.Ra
     if "NAME1" in lists:  # NAME1 listed, NAME2 from the vocabulary
         t1 = row.get("NAME1_info", "")
         pairs = [(Person((("NAME", a),), t1 or a, a), Person((("NAME", w),), t, w))
-                 for a in lists["NAME1"] for w, t in _sample(rng, words, None if exhaustive else MAX_PARTNERS)]
+                 for a in lists["NAME1"] for w, t in _sample(rng, words, None if exhaustive else sizes.partners)]
         return RowPlan(pairs, stereotyped)
-    return RowPlan(_vocab_pairs(words, stereotyped, rng, exhaustive), stereotyped)
+    return RowPlan(_vocab_pairs(words, stereotyped, rng, sizes, exhaustive), stereotyped)
 
 
 def _plan_proper(category: str, row: dict[str, str], stereotyped: list[str], voc: Vocabulary,
-                 rng: random.Random) -> RowPlan:
+                 rng: random.Random, sizes: SampleSizes) -> RowPlan:
     sg = {_norm(s) for s in stereotyped}
-    if category.startswith("Gender") or not _race_ethnicities(stereotyped, voc):
+    has_info = bool(row.get("NAME1_info") and row.get("NAME2_info"))
+    by_gender = category.lower().startswith("gender") or bool(sg & {"f", "m"})
+    if not (by_gender or has_info or _race_ethnicities(stereotyped, voc)):
+        return RowPlan([], stereotyped, note=f"no proper names for the stereotyped groups {stereotyped} "
+                                             "(proper-name rows need gender targets, NAME1_info/NAME2_info, or "
+                                             "an ethnicity of the proper-name vocabulary)")
+    if by_gender or has_info:
         # first names only; the groups are genders (or the row's NAMEx_info, e.g. SES)
         f, m = voc.first_only.get("F", []), voc.first_only.get("M", [])
         if not f or not m:
             return RowPlan([], stereotyped, note="no first_only names in the proper-name vocabulary")
-        if row.get("NAME1_info") and row.get("NAME2_info"):
+        if has_info:
             t1, t2 = row["NAME1_info"], row["NAME2_info"]
             pool = f + m
             pairs = []
-            for a in _sample(rng, pool, MAX_TARGETS):
-                for b in _sample(rng, [x for x in pool if x != a], MAX_PARTNERS):
+            for a in _sample(rng, pool, sizes.targets):
+                for b in _sample(rng, [x for x in pool if x != a], sizes.partners):
                     pairs += [(Person((("NAME", a),), t1, a), Person((("NAME", b),), t2, b)),
                               (Person((("NAME", b),), t1, b), Person((("NAME", a),), t2, a))]
             return RowPlan(list(dict.fromkeys(pairs)), stereotyped)
         tgt_g = "F" if "f" in sg else "M"
         oth_g = "M" if tgt_g == "F" else "F"
         pairs = [(Person((("NAME", a),), tgt_g, a), Person((("NAME", b),), oth_g, b))
-                 for a in _sample(rng, voc.first_only[tgt_g], MAX_TARGETS)
-                 for b in _sample(rng, voc.first_only[oth_g], MAX_PARTNERS)]
+                 for a in _sample(rng, voc.first_only[tgt_g], sizes.targets)
+                 for b in _sample(rng, voc.first_only[oth_g], sizes.partners)]
         return RowPlan(_both_orders(pairs), stereotyped)
     targets = _race_ethnicities(stereotyped, voc)
     others = [e for e in voc.ethnicities() if e not in targets]
     stated = _stated_gender(row)
     pairs = []
-    for _ in range(MAX_TARGETS):
-        for _ in range(MAX_PARTNERS):
+    for _ in range(sizes.targets):
+        for _ in range(sizes.partners):
             g = stated or rng.choice(("F", "M"))
             e1, e2 = rng.choice(targets), rng.choice(others)
             a, b = _full_name(voc, g, e1, rng), _full_name(voc, g, e2, rng)
@@ -373,7 +392,7 @@ def _plan_proper(category: str, row: dict[str, str], stereotyped: list[str], voc
 
 
 def _plan_intersectional(category: str, row: dict[str, str], lists: dict[str, list[str]], proper: bool,
-                         voc: Vocabulary, rng: random.Random) -> RowPlan:
+                         voc: Vocabulary, rng: random.Random, sizes: SampleSizes) -> RowPlan:
     races = _json_list(row.get("Known_stereotyped_race", ""))
     var2 = row.get("Known_stereotyped_var2", "").strip()
     by_gender = "gender" in category.lower()
@@ -426,10 +445,10 @@ def _plan_intersectional(category: str, row: dict[str, str], lists: dict[str, li
 
     pairs: list[tuple[Person, Person]] = []
     contrasts: list[str] = []
-    for race in _sample(rng, targets, MAX_TARGETS):
-        partners = ([(r2, var2, "race") for r2 in _sample(rng, others, MAX_PARTNERS)]
+    for race in _sample(rng, targets, sizes.targets):
+        partners = ([(r2, var2, "race") for r2 in _sample(rng, others, sizes.partners)]
                     + [(race, lv, "var2") for lv in other_levels]
-                    + [(r2, rng.choice(other_levels), "both") for r2 in _sample(rng, others, MAX_PARTNERS)])
+                    + [(r2, rng.choice(other_levels), "both") for r2 in _sample(rng, others, sizes.partners)])
         for r2, lv, kind in partners:
             if True:
                 a, b = person(race, var2), person(r2, lv)
@@ -489,7 +508,8 @@ def _items_for_pair(category: str, row: dict[str, str], p1: Person, p2: Person, 
 
 
 def build_category(category: str, rows: list[dict[str, str]], voc: Vocabulary, seed: int = 0,
-                   path: str = "", exhaustive: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+                   path: str = "", exhaustive: bool = False,
+                   sizes: SampleSizes | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Items of one category from its template rows, and notes on rows that gave no items.
 
     ``exhaustive``: every vocabulary pair and every combination of lexical variants (see :func:`plan_row`);
@@ -504,7 +524,7 @@ def build_category(category: str, rows: list[dict[str, str]], voc: Vocabulary, s
         if not row.get("Ambiguous_Context"):
             continue
         rng = random.Random(f"{seed}|{category}|{i}|{row.get('Q_id')}|{row.get('version', '')}")
-        plan = plan_row(category, row, voc, rng, exhaustive)
+        plan = plan_row(category, row, voc, rng, exhaustive, sizes)
         if not plan.pairs:
             notes.append(f"row {i + 2} (Q_id {row.get('Q_id')}): no items ({plan.note or 'no pairs'})")
             continue
@@ -515,8 +535,14 @@ def build_category(category: str, rows: list[dict[str, str]], voc: Vocabulary, s
             choices = (itertools.product(*(lexical[k] for k in slots)) if exhaustive
                        else [tuple(rng.choice(lexical[k]) for k in slots)])
             for combo in choices:
-                items.extend(_items_for_pair(category, row, p1, p2, plan.stereotyped, rng,
-                                             dict(zip(slots, combo)), contrast, len(items)))
+                new = _items_for_pair(category, row, p1, p2, plan.stereotyped, rng, dict(zip(slots, combo)),
+                                      contrast, len(items))
+                left = {m.group(0) for it in new[1:4:2] for f in ("context", "question", "ans0", "ans1", "ans2")
+                        for m in _SLOT.finditer(it[f])}
+                if left:
+                    raise DataError(f"{path or category}: row {i + 2} (Q_id {row.get('Q_id')}): slot(s) "
+                                    f"{sorted(left)} have no values (give them in Names or Lexical_diversity)")
+                items.extend(new)
     return items, notes
 
 
@@ -532,7 +558,7 @@ def template_categories(templates_dir: str | Path) -> dict[str, Path]:
 
 
 def build_bbq(templates_dir: str | Path, out_dir: str | Path, categories: Sequence[str] | None = None,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, sizes: SampleSizes | None = None) -> dict[str, Any]:
     """Write ``OUT_DIR/CATEGORY.jsonl`` for each template category; returns ``{"categories": {cat: n}, ...}``."""
     d = Path(templates_dir)
     avail = template_categories(d)
@@ -544,10 +570,13 @@ def build_bbq(templates_dir: str | Path, out_dir: str | Path, categories: Sequen
     voc = Vocabulary.from_dir(d)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"templates": str(d), "out": str(out), "seed": seed, "categories": {},
+    sz = sizes or DEFAULT_SIZES
+    summary: dict[str, Any] = {"templates": str(d), "out": str(out), "seed": seed,
+                               "max_targets": sz.targets, "max_partners": sz.partners, "categories": {},
                                "notes": {}}
     for cat in wanted:
-        items, notes = build_category(cat, read_csv_rows(avail[cat]), voc, seed=seed, path=str(avail[cat]))
+        items, notes = build_category(cat, read_csv_rows(avail[cat]), voc, seed=seed, path=str(avail[cat]),
+                                      sizes=sizes)
         if not items:
             raise DataError(f"{avail[cat]}: no items could be built ({'; '.join(notes) or 'no rows'})")
         tmp = out / f".{cat}.jsonl.tmp"

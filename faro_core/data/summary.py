@@ -38,6 +38,8 @@ def summarize(data: Any) -> dict[str, Any]:
         "groups": groups,
         "response_groups": data.response_groups(),
         "categories": categories,
+        "group_categories": {str(g): str(c) for g, c in df.dropna(subset=["group"]).groupby("group")["category"]
+                             .agg(lambda x: x.mode().iloc[0] if len(x.mode()) else "").items()},
         "strata": list(data.strata),
         "strata_counts": strata_counts,
         "twins": int(df["twin_id"].notna().sum()),

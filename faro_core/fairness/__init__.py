@@ -7,14 +7,27 @@
 - :mod:`~faro_core.fairness.penalty`: the per-pair smooth terms the linearised penalty sums.
 - :mod:`~faro_core.fairness.metrics`: accuracy and violations of one scored split.
 - :mod:`~faro_core.fairness.chance`: the chance level of a DP / EO violation (group-permutation null).
+- :mod:`~faro_core.fairness.role`: the stereotype-role attribute (``--attribute role``) and its constraints.
+- :mod:`~faro_core.fairness.kinds`: the notions' keys and names (no torch).
+
+The names below load their module on first use (tables that only need :data:`KINDS` do not import torch).
 """
 
-from faro_core.fairness.chance import chance_violation
-from faro_core.fairness.constraint_set import CONSTRAINT_TYPES, ConstraintSet, all_constraints
-from faro_core.fairness.constraints import KINDS, CounterfactualFairness, DemographicParity, EqualizedOdds
-from faro_core.fairness.metrics import split_metrics
-from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch, PairTensors
+from __future__ import annotations
 
-__all__ = ["CONSTRAINT_TYPES", "KINDS", "CellStats", "ConstraintSet", "CounterfactualFairness",
-           "DemographicParity", "EqualizedOdds", "GroupIndex", "PairBatch", "PairTensors", "all_constraints",
-           "chance_violation", "split_metrics"]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "chance_violation": "chance", "CONSTRAINT_TYPES": "constraint_set", "ConstraintSet": "constraint_set",
+    "all_constraints": "constraint_set", "CounterfactualFairness": "constraints", "DemographicParity": "constraints",
+    "EqualizedOdds": "constraints", "KINDS": "kinds", "KIND_LABEL": "kinds", "split_metrics": "metrics",
+    "CellStats": "pairs", "GroupIndex": "pairs", "PairBatch": "pairs", "PairTensors": "pairs",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"faro_core.fairness.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'faro_core.fairness' has no attribute {name!r}")

@@ -23,6 +23,7 @@ from faro_core.fairness.constraints import (
     EqualizedOdds,
 )
 from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch
+from faro_core.fairness.role import ROLE_CONSTRAINT_TYPES
 
 CONSTRAINT_TYPES: dict[str, type[Constraint]] = {
     "dp": DemographicParity,
@@ -55,7 +56,7 @@ class ConstraintSet:
             kw = {"epsilon": eps, "min_count": min_count}
             if temperature and k in temperature:
                 kw["temperature"] = temperature[k]
-            out.append(CONSTRAINT_TYPES[k](**kw).bind(index))
+            out.append(constraint_types(index)[k](**kw).bind(index))
         return cls(out)
 
     def __len__(self) -> int:
@@ -125,6 +126,15 @@ class ConstraintSet:
         return out
 
 
+def constraint_types(index: GroupIndex) -> dict[str, type[Constraint]]:
+    """The constraint class of each kind for the index's attribute: DP and EO by named group, or by
+    stereotype role (:mod:`faro_core.fairness.role`); CF either way."""
+    if index.attribute == "role":
+        return {**CONSTRAINT_TYPES, **ROLE_CONSTRAINT_TYPES}
+    return CONSTRAINT_TYPES
+
+
 def all_constraints(index: GroupIndex, min_count: int = DEFAULT_MIN_COUNT) -> ConstraintSet:
     """DP, EO and CF with epsilon 0: used to *measure* every violation, whatever was trained."""
-    return ConstraintSet([cls(epsilon=0.0, min_count=min_count).bind(index) for cls in CONSTRAINT_TYPES.values()])
+    return ConstraintSet([cls(epsilon=0.0, min_count=min_count).bind(index)
+                          for cls in constraint_types(index).values()])

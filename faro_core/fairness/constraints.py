@@ -25,7 +25,6 @@ from torch import Tensor
 from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch
 from faro_core.fairness.penalty import huber, margin_scale
 
-KINDS = ("dp", "eo", "cf")
 # Cells with fewer members (or anchor members) than this are not estimated: FaroConfig.min_count's default,
 # spelled here because this layer sits below the config (tests/test_config.py checks they agree).
 DEFAULT_MIN_COUNT = 30

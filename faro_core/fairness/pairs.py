@@ -31,10 +31,12 @@ class GroupIndex:
     strata: list[str] = field(default_factory=lambda: ["all"])  # conditioning cells (DP, EO)
     dp_strata: list[str] | None = None  # strata where DP applies (None: all); see DemographicParity
     dp_partner: bool = True  # DP compares responses against the same kind of partner (see DemographicParity)
+    attribute: str = "group"  # DP/EO's sensitive attribute: the named group, or the stereotype role (fairness.role)
 
-    def to_dict(self) -> dict[str, list[str] | bool | None]:
-        return {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
-                "dp_strata": self.dp_strata, "dp_partner": self.dp_partner}
+    def to_dict(self) -> dict[str, list[str] | bool | str | None]:
+        out = {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
+               "dp_strata": self.dp_strata, "dp_partner": self.dp_partner}
+        return {**out, "attribute": self.attribute} if self.attribute != "group" else out
 
     def dp_partner_kinds(self) -> list[str]:
         """DP's partner conditions: ``["vs-none", "vs-group"]`` (partner names no group / names one), or
@@ -58,6 +60,8 @@ class PairBatch:
     0.0 when the rejected one is, NaN when unknown (such pairs are left out of EO).
     ``order`` is a fixed random bit per pair: EO looks at the pair as (y1, y2) = (chosen, rejected) if 0,
     else (rejected, chosen). ``cf_r_*`` are rewards of the counterfactual twins (NaN: no twin).
+    With ``--attribute role`` the batch also carries ``role_item`` (code of the pair's item, -1: no role item)
+    and ``chosen_role`` / ``rejected_role`` (0 biased, 1 counter, 2 neither; :mod:`faro_core.fairness.role`).
     """
 
     r_chosen: Tensor
@@ -70,6 +74,9 @@ class PairBatch:
     order: Tensor
     cf_r_chosen: Tensor
     cf_r_rejected: Tensor
+    role_item: Tensor | None = None
+    chosen_role: Tensor | None = None
+    rejected_role: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.r_chosen.shape[0])
@@ -153,6 +160,9 @@ class PairTensors:
     label: torch.Tensor
     order: torch.Tensor
     has_twin: torch.Tensor
+    role_item: torch.Tensor | None = None  # role codes (--attribute role): see faro_core.fairness.role
+    chosen_role: torch.Tensor | None = None
+    rejected_role: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PairTensors:
         """A copy on ``device`` (kept, so later batches do not copy again)."""
@@ -173,7 +183,14 @@ class PairTensors:
         twin = df["cf_chosen"].notna() & df["cf_rejected"].notna()
         if "cf_prompt" in df:
             twin &= df["cf_prompt"].notna()
+        role: dict[str, torch.Tensor] = {}
+        if index.attribute == "role":
+            # function-level: faro_core.fairness.role builds on this module (its constraints take PairBatch)
+            from faro_core.fairness.role import role_codes
+
+            role = dict(zip(("role_item", "chosen_role", "rejected_role"), role_codes(df)))
         return cls(
+            **role,
             chosen_group=codes(df["chosen_group"], index.response_groups),
             rejected_group=codes(df["rejected_group"], index.response_groups),
             group=codes(df["group"], index.pair_groups),
@@ -187,5 +204,7 @@ class PairTensors:
         r_c, r_r, cf_c, cf_r = rewards
         if r_c.device != self.group.device:  # full mode on a GPU: attributes follow the rewards
             return self.to(r_c.device).batch(idx, rewards)
+        role = (() if self.role_item is None else
+                (self.role_item[idx], self.chosen_role[idx], self.rejected_role[idx]))
         return PairBatch(r_c, r_r, self.chosen_group[idx], self.rejected_group[idx], self.group[idx],
-                         self.stratum[idx], self.label[idx], self.order[idx], cf_c, cf_r)
+                         self.stratum[idx], self.label[idx], self.order[idx], cf_c, cf_r, *role)

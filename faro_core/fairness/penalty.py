@@ -84,6 +84,8 @@ def pair_term(key: tuple[str, float], batch: PairBatch) -> Tensor:
         dc = torch.where(m, batch.r_chosen - torch.nan_to_num(batch.cf_r_chosen), zero) / scale
         dr = torch.where(m, batch.r_rejected - torch.nan_to_num(batch.cf_r_rejected), zero) / scale
         return huber(dc, t) + huber(dr, t)
+    if kind in ("role_dp", "role_eo"):
+        raise ValueError(f"{kind!r} is an item term: ProxyGDA.item_penalty computes it on a batch of whole items")
     raise ValueError(f"unknown pair term {kind!r}")
 
 

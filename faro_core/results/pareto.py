@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from faro_core.fairness.constraints import KINDS
+from faro_core.fairness.kinds import KINDS
 from faro_core.results.table import (
     CONSTRAINED_METHODS,
     aggregate,
@@ -145,7 +145,8 @@ def sweep_points(sweep_table: pd.DataFrame, kind: str, accuracy: str = "gold_acc
     agg = agg[keep].dropna(subset=[accuracy, vcol]).reset_index(drop=True)
     if agg.empty:
         return pd.DataFrame(columns=POINT_COLUMNS)
-    ids = sweep_table.assign(family=sweep_table.apply(family_key, axis=1)).groupby("family")["run_id"].apply(list)
+    ids = (sweep_table.assign(family=sweep_table.apply(family_key, axis=1)).groupby("family")["run_id"].apply(list)
+           if "run_id" in sweep_table else pd.Series(dtype=object))
     share = agg.get(f"certified_{kind}_share", pd.Series(np.nan, index=agg.index))
     pts = pd.DataFrame({
         "family": [family_label({"method": m, "constraints": [] if c == "none" else [c], "epsilon": e})
@@ -176,3 +177,32 @@ def headline(table: pd.DataFrame) -> dict[str, Any]:
                      "faro_epsilon": float(best["epsilon"]), "faro_violation": float(best[vcol]),
                      "faro_accuracy": float(best[acol])}
     return out
+
+
+def constraint_fronts(table: pd.DataFrame, split: str | None = None) -> pd.DataFrame:
+    """The DP, EO and CF fronts in one long frame, for small multiples on one accuracy axis.
+
+    One row per (kind, family, ε): :func:`pareto_points` of that kind (Faro runs of the kind, BT and the
+    baselines as references) on ``split`` (default: :func:`best_split` per kind), plus the seed-mean
+    violation of the *other* kinds by the same runs (``other_dp``, ``other_eo``, ``other_cf``; NaN where a
+    run has none), so the cost of constraining one notion on the others is visible. Columns: kind, split and
+    those of :func:`pareto_points`.
+    """
+    parts = []
+    for kind in KINDS:
+        s = split or best_split(table, kind)
+        pts = pareto_points(table, kind, s)
+        if pts.empty:
+            continue
+        pts = pts.assign(kind=kind, split=s)
+        by_id = table.set_index("run_id")
+        for other in KINDS:
+            col = split_columns(s, other)[0]
+            pts[f"other_{other}"] = [float(pd.to_numeric(by_id.loc[ids, col], errors="coerce").mean())
+                                     for ids in pts["run_ids"]]
+        parts.append(pts)
+    if not parts:
+        return pd.DataFrame(columns=["kind", "split", "family", "epsilon", "violation", "violation_sd", "accuracy",
+                                     "accuracy_sd", "n_seeds", "run_ids", "certified", "on_front",
+                                     *[f"other_{k}" for k in KINDS]])
+    return pd.concat(parts, ignore_index=True)

@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from faro_core.fairness.constraints import KINDS
+from faro_core.fairness.kinds import KINDS
 from faro_core.store.runs import Run, RunStore
 from faro_core.train import methods
 
-KIND_LABEL = {"dp": "demographic parity (DP)", "eo": "equalized odds (EO)", "cf": "counterfactual (CF)"}
 # Methods whose runs target one constraint kind (a front of kind k shows only their runs for k).
 CONSTRAINED_METHODS = tuple(m.name for m in methods.METHODS.values() if m.constrained)
 
@@ -70,8 +69,12 @@ def config_columns(run: Any) -> dict[str, Any]:
         "run_id": run.run_id, "name": cfg.get("name"), "method": method_label(cfg),
         "constraint": ",".join(cfg.get("constraints") or []) or "none",
         "epsilon": float(eps) if eps is not None else math.inf, "fixed_lambda": cfg.get("fixed_lambda"),
-        "seed": cfg.get("seed"), "status": run.status,
+        "seed": cfg.get("seed"), "status": run.status, "attribute": cfg.get("attribute") or "group",
     }
+
+
+ROLE_TABLE_KEYS = ("p_biased_over_counter", "rate_biased_vs_unknown", "rate_counter_vs_unknown", "acc_biased",
+                   "acc_counter", "dp_gap", "eo_gap", "n_dp", "n_biased", "n_counter")
 
 
 def table_row(run: Any) -> dict[str, Any]:
@@ -92,6 +95,9 @@ def table_row(run: Any) -> dict[str, Any]:
         c = byk.get(k, {})
         row[f"certified_{k}"] = c.get("certified")
         row[f"upper_{k}"] = num_or_nan(c.get("max_upper"))
+    role = ev.get("role") or {}  # attribute role: the raw rates behind violation_dp / violation_eo, and the gaps
+    for k in ROLE_TABLE_KEYS:
+        row[f"role_{k}"] = num_or_nan(role.get(k))
     for k in ("dp", "eo"):  # the violation a reward ignoring the group would show on this split, and the p-value
         ch = (ev.get("chance") or {}).get(k, {})
         row[f"chance_{k}"] = num_or_nan(ch.get("chance_median"))
@@ -239,3 +245,12 @@ def _pm(v: Any, ci: Any) -> str:
 
 def _share(v: Any) -> str:
     return "–" if v is None or v != v else f"{v:.0%}"
+
+
+def cross_violations(table: pd.DataFrame) -> pd.DataFrame:
+    """Every finished run's held-out violation of each kind (DP, EO, CF), whatever it was trained for:
+    columns run_id, family, epsilon, seed, accuracy, viol_dp, viol_eo, viol_cf (test split; the
+    ``violation_<kind>`` columns under their short aliases)."""
+    done = table[table["status"] == "done"]
+    return done[["run_id", "family", "epsilon", "seed", "accuracy", *[f"viol_{k}" for k in KINDS]]].reset_index(
+        drop=True)

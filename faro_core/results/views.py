@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faro_core.data.labels import group_caption
 from faro_core.errors import RunError
+from faro_core.fairness.kinds import KIND_LABEL
 from faro_core.store.runs import Run
-
-KINDS = ("dp", "eo", "cf")
-KIND_LABEL = {"dp": "demographic parity (DP)", "eo": "equalized odds (EO)", "cf": "counterfactual (CF)"}
 
 
 class MissingFile(RunError):
@@ -212,3 +211,68 @@ def generations_side_by_side(runs: list[Run], n_prompts: int = 5) -> pd.DataFram
         lambda g: tuple(int(np.argmax(g[c].to_numpy())) for c in best_cols))
     base["changed"] = base["prompt_idx"].map(lambda i: len(set(picks[i])) > 1)
     return base
+
+
+def selected_run(selection: Any) -> str | None:
+    """The run id of the first point of a plotly selection (``st.plotly_chart(on_select=...)``'s state, a dict
+    or an object with ``.selection.points``), from the point's ``customdata[0]``; None if nothing is selected
+    or the point carries no run id (a front line, a marker)."""
+    try:
+        sel = selection.get("selection", {}) if isinstance(selection, dict) else selection.selection
+        points = sel.get("points", []) if isinstance(sel, dict) else sel.points
+    except (AttributeError, KeyError, TypeError):
+        return None
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, list | tuple) and cd and isinstance(cd[0], str):
+            return cd[0]
+        if isinstance(cd, str):
+            return cd
+    return None
+
+
+def with_group_captions(frame: pd.DataFrame, labels: dict[str, str] | None = None, col: str = "group",
+                        counts: dict[Any, int] | None = None) -> pd.DataFrame:
+    """``frame`` with ``col``'s tags replaced by words and sizes, ``"women (n=64)"``, flagged ``small`` under
+    :data:`faro_core.data.labels.SMALL_GROUP_N` (never dropped). ``counts``: the size of each tag (default:
+    its rows in ``frame``; pass a table's ``n`` column for aggregated frames). The tag is kept in ``tag``."""
+    if frame.empty or col not in frame:
+        return frame
+    n = counts if counts is not None else frame[col].value_counts().to_dict()
+    out = frame.copy()
+    out["tag"] = out[col]
+    out[col] = [group_caption(t, n.get(t, 0), labels) for t in out[col]]
+    return out
+
+
+def role_rewards(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each held-out BBQ item's three answers by stereotype role, in sd units: columns item_id, category,
+    context_condition, role ("biased" | "counter" | "unknown"), reward (the answer's reward minus the item's mean
+    over its answers, divided by the split's sd of those deviations: a reward's offset per prompt is arbitrary).
+    Items without both people's answers are left out (:func:`faro_core.fairness.role.role_items`)."""
+    from faro_core.fairness.role import role_items
+
+    items = role_items(scores)
+    if items.empty:
+        return pd.DataFrame(columns=["item_id", "category", "context_condition", "role", "reward"])
+    r = items[["r_biased", "r_counter", "r_unknown"]].to_numpy(dtype=float)
+    dev = r - np.nanmean(r, axis=1, keepdims=True)
+    sd = float(np.nanstd(dev)) or 1.0
+    parts = [pd.DataFrame({"item_id": items["item_id"], "category": items["category"],
+                           "context_condition": items["context_condition"], "role": role, "reward": dev[:, j] / sd})
+             for j, role in enumerate(("biased", "counter", "unknown"))]
+    out = pd.concat(parts, ignore_index=True)
+    return out[out["reward"].notna()].reset_index(drop=True)
+
+
+def role_margins(scores: pd.DataFrame) -> pd.DataFrame:
+    """Within-item margin r_biased − r_counter per item (sd units of the split's within-item margins' scale as in
+    :func:`role_rewards`): columns item_id, category, context_condition, margin. Positive: the reward prefers
+    the stereotyped person's answer."""
+    rr = role_rewards(scores)
+    if rr.empty:
+        return pd.DataFrame(columns=["item_id", "category", "context_condition", "margin"])
+    w = rr.pivot_table(index=["item_id", "category", "context_condition"], columns="role", values="reward")
+    w = w.dropna(subset=["biased", "counter"])
+    return pd.DataFrame({"margin": (w["biased"] - w["counter"]).to_numpy()},
+                        index=w.index).reset_index()

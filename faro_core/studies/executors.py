@@ -2,7 +2,7 @@
 processes, one torch thread each; in this process when ``workers`` is 1) or ``ray`` (optional extra
 ``faro[ray]``; a local Ray instance unless ``RAY_ADDRESS`` is set). Both write to the same run store.
 
-An executor is ``(job, jobs, kw, workers, on_done) -> rows``: it calls ``job(config_dict, **kw)`` for every
+An executor is ``(job, jobs, kw, workers, on_done, failed_row) -> rows``: it calls ``job(config_dict, **kw)`` for every
 config dict and hands each returned row to ``on_done`` as it arrives.
 """
 
@@ -14,14 +14,15 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from faro_core.errors import FaroError
+from faro_core.train.ray_launch import _import_ray, check_cluster, ray_resources
 
 Job = Callable[..., dict[str, Any]]
 OnDone = Callable[[dict[str, Any]], None] | None
+FailedRow = Callable[[dict[str, Any], BaseException], dict[str, Any]] | None  # the row of a job whose worker died
 
 
-def run_local(run_job: Job, jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
-               on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+def run_local(run_job: Job, jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int, on_done: OnDone,
+              failed_row: FailedRow = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if workers <= 1:
         for j in jobs:
@@ -38,24 +39,35 @@ def run_local(run_job: Job, jobs: list[dict[str, Any]], kw: dict[str, Any], work
     return rows
 
 
-def run_ray(run_job: Job, jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
-             on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    try:  # function-level import: Ray is an optional extra
-        import ray
-    except ImportError as exc:
-        raise FaroError("--executor ray needs Ray: pip install 'faro[ray]' (or pip install ray)") from exc
+def run_ray(run_job: Job, jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int, on_done: OnDone,
+            failed_row: FailedRow = None) -> list[dict[str, Any]]:
+    """Each job a Ray task asking for :func:`faro_core.train.ray_launch.ray_resources` (one CPU; one GPU in full
+    mode). A task whose worker dies leaves its run interrupted (resumable: run the sweep again) and the
+    others go on; its row is ``failed_row(job, exc)`` (default: re-raise)."""
+    ray = _import_ray()
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=workers if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
         started = True
     try:
-        remote = ray.remote(num_cpus=1)(run_job)
-        pending = [remote.remote(j, **kw) for j in jobs]
+        total = ray.cluster_resources()
+        refs = {}
+        for j in jobs:
+            res = ray_resources(j.get("mode") or "head")
+            check_cluster(res, total, f"the Ray cluster at {os.environ.get('RAY_ADDRESS') or 'this machine'}")
+            refs[ray.remote(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_retries=0)(run_job).remote(
+                j, **kw)] = j
+        pending = list(refs)
         rows = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            rows.append(ray.get(done[0]))
+            try:
+                rows.append(ray.get(done[0]))
+            except Exception as exc:  # the worker died: report the run, keep the others
+                if failed_row is None:
+                    raise
+                rows.append(failed_row(refs[done[0]], exc))
             if on_done:
                 on_done(rows[-1])
         return rows

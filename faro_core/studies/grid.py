@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from faro_core.errors import FaroError
-from faro_core.fairness.constraints import KINDS
+from faro_core.fairness.kinds import KINDS
 from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
 from faro_core.train.methods import BASELINES, METHODS
 

@@ -23,7 +23,7 @@ import torch
 from faro_core.errors import FaroError
 from faro_core.evaluate.certify import certify_run
 from faro_core.evaluate.metrics import evaluate_run
-from faro_core.fairness.constraints import KINDS
+from faro_core.fairness.kinds import KINDS
 from faro_core.io import write_json, write_parquet
 from faro_core.results.pareto import pareto_summary
 from faro_core.results.table import aggregate, markdown_table, table_row
@@ -85,6 +85,16 @@ def run_job(config_dict: dict[str, Any], runs_dir: str, n_boot: int = 100, delta
     return row
 
 
+def failed_row(job: dict[str, Any], runs_dir: str, exc: BaseException) -> dict[str, Any]:
+    """The sweep-table row of a job whose worker died: what the store says of its run, and the error."""
+    rid = run_id_for(FaroConfig.from_dict(job))
+    store = RunStore(runs_dir)
+    row: dict[str, Any] = table_row(store.get(rid)) if store.has(rid) else {"run_id": rid, "status": "failed"}
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    row.update(skipped=False, job_seconds=float("nan"), error=f"{type(exc).__name__}: {first}")
+    return row
+
+
 def check_sweep_name(name: str) -> None:
     """A sweep's name names a folder under the store: letters, digits, '.', '_' and '-' only."""
     if not RUN_ID_RE.match(str(name)) or ".." in str(name):
@@ -103,7 +113,8 @@ def run_sweep(spec: SweepSpec, runs_dir: str | Path, workers: int = 2, executor:
     jobs = [c.to_dict() for c in configs]
     kw = {"runs_dir": str(runs_dir), "n_boot": spec.n_boot, "delta": spec.delta,
           "certify_epsilon": spec.certify_epsilon}
-    rows = EXECUTORS[executor](run_job, jobs, kw, max(1, int(workers)), on_done)
+    rows = EXECUTORS[executor](run_job, jobs, kw, max(1, int(workers)), on_done,
+                               lambda job, exc: failed_row(job, str(runs_dir), exc))
     order = {run_id_for(c): i for i, c in enumerate(configs)}
     table = pd.DataFrame(rows).sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
     out_dir = Path(runs_dir) / SWEEPS_DIR / spec.name

@@ -26,20 +26,22 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from faro_core.errors import FaroError
+from faro_core.fairness.kinds import KINDS
+from faro_core.train.methods import CONFIG_METHODS, METHODS  # torch-free: faro --help builds every flag fast
 
 CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
 MODES = ("head", "full")
-# The values of ``method`` and of the constraint kinds, spelled here so that this module (and so ``faro --help``
-# and every flag) loads without torch; tests/test_config.py checks they equal the method registry's
-# (faro_core.train.methods.CONFIG_METHODS) and the constraints' (faro_core.fairness.KINDS).
-METHOD_NAMES = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
-KINDS = ("dp", "eo", "cf")
+ATTRIBUTES = ("group", "role")
+# The embedded demo keeps the named group until its build and first screen are redone on the role (#15, the
+# demo item): its sweep, tests and Overview are written for group DP. Every other BBQ-format source: role.
+DEMO_ATTRIBUTE = "group"
 
 # Fields added after runs were stored, with the value that reproduces the older behaviour: a stored config
 # without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out at
 # that value (so finished sweeps keep their ids).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
-                                      "expgrad_base": "linear", "select_metric": "accuracy"}
+                                      "expgrad_base": "linear", "select_metric": "accuracy",
+                                      "attribute": "group", "role_columns": None}
 # Fields that tag a run without changing what is trained: never hashed into run ids.
 UNHASHED_FIELDS: tuple[str, ...] = ("sweep",)
 # Fields always hashed into a run id (from the resolved config), as of config_version 1. With LEGACY_DEFAULTS
@@ -122,6 +124,13 @@ class FaroConfig:
                                "hub id")
     format: str | None = setting(None, "bbq|crows|hh|trl|csv|jsonl|parquet|demo (default: detected from the "
                                  "source)")
+    attribute: str | None = setting(None, "DP/EO's sensitive attribute: 'group' (the group a response names) or "
+                                    "'role' (its stereotype role: biased, counter, or neither) (default: role on "
+                                    "BBQ-format data, else group; see faro_core.fairness.role)",
+                                    choices=ATTRIBUTES)
+    role_columns: list[str] | None = setting(None, "a table's own CHOSEN,REJECTED columns with each response's "
+                                             "role (values biased / counter; default chosen_role,rejected_role, "
+                                             "or derived from BBQ answer indices)")
     group: str | None = setting(None, "column holding the pair-level sensitive attribute")
     strata: list[str] | None = setting(None, "comma-separated conditioning columns (default: the source's)")
     dp_scope: str | None = setting(None, "where DP holds: COLUMN=V1|V2 over a strata column, or 'all' "
@@ -144,7 +153,7 @@ class FaroConfig:
         None, "proxy sharpness per kind, e.g. dp=0.25,cf=0.1 (default: each constraint's own)",
         range=POSITIVE, none_word="none")
     # --- method -----------------------------------------------------------------------------------------
-    method: str = setting("faro", "faro (ProxyGDA) or a baseline", choices=METHOD_NAMES, sweep=False)
+    method: str = setting("faro", "faro (ProxyGDA) or a baseline", choices=CONFIG_METHODS, sweep=False)
     fixed_lambda: float = setting(1.0, "multiplier of the fixed_lambda baseline", range=NON_NEGATIVE,
                                   sweep=False)
     expgrad_base: str = setting("linear", "model the expgrad baseline fits each round: linear (logistic "
@@ -203,10 +212,10 @@ class FaroConfig:
 
     def resolved(self) -> FaroConfig:
         """A copy with the mode-dependent defaults (``by_mode``) and the name filled in."""
-        from faro_core.train.methods import METHODS  # the registry needs torch; the config does not
-
         head = self.mode == "head"
         out = FaroConfig(**self.to_dict())
+        if out.attribute is None:
+            out.attribute = default_attribute(out.data, out.format, out.role_columns)
         for f in fields(out):
             by_mode = f.metadata.get("by_mode")
             if by_mode and getattr(out, f.name) is None:
@@ -224,8 +233,6 @@ class FaroConfig:
     @property
     def active_constraints(self) -> list[str]:
         """Constraints that can bind: none when epsilon is infinite or the method ignores them."""
-        from faro_core.train.methods import METHODS
-
         if not METHODS[self.method].constrained or not math.isfinite(self.epsilon):
             return []
         return list(self.constraints)
@@ -250,6 +257,30 @@ class FaroConfig:
     def from_dict(cls, d: dict[str, Any]) -> FaroConfig:
         """A stored config of any version (see :func:`migrate_config`)."""
         return cls(**migrate_config(d))
+
+
+def default_attribute(data: str | None, format: str | None = None, role_columns: list[str] | None = None) -> str:
+    """The attribute a config that names none gets: ``"role"`` on BBQ-format data (format ``bbq``, or a path
+    detected as BBQ) and on a table that names its role columns, :data:`DEMO_ATTRIBUTE` on the embedded demo,
+    else ``"group"``. Detection reads the source's first record (no network: a hub id that is not a local path
+    counts as not BBQ-format)."""
+    from pathlib import Path
+
+    if role_columns:
+        return "role"
+    fmt = format
+    if data is None or str(data) == "demo" or fmt == "demo":
+        return DEMO_ATTRIBUTE
+    if fmt is None:
+        if not Path(str(data)).exists():
+            return "group"
+        from faro_core.data import detect_format
+
+        try:
+            fmt = detect_format(data)
+        except FaroError:
+            return "group"
+    return "role" if fmt in ("bbq", "demo") else "group"
 
 
 def migrate_config(d: dict[str, Any]) -> dict[str, Any]:

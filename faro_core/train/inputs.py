@@ -18,8 +18,9 @@ import torch
 from faro_core.data import load
 from faro_core.data.splits import split_by_item
 from faro_core.fairness.pairs import GroupIndex, dp_strata_in_scope, stratum_labels
+from faro_core.fairness.role import add_role_columns, role_strata
 from faro_core.models.features import FeatureCache
-from faro_core.train.config import FaroConfig
+from faro_core.train.config import FaroConfig, default_attribute
 
 SPLITS = ("train", "val", "test")
 
@@ -28,6 +29,11 @@ def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupInde
     """(PreferenceData, frame with ``split`` and ``stratum`` columns, GroupIndex) for a config."""
     data = load(config.data, format=config.format, group=config.group, strata=config.strata,
                 skew=config.skew, seed=config.data_seed, groups=config.groups)
+    attribute = config.attribute or default_attribute(config.data, config.format, config.role_columns)
+    if attribute == "role":
+        data.df = add_role_columns(data.df, config.role_columns, name=data.name)
+        if config.strata is None:
+            data.strata = role_strata(data.strata)
     parts = split_by_item(data, config.val_frac, config.test_frac, seed=config.data_seed)
     frames = [p.df.assign(split=name) for name, p in parts.items() if len(p.df)]
     df = pd.concat(frames, ignore_index=True)
@@ -37,7 +43,7 @@ def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupInde
     strata = sorted(df["stratum"].unique())
     index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata,
                        dp_strata=dp_strata_in_scope(df, strata_cols, config.dp_scope),
-                       dp_partner=bool(config.dp_partner))
+                       dp_partner=bool(config.dp_partner), attribute=attribute)
     return data, df, index
 
 

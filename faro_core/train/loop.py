@@ -40,7 +40,7 @@ from faro_core.train.backends import (
 from faro_core.train.checkpoint import load_checkpoint, save_checkpoint
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
-from faro_core.train.outputs import data_record, gold_labels, split_metrics_of, write_scores
+from faro_core.train.outputs import data_record, gold_labels, role_metrics, split_metrics_of, write_scores
 from faro_core.train.selection import VAL_LOG_KEYS, IterateAverage, IterateSelector, selected_by
 from faro_core.train.stepper import TrainStepper
 
@@ -270,7 +270,11 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
     run.write("model.json", meta)
 
     def metrics_for(split: str) -> dict[str, Any]:
-        return split_metrics_of(df, tens, prep.split_idx[split], rewards, constraints, prep.measure)
+        idx = prep.split_idx[split]
+        out = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure)
+        if out and prep.index.attribute == "role":  # the raw rates, and the named-group violations for reference
+            out.update(role_metrics(df, tens, idx, rewards, prep.index, config.min_count))
+        return out
 
     metrics = {**metrics_for("val"), "split": "val", "selected_step": (best or {}).get("step", step),
                "selected_average": bool((best or {}).get("averaged", False)),

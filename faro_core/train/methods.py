@@ -1,8 +1,8 @@
 """Training methods: Faro and the baselines it is compared with (DESIGN §9), one registry entry each.
 
 A :class:`Method` says everything the rest of Faro needs to know about a method: its label and colour
-(tables, plots, reports), which constraint kinds it takes and whether the run's constraints bind
-(``constrained``), whether its multipliers are fixed (``fixed_lambda``), its per-pair example weights, its
+(tables, plots, reports; ``kind_colors`` where its constraint kinds are told apart), which constraint kinds
+it takes and whether the run's constraints bind (``constrained``), whether its multipliers are fixed (``fixed_lambda``), its per-pair example weights, its
 post-processing of the final rewards, a replacement fit (a method that is not gradient descent on the
 trainer's loop), and how a sweep grid expands it (``grid``: one run per seed, per (kind, lambda, seed) or per
 (kind, epsilon, seed)). Adding a method is one entry in :data:`METHODS`.
@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from faro_core.errors import FaroError
+from faro_core.fairness.kinds import KINDS
 
 if TYPE_CHECKING:  # the config imports this module (for the list of methods); only its type is needed here
+    import torch
+
     from faro_core.store.runs import Run
     from faro_core.train.config import FaroConfig
     from faro_core.train.inputs import TrainInputs
@@ -42,6 +44,8 @@ def reweighing_weights(df: pd.DataFrame) -> torch.Tensor:
     pac = pd.Series(list(zip(a, c))).map(pd.Series(list(zip(a_tr, c_tr))).value_counts(normalize=True))
     # a (group, chosen group) combination absent from training has no training pair to weigh: weight 1
     w = ((pa * pc) / pac).fillna(1.0).to_numpy()
+    import torch  # function-level: the registry is read where torch is not loaded (labels, colours)
+
     return torch.tensor(w, dtype=torch.float32)
 
 
@@ -106,6 +110,7 @@ class Method:
     post_process: Callable[[pd.DataFrame, np.ndarray, np.ndarray, list[str] | None],
                            tuple[np.ndarray, np.ndarray, dict[str, Any]]] | None = None
     fit: Callable[[FaroConfig, Run, bool, TrainInputs], None] | None = None
+    kind_colors: tuple[tuple[str, str], ...] = ()  # a colour per constraint kind, where the kinds differ
 
     @property
     def method(self) -> str:
@@ -113,21 +118,21 @@ class Method:
         return self.config_method or self.name
 
 
-ALL_KINDS = ("dp", "eo", "cf")
+ALL_KINDS = KINDS
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("faro", "Faro", "ProxyGDA: Bradley-Terry under DP / EO / CF constraints", "#1f77b4", ALL_KINDS,
-           constrained=True, grid="epsilon"),
+           constrained=True, grid="epsilon", kind_colors=(("dp", "#1f77b4"), ("eo", "#2ca02c"), ("cf", "#9467bd"))),
     Method("bt", "BT", "unconstrained Bradley-Terry", "#7f7f7f"),
-    Method("reweight", "Reweighting", "group reweighting of the loss (pre-processing)", "#2ca02c",
+    Method("reweight", "Reweighting", "group reweighting of the loss (pre-processing)", "#ff7f0e",
            example_weights=reweighing_weights),
-    Method("posthoc", "Post-hoc shift", "per-group reward shift to equal means (post-processing)", "#9467bd",
+    Method("posthoc", "Post-hoc shift", "per-group reward shift to equal means (post-processing)", "#8c564b",
            post_process=_posthoc),
-    Method("fixed_lambda", "Fixed λ", "fixed-lambda penalty, no dual ascent", "#ff7f0e", ALL_KINDS,
+    Method("fixed_lambda", "Fixed λ", "fixed-lambda penalty, no dual ascent", "#e377c2", ALL_KINDS,
            constrained=True, fixed_lambda=True, head_constraint_batch=1024, grid="lambda"),
-    Method("expgrad", "ExpGrad", "fairlearn ExponentiatedGradient, linear head", "#d62728", ("dp", "eo"),
+    Method("expgrad", "ExpGrad", "fairlearn ExponentiatedGradient, linear head", "#bcbd22", ("dp", "eo"),
            constrained=True, grid="epsilon", fit=_fit_expgrad),
     Method("expgrad_head", "ExpGrad (MLP head)", "fairlearn ExponentiatedGradient fitting Faro's MLP head",
-           "#8c564b", ("dp", "eo"), constrained=True, config_method="expgrad", options=(("expgrad_base", "head"),),
+           "#dbdb8d", ("dp", "eo"), constrained=True, config_method="expgrad", options=(("expgrad_base", "head"),),
            grid="epsilon", fit=_fit_expgrad),
 )}
 CONFIG_METHODS = tuple(dict.fromkeys(m.method for m in METHODS.values()))  # valid values of FaroConfig.method
@@ -152,7 +157,10 @@ def method_of(cfg: dict[str, Any]) -> str:
     return method
 
 
-def color(method: str) -> str:
-    """The one colour of ``method`` in every figure (a registry name; unknown names get :data:`OTHER_COLOR`)."""
+def color(method: str, kind: str = "") -> str:
+    """The one colour of ``method`` (a registry name) in every figure; ``kind``: its first constraint kind,
+    for a method whose kinds have their own colours (Faro-DP, Faro-EO, Faro-CF). Unknown: :data:`OTHER_COLOR`."""
     m = METHODS.get(method)
-    return m.color if m else OTHER_COLOR
+    if m is None:
+        return OTHER_COLOR
+    return dict(m.kind_colors).get(kind, m.color)

@@ -5,15 +5,17 @@ Shared by the training loop and the methods that replace it (:mod:`faro_core.tra
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from faro_core.fairness.constraint_set import ConstraintSet
+from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
-from faro_core.fairness.pairs import PairTensors
+from faro_core.fairness.pairs import GroupIndex, PairTensors
+from faro_core.fairness.role import role_report
 from faro_core.io import write_parquet
 from faro_core.store.runs import Run
 
@@ -52,3 +54,17 @@ def split_metrics_of(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rew
         return {}
     rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
     return split_metrics(tens.batch(idx, rw), constraints, measure, gold_labels(df, tens, idx))
+
+
+def role_metrics(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards: tuple[np.ndarray, ...],
+                 index: GroupIndex, min_count: int) -> dict[str, Any]:
+    """With ``--attribute role``: the raw role rates of the pairs ``idx`` (``role``,
+    :func:`~faro_core.fairness.role.role_report`) and their named-group violations for reference
+    (``violation_group``)."""
+    rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
+    rows = df.iloc[idx.numpy()].assign(r_chosen=rw[0].numpy(), r_rejected=rw[1].numpy())
+    group_index = dataclasses.replace(index, attribute="group")
+    measure = all_constraints(group_index, min_count)
+    return {"role": role_report(rows, n_boot=0),
+            "violation_group": split_metrics(tens.batch(idx, rw), ConstraintSet([]), measure,
+                                             gold_labels(df, tens, idx))["violation"]}

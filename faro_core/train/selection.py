@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from faro_core.fairness.chance import PERMUTED_KINDS, chance_violation
+from faro_core.fairness.chance import PERMUTED_KINDS, chance_violation, role_chance
 from faro_core.fairness.constraint_set import ConstraintSet
 from faro_core.fairness.pairs import GroupIndex, PairBatch
+from faro_core.fairness.role import batch_role_items
 from faro_core.train.config import FaroConfig
 
 
@@ -39,6 +40,10 @@ def within_chance(batch: PairBatch, constraints: ConstraintSet, index: GroupInde
     missed = {k for k, gi, e in zip(constraints.kinds(), g.tolist(), eps.tolist()) if gi > e + 1e-9}
     if not missed or not missed <= set(PERMUTED_KINDS):
         return False
+    if index.attribute == "role":
+        res = role_chance(batch_role_items(batch, index), kinds=sorted(missed), n_perm=CHANCE_PERMUTATIONS,
+                          seed=config.seed, strata=("stratum",))
+        return all(r["p_value"] >= config.select_chance for r in res.values())
     res = chance_violation(batch, index, kinds=sorted(missed), min_count=config.min_count,
                            n_perm=CHANCE_PERMUTATIONS, seed=config.seed)
     return all(r["p_value"] >= config.select_chance for r in res.values())

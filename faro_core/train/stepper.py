@@ -12,11 +12,13 @@ import torch
 from faro_core.errors import FaroError
 from faro_core.fairness.constraint_set import ConstraintSet
 from faro_core.fairness.pairs import GroupIndex, PairBatch, PairTensors
+from faro_core.fairness.role import ITEM_TERMS
 from faro_core.models.reward import bt_loss
 from faro_core.train import methods
 from faro_core.train.backends import HeadBackend, all_reduce_sum, split_rewards, to_device
 from faro_core.train.config import FaroConfig
 from faro_core.train.proxy_gda import ProxyGDA
+from faro_core.train.role_batches import RoleItemBatches
 
 
 def make_adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -72,6 +74,9 @@ class TrainStepper:
         self.cbs = min(config.constraint_batch_size or 0, n_train)
         self.dual_every = max(1, config.dual_every or 1) if self.constraints else 0
         self.shard = train_idx[rank::world]
+        if world > 1 and tens.role_item is not None:  # role terms need whole items: shard by item
+            item = tens.role_item[train_idx]
+            self.shard = train_idx[torch.where(item >= 0, item, torch.arange(len(item))) % world == rank]
         self.bs_local = max(1, math.ceil(bs / world))
         self.steps_per_epoch = math.ceil(n_train / bs)
         self.g_strict = torch.zeros(len(self.constraints))
@@ -84,6 +89,10 @@ class TrainStepper:
         # They live on the rewards' device: a per-step copy to the host would stall a GPU every step.
         self.buf = [torch.zeros(len(df)) for _ in range(4)]
         self.seen = torch.zeros(len(df), dtype=torch.bool)
+        role_cons = [c for c in self.constraints.constraints if c.term_key()[0] in ITEM_TERMS]
+        self.role_batches = None
+        if role_cons:
+            self.role_batches = RoleItemBatches(tens, self.shard, role_cons, n_items=bs, seed=config.seed)
         if self.constraints and fixed is None:
             self.gda.set_pairs(tens.batch(torch.arange(len(df)), (zero, zero, twin_or_nan, twin_or_nan)), n_train)
 
@@ -128,6 +137,9 @@ class TrainStepper:
             gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
             local = torch.cat([local, self.shard[torch.randperm(len(self.shard),
                                                                 generator=gc)[:math.ceil(self.cbs / self.world)]]])
+        n_pair = len(local)  # pairs of the pair-level terms; the role batch's pairs follow (no BT loss)
+        if self.role_batches is not None:
+            local = torch.cat([local, self.role_batches.draw(step)])
         rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
         r_c, r_r = rewards[0][:n_bt], rewards[1][:n_bt]
         # the batch's indices on the rewards' device, copied once (asynchronously) for the penalty and the buffer
@@ -138,10 +150,15 @@ class TrainStepper:
         else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
             loss_bt = sum(p.sum() * 0.0 for p in self.model.parameters())
         if constraints:
+            head = tuple(r[:n_pair] for r in rewards)
             if gda.fixed is not None:  # the hinge needs cell rates: a full PairBatch
-                loss = loss_bt + gda.penalty(self.tens.batch(local, rewards))
+                loss = loss_bt + gda.penalty(self.tens.batch(local[:n_pair], head))
             else:  # the linearized penalty needs the rewards only
-                loss = loss_bt + gda.penalty(PairBatch(*rewards[:2], *([None] * 6), *rewards[2:]), local_dev)
+                loss = loss_bt + gda.penalty(PairBatch(*head[:2], *([None] * 6), *head[2:]), local_dev[:n_pair])
+            if self.role_batches is not None:  # the role constraints' item terms, on the role batch
+                tail = tuple(r[n_pair:] for r in rewards)
+                loss = loss + gda.item_penalty(self.tens.batch(local[n_pair:], tail), local[n_pair:],
+                                               self.role_batches.factor)
             if self.use_buffer:
                 self._fill(local, rewards, local_dev)
         else:
