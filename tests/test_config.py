@@ -129,9 +129,7 @@ def test_dashboard_train_form_defaults_come_from_the_config(tmp_path, monkeypatc
     (["--epochs", "0"], "epochs must be an integer >= 1 (--epochs), got 0"),
     (["--epochs", "two"], "epochs must be an integer >= 1 (--epochs), got 'two'"),
     (["--skew", "1.5"], "skew must be in [0, 1] (--skew), got 1.5"),
-    (["--dp-partner", "maybe"], "dp_partner must be one of split, pool (--dp-partner), got 'maybe'"),
     (["--constraint", "dp,xx"], "unknown constraint 'xx'; choose from none, dp, eo, cf"),
-    (["--mode", "half"], "unknown mode 'half'; choose from head, full"),
     (["--temperature", "dp=0"], "temperature must be kind=value pairs with each value > 0 (--temperature)"),
     (["--val-frac", "0.5", "--test-frac", "0.5"], "val_frac + test_frac must be < 1"),
 ])
@@ -140,6 +138,22 @@ def test_cli_rejects_values_out_of_range_with_one_line(argv, message, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("faro: error: ") and message in err[0], err
     assert not (tmp_path / "runs").exists(), "nothing may be written for a rejected config"
+
+
+@pytest.mark.parametrize("argv", [["--mode", "half"], ["--dp-partner", "maybe"], ["--select", "first"]])
+def test_cli_rejects_a_word_outside_its_choices(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as bad:
+        faro_main(["train", *argv, "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    err = capsys.readouterr().err
+    assert bad.value.code == 2 and f"argument {argv[0]}: invalid choice: {argv[1]!r}" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_python_callers_get_the_same_ranges():
+    with pytest.raises(FaroError, match="unknown mode 'half'; choose from head, full"):
+        FaroConfig(mode="half")
+    with pytest.raises(FaroError, match=r"dp_partner must be true or false \(--dp-partner\), got 1"):
+        FaroConfig(dp_partner=1)
 
 
 def test_launcher_rejects_values_out_of_range_before_starting(tmp_path):

@@ -316,4 +316,4 @@ def test_data_page_offers_the_attribute_and_the_train_page_passes_it(tmp_path, m
     tp.session_state["data_choice"] = {"source": "demo", "attribute": "role"}
     tp.run()
     tp.button[0].click().run()
-    assert not tp.exception and seen and all(kw["attribute"] == "role" for kw in seen)
+    assert not tp.exception and seen and all(kw["config"].attribute == "role" for kw in seen)

@@ -51,11 +51,12 @@ def add_config_flags(p: argparse.ArgumentParser, for_sweep: bool = False) -> Non
     p.set_defaults(config_flags=tuple(f.name for f in config_fields(for_sweep)))
     for f in config_fields(for_sweep):
         md = f.metadata
-        choices = list(md["words"]) if md.get("words") else (md.get("choices") if md.get("choices")
-                                                                and not isinstance(f.default, list) else None)
-        metavar = "{" + ",".join(choices) + "}" if choices and f.name != "constraints" else f.name.upper()
+        # one word from a fixed set: argparse checks it (as these flags always did: usage and the choices, exit 2)
+        choices = list(md["words"]) if md.get("words") else (list(md["choices"]) if md.get("choices")
+                                                              and f.name != "constraints" else None)
         g.add_argument(flag_of(f.name), *md.get("aliases", ()), dest=f.name, default=argparse.SUPPRESS,
-                       metavar=metavar, help=_help(f).replace("%", "%%"))
+                       choices=choices, metavar=None if choices else f.name.upper(),
+                       help=_help(f).replace("%", "%%"))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
