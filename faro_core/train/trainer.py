@@ -178,7 +178,7 @@ def make_adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def _unstack_rewards(r: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def unstack_rewards(r: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(r_chosen [n], r_rejected [n], cf_chosen [n], cf_rejected [n]) from rewards stacked as chosen, rejected,
     then the twins of the ``twin`` [n] pairs (chosen, rejected); NaN where a pair has no twin."""
     n, k = len(twin), int(twin.sum())
@@ -238,13 +238,19 @@ class HeadBackend:
         be.meta = {"mode": "head", "in_dim": int(x_c.shape[1]), "hidden": getattr(model, "hidden", None)}
         return be
 
-    def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
-        # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
+    def row_plan(self, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, twin): the rows of :attr:`x_all` that score the pairs ``idx`` [n] -- chosen, rejected, then
+        the twins (chosen, rejected) of the pairs with ``twin`` [n] True -- in the order ``unstack_rewards``
+        reads them back."""
         n = self.n_pairs
         tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
         sel = idx[tw]
-        r = model(self.x_all.index_select(0, torch.cat([idx, idx + n, sel + 2 * n, sel + 3 * n])))
-        return _unstack_rewards(r, tw)
+        return torch.cat([idx, idx + n, sel + 2 * n, sel + 3 * n]), tw
+
+    def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
+        # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
+        rows, tw = self.row_plan(idx, with_twins)
+        return unstack_rewards(model(self.x_all.index_select(0, rows)), tw)
 
     @torch.no_grad()
     def unique_rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True,
@@ -256,7 +262,8 @@ class HeadBackend:
         The row map is built once per ``idx`` tensor (``torch.unique``: ~0.1 s for BBQ's 29k rows).
         """
         plan = self._plans.get(with_twins)
-        if plan is None or plan[0] is not idx:
+        # the same pairs (e.g. the training split of several members of a batch) reuse the plan
+        if plan is None or (plan[0] is not idx and not (len(plan[0]) == len(idx) and torch.equal(plan[0], idx))):
             tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
             sel = idx[tw]
             rows = torch.cat([self.x_c[idx], self.x_r[idx], self.x_cfc[sel], self.x_cfr[sel]])
@@ -267,7 +274,7 @@ class HeadBackend:
         model.eval()
         r_u = torch.cat([model(uniq[i:i + chunk]) for i in range(0, len(uniq), chunk)]).float()
         model.train(was_training)
-        return tuple(t.cpu() for t in _unstack_rewards(r_u[inv], tw))
+        return tuple(t.cpu() for t in unstack_rewards(r_u[inv], tw))
 
     def export(self, run: Run, model: torch.nn.Module) -> None:
         write_safetensors(run.file("model.safetensors"), model.state_dict())
@@ -648,7 +655,8 @@ class TrainStepper:
     """
 
     def __init__(self, config: FaroConfig, df: pd.DataFrame, index: GroupIndex, tens: PairTensors, backend: Any,
-                 model: torch.nn.Module, rank: int = 0, world: int = 1, data_name: str = "the data") -> None:
+                 model: torch.nn.Module, rank: int = 0, world: int = 1, data_name: str = "the data",
+                 opt: Any = None) -> None:
         self.config, self.tens, self.backend, self.model = config, tens, backend, model
         self.ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         self.constraints = ConstraintSet.parse(config.active_constraints, config.epsilon, index, config.min_count,
@@ -668,7 +676,9 @@ class TrainStepper:
         tr = train_idx
         self.cell_counts = self.constraints.fix_cells(tens.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr],
                                                                       twin_or_nan[tr])))
-        self.opt = make_adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # ``opt``: given by the batched engine (a member's view of the stacked heads' Adam)
+        self.opt = opt if opt is not None else make_adam(model.parameters(), lr=config.lr,
+                                                         weight_decay=config.weight_decay)
         fixed = config.fixed_lambda if config.method == "fixed_lambda" else None
         self.gda = ProxyGDA(self.constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed,
                             reduce=_all_reduce_sum, dual_signal=config.dual_signal, lambda_max=config.lambda_max)
@@ -719,22 +729,29 @@ class TrainStepper:
                 b.copy_(extra[f"buf{k}"])
             self.seen.copy_(extra["seen"])
 
-    def step(self, step: int) -> dict[str, Any]:
-        """Training step number ``step`` (0-based). Returns loss tensors, the step number and whether the dual
-        step ran; the strict violations of the last dual step are in :attr:`g_strict`."""
-        config, constraints, gda = self.config, self.constraints, self.gda
+    def draw(self, step: int) -> tuple[torch.Tensor, int]:
+        """(pair indices [n_bt (+ the constraint batch)], n_bt) of training step ``step`` (0-based): this
+        process's Bradley-Terry batch, seeded by (seed, epoch) so a resumed run replays it."""
+        config = self.config
         epoch, pos = divmod(step, self.steps_per_epoch)
         g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         perm = self.shard[torch.randperm(len(self.shard), generator=g)]
         local = perm[pos * self.bs_local:(pos + 1) * self.bs_local]
         n_bt = len(local)
-        if constraints and self.cbs:
+        if self.constraints and self.cbs:
             # An extra constraint batch (seeded by step, so resume replays it): the fixed-penalty baseline's
             # hinge needs per-batch cell rates, which a 128-pair batch over hundreds of cells leaves empty.
             gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
             local = torch.cat([local, self.shard[torch.randperm(len(self.shard),
                                                                 generator=gc)[:math.ceil(self.cbs / self.world)]]])
-        rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
+        return local, n_bt
+
+    def batch_loss(self, local: torch.Tensor, n_bt: int, rewards: tuple[torch.Tensor, ...]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, Bradley-Terry loss) of the batch ``local`` (from :meth:`draw`) given its rewards (r_chosen,
+        r_rejected, cf_chosen, cf_rejected; [len(local)] each): BT on the first ``n_bt`` pairs (weighted by the
+        method's example weights) plus the constraint penalty; the reward buffer is filled when used."""
+        constraints, gda = self.constraints, self.gda
         r_c, r_r = rewards[0][:n_bt], rewards[1][:n_bt]
         # the batch's indices on the rewards' device, copied once (asynchronously) for the penalty and the buffer
         local_dev = to_device(local, r_c.device) if constraints else local
@@ -752,22 +769,42 @@ class TrainStepper:
                 self._fill(local, rewards, local_dev)
         else:
             loss = loss_bt
+        return loss, loss_bt
+
+    def dual_due(self, step: int) -> bool:
+        """Does the dual player step after training step ``step`` (0-based)?"""
+        return bool(self.dual_every) and (step + 1) % self.dual_every == 0
+
+    def dual_step(self) -> None:
+        """The dual step on the training split's cell statistics: from a fresh pass (head mode: each distinct
+        response once) or from the reward buffer; the strict violations land in :attr:`g_strict`."""
+        constraints, gda = self.constraints, self.gda
+        if self.exact_dual:
+            if isinstance(self.backend, HeadBackend):  # each distinct response once
+                rw = self.backend.unique_rewards(self.model, self.shard, with_twins=self.need_twins)
+            else:
+                rw = _split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
+            self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
+        else:
+            mine = self.shard[self.seen[self.shard]]
+            self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[to_device(mine, b.device)] for b in self.buf)))
+        self._viol = constraints.max_by_kind(self.g_strict)
+
+    def step(self, step: int) -> dict[str, Any]:
+        """Training step number ``step`` (0-based): :meth:`draw`, one forward, :meth:`batch_loss`, backward,
+        Adam step, and :meth:`dual_step` when due. Returns loss tensors, the step number and whether the dual
+        step ran; the strict violations of the last dual step are in :attr:`g_strict`."""
+        local, n_bt = self.draw(step)
+        rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
+        loss, loss_bt = self.batch_loss(local, n_bt, rewards)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        dual_now = bool(self.dual_every) and (step + 1) % self.dual_every == 0
+        dual_now = self.dual_due(step)
         if dual_now:
-            if self.exact_dual:
-                if isinstance(self.backend, HeadBackend):  # each distinct response once
-                    rw = self.backend.unique_rewards(self.model, self.shard, with_twins=self.need_twins)
-                else:
-                    rw = _split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
-                self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
-            else:
-                mine = self.shard[self.seen[self.shard]]
-                self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[to_device(mine, b.device)] for b in self.buf)))
-            self._viol = constraints.max_by_kind(self.g_strict)
-        return {"step": step + 1, "epoch": epoch, "loss": loss, "loss_bt": loss_bt, "dual": dual_now}
+            self.dual_step()
+        return {"step": step + 1, "epoch": step // self.steps_per_epoch, "loss": loss, "loss_bt": loss_bt,
+                "dual": dual_now}
 
     @staticmethod
     def finish_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -841,6 +878,173 @@ class _null:
         return None
 
 
+@dataclass
+class _Prepared:
+    """A run's data, model and step machinery, before the first step."""
+
+    data: Any
+    df: pd.DataFrame
+    index: GroupIndex
+    tens: PairTensors
+    split_idx: dict[str, torch.Tensor]
+    backend: Any
+    model: torch.nn.Module
+    stepper: TrainStepper
+    measure: ConstraintSet
+    cell_counts: dict[str, Any]
+
+
+def prepare_run(config: FaroConfig, data: Any, df: pd.DataFrame, index: GroupIndex, tens: PairTensors,
+                split_idx: dict[str, torch.Tensor], backend: Any, model: torch.nn.Module, rank: int = 0,
+                world: int = 1, opt: Any = None) -> _Prepared:
+    """A run's step machinery on loaded data and a backend: its :class:`TrainStepper` (constraints,
+    multipliers, weights; ``opt``: the optimizer, default a fresh Adam over ``model``) and what the loop
+    measures. Warns when an asked-for constraint has no cell large enough to constrain."""
+    stepper = TrainStepper(config, df, index, tens, backend, model, rank=rank, world=world, data_name=data.name,
+                           opt=opt)
+    prep = _Prepared(data, df, index, tens, split_idx, backend, model, stepper,
+                     all_constraints(index, config.min_count), dict(stepper.cell_counts))
+    idle = [c for c in stepper.constraints.constraints if c.cell_mask is not None and not bool(c.cell_mask.any())]
+    if idle and rank == 0:  # asked for, but nothing to constrain: say so instead of silently training plain BT
+        for c in idle:
+            largest = int(c.full_counts[0].max()) if c.full_counts is not None and c.full_counts[0].numel() else 0
+            print(f"faro: warning: no {c.kind.upper()} cell has {config.min_count} members in the training split "
+                  f"(largest: {largest}), so {c.kind.upper()} constrains nothing and this run is plain "
+                  f"Bradley-Terry for it; lower --min-count or use fewer --strata", file=sys.stderr)
+        prep.cell_counts = {**prep.cell_counts, "unconstrained_kinds": [c.kind for c in idle]}
+    return prep
+
+
+def write_run_inputs(run: Run, prep: _Prepared) -> None:
+    """``constraints.json`` (names, epsilons, index, cell counts, which one-sided constraints bind) and
+    ``data.json``."""
+    constraints, split_idx, backend, data = prep.stepper.constraints, prep.split_idx, prep.backend, prep.data
+    run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
+                                   "index": prep.index.to_dict(), "cells": prep.cell_counts,
+                                   "constrained": [bool(v) for c in constraints.constraints for v in
+                                                   (c.cell_mask.tolist() * (2 if c.two_sided else 1))]})
+    run.write("data.json", {"name": data.name, "meta": data.meta, "strata": data.strata,
+                            "pairs": {s: int(len(v)) for s, v in split_idx.items()},
+                            "groups": data.groups(), "response_groups": data.response_groups(),
+                            "feature_seconds": backend.feature_seconds, "encoded": backend.encoded})
+
+
+# Rows are written in groups of 10 steps (and at every evaluation, checkpoint and the end): on a GPU each
+# read-back is a synchronization (TRL logs the same way); on a CPU one file append per ~2 ms head step
+# cost ~4% of a small sweep. A resumed run replays the history up to its checkpoint, so nothing is lost.
+LOG_EVERY = 10
+
+
+class RunLoop:
+    """Everything the training loop does for one run around its steps, shared by the solo loop
+    (:func:`_fit`) and the batched engine (:mod:`faro_core.train.batched`), which steps many runs at once.
+
+    ``resume=True`` restores the run's last checkpoint (model, optimizer, multipliers, buffers, best iterate)
+    and drops the history beyond it, so that it is replayed. :meth:`after_step` takes one step's record
+    (:meth:`TrainStepper.step`): the history row, every ``eval_every`` steps the validation pass and
+    iterate selection (:class:`IterateSelector`; the weight average as a candidate), progress, and every
+    ``ckpt_every`` steps a checkpoint. :meth:`finish` loads the selected iterate and writes the run's scores,
+    model and metrics.
+    """
+
+    def __init__(self, config: FaroConfig, run: Run, prep: _Prepared, resume: bool = False, rank: int = 0,
+                 on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config, self.run, self.prep, self.rank, self.on_step = config, run, prep, rank, on_step
+        stepper = prep.stepper
+        self.total = stepper.steps_per_epoch * config.epochs
+        self.eval_every = config.eval_every or stepper.steps_per_epoch
+        self.step, self.best, self.best_state = 0, None, None
+        if resume:
+            self._restore()
+        self.better = IterateSelector(config, stepper.constraints, prep.index).better
+        self.avg = _IterateAverage(prep.model, config.average) if config.average and stepper.constraints else None
+        self.pending: list[dict[str, Any]] = []
+        self.last_progress = 0.0
+        self.t0 = time.perf_counter()
+
+    def _restore(self) -> None:
+        prep, stepper = self.prep, self.prep.stepper
+        loaded = _load_checkpoint(self.run, prep.model, stepper.opt, stepper.gda)
+        if loaded is not None:
+            st, self.best_state, extra = loaded
+            self.step, self.best = st["step"], st.get("best")
+            stepper.load_buffers(extra)
+            stepper.g_strict = stepper.gda.last_strict.clone()
+            stepper._viol = stepper.constraints.max_by_kind(stepper.g_strict)
+        if self.rank == 0:  # history beyond the checkpoint (all of it, when killed before the first) is replayed
+            hist = [h for h in self.run.history() if h.get("step", 0) <= self.step]
+            from faro_core.io import _atomic, to_json
+            text = "".join(to_json(h) + "\n" for h in hist)
+            _atomic(self.run.file("history.jsonl"), lambda tmp: open(tmp, "w").write(text))
+
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """Metrics of the current iterate on ``split`` (``_batch``: the pairs, for the chance tier)."""
+        prep = self.prep
+        idx = prep.split_idx[split]
+        rewards = _split_rewards(prep.backend, prep.model, idx)
+        batch = prep.tens.batch(idx, rewards)
+        out = split_metrics(batch, prep.stepper.constraints, prep.measure, prep.tens.label[idx] if
+                            prep.df["gold"].notna().any() else torch.full((len(idx),), float("nan")))
+        out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
+        return out
+
+    def after_step(self, out: dict[str, Any]) -> None:
+        """Book one training step (``out`` from :meth:`TrainStepper.step`)."""
+        config, model, stepper = self.config, self.prep.model, self.prep.stepper
+        row = stepper.log_row(out)
+        # when the step ended (host clock, seconds since this loop started; restarts on resume): rows reach
+        # the file and ``on_step`` in groups, so their arrival time is not the step's time
+        row["time"] = round(time.perf_counter() - self.t0, 4)
+        self.step = step = out["step"]
+        if self.avg is not None:
+            self.avg.update(model)
+        if step % self.eval_every == 0 or step == self.total:
+            val = self.evaluate("val")
+            is_better = config.select == "last" or self.better(val, self.best)
+            val.pop("_batch", None)
+            row["val"] = {k: val[k] for k in VAL_LOG_KEYS if k in val}
+            if is_better:
+                self.best = {**val, "step": step}
+                self.best_state = copy.deepcopy(model.state_dict())
+            if self.avg is not None and config.select != "last":
+                # the averaged iterate is a candidate too (a deterministic stand-in for the randomized
+                # mixture of iterates that Cotter et al.'s guarantee is about)
+                with self.avg.swapped(model):
+                    val_avg = self.evaluate("val")
+                avg_better = self.better(val_avg, self.best)
+                row["val_average"] = {k: val_avg[k] for k in VAL_LOG_KEYS if k in val_avg}
+                if avg_better:
+                    self.best = {**val_avg, "step": step, "averaged": True}
+                    self.best_state = copy.deepcopy(self.avg.state)
+        self.pending.append(row)
+        ckpt_now = bool(config.ckpt_every) and step % config.ckpt_every == 0 and step < self.total
+        if len(self.pending) >= LOG_EVERY or "val" in row or ckpt_now or step == self.total:
+            self.flush()
+        if self.rank == 0 and ckpt_now:
+            _save_checkpoint(self.run, model, stepper.opt, stepper.gda, {"step": step, "best": self.best},
+                             self.best_state, stepper.buffer_state())
+
+    def flush(self) -> None:
+        """Write the pending history rows (and progress at most every 0.5 s, and at the end)."""
+        rows, self.pending = self.prep.stepper.finish_rows(self.pending), []
+        if self.rank == 0 and rows:
+            self.run.log(rows)
+            if time.monotonic() - self.last_progress > 0.5 or self.step == self.total:  # an fsynced file per
+                self.run.set_progress(self.step, self.total,  # step cost ~7%
+                                      epoch=(self.step - 1) // self.prep.stepper.steps_per_epoch)
+                self.last_progress = time.monotonic()
+            if self.on_step:
+                for r in rows:
+                    self.on_step(r)
+
+    def finish(self) -> None:
+        """Load the selected iterate; on rank 0 score every pair and write the run's files."""
+        if self.best_state is not None:
+            self.prep.model.load_state_dict(self.best_state)
+        if self.rank == 0:
+            _finish(self.config, self.run, self.prep, self.best, self.step, self.total)
+
+
 def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, world: int,
          on_step: Callable[[dict[str, Any]], None] | None) -> None:
     from tqdm.auto import tqdm
@@ -864,117 +1068,28 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     backend = HeadBackend(config, df, progress) if config.mode == "head" else FullBackend(config, df, progress,
                                                                                            device)
     model = backend.model.to(device)
-    stepper = TrainStepper(config, df, index, tens, backend, model, rank=rank, world=world, data_name=data.name)
-    constraints, gda, opt = stepper.constraints, stepper.gda, stepper.opt
-    measure = all_constraints(index, config.min_count)
-    active = config.active_constraints
-    cell_counts = stepper.cell_counts
-    idle = [c for c in constraints.constraints if c.cell_mask is not None and not bool(c.cell_mask.any())]
-    if idle and rank == 0:  # asked for, but nothing to constrain: say so instead of silently training plain BT
-        for c in idle:
-            largest = int(c.full_counts[0].max()) if c.full_counts is not None and c.full_counts[0].numel() else 0
-            print(f"faro: warning: no {c.kind.upper()} cell has {config.min_count} members in the training split "
-                  f"(largest: {largest}), so {c.kind.upper()} constrains nothing and this run is plain "
-                  f"Bradley-Terry for it; lower --min-count or use fewer --strata", file=sys.stderr)
-        cell_counts = {**cell_counts, "unconstrained_kinds": [c.kind for c in idle]}
-    total = stepper.steps_per_epoch * config.epochs
-    eval_every = config.eval_every or stepper.steps_per_epoch
+    prep = prepare_run(config, data, df, index, tens, split_idx, backend, model, rank=rank, world=world)
     if rank == 0:
-        run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
-                                       "index": index.to_dict(), "cells": cell_counts,
-                                       "constrained": [bool(v) for c in constraints.constraints for v in
-                                                       (c.cell_mask.tolist() * (2 if c.two_sided else 1))]})
-        run.write("data.json", {"name": data.name, "meta": data.meta, "strata": data.strata,
-                                "pairs": {s: int(len(v)) for s, v in split_idx.items()},
-                                "groups": data.groups(), "response_groups": data.response_groups(),
-                                "feature_seconds": backend.feature_seconds, "encoded": backend.encoded})
-
-    step, best_state, best = 0, None, None
-    if resume:
-        loaded = _load_checkpoint(run, model, opt, gda)
-        if loaded is not None:
-            st, best_state, extra = loaded
-            step, best = st["step"], st.get("best")
-            stepper.load_buffers(extra)
-            stepper.g_strict = gda.last_strict.clone()
-            stepper._viol = constraints.max_by_kind(stepper.g_strict)
-        if rank == 0:  # history beyond the checkpoint (all of it, when killed before the first) is replayed
-            hist = [h for h in run.history() if h.get("step", 0) <= step]
-            from faro_core.io import _atomic, to_json
-            text = "".join(to_json(h) + "\n" for h in hist)
-            _atomic(run.file("history.jsonl"), lambda tmp: open(tmp, "w").write(text))
-
-    def evaluate(split: str) -> dict[str, Any]:
-        idx = split_idx[split]
-        rewards = _split_rewards(backend, model, idx)
-        batch = tens.batch(idx, rewards)
-        out = split_metrics(batch, constraints, measure, tens.label[idx] if
-                            df["gold"].notna().any() else torch.full((len(idx),), float("nan")))
-        out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
-        return out
-
-    better = IterateSelector(config, constraints, index).better
-
+        write_run_inputs(run, prep)
+    loop = RunLoop(config, run, prep, resume=resume, rank=rank, on_step=on_step)
+    stepper = prep.stepper
     stepper.prepare()
-    # Rows are written in groups of 10 steps (and at every evaluation, checkpoint and the end): on a GPU each
-    # read-back is a synchronization (TRL logs the same way); on a CPU one file append per ~2 ms head step
-    # cost ~4% of a small sweep. A resumed run replays the history up to its checkpoint, so nothing is lost.
-    log_every = 10
-    pending: list[dict[str, Any]] = []
-    last_progress = 0.0
-    bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=loop.total, initial=loop.step, desc=run.run_id, unit="step", disable=not progress,
+               file=sys.stderr)
     model.train()
-    avg = _IterateAverage(model, config.average) if config.average and constraints else None
-    loop_t0 = time.perf_counter()
-    while step < total:
-        epoch = step // stepper.steps_per_epoch
-        row = stepper.log_row(stepper.step(step))
-        # when the step ended (host clock, seconds since this loop started; restarts on resume): rows reach
-        # the file and ``on_step`` in groups, so their arrival time is not the step's time
-        row["time"] = round(time.perf_counter() - loop_t0, 4)
-        step += 1
-        if avg is not None:
-            avg.update(model)
-        if step % eval_every == 0 or step == total:
-            val = evaluate("val")
-            is_better = config.select == "last" or better(val, best)
-            val.pop("_batch", None)
-            row["val"] = {k: val[k] for k in VAL_LOG_KEYS if k in val}
-            if is_better:
-                best = {**val, "step": step}
-                best_state = copy.deepcopy(model.state_dict())
-            if avg is not None and config.select != "last":
-                # the averaged iterate is a candidate too (a deterministic stand-in for the randomized
-                # mixture of iterates that Cotter et al.'s guarantee is about)
-                with avg.swapped(model):
-                    val_avg = evaluate("val")
-                avg_better = better(val_avg, best)
-                row["val_average"] = {k: val_avg[k] for k in VAL_LOG_KEYS
-                                      if k in val_avg}
-                if avg_better:
-                    best = {**val_avg, "step": step, "averaged": True}
-                    best_state = copy.deepcopy(avg.state)
-        pending.append(row)
-        ckpt_now = bool(config.ckpt_every) and step % config.ckpt_every == 0 and step < total
-        if len(pending) >= log_every or "val" in row or ckpt_now or step == total:
-            rows, pending = stepper.finish_rows(pending), []
-            if rank == 0:
-                run.log(rows)
-                if time.monotonic() - last_progress > 0.5 or step == total:  # an fsynced file per step cost ~7%
-                    run.set_progress(step, total, epoch=epoch)
-                    last_progress = time.monotonic()
-                if on_step:
-                    for r in rows:
-                        on_step(r)
+    while loop.step < loop.total:
+        loop.after_step(stepper.step(loop.step))
         bar.update(1)
-        if rank == 0 and ckpt_now:
-            _save_checkpoint(run, model, opt, gda, {"step": step, "best": best}, best_state, stepper.buffer_state())
     bar.close()
+    loop.finish()
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    if rank != 0:
-        return
+
+def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] | None, step: int,
+            total: int) -> None:
+    """Score every pair of every split with the selected iterate (post-processed by the method, if it does),
+    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``."""
+    df, tens, backend, model, index = prep.df, prep.tens, prep.backend, prep.model, prep.index
+    constraints, measure, split_idx = prep.stepper.constraints, prep.measure, prep.split_idx
     # final scores for every pair of every split, with the selected iterate
     all_idx = torch.arange(len(df))
     r_c, r_r, cf_c, cf_r = (t.numpy() for t in _split_rewards(backend, model, all_idx))
@@ -1003,7 +1118,8 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
                "selected_average": bool((best or {}).get("averaged", False)),
                "selected_by": _selected_by(best, config, bool(constraints)), "steps": total,
                "test": metrics_for("test"), "train": metrics_for("train"),
-               "constraints": active, "epsilon": config.epsilon if math.isfinite(config.epsilon) else None,
+               "constraints": config.active_constraints,
+               "epsilon": config.epsilon if math.isfinite(config.epsilon) else None,
                "method": config.method}
     run.write("metrics.json", metrics)
     run.set_progress(total, total, epoch=config.epochs)

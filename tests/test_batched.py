@@ -1,0 +1,128 @@
+"""The batched engine (issue #17): a member of a batch is its solo run, cancel and resume per member."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from faro_core.runs import RunStore
+from faro_core.train import FaroConfig, train
+from faro_core.train.batched import DEFAULT_MEMORY_MB, batchable, member_bytes, plan_batches, train_batch
+
+# a few epochs on the demo, dual steps every 2 steps so the multipliers move, validation every 4 steps so
+# the selection has candidates to choose from, checkpoints every 6
+BASE = dict(epochs=6, batch_size=64, dual_every=2, eval_every=4, ckpt_every=6, min_count=10,
+            strata=["question_polarity"])
+MEMBERS = {
+    "bt": FaroConfig(method="bt", seed=1, **BASE),
+    "dp": FaroConfig(constraints=["dp"], epsilon=0.02, seed=0, **BASE),
+    "eo": FaroConfig(constraints=["eo"], epsilon=0.02, seed=2, **BASE),
+    "cf": FaroConfig(constraints=["cf"], epsilon=0.02, seed=0, **BASE),
+}
+
+
+def _scores(run) -> pd.DataFrame:
+    return pd.read_parquet(run.file("scores.parquet"))
+
+
+def _max_dr(a, b) -> float:
+    sa, sb = _scores(a), _scores(b)
+    assert list(sa["pair_id"]) == list(sb["pair_id"])
+    out = 0.0
+    for col in ("r_chosen", "r_rejected", "cf_r_chosen", "cf_r_rejected"):
+        x, y = sa[col].to_numpy(), sb[col].to_numpy()
+        assert np.array_equal(np.isnan(x), np.isnan(y)), col
+        ok = ~np.isnan(x)
+        out = max(out, float(np.abs(x[ok] - y[ok]).max()) if ok.any() else 0.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def solo_and_batch(tmp_path_factory) -> tuple[RunStore, RunStore]:
+    solo, batch = RunStore(tmp_path_factory.mktemp("solo")), RunStore(tmp_path_factory.mktemp("batch"))
+    for name, cfg in MEMBERS.items():
+        train(cfg, solo, run_id=name, progress=False)
+    train_batch(list(MEMBERS.values()), batch, list(MEMBERS), progress=False)
+    return solo, batch
+
+
+@pytest.mark.parametrize("name", list(MEMBERS))
+def test_member_equals_its_solo_run(solo_and_batch, name: str) -> None:
+    """Same rewards on every scored pair (max |dr| <= 1e-5; measured 0), same selected iterate, same weights,
+    metrics and history (times aside), for BT and one constrained member of each kind, with different seeds
+    (so different batch orders and initializations) in one batch."""
+    solo, batch = (s.get(name) for s in solo_and_batch)
+    assert batch.status == "done"
+    assert _max_dr(solo, batch) <= 1e-5
+    ms, mb = solo.metrics(), batch.metrics()
+    assert mb["selected_step"] == ms["selected_step"] and mb["selected_by"] == ms["selected_by"]
+    assert mb == ms
+    ws, wb = load_file(str(solo.file("model.safetensors"))), load_file(str(batch.file("model.safetensors")))
+    assert ws.keys() == wb.keys() and all(torch.equal(ws[k], wb[k]) for k in ws)
+    strip = [{k: v for k, v in h.items() if k != "time"} for h in solo.history()]
+    assert strip == [{k: v for k, v in h.items() if k != "time"} for h in batch.history()]
+    if name != "bt":  # the multipliers moved: the equality covers the dual steps
+        assert max(h["lambda_max"] for h in batch.history()) > 0
+    for f in ("config.json", "constraints.json", "model.json"):
+        assert solo.read(f) == batch.read(f)
+    timing = ("feature_seconds", "encoded")  # the feature pass's cost, which the first run paid
+    assert {k: v for k, v in solo.read("data.json").items() if k not in timing} == \
+        {k: v for k, v in batch.read("data.json").items() if k not in timing}
+
+
+def test_batch_members_are_ordinary_runs(solo_and_batch) -> None:
+    solo, batch = solo_and_batch
+    for name in MEMBERS:
+        a, b = solo.get(name), batch.get(name)
+        assert sorted(p.name for p in a.path.iterdir()) == sorted(p.name for p in b.path.iterdir())
+        assert b.raw_status()["batch"] == list(MEMBERS)
+
+
+def test_cancel_one_member_the_others_go_on(tmp_path) -> None:
+    """A cancel request stops that member at once (no step after it is seen) and marks it interrupted with
+    its last checkpoint; the other members finish and equal their solo runs."""
+    store = RunStore(tmp_path / "runs")
+    seen: list[int] = []
+
+    def cancel_dp_after_its_checkpoint(run_id: str, row: dict) -> None:
+        if run_id == "dp":
+            seen.append(row["step"])
+            if row["step"] == 8:  # rows arrive in groups, after the step-6 checkpoint
+                store.get("dp").request_cancel()
+
+    train_batch([MEMBERS["dp"], MEMBERS["bt"]], store, ["dp", "bt"], progress=False,
+                on_step=cancel_dp_after_its_checkpoint, cancel_poll_s=0.0)
+    dp, bt = store.get("dp"), store.get("bt")
+    assert dp.status == "interrupted" and "cancelled" in dp.raw_status()["error"]
+    assert not dp.cancel_requested()
+    assert bt.status == "done"
+    solo = RunStore(tmp_path / "solo")
+    ref = train(MEMBERS["bt"], solo, run_id="bt", progress=False)
+    assert _max_dr(ref, bt) == 0.0
+    assert max(seen) < 12 and dp.read("checkpoint/state.json")["step"] == 6  # stopped right after the request
+    # the cancelled member resumes (solo) to the result of an uninterrupted run
+    assert dp.progress()["step"] < dp.progress()["total_steps"]
+    done = train(None, store, run_id="dp", resume=True, progress=False)
+    ref_dp = train(MEMBERS["dp"], solo, run_id="dp", progress=False)
+    assert done.metrics() == ref_dp.metrics() and _max_dr(done, ref_dp) == 0.0
+
+
+def test_batchable_and_memory_plan() -> None:
+    assert batchable(MEMBERS["dp"]) and batchable(MEMBERS["bt"])
+    assert not batchable(FaroConfig(method="expgrad", constraints=["eo"]))
+    assert not batchable(FaroConfig(mode="full"))
+    assert not batchable(FaroConfig(constraints=["dp"], average=0.99))
+    cfgs = [FaroConfig(constraints=[k], epsilon=e) for k in ("dp", "eo") for e in (0.1, 0.05)]
+    cfgs += [FaroConfig(constraints=["dp"], epsilon=0.1, lr=1e-3), FaroConfig(method="expgrad", constraints=["dp"])]
+    batches, serial = plan_batches(cfgs)
+    assert [len(b) for b in batches] == [4, 1] and len(serial) == 1  # another lr is another batch
+    one = member_bytes(2400, 384, 256, 512)
+    assert 1e6 < one < 2e7
+    small, _ = plan_batches(cfgs[:4], memory_mb=2.5 * one / 2**20, n_pairs=2400)
+    assert [len(b) for b in small] == [2, 2]
+    assert math.floor(DEFAULT_MEMORY_MB * 2**20 / one) >= 100  # the default budget holds a 100-member grid
