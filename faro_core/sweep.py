@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -107,8 +108,6 @@ def run_job(config_dict: dict[str, Any], runs_dir: str, n_boot: int = 100, delta
     """
     import torch
 
-    from faro_core.evaluate.certify import certify_run
-    from faro_core.evaluate.metrics import evaluate_run
     from faro_core.train import train
 
     torch.set_num_threads(int(os.environ.get("FARO_WORKER_THREADS", "1")))
@@ -127,15 +126,106 @@ def run_job(config_dict: dict[str, Any], runs_dir: str, n_boot: int = 100, delta
             shutil.rmtree(store.path(rid))
         run = train(config, store, run_id=rid, progress=False)
     if not skipped:
-        evaluate_run(run, n_boot=n_boot)
-        kinds = list(config.constraints) or list(KINDS)
-        eps = config.epsilon if math.isfinite(config.epsilon) else certify_epsilon
-        certify_run(run, delta=delta, epsilon=eps, kinds=kinds)
-        run.write("certificates_by_kind.json", {
-            k: certify_run(run, delta=delta, epsilon=certify_epsilon, kinds=[k], write=False) for k in KINDS})
+        _evaluate_and_certify(run, config, n_boot, delta, certify_epsilon)
     row = table_row(run)
     row.update(skipped=skipped, job_seconds=round(time.perf_counter() - t0, 3))
     return row
+
+
+def checkpoint_step(run: Any) -> int:
+    """The step of a run's last complete checkpoint (0: none)."""
+    state = run.file("checkpoint") / "state.json"
+    if not state.exists():
+        return 0
+    st = json.loads(state.read_text())
+    return int(st.get("step", 0)) if (run.file("checkpoint") / str(st.get("tensors", ""))).exists() else 0
+
+
+def run_batch_job(config_dicts: list[dict[str, Any]], runs_dir: str, n_boot: int = 100, delta: float = 0.05,
+                  certify_epsilon: float = 0.05, evaluate: bool = True,
+                  memory_mb: float | None = None) -> list[dict[str, Any]]:
+    """:func:`run_job` for the members of one batch (configs of one
+    :func:`~faro_core.train.batched.batch_key`), trained together by
+    :func:`~faro_core.train.batched.train_batch`; returns their sweep-table rows.
+
+    Each member follows :func:`run_job`'s rule: done -> kept; interrupted with a checkpoint -> resumed;
+    anything else -> retrained from scratch. Members resuming from different checkpoint steps train as
+    separate batches (a batch steps in lockstep), and a batch larger than ``memory_mb`` (default
+    :data:`~faro_core.train.batched.DEFAULT_MEMORY_MB`) is split (:func:`~faro_core.train.batched.plan_batches`).
+    ``evaluate=False`` skips the bootstrap and certificates (rows from ``metrics.json``, as the in-process
+    sweep's).
+    """
+    import torch
+
+    from faro_core.train.batched import DEFAULT_MEMORY_MB, plan_batches, train_batch
+
+    torch.set_num_threads(int(os.environ.get("FARO_WORKER_THREADS", "1")))
+    store = RunStore(runs_dir)
+    configs = [FaroConfig.from_dict(d) for d in config_dicts]
+    t0 = time.perf_counter()
+    was_done, by_start = {}, {}
+    for c in configs:
+        rid = run_id_for(c)
+        run = store.get(rid) if store.has(rid) else None
+        was_done[rid] = run is not None and run.status == "done"
+        if was_done[rid]:
+            continue
+        start = checkpoint_step(run) if run is not None and run.status == "interrupted" and \
+            run.file("checkpoint").exists() else None
+        if start is None and run is not None:  # failed, queued or interrupted without checkpoint: start over
+            shutil.rmtree(store.path(rid))
+        by_start.setdefault(start or 0, []).append(c)
+    n_pairs = _pairs_of(configs[0]) if by_start else 0
+    for _, group in sorted(by_start.items()):
+        batches, _ = plan_batches(group, memory_mb or DEFAULT_MEMORY_MB, n_pairs=n_pairs)
+        for batch in batches:
+            train_batch(batch, store, [run_id_for(c) for c in batch], resume=True, progress=sys.stderr.isatty())
+    rows = []
+    for c in configs:
+        rid = run_id_for(c)
+        run = store.get(rid)
+        if not evaluate:
+            from faro_core.fast_sweep import metrics_row
+
+            row = metrics_row(run)
+            row["skipped"] = was_done[rid]
+        else:
+            skipped = was_done[rid] and run.file("eval.json").exists() and run.file("certificate.json").exists()
+            if not skipped and run.status == "done":
+                _evaluate_and_certify(run, c, n_boot, delta, certify_epsilon)
+            row = table_row(run)
+            row["skipped"] = skipped
+        row["job_seconds"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+    return rows
+
+
+def _pairs_of(config: FaroConfig) -> int:
+    """Pairs of a config's data (for the batch memory estimate); the in-process sweep has the load memoized."""
+    from faro_core.train import trainer
+
+    return len(trainer.load_training_data(config.resolved())[1])
+
+
+def _evaluate_and_certify(run: Any, config: FaroConfig, n_boot: int, delta: float, certify_epsilon: float) -> None:
+    from faro_core.evaluate.certify import certify_run
+    from faro_core.evaluate.metrics import evaluate_run
+
+    evaluate_run(run, n_boot=n_boot)
+    kinds = list(config.constraints) or list(KINDS)
+    eps = config.epsilon if math.isfinite(config.epsilon) else certify_epsilon
+    certify_run(run, delta=delta, epsilon=eps, kinds=kinds)
+    run.write("certificates_by_kind.json", {
+        k: certify_run(run, delta=delta, epsilon=certify_epsilon, kinds=[k], write=False) for k in KINDS})
+
+
+def run_entry(job: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
+    """One executor job: ``{"batch": [config dicts]}`` (:func:`run_batch_job`) or one config dict
+    (:func:`run_job`); returns its rows."""
+    if "batch" in job:
+        return run_batch_job(job["batch"], **kw)
+    kw.pop("memory_mb", None)
+    return [run_job(job, **kw)]
 
 
 def method_label(cfg: dict[str, Any]) -> str:
@@ -203,18 +293,20 @@ def _run_local(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
     import multiprocessing as mp
 
     rows: list[dict[str, Any]] = []
-    if workers <= 1:
+    if workers <= 1 or len(jobs) == 1:  # one job (e.g. a whole batched sweep): in this process, no spawn
         for j in jobs:
-            rows.append(run_job(j, **kw))
-            if on_done:
-                on_done(rows[-1])
+            for row in run_entry(j, **kw):
+                rows.append(row)
+                if on_done:
+                    on_done(row)
         return rows
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(run_job, j, **kw) for j in jobs]
+        futs = [ex.submit(run_entry, j, **kw) for j in jobs]
         for f in as_completed(futs):
-            rows.append(f.result())
-            if on_done:
-                on_done(rows[-1])
+            for row in f.result():
+                rows.append(row)
+                if on_done:
+                    on_done(row)
     return rows
 
 
@@ -230,14 +322,15 @@ def _run_ray(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
                  log_to_driver=False, ignore_reinit_error=True)
         started = True
     try:
-        remote = ray.remote(num_cpus=1)(run_job)
+        remote = ray.remote(num_cpus=1)(run_entry)  # a batch is one task: one process (head mode trains on a CPU)
         pending = [remote.remote(j, **kw) for j in jobs]
         rows = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            rows.append(ray.get(done[0]))
-            if on_done:
-                on_done(rows[-1])
+            for row in ray.get(done[0]):
+                rows.append(row)
+                if on_done:
+                    on_done(row)
         return rows
     finally:
         if started:
@@ -247,9 +340,38 @@ def _run_ray(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
 EXECUTORS = {"local": _run_local, "ray": _run_ray}
 
 
+ENGINES = ("batched", "serial")
+
+
+def sweep_jobs(configs: list[FaroConfig], engine: str = "batched") -> list[dict[str, Any]]:
+    """Executor jobs for a grid: with ``engine="batched"`` one job per group of configs that can train as
+    one batch (:func:`~faro_core.train.batched.batch_key`; a group of one is an ordinary run), every other
+    config (full mode, methods that do not batch) its own job; ``"serial"``: one job per config."""
+    if engine not in ENGINES:
+        raise FaroError(f"unknown engine {engine!r}; choose batched or serial")
+    if engine == "serial":
+        return [c.to_dict() for c in configs]
+    from faro_core.train.batched import batch_key, batchable
+
+    groups: dict[Any, list[FaroConfig]] = {}
+    jobs: list[dict[str, Any]] = []
+    for c in configs:
+        if batchable(c):
+            groups.setdefault(batch_key(c), []).append(c)
+        else:
+            jobs.append(c.to_dict())
+    batches = [{"batch": [c.to_dict() for c in g]} if len(g) > 1 else g[0].to_dict() for g in groups.values()]
+    return batches + jobs
+
+
 def run_sweep(spec: SweepSpec, runs_dir: str | Path, workers: int = 2, executor: str = "local",
-              on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) a sweep; writes the table and Pareto summary; returns ``{"table", "pareto", "dir", ...}``."""
+              on_done: Callable[[dict[str, Any]], None] | None = None, engine: str = "batched",
+              memory_mb: float | None = None) -> dict[str, Any]:
+    """Run (or resume) a sweep; writes the table and Pareto summary; returns ``{"table", "pareto", "dir", ...}``.
+
+    ``engine``: ``"batched"`` (default) trains the head-mode members that can share a batch as one batched
+    model (:mod:`faro_core.train.batched`; ``memory_mb`` bounds each batch's host memory), ``"serial"`` one
+    run per job. Either writes the same runs under the same ids, so each resumes the other's sweeps."""
     if executor not in EXECUTORS:
         raise FaroError(f"unknown executor {executor!r}; choose local or ray")
     if not RUN_ID_RE.match(str(spec.name)) or ".." in str(spec.name):  # it names a folder under the store
@@ -257,9 +379,9 @@ def run_sweep(spec: SweepSpec, runs_dir: str | Path, workers: int = 2, executor:
                         f"(no '/' or '..')")
     t0 = time.perf_counter()
     configs = grid(spec)
-    jobs = [c.to_dict() for c in configs]
+    jobs = sweep_jobs(configs, engine)
     kw = {"runs_dir": str(runs_dir), "n_boot": spec.n_boot, "delta": spec.delta,
-          "certify_epsilon": spec.certify_epsilon}
+          "certify_epsilon": spec.certify_epsilon, "memory_mb": memory_mb}
     rows = EXECUTORS[executor](jobs, kw, max(1, int(workers)), on_done)
     order = {run_id_for(c): i for i, c in enumerate(configs)}
     table = pd.DataFrame(rows).sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
