@@ -34,7 +34,7 @@ import pandas as pd
 
 from faro_core.errors import FaroError
 from faro_core.io import write_json, write_parquet
-from faro_core.runs import RUN_ID_RE, RunStore
+from faro_core.runs import CANCEL_FILE, RUN_ID_RE, RunStore
 from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
 
 HV_REF_ACCURACY = 0.5
@@ -169,6 +169,11 @@ def run_batch_job(config_dicts: list[dict[str, Any]], runs_dir: str, n_boot: int
         run = store.get(rid) if store.has(rid) else None
         was_done[rid] = run is not None and run.status == "done"
         if was_done[rid]:
+            continue
+        if (store.path(rid) / CANCEL_FILE).exists():  # cancelled before its batch began: it does not train
+            run = run or store.create(c.resolved().to_dict(), run_id=rid)
+            run.set_status("interrupted", error="cancelled by the user")
+            run.clear_cancel()
             continue
         start = checkpoint_step(run) if run is not None and run.status == "interrupted" and \
             run.file("checkpoint").exists() else None

@@ -36,16 +36,24 @@ def parse_seeds(s: str) -> list[int]:
     return out
 
 
-def run_sweep_cmd(args: argparse.Namespace) -> int:
+def spec_from_args(args: argparse.Namespace):
+    """The :class:`~faro_core.sweep.SweepSpec` a ``faro sweep`` command line asks for (also what the launcher
+    reads to know a launched sweep's run ids)."""
     from faro_core.baselines import parse_baselines
     from faro_core.cli.train_cmd import config_from_args
-    from faro_core.sweep import SweepSpec, run_sweep
+    from faro_core.sweep import SweepSpec
 
     base = config_from_args(args)
     kinds = [k.strip().lower() for k in args.constraints.split(",") if k.strip() and k.strip() != "none"]
-    spec = SweepSpec(base=base, kinds=kinds, epsilons=parse_floats(args.epsilons), seeds=parse_seeds(args.seeds),
+    return SweepSpec(base=base, kinds=kinds, epsilons=parse_floats(args.epsilons), seeds=parse_seeds(args.seeds),
                      baselines=parse_baselines(args.baselines), name=args.name, n_boot=args.n_boot,
                      delta=args.delta, certify_epsilon=args.certify_epsilon)
+
+
+def run_sweep_cmd(args: argparse.Namespace) -> int:
+    from faro_core.sweep import run_sweep
+
+    spec = spec_from_args(args)
     runs_dir = args.runs_dir or "runs"
 
     def progress(row: dict) -> None:
