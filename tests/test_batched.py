@@ -193,3 +193,38 @@ def test_kill_9_mid_batch_then_the_sweep_resumes_every_member(tmp_path) -> None:
         ref, done = RunStore(ref_dir).get(i), store.get(i)
         assert done.status == "done" and done.metrics() == ref.metrics() and _max_dr(done, ref) == 0.0
         assert [h["step"] for h in done.history()] == list(range(1, total + 1))
+
+
+def test_launched_grid_is_one_batch_cancel_one_member(tmp_path) -> None:
+    """The dashboard's grid launch: one background `faro sweep` process trains every member (the queue lists
+    each with its own progress); cancelling one member stops it (interrupted, checkpoint kept) while the
+    others finish; the cancelled member then resumes to its uninterrupted result."""
+    import time
+
+    from faro_core import launch
+    from faro_core.cli import main as faro_main
+
+    store = RunStore(tmp_path / "runs")
+    argv = launch.sweep_argv(str(store.root), "ui", ["dp", "cf"], [0.05], seeds=1, bt=True, epochs=80,
+                             strata=["question_polarity"])
+    ids = launch.launch_sweep(store, argv)
+    assert len(ids) == 3
+    pids = {launch.launch_info(store, r)["pid"] for r in ids}
+    assert len(pids) == 1, "one process for the batch"
+    victim = ids[0]
+    state = store.path(victim) / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.05)
+    assert state.exists(), launch.log_tail(store, victim)
+    assert launch.cancel(store, victim) == "interrupted"
+    rows = {r["run_id"]: r for r in launch.queue(store)}
+    assert set(rows) == set(ids) and rows[victim]["status"] == "interrupted"
+    assert all(rows[r]["alive"] for r in ids[1:]), "the batch stopped with the cancelled member"
+    for rid in ids[1:]:
+        assert launch.wait(store, rid, timeout_s=600) == "done", launch.log_tail(store, rid)
+    run = store.get(victim)
+    assert run.status == "interrupted" and 0 < run.progress()["step"] < run.progress()["total_steps"]
+    assert faro_main(["train", "--resume", victim, "--runs-dir", str(store.root), "--quiet"]) == 0
+    total = run.progress()["total_steps"]
+    assert run.status == "done" and [h["step"] for h in run.history()] == list(range(1, total + 1))
