@@ -228,3 +228,28 @@ def test_launched_grid_is_one_batch_cancel_one_member(tmp_path) -> None:
     assert faro_main(["train", "--resume", victim, "--runs-dir", str(store.root), "--quiet"]) == 0
     total = run.progress()["total_steps"]
     assert run.status == "done" and [h["step"] for h in run.history()] == list(range(1, total + 1))
+
+
+def test_train_page_grid_launch_is_one_batch(tmp_path, monkeypatch) -> None:
+    """The Train page launches a grid (here BT and DP at one ε) as one batched process; both runs finish."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from faro_core import launch
+
+    monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path / "runs"))
+    page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "2_Train.py"
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    at.multiselect[0].set_value(["BT (none)", "dp"])
+    at.number_input[0].set_value(1)
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    assert at.success and "one batch" in at.success[0].value
+    store = RunStore(tmp_path / "runs")
+    rows = launch.queue(store)
+    assert len(rows) == 2 and len({r["pid"] for r in rows}) == 1
+    for r in rows:
+        assert launch.wait(store, r["run_id"], timeout_s=300) == "done", launch.log_tail(store, r["run_id"])
+    methods = sorted(store.get(r["run_id"]).config["method"] for r in rows)
+    assert methods == ["bt", "faro"] and all(store.get(r["run_id"]).config["epochs"] == 1 for r in rows)

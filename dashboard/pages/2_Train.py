@@ -13,6 +13,7 @@ from common import guard, history, page, store  # noqa: E402
 from faro_core import launch  # noqa: E402
 from faro_core.errors import FaroError  # noqa: E402
 from faro_core.plots_groups import curves_figure  # noqa: E402
+from faro_core.runs import new_run_id  # noqa: E402
 
 page("Train")
 st.title("Train")
@@ -48,18 +49,28 @@ with guard():
         if not kinds:
             raise FaroError("choose at least one constraint type")
         grid = _eps_grid(eps_text)
-        launched = []
-        for k in kinds:
-            for eps in ([float("inf")] if k == "BT (none)" else grid):
-                for seed in range(int(seeds)):
-                    launched.append(launch.launch_train(
-                        store(), constraint=None if k == "BT (none)" else k, epsilon=eps,
-                        method="bt" if k == "BT (none)" else "faro", seed=seed, mode=mode, epochs=int(epochs),
-                        backbone=backbone or None, data=data.get("source"), group=data.get("group"),
-                        strata=data["strata"].split(",") if data.get("strata") else None,
-                        skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-                        dp_partner=bool(data.get("dp_partner", True))))
-        st.success(f"launched {len(launched)} run(s): " + ", ".join(f"`{r}`" for r in launched))
+        faro_kinds = [k for k in kinds if k != "BT (none)"]
+        n_runs = (len(faro_kinds) * len(grid) + ("BT (none)" in kinds)) * int(seeds)
+        common = dict(mode=mode, epochs=int(epochs), backbone=backbone or None, data=data.get("source"),
+                      group=data.get("group"), strata=data["strata"].split(",") if data.get("strata") else None,
+                      skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+                      dp_partner=bool(data.get("dp_partner", True)))
+        if mode == "head" and n_runs > 1:
+            # a grid: one batched `faro sweep` process trains every member (each still its own run)
+            argv = launch.sweep_argv(str(store().root), new_run_id("ui"), faro_kinds, grid, seeds=int(seeds),
+                                     bt="BT (none)" in kinds, **common)
+            launched = launch.launch_sweep(store(), argv)
+            st.success(f"launched a grid of {len(launched)} runs, trained as one batch: "
+                       + ", ".join(f"`{r}`" for r in launched))
+        else:
+            launched = []
+            for k in kinds:
+                for eps in ([float("inf")] if k == "BT (none)" else grid):
+                    for seed in range(int(seeds)):
+                        launched.append(launch.launch_train(
+                            store(), constraint=None if k == "BT (none)" else k, epsilon=eps,
+                            method="bt" if k == "BT (none)" else "faro", seed=seed, **common))
+            st.success(f"launched {len(launched)} run(s): " + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
     @st.fragment(run_every=2.0)
