@@ -317,22 +317,37 @@ def _run_local(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
 
 def _run_ray(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
              on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    try:
-        import ray
-    except ImportError as exc:
-        raise FaroError("--executor ray needs Ray: pip install 'faro[ray]' (or pip install ray)") from exc
+    """Each job a Ray task asking for :func:`faro_core.train.ray_launch.ray_resources` (one CPU; one GPU in full
+    mode). A task whose worker dies leaves its run interrupted (resumable: run the sweep again) and the
+    others go on; its row carries the error."""
+    from faro_core.train.ray_launch import _import_ray, check_cluster, ray_resources
+
+    ray = _import_ray()
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=workers if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
         started = True
     try:
-        remote = ray.remote(num_cpus=1)(run_entry)  # a batch is one task: one process (head mode trains on a CPU)
-        pending = [remote.remote(j, **kw) for j in jobs]
+        total = ray.cluster_resources()
+        refs = {}
+        for j in jobs:
+            # a batch is one task: one process (head mode trains on a CPU)
+            first = j["batch"][0] if "batch" in j else j
+            res = ray_resources(first.get("mode") or "head")
+            check_cluster(res, total, f"the Ray cluster at {os.environ.get('RAY_ADDRESS') or 'this machine'}")
+            refs[ray.remote(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_retries=0)(run_entry).remote(
+                j, **kw)] = j
+        pending = list(refs)
         rows = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            for row in ray.get(done[0]):
+            try:
+                new_rows = ray.get(done[0])
+            except Exception as exc:  # the worker died: report its runs, keep the others
+                job = refs[done[0]]
+                new_rows = [_failed_row(m, kw["runs_dir"], exc) for m in job.get("batch", [job])]
+            for row in new_rows:
                 rows.append(row)
                 if on_done:
                     on_done(row)
@@ -340,6 +355,16 @@ def _run_ray(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
     finally:
         if started:
             ray.shutdown()
+
+
+def _failed_row(job: dict[str, Any], runs_dir: str, exc: BaseException) -> dict[str, Any]:
+    """The sweep-table row of a job whose worker died: what the store says of its run, and the error."""
+    rid = run_id_for(FaroConfig.from_dict(job))
+    store = RunStore(runs_dir)
+    row: dict[str, Any] = table_row(store.get(rid)) if store.has(rid) else {"run_id": rid, "status": "failed"}
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    row.update(skipped=False, job_seconds=float("nan"), error=f"{type(exc).__name__}: {first}")
+    return row
 
 
 EXECUTORS = {"local": _run_local, "ray": _run_ray}

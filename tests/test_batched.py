@@ -241,7 +241,7 @@ def test_train_page_grid_launch_is_one_batch(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path / "runs"))
     page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "2_Train.py"
     at = AppTest.from_file(str(page), default_timeout=60).run()
-    at.multiselect[0].set_value(["BT (none)", "dp"])
+    at.multiselect[0].set_value(["bt", "dp"])
     at.number_input[0].set_value(1)
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
