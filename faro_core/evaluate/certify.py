@@ -194,7 +194,7 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
                 up = bernstein_ucb(v, cf_clip, dprime)
                 emp = float(d[i])
                 scale = float(scales_to_reach(lambda s, v=v: cf_clip * _eb_mean_scaled(v / cf_clip, s, dprime),
-                                              eps, emp)[()]) if sizes else math.inf
+                                              eps, emp).reshape(-1)[0]) if sizes else math.inf
                 rows.append({"name": f"cf[{cell}]", "kind": "cf", "cell": cell, "side": "+",
                              "bound": "empirical-bernstein", "empirical": emp, "upper": up, "lower": 0.0,
                              "slack": eps - up, "n_group": n_a, "n_anchor": None, "driving_n": n_a,
@@ -248,8 +248,9 @@ def _size(n: float, scale: float) -> int | None:
 
 
 def _eb_mean_scaled(x: np.ndarray, s: float, delta: float) -> float:
-    """Maurer-Pontil's bound for the same mean and variance at s times the sample size."""
-    n = len(x) * s
+    """Maurer-Pontil's bound for the same mean and variance at s times the sample size (``s``: a scalar, or
+    the one-element array :func:`~faro_core.evaluate.bounds.scales_to_reach` passes)."""
+    n = len(x) * float(np.asarray(s).reshape(-1)[0])
     if n < 2:
         return math.inf
     lg = math.log(2.0 / delta)
