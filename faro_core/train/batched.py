@@ -62,8 +62,8 @@ BATCHED_METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda")
 
 # Config fields that members of one batch must share: the data and features (one feature table), the head's
 # shape (one stack), the optimizer's settings (one Adam over the stack) and the step schedule (lockstep).
-BATCH_KEYS = ("data", "format", "group", "strata", "groups", "skew", "data_seed", "val_frac", "test_frac",
-              "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
+BATCH_KEYS = ("data", "format", "attribute", "role_columns", "group", "strata", "dp_scope", "dp_partner", "groups",
+              "skew", "data_seed", "val_frac", "test_frac", "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
               "eval_every", "ckpt_every")
 DEFAULT_MEMORY_MB = 2048  # host memory the stacked members of one batch may take (issue #17)
 CANCEL_POLL_S = 0.5
@@ -331,14 +331,14 @@ def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], st
     step, then each member's dual step when due. Returns each member's step record (as
     :meth:`TrainStepper.step` does)."""
     draws = [m.stepper.draw(step) for m in members]
-    plans = [backend.row_plan(local, with_twins=m.stepper.need_twins) for m, (local, _) in zip(members, draws)]
+    plans = [backend.row_plan(local, with_twins=m.stepper.need_twins) for m, (local, _, _) in zip(members, draws)]
     x = backend.x_all.index_select(0, torch.cat([rows for rows, _ in plans]))
     blocks = list(x.split([len(rows) for rows, _ in plans]))
     rewards_all = stack.heads(blocks)
     outs, total = [], None
-    for m, (local, n_bt), (_, tw), r in zip(members, draws, plans, rewards_all):
+    for m, (local, n_bt, n_pair), (_, tw), r in zip(members, draws, plans, rewards_all):
         rewards = tuple(t.float() for t in unstack_rewards(r, tw))
-        loss, loss_bt = m.stepper.batch_loss(local, n_bt, rewards)
+        loss, loss_bt = m.stepper.batch_loss(local, n_bt, n_pair, rewards)
         total = loss if total is None else total + loss
         outs.append({"step": step + 1, "epoch": step // m.stepper.steps_per_epoch, "loss": loss, "loss_bt": loss_bt})
     stack.opt.zero_grad(set_to_none=True)
