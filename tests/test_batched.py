@@ -165,7 +165,7 @@ def test_kill_9_mid_batch_then_the_sweep_resumes_every_member(tmp_path) -> None:
 
     root = Path(__file__).resolve().parent.parent
     ref_dir, dir_ = tmp_path / "ref", tmp_path / "killed"
-    args = [*SWEEP, "--epochs", "40"]
+    args = [*SWEEP, "--epochs", "25"]
     assert faro_main(["sweep", *args, "--engine", "serial", "--runs-dir", str(ref_dir)]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "faro_core", "sweep", *args, "--runs-dir", str(dir_)], cwd=root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
