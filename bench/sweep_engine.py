@@ -89,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     import torch
 
-    from faro_core.fast_sweep import shared_inputs
-    from faro_core.runs import RunStore
-    from faro_core.sweep import run_batch_job, run_id_for
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.grid import run_id_for
+    from faro_core.studies.inprocess import SharedInputs
+    from faro_core.studies.sweep import run_batch_job
     from faro_core.train import FaroConfig, train
+    from faro_core.train.backends import HeadBackend
     from faro_core.train.batched import member_bytes
-    from faro_core.train.trainer import HeadBackend, load_training_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 epochs, one timed round, grids up to 30")
@@ -117,37 +118,38 @@ def main(argv: list[str] | None = None) -> int:
     sweep30 = [c.to_dict() for c in grid_of(30, base)]
     per_grid: dict[int, dict[str, float]] = {}
     try:
-        with shared_inputs():
-            warm = FaroConfig(**base).resolved()
-            _, df, _ = load_training_data(warm)
-            backend = HeadBackend(warm, df, progress=False)
-            n_pairs, in_dim = len(df), int(backend.meta["in_dim"])
-            # untimed warm-up of both code paths (first-call costs of a process)
-            train(FaroConfig(**base, method="bt"), store(), progress=False)
-            run_batch_job(sweep30[:3], store().root, evaluate=False)
+        inputs = SharedInputs()
+        warm = FaroConfig(**base).resolved()
+        _, df, _ = inputs.load(warm)
+        backend = HeadBackend(warm, df, progress=False, feature_cache=inputs.feature_cache)
+        n_pairs, in_dim = len(df), int(backend.meta["in_dim"])
+        # untimed warm-up of both code paths (first-call costs of a process)
+        train(FaroConfig(**base, method="bt"), store(), progress=False, inputs=inputs)
+        run_batch_job(sweep30[:3], str(store().root), evaluate=False, inputs=inputs)
 
-            def one_bt() -> None:
-                train(FaroConfig(**base, method="bt"), store(), progress=False)
+        def one_bt() -> None:
+            train(FaroConfig(**base, method="bt"), store(), progress=False, inputs=inputs)
 
-            def batched30() -> None:
-                run_batch_job(sweep30, str(store().root), evaluate=False)
+        def batched30() -> None:
+            run_batch_job(sweep30, str(store().root), evaluate=False, inputs=inputs)
 
-            def serial30() -> None:
-                s = store()
-                for d in sweep30:
-                    train(FaroConfig.from_dict(d), s, run_id=run_id_for(FaroConfig.from_dict(d)), progress=False)
+        def serial30() -> None:
+            s = store()
+            for d in sweep30:
+                train(FaroConfig.from_dict(d), s, run_id=run_id_for(FaroConfig.from_dict(d)), progress=False,
+                      inputs=inputs)
 
-            times = interleave({"one": one_bt, "batched": batched30, "serial": serial30}, rounds, warmup=0)
-            for n in sizes:
-                cfgs = [c.to_dict() for c in grid_of(n, base)]
-                with PeakRSS() as mem:
-                    t0 = time.perf_counter()
-                    run_batch_job(cfgs, str(store().root), evaluate=False)
-                    wall = time.perf_counter() - t0
-                cfg = FaroConfig(**base).resolved()
-                est = n * member_bytes(n_pairs, in_dim, cfg.head_hidden, 4 * cfg.batch_size) / 2**20
-                per_grid[n] = {"seconds": wall, "members_per_s": n / wall, "peak_mb": mem.peak,
-                               "added_mb": mem.peak - mem.before, "estimate_mb": est}
+        times = interleave({"one": one_bt, "batched": batched30, "serial": serial30}, rounds, warmup=0)
+        for n in sizes:
+            cfgs = [c.to_dict() for c in grid_of(n, base)]
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                run_batch_job(cfgs, str(store().root), evaluate=False, inputs=inputs)
+                wall = time.perf_counter() - t0
+            cfg = FaroConfig(**base).resolved()
+            est = n * member_bytes(n_pairs, in_dim, cfg.head_hidden, 4 * cfg.batch_size) / 2**20
+            per_grid[n] = {"seconds": wall, "members_per_s": n / wall, "peak_mb": mem.peak,
+                           "added_mb": mem.peak - mem.before, "estimate_mb": est}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     ratios = [b / o for b, o in zip(times["batched"], times["one"])]

@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from faro_core.evaluate.chance import chance_violation  # noqa: E402
 from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index  # noqa: E402
+from faro_core.fairness.chance import chance_violation  # noqa: E402
 from faro_core.paths import SHARED_DATA  # noqa: E402
-from faro_core.runs import RunStore  # noqa: E402
+from faro_core.store.runs import RunStore  # noqa: E402
 from faro_core.train import FaroConfig, train  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = run.read("status.json", {}).get("finished", 0) - run.read("status.json", {}).get("started", 0)
         else:
             cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
-                             seed=args.seed, strata=strata, epochs=args.epochs)
+                             seed=args.seed, strata=strata, epochs=args.epochs, attribute="group")
             if store.has(run_id):
                 run = train(None, store, run_id=run_id, resume=True, progress=False)
             else:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
           *rows, "",
           "Held-out DP and EO violations against their chance level: observed (median and 90th percentile of the "
           "same selections with group labels permuted within each anchor, 200 permutations; p = share of "
-          "permutations at least as large). `faro_core.evaluate.chance`; the permutation treats responses as "
+          "permutations at least as large). `faro_core.fairness.chance`; the permutation treats responses as "
           "independent, so with template-clustered errors the true chance level is higher still.", "",
           "| model | val DP | val EO | test DP | test EO |", "|---|---|---|---|---|", *chance_rows, ""]
     Path(args.out).write_text("\n".join(md))
@@ -128,8 +128,8 @@ def _tuning(args: argparse.Namespace) -> tuple[dict, str]:
 
 def role_table(args: argparse.Namespace) -> int:
     """The role-attribute table: BT vs Faro-DP(role) / Faro-EO(role) (and CF), validation and test."""
-    from faro_core.evaluate.chance import role_chance
     from faro_core.evaluate.metrics import load_split
+    from faro_core.fairness.chance import role_chance
     from faro_core.fairness.role import role_items
 
     out_path = args.out or str(ROOT / "bench" / "results" / "trainer_bbq_role.md")

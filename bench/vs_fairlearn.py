@@ -4,7 +4,7 @@ front not dominated under its own selection and under fairlearn's, the last iter
     python bench/vs_fairlearn.py [--quick] [--epochs N] [--json]
 
 Both sides train on the same cached MiniLM features of the same BBQ pairs through the same run-store path
-(:func:`faro_core.fast_sweep.train_inprocess`: data, split and feature shards loaded once per process and
+(:func:`faro_core.studies.inprocess.train_inprocess`: data, split and feature shards loaded once per process and
 shared by every run of either side). Faro: head mode (trainer defaults: MLP head, batch 128, linearized
 penalty on the BT batch, dual step every 20 steps; 10 epochs, as the quick BBQ study on one category) for 3
 constraints (DP, EO, CF) x 10 epsilons = 30 runs. fairlearn: ``ExponentiatedGradient`` (EO on pairs,
@@ -60,7 +60,7 @@ def figure(faro: pd.DataFrame, fl: pd.DataFrame, fl_lin: pd.DataFrame, title: st
     """The fronts (gold accuracy vs EO violation) in one plotly figure, every point shown, fronts as lines."""
     import plotly.graph_objects as go
 
-    from faro_core.sweep import pareto_front
+    from faro_core.results.pareto import pareto_front
 
     fig = go.Figure()
     styles = {"Faro (EO)": ("#1f77b4", "circle"), "Faro (EO), last iterate": ("#2ca02c", "square"),
@@ -98,8 +98,9 @@ def bare_head_fits(config: Any, epochs: int, n: int) -> list[float]:
     Faro's epochs, batch and learning rate): a fit with no constraint, validation or files, the floor under
     a Faro run of the same epochs."""
     from faro_core.train import FaroConfig
+    from faro_core.train.backends import HeadBackend
     from faro_core.train.expgrad import PairHeadClassifier
-    from faro_core.train.trainer import HeadBackend, load_training_data
+    from faro_core.train.inputs import load_training_data
 
     cfg = FaroConfig(**{**config.to_dict(), "epochs": epochs}).resolved()
     _, df, _ = load_training_data(cfg)
@@ -141,12 +142,13 @@ def seed_check(base: dict[str, Any], epochs: int, n_seeds: int, store: Any, trai
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
-    from faro_core.fast_sweep import shared_inputs, train_inprocess
-    from faro_core.plots import save_figure
-    from faro_core.runs import RunStore
-    from faro_core.sweep import pareto_front, run_batch_job
+    from faro_core.results.pareto import pareto_front
+    from faro_core.results.plots import save_figure
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.inprocess import SharedInputs, train_inprocess
+    from faro_core.studies.sweep import run_batch_job
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import HeadBackend, load_training_data
+    from faro_core.train.backends import HeadBackend
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="under a minute: 2 epsilons, 2 epochs")
@@ -169,54 +171,54 @@ def main(argv: list[str] | None = None) -> int:
     fl_lin_t: list[float] = []  # fairlearn fitting logistic regression
     rows: list[dict[str, Any]] = []
     try:
-        with shared_inputs():
-            warm = FaroConfig(**base).resolved()  # the shared load, not timed (both sides use it)
-            HeadBackend(warm, load_training_data(warm)[1], progress=False)
+        inputs = SharedInputs()
+        warm = FaroConfig(**base).resolved()  # the shared load, not timed (both sides use it)
+        HeadBackend(warm, inputs.load(warm)[1], progress=False, feature_cache=inputs.feature_cache)
 
-            def faro_sweep(eps_grid: list[float], side: str, times: list[float] | None, **kw: Any) -> None:
-                """Faro's sweep (3 constraints x the epsilons) as `faro sweep` trains it by default: one batch."""
-                cfgs = [FaroConfig(**base, constraints=[k], epsilon=e, epochs=epochs, **kw).to_dict()
-                        for k in ("dp", "eo", "cf") for e in eps_grid]
+        def faro_sweep(eps_grid: list[float], side: str, times: list[float] | None, **kw: Any) -> None:
+            """Faro's sweep (3 constraints x the epsilons) as `faro sweep` trains it by default: one batch."""
+            cfgs = [FaroConfig(**base, constraints=[k], epsilon=e, epochs=epochs, **kw).to_dict()
+                    for k in ("dp", "eo", "cf") for e in eps_grid]
+            t0 = time.perf_counter()
+            out = run_batch_job(cfgs, str(store.root), evaluate=False, inputs=inputs)
+            if times is not None:
+                times.append(time.perf_counter() - t0)
+                rows.extend({**r, "side": side} for r in out)
+
+        def faro_serial(eps_grid: list[float]) -> None:
+            t0 = time.perf_counter()
+            for e in eps_grid:
+                for kind in ("dp", "eo", "cf"):
+                    train_inprocess(FaroConfig(**base, constraints=[kind], epsilon=e, epochs=epochs, seed=7),
+                                    store, inputs)
+            faro_serial_t.append(time.perf_counter() - t0)
+
+        def fairlearn_side(eps: float, record: bool = True) -> None:
+            for side, fl_base, times in (("fairlearn", "head", fl_t), ("fairlearn_linear", "linear", fl_lin_t)):
                 t0 = time.perf_counter()
-                out = run_batch_job(cfgs, str(store.root), evaluate=False)
-                if times is not None:
+                cfg = FaroConfig(**base, method="expgrad", constraints=["eo"], epsilon=eps, epochs=epochs,
+                                 expgrad_base=fl_base)
+                row = train_inprocess(cfg, store, inputs)
+                if record:
+                    rows.append({**row, "side": side})
                     times.append(time.perf_counter() - t0)
-                    rows.extend({**r, "side": side} for r in out)
 
-            def faro_serial(eps_grid: list[float]) -> None:
-                t0 = time.perf_counter()
-                for e in eps_grid:
-                    for kind in ("dp", "eo", "cf"):
-                        train_inprocess(FaroConfig(**base, constraints=[kind], epsilon=e, epochs=epochs, seed=7),
-                                        store)
-                faro_serial_t.append(time.perf_counter() - t0)
-
-            def fairlearn_side(eps: float, record: bool = True) -> None:
-                for side, fl_base, times in (("fairlearn", "head", fl_t), ("fairlearn_linear", "linear", fl_lin_t)):
-                    t0 = time.perf_counter()
-                    cfg = FaroConfig(**base, method="expgrad", constraints=["eo"], epsilon=eps, epochs=epochs,
-                                     expgrad_base=fl_base)
-                    row = train_inprocess(cfg, store)
-                    if record:
-                        rows.append({**row, "side": side})
-                        times.append(time.perf_counter() - t0)
-
-            # one untimed round at an epsilon outside the grid: the first run of a code path in a process pays
-            # its one-off costs (measured: the first Faro triple 1.77 s, the next ones 0.57 s)
-            faro_sweep([WARMUP_EPSILON], "warm", None)
-            fairlearn_side(WARMUP_EPSILON, record=False)
-            # Faro's sweeps sit between the two halves of fairlearn's runs, so drifting load hits both sides
-            half = len(eps_list) // 2
-            for eps in eps_list[:half]:
-                fairlearn_side(eps)
-            faro_sweep(eps_list, "faro", faro_t)
-            faro_sweep(eps_list, "faro_last", faro_last_t, select="last")  # fairlearn's rule: the last iterate
-            faro_serial(eps_list)  # the same sweep one run after another (seed 7: not the batch's runs)
-            for eps in eps_list[half:]:
-                fairlearn_side(eps)
-            bt_fits = bare_head_fits(warm, epochs, 3)
-            n_check = args.seed_check if args.seed_check is not None else (0 if args.quick else 3)
-            checks = seed_check(base, epochs, n_check, store, train_inprocess)
+        # one untimed round at an epsilon outside the grid: the first run of a code path in a process pays
+        # its one-off costs (measured: the first Faro triple 1.77 s, the next ones 0.57 s)
+        faro_sweep([WARMUP_EPSILON], "warm", None)
+        fairlearn_side(WARMUP_EPSILON, record=False)
+        # Faro's sweeps sit between the two halves of fairlearn's runs, so drifting load hits both sides
+        half = len(eps_list) // 2
+        for eps in eps_list[:half]:
+            fairlearn_side(eps)
+        faro_sweep(eps_list, "faro", faro_t)
+        faro_sweep(eps_list, "faro_last", faro_last_t, select="last")  # fairlearn's rule: the last iterate
+        faro_serial(eps_list)  # the same sweep one run after another (seed 7: not the batch's runs)
+        for eps in eps_list[half:]:
+            fairlearn_side(eps)
+        bt_fits = bare_head_fits(warm, epochs, 3)
+        n_check = args.seed_check if args.seed_check is not None else (0 if args.quick else 3)
+        checks = seed_check(base, epochs, n_check, store, lambda c, s: train_inprocess(c, s, inputs))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = pd.DataFrame(rows)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 from faro_core.train.batched import DEFAULT_MEMORY_MB, batchable, member_bytes, plan_batches, train_batch
 
@@ -201,8 +201,8 @@ def test_launched_grid_is_one_batch_cancel_one_member(tmp_path) -> None:
     others finish; the cancelled member then resumes to its uninterrupted result."""
     import time
 
-    from faro_core import launch
     from faro_core.cli import main as faro_main
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "runs")
     argv = launch.sweep_argv(str(store.root), "ui", ["dp", "cf"], [0.05], seeds=1, bt=True, epochs=80,
@@ -236,7 +236,7 @@ def test_train_page_grid_launch_is_one_batch(tmp_path, monkeypatch) -> None:
 
     from streamlit.testing.v1 import AppTest
 
-    from faro_core import launch
+    from faro_core.train import launch
 
     monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path / "runs"))
     page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "2_Train.py"

@@ -11,7 +11,6 @@ import torch
 from role_fixture import role_frame
 from scipy.stats import binom, binomtest, norm
 
-from faro_core.constraints import GroupIndex, PairBatch
 from faro_core.errors import FaroError
 from faro_core.evaluate.bounds import BOUNDS, bernstein, clopper_pearson, difference_bounds, rate_bounds
 from faro_core.evaluate.certify import (
@@ -22,6 +21,7 @@ from faro_core.evaluate.certify import (
     hoeffding_diff_ucb,
     role_interval,
 )
+from faro_core.fairness.pairs import GroupIndex, PairBatch
 
 MU_A, N_A, N_B = 0.3, 150, 450  # group A's responses ~ N(0.3, 1), group B's ~ N(0, 1); counts fixed
 

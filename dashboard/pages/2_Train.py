@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import guard, history, page, store  # noqa: E402
 
-from faro_core import launch  # noqa: E402
 from faro_core.errors import FaroError  # noqa: E402
-from faro_core.plots_groups import curves_figure  # noqa: E402
-from faro_core.runs import new_run_id  # noqa: E402
+from faro_core.results.plots import curves_figure  # noqa: E402
+from faro_core.store.runs import new_run_id  # noqa: E402
+from faro_core.train import launch  # noqa: E402
 
 page("Train")
 st.title("Train")
@@ -76,7 +76,8 @@ with guard():
     targets = ["local-cpu"] + (["local-gpu"] if res["cuda"] else []) + (["ray"] if res["ray"] else [])
     with st.form("launch"):
         groups_txt = f" · groups: {', '.join(data['groups'])}" if data.get("groups") else ""
-        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt} (change it on the Data page)")
+        attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
+        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
         c1, c2, c3 = st.columns([2, 1, 1])
         kinds = c1.multiselect("Constraint type(s)", ["bt", "dp", "eo", "cf"], default=["bt", "dp"],
                                format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
@@ -100,7 +101,8 @@ with guard():
         common = dict(epochs=int(epochs), backbone=backbone or None, data=data.get("source"),
                       group=data.get("group"), strata=data["strata"].split(",") if data.get("strata") else None,
                       skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-                      dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"))
+                      dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"),
+                      attribute=data.get("attribute"))
         one_kind_each = all("," not in (p["constraint"] or "") for p in plan)
         if target == "local-cpu" and mode == "head" and len(plan) > 1 and one_kind_each:
             # a grid: one batched `faro sweep` process trains every member (each still its own run)

@@ -12,8 +12,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 from common import guard, no_runs_message, page, policy, run_label, run_table, store  # noqa: E402
 
-from faro_core.plots_groups import method_color, policy_figure  # noqa: E402
 from faro_core.policy import compare  # noqa: E402
+from faro_core.results.plots import method_color, policy_figure  # noqa: E402
 
 page("Policy")
 st.title("Does fairness transfer to the policy?")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from faro_core.io import to_json
 
@@ -36,12 +37,11 @@ def parse_seeds(s: str) -> list[int]:
     return out
 
 
-def spec_from_args(args: argparse.Namespace):
-    """The :class:`~faro_core.sweep.SweepSpec` a ``faro sweep`` command line asks for (also what the launcher
-    reads to know a launched sweep's run ids)."""
-    from faro_core.baselines import parse_baselines
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~faro_core.studies.grid.SweepSpec` a ``faro sweep`` command line asks for (also what the
+    launcher reads to know a launched sweep's run ids)."""
     from faro_core.cli.train_cmd import config_from_args
-    from faro_core.sweep import SweepSpec
+    from faro_core.studies.grid import SweepSpec, parse_baselines
 
     base = config_from_args(args)
     kinds = [k.strip().lower() for k in args.constraints.split(",") if k.strip() and k.strip() != "none"]
@@ -51,7 +51,7 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
-    from faro_core.sweep import run_sweep
+    from faro_core.studies.sweep import run_sweep
 
     spec = spec_from_args(args)
     runs_dir = args.runs_dir or "runs"

@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace, **over: object):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
     from faro_core.train import train
 
     store = RunStore(args.runs_dir)

@@ -1,6 +1,6 @@
 """Fairness certificates on held-out data (DESIGN §6; derivation in docs/EVALUATION.md).
 
-For each one-sided constraint j (a cell of DP / EO / CF, see :mod:`faro_core.constraints`) we report the
+For each one-sided constraint j (a cell of DP / EO / CF, see :mod:`faro_core.fairness.constraints`) we report the
 empirical violation g_j (the constraint objects' own strict value), a one-sided upper confidence bound
 U_j with P(g*_j <= U_j for all j) >= 1 - delta, a lower confidence bound L_j (the other side's bound, so the
 uppers and lowers hold jointly at 1 - delta), the slack eps - U_j, the group size driving U_j, the bound
@@ -38,13 +38,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from faro_core.constraints import (
-    CONSTRAINT_TYPES,
-    Constraint,
-    CounterfactualFairness,
-    GroupIndex,
-    PairBatch,
-)
 from faro_core.errors import FaroError
 from faro_core.evaluate.bounds import (
     DEFAULT_BOUND,
@@ -55,7 +48,10 @@ from faro_core.evaluate.bounds import (
     rate_bounds,
     scales_to_reach,
 )
-from faro_core.runs import Run
+from faro_core.fairness.constraint_set import CONSTRAINT_TYPES
+from faro_core.fairness.constraints import Constraint, CounterfactualFairness
+from faro_core.fairness.pairs import GroupIndex, PairBatch
+from faro_core.store.runs import Run
 
 DEFAULT_DELTA = 0.05
 DEFAULT_CF_CLIP = 1.0

@@ -27,7 +27,7 @@ its updates at the next step: it leaves the stack, is marked ``interrupted`` and
 while the others go on. A kill of the process leaves every unfinished member ``interrupted`` (their status
 names the batch's process), each with its own last checkpoint.
 
-Which methods batch is the registry's call (:attr:`~faro_core.train.methods.Method.batches`); which configs
+Which methods batch is the registry's call (``Method.batches``, and no ``fit`` of its own); which configs
 can share a batch: :func:`batch_key`; how many fit in memory: :func:`plan_batches`.
 """
 
@@ -39,26 +39,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from faro_core.errors import FaroError
+from faro_core.fairness.pairs import PairTensors
 from faro_core.models.stacked import StackedHeads
-from faro_core.runs import Heartbeat, Run, RunStore
+from faro_core.store.runs import Heartbeat, Run, RunStore
+from faro_core.train import methods
+from faro_core.train.backends import HeadBackend, unstack_rewards
 from faro_core.train.config import FaroConfig
-from faro_core.train.trainer import (
-    SPLITS,
-    HeadBackend,
-    PairTensors,
-    RunLoop,
-    make_adam,
-    prepare_run,
-    unstack_rewards,
-    write_run_inputs,
-)
-
-BATCHED_METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda")
+from faro_core.train.inputs import TrainInputs, split_indices
+from faro_core.train.loop import RunLoop, prepare_run, write_run_inputs
+from faro_core.train.stepper import make_adam
 
 # Config fields that members of one batch must share: the data and features (one feature table), the head's
 # shape (one stack), the optimizer's settings (one Adam over the stack) and the step schedule (lockstep).
@@ -74,7 +67,8 @@ def batchable(config: FaroConfig) -> bool:
     loop and says it batches, and no weight averaging (its running average is one more copy per member,
     not built)."""
     cfg = config.resolved()
-    return cfg.mode == "head" and cfg.method in BATCHED_METHODS and not cfg.average
+    method = methods.get(methods.method_of(cfg.to_dict()))
+    return cfg.mode == "head" and method.fit is None and method.batches and not cfg.average
 
 
 def batch_key(config: FaroConfig) -> tuple[str, ...]:
@@ -205,7 +199,8 @@ class Member:
 # the engine
 # ---------------------------------------------------------------------------------------------------
 def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], resume: bool = False,
-                progress: bool = True, on_member: Callable[[Run], None] | None = None,
+                progress: bool = True, inputs: TrainInputs | None = None,
+                on_member: Callable[[Run], None] | None = None,
                 on_step: Callable[[str, dict[str, Any]], None] | None = None,
                 cancel_poll_s: float = CANCEL_POLL_S) -> list[Run]:
     """Train the members ``configs`` (one :func:`batch_key`) as one batch; member i is run ``run_ids[i]``.
@@ -214,8 +209,10 @@ def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], 
     the caller groups them, see :func:`faro_core.studies.sweep.run_batch_job`); a done member is returned as
     is. Returns the members' runs (done, or failed / interrupted where that member failed or was cancelled);
     ``on_member`` is called with each run as it finishes, ``on_step(run_id, row)`` with every history row.
-    Cancel requests are looked for every ``cancel_poll_s`` seconds (0: after every step).
+    Cancel requests are looked for every ``cancel_poll_s`` seconds (0: after every step). ``inputs``: where
+    data and features come from (as for :func:`~faro_core.train.loop.train`).
     """
+    inputs = inputs or TrainInputs()
     runs, todo = [], []
     for cfg, rid in zip(configs, run_ids):
         if resume and store.has(rid):
@@ -240,7 +237,7 @@ def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], 
     members: list[Member] = []
     try:
         with Heartbeat(*[r for _, r in todo]):
-            _fit_batch(todo, resume, progress, members, on_member, on_step, cancel_poll_s)
+            _fit_batch(todo, resume, progress, inputs, members, on_member, on_step, cancel_poll_s)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         for _, run in todo:
@@ -250,18 +247,16 @@ def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], 
     return runs
 
 
-def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool, members: list[Member],
-               on_member: Callable[[Run], None] | None, on_step: Callable[[str, dict[str, Any]], None] | None,
-               cancel_poll_s: float) -> None:
-    import faro_core.train.trainer as trainer  # looked up here: the in-process sweep shares the data load
-
+def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool, inputs: TrainInputs,
+               members: list[Member], on_member: Callable[[Run], None] | None,
+               on_step: Callable[[str, dict[str, Any]], None] | None, cancel_poll_s: float) -> None:
     first = todo[0][0]
     torch.set_num_threads(1)  # as a solo head-mode run (see prepare_run): the members' products are small
-    data, df, index = trainer.load_training_data(first)
-    backend = HeadBackend(first, df, progress)
+    data, df, index = inputs.load(first)
+    backend = HeadBackend(first, df, progress, feature_cache=inputs.feature_cache)
     stack = _Stack(StackedHeads.seeded(int(backend.meta["in_dim"]), first.head_hidden, [c.seed for c, _ in todo]),
                    lr=first.lr, weight_decay=first.weight_decay)
-    split_idx = {s: torch.from_numpy(np.flatnonzero((df["split"] == s).to_numpy())) for s in SPLITS}
+    split_idx = split_indices(df)
     if len(split_idx["train"]) == 0:
         raise FaroError("the training split is empty")
     shared = (data, df, index, PairTensors.from_frame(df, index), split_idx, backend)

@@ -32,6 +32,7 @@ from typing import Any
 
 from faro_core.errors import RunError
 from faro_core.io import append_jsonl, read_json, read_jsonl, write_json
+from faro_core.paths import default_runs_dir
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STATUSES = ("queued", "running", "done", "failed", "interrupted")
@@ -208,8 +209,6 @@ class RunStore:
     """All runs under one directory (``--runs-dir``)."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        from faro_core.paths import default_runs_dir
-
         self.root = Path(root) if root is not None else default_runs_dir()
 
     def path(self, run_id: str) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 
 from faro_core.errors import FaroError, RunError
 from faro_core.io import read_json, write_json
-from faro_core.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
+from faro_core.store.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
 
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
@@ -31,8 +31,9 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
                backbone: str | None = None, data: str | None = None, group: str | None = None,
                strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
                dp_scope: str | None = None, dp_partner: bool = True, groups: Sequence[str] | None = None,
-               extra: Sequence[str] = ()) -> list[str]:
-    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``)."""
+               extra: Sequence[str] = (), attribute: str | None = None) -> list[str]:
+    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``; ``attribute``:
+    ``--attribute group|role``, None leaves the data's default)."""
     argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
             "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
             "--mode", mode, "--quiet", "--json"]
@@ -55,6 +56,8 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
         argv += ["--dp-partner", "pool"]
     if groups:
         argv += ["--groups", ",".join(groups)]
+    if attribute:
+        argv += ["--attribute", attribute]
     if sweep:
         argv += ["--name", sweep]
     return argv + list(extra)
@@ -178,7 +181,7 @@ def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequenc
                bt: bool = False, mode: str = "head", epochs: int | None = None, backbone: str | None = None,
                data: str | None = None, group: str | None = None, strata: Sequence[str] | None = None,
                skew: float = 0.0, dp_scope: str | None = None, dp_partner: bool = True,
-               groups: Sequence[str] | None = None) -> list[str]:
+               groups: Sequence[str] | None = None, attribute: str | None = None) -> list[str]:
     """The ``faro sweep`` command line of a grid (kinds x epsilons x seeds 0..seeds-1, plus BT per seed),
     trained by the default batched engine."""
     eps = ",".join("inf" if not math.isfinite(e) else f"{e:g}" for e in epsilons)
@@ -187,7 +190,7 @@ def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequenc
             "--baselines", "bt" if bt else "none", "--mode", mode, "--engine", "batched", "--quiet", "--json"]
     for flag, value in (("--epochs", epochs), ("--backbone", backbone), ("--data", data), ("--group", group),
                         ("--strata", ",".join(strata) if strata else None), ("--dp-scope", dp_scope),
-                        ("--groups", ",".join(groups) if groups else None)):
+                        ("--groups", ",".join(groups) if groups else None), ("--attribute", attribute)):
         if value:
             argv += [flag, str(value)]
     if skew:
@@ -202,7 +205,7 @@ def sweep_run_ids(argv: Sequence[str]) -> list[str]:
     through the CLI's own parser."""
     from faro_core.cli import build_parser
     from faro_core.cli.sweep_cmd import spec_from_args
-    from faro_core.sweep import grid, run_id_for
+    from faro_core.studies.grid import grid, run_id_for
 
     args = build_parser().parse_args(list(argv)[3:])
     return [run_id_for(c) for c in grid(spec_from_args(args))]
