@@ -340,7 +340,7 @@ class ItemTable:
 
 def _scale(x: Tensor) -> Tensor:
     """The proxies' scale: population standard deviation of the members' reward differences (in the gradient,
-    as :func:`~faro_core.constraints.margin_scale`; 1 for fewer than two members)."""
+    as :func:`~faro_core.fairness.penalty.margin_scale`; 1 for fewer than two members)."""
     return x.std(unbiased=False) + 1e-6 if x.numel() > 1 else x.new_ones(())
 
 

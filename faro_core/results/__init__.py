@@ -52,6 +52,8 @@ from faro_core.results.views import (
     presented_probabilities,
     reliability,
     response_rewards,
+    role_margins,
+    role_rewards,
     selected_run,
     top_multipliers,
     with_group_captions,
@@ -63,6 +65,6 @@ __all__ = [
     "cross_violations", "family_key", "family_label", "generations_side_by_side", "group_accuracy", "group_summary",
     "headline", "history_frame", "hypervolume", "load_scores", "markdown_table", "method_label", "metrics_row",
     "need", "pareto_front", "pareto_mask", "pareto_points", "pareto_summary", "policy_frame",
-    "presented_probabilities", "reliability", "response_rewards", "run_table", "selected_run", "split_columns",
-    "sweep_points", "table_row", "top_multipliers", "with_group_captions",
+    "presented_probabilities", "reliability", "response_rewards", "role_margins", "role_rewards", "run_table",
+    "selected_run", "split_columns", "sweep_points", "table_row", "top_multipliers", "with_group_captions",
 ]

@@ -20,7 +20,7 @@ the unconstrained Bradley–Terry reward (BT) with Faro's DP(role) reward on the
 
 The story is JSON (it is cached as ``<runs_dir>/story.json``, keyed by the two runs' score files, so the
 dashboard's first screen reads it without importing torch) and drawn by
-:func:`faro_core.plots_groups.story_figure`; the report and ``faro report`` show the same.
+:func:`faro_core.results.plots.story_figure`; the report and ``faro report`` show the same.
 """
 
 from __future__ import annotations
