@@ -46,6 +46,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dual-every", type=int, default=None,
                    help="dual step every N steps (default: 20 in head mode, 5 in full mode; on small data with "
                         "few steps per epoch, lower it so the multipliers get enough steps)")
+    p.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default="auto",
+                   help="what the dual step ascends on: strict violations, their smooth proxies, or auto (smooth for "
+                        "DP/EO, strict for CF; docs/TRAINING.md)")
     p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps")
     p.add_argument("--runs-dir", default=None, help="run store directory (default ./runs or $FARO_RUNS_DIR)")
 
@@ -62,7 +65,7 @@ def config_from_args(args: argparse.Namespace, **over: object):
         dp_partner=args.dp_partner != "pool", groups=split(args.groups), skew=args.skew, data_seed=args.data_seed,
         mode=args.mode, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         dual_lr=args.dual_lr, max_length=args.max_length, min_count=args.min_count, ckpt_every=args.ckpt_every,
-        dual_every=args.dual_every,
+        dual_every=args.dual_every, dual_signal=args.dual_signal,
     )
     kw.update(over)
     return FaroConfig(**kw)
