@@ -290,6 +290,9 @@ def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
     ev = run.read("eval.json")
     assert ev["role"]["dp"] == pytest.approx(ev["metrics"]["violation_dp"]["value"], abs=1e-6)
     assert ev["chance"]["dp"]["n_perm"] >= 1000
+    assert faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
+                      "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert "P(r_biased > r_counter)" in capsys.readouterr().out  # faro train prints the raw rates too
     with pytest.raises(SystemExit) as bad:  # argparse: one line naming the choices, exit 2
         faro_main(["train", "--attribute", "gender", "--runs-dir", str(tmp_path), "--quiet"])
     assert bad.value.code == 2 and "choose from 'group', 'role'" in capsys.readouterr().err

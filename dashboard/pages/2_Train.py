@@ -13,6 +13,7 @@ import streamlit as st  # noqa: E402
 from common import guard, history, page, store  # noqa: E402
 
 from faro_core.results.plots import curves_figure  # noqa: E402
+from faro_core.store.runs import new_run_id  # noqa: E402
 from faro_core.train import launch  # noqa: E402
 from faro_core.train.config import MODES, default_of, parse_values, setting_of  # noqa: E402
 
@@ -89,18 +90,27 @@ with guard():
         seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        plan = launch.plan_runs(kinds, parse_values("epsilon", eps_text) if [k for k in kinds if k != "bt"] else [],
-                                int(seeds), combine)
+        grid = parse_values("epsilon", eps_text) if [k for k in kinds if k != "bt"] else []
+        plan = launch.plan_runs(kinds, grid, int(seeds), combine)
+        common = dict(epochs=int(epochs), backbone=backbone or None, data=data.get("source"),
+                      group=data.get("group"), strata=data["strata"].split(",") if data.get("strata") else None,
+                      skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+                      dp_partner=bool(data.get("dp_partner", default_of("dp_partner"))), groups=data.get("groups"),
+                      attribute=data.get("attribute"))
         # every run's config is built and validated first: one value out of range launches nothing
-        configs = [launch.launch_config(
-            mode="full" if target == "local-gpu" else mode, epochs=int(epochs), backbone=backbone or None,
-            data=data.get("source"), group=data.get("group"), strata=data.get("strata") or None,
-            skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-            dp_partner=bool(data.get("dp_partner", default_of("dp_partner"))), groups=data.get("groups"),
-            attribute=data.get("attribute"), **p) for p in plan]
-        launched = [launch.launch_train(store(), config=c, target=target) for c in configs]
-        st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
-                   + ", ".join(f"`{r}`" for r in launched))
+        configs = [launch.launch_config(mode="full" if target == "local-gpu" else mode, **common, **p) for p in plan]
+        one_kind_each = all("," not in (p["constraint"] or "") for p in plan)
+        if target == "local-cpu" and mode == "head" and len(plan) > 1 and one_kind_each:
+            # a grid: one batched `faro sweep` process trains every member (each still its own run)
+            argv = launch.sweep_argv(str(store().root), new_run_id("ui"), [k for k in kinds if k != "bt"], grid,
+                                     seeds=int(seeds), bt="bt" in kinds, mode=mode, **common)
+            launched = launch.launch_sweep(store(), argv)
+            st.success(f"launched a grid of {len(launched)} runs on {TARGET_LABEL[target]}, trained as one "
+                       "batch: " + ", ".join(f"`{r}`" for r in launched))
+        else:
+            launched = [launch.launch_train(store(), config=c, target=target) for c in configs]
+            st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
+                       + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
     @st.fragment(run_every=2.0)

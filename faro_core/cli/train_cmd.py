@@ -31,6 +31,10 @@ def run_train(args: argparse.Namespace) -> int:
         m = out["metrics"]
         print(f"run {run.run_id}: {run.status}", file=sys.stdout)
         print(json.dumps({k: m.get(k) for k in ("accuracy", "gold_accuracy", "violation", "feasible")}, indent=2))
+        if m.get("role"):  # attribute role: the raw rates and the full gaps behind violation.dp / .eo (validation)
+            from faro_core.cli.eval_cmd import role_lines
+
+            print("validation split:\n" + role_lines(m["role"]))
     return 0
 
 
