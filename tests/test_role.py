@@ -318,5 +318,6 @@ def test_data_page_offers_the_attribute_and_the_train_page_passes_it(tmp_path, m
     tp = AppTest.from_file(str(page.parent / "2_Train.py"), default_timeout=60)
     tp.session_state["data_choice"] = {"source": "demo", "attribute": "role"}
     tp.run()
+    tp.multiselect[0].set_value(["dp"])  # one run: launch_train (a grid of several goes to one batched sweep)
     tp.button[0].click().run()
     assert not tp.exception and seen and all(kw["config"].attribute == "role" for kw in seen)
