@@ -110,6 +110,9 @@ class Method:
     post_process: Callable[[pd.DataFrame, np.ndarray, np.ndarray, list[str] | None],
                            tuple[np.ndarray, np.ndarray, dict[str, Any]]] | None = None
     fit: Callable[[FaroConfig, Run, bool, TrainInputs], None] | None = None
+    # its head-mode runs can train as members of one batch (faro_core.train.batched): every per-run part of
+    # the method lives in the TrainStepper (loss, weights, multipliers) and the loop; a ``fit`` never batches
+    batches: bool = True
     kind_colors: tuple[tuple[str, str], ...] = ()  # a colour per constraint kind, where the kinds differ
 
     @property
