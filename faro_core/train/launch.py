@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from faro_core.errors import FaroError, RunError
@@ -170,27 +171,25 @@ def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, c
     return out
 
 
+SWEEP_CONFIG_FILE = "base_config.json"
+
+
 def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1,
-               bt: bool = False, mode: str = "head", epochs: int | None = None, backbone: str | None = None,
-               data: str | None = None, group: str | None = None, strata: Sequence[str] | None = None,
-               skew: float = 0.0, dp_scope: str | None = None, dp_partner: bool = True,
-               groups: Sequence[str] | None = None, attribute: str | None = None) -> list[str]:
+               bt: bool = False, mode: str = "head", **settings: Any) -> list[str]:
     """The ``faro sweep`` command line of a grid (kinds x epsilons x seeds 0..seeds-1, plus BT per seed),
-    trained by the default batched engine."""
+    trained by the default batched engine. The shared settings (``mode`` and ``settings``: FaroConfig field
+    names) are validated into a base :class:`FaroConfig` and written to
+    ``RUNS_DIR/_sweeps/NAME/base_config.json``, which the command reads with ``--config``; only the grid is
+    spelled as flags."""
+    base = launch_config(mode=mode, **settings)
+    folder = Path(runs_dir) / "_sweeps" / validate_run_id(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SWEEP_CONFIG_FILE, base.stored_dict())
     eps = ",".join("inf" if not math.isfinite(e) else f"{e:g}" for e in epsilons)
-    argv = [sys.executable, "-m", "faro_core", "sweep", "--runs-dir", str(runs_dir), "--name", name,
-            "--constraints", ",".join(kinds) or "none", "--epsilons", eps, "--seeds", f"0-{int(seeds) - 1}",
-            "--baselines", "bt" if bt else "none", "--mode", mode, "--engine", "batched", "--quiet", "--json"]
-    for flag, value in (("--epochs", epochs), ("--backbone", backbone), ("--data", data), ("--group", group),
-                        ("--strata", ",".join(strata) if strata else None), ("--dp-scope", dp_scope),
-                        ("--groups", ",".join(groups) if groups else None), ("--attribute", attribute)):
-        if value:
-            argv += [flag, str(value)]
-    if skew:
-        argv += ["--skew", f"{skew:g}"]
-    if not dp_partner:
-        argv += ["--dp-partner", "pool"]
-    return argv
+    return [sys.executable, "-m", "faro_core", "sweep", "--config", str(folder / SWEEP_CONFIG_FILE), "--runs-dir",
+            str(runs_dir), "--name", name, "--constraints", ",".join(kinds) or "none", "--epsilons", eps,
+            "--seeds", f"0-{int(seeds) - 1}", "--baselines", "bt" if bt else "none", "--engine", "batched",
+            "--quiet", "--json"]
 
 
 def sweep_run_ids(argv: Sequence[str]) -> list[str]:
