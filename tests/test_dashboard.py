@@ -574,8 +574,9 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
         roles = [a["role"] for a in ex["answers"]]
         assert roles == ["biased", "counter", "unknown"] and ex["prompt"] and all(a["text"] for a in ex["answers"])
         if ex["kind"] == "bt_stereotyped_faro_correct":
-            assert ex["faro_first"] == ex["correct"] != "biased"
-            assert ex["bt_first"] == "biased" or ex["bt_margin"] > 0
+            assert ex["faro_first"] == ex["correct"] != "biased" and ex["bt_first"] == "biased"
+        elif ex["kind"] == "bt_leans_faro_not":
+            assert ex["faro_first"] == ex["correct"] and ex["bt_margin"] > 0 >= ex["faro_margin"]
         else:
             assert ex["bt_first"] == ex["faro_first"] == "biased" != ex["correct"]
     assert len([e for e in story["examples"] if e["kind"] == "both_stereotyped"]) <= 1
