@@ -82,7 +82,7 @@ def test_twin_stats_by_hand() -> None:
     assert no_side["stereo_preference"] is None
 
 
-DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
+DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
 
 
 @pytest.mark.skipif(DATA is not None and not Path(DATA).exists(), reason="neither demo data nor ../shared/data/bbq")
