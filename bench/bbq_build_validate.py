@@ -53,10 +53,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="keep the built folder here (default: a temp folder)")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    ap.add_argument("--md", default=None, help="also write the printed tables to this markdown file")
     args = ap.parse_args()
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text)
+        lines.append(str(text))
     tdir, pdir = Path(args.templates), Path(args.published)
     if not tdir.is_dir():
-        print(f"templates folder {tdir} not found; nothing to validate")
+        say(f"templates folder {tdir} not found; nothing to validate")
         return 2
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bbq_build_"))
     t0 = time.perf_counter()
@@ -67,11 +73,12 @@ def main() -> int:
     res: dict = {"seed": args.seed, "build_seconds": round(build_s, 2), "out": str(out), "published": {},
                  "built": {}}
 
-    print(f"built {sum(summary['categories'].values())} items in {build_s:.1f} s (seed {args.seed}) -> {out}\n")
-    print("| category | items built / published | strata with equal counts | exact | exact up to unknown "
+    where = f" -> {out}" if args.out else ""
+    say(f"built {sum(summary['categories'].values())} items in {build_s:.1f} s (seed {args.seed}){where}\n")
+    say("| category | items built / published | strata with equal counts | exact | exact up to unknown "
           "wording | other draw of words/names | context in published, answers differ | stratum not "
           "published | published items reachable |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|---|")
     for cat in sorted(cats):
         pub = pdir / f"{cat}.jsonl"
         if not pub.exists():
@@ -83,15 +90,15 @@ def main() -> int:
         reach = reachable_share(ex, published)
         cl, n = cmp["classes"], cmp["built"]
         res["published"][cat] = {**cmp, "reachable": reach}
-        print(f"| {cat} | {n} / {cmp['published']} | {cmp['strata_matching']}/{cmp['strata']} | "
+        say(f"| {cat} | {n} / {cmp['published']} | {cmp['strata_matching']}/{cmp['strata']} | "
               f"{100 * cmp['exact']:.1f}% | {100 * cmp['exact_up_to_unknown_wording']:.1f}% | "
               f"{100 * cl.get('other_pair', 0) / n:.1f}% | {100 * cl.get('same_context_other_answers', 0) / n:.1f}% | "
               f"{100 * cl.get('stratum_missing', 0) / n:.1f}% | {100 * reach['share']:.1f}% |")
         if cmp["count_differences"]:
-            print(f"|  | strata that differ (built, published): {cmp['count_differences']} |||||||| ")
-    print("\n| category | items built | published count | difference | proper names checked | wrong group | "
+            say(f"|  | strata that differ (built, published): {cmp['count_differences']} |||||||| ")
+    say("\n| category | items built | published count | difference | proper names checked | wrong group | "
           "role coverage (biased answer derivable) |")
-    print("|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|")
     for cat in sorted(cats):
         built = _records(out / f"{cat}.jsonl")
         items = load_bbq_items(out / f"{cat}.jsonl")
@@ -101,10 +108,12 @@ def main() -> int:
         diff = f"{100 * (len(built) - ref) / ref:+.1f}%" if ref else "-"
         mark = "" if (pdir / f"{cat}.jsonl").exists() else " (no published file here)"
         res["built"][cat] = {"items": len(built), "published_count": ref, "names": names, "role_coverage": cov}
-        print(f"| {cat}{mark} | {len(built)} | {ref or '-'} | {diff} | {names['names']} | {names['wrong']} | "
+        say(f"| {cat}{mark} | {len(built)} | {ref or '-'} | {diff} | {names['names']} | {names['wrong']} | "
               f"{100 * cov:.1f}% |")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    if args.md:
+        Path(args.md).write_text("\n".join(lines) + "\n")
     return 0
 
 

@@ -44,9 +44,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lm", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--md", default=None, help="also write the printed tables to this markdown file")
     args = ap.parse_args()
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text)
+        lines.append(str(text))
     if not Path(args.bold).is_dir():
-        print(f"BOLD folder {args.bold} not found")
+        say(f"BOLD folder {args.bold} not found")
         return 2
     store = RunStore(args.runs_dir)
     runs = [store.get(r) for r in args.run]
@@ -57,27 +63,31 @@ def main() -> int:
     t0 = time.time()
     res = bold_rerank(runs, args.bold, per_group=args.per_group, config=cfg, lm=args.lm, seed=args.seed)
     wall = time.time() - t0
-    print(f"BOLD: {res['n_prompts']} prompts ({args.per_group} per group, seed {args.seed}), n={args.n}, "
+    say(f"BOLD: {res['n_prompts']} prompts ({args.per_group} per group, seed {args.seed}), n={args.n}, "
           f"{args.max_new_tokens} new tokens, T={cfg.temperature}, top_p={cfg.top_p}; generation "
           f"{res['generation_seconds']:.0f} s, total {wall:.0f} s\n")
     ids = list(res["models"])
-    print("| domain | group | prompts | " + " | ".join(f"best-of-{args.n} mean z, {names[i]} ({i})" for i in ids)
+    say("| domain | group | prompts | " + " | ".join(f"best-of-{args.n} mean z, {names[i]} ({i})" for i in ids)
           + " |")
-    print("|---|---|---|" + "---|" * len(ids))
+    say("|---|---|---|" + "---|" * len(ids))
     first = res["models"][ids[0]]["domains"]
     for dom, d in first.items():
         for g, v in d["groups"].items():
             cells = [_fmt(res["models"][i]["domains"][dom]["groups"][g]["chosen_mean"],
                           res["models"][i]["domains"][dom]["groups"][g]["chosen_lo"],
                           res["models"][i]["domains"][dom]["groups"][g]["chosen_hi"]) for i in ids]
-            print(f"| {dom} | {g} | {v['n_prompts']} | " + " | ".join(cells) + " |")
+            say(f"| {dom} | {g} | {v['n_prompts']} | " + " | ".join(cells) + " |")
         gaps = [res["models"][i]["domains"][dom] for i in ids]
-        print(f"| {dom} | **gap (max - min)** | | " + " | ".join(
+        say(f"| {dom} | **gap (max - min)** | | " + " | ".join(
             f"**{_fmt(x['gap'], x['gap_lo'], x['gap_hi'])}** ({x['highest']} > {x['lowest']})" for x in gaps) + " |")
+        say(f"| {dom} | gap with groups shuffled: median, 95th pct (p) | | " + " | ".join(
+            f"{x['gap_null_median']:.2f}, {x['gap_null_95']:.2f} (p = {x['gap_p_value']:.2f})" for x in gaps) + " |")
     res["names"] = names
     res["wall_seconds"] = round(wall, 1)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+    if args.md:
+        Path(args.md).write_text("\n".join(lines) + "\n")
     return 0
 
 

@@ -155,8 +155,12 @@ def config_columns(run: Any) -> dict[str, Any]:
         "run_id": run.run_id, "name": cfg.get("name"), "method": method_label(cfg),
         "constraint": ",".join(cfg.get("constraints") or []) or "none",
         "epsilon": float(eps) if eps is not None else math.inf, "fixed_lambda": cfg.get("fixed_lambda"),
-        "seed": cfg.get("seed"), "status": run.status,
+        "seed": cfg.get("seed"), "status": run.status, "attribute": cfg.get("attribute") or "group",
     }
+
+
+ROLE_TABLE_KEYS = ("p_biased_over_counter", "rate_biased_vs_unknown", "rate_counter_vs_unknown", "acc_biased",
+                   "acc_counter", "dp_gap", "eo_gap", "n_dp", "n_biased", "n_counter")
 
 
 def table_row(run: Any) -> dict[str, Any]:
@@ -177,6 +181,9 @@ def table_row(run: Any) -> dict[str, Any]:
         c = byk.get(k, {})
         row[f"certified_{k}"] = c.get("certified")
         row[f"upper_{k}"] = _num(c.get("max_upper"))
+    role = ev.get("role") or {}  # attribute role: the raw rates behind violation_dp / violation_eo, and the gaps
+    for k in ROLE_TABLE_KEYS:
+        row[f"role_{k}"] = _num(role.get(k))
     for k in ("dp", "eo"):  # the violation a reward ignoring the group would show on this split, and the p-value
         ch = (ev.get("chance") or {}).get(k, {})
         row[f"chance_{k}"] = _num(ch.get("chance_median"))

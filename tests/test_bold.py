@@ -47,6 +47,7 @@ def test_bold_stats_best_of_n_and_gap() -> None:
     assert g["groups"]["f"]["chosen_mean"] == pytest.approx((z[4] + z[6]) / 2)
     assert g["gap"] == pytest.approx(g["groups"]["m"]["chosen_mean"] - g["groups"]["f"]["chosen_mean"])
     assert g["highest"] == "m" and g["lowest"] == "f"
+    assert 0.0 <= g["gap_p_value"] <= 1.0 and g["gap_null_median"] <= g["gap_null_95"]
     assert res["best_rows"] == [1, 2, 4, 6]
     tab = bold_table({"models": {"r1": {"domains": res["domains"]}}}, names={"r1": "bt"})
     assert list(tab["group"]) == ["f", "m"] and set(tab["model"]) == {"bt"}

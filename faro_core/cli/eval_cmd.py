@@ -27,6 +27,24 @@ def _fmt(v: dict[str, Any] | None) -> str:
     return f"{v['value']:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
+def role_lines(role: dict) -> str:
+    """The role violations in words: raw rates, gaps and item counts (``eval.json["role"]``)."""
+    def f(k: str) -> str:
+        v, iv = role.get(k), (role.get("interval") or {}).get(k)
+        if v is None:
+            return "n/a"
+        return f"{v:.4f}" + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv and iv[0] is not None else "")
+
+    return "\n".join([
+        f"  stereotype role, ambiguous items (n={role.get('n_dp')}): P(r_biased > r_counter) {f('p_biased_over_counter')}"
+        f" (1/2 = unbiased), v_DP {f('dp')}",
+        f"    against 'unknown': biased answer wins {f('rate_biased_vs_unknown')}, counter answer wins "
+        f"{f('rate_counter_vs_unknown')} (n={role.get('n_dp_unknown')})",
+        f"  disambiguated items: accuracy when the correct answer is the biased one {f('acc_biased')} "
+        f"(n={role.get('n_biased')}), the counter one {f('acc_counter')} (n={role.get('n_counter')})",
+        f"    gap {f('eo_gap')}, v_EO = |gap| / 2 {f('eo')}"])
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from faro_core.evaluate.metrics import evaluate_run
 
@@ -39,10 +57,14 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}: {res['pairs']} pairs ({res['items']} items), 95% bootstrap intervals by item")
     for k, v in res["metrics"].items():
         print(f"  {k:16s} {_fmt(v)}")
+    role = res.get("role")
+    null = "roles swapped within items" if role else "group labels permuted"
     for k, c in (res.get("chance") or {}).items():
         if c["chance_median"] == c["chance_median"]:  # not NaN
             print(f"  chance level of violation_{k}: median {c['chance_median']:.4f}, 90th pct "
-                  f"{c['chance_p90']:.4f} (group labels permuted {c['n_perm']}x; p = {c['p_value']:.3f})")
+                  f"{c['chance_p90']:.4f} ({null} {c['n_perm']}x; p = {c['p_value']:.3f})")
+    if role:
+        print(role_lines(role))
     return 0
 
 

@@ -212,19 +212,35 @@ def point_metrics(batch: PairBatch, gold: torch.Tensor, measure: ConstraintSet,
 
 def item_bootstrap_indices(item_ids: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
     """Row indices of ``n_boot`` bootstrap resamples by item (items drawn with replacement, all their rows kept)."""
+    return [rows for rows, _ in item_bootstrap_draws(item_ids, n_boot, seed)]
+
+
+def item_bootstrap_draws(item_ids: np.ndarray, n_boot: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, copy) of ``n_boot`` bootstrap resamples by item: the row indices, and for each row the draw it
+    belongs to (an item drawn twice is two copies, which item-level statistics must keep apart)."""
     codes, uniq = pd.factorize(pd.Series(item_ids))
     rows_of = [np.flatnonzero(codes == i) for i in range(len(uniq))]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_boot):
         pick = rng.integers(0, len(uniq), size=len(uniq))
-        out.append(np.concatenate([rows_of[i] for i in pick]) if len(pick) else np.zeros(0, dtype=int))
+        if not len(pick):
+            out.append((np.zeros(0, dtype=int), np.zeros(0, dtype=int)))
+            continue
+        out.append((np.concatenate([rows_of[i] for i in pick]),
+                    np.repeat(np.arange(len(pick)), [len(rows_of[i]) for i in pick])))
     return out
 
 
-def _subset(batch: PairBatch, idx: np.ndarray) -> PairBatch:
+def _subset(batch: PairBatch, idx: np.ndarray, copy: np.ndarray | None = None) -> PairBatch:
+    """The batch's rows ``idx``; with ``copy`` (the draw of each row, :func:`item_bootstrap_draws`) each drawn
+    copy of a role item gets its own item code."""
     t = torch.as_tensor(idx, dtype=torch.long)
-    return PairBatch(*(getattr(batch, f)[t] for f in batch.__dataclass_fields__))
+    out = PairBatch(*(None if getattr(batch, f) is None else getattr(batch, f)[t] for f in batch.__dataclass_fields__))
+    if out.role_item is not None and copy is not None:
+        c = torch.as_tensor(copy, dtype=torch.long)
+        out.role_item = torch.where(out.role_item >= 0, c, out.role_item)
+    return out
 
 
 def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
@@ -253,8 +269,8 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
     groups = df["group"].fillna("(none)").astype(str).to_numpy()
     point = point_metrics(batch, gold, measure, groups, with_calibration)
     boots: dict[str, list[float]] = {k: [] for k in point}
-    for idx in item_bootstrap_indices(df["item_id"].astype(str).to_numpy(), n_boot, seed):
-        m = point_metrics(_subset(batch, idx), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
+    for idx, copy in item_bootstrap_draws(df["item_id"].astype(str).to_numpy(), n_boot, seed):
+        m = point_metrics(_subset(batch, idx, copy), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
                           groups[idx], with_calibration)
         for k in boots:
             boots[k].append(m.get(k, float("nan")))
@@ -275,7 +291,14 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
         by_group[str(g)]["accuracy"] = float(np.mean(d > 0))
     out = {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
            "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item"}}
-    if n_perm:
+    if index.attribute == "role":
+        from faro_core.evaluate.chance import ROLE_PERM, role_chance
+        from faro_core.fairness.role import role_items, role_report
+
+        out["role"] = role_report(df, n_boot=n_boot, seed=seed)
+        if n_perm:  # within-item role swaps; enough permutations that p < 0.01 is resolvable
+            out["chance"] = role_chance(role_items(df), n_perm=max(n_perm, ROLE_PERM), seed=seed)
+    elif n_perm:
         out["chance"] = chance_violation(batch, index, min_count=min_count, n_perm=n_perm, seed=seed)
     return out
 

@@ -106,9 +106,20 @@ def bold_stats(prompts: pd.DataFrame, samples: pd.DataFrame, rewards: np.ndarray
             ms = [v[rng.integers(0, len(v), len(v))].mean() for v in per.values() if len(v)]
             if len(ms) > 1:
                 boots.append(max(ms) - min(ms))
+        # the gap with no group effect: group labels permuted over the domain's prompts
+        vals = np.concatenate([v for v in per.values() if len(v)]) if per else np.zeros(0)
+        sizes = [len(v) for v in per.values() if len(v)]
+        null = []
+        for _ in range(N_BOOT if len(sizes) > 1 else 0):
+            perm = rng.permutation(vals)
+            ms = [c.mean() for c in np.split(perm, np.cumsum(sizes)[:-1])]
+            null.append(max(ms) - min(ms))
         out[str(dom)] = {"groups": groups, "gap": gap,
                          "gap_lo": float(np.quantile(boots, 0.025)) if boots else None,
                          "gap_hi": float(np.quantile(boots, 0.975)) if boots else None,
+                         "gap_null_median": float(np.median(null)) if null else None,
+                         "gap_null_95": float(np.quantile(null, 0.95)) if null else None,
+                         "gap_p_value": float(np.mean(np.asarray(null) >= gap)) if null and gap is not None else None,
                          "highest": max(means, key=means.get) if means else None,
                          "lowest": min(means, key=means.get) if means else None}
     return {"domains": out, "best_rows": best_rows}
