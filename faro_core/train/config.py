@@ -188,7 +188,7 @@ def default_attribute(data: str | None, format: str | None = None, role_columns:
         return "group"
     fmt = format
     if fmt is None:
-        if data is None or str(data) == "demo":
+        if data is None or str(data) in ("demo", "demo-mini"):
             return "role"
         if not Path(str(data)).exists():
             return "group"
