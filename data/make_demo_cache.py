@@ -63,7 +63,7 @@ def build_features() -> dict:
 
 def build_pi_ref(runs_dir: Path) -> dict | None:
     from faro_core.policy.evaluate import load_items, select_items
-    from faro_core.policy.reference import _cache_root, _read_cache, bbq_user_text, _key, reference_logprobs
+    from faro_core.policy.reference import _cache_root, _key, _read_cache, bbq_user_text, reference_logprobs
     from faro_core.store.runs import RunStore
     from faro_core.studies.demo import DEMO_POLICY_ITEMS, demo_specs
 

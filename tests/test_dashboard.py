@@ -47,8 +47,8 @@ def _add_policy(store) -> None:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from faro_core.demo import build_demo, demo_specs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.demo import build_demo, demo_specs
 
     root = tmp_path_factory.mktemp("runs")
     old = os.environ.get("FARO_RUNS_DIR")
@@ -77,8 +77,8 @@ def _ok(at) -> None:  # noqa: ANN001
 
 
 def test_demo_is_idempotent(runs_dir: Path) -> None:
-    from faro_core.demo import build_demo, demo_specs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.demo import build_demo, demo_specs
 
     out = build_demo(RunStore(runs_dir), demo_specs(epsilons=(0.05,), constraints=("dp", "cf"), epochs=2),
                      policy=False)
@@ -116,7 +116,7 @@ def test_data_page_reports_bad_path(runs_dir: Path) -> None:
 
 def test_upload_limits(tmp_path: Path) -> None:
     from faro_core.errors import DataError
-    from faro_core.uploads import save_upload
+    from faro_core.store.uploads import save_upload
 
     with pytest.raises(DataError, match="upload limit"):
         save_upload("big.csv", b"x" * 2048, tmp_path, max_mb=0.001)
@@ -129,8 +129,8 @@ def test_upload_limits(tmp_path: Path) -> None:
 
 
 def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     at = _app("pages/2_Train.py").run()
     _ok(at)
@@ -153,8 +153,8 @@ def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
 
 
 def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel")
     run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=50)
@@ -165,9 +165,9 @@ def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
 def test_cancel_mid_training_keeps_the_checkpoint_and_resumes(tmp_path: Path) -> None:
     """Cancelled from the dashboard's queue after its first checkpoint: the run reads interrupted, its
     checkpoint and history survive, and ``faro train --resume`` finishes it with one row per step."""
-    from faro_core import launch
     from faro_core.cli import main as faro_main
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel-mid")
     run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=400)
@@ -192,8 +192,8 @@ def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
     buttons = at.get("download_button")
     assert buttons and "report" in buttons[0].proto.label.lower()
     from faro_core.evaluate.metrics import evaluate_run
-    from faro_core.explore import chance_lines
-    from faro_core.runs import RunStore
+    from faro_core.results.views import chance_lines
+    from faro_core.store.runs import RunStore
 
     run = RunStore(runs_dir).get("demo-faro-dp-eps0.05-s0")
     evaluate_run(run, n_boot=5)  # writes eval.json, with the chance level of each estimable violation
@@ -258,10 +258,9 @@ def test_groups_page_names_groups_in_words_with_n(runs_dir: Path) -> None:
 
 
 def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -> None:
-    from faro_core import explore
-    from faro_core import plots_groups as pg
-    from faro_core.plots import pareto_figure as sweep_pareto_figure
-    from faro_core.runs import RunStore
+    from faro_core import results as explore
+    from faro_core.results import plots as pg
+    from faro_core.store.runs import RunStore
 
     table = explore.run_table(RunStore(runs_dir))
     sc = explore.load_scores(RunStore(runs_dir).get("demo-bt-s0"))
@@ -273,9 +272,10 @@ def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -
     fronts = pg.fronts_figure(explore.constraint_fronts(table))
     frame = pd.DataFrame({"model": ["demo-bt-s0"] * 2, "beta": [1.0, 2.0], "s_amb": [0.1, 0.2]})
     policy = pg.policy_figure(frame, colors={"demo-bt-s0": pg.method_color("BT")})
-    sweep_front = sweep_pareto_figure(pd.DataFrame({
+    sweep_front = pg.pareto_figure(explore.sweep_points(pd.DataFrame({
         "method": ["bt", "faro"], "constraint": ["none", "dp"], "epsilon": [float("inf"), 0.05],
-        "fixed_lambda": [1.0, 1.0], "seed": [0, 0], "gold_accuracy": [0.8, 0.79], "violation_dp": [0.2, 0.05]}))
+        "fixed_lambda": [1.0, 1.0], "seed": [0, 0], "gold_accuracy": [0.8, 0.79], "violation_dp": [0.2, 0.05]}),
+        "dp"), "dp")
 
     def colours(fig, name):  # noqa: ANN001, ANN202
         out = set()
@@ -291,17 +291,17 @@ def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -
 
     bt = pg.method_color("BT")
     assert colours(violin, "BT") == colours(bars, "BT") == colours(front, "BT") == colours(policy, "demo-bt") \
-        == colours(fronts, "BT") == colours(sweep_front, "bt") == {bt}
-    assert colours(violin, "Faro-DP") == colours(front, "Faro-DP") == colours(sweep_front, "faro-dp") \
+        == colours(fronts, "BT") == colours(sweep_front, "BT") == {bt}
+    assert colours(violin, "Faro-DP") == colours(front, "Faro-DP") == colours(sweep_front, "Faro-DP") \
         == {pg.method_color("Faro-DP")} != {bt}
     assert pg.method_color("Faro-DP+CF") == pg.method_color("Faro-DP")
     assert pg.method_color("Some new baseline") == pg.method_color("Some new baseline")  # not hash()-random
 
 
 def test_fronts_side_by_side_share_the_accuracy_axis(runs_dir: Path) -> None:
-    from faro_core import explore
-    from faro_core import plots_groups as pg
-    from faro_core.runs import RunStore
+    from faro_core import results as explore
+    from faro_core.results import plots as pg
+    from faro_core.store.runs import RunStore
 
     table = explore.run_table(RunStore(runs_dir))
     fronts = explore.constraint_fronts(table)
@@ -328,9 +328,9 @@ def test_selecting_a_point_opens_its_run(runs_dir: Path) -> None:
     """AppTest cannot click plotly points: the selection callback gets the selection state a click makes."""
     from streamlit.testing.v1 import AppTest
 
-    from faro_core import explore
-    from faro_core import plots_groups as pg
-    from faro_core.runs import RunStore
+    from faro_core import results as explore
+    from faro_core.results import plots as pg
+    from faro_core.store.runs import RunStore
 
     fig = pg.fronts_figure(explore.constraint_fronts(explore.run_table(RunStore(runs_dir))))
     trace = next(t for t in fig.data if t.name == "Faro-DP")
@@ -364,8 +364,8 @@ def test_selecting_a_point_opens_its_run(runs_dir: Path) -> None:
 
 
 def test_report_small_with_plotly_once_and_each_runs_certificate(runs_dir: Path) -> None:
-    from faro_core.report import build_report
-    from faro_core.runs import RunStore
+    from faro_core.results.report import build_report
+    from faro_core.store.runs import RunStore
 
     store = RunStore(runs_dir)
     text = build_report(store, [r.run_id for r in store.list()])
@@ -392,13 +392,20 @@ def test_train_page_shows_compute_and_where_runs_go(runs_dir: Path) -> None:
     labels = {m.label: m.value for m in at.metric}
     assert int(labels["CPU cores"]) >= 1 and "CUDA devices" in labels and "Ray cluster" in labels
     where = at.radio[0]
-    assert where.label == "Where" and where.options[0] == "this machine's CPU"
+    assert where.label == "Where" and where.options == ["this machine's CPU", "this machine's GPU (full mode, bf16)",
+                                                         "the Ray cluster (RAY_ADDRESS)"]
     assert any(c.label.startswith("Combine") for c in at.checkbox)
+    import torch
+
+    if not torch.cuda.is_available():  # choosing a GPU this machine lacks: a clear error, no launch
+        where.set_value("local-gpu")  # a form: the value is sent with the submit
+        at.button[0].click().run()
+        assert at.error and "no CUDA device" in at.error[0].value and not at.exception
 
 
 def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
-    from faro_core import launch
     from faro_core.errors import FaroError
+    from faro_core.train import launch
 
     plan = launch.plan_runs(["bt", "dp", "eo"], [0.05, 0.1], seeds=2, combine=True)
     assert [(p["constraint"], p["epsilon"], p["seed"]) for p in plan] == [
@@ -412,7 +419,7 @@ def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        from faro_core.runs import RunStore
+        from faro_core.store.runs import RunStore
 
         with pytest.raises(FaroError, match="no CUDA device"):
             launch.launch_train(RunStore("/tmp/faro-no-gpu-store"), target="local-gpu")
@@ -423,8 +430,8 @@ def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: P
     both runs finish, each once, and the store stays consistent."""
     import threading
 
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     root = tmp_path / "two-sessions"
     sessions = []
@@ -465,7 +472,7 @@ def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: P
 
 def test_generations_compared_side_by_side_with_filters(runs_dir: Path) -> None:
     from faro_core.policy import compare
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     store = RunStore(runs_dir)
     runs = [store.get("demo-bt-s0"), store.get("demo-faro-dp-eps0.05-s0")]
@@ -510,3 +517,110 @@ def test_typed_prompt_is_sampled_then_reranked_live(runs_dir: Path, monkeypatch:
         assert samples[f"best:{rid}"].sum() == 1
         best = samples.loc[samples[f"reward:{rid}"].idxmax(), "text"]
         assert choices.loc[choices["model"] == rid, "text"].iloc[0] == best
+
+
+def _role_available() -> bool:
+    try:
+        from faro_core.data.bbq import response_role  # noqa: F401
+        from faro_core.fairness.role import role_items  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_role = pytest.mark.skipif(not _role_available(), reason="the stereotype-role attribute is not in this tree")
+
+
+@needs_role
+def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
+    """The Overview's story, checked against the scores by hand: the stereotyped answer's win rate between the two
+    people on ambiguous held-out items (ties 1/2), its exact interval, the certificate at Faro's ε, the accuracy
+    cost, and examples that show what they claim."""
+    from faro_core.results.story import build_story
+    from faro_core.results.views import load_scores
+    from faro_core.store.runs import RunStore
+
+    store = RunStore(runs_dir)
+    story = build_story(store)
+    assert (story["bt_run"], story["faro_run"]) == ("demo-bt-s0", "demo-faro-dp-eps0.05-s0")
+    for tag, rid in (("bt", story["bt_run"]), ("faro", story["faro_run"])):
+        sc = load_scores(store.get(rid))
+        amb = sc[sc["context_condition"] == "ambig"]
+        wins = []
+        for _, g in amb.groupby("item_id"):
+            r = {}
+            for _, row in g.iterrows():  # each answer's reward, by its index
+                r.setdefault(int(row["chosen_idx"]), []).append(row["r_chosen"])
+                r.setdefault(int(row["rejected_idx"]), []).append(row["r_rejected"])
+            b, u = int(g["biased_idx"].iloc[0]), int(g["unknown_idx"].iloc[0])
+            c = next(i for i in r if i not in (b, u))
+            if b in r and c in r:
+                d = np.mean(r[b]) - np.mean(r[c])
+                wins.append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+        rate = story["rate"][tag]
+        assert rate["n"] == len(wins) and rate["value"] == pytest.approx(np.mean(wins))
+        assert rate["lo"] < rate["value"] < rate["hi"]
+        cert = story["certificate"][tag]
+        assert cert["bound"] == "clopper-pearson" and cert["upper"] >= abs(rate["value"] - 0.5) - 1e-9
+        assert cert["certified"] == (cert["upper"] <= story["epsilon"])
+        gold = sc["gold"].to_numpy(float)
+        right = (sc["r_chosen"] > sc["r_rejected"]).to_numpy(float)
+        acc = np.nanmean(np.where(gold == 1, right, 1 - right))
+        assert story["accuracy"][tag]["value"] == pytest.approx(acc)
+    d = story["accuracy"]["difference"]["value"]
+    assert d == pytest.approx(story["accuracy"]["faro"]["value"] - story["accuracy"]["bt"]["value"])
+    assert "does not lower" not in story["sentence"] and f"{100 * story['rate']['bt']['value']:.0f}%" in story["sentence"]
+    for ex in story["examples"]:
+        roles = [a["role"] for a in ex["answers"]]
+        assert roles == ["biased", "counter", "unknown"] and ex["prompt"] and all(a["text"] for a in ex["answers"])
+        if ex["kind"] == "bt_stereotyped_faro_correct":
+            assert ex["faro_first"] == ex["correct"] != "biased"
+            assert ex["bt_first"] == "biased" or ex["bt_margin"] > 0
+        else:
+            assert ex["bt_first"] == ex["faro_first"] == "biased" != ex["correct"]
+    assert len([e for e in story["examples"] if e["kind"] == "both_stereotyped"]) <= 1
+
+
+@needs_role
+def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faro_core.results import story as story_mod
+    from faro_core.store.runs import RunStore
+
+    at = _app("app.py").run()
+    _ok(at)
+    assert at.subheader[0].value.startswith("Does the reward prefer the stereotype")
+    assert at.markdown[0].value.startswith("#### Between two people, BT's reward prefers the stereotyped answer")
+    assert at.get("plotly_chart") and at.expander[0].label.startswith("All runs in the store")
+    # the story is cached beside the runs: a second load reads it without rebuilding
+    monkeypatch.setattr(story_mod, "build_story", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    cached = story_mod.load_story(RunStore(runs_dir))
+    assert cached["faro_run"] == "demo-faro-dp-eps0.05-s0"
+    assert len(at.table) == len(cached["examples"])  # one table per held-out example (none on a weak store)
+    assert [c.value for c in at.caption if c.value.startswith("BT ranks")] == \
+        [story_mod.example_caption(e) for e in cached["examples"]]
+
+
+@needs_role
+def test_groups_page_shows_rewards_by_role_and_the_within_item_margin(runs_dir: Path) -> None:
+    from faro_core import explore
+    from faro_core.fairness.role import role_items, role_violations
+    from faro_core.store.runs import RunStore
+
+    sc = explore.load_scores(RunStore(runs_dir).get("demo-bt-s0"))
+    rr = explore.role_rewards(sc)
+    assert set(rr["role"]) <= {"biased", "counter", "unknown"}
+    centred = rr.groupby("item_id")["reward"].sum()
+    assert np.allclose(centred.to_numpy(), 0.0, atol=1e-9)  # within-item deviations
+    m = explore.role_margins(sc)
+    amb = m[m["context_condition"] == "ambig"]["margin"].to_numpy()
+    v = role_violations(role_items(sc))
+    assert len(amb) == v["n_dp"]
+    assert np.mean(amb > 0) + 0.5 * np.mean(amb == 0) == pytest.approx(v["p_biased_over_counter"])
+    at = _app("pages/4_Groups.py").run()
+    _ok(at)
+    assert at.radio(key="role_cond").options == ["ambiguous", "disambiguated", "all"]
+    table = at.dataframe[0].value
+    assert "n (questions)" in table.columns and table["n (questions)"].iloc[0] == v["n_dp"]
+    assert table["BT"].iloc[0] == pytest.approx(v["p_biased_over_counter"])
+    at.radio(key="role_cond").set_value("all").run()
+    _ok(at)

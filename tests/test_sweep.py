@@ -11,8 +11,10 @@ import pytest
 
 from faro_core.cli import main
 from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
-from faro_core.runs import RunStore
-from faro_core.sweep import SweepSpec, grid, hypervolume, pareto_front, run_id_for, run_sweep
+from faro_core.results.pareto import hypervolume, pareto_front
+from faro_core.store.runs import RunStore
+from faro_core.studies.grid import SweepSpec, grid, run_id_for
+from faro_core.studies.sweep import run_sweep
 from faro_core.train import FaroConfig
 
 DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings

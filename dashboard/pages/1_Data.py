@@ -17,8 +17,8 @@ st.title("Data")
 @st.cache_data(show_spinner="loading data…", max_entries=16)
 def _load(source: str, fmt: str | None, group: str | None, strata: tuple[str, ...] | None, skew: float,
           columns: tuple[tuple[str, str], ...], mtime: float) -> tuple[dict, object]:
-    from faro_core.cli.data_cmd import summarize
     from faro_core.data import load
+    from faro_core.data.summary import summarize
 
     data = load(source, format=fmt, group=group or None, strata=list(strata) if strata is not None else None,
                 skew=skew, columns=dict(columns) or None)
@@ -55,7 +55,7 @@ with guard():
         up = st.file_uploader("CSV, JSONL or Parquet (≤ 50 MB)", type=["csv", "jsonl", "json", "parquet"])
         source = None
         if up is not None:
-            from faro_core.uploads import save_upload
+            from faro_core.store.uploads import save_upload
 
             source = str(save_upload(up.name, up.getvalue()))
     elif kind == "hub id":
@@ -71,6 +71,11 @@ with guard():
                              help="empty: BBQ-style data, ambiguous contexts only (context_condition=ambig), "
                                   "where the evidence leaves the answer open; other data, everywhere. The column "
                                   "must be a strata column.")
+    attribute = st.radio("Sensitive attribute for DP and EO", ["data default", "role", "group"], horizontal=True,
+                         help="role: each answer's stereotype role (biased: agrees with the stereotype for this "
+                              "question; counter: the other person; 'unknown': none), compared within each item; "
+                              "the default on BBQ-format data. group: the group the answer names. "
+                              "docs/TRAINING.md, 'The stereotype-role attribute'.")
     dp_partner = st.radio("Demographic parity compares each answer's win rate against",
                           ["answers with the same kind of opponent", "all answers, pooled"], horizontal=True,
                           help="same kind (default): wins over an answer naming no group (BBQ: 'unknown') and "
@@ -78,7 +83,8 @@ with guard():
                                "mixes the two and measures which opponents it drew (docs/TRAINING.md).")
     st.session_state["data_choice"] = {"source": source, "group": group or None,
                                        "strata": strata_txt or None, "skew": skew, "dp_scope": dp_scope or None,
-                                       "dp_partner": dp_partner.startswith("answers with")}
+                                       "dp_partner": dp_partner.startswith("answers with"),
+                                       "attribute": None if attribute == "data default" else attribute}
     if not source:
         st.info("Choose a file, path or hub id to load.")
     else:
@@ -100,14 +106,10 @@ with guard():
             st.warning(w)
         groups = summary.get("groups") or {}
         if groups:
-            from faro_core.data.labels import SMALL_GROUP_N, group_caption
-
             labels = group_labels()
-            st.subheader("Pairs per group")
-            st.bar_chart({"pairs": {group_caption(g, n, labels): n for g, n in groups.items()}}, horizontal=True)
-            small = [group_caption(g, n, labels) for g, n in groups.items() if n < SMALL_GROUP_N]
-            if small:
-                st.caption(f"“small”: fewer than {SMALL_GROUP_N} pairs — kept, but their rates are noisy.")
+            from faro_core.results.plots import group_sizes_figure
+
+            st.plotly_chart(group_sizes_figure(groups, labels), width="stretch", key="group_sizes")
         group_names_editor(sorted(set(groups) | set(summary.get("response_groups") or {})))
         if groups:
             from faro_core.data.labels import group_label

@@ -12,14 +12,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import guard, history, page, store  # noqa: E402
 
-from faro_core import launch  # noqa: E402
 from faro_core.errors import FaroError  # noqa: E402
-from faro_core.plots_groups import curves_figure  # noqa: E402
+from faro_core.results.plots import curves_figure  # noqa: E402
+from faro_core.store.runs import new_run_id  # noqa: E402
+from faro_core.train import launch  # noqa: E402
 
 page("Train")
 st.title("Train")
 st.caption("Each run is a background `python -m faro_core train … --runs-dir … --run-id …` process writing "
-           "to the run store: it keeps going if you close the page.")
+           "to the run store (a head-mode grid on this machine: one `faro sweep` process training its runs as "
+           "one batch): it keeps going if you close the page.")
 
 
 def _eps_grid(text: str) -> list[float]:
@@ -71,21 +73,25 @@ def show_compute() -> dict:
 with guard():
     data = st.session_state.get("data_choice") or {"source": "demo"}
     res = show_compute()
-    targets = ["local-cpu"] + (["local-gpu"] if res["cuda"] else []) + (["ray"] if res["ray"] else [])
+    targets = ["local-cpu", "local-gpu", "ray"]
+    missing = ([] if res["cuda"] else ["no local GPU here"]) + ([] if res["ray"] else ["no Ray cluster (set RAY_ADDRESS)"])
     with st.form("launch"):
         groups_txt = f" · groups: {', '.join(data['groups'])}" if data.get("groups") else ""
-        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt} (change it on the Data page)")
+        attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
+        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
         c1, c2, c3 = st.columns([2, 1, 1])
         kinds = c1.multiselect("Constraint type(s)", ["bt", "dp", "eo", "cf"], default=["bt", "dp"],
                                format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
                                help="one run per constraint type (BT = unconstrained baseline)")
         eps_text = c2.text_input("ε (one value or a grid)", value="0.05")
-        combine = c3.checkbox("Combine the constraints in one run", value=False,
+        combine = c3.checkbox("Combine in one run", value=False,
                               help="e.g. DP and EO together: one run constrained by every chosen type")
         c3, c4, c5, c6 = st.columns(4)
         target = c3.radio("Where", targets, format_func=lambda t: TARGET_LABEL[t],
                           help="local GPU: full mode (the backbone is fine-tuned, bf16); Ray: one CPU per run, "
-                               "and one GPU for full-mode runs. Only what this machine offers is listed.")
+                               "and one GPU for full-mode runs.")
+        if missing:
+            c3.caption("; ".join(missing) + ": launching there says why it cannot")
         mode = c4.selectbox("Mode", ["head", "full"], help="head: frozen backbone, cached features (CPU, seconds); "
                                                            "full: fine-tune the backbone (GPU)")
         backbone = c4.text_input("Backbone", value="", placeholder="embedded all-MiniLM-L6-v2")
@@ -93,16 +99,26 @@ with guard():
         seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        plan = launch.plan_runs(kinds, _eps_grid(eps_text) if [k for k in kinds if k != "bt"] else [],
-                                int(seeds), combine)
-        launched = [launch.launch_train(
-            store(), target=target, mode="full" if target == "local-gpu" else mode, epochs=int(epochs),
-            backbone=backbone or None, data=data.get("source"), group=data.get("group"),
-            strata=data["strata"].split(",") if data.get("strata") else None,
-            skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-            dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"), **p) for p in plan]
-        st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
-                   + ", ".join(f"`{r}`" for r in launched))
+        grid = _eps_grid(eps_text) if [k for k in kinds if k != "bt"] else []
+        plan = launch.plan_runs(kinds, grid, int(seeds), combine)
+        common = dict(epochs=int(epochs), backbone=backbone or None, data=data.get("source"),
+                      group=data.get("group"), strata=data["strata"].split(",") if data.get("strata") else None,
+                      skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+                      dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"),
+                      attribute=data.get("attribute"))
+        one_kind_each = all("," not in (p["constraint"] or "") for p in plan)
+        if target == "local-cpu" and mode == "head" and len(plan) > 1 and one_kind_each:
+            # a grid: one batched `faro sweep` process trains every member (each still its own run)
+            argv = launch.sweep_argv(str(store().root), new_run_id("ui"), [k for k in kinds if k != "bt"], grid,
+                                     seeds=int(seeds), bt="bt" in kinds, mode=mode, **common)
+            launched = launch.launch_sweep(store(), argv)
+            st.success(f"launched a grid of {len(launched)} runs on {TARGET_LABEL[target]}, trained as one "
+                       "batch: " + ", ".join(f"`{r}`" for r in launched))
+        else:
+            launched = [launch.launch_train(store(), target=target, mode="full" if target == "local-gpu" else mode,
+                                            **common, **p) for p in plan]
+            st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
+                       + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
     @st.fragment(run_every=2.0)

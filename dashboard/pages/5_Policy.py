@@ -12,8 +12,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 from common import guard, no_runs_message, page, policy, run_label, run_table, store  # noqa: E402
 
-from faro_core.plots_groups import method_color, policy_figure  # noqa: E402
 from faro_core.policy import compare  # noqa: E402
+from faro_core.results.plots import method_color, policy_figure  # noqa: E402
 
 page("Policy")
 st.title("Does fairness transfer to the policy?")
@@ -22,7 +22,7 @@ st.caption("π_β(y|x) ∝ π_ref(y|x)·exp(r(x,y)/β) over each BBQ item's thre
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _stored_choices(root: str, run_ids: tuple[str, ...], sig: tuple) -> pd.DataFrame:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     st_ = RunStore(root)
     return compare.stored_choices([st_.get(r) for r in run_ids])
@@ -39,7 +39,7 @@ def show_choices(choices: pd.DataFrame, fam: dict[str, str], limit: int = 8) -> 
     """Per prompt: each model's best-of-n choice in its own column, in the model's colour."""
     for _, g in list(choices.groupby("prompt_idx", sort=False))[:limit]:
         differs = bool(g["differs"].iloc[0])
-        st.markdown(f"{'🔀 ' if differs else ''}**{g['category'].iloc[0]}** — {g['user_text'].iloc[0]}")
+        st.markdown(f"{'⇄ ' if differs else ''}**{g['category'].iloc[0]}** — {g['user_text'].iloc[0]}")
         cols = st.columns(len(g))
         base = g["text"].iloc[0]
         for col, (_, row) in zip(cols, g.iterrows()):
@@ -88,7 +88,7 @@ with guard():
     st.subheader("Generations compared")
     st.caption("The same n replies of the reference LM, reranked under each reward: each reward's best-of-n "
                "choice side by side, with its score (sd units over the n replies) and which of the item's two "
-               "groups it names. 🔀 marks prompts where the rewards choose differently.")
+               "groups it names. ⇄ marks prompts where the rewards choose differently.")
     fam = dict(zip(table["run_id"], table["family"]))
     tab_stored, tab_typed = st.tabs(["BBQ prompts", "Your own prompt"])
     with tab_stored:

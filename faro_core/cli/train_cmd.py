@@ -46,6 +46,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dual-every", type=int, default=None,
                    help="dual step every N steps (default: 20 in head mode, 5 in full mode; on small data with "
                         "few steps per epoch, lower it so the multipliers get enough steps)")
+    p.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default="auto",
+                   help="what the dual step ascends on: strict violations, their smooth proxies, or auto (smooth for "
+                        "DP/EO, strict for CF; docs/TRAINING.md)")
     p.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps")
     p.add_argument("--runs-dir", default=None, help="run store directory (default ./runs or $FARO_RUNS_DIR)")
 
@@ -62,14 +65,14 @@ def config_from_args(args: argparse.Namespace, **over: object):
         dp_partner=args.dp_partner != "pool", groups=split(args.groups), skew=args.skew, data_seed=args.data_seed,
         mode=args.mode, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         dual_lr=args.dual_lr, max_length=args.max_length, min_count=args.min_count, ckpt_every=args.ckpt_every,
-        dual_every=args.dual_every,
+        dual_every=args.dual_every, dual_signal=args.dual_signal,
     )
     kw.update(over)
     return FaroConfig(**kw)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
     from faro_core.train import train
 
     store = RunStore(args.runs_dir)
@@ -87,6 +90,10 @@ def run_train(args: argparse.Namespace) -> int:
         m = out["metrics"]
         print(f"run {run.run_id}: {run.status}", file=sys.stdout)
         print(json.dumps({k: m.get(k) for k in ("accuracy", "gold_accuracy", "violation", "feasible")}, indent=2))
+        if m.get("role"):  # attribute role: the raw rates and the full gaps behind violation.dp / .eo (validation)
+            from faro_core.cli.eval_cmd import role_lines
+
+            print("validation split:\n" + role_lines(m["role"]))
     return 0
 
 

@@ -40,7 +40,13 @@ ambiguous contexts and ``Answer_negative`` / ``Answer_non_negative`` in disambig
 answer's wording (one of :data:`UNKNOWN_OPTIONS`) and the order of the three answers are drawn per pair.
 
 All draws come from a ``random.Random`` seeded by ``(seed, category, row)``: a build is deterministic for a
-seed, and a category's items do not depend on which other categories are built.
+seed, and a category's items do not depend on which other categories are built. :data:`MAX_TARGETS` and
+:data:`MAX_PARTNERS` are defaults; :class:`SampleSizes` overrides them. Filled text gets the published
+files' two corrections (see :func:`_fill`).
+
+Validation helpers: :func:`compare_with_published` (counts per stratum, exact shares, classified
+differences), :func:`reachable_share` (published items an exhaustive build contains) and
+:func:`proper_name_check` (names come from their tag's group).
 """
 
 from __future__ import annotations
@@ -535,8 +541,14 @@ def build_category(category: str, rows: list[dict[str, str]], voc: Vocabulary, s
             choices = (itertools.product(*(lexical[k] for k in slots)) if exhaustive
                        else [tuple(rng.choice(lexical[k]) for k in slots)])
             for combo in choices:
-                items.extend(_items_for_pair(category, row, p1, p2, plan.stereotyped, rng,
-                                             dict(zip(slots, combo)), contrast, len(items)))
+                new = _items_for_pair(category, row, p1, p2, plan.stereotyped, rng, dict(zip(slots, combo)),
+                                      contrast, len(items))
+                left = {m.group(0) for it in new[1:4:2] for f in ("context", "question", "ans0", "ans1", "ans2")
+                        for m in _SLOT.finditer(it[f])}
+                if left:
+                    raise DataError(f"{path or category}: row {i + 2} (Q_id {row.get('Q_id')}): slot(s) "
+                                    f"{sorted(left)} have no values (give them in Names or Lexical_diversity)")
+                items.extend(new)
     return items, notes
 
 

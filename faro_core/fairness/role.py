@@ -35,8 +35,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from faro_core.constraints import CellStats, Constraint, PairBatch, _scatter
 from faro_core.errors import DataError
+from faro_core.fairness.constraints import Constraint, _scatter
+from faro_core.fairness.pairs import CellStats, PairBatch
 
 ATTRIBUTES = ("group", "role")
 ROLES = ("biased", "counter")
@@ -87,7 +88,8 @@ def add_role_columns(df: pd.DataFrame, columns: Sequence[str] | None = None, nam
         df[c] = pd.Series([str(v).strip().lower() if isinstance(v, str) and str(v).strip().lower() in ROLES
                            else None for v in df[c]], index=df.index, dtype=object)
     if not (df["chosen_role"].notna() | df["rejected_role"].notna()).any():
-        raise DataError(f"{name}: no response has a role ('biased' or 'counter') in chosen_role / rejected_role")
+        raise DataError(f"{name}: no response has a stereotype role ('biased' or 'counter'): no item names a "
+                        f"stereotyped group in exactly one answer; train with --attribute group")
     return df
 
 
@@ -338,7 +340,7 @@ class ItemTable:
 
 def _scale(x: Tensor) -> Tensor:
     """The proxies' scale: population standard deviation of the members' reward differences (in the gradient,
-    as :func:`~faro_core.constraints.margin_scale`; 1 for fewer than two members)."""
+    as :func:`~faro_core.fairness.penalty.margin_scale`; 1 for fewer than two members)."""
     return x.std(unbiased=False) + 1e-6 if x.numel() > 1 else x.new_ones(())
 
 

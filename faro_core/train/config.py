@@ -7,16 +7,21 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from faro_core.errors import FaroError
+from faro_core.train.methods import CONFIG_METHODS, METHODS
 
 # Config fields added after runs were stored, with the value that reproduces the older behaviour: a stored
 # config without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out
-# at that value (so finished sweeps keep their ids; faro_core.sweep.HASH_OPTIONAL).
+# at that value (so finished sweeps keep their ids; faro_core.studies.grid.HASH_OPTIONAL).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
                                       "expgrad_base": "linear", "select_metric": "accuracy",
                                       "attribute": "group", "role_columns": None}
 ATTRIBUTES = ("group", "role")
-ROLE_BY_DEFAULT = False  # the BBQ-format default flips to "role" once every user-facing default follows it
-METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
+# The embedded demo keeps the named group until its build and first screen are redone on the role (#15, the
+# demo item): its sweep, tests and Overview are written for group DP. Every other BBQ-format source: role.
+DEMO_ATTRIBUTE = "role"  # the embedded demo (a BBQ subset): its first screen is DP on the stereotype role
+# The 512-item mini demo holds ~38 ambiguous held-out items, too few for role rates; it stays the named-group
+# example (and the data the trainer-mechanics tests were measured on).
+MINI_DEMO_ATTRIBUTE = "group"
 MODES = ("head", "full")
 
 
@@ -32,7 +37,7 @@ class FaroConfig:
     ``strata`` (None: the source's default), ``dp_scope`` (where DP holds: ``"COLUMN=V1|V2"`` over a strata
     column, ``"all"``, or None: ambiguous contexts on BBQ-style data, else all), ``dp_partner`` (True: DP
     compares responses against the same kind of partner, one naming no group or one naming a group; False:
-    pooled, the definition before 2026-11-27; why: :class:`~faro_core.constraints.DemographicParity`), ``groups`` (keep only these group values), ``skew`` (rho),
+    pooled, the definition before 2026-11-27; why: :class:`~faro_core.fairness.constraints.DemographicParity`), ``groups`` (keep only these group values), ``skew`` (rho),
     ``data_seed`` (skew and split; kept fixed across training seeds so seeds are comparable).
     Fairness: ``constraints`` (subset of dp/eo/cf), ``epsilon`` (slack, inf = unconstrained),
     ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
@@ -50,9 +55,9 @@ class FaroConfig:
     ``select`` ("best": best validation accuracy among feasible iterates, else among iterates whose DP/EO
     violations are indistinguishable from chance, else least violating; "last"), ``select_chance`` (the
     p-value at or above which a DP/EO violation on validation counts as chance, see
-    :mod:`faro_core.evaluate.chance`; 0 turns that middle tier off), ``select_metric`` (what ranks iterates
+    :mod:`faro_core.fairness.chance`; 0 turns that middle tier off), ``select_metric`` (what ranks iterates
     within a tier: ``"accuracy"`` on validation, or ``"loss"``, the validation Bradley-Terry loss; measured
-    in :class:`faro_core.train.trainer.IterateSelector`),
+    in :class:`faro_core.train.selection.IterateSelector`),
     ``average`` (0: off; else the per-step decay of an exponential moving average of the weights, evaluated
     on validation each epoch as one more candidate for ``select``; constrained runs only).
     """
@@ -106,8 +111,8 @@ class FaroConfig:
         if isinstance(self.constraints, str):
             self.constraints = [c for c in self.constraints.split(",") if c and c != "none"]
         self.constraints = [c.strip().lower() for c in self.constraints if c.strip().lower() != "none"]
-        if self.method not in METHODS:
-            raise FaroError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method not in CONFIG_METHODS:
+            raise FaroError(f"unknown method {self.method!r}; choose from {', '.join(CONFIG_METHODS)}")
         if self.attribute is not None and self.attribute not in ATTRIBUTES:
             raise FaroError(f"unknown attribute {self.attribute!r}; choose group or role")
         if isinstance(self.role_columns, str):
@@ -140,7 +145,7 @@ class FaroConfig:
             "epochs": 50 if head else 1,
             "batch_size": 128 if head else 32,
             # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
-            "constraint_batch_size": 1024 if (head and self.method == "fixed_lambda") else 0,
+            "constraint_batch_size": METHODS[self.method].head_constraint_batch if head else 0,
             "dual_every": 20 if head else 5,
             "lr": 3e-3 if head else 3e-5,
             "max_length": 256 if head else 128,
@@ -161,7 +166,7 @@ class FaroConfig:
     @property
     def active_constraints(self) -> list[str]:
         """Constraints that can bind: none when epsilon is infinite or the method ignores them."""
-        if self.method in ("bt", "reweight", "posthoc") or not math.isfinite(self.epsilon):
+        if not METHODS[self.method].constrained or not math.isfinite(self.epsilon):
             return []
         return list(self.constraints)
 
@@ -177,19 +182,22 @@ class FaroConfig:
 
 
 def default_attribute(data: str | None, format: str | None = None, role_columns: list[str] | None = None) -> str:
-    """The attribute a config that names none gets: ``"role"`` on BBQ-format data (``bbq``, ``demo``) and on a
-    table that names its role columns, else ``"group"``. Detection reads the source's first record (no
-    network: a hub id that is not a local path counts as not BBQ-format)."""
+    """The attribute a config that names none gets: ``"role"`` on BBQ-format data (format ``bbq``, or a path
+    detected as BBQ) and on a table that names its role columns, :data:`DEMO_ATTRIBUTE` on the embedded demo,
+    else ``"group"``. Detection reads the source's first record (no network: a hub id that is not a local path
+    counts as not BBQ-format)."""
     from pathlib import Path
 
     if role_columns:
         return "role"
-    if not ROLE_BY_DEFAULT:
-        return "group"
     fmt = format
+    if data is None or str(data) == "demo":
+        return DEMO_ATTRIBUTE
+    if str(data) == "demo-mini":
+        return MINI_DEMO_ATTRIBUTE
+    if fmt == "demo":
+        return DEMO_ATTRIBUTE
     if fmt is None:
-        if data is None or str(data) in ("demo", "demo-mini"):
-            return "role"
         if not Path(str(data)).exists():
             return "group"
         from faro_core.data import detect_format

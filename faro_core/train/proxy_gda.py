@@ -25,20 +25,12 @@ as the lines below than as cooper subclasses. The vocabulary follows cooper's.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from faro_core.constraints import CellStats, ConstraintSet, PairBatch, coef_dot_pair_term
+from faro_core.fairness.constraint_set import ConstraintSet
+from faro_core.fairness.pairs import CellStats, PairBatch
+from faro_core.fairness.penalty import coef_dot_pair_term
 from faro_core.fairness.role import ITEM_TERMS, item_term
-
-
-def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Bradley-Terry negative log-likelihood, -E log sigmoid(r+ - r-). Inputs [B]; scalar output."""
-    nll = -F.logsigmoid(r_chosen - r_rejected)
-    if weight is None:
-        return nll.mean()
-    weight = weight.to(nll.device)
-    return (nll * weight).sum() / weight.sum()
 
 
 class ProxyGDA:

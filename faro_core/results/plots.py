@@ -1,53 +1,50 @@
 """Plotly figures for per-group views, training curves, the Pareto front and policy results.
 
-Shared by the dashboard and the HTML report (:mod:`faro_core.report`). Inputs are the frames of
-:mod:`faro_core.explore`; every function returns a ``plotly.graph_objects.Figure`` and does no I/O.
+Shared by the dashboard and the HTML report (:mod:`faro_core.results.report`). Inputs are the frames of
+:mod:`faro_core.results.views`; every function returns a ``plotly.graph_objects.Figure`` and does no I/O.
 """
 
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from faro_core.results.table import family_method
+from faro_core.train import methods
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
-# One colour per method, on every page and in the report (keys: :func:`faro_core.explore.family` names)
-FAMILY_COLOR = {"BT": "#7f7f7f", "Faro-DP": "#1f77b4", "Faro-EO": "#2ca02c", "Faro-CF": "#9467bd",
-                "Reweighting": "#ff7f0e", "Post-hoc shift": "#8c564b", "Fixed λ": "#e377c2", "ExpGrad": "#bcbd22",
-                "ExpGrad (MLP head)": "#dbdb8d", "Group DRO": "#17becf", "α-fair": "#d62728",
-                "reference LM": "#333333"}
-# sweep-table method names (faro_core.sweep.family) -> the display family above
-SWEEP_METHOD_FAMILY = {"bt": "BT", "reweight": "Reweighting", "posthoc": "Post-hoc shift", "fixed_lambda": "Fixed λ",
-                       "expgrad": "ExpGrad", "expgrad_head": "ExpGrad (MLP head)", "group_dro": "Group DRO",
-                       "alpha_fair": "α-fair"}
+REFERENCE_COLOR = "#333333"  # the reference LM in policy figures (not a method)
 
 
-def display_family(name: str) -> str:
-    """The display family of a run label: ``"BT (demo-bt-s0)"`` -> ``"BT"``, sweep ``"faro-dp"`` -> ``"Faro-DP"``,
-    ``"fixed_lambda-eo"`` -> ``"Fixed λ"``."""
+def method_of_label(name: str) -> tuple[str, str]:
+    """(registry method, first constraint kind or "") of a run label, a family label or a family key:
+    ``"BT (demo-bt-s0)"`` -> ``("bt", "")``, ``"Faro-DP+CF"`` -> ``("faro", "dp")``, ``"fixed_lambda-eo"`` ->
+    ``("fixed_lambda", "eo")``; an unknown name is returned as its own method."""
     base = str(name).split(" (")[0].split(" · ")[0].strip()
-    if base in FAMILY_COLOR:
-        return base
-    method, _, cons = base.partition("-")
-    if method == "faro" and cons:
-        return "Faro-" + cons.upper()
-    return SWEEP_METHOD_FAMILY.get(method, base)
+    if base.startswith("Faro-"):
+        return "faro", base[5:].split("+")[0].lower()
+    if base[:1].isupper() or " " in base:
+        return family_method(base), ""
+    method, _, kinds = base.partition("-")
+    return method, kinds.split("+")[0]
 
 
 def method_color(name: str) -> str:
-    """The colour of a method (a family, a run label starting with one, or a sweep family). A combined
-    constraint (``Faro-DP+CF``) takes its first constraint's colour; an unknown name a colour fixed by its
-    text (the same in every process, unlike ``hash``)."""
-    fam = display_family(name)
-    if fam in FAMILY_COLOR:
-        return FAMILY_COLOR[fam]
-    if fam.startswith("Faro-") and fam.split("+")[0] in FAMILY_COLOR:
-        return FAMILY_COLOR[fam.split("+")[0]]
-    return PALETTE[zlib.crc32(fam.encode()) % len(PALETTE)]
+    """The one colour of a method in every figure and page (:func:`faro_core.train.methods.color`: Faro's
+    colour depends on its first constraint kind). ``name``: anything :func:`method_of_label` reads. An
+    unknown name gets a colour fixed by its text (the same in every process, unlike ``hash``)."""
+    if str(name).split(" (")[0].strip() == "reference LM":
+        return REFERENCE_COLOR
+    method, kind = method_of_label(name)
+    if method in methods.METHODS:
+        return methods.color(method, kind)
+    return PALETTE[zlib.crc32(str(name).split(" (")[0].strip().encode()) % len(PALETTE)]
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
@@ -67,7 +64,7 @@ def empty_figure(message: str) -> go.Figure:
 
 def violin_before_after(rewards: dict[str, pd.DataFrame], title: str = "Reward by group") -> go.Figure:
     """Split violins of standardized rewards per group; ``rewards`` maps a model label to
-    :func:`faro_core.explore.response_rewards` output (first = 'before', second = 'after')."""
+    :func:`faro_core.results.views.response_rewards` output (first = 'before', second = 'after')."""
     fig = go.Figure()
     sides = ["negative", "positive"]
     for i, (label, df) in enumerate(rewards.items()):
@@ -104,7 +101,7 @@ def ecdf_figure(rewards: dict[str, pd.DataFrame], groups: list[str] | None = Non
 def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column: str = "accuracy",
                         title: str = "Pairwise accuracy by group") -> go.Figure:
     """Grouped bars of per-group accuracy (±1 s.e.) per model; ``acc`` maps a label to
-    :func:`faro_core.explore.group_accuracy` output."""
+    :func:`faro_core.results.views.group_accuracy` output."""
     fig = go.Figure()
     for label, df in acc.items():
         fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=method_color(label),
@@ -172,11 +169,12 @@ def loss_figure(hist: pd.DataFrame, title: str = "Loss") -> go.Figure:
     return _layout(fig, title, height=320)
 
 
-def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
-                  highlight: str | None = None) -> go.Figure:
+def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None, highlight: str | None = None,
+                  split: str = "test", accuracy_title: str = "pairwise accuracy (test)") -> go.Figure:
     """Accuracy vs violation per family with error bars over seeds, ε labels, the frontier and
-    certified badges (★). ``points``: :func:`faro_core.explore.pareto_points`; ``customdata`` holds the
-    first run id of each point so selection events can open it."""
+    certified badges (★). ``points``: :func:`faro_core.results.pareto.pareto_points` (runs of a store) or
+    :func:`~faro_core.results.pareto.sweep_points` (a sweep table); ``customdata`` holds the first run id of
+    each point so selection events can open it."""
     if points.empty:
         return empty_figure(f"no finished runs with a {kind.upper()} violation yet")
     fig = go.Figure()
@@ -191,7 +189,7 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
                                                    line=dict(width=1, color="#333")),
             error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any())),
             error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any())),
-            customdata=np.array([[r[0], n, "certified" if c is True else "not certified" if c is False else
+            customdata=np.array([[r[0] if len(r) else "", n, "certified" if c is True else "not certified" if c is False else
                                   "no certificate"] for r, n, c in zip(g["run_ids"], g["n_seeds"], g["certified"])],
                                 dtype=object),
             hovertemplate="%{customdata[0]}<br>violation %{x:.3f}<br>accuracy %{y:.3f}<br>"
@@ -204,8 +202,8 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
         if not h.empty:
             fig.add_trace(go.Scatter(x=h["violation"], y=h["accuracy"], mode="markers", name="selected",
                                      marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="#f0a"))))
-    fig.update_xaxes(title=f"{kind.upper()} violation on the test split (lower is fairer)")
-    fig.update_yaxes(title="pairwise accuracy (test)")
+    fig.update_xaxes(title=f"{kind.upper()} violation on the {split} split (lower is fairer)")
+    fig.update_yaxes(title=accuracy_title)
     return _layout(fig, title or f"Accuracy vs {kind.upper()} violation  (★ = certified)", height=480)
 
 
@@ -217,10 +215,14 @@ def policy_figure(frame: pd.DataFrame, metric: str = "s_amb", beta: float | None
         return empty_figure("no policy results")
     fig = go.Figure()
     f = frame[np.isfinite(frame["beta"])]
+    used: dict[str, int] = {}
+    dashes = ["solid", "dot", "dashdot", "longdash", "longdashdot"]
     for model, g in f.groupby("model", sort=False):
+        color = (colors or {}).get(model) or method_color(model)
+        k = used[color] = used.get(color, -1) + 1  # runs of one method: its colour, one dash each
         fig.add_trace(go.Scatter(x=g["beta"], y=g[metric], mode="lines+markers", name=model,
-                                 line=dict(color=(colors or {}).get(model) or method_color(model),
-                                           dash="dash" if model == "reference LM" else "solid")))
+                                 line=dict(color=color, dash="dash" if model == "reference LM" else
+                                           dashes[k % len(dashes)])))
     if beta is not None:
         fig.add_vline(x=beta, line_dash="dot", line_color="#f0a")
     fig.update_xaxes(type="log", title="β (reward sd units; small β = follow the reward)")
@@ -238,7 +240,7 @@ def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str
     """DP, EO and CF fronts side by side: small multiples sharing one accuracy axis, each with its own
     violation axis. Markers: one colour per method (:func:`method_color`), ★ where every seed is certified,
     error bars ±1 sd over seeds; the hover also shows the run's violation of the other kinds. ``customdata[0]``
-    of every point is its first run id (a selection opens it). ``fronts``: :func:`faro_core.explore.constraint_fronts`."""
+    of every point is its first run id (a selection opens it). ``fronts``: :func:`faro_core.results.pareto.constraint_fronts`."""
     from plotly.subplots import make_subplots
 
     if fronts.empty:
@@ -262,8 +264,10 @@ def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str
             fig.add_trace(go.Scatter(
                 x=g["violation"], y=g["accuracy"], mode="markers+text", name=fam, legendgroup=fam,
                 showlegend=fam not in seen, text=labels, textposition="top center", textfont=dict(size=10),
-                marker=dict(color=method_color(fam), size=11, line=dict(width=1, color="#333"),
-                            symbol=["star" if x is True else "circle" for x in g["certified"]]),
+                marker=dict(color=method_color(fam), size=16 if not fam.startswith("Faro-") else 11,
+                            line=dict(width=2 if not fam.startswith("Faro-") else 1, color="#333"),
+                            symbol=["star" if x is True else "circle" if fam.startswith("Faro-") else
+                                    "diamond-open" for x in g["certified"]]),
                 error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any()),
                              thickness=1),
                 error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any()),
@@ -290,3 +294,121 @@ def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str
                          rangemode="tozero")
     fig.update_yaxes(title_text="pairwise accuracy", row=1, col=1)
     return _layout(fig, title or "Constraint types side by side (★ = certified, bars ±1 sd over seeds)", height=460)
+
+
+def story_figure(story: dict[str, Any]) -> go.Figure:
+    """The Overview's before/after chart from :func:`faro_core.results.story.build_story`: left, how often each
+    reward prefers the stereotyped answer between the two people (ambiguous held-out items; 95% exact
+    intervals; 50% = no preference, the band = 50% ± ε allowed, the ▼ marker = Faro's certified upper limit);
+    right, gold accuracy with 95% intervals (the cost)."""
+    from plotly.subplots import make_subplots
+
+    eps = float(story["epsilon"])
+    names = ["BT", story.get("faro_family") or "Faro-DP"]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.14,
+                        subplot_titles=["prefers the stereotyped answer (ambiguous questions)",
+                                        "accuracy where there is a right answer"])
+    for col, key, n_key in ((1, "rate", "questions"), (2, "accuracy", "pairs")):
+        vals = [story[key]["bt"], story[key]["faro"]]
+        fig.add_trace(go.Bar(
+            x=names, y=[100 * v["value"] for v in vals], marker_color=[method_color(n) for n in names],
+            text=[f"{100 * v['value']:.0f}%" for v in vals], textposition="inside",
+            insidetextanchor="start" if col == 1 else "end",
+            textfont=dict(color="white", size=14), showlegend=False,
+            error_y=dict(type="data", symmetric=False, array=[100 * (v["hi"] - v["value"]) for v in vals],
+                         arrayminus=[100 * (v["value"] - v["lo"]) for v in vals], color="#333"),
+            customdata=[[v["n"], 100 * v["lo"], 100 * v["hi"]] for v in vals],
+            hovertemplate=f"%{{x}}: %{{y:.1f}}% (95%: %{{customdata[1]:.1f}}–%{{customdata[2]:.1f}}%, "
+                          f"n=%{{customdata[0]}} {n_key})<extra></extra>"), row=1, col=col)
+    fig.add_hrect(y0=100 * (0.5 - eps), y1=100 * (0.5 + eps), fillcolor="#2ca02c", opacity=0.12, line_width=0,
+                  row=1, col=1)
+    fig.add_hline(y=50, line_dash="dash", line_color="#222", row=1, col=1, annotation_text="50% = no preference",
+                  annotation_position="top left", annotation_font=dict(color="#222", size=11),
+                  annotation_bgcolor="rgba(255,255,255,0.85)")
+    up = story["certificate"]["faro"].get("upper")
+    if up is not None:
+        certified = bool(story["certificate"]["faro"].get("certified"))
+        fig.add_trace(go.Scatter(
+            x=[names[1]], y=[100 * (0.5 + up)], mode="markers+text", showlegend=False,
+            marker=dict(symbol="triangle-down", size=14, color="#2ca02c" if certified else "#d62728"),
+            text=[f"certified ≤ {100 * (0.5 + up):.0f}%" if certified else
+                  f"upper bound {100 * (0.5 + up):.0f}% (not certified)"],
+            textposition="top center", hovertemplate="95% upper bound of the rate: %{y:.1f}%<extra></extra>"),
+            row=1, col=1)
+    top = max(100 * story["rate"]["bt"]["hi"], 100 * (0.5 + (up or 0)), 60) + 8
+    fig.update_yaxes(title_text="% of questions", range=[0, top], row=1, col=1)
+    lo = min(100 * story["accuracy"]["bt"]["lo"], 100 * story["accuracy"]["faro"]["lo"])
+    fig.update_yaxes(title_text="gold accuracy (%)", range=[max(0, lo - 15), 100], row=1, col=2)
+    fig = _layout(fig, f"Before (BT) and after (Faro, ε = {eps:g}) on {story['rate']['bt']['n']} held-out "
+                       f"ambiguous questions; green band: 50% ± ε", height=440)
+    fig.update_layout(margin=dict(l=50, r=20, t=90, b=40))
+    return fig
+
+
+ROLE_NAMES = {"biased": "stereotyped answer", "counter": "the other person's answer", "unknown": "“can't tell”"}
+
+
+def role_violin(rewards: dict[str, pd.DataFrame], title: str = "Reward by stereotype role") -> go.Figure:
+    """Split violins of each answer's within-item reward by its role, one side per model (the first is
+    'before'); ``rewards``: model label -> :func:`faro_core.results.views.role_rewards`. Tick labels carry n (answers)."""
+    fig = go.Figure()
+    first = next(iter(rewards.values()))
+    counts = first["role"].value_counts().to_dict()
+    ticks = {r: f"{ROLE_NAMES[r]} (n={counts.get(r, 0)})" for r in ROLE_NAMES}
+    for i, (label, df) in enumerate(rewards.items()):
+        fig.add_trace(go.Violin(x=df["role"].map(ticks), y=df["reward"], name=label, legendgroup=label,
+                                side=["negative", "positive"][i % 2] if len(rewards) == 2 else None,
+                                line_color=method_color(label), meanline_visible=True, points=False, spanmode="hard"))
+    fig.update_layout(violingap=0, violinmode="overlay" if len(rewards) == 2 else "group")
+    fig.update_yaxes(title="reward within the question (sd units)")
+    fig.update_xaxes(categoryorder="array", categoryarray=list(ticks.values()))
+    return _layout(fig, title, height=440)
+
+
+def margin_histogram(margins: dict[str, pd.DataFrame], title: str | None = None) -> go.Figure:
+    """Histograms of the within-item margin r_biased − r_counter per model (``margins``: label ->
+    :func:`faro_core.results.views.role_margins`), a line at 0 (no preference); the legend gives n and the share > 0."""
+    fig = go.Figure()
+    for label, df in margins.items():
+        m = df["margin"].to_numpy(dtype=float)
+        share = float(np.mean(m > 0) + 0.5 * np.mean(m == 0)) if len(m) else float("nan")
+        fig.add_trace(go.Histogram(x=m, name=f"{label}: n={len(m)}, {100 * share:.0f}% > 0", opacity=0.55,
+                                   marker_color=method_color(label), nbinsx=40))
+    fig.add_vline(x=0, line_dash="dash", line_color="#222", annotation_text="no preference")
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title="r(stereotyped answer) − r(other person's answer), sd units (> 0: prefers the stereotype)")
+    fig.update_yaxes(title="questions")
+    return _layout(fig, title or "Within-question margin, stereotyped vs other person", height=420)
+
+
+def group_sizes_figure(groups: dict[str, int], labels: dict[str, str] | None = None, small: int | None = None,
+                       title: str = "Pairs per group") -> go.Figure:
+    """Horizontal bars of each group's pairs, named in words (:func:`faro_core.data.labels.group_label`), largest
+    first; groups under ``small`` (default :data:`faro_core.data.labels.SMALL_GROUP_N`) in orange, flagged."""
+    from faro_core.data.labels import SMALL_GROUP_N, group_label
+
+    small = SMALL_GROUP_N if small is None else small
+    items = sorted(groups.items(), key=lambda kv: kv[1])
+    names = [f"{group_label(g, labels)} ({g})" for g, _ in items]
+    n = [int(v) for _, v in items]
+    fig = go.Figure(go.Bar(x=n, y=names, orientation="h", text=[f"{v}{' · small' if v < small else ''}" for v in n],
+                           textposition="outside", marker_color=["#ff7f0e" if v < small else "#1f77b4" for v in n],
+                           hovertemplate="%{y}: %{x} pairs<extra></extra>"))
+    fig.update_xaxes(title="pairs", range=[0, max(n + [1]) * 1.15])
+    fig.update_yaxes(automargin=True)
+    return _layout(fig, title + (f" (orange: fewer than {small}, kept but noisy)" if any(v < small for v in n) else ""),
+                   height=max(260, 26 * len(n) + 90))
+
+
+def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
+    """Write ``fig`` as ``<path>.html`` and, when kaleido can render, ``<path>.png``; returns what was written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".html")]
+    fig.write_html(out[0], include_plotlyjs="cdn")
+    try:
+        fig.write_image(path.with_suffix(".png"), scale=2)
+        out.append(path.with_suffix(".png"))
+    except Exception:  # kaleido missing or no browser: the HTML is still there
+        pass
+    return out

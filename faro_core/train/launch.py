@@ -20,7 +20,7 @@ from typing import Any
 
 from faro_core.errors import FaroError, RunError
 from faro_core.io import read_json, write_json
-from faro_core.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
+from faro_core.store.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
 
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
@@ -31,8 +31,9 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
                backbone: str | None = None, data: str | None = None, group: str | None = None,
                strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
                dp_scope: str | None = None, dp_partner: bool = True, groups: Sequence[str] | None = None,
-               extra: Sequence[str] = ()) -> list[str]:
-    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``)."""
+               extra: Sequence[str] = (), attribute: str | None = None) -> list[str]:
+    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``; ``attribute``:
+    ``--attribute group|role``, None leaves the data's default)."""
     argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
             "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
             "--mode", mode, "--quiet", "--json"]
@@ -55,6 +56,8 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
         argv += ["--dp-partner", "pool"]
     if groups:
         argv += ["--groups", ",".join(groups)]
+    if attribute:
+        argv += ["--attribute", attribute]
     if sweep:
         argv += ["--name", sweep]
     return argv + list(extra)
@@ -174,6 +177,71 @@ def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, c
     return out
 
 
+def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1,
+               bt: bool = False, mode: str = "head", epochs: int | None = None, backbone: str | None = None,
+               data: str | None = None, group: str | None = None, strata: Sequence[str] | None = None,
+               skew: float = 0.0, dp_scope: str | None = None, dp_partner: bool = True,
+               groups: Sequence[str] | None = None, attribute: str | None = None) -> list[str]:
+    """The ``faro sweep`` command line of a grid (kinds x epsilons x seeds 0..seeds-1, plus BT per seed),
+    trained by the default batched engine."""
+    eps = ",".join("inf" if not math.isfinite(e) else f"{e:g}" for e in epsilons)
+    argv = [sys.executable, "-m", "faro_core", "sweep", "--runs-dir", str(runs_dir), "--name", name,
+            "--constraints", ",".join(kinds) or "none", "--epsilons", eps, "--seeds", f"0-{int(seeds) - 1}",
+            "--baselines", "bt" if bt else "none", "--mode", mode, "--engine", "batched", "--quiet", "--json"]
+    for flag, value in (("--epochs", epochs), ("--backbone", backbone), ("--data", data), ("--group", group),
+                        ("--strata", ",".join(strata) if strata else None), ("--dp-scope", dp_scope),
+                        ("--groups", ",".join(groups) if groups else None), ("--attribute", attribute)):
+        if value:
+            argv += [flag, str(value)]
+    if skew:
+        argv += ["--skew", f"{skew:g}"]
+    if not dp_partner:
+        argv += ["--dp-partner", "pool"]
+    return argv
+
+
+def sweep_run_ids(argv: Sequence[str]) -> list[str]:
+    """The run ids a ``faro sweep`` command line (as :func:`sweep_argv` builds it) trains: its grid, read
+    through the CLI's own parser."""
+    from faro_core.cli import build_parser
+    from faro_core.cli.sweep_cmd import spec_from_args
+    from faro_core.studies.grid import grid, run_id_for
+
+    args = build_parser().parse_args(list(argv)[3:])
+    return [run_id_for(c) for c in grid(spec_from_args(args))]
+
+
+def launch_sweep(store: RunStore, argv: Sequence[str]) -> list[str]:
+    """Start a ``faro sweep`` (one batched job: one process trains every member) detached; each member's run
+    directory gets a ``launch.json`` naming the process and the batch, so the queue shows every member with
+    its own progress and :func:`cancel` stops one member without stopping the others. Members already done
+    are left as they are (the sweep skips them). Returns the member run ids."""
+    ids = sweep_run_ids(argv)
+    todo = [r for r in ids if not (store.has(r) and store.get(r).status == "done")]
+    for rid in todo:
+        path = store.path(rid)
+        if (path / LAUNCH_FILE).exists() and store.has(rid) and store.get(rid).status in ("queued", "running"):
+            raise RunError(f"run {rid!r} is already training in {store.root}")
+    if not todo:
+        return ids
+    first = store.path(todo[0])
+    first.mkdir(parents=True, exist_ok=True)
+    log = open(first / LOG_FILE, "ab")
+    try:
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                                close_fds=True)  # head mode trains on the CPU
+    finally:
+        log.close()
+    info = {"pid": proc.pid, "pgid": proc.pid, "argv": list(argv), "time": time.time(), "batch": todo,
+            "log": todo[0]}
+    for rid in todo:
+        store.path(rid).mkdir(parents=True, exist_ok=True)
+        write_json(store.path(rid) / LAUNCH_FILE, info)
+    _CHILDREN[todo[0]] = proc
+    return ids
+
+
 def _reap() -> None:
     for rid, proc in list(_CHILDREN.items()):
         if proc.poll() is not None:
@@ -217,7 +285,8 @@ def queue(store: RunStore) -> list[dict[str, Any]]:
 
 def log_tail(store: RunStore, run_id: str, lines: int = 5) -> str:
     """Last lines of a launched run's ``launch.log`` (what to show when it failed)."""
-    p = store.path(run_id) / LOG_FILE
+    info = launch_info(store, run_id) or {}
+    p = store.path(str(info.get("log") or run_id)) / LOG_FILE  # a batch's members share one log
     if not p.exists():
         return ""
     text = p.read_text(errors="replace").strip().splitlines()
@@ -225,11 +294,23 @@ def log_tail(store: RunStore, run_id: str, lines: int = 5) -> str:
 
 
 def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
-    """SIGTERM the run's process group; mark the run ``interrupted``. Returns the final status."""
+    """Stop a launched run and mark it ``interrupted``; returns its status. A run of its own process: SIGTERM
+    to the process group. A member of a batch (a launched sweep): a cancel request, which the batch honours
+    at its next step (that member stops, the others go on; a member whose batch has not started yet is
+    stopped before its first step)."""
     info = launch_info(store, run_id)
     if info is None:
         raise RunError(f"run {run_id!r} was not started from the launcher; stop it where it runs")
     pid = int(info["pid"])
+    run = Run(run_id, store.path(run_id))
+    if info.get("batch") and _pid_alive(pid):
+        run.request_cancel()
+        deadline = time.time() + wait_s
+        while time.time() < deadline and _pid_alive(pid) and run.exists() and \
+                run.raw_status().get("status") in ("queued", "running"):
+            time.sleep(0.1)
+        return run.status if run.exists() and run.raw_status().get("status") not in ("queued", "running") \
+            else "interrupted"
     if _pid_alive(pid):
         try:
             os.killpg(int(info.get("pgid", pid)), signal.SIGTERM)

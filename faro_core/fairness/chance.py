@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from faro_core.constraints import ConstraintSet, DemographicParity, EqualizedOdds, GroupIndex, PairBatch
+from faro_core.fairness.constraint_set import ConstraintSet
+from faro_core.fairness.constraints import DemographicParity, EqualizedOdds
+from faro_core.fairness.pairs import GroupIndex, PairBatch
 
 PERMUTED_KINDS = ("dp", "eo")  # CF is not a between-group gap: no group-permutation null
 
