@@ -13,7 +13,6 @@ import torch
 
 from faro_core.errors import FaroError
 from faro_core.evaluate.metrics import evaluate_run
-from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
 from faro_core.store.runs import RunStore
 from faro_core.studies.grid import baseline_configs, parse_baselines
 from faro_core.train import FaroConfig, train

@@ -12,7 +12,7 @@ import pytest
 
 from faro_core.cli import main
 from faro_core.evaluate.metrics import brier_score, calibration, ece_score, evaluate_run, scores_for_data
-from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
+from faro_core.paths import SHARED_DATA
 from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from faro_core.cli import main
-from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
 from faro_core.results.pareto import hypervolume, pareto_front
 from faro_core.store.runs import RunStore
 from faro_core.studies.grid import SweepSpec, grid, run_id_for
