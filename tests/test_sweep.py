@@ -120,3 +120,16 @@ def test_ray_executor_shares_the_run_store(tmp_path: Path, monkeypatch: pytest.M
     assert not ray.is_initialized()  # and shut it down
     assert res["runs"] == 2 and res["skipped"] == 1  # the local executor's run is reused
     assert all(r.status == "done" for r in RunStore(tmp_path).list())
+
+
+def test_redraw_data_gives_each_seed_its_own_data_seed():
+    """--redraw-data: seed s trains on data seed s (its own split and skewed items), Faro and baselines alike;
+    without it every seed shares the base's data seed."""
+    from faro_core.studies.grid import SweepSpec, grid
+
+    base = FaroConfig(data="demo-mini", data_seed=7)
+    spec = SweepSpec(base=base, kinds=["dp"], epsilons=[0.05], seeds=[0, 3], baselines=["bt"], redraw_data=True)
+    assert sorted((c.method, c.seed, c.data_seed) for c in grid(spec)) == [
+        ("bt", 0, 0), ("bt", 3, 3), ("faro", 0, 0), ("faro", 3, 3)]
+    shared = SweepSpec(base=base, kinds=["dp"], epsilons=[0.05], seeds=[0, 3], baselines=["bt"])
+    assert {c.data_seed for c in grid(shared)} == {7}
