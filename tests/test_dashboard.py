@@ -375,7 +375,12 @@ def test_report_small_with_plotly_once_and_each_runs_certificate(runs_dir: Path)
     assert "Constraint types side by side" in text and "bound: <b>" in text and "95% interval" in text
     cfg = json.dumps(store.get("demo-faro-dp-eps0.05-s0").config, indent=1, sort_keys=True, default=str)
     assert html.escape(cfg) in text  # each run's config
-    assert "women (n=" in text or "women" in text
+    from faro_core.data.labels import group_label, label_map
+
+    groups = (store.get("demo-bt-s0").read("data.json") or {}).get("groups") or {}
+    labels = label_map(store.root)
+    for tag in groups:  # the data table names each group in words, its tag beside
+        assert f"<td>{html.escape(group_label(tag, labels))}</td><td>{html.escape(str(tag))}</td>" in text
 
 
 def test_report_page_previews_inline(runs_dir: Path) -> None:
