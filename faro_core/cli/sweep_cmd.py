@@ -40,7 +40,7 @@ def parse_seeds(s: str) -> list[int]:
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~faro_core.studies.grid.SweepSpec` a ``faro sweep`` command line asks for (also what the
     launcher reads to know a launched sweep's run ids)."""
-    from faro_core.cli.train_cmd import config_from_args
+    from faro_core.cli.config_flags import config_from_args
     from faro_core.studies.grid import SweepSpec, parse_baselines
 
     base = config_from_args(args)
@@ -78,17 +78,19 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from faro_core.cli.train_cmd import add_data_args, add_model_args
+    from faro_core.cli.config_flags import add_config_flags
+    from faro_core.cli.train_cmd import add_store_args
 
     p = sub.add_parser("sweep", help="grid of constrained trainings and baselines (parallel, resumable)",
                        description="Train Faro over constraint kinds x epsilons x seeds (and baselines), "
-                       "evaluate and certify each run, write a sweep table and the Pareto front.")
-    add_data_args(p)
+                       "evaluate and certify each run, write a sweep table and the Pareto front. Every training setting "
+                       "not set by the grid is a flag; --config FILE reads them from JSON.")
     p.add_argument("--constraints", default="dp", help="kinds to sweep, e.g. dp,eo,cf (default dp)")
     p.add_argument("--epsilons", default="0.1,0.05", help="comma-separated slacks (default 0.1,0.05)")
     p.add_argument("--seeds", default="0", help="0,1,2 or 0-4 (default 0)")
     p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc,fixed_lambda,expgrad")
-    add_model_args(p)
+    add_config_flags(p, for_sweep=True)
+    add_store_args(p)
     p.add_argument("--name", default="sweep", help="sweep name (table in RUNS_DIR/_sweeps/NAME)")
     p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
     p.add_argument("--executor", choices=["local", "ray"], default="local")

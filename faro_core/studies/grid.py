@@ -21,8 +21,8 @@ from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
 from faro_core.train.methods import BASELINES, METHODS
 
 FIXED_LAMBDAS = (1.0, 5.0)
-# Config fields added after sweeps were run, with the default that reproduces the older behaviour. Left out of the
-# run-id hash at that default, so adding an option does not orphan every finished run of a sweep.
+# Config fields added after sweeps were run, with the default that reproduces the older behaviour (hashed into
+# run ids only off that default; kept under this name for scripts that read it).
 HASH_OPTIONAL: dict[str, object] = LEGACY_DEFAULTS
 
 
@@ -34,6 +34,9 @@ class SweepSpec:
     kinds: list[str] = field(default_factory=lambda: ["dp"])
     epsilons: list[float] = field(default_factory=lambda: [0.1, 0.05])
     seeds: list[int] = field(default_factory=lambda: [0])
+    # True: each seed also redraws the data (``data_seed = seed``: the split and the skewed items), so seed
+    # spread measures data noise as well as training noise; False: every seed shares ``base.data_seed``
+    redraw_data: bool = False
     baselines: list[str] = field(default_factory=list)
     name: str = "sweep"
     n_boot: int = 100
@@ -42,13 +45,9 @@ class SweepSpec:
 
 
 def run_id_for(config: FaroConfig) -> str:
-    """Deterministic run id from the resolved config (the ``sweep`` tag and ``run_id`` are not part of it)."""
-    d = config.resolved().to_dict()
-    for k in ("sweep", "run_id"):
-        d.pop(k, None)
-    for k, default in HASH_OPTIONAL.items():  # options added later: at their defaults, old sweeps still resume
-        if d.get(k) == default:
-            d.pop(k, None)
+    """Deterministic run id: a hash of :meth:`FaroConfig.run_id_payload` (the explicit list of hashed fields,
+    faro_core.train.config.RUN_ID_FIELDS, plus the LEGACY_DEFAULTS fields off their legacy value)."""
+    d = config.run_id_payload()
     h = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{d['name']}-s{d['seed']}-{h}"
 
@@ -109,4 +108,7 @@ def grid(spec: SweepSpec) -> list[FaroConfig]:
     for c in baseline_configs(spec.base, spec.baselines, spec.kinds, spec.epsilons, spec.seeds):
         c.sweep = spec.name
         out.append(c)
+    if spec.redraw_data:
+        for c in out:
+            c.data_seed = c.seed
     return out

@@ -74,7 +74,7 @@ def train(config: FaroConfig | None, store: RunStore | None = None, run_id: str 
         assert config is not None, "train() needs a config unless it resumes"
         config = config.resolved()
         if rank == 0:
-            run = store.create(config.to_dict(), run_id=run_id)
+            run = store.create(config.stored_dict(), run_id=run_id)
         if world > 1:  # every rank needs the same run id
             obj = [run.run_id if rank == 0 else None]
             torch.distributed.broadcast_object_list(obj, src=0)
