@@ -9,7 +9,6 @@ from pathlib import Path
 from faro_core.errors import FaroError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DATA_DIR = REPO_ROOT / "data" / "demo_bbq"
 SHARED_DATA = Path(os.environ.get("FARO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -28,6 +27,15 @@ def _package_dir(name: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def demo_data_dir() -> Path:
+    """The embedded demo data: ``data/demo_bbq`` beside the package in a checkout, else the copy an installed
+    wheel carries as the data-only package ``faro_core.demo_data`` (setup.py maps the folder there)."""
+    checkout = REPO_ROOT / "data" / "demo_bbq"
+    if checkout.is_dir():
+        return checkout
+    return _package_dir("faro_core.demo_data") or checkout
 
 
 def embedded_encoder() -> str:
@@ -60,3 +68,6 @@ def embedded_lm_gguf() -> tuple[str, str]:
     if not files:
         raise FaroError(f"no .gguf file found inside {pkg}")
     return str(files[0].parent), files[0].name
+
+
+DEMO_DATA_DIR = demo_data_dir()

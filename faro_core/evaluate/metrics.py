@@ -5,8 +5,8 @@ Everything works from a *scores frame*: one row per pair with the columns of a r
 rejected_group, gold, stratum``). A run's held-out split is read from its ``scores.parquet`` (no
 re-scoring); another source is scored with :func:`faro_core.models.load_scorer` (:func:`scores_for_data`).
 
-Metrics (each with a seeded 95% percentile bootstrap interval, resampling *items*, so that the pairs of one
-BBQ item move together):
+Metrics (each with a seeded 95% BCa bootstrap interval from :mod:`faro_core.evaluate.intervals`, resampling
+*items*, so that the pairs of one BBQ item move together):
 
 - ``accuracy``: share of pairs with r(chosen) > r(rejected) (observed labels);
 - ``gold_accuracy``: the same against the gold label (pairs with a gold label only);
@@ -29,11 +29,11 @@ import torch
 
 from faro_core.constraints import ConstraintSet, GroupIndex, PairBatch, all_constraints
 from faro_core.errors import FaroError, RunError
+from faro_core.evaluate.intervals import LEVEL, MAX_UNITS
 from faro_core.runs import Run
 
 N_BINS = 15
 DEFAULT_BOOT = 200
-LEVEL = 0.95
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,31 +210,9 @@ def point_metrics(batch: PairBatch, gold: torch.Tensor, measure: ConstraintSet,
     return out
 
 
-def item_bootstrap_indices(item_ids: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
-    """Row indices of ``n_boot`` bootstrap resamples by item (items drawn with replacement, all their rows kept)."""
-    codes, uniq = pd.factorize(pd.Series(item_ids))
-    rows_of = [np.flatnonzero(codes == i) for i in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(uniq), size=len(uniq))
-        out.append(np.concatenate([rows_of[i] for i in pick]) if len(pick) else np.zeros(0, dtype=int))
-    return out
-
-
 def _subset(batch: PairBatch, idx: np.ndarray) -> PairBatch:
     t = torch.as_tensor(idx, dtype=torch.long)
     return PairBatch(*(getattr(batch, f)[t] for f in batch.__dataclass_fields__))
-
-
-def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of bootstrap samples (NaNs ignored)."""
-    s = np.asarray(samples, dtype=float)
-    s = s[~np.isnan(s)]
-    if len(s) == 0:
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
 
 
 def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_boot: int = DEFAULT_BOOT,
@@ -251,18 +229,15 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
     batch, gold = frame_to_batch(df, index)
     measure = all_constraints(index, min_count)
     groups = df["group"].fillna("(none)").astype(str).to_numpy()
+    from faro_core.evaluate.intervals import cluster_bootstrap
+
     point = point_metrics(batch, gold, measure, groups, with_calibration)
-    boots: dict[str, list[float]] = {k: [] for k in point}
-    for idx in item_bootstrap_indices(df["item_id"].astype(str).to_numpy(), n_boot, seed):
-        m = point_metrics(_subset(batch, idx), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
-                          groups[idx], with_calibration)
-        for k in boots:
-            boots[k].append(m.get(k, float("nan")))
-    metrics: dict[str, dict[str, float]] = {}
-    for k, v in point.items():
-        ok = n_boot and not (isinstance(v, float) and math.isnan(v))
-        lo, hi = interval(np.array(boots[k])) if ok else (float("nan"), float("nan"))
-        metrics[k] = {"value": float(v), "lo": lo, "hi": hi}
+
+    def on_rows(idx: np.ndarray) -> dict[str, float]:
+        return point_metrics(_subset(batch, idx), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
+                             groups[idx], with_calibration)
+
+    metrics = cluster_bootstrap(on_rows, df["item_id"].astype(str).to_numpy(), point, n_boot, seed, LEVEL)
     flat = {k: v for k, v in metrics.items() if "[" not in k}
     by_group: dict[str, dict[str, Any]] = {}
     for k, v in metrics.items():
@@ -274,7 +249,8 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
         by_group.setdefault(str(g), {})["pairs"] = int(len(sub))
         by_group[str(g)]["accuracy"] = float(np.mean(d > 0))
     out = {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
-           "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item"}}
+           "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item",
+                         "method": "BCa (scipy.stats.bootstrap)", "max_units": MAX_UNITS}}
     if n_perm:
         out["chance"] = chance_violation(batch, index, min_count=min_count, n_perm=n_perm, seed=seed)
     return out
