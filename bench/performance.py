@@ -1,4 +1,4 @@
-"""Assemble bench/results/PERFORMANCE.md (the README's "Performance" section) from the benchmark outputs.
+"""Assemble bench/results/PERFORMANCE.md (the "Performance" section of docs/RESULTS.md) from the benchmark outputs.
 
     python bench/performance.py
 

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="head epochs (default: the trainer's, 40)")
     ap.add_argument("--hh-limit", type=int, default=300, help="HH-RLHF pairs audited (seeded subset)")
     ap.add_argument("--no-audit", action="store_true")
+    ap.add_argument("--attribute", choices=["group", "role"], default=None,
+                    help="DP/EO's sensitive attribute (default: role, the default on BBQ-format data)")
     ap.add_argument("--out", default=None, help="report path stem (default bench/results/study_bbq[_quick])")
     args = ap.parse_args(argv)
     args.out = args.out or str(RESULTS / ("study_bbq_quick" if args.quick else "study_bbq"))
@@ -81,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         # one category: cells are small, so estimate cells from 10 members (default 20)
         base = FaroConfig(data=str(bbq / "Religion.jsonl"), format="bbq", skew=0.3, mode="head",
-                          epochs=args.epochs or 10, min_count=10)
+                          epochs=args.epochs or 10, min_count=10, attribute=args.attribute)
         spec = SweepSpec(base=base, kinds=["dp"], epsilons=[0.05], seeds=[0], baselines=["bt", "posthoc", "expgrad"],
                          name="study_bbq_quick", n_boot=50)
     else:
-        base = FaroConfig(data=str(bbq), format="bbq", skew=0.3, mode="head", epochs=args.epochs)
+        base = FaroConfig(data=str(bbq), format="bbq", skew=0.3, mode="head", epochs=args.epochs,
+                          attribute=args.attribute)
         spec = SweepSpec(base=base, kinds=[k.strip() for k in args.kinds.split(",")], epsilons=[float(e) for e in args.epsilons.split(",")],
                          seeds=list(range(args.seeds)), baselines=parse_baselines(args.baselines),
                          name="study_bbq", n_boot=100)

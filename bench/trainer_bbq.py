@@ -1,11 +1,15 @@
 """Trainer acceptance on BBQ: plain BT vs Faro-DP/EO/CF (head mode, skew 0.3), validation and test numbers.
 
     python bench/trainer_bbq.py [--epsilon 0.05] [--seed 0] [--strata question_polarity,context_condition]
-                                [--runs-dir runs/trainer_bbq] [--json]
+                                [--attribute group|role] [--runs-dir runs/trainer_bbq] [--json]
 
 Trains each model unless a finished run with the same id is in the store, then prints a table (violations are
 the largest one-sided violation over the cells with at least ``min_count`` members) and writes
-``bench/results/trainer_bbq.md``. With ``--json`` the last stdout line is one JSON object.
+``bench/results/trainer_bbq.md``. With ``--attribute role`` DP and EO are the stereotype-role violations
+(:mod:`faro_core.fairness.role`: v_DP = |P(r_biased > r_counter) - 1/2| over ambiguous items, v_EO =
+|acc_biased - acc_counter| / 2 over disambiguated ones), the table adds the raw rates and the role chance
+level, and it is written to ``bench/results/trainer_bbq_role.md``. With ``--json`` the last stdout line is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -35,13 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--strata", default=None, help="comma-separated (default: the data's)")
     ap.add_argument("--models", default="bt,dp,eo,cf")
+    ap.add_argument("--attribute", choices=["group", "role"], default="group",
+                    help="DP/EO's sensitive attribute (default group: the table of trainer_bbq.md)")
+    ap.add_argument("--dual-lr", type=float, default=None, help="override the dual step size (default: the config's)")
+    ap.add_argument("--dual-every", type=int, default=None, help="override the dual step period")
+    ap.add_argument("--temperature", type=float, default=None, help="override the DP/EO proxy temperature")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "trainer_bbq"))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "trainer_bbq.md"))
+    ap.add_argument("--out", default=None, help="default bench/results/trainer_bbq.md (role: trainer_bbq_role.md)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not Path(args.data).exists():
         print(f"skipped: {args.data} is absent", file=sys.stderr)
         return 0
+    if args.attribute == "role":
+        return role_table(args)
+    args.out = args.out or str(ROOT / "bench" / "results" / "trainer_bbq.md")
     store = RunStore(args.runs_dir)
     strata = args.strata.split(",") if args.strata else None
     tag = "-".join(strata) if strata else "default"
@@ -55,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = run.read("status.json", {}).get("finished", 0) - run.read("status.json", {}).get("started", 0)
         else:
             cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
-                             seed=args.seed, strata=strata, epochs=args.epochs)
+                             seed=args.seed, strata=strata, epochs=args.epochs, attribute="group")
             if store.has(run_id):
                 run = train(None, store, run_id=run_id, resume=True, progress=False)
             else:
@@ -95,6 +107,95 @@ def main(argv: list[str] | None = None) -> int:
           "independent, so with template-clustered errors the true chance level is higher still.", "",
           "| model | val DP | val EO | test DP | test EO |", "|---|---|---|---|---|", *chance_rows, ""]
     Path(args.out).write_text("\n".join(md))
+    print("\n".join(md))
+    if args.json:
+        print(json.dumps(out, default=float))
+    return 0
+
+
+def _tuning(args: argparse.Namespace) -> tuple[dict, str]:
+    """Config overrides of the dual game from the command line, and their run-id tag."""
+    over, tag = {}, ""
+    if args.dual_lr is not None:
+        over["dual_lr"], tag = args.dual_lr, tag + f"-dlr{args.dual_lr:g}"
+    if args.dual_every is not None:
+        over["dual_every"], tag = args.dual_every, tag + f"-de{args.dual_every}"
+    if args.temperature is not None:
+        over["temperature"] = {"dp": args.temperature, "eo": args.temperature}
+        tag += f"-t{args.temperature:g}"
+    return over, tag
+
+
+def role_table(args: argparse.Namespace) -> int:
+    """The role-attribute table: BT vs Faro-DP(role) / Faro-EO(role) (and CF), validation and test."""
+    from faro_core.evaluate.chance import role_chance
+    from faro_core.evaluate.metrics import load_split
+    from faro_core.fairness.role import role_items
+
+    out_path = args.out or str(ROOT / "bench" / "results" / "trainer_bbq_role.md")
+    store = RunStore(args.runs_dir)
+    strata = args.strata.split(",") if args.strata else None
+    tag = "-".join(strata) if strata else "default"
+    over, tune = _tuning(args)
+    rows, chance_rows, out = [], [], {}
+    f3 = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    for model in args.models.split(","):
+        cons = [] if model == "bt" else [model]
+        run_id = (f"{model}-eps{args.epsilon:g}-skew{args.skew:g}-s{args.seed}-{tag}-role"
+                  f"{tune if model != 'bt' else ''}").replace(",", "+")
+        t0 = time.perf_counter()
+        if store.has(run_id) and store.get(run_id).status == "done":
+            run = store.get(run_id)
+            st = run.read("status.json", {})
+            seconds = st.get("finished", 0) - st.get("started", 0)
+        else:
+            cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
+                             seed=args.seed, strata=strata, epochs=args.epochs, attribute="role", **over)
+            run = (train(None, store, run_id=run_id, resume=True, progress=False) if store.has(run_id)
+                   else train(cfg, store, run_id=run_id, progress=False))
+            seconds = time.perf_counter() - t0
+        m = run.metrics()
+        label = "BT" if model == "bt" else f"Faro-{model.upper()}" + ("(role)" if model in ("dp", "eo") else "")
+        sp = {"val": m, "test": m.get("test", {})}
+        chance = {}
+        for split in ("val", "test"):
+            chance[split] = role_chance(role_items(load_split(run, split)), n_perm=2000, seed=0)
+        out[model] = {"run_id": run_id, "seconds": seconds, "selected_by": m.get("selected_by"),
+                      **{s: {"role": sp[s].get("role"), "violation": sp[s].get("violation"),
+                             "gold_accuracy": sp[s].get("gold_accuracy"), "chance": chance[s]} for s in sp}}
+        cells = []
+        for s in ("val", "test"):
+            r = sp[s].get("role", {})
+            cells += [f3(r.get("dp")), f3(r.get("eo")), f3(r.get("p_biased_over_counter")),
+                      f"{f3(r.get('rate_biased_vs_unknown'))} / {f3(r.get('rate_counter_vs_unknown'))}",
+                      f"{f3(r.get('acc_biased'))} / {f3(r.get('acc_counter'))}",
+                      f3(sp[s].get("violation", {}).get("cf")), f3(sp[s].get("gold_accuracy"))]
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {m.get('selected_by')} | {seconds:.0f} |")
+        chance_rows.append(f"| {label} | " + " | ".join(
+            f"{c[k]['observed']:.3f} ({c[k]['chance_median']:.3f}, {c[k]['chance_p90']:.3f}; p {c[k]['p_value']:.4f})"
+            for s in ("val", "test") for c in [chance[s]] for k in ("dp", "eo")) + " |")
+    any_m = run.metrics()
+    n = {s: (any_m if s == "val" else any_m.get("test", {})).get("role", {}) for s in ("val", "test")}
+    cmd = " ".join(["python bench/trainer_bbq.py", *sys.argv[1:]])
+    md = ["# Trainer on BBQ, attribute = stereotype role: plain BT vs Faro", "",
+          f"`{cmd}` — {time.strftime('%Y-%m-%d %H:%M')}. BBQ (5 categories), skew ρ = {args.skew:g}, head mode, "
+          f"seed {args.seed}, ε = {args.epsilon:g}, strata {strata or 'context_condition (the role default)'}"
+          f"{', dual overrides ' + str(over) if over else ''}. "
+          "v_DP = |P(r_biased > r_counter) − ½| over ambiguous items (ties ½); v_EO = |acc_biased − acc_counter| / 2 "
+          "over disambiguated items, item-level accuracy (the correct answer has the top reward of the three); "
+          "b / c vs unknown = share of ambiguous items where that role's answer beats 'unknown'. "
+          f"Items: validation {n['val'].get('n_dp')} ambiguous, {n['val'].get('n_biased')} / "
+          f"{n['val'].get('n_counter')} disambiguated (biased / counter correct); test {n['test'].get('n_dp')}, "
+          f"{n['test'].get('n_biased')} / {n['test'].get('n_counter')}.", "",
+          "| model | val v_DP | val v_EO | val P(b>c) | val b / c vs unknown | val acc_b / acc_c | val CF | val gold acc "
+          "| test v_DP | test v_EO | test P(b>c) | test b / c vs unknown | test acc_b / acc_c | test CF | test gold acc "
+          "| selected by | train s |", "|" + "---|" * 17, *rows, "",
+          "Role violations against their chance level: observed (median and 90th percentile of the null, 2,000 "
+          "permutations: DP, the two people's roles swapped at random within each item; EO, the correct answer's "
+          "role permuted within category x polarity; p = (1 + share at least as large) / 2,001, "
+          "`faro_core.evaluate.chance.role_chance`).", "",
+          "| model | val DP | val EO | test DP | test EO |", "|---|---|---|---|---|", *chance_rows, ""]
+    Path(out_path).write_text("\n".join(md))
     print("\n".join(md))
     if args.json:
         print(json.dumps(out, default=float))

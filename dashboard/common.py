@@ -122,6 +122,21 @@ def policy(run_id: str) -> pd.DataFrame:
     return _policy(root, run_id, run_signature(root, run_id))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _group_labels(root: str, mtime: float) -> dict[str, str]:
+    from faro_core.data.labels import label_map
+
+    return label_map(root)
+
+
+def group_labels() -> dict[str, str]:
+    """Group tag -> words: the shipped BBQ map, overridden by the run store's ``group_labels.json``."""
+    from faro_core.data.labels import LABELS_FILE
+
+    root = runs_root()
+    return _group_labels(root, _mtime(Path(root) / LABELS_FILE))
+
+
 def run_label(table: pd.DataFrame, run_id: str) -> str:
     """``run-id — Faro-DP ε=0.05 seed 0 (done)``."""
     row = table[table["run_id"] == run_id]
@@ -130,6 +145,14 @@ def run_label(table: pd.DataFrame, run_id: str) -> str:
     r = row.iloc[0]
     eps = "" if r["family"] == "BT" else f" ε={r['epsilon']:g}"
     return f"{run_id} — {r['family']}{eps} seed {r['seed']} ({r['status']})"
+
+
+def open_selected(key: str) -> None:
+    """Selection callback of a front chart (``st.plotly_chart(..., on_select=open_selected, args=(key,))``):
+    the picked point's run becomes the open run of the Pareto, Groups and Policy pages."""
+    picked = explore.selected_run(st.session_state.get(key))
+    if picked:
+        st.session_state["open_run"] = st.session_state["open_run_pick"] = picked
 
 
 def no_runs_message() -> None:

@@ -38,10 +38,12 @@ class GroupIndex:
     strata: list[str] = field(default_factory=lambda: ["all"])  # conditioning cells (DP, EO)
     dp_strata: list[str] | None = None  # strata where DP applies (None: all); see DemographicParity
     dp_partner: bool = True  # DP compares responses against the same kind of partner (see DemographicParity)
+    attribute: str = "group"  # DP/EO's sensitive attribute: the named group, or the stereotype role (fairness.role)
 
-    def to_dict(self) -> dict[str, list[str] | bool | None]:
-        return {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
-                "dp_strata": self.dp_strata, "dp_partner": self.dp_partner}
+    def to_dict(self) -> dict[str, list[str] | bool | str | None]:
+        out = {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
+               "dp_strata": self.dp_strata, "dp_partner": self.dp_partner}
+        return {**out, "attribute": self.attribute} if self.attribute != "group" else out
 
     def dp_partner_kinds(self) -> list[str]:
         """DP's partner conditions: ``["vs-none", "vs-group"]`` (partner names no group / names one), or
@@ -65,6 +67,8 @@ class PairBatch:
     0.0 when the rejected one is, NaN when unknown (such pairs are left out of EO).
     ``order`` is a fixed random bit per pair: EO looks at the pair as (y1, y2) = (chosen, rejected) if 0,
     else (rejected, chosen). ``cf_r_*`` are rewards of the counterfactual twins (NaN: no twin).
+    With ``--attribute role`` the batch also carries ``role_item`` (code of the pair's item, -1: no role item)
+    and ``chosen_role`` / ``rejected_role`` (0 biased, 1 counter, 2 neither; :mod:`faro_core.fairness.role`).
     """
 
     r_chosen: Tensor
@@ -77,6 +81,9 @@ class PairBatch:
     order: Tensor
     cf_r_chosen: Tensor
     cf_r_rejected: Tensor
+    role_item: Tensor | None = None
+    chosen_role: Tensor | None = None
+    rejected_role: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.r_chosen.shape[0])
@@ -284,6 +291,8 @@ def pair_term(key: tuple[str, float], batch: PairBatch) -> Tensor:
         dc = torch.where(m, batch.r_chosen - torch.nan_to_num(batch.cf_r_chosen), zero) / scale
         dr = torch.where(m, batch.r_rejected - torch.nan_to_num(batch.cf_r_rejected), zero) / scale
         return _huber(dc, t) + _huber(dr, t)
+    if kind in ("role_dp", "role_eo"):
+        raise ValueError(f"{kind!r} is an item term: ProxyGDA.item_penalty computes it on a batch of whole items")
     raise ValueError(f"unknown pair term {kind!r}")
 
 
@@ -569,7 +578,7 @@ class ConstraintSet:
             kw = {"epsilon": eps, "min_count": min_count}
             if temperature and k in temperature:
                 kw["temperature"] = temperature[k]
-            out.append(CONSTRAINT_TYPES[k](**kw).bind(index))
+            out.append(constraint_types(index)[k](**kw).bind(index))
         return cls(out)
 
     def __len__(self) -> int:
@@ -639,9 +648,20 @@ class ConstraintSet:
         return out
 
 
+def constraint_types(index: GroupIndex) -> dict[str, type[Constraint]]:
+    """The constraint class of each kind for the index's attribute: DP and EO by named group, or by
+    stereotype role (:mod:`faro_core.fairness.role`); CF either way."""
+    if index.attribute == "role":
+        from faro_core.fairness.role import ROLE_CONSTRAINT_TYPES
+
+        return {**CONSTRAINT_TYPES, **ROLE_CONSTRAINT_TYPES}
+    return CONSTRAINT_TYPES
+
+
 def all_constraints(index: GroupIndex, min_count: int = 10) -> ConstraintSet:
     """DP, EO and CF with epsilon 0: used to *measure* every violation, whatever was trained."""
-    return ConstraintSet([cls(epsilon=0.0, min_count=min_count).bind(index) for cls in CONSTRAINT_TYPES.values()])
+    return ConstraintSet([cls(epsilon=0.0, min_count=min_count).bind(index)
+                          for cls in constraint_types(index).values()])
 
 
 def cf_flip_rate(batch: PairBatch) -> float:

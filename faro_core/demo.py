@@ -108,6 +108,12 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
     out: dict[str, Any] = {"runs_dir": str(store.root), "runs": [s.run_id for s in specs], "built": built,
                            "kept": kept, "train_seconds": round(time.time() - t0, 2), "policy": [],
                            "certified": _certify([store.get(s.run_id) for s in specs], say)}
+    try:  # the Overview's story (story.json), so the dashboard's first screen reads it
+        from faro_core.results.story import load_story
+
+        load_story(store)
+    except Exception as exc:  # optional for the demo: report, do not fail the build
+        out["story_error"] = f"{type(exc).__name__}: {exc}"
     if policy and policy_available():
         runs = [store.get(s.run_id) for s in specs]
         todo = [r for r in runs if not r.file("policy.json").exists()

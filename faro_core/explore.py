@@ -35,9 +35,10 @@ def need(run: Run, name: str, command: str) -> Any:
 
 def family(cfg: dict[str, Any]) -> str:
     """Display family of a run: ``BT``, ``Faro-DP``, ``Faro-DP+CF``, or the baseline's name."""
-    from faro_core.sweep import method_label
-
-    method = method_label({**cfg, "method": cfg.get("method") or "faro"})
+    # faro_core.sweep.method_label's rule, without importing the sweep (and torch) on the dashboard's first screen
+    method = cfg.get("method") or "faro"
+    if method == "expgrad" and cfg.get("expgrad_base") == "head":
+        method = "expgrad_head"
     cons = [c for c in (cfg.get("constraints") or []) if c]
     eps = cfg.get("epsilon")
     unconstrained = not cons or eps is None or (isinstance(eps, float) and not math.isfinite(eps))
@@ -354,4 +355,78 @@ def headline(table: pd.DataFrame) -> dict[str, Any]:
                      "bt_accuracy": float(b[acol]), "faro_run": best["run_id"],
                      "faro_epsilon": float(best["epsilon"]), "faro_violation": float(best[vcol]),
                      "faro_accuracy": float(best[acol])}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# constraint types side by side
+# ----------------------------------------------------------------------------------------------
+def constraint_fronts(table: pd.DataFrame, split: str | None = None) -> pd.DataFrame:
+    """The DP, EO and CF fronts in one long frame, for small multiples on one accuracy axis.
+
+    One row per (kind, family, ε): :func:`pareto_points` of that kind (Faro runs of the kind, BT and the
+    baselines as references) on ``split`` (default: :func:`best_split` per kind), plus the seed-mean
+    violation of the *other* kinds by the same runs (``other_dp``, ``other_eo``, ``other_cf``; NaN where a
+    run has none), so the cost of constraining one notion on the others is visible. Columns: kind, split and
+    those of :func:`pareto_points`.
+    """
+    parts = []
+    for kind in KINDS:
+        s = split or best_split(table, kind)
+        pts = pareto_points(table, kind, s)
+        if pts.empty:
+            continue
+        pts = pts.assign(kind=kind, split=s)
+        by_id = table.set_index("run_id")
+        for other in KINDS:
+            col = split_columns(s, other)[0]
+            pts[f"other_{other}"] = [float(pd.to_numeric(by_id.loc[ids, col], errors="coerce").mean())
+                                     for ids in pts["run_ids"]]
+        parts.append(pts)
+    if not parts:
+        return pd.DataFrame(columns=["kind", "split", "family", "epsilon", "violation", "violation_sd", "accuracy",
+                                     "accuracy_sd", "n_seeds", "run_ids", "certified", "on_front",
+                                     *[f"other_{k}" for k in KINDS]])
+    return pd.concat(parts, ignore_index=True)
+
+
+def cross_violations(table: pd.DataFrame) -> pd.DataFrame:
+    """Every finished run's held-out violation of each kind (DP, EO, CF), whatever it was trained for:
+    columns run_id, family, epsilon, seed, accuracy, viol_dp, viol_eo, viol_cf (test split)."""
+    done = table[table["status"] == "done"]
+    return done[["run_id", "family", "epsilon", "seed", "accuracy", *[f"viol_{k}" for k in KINDS]]].reset_index(
+        drop=True)
+
+
+def selected_run(selection: Any) -> str | None:
+    """The run id of the first point of a plotly selection (``st.plotly_chart(on_select=...)``'s state, a dict
+    or an object with ``.selection.points``), from the point's ``customdata[0]``; None if nothing is selected
+    or the point carries no run id (a front line, a marker)."""
+    try:
+        sel = selection.get("selection", {}) if isinstance(selection, dict) else selection.selection
+        points = sel.get("points", []) if isinstance(sel, dict) else sel.points
+    except (AttributeError, KeyError, TypeError):
+        return None
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, list | tuple) and cd and isinstance(cd[0], str):
+            return cd[0]
+        if isinstance(cd, str):
+            return cd
+    return None
+
+
+def with_group_captions(frame: pd.DataFrame, labels: dict[str, str] | None = None, col: str = "group",
+                        counts: dict[Any, int] | None = None) -> pd.DataFrame:
+    """``frame`` with ``col``'s tags replaced by words and sizes, ``"women (n=64)"``, flagged ``small`` under
+    :data:`faro_core.data.labels.SMALL_GROUP_N` (never dropped). ``counts``: the size of each tag (default:
+    its rows in ``frame``; pass a table's ``n`` column for aggregated frames). The tag is kept in ``tag``."""
+    from faro_core.data.labels import group_caption
+
+    if frame.empty or col not in frame:
+        return frame
+    n = counts if counts is not None else frame[col].value_counts().to_dict()
+    out = frame.copy()
+    out["tag"] = out[col]
+    out[col] = [group_caption(t, n.get(t, 0), labels) for t in out[col]]
     return out

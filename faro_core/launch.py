@@ -30,9 +30,10 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
                method: str = "faro", seed: int = 0, mode: str = "head", epochs: int | None = None,
                backbone: str | None = None, data: str | None = None, group: str | None = None,
                strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
-               dp_scope: str | None = None, dp_partner: bool = True,
-               extra: Sequence[str] = ()) -> list[str]:
-    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``)."""
+               dp_scope: str | None = None, dp_partner: bool = True, groups: Sequence[str] | None = None,
+               extra: Sequence[str] = (), attribute: str | None = None) -> list[str]:
+    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``; ``attribute``:
+    ``--attribute group|role``, None leaves the data's default)."""
     argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
             "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
             "--mode", mode, "--quiet", "--json"]
@@ -53,12 +54,17 @@ def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilo
         argv += ["--dp-scope", dp_scope]
     if not dp_partner:
         argv += ["--dp-partner", "pool"]
+    if groups:
+        argv += ["--groups", ",".join(groups)]
+    if attribute:
+        argv += ["--attribute", attribute]
     if sweep:
         argv += ["--name", sweep]
     return argv + list(extra)
 
 
-def launch(store: RunStore, argv: Sequence[str], run_id: str, env: dict[str, str] | None = None) -> int:
+def launch(store: RunStore, argv: Sequence[str], run_id: str, env: dict[str, str] | None = None,
+           target: str = "local-cpu") -> int:
     """Start ``argv`` detached (new session) for ``run_id``; return its pid.
 
     Refuses a run id that already exists or is already being launched.
@@ -75,7 +81,8 @@ def launch(store: RunStore, argv: Sequence[str], run_id: str, env: dict[str, str
                                 close_fds=True)
     finally:
         log.close()
-    write_json(path / LAUNCH_FILE, {"pid": proc.pid, "pgid": proc.pid, "argv": list(argv), "time": time.time()})
+    write_json(path / LAUNCH_FILE, {"pid": proc.pid, "pgid": proc.pid, "argv": list(argv), "time": time.time(),
+                                    "target": target})
     _CHILDREN[run_id] = proc  # keep a handle so the child is reaped (no zombie) when it exits
     return proc.pid
 
@@ -83,12 +90,91 @@ def launch(store: RunStore, argv: Sequence[str], run_id: str, env: dict[str, str
 _CHILDREN: dict[str, subprocess.Popen[bytes]] = {}
 
 
-def launch_train(store: RunStore, run_id: str | None = None, **kw: Any) -> str:
-    """Launch one ``faro train`` run (keyword arguments as :func:`train_argv`); return its run id."""
-    prefix = kw.get("sweep") or ("faro-" + kw["constraint"] if kw.get("constraint") else "bt")
+def compute_resources(ray_address: str | None = None) -> dict[str, Any]:
+    """What this machine (and a Ray cluster) offers: ``{"cpu_cores", "cuda": [{"index", "name",
+    "memory_gb"}], "ray": {...} | None, "ray_error": str | None}``. The Ray cluster is the one at
+    ``ray_address`` (default ``RAY_ADDRESS``); none when that is unset."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    cuda = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            cuda.append({"index": i, "name": p.name, "memory_gb": round(p.total_memory / 2**30, 1),
+                         "bf16": bool(torch.cuda.is_bf16_supported())})
+    out: dict[str, Any] = {"cpu_cores": cores, "cuda": cuda, "ray": None, "ray_error": None}
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        from faro_core.train.ray_launch import cluster_summary
+
+        try:
+            out["ray"] = cluster_summary(address)
+        except FaroError as exc:
+            out["ray_error"] = str(exc)
+    return out
+
+
+def launch_train(store: RunStore, run_id: str | None = None, target: str = "local-cpu",
+                 num_gpus: float | None = None, **kw: Any) -> str:
+    """Launch one ``faro train`` run (keyword arguments as :func:`train_argv`); return its run id.
+
+    ``target`` (:data:`faro_core.train.ray_launch.TARGETS`): ``local-cpu`` (this machine, no GPU even in full
+    mode), ``local-gpu`` (full mode on this machine's CUDA device, bf16 autocast; :class:`FaroError` without
+    one) or ``ray`` (the cluster at ``RAY_ADDRESS``; asks for ``num_gpus``, default 1 in full mode, 0 in head
+    mode). The run store must then be on a path every node sees.
+    """
+    from faro_core.train.ray_launch import TARGETS
+
+    if target not in TARGETS:
+        raise FaroError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    env: dict[str, str] = {}
+    if target == "local-gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FaroError("target local-gpu: this machine has no CUDA device; choose local-cpu or ray")
+        kw["mode"] = "full"
+    elif target == "local-cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on the CPU, whatever the machine has
+    prefix = kw.get("sweep") or ("faro-" + kw["constraint"].replace(",", "+") if kw.get("constraint") else "bt")
     run_id = run_id or new_run_id(prefix)
-    launch(store, train_argv(run_id, str(store.root), **kw), run_id)
+    root = str(store.root.resolve()) if target == "ray" else str(store.root)
+    argv = train_argv(run_id, root, **kw)
+    if target == "ray":
+        if not os.environ.get("RAY_ADDRESS"):
+            raise FaroError("target ray needs RAY_ADDRESS (the head node's address, e.g. 127.0.0.1:6379)")
+        gpus = "auto" if num_gpus is None else f"{float(num_gpus):g}"
+        argv = [sys.executable, "-m", "faro_core.train.ray_launch", root, run_id, kw.get("mode") or "head", gpus,
+                "--", *argv[3:]]
+    launch(store, argv, run_id, env=env, target=target)
     return run_id
+
+
+def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, combine: bool = False
+              ) -> list[dict[str, Any]]:
+    """The runs a launch form asks for: ``kinds`` holds ``"bt"`` (the unconstrained baseline, once per seed)
+    and constraint kinds; each kind gets one run per ε and seed, or, with ``combine``, one run under all the
+    chosen kinds together (``"dp,eo"``) per ε and seed. Returns :func:`launch_train` keyword sets."""
+    cons = [k for k in kinds if k != "bt"]
+    bad = [k for k in cons if k not in ("dp", "eo", "cf")]
+    if bad:
+        raise FaroError(f"unknown constraint kind(s) {bad}; choose from bt, dp, eo, cf")
+    if not kinds:
+        raise FaroError("choose at least one constraint type (or BT)")
+    if cons and not epsilons:
+        raise FaroError("give at least one ε for the constrained runs")
+    groups = [",".join(cons)] if combine and len(cons) > 1 else cons
+    out = []
+    for seed in range(int(seeds)):
+        if "bt" in kinds:
+            out.append({"constraint": None, "epsilon": float("inf"), "method": "bt", "seed": seed})
+        for c in groups:
+            out += [{"constraint": c, "epsilon": float(e), "method": "faro", "seed": seed} for e in epsilons]
+    return out
 
 
 def _reap() -> None:
@@ -126,7 +212,9 @@ def queue(store: RunStore) -> list[dict[str, Any]]:
             err = log_tail(store, p.name)
         rows.append({"run_id": p.name, "status": status, "fraction": float(prog.get("fraction") or 0.0),
                      "step": prog.get("step", 0), "total_steps": prog.get("total_steps", 0),
-                     "pid": info.get("pid"), "alive": alive, "launched": info.get("time", 0.0), "error": err})
+                     "pid": info.get("pid"), "alive": alive, "launched": info.get("time", 0.0), "error": err,
+                     "target": info.get("target", "local-cpu"), "placement": read_json(p / "placement.json")
+                     if (p / "placement.json").exists() else None})
     return sorted(rows, key=lambda r: -r["launched"])
 
 

@@ -10,14 +10,12 @@ import pandas as pd
 
 from faro_core.sweep import CONSTRAINED_METHODS
 
-FAMILY_COLORS = {
-    "faro": "#1f77b4", "bt": "#7f7f7f", "reweight": "#2ca02c", "posthoc": "#9467bd",
-    "fixed_lambda": "#ff7f0e", "expgrad": "#d62728", "expgrad_head": "#8c564b",
-}
-
 
 def _color(family: str) -> str:
-    return FAMILY_COLORS.get(family.split("-")[0], "#17becf")
+    """The method's colour (one per method everywhere: :func:`faro_core.plots_groups.method_color`)."""
+    from faro_core.plots_groups import method_color
+
+    return method_color(family)
 
 
 def pareto_figure(sweep_table: pd.DataFrame, kind: str = "dp", accuracy: str = "gold_accuracy",

@@ -6,6 +6,7 @@ Shared by the dashboard and the HTML report (:mod:`faro_core.report`). Inputs ar
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,39 @@ import plotly.graph_objects as go
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
+# One colour per method, on every page and in the report (keys: :func:`faro_core.explore.family` names)
 FAMILY_COLOR = {"BT": "#7f7f7f", "Faro-DP": "#1f77b4", "Faro-EO": "#2ca02c", "Faro-CF": "#9467bd",
-                "Reweighting": "#ff7f0e", "Post-hoc shift": "#8c564b", "Fixed λ": "#e377c2", "ExpGrad": "#bcbd22"}
+                "Reweighting": "#ff7f0e", "Post-hoc shift": "#8c564b", "Fixed λ": "#e377c2", "ExpGrad": "#bcbd22",
+                "ExpGrad (MLP head)": "#dbdb8d", "Group DRO": "#17becf", "α-fair": "#d62728",
+                "reference LM": "#333333"}
+# sweep-table method names (faro_core.sweep.family) -> the display family above
+SWEEP_METHOD_FAMILY = {"bt": "BT", "reweight": "Reweighting", "posthoc": "Post-hoc shift", "fixed_lambda": "Fixed λ",
+                       "expgrad": "ExpGrad", "expgrad_head": "ExpGrad (MLP head)", "group_dro": "Group DRO",
+                       "alpha_fair": "α-fair"}
+
+
+def display_family(name: str) -> str:
+    """The display family of a run label: ``"BT (demo-bt-s0)"`` -> ``"BT"``, sweep ``"faro-dp"`` -> ``"Faro-DP"``,
+    ``"fixed_lambda-eo"`` -> ``"Fixed λ"``."""
+    base = str(name).split(" (")[0].split(" · ")[0].strip()
+    if base in FAMILY_COLOR:
+        return base
+    method, _, cons = base.partition("-")
+    if method == "faro" and cons:
+        return "Faro-" + cons.upper()
+    return SWEEP_METHOD_FAMILY.get(method, base)
+
+
+def method_color(name: str) -> str:
+    """The colour of a method (a family, a run label starting with one, or a sweep family). A combined
+    constraint (``Faro-DP+CF``) takes its first constraint's colour; an unknown name a colour fixed by its
+    text (the same in every process, unlike ``hash``)."""
+    fam = display_family(name)
+    if fam in FAMILY_COLOR:
+        return FAMILY_COLOR[fam]
+    if fam.startswith("Faro-") and fam.split("+")[0] in FAMILY_COLOR:
+        return FAMILY_COLOR[fam.split("+")[0]]
+    return PALETTE[zlib.crc32(fam.encode()) % len(PALETTE)]
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
@@ -41,7 +73,7 @@ def violin_before_after(rewards: dict[str, pd.DataFrame], title: str = "Reward b
     for i, (label, df) in enumerate(rewards.items()):
         fig.add_trace(go.Violin(x=df["group"], y=df["reward"], name=label, legendgroup=label,
                                 side=sides[i % 2] if len(rewards) == 2 else None, scalegroup=label,
-                                line_color=PALETTE[i % len(PALETTE)], meanline_visible=True, points=False,
+                                line_color=method_color(label), meanline_visible=True, points=False,
                                 spanmode="hard"))
     fig.update_layout(violingap=0, violinmode="overlay" if len(rewards) == 2 else "group")
     fig.update_yaxes(title="reward over its pair partner (sd units)")
@@ -74,8 +106,8 @@ def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column:
     """Grouped bars of per-group accuracy (±1 s.e.) per model; ``acc`` maps a label to
     :func:`faro_core.explore.group_accuracy` output."""
     fig = go.Figure()
-    for i, (label, df) in enumerate(acc.items()):
-        fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=PALETTE[i % len(PALETTE)],
+    for label, df in acc.items():
+        fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=method_color(label),
                              error_y=dict(type="data", array=df["se"], visible=True),
                              customdata=df["n"], hovertemplate="%{x}: %{y:.3f} (n=%{customdata})"))
     fig.update_layout(barmode="group")
@@ -85,20 +117,21 @@ def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column:
 
 
 def reliability_figure(tables: dict[str, pd.DataFrame], title: str = "Reliability diagram") -> go.Figure:
-    """Observed preference rate vs predicted σ(r₁−r₂) per bin; one line per (model, group)."""
+    """Observed preference rate vs predicted σ(r₁−r₂) per bin; one line per (model, group): the model's
+    colour, one dash per group."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbb", dash="dash"),
                              name="perfectly calibrated"))
-    i = 0
+    dashes = ["solid", "dot", "dash", "dashdot", "longdash"]
     for label, df in tables.items():
-        for g, gd in df.groupby("group"):
+        for i, (g, gd) in enumerate(df.groupby("group")):
             name = f"{label} · {g} (ECE {gd['ece'].iloc[0]:.3f})" if g != "all" else \
                 f"{label} (ECE {gd['ece'].iloc[0]:.3f})"
             fig.add_trace(go.Scatter(x=gd["predicted"], y=gd["observed"], mode="lines+markers", name=name,
                                      marker=dict(size=np.clip(np.sqrt(gd["n"]) * 2, 4, 18)),
-                                     line=dict(color=PALETTE[i % len(PALETTE)]), customdata=gd["n"],
+                                     line=dict(color=method_color(label), dash=dashes[i % len(dashes)]),
+                                     customdata=gd["n"],
                                      hovertemplate="pred %{x:.2f} → obs %{y:.2f} (n=%{customdata})"))
-            i += 1
     fig.update_xaxes(title="predicted P(first response preferred)", range=[0, 1])
     fig.update_yaxes(title="observed rate", range=[0, 1])
     return _layout(fig, title, height=460)
@@ -148,7 +181,7 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
         return empty_figure(f"no finished runs with a {kind.upper()} violation yet")
     fig = go.Figure()
     for fam, g in points.groupby("family", sort=False):
-        color = FAMILY_COLOR.get(fam, PALETTE[hash(fam) % len(PALETTE)])
+        color = method_color(fam)
         g = g.sort_values("violation")
         labels = [("BT" if fam == "BT" else f"ε={e:g}" if np.isfinite(e) else "ε=∞") for e in g["epsilon"]]
         symbols = ["star" if c is True else "circle" for c in g["certified"]]
@@ -177,15 +210,16 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
 
 
 def policy_figure(frame: pd.DataFrame, metric: str = "s_amb", beta: float | None = None,
-                  title: str | None = None) -> go.Figure:
-    """A policy metric (``s_amb``, ``s_dis``, ``accuracy``, ``kl``) against β per model (log x)."""
+                  title: str | None = None, colors: dict[str, str] | None = None) -> go.Figure:
+    """A policy metric (``s_amb``, ``s_dis``, ``accuracy``, ``kl``) against β per model (log x); ``colors``
+    maps a model (run id) to its method's colour (:func:`method_color` of its family)."""
     if frame.empty:
         return empty_figure("no policy results")
     fig = go.Figure()
     f = frame[np.isfinite(frame["beta"])]
-    for i, (model, g) in enumerate(f.groupby("model", sort=False)):
+    for model, g in f.groupby("model", sort=False):
         fig.add_trace(go.Scatter(x=g["beta"], y=g[metric], mode="lines+markers", name=model,
-                                 line=dict(color="#7f7f7f" if model == "reference LM" else PALETTE[i % len(PALETTE)],
+                                 line=dict(color=(colors or {}).get(model) or method_color(model),
                                            dash="dash" if model == "reference LM" else "solid")))
     if beta is not None:
         fig.add_vline(x=beta, line_dash="dot", line_color="#f0a")
@@ -198,3 +232,110 @@ def figure_html(fig: go.Figure, include_plotlyjs: bool | str = False, div_id: st
     """A figure as an HTML fragment (``include_plotlyjs=True`` embeds plotly.js inline: no CDN)."""
     return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
+
+
+def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str | None = None) -> go.Figure:
+    """DP, EO and CF fronts side by side: small multiples sharing one accuracy axis, each with its own
+    violation axis. Markers: one colour per method (:func:`method_color`), ★ where every seed is certified,
+    error bars ±1 sd over seeds; the hover also shows the run's violation of the other kinds. ``customdata[0]``
+    of every point is its first run id (a selection opens it). ``fronts``: :func:`faro_core.explore.constraint_fronts`."""
+    from plotly.subplots import make_subplots
+
+    if fronts.empty:
+        return empty_figure("no finished runs with a violation yet")
+    kinds = [k for k in ("dp", "eo", "cf") if (fronts["kind"] == k).any()]
+    names = {"dp": "demographic parity", "eo": "equalized odds", "cf": "counterfactual"}
+    fig = make_subplots(rows=1, cols=len(kinds), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"{names[k]} ({k.upper()})" for k in kinds])
+    seen: set[str] = set()
+    for c, kind in enumerate(kinds, start=1):
+        sub = fronts[fronts["kind"] == kind]
+        for fam, g in sub.groupby("family", sort=False):
+            g = g.sort_values("violation")
+            others = [o for o in ("dp", "eo", "cf") if o != kind]
+            cd = np.array([[ids[0], n, "certified" if cert is True else "not certified" if cert is False
+                            else "no certificate", *[f"{row[f'other_{o}']:.3f}" if row[f"other_{o}"] == row[f"other_{o}"]
+                                                    else "—" for o in others]]
+                           for ids, n, cert, (_, row) in zip(g["run_ids"], g["n_seeds"], g["certified"], g.iterrows())],
+                          dtype=object)
+            labels = ["" if fam == "BT" else f"ε={e:g}" if np.isfinite(e) else "" for e in g["epsilon"]]
+            fig.add_trace(go.Scatter(
+                x=g["violation"], y=g["accuracy"], mode="markers+text", name=fam, legendgroup=fam,
+                showlegend=fam not in seen, text=labels, textposition="top center", textfont=dict(size=10),
+                marker=dict(color=method_color(fam), size=11, line=dict(width=1, color="#333"),
+                            symbol=["star" if x is True else "circle" for x in g["certified"]]),
+                error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any()),
+                             thickness=1),
+                error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any()),
+                             thickness=1),
+                customdata=cd,
+                hovertemplate=(f"{fam}<br>%{{customdata[0]}}<br>{kind.upper()} violation %{{x:.3f}}<br>"
+                               "accuracy %{y:.3f}<br>seeds %{customdata[1]} · %{customdata[2]}<br>"
+                               f"{others[0].upper()} %{{customdata[3]}} · {others[1].upper()} %{{customdata[4]}}"
+                               "<extra></extra>")), row=1, col=c)
+            seen.add(fam)
+        front = sub[sub["on_front"]].sort_values("violation")
+        if len(front) > 1:
+            fig.add_trace(go.Scatter(x=front["violation"], y=front["accuracy"], mode="lines", showlegend=False,
+                                     line=dict(color="#999", dash="dash", shape="hv"), hoverinfo="skip"), row=1, col=c)
+        if highlight is not None:
+            h = sub[sub["run_ids"].map(lambda ids: highlight in ids)]
+            if not h.empty:
+                fig.add_trace(go.Scatter(x=h["violation"], y=h["accuracy"], mode="markers", showlegend=False,
+                                         hoverinfo="skip", marker=dict(size=22, color="rgba(0,0,0,0)",
+                                                                        line=dict(width=3, color="#f0a"))),
+                              row=1, col=c)
+        split = sub["split"].iloc[0]
+        fig.update_xaxes(title_text=f"{kind.upper()} violation ({split}; lower is fairer)", row=1, col=c,
+                         rangemode="tozero")
+    fig.update_yaxes(title_text="pairwise accuracy", row=1, col=1)
+    return _layout(fig, title or "Constraint types side by side (★ = certified, bars ±1 sd over seeds)", height=460)
+
+
+def story_figure(story: dict[str, Any]) -> go.Figure:
+    """The Overview's before/after chart from :func:`faro_core.results.story.build_story`: left, how often each
+    reward prefers the stereotyped answer between the two people (ambiguous held-out items; 95% exact
+    intervals; 50% = no preference, the band = 50% ± ε allowed, the ▼ marker = Faro's certified upper limit);
+    right, gold accuracy with 95% intervals (the cost)."""
+    from plotly.subplots import make_subplots
+
+    eps = float(story["epsilon"])
+    names = ["BT", story.get("faro_family") or "Faro-DP"]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.14,
+                        subplot_titles=["prefers the stereotyped answer (ambiguous questions)",
+                                        "accuracy where there is a right answer"])
+    for col, key, n_key in ((1, "rate", "questions"), (2, "accuracy", "pairs")):
+        vals = [story[key]["bt"], story[key]["faro"]]
+        fig.add_trace(go.Bar(
+            x=names, y=[100 * v["value"] for v in vals], marker_color=[method_color(n) for n in names],
+            text=[f"{100 * v['value']:.0f}%" for v in vals], textposition="inside",
+            insidetextanchor="start" if col == 1 else "end",
+            textfont=dict(color="white", size=14), showlegend=False,
+            error_y=dict(type="data", symmetric=False, array=[100 * (v["hi"] - v["value"]) for v in vals],
+                         arrayminus=[100 * (v["value"] - v["lo"]) for v in vals], color="#333"),
+            customdata=[[v["n"], 100 * v["lo"], 100 * v["hi"]] for v in vals],
+            hovertemplate=f"%{{x}}: %{{y:.1f}}% (95%: %{{customdata[1]:.1f}}–%{{customdata[2]:.1f}}%, "
+                          f"n=%{{customdata[0]}} {n_key})<extra></extra>"), row=1, col=col)
+    fig.add_hrect(y0=100 * (0.5 - eps), y1=100 * (0.5 + eps), fillcolor="#2ca02c", opacity=0.12, line_width=0,
+                  row=1, col=1)
+    fig.add_hline(y=50, line_dash="dash", line_color="#222", row=1, col=1, annotation_text="50% = no preference",
+                  annotation_position="top left", annotation_font=dict(color="#222", size=11),
+                  annotation_bgcolor="rgba(255,255,255,0.85)")
+    up = story["certificate"]["faro"].get("upper")
+    if up is not None:
+        certified = bool(story["certificate"]["faro"].get("certified"))
+        fig.add_trace(go.Scatter(
+            x=[names[1]], y=[100 * (0.5 + up)], mode="markers+text", showlegend=False,
+            marker=dict(symbol="triangle-down", size=14, color="#2ca02c" if certified else "#d62728"),
+            text=[f"certified ≤ {100 * (0.5 + up):.0f}%" if certified else
+                  f"upper bound {100 * (0.5 + up):.0f}% (not certified)"],
+            textposition="top center", hovertemplate="95% upper bound of the rate: %{y:.1f}%<extra></extra>"),
+            row=1, col=1)
+    top = max(100 * story["rate"]["bt"]["hi"], 100 * (0.5 + (up or 0)), 60) + 8
+    fig.update_yaxes(title_text="% of questions", range=[0, top], row=1, col=1)
+    lo = min(100 * story["accuracy"]["bt"]["lo"], 100 * story["accuracy"]["faro"]["lo"])
+    fig.update_yaxes(title_text="gold accuracy (%)", range=[max(0, lo - 15), 100], row=1, col=2)
+    fig = _layout(fig, f"Before (BT) and after (Faro, ε = {eps:g}) on {story['rate']['bt']['n']} held-out "
+                       f"ambiguous questions; green band: 50% ± ε", height=440)
+    fig.update_layout(margin=dict(l=50, r=20, t=90, b=40))
+    return fig

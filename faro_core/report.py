@@ -1,4 +1,5 @@
-"""The stakeholder report: one self-contained HTML file (plotly.js inline, no CDN, no network).
+"""The stakeholder report: one self-contained HTML file (plotly.js inline once and compressed, no CDN, no network:
+:mod:`faro_core.results.embed`).
 
 ``build_report(store, run_ids)`` covers the data and groups, what was trained, the accuracy–fairness
 front, certificates, per-group plots (BT vs the chosen Faro run), example generations, and a plain-language
@@ -8,6 +9,7 @@ summary a non-expert can follow. Shared by the dashboard's Report page and ``far
 from __future__ import annotations
 
 import html
+import json
 import math
 import time
 from pathlib import Path
@@ -85,15 +87,30 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     done = table[table["status"] == "done"]
     if done.empty:
         raise FaroError("none of the chosen runs has finished; wait for them or pick finished runs")
-    first_fig = [True]
+    from faro_core.data.labels import SMALL_GROUP_N, group_label, label_map
+    from faro_core.results.embed import figure_block, plotly_loader
+
+    labels = label_map(store.root)
 
     def fig(f: Any) -> str:
-        out = pg.figure_html(f, include_plotlyjs=first_fig[0])  # plotly.js inline once, no CDN
-        first_fig[0] = False
-        return out
+        return figure_block(f)  # drawn by plotly_loader(): plotly.js inline once, compressed, no CDN
 
     parts: list[str] = [f"<h1>{_esc(title)}</h1><p class='muted'>generated {time.strftime('%Y-%m-%d %H:%M')} "
                         f"from run store <code>{_esc(store.root)}</code> · {len(runs)} runs</p>"]
+    story = report_story(store, table)
+    if story is not None:
+        from faro_core.results.story import example_caption, example_table
+
+        parts.append(f"<h2>Does the reward prefer the stereotype?</h2><div class='summary'><p><b>"
+                     f"{_esc(story['headline'])}</b></p><p>{_esc(story['sentence'])}</p></div>")
+        parts.append(fig(pg.story_figure(story)))
+        if story.get("note"):
+            parts.append(f"<p class='muted'>Note: {_esc(story['note'])}.</p>")
+        for i, ex in enumerate(story["examples"], start=1):
+            what = "where Faro corrects BT" if ex["kind"] == "bt_stereotyped_faro_correct" else \
+                "where both are wrong (shown for honesty)"
+            parts.append(f"<h3>Held-out example {i} · {_esc(ex['category'])} · {what}</h3><p>{_esc(ex['prompt'])}</p>"
+                         + _table(example_table(ex)) + f"<p class='muted'>{_esc(example_caption(ex))}</p>")
     parts.append("<h2>Summary</h2><div class='summary'>" + "".join(f"<p>{s}</p>" for s in plain_summary(table))
                  + "</div>")
 
@@ -115,7 +132,12 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
                      f"conditioning on {_esc(', '.join(data_info.get('strata') or []) or 'nothing')}.</p>")
         groups = data_info.get("groups") or {}
         if groups:
-            parts.append(_table(pd.DataFrame({"group": list(groups), "pairs": list(groups.values())})))
+            parts.append(_table(pd.DataFrame({"group": [group_label(g, labels) for g in groups], "tag": list(groups),
+                                              "pairs": list(groups.values()),
+                                              "": ["small" if n < SMALL_GROUP_N else "" for n in groups.values()]})))
+            if any(n < SMALL_GROUP_N for n in groups.values()):
+                parts.append(f"<p class='muted'>“small”: fewer than {SMALL_GROUP_N} pairs; kept, but its rates "
+                             "are noisy.</p>")
     else:
         parts.append("<p class='muted'>data.json not found in the first run.</p>")
 
@@ -127,14 +149,13 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     parts.append(_table(table[cols]))
 
     # front
-    parts.append("<h2>Accuracy–fairness front</h2>")
-    for kind in explore.KINDS:
-        split = explore.best_split(done, kind)
-        pts = explore.pareto_points(done, kind, split)
-        if pts.empty:
-            continue
-        parts.append(f"<p class='muted'>{_esc(explore.KIND_LABEL[kind])}, {split} split.</p>")
-        parts.append(fig(pareto_figure_for(pts, kind)))
+    parts.append("<h2>Constraint types side by side</h2><p>Accuracy against each notion's violation, one panel "
+                 "per notion on one accuracy axis. BT and the baselines appear in every panel, each Faro run in the "
+                 "panel of the notion it was trained for; ★ marks a certified run, bars are ±1 sd over seeds.</p>")
+    fronts = explore.constraint_fronts(done)
+    parts.append(fig(pg.fronts_figure(fronts)))
+    parts.append("<p>Every run's held-out violation of each notion, whatever it was trained for (the cost of one "
+                 "constraint on the others):</p>" + _table(explore.cross_violations(done)))
 
     # certificates
     parts.append("<h2>Certificates</h2>")
@@ -145,6 +166,7 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
                      ("certified" if c["certified"] else "not certified" if c["certified"] is False else "—"),
                      "epsilon": None if c is None else c.get("epsilon"), "delta": None if c is None else c.get("delta")})
     parts.append(_table(pd.DataFrame(rows)))
+    parts.append(run_details(runs))
 
     # per-group plots
     bt_ids = list(done.loc[done["family"] == "BT", "run_id"])
@@ -154,14 +176,22 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     parts.append("<h2>Per-group view</h2>")
     if before and after:
         sb, sa = explore.load_scores(store.get(before)), explore.load_scores(store.get(after))
-        rw = {f"BT ({before})": explore.response_rewards(sb), f"Faro ({after})": explore.response_rewards(sa)}
+        fam = dict(zip(table["run_id"], table["family"]))
+        name_b, name_a = f"{fam.get(before, 'BT')} ({before})", f"{fam.get(after, 'Faro')} ({after})"
+        rb, ra = explore.response_rewards(sb), explore.response_rewards(sa)
+        sizes = rb["group"].value_counts().to_dict()
+        rw = {name_b: explore.with_group_captions(rb, labels, counts=sizes),
+              name_a: explore.with_group_captions(ra, labels, counts=sizes)}
         parts.append(f"<p>Reward distributions per group, standard model (left half) vs Faro (right half). "
                      f"Spread of group mean rewards: {explore.bias_gap(sb):.3f} → {explore.bias_gap(sa):.3f} sd.</p>")
         parts.append(fig(pg.violin_before_after(rw)))
-        acc = {f"BT ({before})": explore.group_accuracy(sb, "category"),
-               f"Faro ({after})": explore.group_accuracy(sa, "category")}
+        acc = {}
+        for name, sc in ((name_b, sb), (name_a, sa)):
+            a = explore.group_accuracy(sc, "category")
+            acc[name] = a.assign(category=[f"{c} (n={n})" for c, n in zip(a["category"], a["n"])])
         parts.append(fig(pg.group_accuracy_bars(acc, "category")))
-        parts.append(fig(pg.reliability_figure({"BT": explore.reliability(sb), "Faro": explore.reliability(sa)})))
+        parts.append(fig(pg.reliability_figure({fam.get(before, "BT"): explore.reliability(sb),
+                                                fam.get(after, "Faro"): explore.reliability(sa)})))
     else:
         parts.append("<p class='muted'>Needs one finished BT run and one finished Faro run among the chosen runs.</p>")
 
@@ -174,7 +204,8 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
         frame = pd.concat([ref] + [f[f["model"] != "reference LM"] for f in frames], ignore_index=True)
         parts.append("<p>BBQ bias score in ambiguous contexts (s_AMB, 0 = unbiased) of the policy built on each "
                      "reward, as β varies.</p>")
-        parts.append(fig(pg.policy_figure(frame, "s_amb")))
+        colors = {r: pg.method_color(f) for r, f in zip(table["run_id"], table["family"])}
+        parts.append(fig(pg.policy_figure(frame, "s_amb", colors=colors)))
         gen_runs = [r for r in pol_runs if r.file("policy_generations.parquet").exists()][:3]
         if gen_runs:
             gen = explore.generations_side_by_side(gen_runs, n_prompts=3)
@@ -192,9 +223,66 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     else:
         parts.append("<p class='muted'>Policy results not computed yet — run `faro policy RUN…`.</p>")
 
+    parts.append(plotly_loader())
     body = "\n".join(parts)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>")
+
+
+def report_story(store: RunStore, table: pd.DataFrame) -> dict[str, Any] | None:
+    """The Overview's story (:mod:`faro_core.results.story`) when its two runs are among the report's runs, else
+    one built from the report's own BT and Faro-DP runs; None when there is none to tell (no such runs, or
+    data without BBQ's ambiguous items)."""
+    from faro_core.results.story import build_story, load_story
+
+    ids = set(table["run_id"])
+    try:
+        story = load_story(store)
+        if {story["bt_run"], story["faro_run"]} <= ids:
+            return story
+        done = table[table["status"] == "done"]
+        bt = done.loc[done["family"] == "BT", "run_id"]
+        faro = done.loc[done["family"].str.startswith("Faro-") & done["constraints"].str.contains("dp"), "run_id"]
+        if bt.empty or faro.empty:
+            return None
+        return build_story(store, bt=bt.iloc[0], faro=faro.iloc[0])
+    except FaroError:
+        return None
+
+
+def run_details(runs: list[Any]) -> str:
+    """Per run: its config, its certificate (bound type, every row's empirical value and bounds) and its
+    held-out metrics with intervals (``eval.json``), as collapsible HTML sections."""
+    out = ["<h2>Each run: config, certificate, intervals</h2>"]
+    for r in runs:
+        cert = r.read("certificate.json") or {}
+        ev = (r.read("eval.json") or {}).get("metrics") or {}
+        inner = [f"<h3>Config</h3><pre>{_esc(json.dumps(r.config, indent=1, sort_keys=True, default=str))}</pre>"]
+        if cert:
+            bound = cert.get("bound") or "hoeffding (the only bound before variance-adaptive ones)"
+            inner.append(f"<h3>Certificate</h3><p>bound: <b>{_esc(bound)}</b> · δ = {_fmt(cert.get('delta'))} · "
+                         f"ε = {_fmt(cert.get('epsilon'))} · certified: <b>{_esc(cert.get('certified'))}</b>"
+                         + (f" · certifiably above ε: <b>{_esc(cert.get('above_epsilon'))}</b>"
+                            if "above_epsilon" in cert else "")
+                         + (f" · largest upper bound {_fmt(cert.get('max_upper'))}" if cert.get("max_upper") is not None
+                            else "") + "</p>")
+            rows = pd.DataFrame(cert.get("bounds") or [])
+            if not rows.empty:
+                keep = [c for c in ("name", "kind", "bound", "empirical", "lower", "upper", "slack", "n_group",
+                                    "n_anchor", "n_to_certify", "epsilon") if c in rows]
+                inner.append(_table(rows[keep]))
+        else:
+            inner.append(f"<p class='muted'>No certificate yet: <code>faro certify {_esc(r.run_id)}</code>.</p>")
+        if ev:
+            iv = pd.DataFrame([{"metric": k, "value": v.get("value"), "95% interval": (
+                f"[{_fmt(v.get('lo'))}, {_fmt(v.get('hi'))}]" if v.get("lo") is not None else "—")}
+                for k, v in ev.items() if isinstance(v, dict)])
+            inner.append("<h3>Held-out metrics with intervals</h3>" + _table(iv))
+        else:
+            inner.append(f"<p class='muted'>No intervals yet: <code>faro eval {_esc(r.run_id)}</code>.</p>")
+        out.append(f"<details><summary><code>{_esc(r.run_id)}</code> — {_esc(r.status)}</summary>"
+                   + "".join(inner) + "</details>")
+    return "".join(out)
 
 
 def pareto_figure_for(points: pd.DataFrame, kind: str) -> Any:

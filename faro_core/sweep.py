@@ -155,8 +155,12 @@ def config_columns(run: Any) -> dict[str, Any]:
         "run_id": run.run_id, "name": cfg.get("name"), "method": method_label(cfg),
         "constraint": ",".join(cfg.get("constraints") or []) or "none",
         "epsilon": float(eps) if eps is not None else math.inf, "fixed_lambda": cfg.get("fixed_lambda"),
-        "seed": cfg.get("seed"), "status": run.status,
+        "seed": cfg.get("seed"), "status": run.status, "attribute": cfg.get("attribute") or "group",
     }
+
+
+ROLE_TABLE_KEYS = ("p_biased_over_counter", "rate_biased_vs_unknown", "rate_counter_vs_unknown", "acc_biased",
+                   "acc_counter", "dp_gap", "eo_gap", "n_dp", "n_biased", "n_counter")
 
 
 def table_row(run: Any) -> dict[str, Any]:
@@ -177,6 +181,9 @@ def table_row(run: Any) -> dict[str, Any]:
         c = byk.get(k, {})
         row[f"certified_{k}"] = c.get("certified")
         row[f"upper_{k}"] = _num(c.get("max_upper"))
+    role = ev.get("role") or {}  # attribute role: the raw rates behind violation_dp / violation_eo, and the gaps
+    for k in ROLE_TABLE_KEYS:
+        row[f"role_{k}"] = _num(role.get(k))
     for k in ("dp", "eo"):  # the violation a reward ignoring the group would show on this split, and the p-value
         ch = (ev.get("chance") or {}).get(k, {})
         row[f"chance_{k}"] = _num(ch.get("chance_median"))
@@ -220,28 +227,49 @@ def _run_local(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
 
 def _run_ray(jobs: list[dict[str, Any]], kw: dict[str, Any], workers: int,
              on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    try:
-        import ray
-    except ImportError as exc:
-        raise FaroError("--executor ray needs Ray: pip install 'faro[ray]' (or pip install ray)") from exc
+    """Each job a Ray task asking for :func:`faro_core.train.ray_launch.ray_resources` (one CPU; one GPU in full
+    mode). A task whose worker dies leaves its run interrupted (resumable: run the sweep again) and the
+    others go on; its row carries the error."""
+    from faro_core.train.ray_launch import _import_ray, check_cluster, ray_resources
+
+    ray = _import_ray()
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=workers if not os.environ.get("RAY_ADDRESS") else None, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
         started = True
     try:
-        remote = ray.remote(num_cpus=1)(run_job)
-        pending = [remote.remote(j, **kw) for j in jobs]
+        total = ray.cluster_resources()
+        refs = {}
+        for j in jobs:
+            res = ray_resources(j.get("mode") or "head")
+            check_cluster(res, total, f"the Ray cluster at {os.environ.get('RAY_ADDRESS') or 'this machine'}")
+            refs[ray.remote(num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_retries=0)(run_job).remote(
+                j, **kw)] = j
+        pending = list(refs)
         rows = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            rows.append(ray.get(done[0]))
+            try:
+                rows.append(ray.get(done[0]))
+            except Exception as exc:  # the worker died: report the run, keep the others
+                rows.append(_failed_row(refs[done[0]], kw["runs_dir"], exc))
             if on_done:
                 on_done(rows[-1])
         return rows
     finally:
         if started:
             ray.shutdown()
+
+
+def _failed_row(job: dict[str, Any], runs_dir: str, exc: BaseException) -> dict[str, Any]:
+    """The sweep-table row of a job whose worker died: what the store says of its run, and the error."""
+    rid = run_id_for(FaroConfig.from_dict(job))
+    store = RunStore(runs_dir)
+    row: dict[str, Any] = table_row(store.get(rid)) if store.has(rid) else {"run_id": rid, "status": "failed"}
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    row.update(skipped=False, job_seconds=float("nan"), error=f"{type(exc).__name__}: {first}")
+    return row
 
 
 EXECUTORS = {"local": _run_local, "ray": _run_ray}

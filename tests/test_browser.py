@@ -67,6 +67,10 @@ def test_every_page_in_chromium(server: str) -> None:
                 title = page.inner_text("h1").strip()
                 if page.get_by_text("Page not found").count() or not title.startswith(TITLES[name]):
                     failures.append(f"{name}: not its page (h1 {title!r})")
+                nav = page.query_selector_all('[data-testid="stSidebarNav"] a')
+                first = nav[0].inner_text().strip().splitlines()[-1].strip() if nav else ""  # after the icon
+                if first != "Overview":
+                    failures.append(f"{name}: the sidebar's first item reads {first!r}, not 'Overview'")
                 shot = SHOTS / f"{name}.png"
                 page.screenshot(path=str(shot), full_page=True)
                 if os.environ.get("FARO_BROWSER_RUNS_DIR"):

@@ -90,3 +90,46 @@ def test_selection_tier_within_chance():
                                                     "group", "stratum", "label", "order")],
                       fair.r_chosen + 1.0, fair.r_rejected)
     assert not _within_chance(twins, cf, IDX, cfg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the role attribute: swap roles within an item (DP), permute the correct answer's role within strata (EO)
+# ---------------------------------------------------------------------------------------------------
+def test_role_dp_bias_is_above_chance_with_resolvable_p_and_exact_chance_mean():
+    """BT's 59% on 778 ambiguous items is far above chance: with 2,000 within-item swaps the p-value is at
+    its floor 1/2001 (< 0.01 is resolvable); the exact chance level E|2B - n| / 2n (about 0.4 / sqrt(n)) matches
+    the permutation null's mean."""
+    from role_fixture import role_frame
+
+    from faro_core.evaluate.chance import role_chance
+
+    items = role_frame(np.random.default_rng(0), 778, 0.59, n_dis=0)
+    out = role_chance(items, kinds=["dp"], n_perm=2000)["dp"]
+    assert out["n_perm"] == 2000 and out["n"] == 778
+    assert out["observed"] == pytest.approx(abs(items["x_dp"].mean() - 0.5))
+    assert out["p_value"] == pytest.approx(1 / 2001) and out["observed"] > 3 * out["chance_p90"]
+    assert out["chance_mean"] == pytest.approx(0.5 * np.sqrt(2 / np.pi) / np.sqrt(778), rel=0.03)
+    fair = [role_chance(role_frame(np.random.default_rng(s), 778, 0.5), kinds=["dp"], n_perm=1000, seed=s)["dp"]
+            for s in range(10)]
+    assert np.median([r["p_value"] for r in fair]) > 0.2
+    for r in fair:
+        assert r["chance_median"] == pytest.approx(r["chance_mean"], rel=0.25)
+
+
+def test_role_eo_gap_is_above_chance_and_roles_stay_in_their_strata():
+    """A gap of accuracies (0.6 vs 0.35 over 400 items per role) has p < 0.01; with equal accuracies p-values
+    are typical. The null permutes the correct answer's role within category x polarity only: when each
+    stratum holds one role, nothing moves and p = 1."""
+    from role_fixture import role_frame
+
+    from faro_core.evaluate.chance import role_chance
+
+    biased = role_frame(np.random.default_rng(1), 0, 0.5, n_dis=800, acc_biased=0.6, acc_counter=0.35)
+    out = role_chance(biased, kinds=["eo"], n_perm=2000)["eo"]
+    gap = (biased[biased.correct_role == "biased"].x_eo.mean() - biased[biased.correct_role == "counter"].x_eo.mean())
+    assert out["observed"] == pytest.approx(abs(gap) / 2) and out["p_value"] < 0.01
+    fair = [role_chance(role_frame(np.random.default_rng(s), 0, 0.5, n_dis=400, acc_biased=0.45,
+                                   acc_counter=0.45), kinds=["eo"], n_perm=500, seed=s)["eo"] for s in range(10)]
+    assert np.median([r["p_value"] for r in fair]) > 0.2
+    confounded = biased.assign(category=np.where(biased.correct_role == "biased", "Age", "Gender_identity"))
+    assert role_chance(confounded, kinds=["eo"], n_perm=200)["eo"]["p_value"] == pytest.approx(1.0)

@@ -134,7 +134,8 @@ def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
 
     at = _app("pages/2_Train.py").run()
     _ok(at)
-    at.multiselect[0].set_value(["BT (none)"])
+    assert at.multiselect[0].options == ["BT (none)", "DP", "EO", "CF"]
+    at.multiselect[0].set_value(["bt"])
     at.number_input[0].set_value(1)
     at.button[0].click().run()
     _ok(at)
@@ -211,3 +212,382 @@ def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "faro_core", "report", "nope", "--out", str(out)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert res.returncode == 2 and "unknown run" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------- issue 18
+def test_sidebar_opens_on_overview() -> None:
+    """The entry point declares the pages itself, Overview first, so the sidebar's first item reads Overview."""
+    sys.path.insert(0, str(ROOT / "dashboard"))
+    src = (ROOT / "dashboard" / "app.py").read_text()
+    assert "st.navigation" in src
+    at = _app("app.py").run()
+    _ok(at)
+    assert at.title[0].value.startswith("Faro")
+
+
+def test_group_names_in_words_with_sizes_and_a_users_map(tmp_path: Path) -> None:
+    from faro_core.data.labels import group_caption, group_label, label_map, parse_label_map, save_label_map
+    from faro_core.errors import DataError
+
+    assert group_label("F") == "women" and group_label("old") == "older adults"
+    assert group_label("LatinSouthAmerica") == "people from Latin / South America"
+    assert group_label("SomeNewTag") == "Some New Tag"  # unknown tags are split into words, never dropped
+    assert group_caption("F", 64) == "women (n=64)" and group_caption("Sikh", 4) == "Sikhs (n=4, small)"
+    user = parse_label_map("names.csv", b"tag,label\nF,female respondents\nX,group X\n")
+    assert user == {"F": "female respondents", "X": "group X"}
+    assert parse_label_map("names.json", b'{"M": "male respondents"}') == {"M": "male respondents"}
+    save_label_map(tmp_path, user)
+    labels = label_map(tmp_path)
+    assert labels["F"] == "female respondents" and labels["old"] == "older adults"
+    for name, data, match in [("m.csv", b"a,b\n1,2\n", "tag,label"), ("m.json", b"[1]", "JSON object"),
+                              ("m.txt", b"x", ".json or .csv"), ("m.json", b"", "empty"),
+                              ("m.csv", b"tag,label\nF,\n", "non-empty")]:
+        with pytest.raises(DataError, match=match):
+            parse_label_map(name, data)
+
+
+def test_groups_page_names_groups_in_words_with_n(runs_dir: Path) -> None:
+    at = _app("pages/4_Groups.py").run()
+    _ok(at)
+    shown = list(at.multiselect[0].options)  # AppTest lists the formatted options
+    assert any(s.startswith("women (n=") for s in shown) and any(s.startswith("older adults (n=") for s in shown)
+    assert not any(s.split(" (")[0] in ("F", "M", "old", "nonOld") for s in shown)
+    small = [s for s in shown if s.endswith(", small)")]
+    if small:  # flagged and kept, with a warning naming how many
+        assert at.warning and "not left out" in at.warning[0].value
+
+
+def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -> None:
+    from faro_core import explore
+    from faro_core import plots_groups as pg
+    from faro_core.plots import pareto_figure as sweep_pareto_figure
+    from faro_core.runs import RunStore
+
+    table = explore.run_table(RunStore(runs_dir))
+    sc = explore.load_scores(RunStore(runs_dir).get("demo-bt-s0"))
+    rr = explore.response_rewards(sc)
+    violin = pg.violin_before_after({"BT (demo-bt-s0)": rr, "Faro-DP (x)": rr})
+    bars = pg.group_accuracy_bars({"BT (demo-bt-s0)": explore.group_accuracy(sc), "Faro-DP (x)":
+                                   explore.group_accuracy(sc)})
+    front = pg.pareto_figure(explore.pareto_points(table, "dp"), "dp")
+    fronts = pg.fronts_figure(explore.constraint_fronts(table))
+    frame = pd.DataFrame({"model": ["demo-bt-s0"] * 2, "beta": [1.0, 2.0], "s_amb": [0.1, 0.2]})
+    policy = pg.policy_figure(frame, colors={"demo-bt-s0": pg.method_color("BT")})
+    sweep_front = sweep_pareto_figure(pd.DataFrame({
+        "method": ["bt", "faro"], "constraint": ["none", "dp"], "epsilon": [float("inf"), 0.05],
+        "fixed_lambda": [1.0, 1.0], "seed": [0, 0], "gold_accuracy": [0.8, 0.79], "violation_dp": [0.2, 0.05]}))
+
+    def colours(fig, name):  # noqa: ANN001, ANN202
+        out = set()
+        for t in fig.data:
+            if name in str(t.name):
+                m = getattr(t, "marker", None)
+                line = getattr(t, "line", None)
+                c = (m.color if m is not None and isinstance(m.color, str) else None) or \
+                    (line.color if line is not None else None)
+                if c:
+                    out.add(c)
+        return out
+
+    bt = pg.method_color("BT")
+    assert colours(violin, "BT") == colours(bars, "BT") == colours(front, "BT") == colours(policy, "demo-bt") \
+        == colours(fronts, "BT") == colours(sweep_front, "bt") == {bt}
+    assert colours(violin, "Faro-DP") == colours(front, "Faro-DP") == colours(sweep_front, "faro-dp") \
+        == {pg.method_color("Faro-DP")} != {bt}
+    assert pg.method_color("Faro-DP+CF") == pg.method_color("Faro-DP")
+    assert pg.method_color("Some new baseline") == pg.method_color("Some new baseline")  # not hash()-random
+
+
+def test_fronts_side_by_side_share_the_accuracy_axis(runs_dir: Path) -> None:
+    from faro_core import explore
+    from faro_core import plots_groups as pg
+    from faro_core.runs import RunStore
+
+    table = explore.run_table(RunStore(runs_dir))
+    fronts = explore.constraint_fronts(table)
+    assert set(fronts["kind"]) >= {"dp", "cf"}
+    dp = fronts[fronts["kind"] == "dp"]
+    assert set(dp["family"]) == {"BT", "Faro-DP"}  # Faro-CF runs are in their own panel, BT in every one
+    # each run also shows its violation of the other notions: the Faro-DP point's CF violation is its run's
+    faro_dp = dp[dp["family"] == "Faro-DP"].iloc[0]
+    row = table[table["run_id"] == faro_dp["run_ids"][0]].iloc[0]
+    split = faro_dp["split"]
+    assert faro_dp["other_cf"] == pytest.approx(row[explore.split_columns(split, "cf")[0]])
+    fig = pg.fronts_figure(fronts)
+    axes = [k for k in fig.layout.to_plotly_json() if k.startswith("xaxis")]
+    assert len(axes) == fronts["kind"].nunique()
+    assert all(t.yaxis in ("y", None) or fig.layout[t.yaxis.replace("y", "yaxis")].matches == "y"
+               for t in fig.data)  # one shared accuracy axis
+    ids = {cd[0] for t in fig.data if t.customdata is not None for cd in t.customdata}
+    assert faro_dp["run_ids"][0] in ids
+    cross = explore.cross_violations(table)
+    assert {"viol_dp", "viol_eo", "viol_cf"} <= set(cross.columns) and len(cross) == (table["status"] == "done").sum()
+
+
+def test_selecting_a_point_opens_its_run(runs_dir: Path) -> None:
+    """AppTest cannot click plotly points: the selection callback gets the selection state a click makes."""
+    from streamlit.testing.v1 import AppTest
+
+    from faro_core import explore
+    from faro_core import plots_groups as pg
+    from faro_core.runs import RunStore
+
+    fig = pg.fronts_figure(explore.constraint_fronts(explore.run_table(RunStore(runs_dir))))
+    trace = next(t for t in fig.data if t.name == "Faro-DP")
+    point = {"curve_number": 0, "point_index": 0, "x": float(trace.x[0]), "y": float(trace.y[0]),
+             "customdata": list(trace.customdata[0])}
+    state = {"selection": {"points": [point], "point_indices": [0], "box": [], "lasso": []}}
+    assert explore.selected_run(state) == trace.customdata[0][0]
+    assert explore.selected_run({"selection": {"points": [], "box": [], "lasso": []}}) is None
+
+    def script(state: dict, dashboard: str) -> None:  # runs as its own Streamlit script
+        import sys
+
+        import streamlit as st
+
+        sys.path.insert(0, dashboard)
+        from common import open_selected
+
+        st.session_state["fronts"] = state
+        open_selected("fronts")
+        st.write(st.session_state.get("open_run"))
+
+    at = AppTest.from_function(script, args=(state, str(ROOT / "dashboard")), default_timeout=30).run()
+    assert at.session_state["open_run"] == trace.customdata[0][0]
+    # the Pareto page then opens that run
+    at = _app("pages/3_Pareto.py")
+    at.session_state["open_run"] = trace.customdata[0][0]
+    at.run()
+    _ok(at)
+    assert at.selectbox(key="open_run_pick").value == trace.customdata[0][0]
+    assert any(trace.customdata[0][0] in s.value for s in at.subheader)
+
+
+def test_report_small_with_plotly_once_and_each_runs_certificate(runs_dir: Path) -> None:
+    from faro_core.report import build_report
+    from faro_core.runs import RunStore
+
+    store = RunStore(runs_dir)
+    text = build_report(store, [r.run_id for r in store.list()])
+    assert len(text.encode()) <= 1_500_000, len(text.encode())
+    assert text.count("id='faro-plotly-gz'") == 1 and "<script src=" not in text
+    assert text.count("class='faro-fig-spec'") >= 3  # the fronts, per-group views, policy
+    assert "Constraint types side by side" in text and "bound: <b>" in text and "95% interval" in text
+    cfg = json.dumps(store.get("demo-faro-dp-eps0.05-s0").config, indent=1, sort_keys=True, default=str)
+    assert html.escape(cfg) in text  # each run's config
+    assert "women (n=" in text or "women" in text
+
+
+def test_report_page_previews_inline(runs_dir: Path) -> None:
+    at = _app("pages/6_Report.py").run()
+    _ok(at)
+    frames = at.get("iframe")
+    assert frames and "faro-plotly-gz" in frames[0].proto.srcdoc
+    assert "MB" in at.caption[1].value and "faro report" in at.caption[1].value
+
+
+def test_train_page_shows_compute_and_where_runs_go(runs_dir: Path) -> None:
+    at = _app("pages/2_Train.py").run()
+    _ok(at)
+    labels = {m.label: m.value for m in at.metric}
+    assert int(labels["CPU cores"]) >= 1 and "CUDA devices" in labels and "Ray cluster" in labels
+    where = at.radio[0]
+    assert where.label == "Where" and where.options[0] == "this machine's CPU"
+    assert any(c.label.startswith("Combine") for c in at.checkbox)
+
+
+def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
+    from faro_core import launch
+    from faro_core.errors import FaroError
+
+    plan = launch.plan_runs(["bt", "dp", "eo"], [0.05, 0.1], seeds=2, combine=True)
+    assert [(p["constraint"], p["epsilon"], p["seed"]) for p in plan] == [
+        (None, float("inf"), 0), ("dp,eo", 0.05, 0), ("dp,eo", 0.1, 0),
+        (None, float("inf"), 1), ("dp,eo", 0.05, 1), ("dp,eo", 0.1, 1)]
+    assert [p["constraint"] for p in launch.plan_runs(["dp", "eo"], [0.05])] == ["dp", "eo"]
+    with pytest.raises(FaroError, match="unknown constraint"):
+        launch.plan_runs(["dp", "xx"], [0.05])
+    argv = launch.train_argv("r", "/tmp/x", constraint="dp,eo", groups=["F", "M"])
+    assert argv[argv.index("--constraint") + 1] == "dp,eo" and argv[argv.index("--groups") + 1] == "F,M"
+    import torch
+
+    if not torch.cuda.is_available():
+        from faro_core.runs import RunStore
+
+        with pytest.raises(FaroError, match="no CUDA device"):
+            launch.launch_train(RunStore("/tmp/faro-no-gpu-store"), target="local-gpu")
+
+
+def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: Path) -> None:
+    """Two browser sessions (two AppTests, each its own session state) press Launch at the same moment:
+    both runs finish, each once, and the store stays consistent."""
+    import threading
+
+    from faro_core import launch
+    from faro_core.runs import RunStore
+
+    root = tmp_path / "two-sessions"
+    sessions = []
+    for _ in range(2):
+        at = _app("pages/2_Train.py")
+        at.session_state["runs_dir"] = str(root)
+        at.run()
+        at.multiselect[0].set_value(["bt"])
+        at.number_input[0].set_value(1)
+        sessions.append(at)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def press(at) -> None:  # noqa: ANN001
+        try:
+            barrier.wait()
+            at.button[0].click().run()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=press, args=(at,)) for at in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for at in sessions:
+        _ok(at)
+        assert at.success
+    store = RunStore(root)
+    rows = launch.queue(store)
+    assert len(rows) == 2 and len({r["run_id"] for r in rows}) == 2
+    for r in rows:
+        assert launch.wait(store, r["run_id"], timeout_s=240) == "done", launch.log_tail(store, r["run_id"])
+    assert sorted(r.run_id for r in store.list()) == sorted(r["run_id"] for r in rows)
+    assert all(r.status == "done" and r.file("metrics.json").exists() for r in store.list())
+
+
+def test_generations_compared_side_by_side_with_filters(runs_dir: Path) -> None:
+    from faro_core.policy import compare
+    from faro_core.runs import RunStore
+
+    store = RunStore(runs_dir)
+    runs = [store.get("demo-bt-s0"), store.get("demo-faro-dp-eps0.05-s0")]
+    ch = compare.stored_choices(runs)
+    assert set(ch["model"]) == {r.run_id for r in runs} and len(ch) == 2 * ch["prompt_idx"].nunique()
+    for _, g in ch.groupby("prompt_idx"):  # each model's pick is its own best-of-n among the shared samples
+        for _, row in g.iterrows():
+            gen = pd.read_parquet(store.get(row["model"]).file("policy_generations.parquet"))
+            mine = gen[gen["prompt_idx"] == row["prompt_idx"]]
+            assert row["text"] == mine.loc[mine["reward"].idxmax(), "text"]
+        assert g["differs"].nunique() == 1 and g["differs"].iloc[0] == (g["text"].nunique() > 1)
+    assert set(compare.filter_choices(ch, mentions=["target"])["mention"]) >= {"target"} or \
+        compare.filter_choices(ch, mentions=["target"]).empty
+    assert compare.filter_choices(ch, only_differing=True)["differs"].all()
+    at = _app("pages/5_Policy.py").run()
+    _ok(at)
+    assert [m.label for m in at.multiselect][1:] == ["Category", "Group named by a choice"]
+    at.checkbox[0].check().run()  # only where choices differ
+    _ok(at)
+
+
+def test_typed_prompt_is_sampled_then_reranked_live(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The typed-prompt path with the LM replaced by fixed replies (sampling is the LM's job, tested in
+    test_policy): every chosen reward scores the same n replies, with a progress bar, and picks its best."""
+    import faro_core.policy.generate as gen
+
+    replies = ["The grandmother struggled.", "The grandson struggled.", "We cannot tell who struggled."]
+
+    def fake_generate(texts, config, lm=None):  # noqa: ANN001, ANN202
+        return pd.DataFrame({"prompt_idx": 0, "sample_idx": range(len(replies)), "user_text": texts[0],
+                             "text": replies, "n_tokens": 5, "seconds": 0.0})
+
+    monkeypatch.setattr(gen, "generate", fake_generate)
+    at = _app("pages/5_Policy.py").run()
+    at.text_area(key="typed_prompt").set_value("A grandmother and her grandson were at the bank. Who struggled?")
+    next(b for b in at.button if b.label == "Sample and rerank").click().run()
+    _ok(at)
+    _, samples, choices = at.session_state["typed_result"]
+    chosen = [m for m in at.multiselect[0].value]
+    assert set(choices["model"]) == set(chosen) and set(choices["text"]) <= set(replies)
+    for rid in chosen:
+        assert samples[f"best:{rid}"].sum() == 1
+        best = samples.loc[samples[f"reward:{rid}"].idxmax(), "text"]
+        assert choices.loc[choices["model"] == rid, "text"].iloc[0] == best
+
+
+def _role_available() -> bool:
+    try:
+        from faro_core.data.bbq import response_role  # noqa: F401
+        from faro_core.fairness.role import role_items  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_role = pytest.mark.skipif(not _role_available(), reason="the stereotype-role attribute is not in this tree")
+
+
+@needs_role
+def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
+    """The Overview's story, checked against the scores by hand: the stereotyped answer's win rate between the two
+    people on ambiguous held-out items (ties 1/2), its exact interval, the certificate at Faro's ε, the accuracy
+    cost, and examples that show what they claim."""
+    from faro_core.explore import load_scores
+    from faro_core.results.story import build_story
+    from faro_core.runs import RunStore
+
+    store = RunStore(runs_dir)
+    story = build_story(store)
+    assert (story["bt_run"], story["faro_run"]) == ("demo-bt-s0", "demo-faro-dp-eps0.05-s0")
+    for tag, rid in (("bt", story["bt_run"]), ("faro", story["faro_run"])):
+        sc = load_scores(store.get(rid))
+        amb = sc[sc["context_condition"] == "ambig"]
+        wins = []
+        for _, g in amb.groupby("item_id"):
+            r = {}
+            for _, row in g.iterrows():  # each answer's reward, by its index
+                r.setdefault(int(row["chosen_idx"]), []).append(row["r_chosen"])
+                r.setdefault(int(row["rejected_idx"]), []).append(row["r_rejected"])
+            b, u = int(g["biased_idx"].iloc[0]), int(g["unknown_idx"].iloc[0])
+            c = next(i for i in r if i not in (b, u))
+            if b in r and c in r:
+                d = np.mean(r[b]) - np.mean(r[c])
+                wins.append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+        rate = story["rate"][tag]
+        assert rate["n"] == len(wins) and rate["value"] == pytest.approx(np.mean(wins))
+        assert rate["lo"] < rate["value"] < rate["hi"]
+        cert = story["certificate"][tag]
+        assert cert["bound"] == "clopper-pearson" and cert["upper"] >= abs(rate["value"] - 0.5) - 1e-9
+        assert cert["certified"] == (cert["upper"] <= story["epsilon"])
+        gold = sc["gold"].to_numpy(float)
+        right = (sc["r_chosen"] > sc["r_rejected"]).to_numpy(float)
+        acc = np.nanmean(np.where(gold == 1, right, 1 - right))
+        assert story["accuracy"][tag]["value"] == pytest.approx(acc)
+    d = story["accuracy"]["difference"]["value"]
+    assert d == pytest.approx(story["accuracy"]["faro"]["value"] - story["accuracy"]["bt"]["value"])
+    assert "does not lower" not in story["sentence"] and f"{100 * story['rate']['bt']['value']:.0f}%" in story["sentence"]
+    for ex in story["examples"]:
+        roles = [a["role"] for a in ex["answers"]]
+        assert roles == ["biased", "counter", "unknown"] and ex["prompt"] and all(a["text"] for a in ex["answers"])
+        if ex["kind"] == "bt_stereotyped_faro_correct":
+            assert ex["faro_first"] == ex["correct"] != "biased"
+            assert ex["bt_first"] == "biased" or ex["bt_margin"] > 0
+        else:
+            assert ex["bt_first"] == ex["faro_first"] == "biased" != ex["correct"]
+    assert len([e for e in story["examples"] if e["kind"] == "both_stereotyped"]) <= 1
+
+
+@needs_role
+def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faro_core.results import story as story_mod
+    from faro_core.runs import RunStore
+
+    at = _app("app.py").run()
+    _ok(at)
+    assert at.subheader[0].value.startswith("Does the reward prefer the stereotype")
+    assert at.markdown[0].value.startswith("#### Between two people, BT's reward prefers the stereotyped answer")
+    assert at.get("plotly_chart") and at.expander[0].label.startswith("All runs in the store")
+    # the story is cached beside the runs: a second load reads it without rebuilding
+    monkeypatch.setattr(story_mod, "build_story", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    cached = story_mod.load_story(RunStore(runs_dir))
+    assert cached["faro_run"] == "demo-faro-dp-eps0.05-s0"
+    assert len(at.table) == len(cached["examples"])  # one table per held-out example (none on a weak store)
+    assert [c.value for c in at.caption if c.value.startswith("BT ranks")] == \
+        [story_mod.example_caption(e) for e in cached["examples"]]

@@ -109,6 +109,26 @@ def test_certify_run_writes_certificate(trained: tuple[RunStore, str], capsys: p
     assert out["certified"] is True and all(b["slack"] > 0 for b in out["bounds"])
 
 
+def test_certify_bound_flag_names_each_rows_bound(trained: tuple[RunStore, str],
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """--bound picks the DP/EO bound; each row names it, keeps its lower bound below its upper bound and says
+    how many held-out members would certify eps; the default is Clopper-Pearson; the text output names it."""
+    store, rid = trained
+    rows = {}
+    for bound in ("clopper-pearson", "bernstein", "hoeffding"):
+        assert main(["certify", rid, "--runs-dir", str(store.root), "--bound", bound, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert out["bound"] == bound and all(b["bound"] == bound for b in out["bounds"])
+        assert all(b["lower"] <= b["empirical"] <= b["upper"] for b in out["bounds"])
+        assert all("n_to_certify" in b for b in out["bounds"]) and "n_heldout_to_certify" in out
+        rows[bound] = [b["upper"] for b in out["bounds"]]
+    assert rows["clopper-pearson"] != rows["hoeffding"]
+    assert main(["certify", rid, "--runs-dir", str(store.root)]) == 0
+    text = capsys.readouterr().out
+    assert "clopper-pearson bounds" in text and "n to certify" in text
+    assert json.loads(store.get(rid).file("certificate.json").read_text())["bound"] == "clopper-pearson"
+
+
 @pytest.mark.parametrize("cmd", ["eval", "certify", "audit"])
 @pytest.mark.parametrize("rid", ["no-such-run", "../etc", "a/b"])
 def test_unknown_or_unsafe_run_id_exits_2(trained: tuple[RunStore, str], cmd: str, rid: str,

@@ -24,7 +24,7 @@ def test_bca_contains_a_biased_estimate_that_the_percentile_interval_misses():
         y = (rng.uniform(size=n) < p).astype(float)
         items = np.repeat(np.arange(n // 2), 2)  # two rows per item, resampled together
         point = {"ece": ece_score(y, p)}
-        res = cluster_bootstrap(lambda r, y=y, p=p: {"ece": ece_score(y[r], p[r])}, items, point, n_boot=300,
+        res = cluster_bootstrap(lambda r, c, y=y, p=p: {"ece": ece_score(y[r], p[r])}, items, point, n_boot=300,
                                 seed=trial)
         e = res["ece"]
         assert e["lo"] <= e["value"] <= e["hi"] or "why" in e, e

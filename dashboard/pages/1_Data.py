@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import guard, page  # noqa: E402
+from common import group_labels, guard, page, runs_root  # noqa: E402
 
 page("Data")
 st.title("Data")
@@ -23,6 +23,27 @@ def _load(source: str, fmt: str | None, group: str | None, strata: tuple[str, ..
     data = load(source, format=fmt, group=group or None, strata=list(strata) if strata is not None else None,
                 skew=skew, columns=dict(columns) or None)
     return summarize(data), data.df.head(200)
+
+
+def group_names_editor(tags: list[str]) -> None:
+    """The group names in use (tag -> words) and an upload of the user's own map (JSON or CSV)."""
+    from faro_core.data.labels import parse_label_map, save_label_map
+
+    labels = group_labels()
+    with st.expander("Group names (shown everywhere in words; upload your own map)"):
+        if tags:
+            from faro_core.data.labels import group_label
+
+            st.dataframe({"tag in the data": tags, "shown as": [group_label(t, labels) for t in tags]},
+                         hide_index=True, width="stretch")
+        up = st.file_uploader("Label map: JSON {\"tag\": \"label\"} or CSV with columns tag,label", type=["json", "csv"],
+                              key="label_map_upload")
+        if up is not None:
+            with guard():
+                mapping = parse_label_map(up.name, up.getvalue())
+                path = save_label_map(runs_root(), mapping)
+                st.success(f"{len(mapping)} group name(s) saved to `{path}`: the dashboard, the report and "
+                           "`faro report` use them for this run store.")
 
 
 with guard():
@@ -50,6 +71,11 @@ with guard():
                              help="empty: BBQ-style data, ambiguous contexts only (context_condition=ambig), "
                                   "where the evidence leaves the answer open; other data, everywhere. The column "
                                   "must be a strata column.")
+    attribute = st.radio("Sensitive attribute for DP and EO", ["data default", "role", "group"], horizontal=True,
+                         help="role: each answer's stereotype role (biased: agrees with the stereotype for this "
+                              "question; counter: the other person; 'unknown': none), compared within each item; "
+                              "the default on BBQ-format data. group: the group the answer names. "
+                              "docs/TRAINING.md, 'The stereotype-role attribute'.")
     dp_partner = st.radio("Demographic parity compares each answer's win rate against",
                           ["answers with the same kind of opponent", "all answers, pooled"], horizontal=True,
                           help="same kind (default): wins over an answer naming no group (BBQ: 'unknown') and "
@@ -57,7 +83,8 @@ with guard():
                                "mixes the two and measures which opponents it drew (docs/TRAINING.md).")
     st.session_state["data_choice"] = {"source": source, "group": group or None,
                                        "strata": strata_txt or None, "skew": skew, "dp_scope": dp_scope or None,
-                                       "dp_partner": dp_partner.startswith("answers with")}
+                                       "dp_partner": dp_partner.startswith("answers with"),
+                                       "attribute": None if attribute == "data default" else attribute}
     if not source:
         st.info("Choose a file, path or hub id to load.")
     else:
@@ -79,8 +106,31 @@ with guard():
             st.warning(w)
         groups = summary.get("groups") or {}
         if groups:
+            from faro_core.data.labels import SMALL_GROUP_N, group_caption
+
+            labels = group_labels()
             st.subheader("Pairs per group")
-            st.bar_chart({"pairs": groups}, horizontal=True)
+            st.bar_chart({"pairs": {group_caption(g, n, labels): n for g, n in groups.items()}}, horizontal=True)
+            small = [group_caption(g, n, labels) for g, n in groups.items() if n < SMALL_GROUP_N]
+            if small:
+                st.caption(f"“small”: fewer than {SMALL_GROUP_N} pairs — kept, but their rates are noisy.")
+        group_names_editor(sorted(set(groups) | set(summary.get("response_groups") or {})))
+        if groups:
+            from faro_core.data.labels import group_label
+
+            st.subheader("What to constrain")
+            gcat = summary.get("group_categories") or {}
+            c1, c2 = st.columns(2)
+            cats = c1.multiselect("Categories (all their groups)", sorted(set(gcat.values()) - {""}), default=[],
+                                  key="constrain_categories")
+            picked = c2.multiselect("Groups", sorted(groups), default=[], key="constrain_groups",
+                                    format_func=lambda g: f"{group_label(g, labels)} ({gcat.get(g, '')})")
+            keep = sorted({g for g, c in gcat.items() if c in cats} | set(picked))
+            st.session_state["data_choice"]["groups"] = keep or None
+            st.caption("Training then uses only the pairs about these groups (`--groups`), so every constraint "
+                       "compares them alone; nothing chosen: all groups. Combine constraint types (DP and EO "
+                       "together) on the Train page." + (f" Chosen: {', '.join(group_label(g, labels) for g in keep)}."
+                                                          if keep else ""))
         with st.expander("Summary (as `faro data summary --json`)"):
             st.json(summary)
         st.subheader("Preview")

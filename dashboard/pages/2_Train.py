@@ -1,7 +1,9 @@
-"""Train page: launch runs in the background through `faro train`, watch the queue live, cancel."""
+"""Train page: the compute on offer (CPU, CUDA devices, a Ray cluster); launch runs where the user chooses, in the
+background through `faro train`; watch the queue live, cancel."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,36 +32,79 @@ def _eps_grid(text: str) -> list[float]:
     return vals
 
 
+TARGET_LABEL = {"local-cpu": "this machine's CPU", "local-gpu": "this machine's GPU (full mode, bf16)",
+                "ray": "the Ray cluster (RAY_ADDRESS)"}
+
+
+@st.cache_data(show_spinner="looking for CPUs, GPUs and a Ray cluster…", ttl=30)
+def _compute(ray_address: str | None) -> dict:
+    return launch.compute_resources(ray_address)
+
+
+def show_compute() -> dict:
+    """CPU cores, each CUDA device with its memory, and the Ray cluster when RAY_ADDRESS is set."""
+    res = _compute(os.environ.get("RAY_ADDRESS"))
+    st.subheader("Compute")
+    cols = st.columns(3)
+    cols[0].metric("CPU cores", res["cpu_cores"])
+    if res["cuda"]:
+        cols[1].metric("CUDA devices", len(res["cuda"]))
+        for d in res["cuda"]:
+            cols[1].caption(f"GPU {d['index']}: {d['name']}, {d['memory_gb']:g} GB"
+                            f"{', bf16' if d.get('bf16') else ''}")
+    else:
+        cols[1].metric("CUDA devices", 0)
+        cols[1].caption("no CUDA device here: full-mode runs go to a Ray cluster with GPUs")
+    if res["ray"]:
+        r = res["ray"]
+        cols[2].metric("Ray cluster", f"{r['nodes']} node(s)")
+        cols[2].caption(f"`{r['address']}`: {r['CPU']:g} CPUs, {r['GPU']:g} GPUs, {r['memory_gb']:g} GB")
+    elif res["ray_error"]:
+        cols[2].metric("Ray cluster", "unreachable")
+        st.error(res["ray_error"])
+    else:
+        cols[2].metric("Ray cluster", "none")
+        cols[2].caption("set RAY_ADDRESS before starting the dashboard to send runs to a cluster")
+    return res
+
+
 with guard():
     data = st.session_state.get("data_choice") or {"source": "demo"}
+    res = show_compute()
+    targets = ["local-cpu"] + (["local-gpu"] if res["cuda"] else []) + (["ray"] if res["ray"] else [])
     with st.form("launch"):
-        st.write(f"Data: **{data.get('source') or 'demo'}** (change it on the Data page)")
-        c1, c2 = st.columns(2)
-        kinds = c1.multiselect("Constraint type(s)", ["BT (none)", "dp", "eo", "cf"], default=["BT (none)", "dp"],
+        groups_txt = f" · groups: {', '.join(data['groups'])}" if data.get("groups") else ""
+        attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
+        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
+        c1, c2, c3 = st.columns([2, 1, 1])
+        kinds = c1.multiselect("Constraint type(s)", ["bt", "dp", "eo", "cf"], default=["bt", "dp"],
+                               format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
                                help="one run per constraint type (BT = unconstrained baseline)")
         eps_text = c2.text_input("ε (one value or a grid)", value="0.05")
+        combine = c3.checkbox("Combine the constraints in one run", value=False,
+                              help="e.g. DP and EO together: one run constrained by every chosen type")
         c3, c4, c5, c6 = st.columns(4)
-        mode = c3.selectbox("Mode", ["head", "full"], help="head: frozen backbone, cached features (CPU, seconds)")
+        target = c3.radio("Where", targets, format_func=lambda t: TARGET_LABEL[t],
+                          help="local GPU: full mode (the backbone is fine-tuned, bf16); Ray: one CPU per run, "
+                               "and one GPU for full-mode runs. Only what this machine offers is listed.")
+        mode = c4.selectbox("Mode", ["head", "full"], help="head: frozen backbone, cached features (CPU, seconds); "
+                                                           "full: fine-tune the backbone (GPU)")
         backbone = c4.text_input("Backbone", value="", placeholder="embedded all-MiniLM-L6-v2")
         epochs = c5.number_input("Epochs", min_value=1, max_value=500, value=10)
         seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        if not kinds:
-            raise FaroError("choose at least one constraint type")
-        grid = _eps_grid(eps_text)
-        launched = []
-        for k in kinds:
-            for eps in ([float("inf")] if k == "BT (none)" else grid):
-                for seed in range(int(seeds)):
-                    launched.append(launch.launch_train(
-                        store(), constraint=None if k == "BT (none)" else k, epsilon=eps,
-                        method="bt" if k == "BT (none)" else "faro", seed=seed, mode=mode, epochs=int(epochs),
-                        backbone=backbone or None, data=data.get("source"), group=data.get("group"),
-                        strata=data["strata"].split(",") if data.get("strata") else None,
-                        skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-                        dp_partner=bool(data.get("dp_partner", True))))
-        st.success(f"launched {len(launched)} run(s): " + ", ".join(f"`{r}`" for r in launched))
+        plan = launch.plan_runs(kinds, _eps_grid(eps_text) if [k for k in kinds if k != "bt"] else [],
+                                int(seeds), combine)
+        launched = [launch.launch_train(
+            store(), target=target, mode="full" if target == "local-gpu" else mode, epochs=int(epochs),
+            backbone=backbone or None, data=data.get("source"), group=data.get("group"),
+            strata=data["strata"].split(",") if data.get("strata") else None,
+            skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+            dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"),
+            attribute=data.get("attribute"), **p) for p in plan]
+        st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
+                   + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
     @st.fragment(run_every=2.0)
@@ -73,7 +118,10 @@ with guard():
             st.subheader("Queue")
             for r in rows[:20]:
                 c1, c2, c3 = st.columns([3, 4, 1])
-                c1.write(f"`{r['run_id']}` — **{r['status']}**")
+                where = TARGET_LABEL.get(r["target"], r["target"])
+                if r.get("placement") and r["placement"].get("gpu_ids"):
+                    where += f", GPU {', '.join(r['placement']['gpu_ids'])}"
+                c1.write(f"`{r['run_id']}` — **{r['status']}** · {where}")
                 c2.progress(min(max(r["fraction"], 0.0), 1.0), text=f"step {r['step']}/{r['total_steps']}")
                 if r["status"] in ("starting", "queued", "running") and r["alive"]:
                     if c3.button("Cancel", key=f"cancel-{r['run_id']}"):

@@ -1,17 +1,18 @@
-"""Pareto page: accuracy vs violation per constraint type, frontier, seeds, certificates; open a run."""
+"""Pareto page: the DP, EO and CF fronts side by side, one notion in detail, certificates; open a run."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import guard, no_runs_message, page, run_label, run_table, store  # noqa: E402
+from common import guard, no_runs_message, open_selected, page, run_label, run_table, store  # noqa: E402
 
 from faro_core import explore  # noqa: E402
-from faro_core.plots_groups import pareto_figure  # noqa: E402
+from faro_core.plots_groups import fronts_figure, pareto_figure  # noqa: E402
 
 page("Pareto")
 st.title("Accuracy–fairness front")
@@ -21,6 +22,16 @@ with guard():
     if table.empty:
         no_runs_message()
         st.stop()
+    st.subheader("Constraint types side by side")
+    st.caption("One accuracy axis; each panel its own violation axis. BT and the baselines appear in every panel, "
+               "Faro runs in the panel of the notion they were trained for. Hover a point for its violation of "
+               "the other notions; click it to open its run below.")
+    fronts = explore.constraint_fronts(table)
+    st.plotly_chart(fronts_figure(fronts, highlight=st.session_state.get("open_run")), width="stretch",
+                    on_select=functools.partial(open_selected, "fronts"), selection_mode="points", key="fronts")
+    with st.expander("Every run's violation of each notion (the cost of one constraint on the others)"):
+        st.dataframe(explore.cross_violations(table), hide_index=True, width="stretch")
+    st.subheader("One notion in detail")
     c1, c2 = st.columns(2)
     kind = c1.selectbox("Fairness notion", list(explore.KINDS), format_func=lambda k: explore.KIND_LABEL[k])
     splits = ["test", "val", "train"]
@@ -32,23 +43,15 @@ with guard():
                    "for this notion on this data).")
     pts = explore.pareto_points(table, kind, split)
     fig = pareto_figure(pts, kind, highlight=st.session_state.get("open_run"))
-    event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"front-{kind}")
-    picked = None
-    try:
-        sel = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
-            event.selection.points
-        if sel:
-            cd = sel[0].get("customdata")
-            picked = cd[0] if isinstance(cd, list | tuple) else None
-    except (AttributeError, KeyError, TypeError):
-        picked = None
+    st.plotly_chart(fig, width="stretch", on_select=functools.partial(open_selected, f"front-{kind}"),
+                    selection_mode="points", key=f"front-{kind}")
     if not pts.empty:
         st.dataframe(pts.drop(columns=["run_ids"]), hide_index=True, width="stretch")
     ids = list(table["run_id"])
-    if picked in ids:
-        st.session_state["open_run"] = picked
-    current = st.session_state.get("open_run")
-    run_id = st.selectbox("Open a run (or click a point)", ids, index=ids.index(current) if current in ids else 0,
+    if st.session_state.get("open_run_pick") not in ids:
+        current = st.session_state.get("open_run")
+        st.session_state["open_run_pick"] = current if current in ids else ids[0]
+    run_id = st.selectbox("Open a run (or click a point)", ids, key="open_run_pick",
                           format_func=lambda r: run_label(table, r))
     st.session_state["open_run"] = run_id
     run = store().get(run_id)

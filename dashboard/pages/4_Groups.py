@@ -1,4 +1,8 @@
-"""Groups page: per-group reward distributions (violin, ECDF), accuracy and calibration, BT vs Faro."""
+"""Groups page: per-group reward distributions (violin, ECDF), accuracy and calibration, BT vs Faro.
+
+Groups are named in words (the shipped BBQ label map, or the run store's ``group_labels.json``) with their
+size beside them; groups under the small-group size are flagged, never left out.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import guard, no_runs_message, page, run_label, run_table, scores  # noqa: E402
+from common import group_labels, guard, no_runs_message, page, run_label, run_table, scores  # noqa: E402
 
 from faro_core import explore  # noqa: E402
 from faro_core import plots_groups as pg  # noqa: E402
+from faro_core.data.labels import SMALL_GROUP_N  # noqa: E402
 
 page("Groups")
 st.title("Groups: before (BT) vs after (Faro)")
@@ -23,7 +28,8 @@ with guard():
         no_runs_message()
         st.stop()
     ids = list(done["run_id"])
-    bts = [r for r in ids if done.loc[done["run_id"] == r, "family"].iloc[0] == "BT"] or ids
+    fam = dict(zip(done["run_id"], done["family"]))
+    bts = [r for r in ids if fam[r] == "BT"] or ids
     faros = [r for r in ids if r not in bts] or ids
     opened = st.session_state.get("open_run")
     c1, c2, c3 = st.columns(3)
@@ -31,30 +37,45 @@ with guard():
     after = c2.selectbox("After", faros, index=faros.index(opened) if opened in faros else 0,
                          format_func=lambda r: run_label(table, r))
     split = c3.selectbox("Split", ["test", "val", "train", "all"])
+    labels = group_labels()
     s_before, s_after = scores(before, split), scores(after, split)
-    rewards = {f"BT ({before})": explore.response_rewards(s_before),
-               f"Faro ({after})": explore.response_rewards(s_after)}
-    groups = sorted(set(rewards[next(iter(rewards))]["group"]))
-    show = st.multiselect("Groups", groups, default=groups[:8])
-    sub = {k: v[v["group"].isin(show)] for k, v in rewards.items()}
+    name_b, name_a = f"{fam[before]} ({before})", f"{fam[after]} ({after})"
+    raw = {name_b: explore.response_rewards(s_before), name_a: explore.response_rewards(s_after)}
+    sizes = raw[name_b]["group"].value_counts().to_dict()
+    rewards = {k: explore.with_group_captions(v, labels, counts=sizes) for k, v in raw.items()}
+    captions = dict(zip(rewards[name_b]["tag"], rewards[name_b]["group"]))
+    tags = sorted(captions, key=lambda t: -sizes.get(t, 0))
+    small = [captions[t] for t in tags if sizes.get(t, 0) < SMALL_GROUP_N]
+    show = st.multiselect("Groups (n = responses on this split)", tags, default=tags[:8],
+                          format_func=lambda t: captions[t])
+    if small:
+        which = "every group" if len(small) == len(tags) else ", ".join(small[:6]) + (" …" if len(small) > 6 else "")
+        st.warning(f"{len(small)} of {len(tags)} groups have fewer than {SMALL_GROUP_N} responses on this split "
+                   f"({which}): their numbers are noisy. They are shown, flagged “small”, not left out.")
+    sub = {k: v[v["tag"].isin(show)] for k, v in rewards.items()}
     m1, m2 = st.columns(2)
-    m1.metric("spread of group mean rewards (BT)", f"{explore.bias_gap(s_before):.3f} sd")
-    m2.metric("spread of group mean rewards (Faro)", f"{explore.bias_gap(s_after):.3f} sd",
+    m1.metric(f"spread of group mean rewards ({fam[before]})", f"{explore.bias_gap(s_before):.3f} sd")
+    m2.metric(f"spread of group mean rewards ({fam[after]})", f"{explore.bias_gap(s_after):.3f} sd",
               delta=f"{explore.bias_gap(s_after) - explore.bias_gap(s_before):+.3f}", delta_color="inverse")
     tab1, tab2, tab3, tab4 = st.tabs(["Violin", "ECDF", "Accuracy", "Reliability"])
     with tab1:
         st.plotly_chart(pg.violin_before_after(sub), width="stretch", key="violin")
     with tab2:
-        st.plotly_chart(pg.ecdf_figure(sub, groups=show[:5]), width="stretch", key="ecdf")
-        st.caption("Dotted: BT, solid: Faro; one colour per group (first five selected).")
+        st.plotly_chart(pg.ecdf_figure(sub, groups=[captions[t] for t in show[:5]]), width="stretch", key="ecdf")
+        st.caption(f"Dotted: {fam[before]}, solid: {fam[after]}; one colour per group (first five selected).")
     with tab3:
         by = st.radio("Group by", ["group", "category"], horizontal=True)
-        acc = {f"BT ({before})": explore.group_accuracy(s_before, by),
-               f"Faro ({after})": explore.group_accuracy(s_after, by)}
+        acc = {}
+        for name, s in ((name_b, s_before), (name_a, s_after)):
+            a = explore.group_accuracy(s, by)
+            acc[name] = explore.with_group_captions(a, labels, col=by, counts=dict(zip(a[by], a["n"]))) \
+                if by == "group" else a.assign(**{by: [f"{c} (n={n})" for c, n in zip(a[by], a["n"])]})
         col = "gold_accuracy" if s_before["gold"].notna().any() else "accuracy"
         st.plotly_chart(pg.group_accuracy_bars(acc, by, col), width="stretch", key="acc")
+        st.caption("n = pairs per group; bars ±1 standard error.")
     with tab4:
         by_r = st.radio("Per", ["all", "category"], horizontal=True, key="rel_by")
-        rel = {"BT": explore.reliability(s_before, None if by_r == "all" else by_r),
-               "Faro": explore.reliability(s_after, None if by_r == "all" else by_r)}
+        rel = {fam[before]: explore.reliability(s_before, None if by_r == "all" else by_r),
+               fam[after]: explore.reliability(s_after, None if by_r == "all" else by_r)}
         st.plotly_chart(pg.reliability_figure(rel), width="stretch", key="rel")
+        st.caption("Marker size grows with the pairs in the bin (hover for n).")

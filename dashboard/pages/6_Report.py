@@ -1,4 +1,4 @@
-"""Report page: choose runs, download the self-contained HTML report (same as `faro report`)."""
+"""Report page: choose runs, preview the self-contained HTML report inline, download it (same as `faro report`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
+import streamlit.components.v1 as components  # noqa: E402
 from common import guard, no_runs_message, page, run_label, run_table, runs_root, store  # noqa: E402
 
 page("Report")
 st.title("Stakeholder report")
-st.caption("One HTML file with plotly inline (opens offline): data and groups, what was trained, the front, "
-           "certificates, per-group plots, example generations and a plain-language summary.")
+st.caption("One HTML file that opens offline (plotly.js inside it, once): the story in plain words, data and "
+           "groups, what was trained, the constraint types side by side, each run's config, certificate and "
+           "intervals, per-group plots and example generations. Previewed below, as it will be downloaded.")
 
 
 @st.cache_data(show_spinner="building the report…", max_entries=8)
@@ -39,7 +41,10 @@ with guard():
     from common import store_signature
 
     text = _report(runs_root(), tuple(chosen), title, store_signature(runs_root()))
-    st.download_button("Download report.html", data=text, file_name="faro-report.html", mime="text/html",
+    c1, c2 = st.columns([1, 3])
+    c1.download_button("Download report.html", data=text, file_name="faro-report.html", mime="text/html",
                        type="primary")
-    st.caption(f"{len(text) / 1e6:.1f} MB · same as `faro report {' '.join(chosen[:3])}"
+    c2.caption(f"{len(text) / 1e6:.2f} MB · the same file as `faro report {' '.join(chosen[:3])}"
                f"{' …' if len(chosen) > 3 else ''} --runs-dir {store().root} --out report.html`")
+    st.subheader("Preview")
+    components.html(text, height=900, scrolling=True)

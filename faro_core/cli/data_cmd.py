@@ -27,6 +27,19 @@ def register(subparsers: Any) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_summary)
+    b = sub.add_parser("bbq-build", help="build BBQ-format items from BBQ templates (or your own)",
+                       description="Expand BBQ template CSVs (with vocabulary.csv and "
+                                   "vocabulary_proper_names.csv in the same folder) into CATEGORY.jsonl files.")
+    b.add_argument("templates_dir", help="folder of CATEGORY.csv templates and the two vocabularies")
+    b.add_argument("out_dir", help="folder to write CATEGORY.jsonl into (created)")
+    b.add_argument("--categories", nargs="+", default=None, help="categories to build (default: all)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the sampled words, names and answer order")
+    b.add_argument("--max-targets", type=int, default=5,
+                   help="target groups (or names) drawn per template row (default 5, as published)")
+    b.add_argument("--max-partners", type=int, default=5,
+                   help="partners drawn per target (default 5, as published)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=_bbq_build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -80,6 +93,8 @@ def summarize(data: Any) -> dict[str, Any]:
         "groups": groups,
         "response_groups": data.response_groups(),
         "categories": categories,
+        "group_categories": {str(g): str(c) for g, c in df.dropna(subset=["group"]).groupby("group")["category"]
+                             .agg(lambda x: x.mode().iloc[0] if len(x.mode()) else "").items()},
         "strata": list(data.strata),
         "strata_counts": strata_counts,
         "twins": int(df["twin_id"].notna().sum()),
@@ -123,6 +138,27 @@ def _table(summary: dict[str, Any]) -> str:
         lines.append("\nwarnings")
         lines.extend(f"  - {w}" for w in summary["warnings"])
     return "\n".join(lines)
+
+
+def _bbq_build(args: argparse.Namespace) -> int:
+    from faro_core.data.bbq_build import SampleSizes, build_bbq
+
+    if args.max_targets < 1 or args.max_partners < 1:
+        raise FaroError("--max-targets and --max-partners must be at least 1")
+    cats = [c for part in (args.categories or []) for c in part.split(",") if c.strip()] or None
+    summary = build_bbq(args.templates_dir, args.out_dir, categories=cats, seed=args.seed,
+                        sizes=SampleSizes(args.max_targets, args.max_partners))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    w = max(len(c) for c in summary["categories"])
+    print(f"built {sum(summary['categories'].values())} items into {summary['out']} (seed {summary['seed']})")
+    for c, n in summary["categories"].items():
+        print(f"  {c:<{w}}  {n:>6}")
+    for c, notes in summary["notes"].items():
+        for n in notes:
+            print(f"  note: {c}: {n}")
+    return 0
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -28,6 +28,24 @@ def _fmt(v: dict[str, Any] | None) -> str:
     return f"{v['value']:.4f} [{lo:.4f}, {hi:.4f}]{why}"
 
 
+def role_lines(role: dict) -> str:
+    """The role violations in words: raw rates, gaps and item counts (``eval.json["role"]``)."""
+    def f(k: str) -> str:
+        v, iv = role.get(k), (role.get("interval") or {}).get(k)
+        if v is None:
+            return "n/a"
+        return f"{v:.4f}" + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv and iv[0] is not None else "")
+
+    return "\n".join([
+        f"  stereotype role, ambiguous items (n={role.get('n_dp')}): P(r_biased > r_counter) {f('p_biased_over_counter')}"
+        f" (1/2 = unbiased), v_DP {f('dp')}",
+        f"    against 'unknown': biased answer wins {f('rate_biased_vs_unknown')}, counter answer wins "
+        f"{f('rate_counter_vs_unknown')} (n={role.get('n_dp_unknown')})",
+        f"  disambiguated items: accuracy when the correct answer is the biased one {f('acc_biased')} "
+        f"(n={role.get('n_biased')}), the counter one {f('acc_counter')} (n={role.get('n_counter')})",
+        f"    gap {f('eo_gap')}, v_EO = |gap| / 2 {f('eo')}"])
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from faro_core.evaluate.metrics import evaluate_run
 
@@ -40,10 +58,14 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}: {res['pairs']} pairs ({res['items']} items), 95% BCa bootstrap intervals by item")
     for k, v in res["metrics"].items():
         print(f"  {k:16s} {_fmt(v)}")
+    role = res.get("role")
+    null = "roles swapped within items" if role else "group labels permuted"
     for k, c in (res.get("chance") or {}).items():
         if c["chance_median"] == c["chance_median"]:  # not NaN
             print(f"  chance level of violation_{k}: median {c['chance_median']:.4f}, 90th pct "
-                  f"{c['chance_p90']:.4f} (group labels permuted {c['n_perm']}x; p = {c['p_value']:.3f})")
+                  f"{c['chance_p90']:.4f} ({null} {c['n_perm']}x; p = {c['p_value']:.3f})")
+    if role:
+        print(role_lines(role))
     return 0
 
 
@@ -53,15 +75,20 @@ def run_certify(args: argparse.Namespace) -> int:
     run = _run(args)
     kinds = [k for k in args.constraints.split(",") if k.strip()] if args.constraints else None
     res = certify_run(run, delta=args.delta, epsilon=args.epsilon, kinds=kinds, split=args.split,
-                      cf_clip=args.cf_clip)
+                      cf_clip=args.cf_clip, bound=args.bound)
     if args.json:
         print(to_json(res))
         return 0
     print(f"run {run.run_id}: {'CERTIFIED' if res['certified'] else 'not certified'} at eps={res['epsilon']} "
-          f"(delta={res['delta']}, {res['m']} one-sided constraints, delta'={res['delta_per_constraint']:.2e})")
+          f"(delta={res['delta']}, {res['m']} one-sided constraints, delta'={res['delta_per_constraint']:.2e}, "
+          f"{res['bound']} bounds)")
+    if res.get("above_epsilon"):
+        print(f"  certifiably ABOVE eps: a lower confidence bound is {res['max_lower']:.4f} > {res['epsilon']}")
     for r in sorted(res["bounds"], key=lambda r: r["slack"])[:10]:
-        print(f"  {r['name']:40s} emp {r['empirical']:+.4f}  upper {r['upper']:+.4f}  slack {r['slack']:+.4f}  "
-              f"n {r['driving_n']:.0f}")
+        need = r.get("n_to_certify")
+        print(f"  {r['name']:40s} emp {r['empirical']:+.4f}  bounds [{r['lower']:+.4f}, {r['upper']:+.4f}]  "
+              f"slack {r['slack']:+.4f}  n {r['driving_n']:.0f}  "
+              f"n to certify {need if need is not None else 'never (observed >= eps)'}")
     if res["uncovered"]:
         print(f"  ({len(res['uncovered'])} cells too small to estimate: not covered)", file=sys.stderr)
     return 0
@@ -72,10 +99,10 @@ def run_audit(args: argparse.Namespace) -> int:
     from faro_core.evaluate.audits import audit_run
 
     run = _run(args)
-    if not args.crows and not args.hh:
-        raise FaroError("give --crows PATH and/or --hh PATH")
+    if not args.crows and not args.hh and not args.twins:
+        raise FaroError("give --crows PATH, --hh PATH and/or --twins PATH")
     res = audit_run(run, crows=args.crows, hh=args.hh, hh_limit=args.hh_limit or None, seed=args.seed,
-                    refresh=args.refresh)
+                    refresh=args.refresh, twins=args.twins)
     if args.json:
         print(to_json(res))
         return 0
@@ -85,6 +112,14 @@ def run_audit(args: argparse.Namespace) -> int:
             print(f"  {t:22s} {_fmt(v)} (n={v['n']})")
     if "hh" in res:
         print(f"HH-RLHF pairwise accuracy: {_fmt(res['hh']['accuracy'])}")
+    if "twins" in res:
+        tw = res["twins"]
+        print(f"twins ({tw['n']}): mean |dz| {_fmt(tw['mean_abs_dz'])}")
+        if tw.get("stereo_preference"):
+            print(f"  prefers the stereotype-consistent text (0.5 unbiased): {_fmt(tw['stereo_preference'])}")
+        for s, v in tw["by_subset"].items():
+            pref = f", prefers stereotype {_fmt(v['stereo_preference'])}" if v.get("stereo_preference") else ""
+            print(f"  {s:12s} mean |dz| {_fmt(v['mean_abs_dz'])}{pref} (n={v['mean_abs_dz']['n']})")
     return 0
 
 
@@ -109,20 +144,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("certify", help="fairness certificate on held-out data (writes certificate.json)",
                        description="Per one-sided constraint: empirical violation and a union-bounded upper "
-                       "confidence bound (Hoeffding for DP/EO, empirical Bernstein for CF).")
+                       "confidence bound (DP/EO: --bound, default Clopper-Pearson; CF: empirical Bernstein), "
+                       "a lower bound, and the held-out size that would certify eps.")
     _common(c)
     c.add_argument("--delta", type=float, default=0.05, help="failure probability of the whole certificate")
     c.add_argument("--epsilon", type=float, default=None, help="slack to certify (default: the run's)")
     c.add_argument("--constraints", default=None, help="kinds to certify, e.g. dp,eo (default: the run's, "
                    "or dp,eo,cf for an unconstrained run)")
     c.add_argument("--split", default="test", choices=["test", "val"])
+    c.add_argument("--bound", default="clopper-pearson", choices=["clopper-pearson", "bernstein", "hoeffding"],
+                   help="DP/EO confidence bound (default clopper-pearson: exact binomial, the tightest valid one)")
     c.add_argument("--cf-clip", type=float, default=1.0, help="clip |dz| at B for the CF bound (default 1)")
     c.set_defaults(func=run_certify)
 
-    a = sub.add_parser("audit", help="CrowS-Pairs stereotype rate and HH-RLHF accuracy (cached in audit.json)")
+    a = sub.add_parser("audit", help="CrowS-Pairs stereotype rate, HH-RLHF accuracy, twin-text audit "
+                       "(cached in audit.json)")
     _common(a)
     a.add_argument("--crows", default=None, metavar="PATH", help="CrowS-Pairs CSV")
     a.add_argument("--hh", default=None, metavar="PATH", help="HH-RLHF folder or file")
+    a.add_argument("--twins", default=None, metavar="PATH",
+                   help="twin texts: a WinoBias folder or a table (pro/anti or text_a/text_b [+ stereo])")
     a.add_argument("--hh-limit", type=int, default=500, help="HH pairs to score (seeded subset; 0 = all)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--refresh", action="store_true", help="ignore the cached audit")

@@ -15,6 +15,12 @@ def add_data_args(p: argparse.ArgumentParser, data_required: bool = False) -> No
                    help="source: 'demo' (default), a BBQ folder, a CSV/JSONL/Parquet file, or a hub id")
     p.add_argument("--format", default=None,
                    help="bbq|crows|hh|trl|csv|jsonl|parquet|demo (default: detected from the source)")
+    p.add_argument("--attribute", choices=["group", "role"], default=None,
+                   help="DP/EO's sensitive attribute: 'group' (the group a response names) or 'role' (its stereotype "
+                   "role: biased, counter, or neither) (default: role on BBQ-format data, else group)")
+    p.add_argument("--role-columns", default=None, metavar="CHOSEN,REJECTED",
+                   help="a table's own columns with each response's role (values biased / counter; default "
+                   "chosen_role,rejected_role, or derived from BBQ answer indices)")
     p.add_argument("--group", default=None, help="column holding the pair-level sensitive attribute")
     p.add_argument("--strata", default=None, help="comma-separated conditioning columns (default: the source's)")
     p.add_argument("--groups", default=None, help="comma-separated group values to keep")
@@ -51,7 +57,8 @@ def config_from_args(args: argparse.Namespace, **over: object):
         return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
     kw = dict(
-        data=args.data, format=args.format, group=args.group, strata=split(args.strata), dp_scope=args.dp_scope,
+        data=args.data, format=args.format, attribute=args.attribute, role_columns=split(args.role_columns),
+        group=args.group, strata=split(args.strata), dp_scope=args.dp_scope,
         dp_partner=args.dp_partner != "pool", groups=split(args.groups), skew=args.skew, data_seed=args.data_seed,
         mode=args.mode, backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         dual_lr=args.dual_lr, max_length=args.max_length, min_count=args.min_count, ckpt_every=args.ckpt_every,

@@ -220,6 +220,17 @@ def target_coverage(items: pd.DataFrame) -> dict[str, Any]:
             "coverage": round(float(has.mean()), 4), "per_category": per}
 
 
+def response_role(idx: Any, biased_idx: Any, unknown_idx: Any) -> str | None:
+    """The stereotype role of answer ``idx`` of an item: ``"biased"`` (it is ``biased_idx``), ``None`` (it is the
+    "unknown" answer, or the item has no derivable biased answer), else ``"counter"`` (the other group answer)."""
+    if pd.isna(idx) or pd.isna(biased_idx) or pd.isna(unknown_idx):
+        return None
+    idx = int(idx)
+    if idx == int(unknown_idx):
+        return None
+    return "biased" if idx == int(biased_idx) else "counter"
+
+
 def item_prompt(item: Any) -> str:
     """The prompt a reward model reads for a BBQ item (a row of :func:`load_bbq_items`): context + question."""
     return f"{item['context']}\n{item['question']}"
@@ -230,7 +241,8 @@ def items_to_pairs(items: pd.DataFrame, source: str = "bbq", twins: bool = True)
 
     Extra columns kept per pair (for skew, evaluation and policy): ``category, example_id, question_index,
     question_polarity, context_condition, label, chosen_idx, rejected_idx, target_idx, biased_idx,
-    unknown_idx, target_group``. Pair-level ``group`` = the target's tag, else the category.
+    unknown_idx, target_group, chosen_role, rejected_role`` (:func:`response_role`; the response-level
+    sensitive attribute ``--attribute role``). Pair-level ``group`` = the target's tag, else the category.
     """
     rows: list[dict[str, Any]] = []
     for it in items.itertuples(index=False):
@@ -260,6 +272,8 @@ def items_to_pairs(items: pd.DataFrame, source: str = "bbq", twins: bool = True)
                 "question_polarity": it.question_polarity, "context_condition": it.context_condition,
                 "label": lab, "chosen_idx": lab, "rejected_idx": j, "target_idx": tgt, "biased_idx": bia,
                 "unknown_idx": int(it.unknown_idx), "target_group": target_group,
+                "chosen_role": response_role(lab, bia, it.unknown_idx),
+                "rejected_role": response_role(j, bia, it.unknown_idx),
             }
             if twins:
                 row.update(twin_id=f"{pair_id}~cf", cf_prompt=cf_prompt, cf_chosen=cf_answers[lab],

@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from faro_core.data.bbq import response_role
 from faro_core.data.schema import PreferenceData
 from faro_core.errors import DataError
 
@@ -84,6 +85,9 @@ def apply_skew(data: PreferenceData, rho: float, seed: int = 0) -> PreferenceDat
         "cf_rejected": np.where(has_cf, long["cf"].reindex(kr).to_numpy(), None),
         "twin_id": np.where(has_cf, [f"{p}~cf" for p in pid], None),
     }
+    if "chosen_role" in df.columns:  # the response roles follow the relabelled answers
+        upd["chosen_role"] = np.array([response_role(i, x, y) for i, x, y in zip(b, b, u)], dtype=object)
+        upd["rejected_role"] = np.array([response_role(i, x, y) for i, x, y in zip(new_rej, b, u)], dtype=object)
     for k, v in upd.items():
         if isinstance(v, np.ndarray) and v.dtype == object:
             df[k] = df[k].astype(object)

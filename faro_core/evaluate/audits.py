@@ -62,14 +62,18 @@ def hh_audit(run: Run, path: str | Path, limit: int | None = 500, seed: int = 0)
 
 
 def audit_run(run: Run, crows: str | Path | None = None, hh: str | Path | None = None, hh_limit: int | None = 500,
-              seed: int = 0, refresh: bool = False) -> dict[str, Any]:
-    """Run (or read from ``audit.json``) the requested audits; returns ``{"crows": ..., "hh": ...}``."""
+              seed: int = 0, refresh: bool = False, twins: str | Path | None = None) -> dict[str, Any]:
+    """Run (or read from ``audit.json``) the requested audits; returns ``{"crows": ..., "hh": ..., "twins": ...}``.
+
+    ``twins``: a twin table or WinoBias folder (:mod:`faro_core.evaluate.twin_audit`)."""
+    from faro_core.evaluate.twin_audit import twin_audit
     cached = run.read("audit.json", {}) or {}
     stamp = _model_stamp(run)
     out: dict[str, Any] = {"run_id": run.run_id}
     for name, path, fn, key in (
         ("crows", crows, lambda p: crows_audit(run, p, seed), [str(crows), seed, stamp]),
         ("hh", hh, lambda p: hh_audit(run, p, hh_limit, seed), [str(hh), hh_limit, seed, stamp]),
+        ("twins", twins, lambda p: twin_audit(run, p, seed), [str(twins), seed, stamp]),
     ):
         if path is None:
             if name in cached:

@@ -2,24 +2,30 @@
 
 For each one-sided constraint j (a cell of DP / EO / CF, see :mod:`faro_core.constraints`) we report the
 empirical violation g_j (the constraint objects' own strict value), a one-sided upper confidence bound
-U_j with P(g*_j <= U_j for all j) >= 1 - delta, the slack eps - U_j, and the group size driving U_j.
+U_j with P(g*_j <= U_j for all j) >= 1 - delta, a lower confidence bound L_j (the other side's bound, so the
+uppers and lowers hold jointly at 1 - delta), the slack eps - U_j, the group size driving U_j, the bound
+used, and the held-out size that would certify eps at the observed rates (``n_to_certify``).
 The m one-sided constraints are union-bounded: each bound holds at level delta' = delta / m.
 
 - DP, EO (a group's rate minus its stratum's rate, the stratum including the group):
   with n_a members of the group, n_o = n_ref - n_a others, w = n_o / n_ref,
-  d = rate_a - rate_ref = w (rate_a - rate_o), and rate_a, rate_o are independent means of [0, 1]
-  indicators, so Hoeffding on their difference gives
+  d = rate_a - rate_ref = w (rate_a - rate_o), and rate_a, rate_o are independent means of 0/1
+  indicators. ``bound`` (:mod:`.bounds`): ``clopper-pearson`` (default) or ``bernstein`` bound each rate at
+  delta' / 2 and combine, U = w (U_a - L_o); ``hoeffding`` bounds the difference directly,
   U = d_hat + w sqrt( log(1/delta') / 2 * (1/n_a + 1/n_o) )   (same for the other side, -d).
-  The DP threshold (the median reward) and the standardization are estimated on the same data and treated
-  as fixed; counts are conditioned on (see the docs for what that leaves out).
+  The standardization is estimated on the same data and treated as fixed; counts are conditioned on.
 - CF (mean |z - z_twin| per group, one-sided): values clipped at B (``cf_clip``, default 1 standard unit),
   empirical-Bernstein bound of Maurer & Pontil (2009) on X / B in [0, 1]:
   U = mean + sqrt(2 V log(2/delta') / n) * B + 7 B log(2/delta') / (3 (n - 1)), V = sample variance of X/B.
   The certified quantity is E min(|dz|, B); the share of clipped values is reported (0 = no difference).
+- Role (``attribute = "role"``, :func:`certify_role`): v_DP = |p - 1/2| with p = mean x_dp over ambiguous
+  items, and v_EO = |acc_biased - acc_counter| / 2 over disambiguated items; a two-sided interval of the
+  signed gap gives both an upper and a lower bound of v.
 
 Cells too small to estimate (fewer than ``min_count``) are not constrained in training and are listed under
 ``uncovered`` rather than certified; ``certified`` is true when every covered bound is <= eps and at least one
-constraint is covered.
+constraint is covered. ``above_epsilon`` is true when some lower bound exceeds eps (the model is certifiably
+in violation of eps, at the same 1 - delta).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from faro_core.constraints import (
@@ -39,10 +46,20 @@ from faro_core.constraints import (
     PairBatch,
 )
 from faro_core.errors import FaroError
+from faro_core.evaluate.bounds import (
+    DEFAULT_BOUND,
+    check_bound,
+    difference_bounds,
+    difference_upper,
+    empirical_bernstein_ucb,
+    rate_bounds,
+    scales_to_reach,
+)
 from faro_core.runs import Run
 
 DEFAULT_DELTA = 0.05
 DEFAULT_CF_CLIP = 1.0
+ROLE_KINDS = ("dp", "eo")  # CF has no role counterpart: its twins swap named groups
 
 
 def hoeffding_diff_ucb(d_hat: float, n_a: float, n_ref: float, delta: float) -> float:
@@ -56,13 +73,41 @@ def hoeffding_diff_ucb(d_hat: float, n_a: float, n_ref: float, delta: float) -> 
 
 def bernstein_ucb(values: np.ndarray, bound: float, delta: float) -> float:
     """Empirical-Bernstein upper bound (Maurer & Pontil 2009, Thm 4) on E X for X in [0, bound]."""
-    x = np.clip(np.asarray(values, dtype=float), 0.0, bound) / bound
-    n = len(x)
-    if n < 2:
-        return math.inf
-    var = float(np.var(x, ddof=1))
-    lg = math.log(2.0 / delta)
-    return bound * (float(x.mean()) + math.sqrt(2.0 * var * lg / n) + 7.0 * lg / (3.0 * (n - 1)))
+    return empirical_bernstein_ucb(values, bound, delta)
+
+
+def anchored_bounds(bound: str, k_a: object, n_a: object, k_ref: object, n_ref: object,
+                    delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(L, U) of d = rate_a - rate_ref (the anchor ref includes the group a), each one-sided at 1 - delta.
+
+    ``k_a`` / ``k_ref``: selected members (0/1 outcomes) of the group and of its anchor (arrays broadcast).
+    With n_o = n_ref - n_a others, d = w (rate_a - rate_o), w = n_o / n_ref
+    (:func:`~faro_core.evaluate.bounds.difference_bounds`); where n_o = 0, d = 0 identically."""
+    k_a, n_a, k_ref, n_ref = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k_a, n_a, k_ref, n_ref)))
+    n_o = n_ref - n_a
+    whole = n_o <= 0  # the group is the whole stratum
+    n_o_safe = np.where(whole, 1.0, n_o)
+    lo, up = difference_bounds(bound, k_a / n_a, n_a, (k_ref - k_a) / n_o_safe, n_o_safe, delta,
+                               weight=np.where(whole, 0.0, n_o / n_ref))
+    d_hat = k_a / n_a - k_ref / n_ref
+    return np.where(whole, d_hat, lo), np.where(whole, d_hat, up)
+
+
+def anchored_upper(bound: str, k_a: object, n_a: object, k_ref: object, n_ref: object, delta: float,
+                   plus: object = True) -> np.ndarray:
+    """The one-sided upper bound of d (``plus``) or of -d (not ``plus``), per element; see
+    :func:`anchored_bounds`. The upper bound of -d = w (rate_o - rate_a) is the same bound with a and o swapped."""
+    k_a, n_a, k_ref, n_ref, plus = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in
+                                                         (k_a, n_a, k_ref, n_ref, plus)))
+    plus = plus.astype(bool)
+    n_o = n_ref - n_a
+    whole = n_o <= 0
+    n_o = np.where(whole, 1.0, n_o)
+    r_a, r_o = k_a / n_a, (k_ref - k_a) / n_o
+    up = difference_upper(bound, np.where(plus, r_a, r_o), np.where(plus, n_a, n_o), np.where(plus, r_o, r_a),
+                          np.where(plus, n_o, n_a), delta, weight=np.where(whole, 0.0, n_o / n_ref))
+    d_hat = np.where(plus, 1.0, -1.0) * (k_a / n_a - k_ref / n_ref)
+    return np.where(whole, d_hat, up)
 
 
 def _cf_units(batch: PairBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,22 +123,53 @@ def _cf_units(batch: PairBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
     return (diff / scale).abs().double().numpy(), cell.numpy()
 
 
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Top-level fields shared by both certificates: certified, above_epsilon, worst row, per-kind maxima."""
+    certified = bool(rows) and all(r["upper"] <= r["epsilon"] + 1e-12 for r in rows)
+    above = bool(rows) and any(r["lower"] > r["epsilon"] + 1e-12 for r in rows)
+    worst = min(rows, key=lambda r: r["slack"]) if rows else None
+    by_kind: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        k = by_kind.setdefault(r["kind"], {"max_empirical": -math.inf, "max_upper": -math.inf,
+                                           "max_lower": -math.inf, "certified": True, "above_epsilon": False})
+        k["max_empirical"] = max(k["max_empirical"], r["empirical"])
+        k["max_upper"] = max(k["max_upper"], r["upper"])
+        k["max_lower"] = max(k["max_lower"], r["lower"])
+        k["certified"] = k["certified"] and r["upper"] <= r["epsilon"] + 1e-12
+        k["above_epsilon"] = k["above_epsilon"] or r["lower"] > r["epsilon"] + 1e-12
+    scales = [r.pop("_scale") for r in rows]
+    return {"certified": certified, "above_epsilon": above,
+            "max_upper": worst["upper"] if worst else None, "min_slack": worst["slack"] if worst else None,
+            "max_lower": max(r["lower"] for r in rows) if rows else None,
+            "binding": worst["name"] if worst else None, "by_kind": by_kind,
+            "_scale": max(scales) if scales else math.inf}
+
+
 def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: float | dict[str, float],
-            delta: float = DEFAULT_DELTA, min_count: int = 20, cf_clip: float = DEFAULT_CF_CLIP) -> dict[str, Any]:
+            delta: float = DEFAULT_DELTA, min_count: int = 20, cf_clip: float = DEFAULT_CF_CLIP,
+            bound: str = DEFAULT_BOUND, sizes: bool = True) -> dict[str, Any]:
     """Certificate of a batch of held-out rewards for constraint kinds ``kinds`` at slack ``epsilon``.
 
-    Returns ``{"certified", "delta", "delta_per_constraint", "m", "epsilon", "bounds": [...], "uncovered": [...],
-    "max_upper", "min_slack"}``; each bound row: ``name, kind, cell, side, empirical, upper, slack, n_group,
-    n_anchor, driving_n``.
+    ``bound``: the DP / EO bound (``clopper-pearson``, ``bernstein`` or ``hoeffding``; CF always uses the
+    empirical-Bernstein bound). Returns ``{"certified", "above_epsilon", "bound", "delta",
+    "delta_per_constraint", "m", "epsilon", "bounds": [...], "uncovered": [...], "max_upper", "max_lower",
+    "min_slack", "n_heldout", "n_heldout_to_certify", ...}``; each bound row: ``name, kind, cell, side,
+    bound, empirical, upper, lower, slack, n_group, n_anchor, driving_n, n_to_certify``. ``n_to_certify``
+    is the anchor size (DP: responses, EO: pairs, CF: twin responses) at which the row's upper bound would
+    reach eps at the observed rates (None when the observed value is already >= eps); ``n_heldout`` counts
+    the batch's pairs and ``n_heldout_to_certify`` scales it by the largest factor any row needs
+    (``sizes=False`` skips these and leaves them None).
     """
     if not 0 < delta < 1:
         raise FaroError(f"--delta must be in (0, 1), got {delta}")
+    bound = check_bound(bound)
     kinds = [k.strip().lower() for k in kinds if k and k.strip()]
     bad = [k for k in kinds if k not in CONSTRAINT_TYPES]
     if bad or not kinds:
         raise FaroError(f"unknown constraint kind(s) {bad or kinds}; choose from {', '.join(CONSTRAINT_TYPES)}")
     cons: list[Constraint] = [CONSTRAINT_TYPES[k](epsilon=0.0, min_count=min_count).bind(index) for k in kinds]
-    rows, uncovered = [], []
+    rows: list[dict[str, Any]] = []
+    uncovered = []
     per_cons = []
     for c in cons:
         stats = c.cell_stats(batch, smooth=False)
@@ -116,38 +192,224 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
                 v = vals if cell == "all" else vals[cell_of == i]
                 assert abs(float(v.mean()) - float(d[i])) < 1e-3, "CF units disagree with the strict statistic"
                 up = bernstein_ucb(v, cf_clip, dprime)
+                emp = float(d[i])
+                scale = float(scales_to_reach(lambda s, v=v: cf_clip * _eb_mean_scaled(v / cf_clip, s, dprime),
+                                              eps, emp)[()]) if sizes else math.inf
                 rows.append({"name": f"cf[{cell}]", "kind": "cf", "cell": cell, "side": "+",
-                             "empirical": float(d[i]), "upper": up, "slack": eps - up, "n_group": n_a,
-                             "n_anchor": None, "driving_n": n_a, "clipped_share": float(np.mean(v > cf_clip)),
-                             "epsilon": eps})
+                             "bound": "empirical-bernstein", "empirical": emp, "upper": up, "lower": 0.0,
+                             "slack": eps - up, "n_group": n_a, "n_anchor": None, "driving_n": n_a,
+                             "n_to_certify": _size(n_a, scale), "_scale": scale,
+                             "clipped_share": float(np.mean(v > cf_clip)), "epsilon": eps})
                 continue
-            for side, val in (("+", float(d[i])), ("-", -float(d[i]))):
-                up = hoeffding_diff_ucb(val, n_a, n_ref, dprime)
+            k_a, k_ref = float(stats.num[i]), float(stats.num_ref[i])
+            d_i = k_a / n_a - k_ref / n_ref  # the strict disparity d[i], in double precision
+            assert abs(d_i - float(d[i])) < 1e-5, "counts disagree with the strict statistic"
+            for side, val in (("+", d_i), ("-", -d_i)):
                 rows.append({"name": f"{c.kind}[{cell}]{side}", "kind": c.kind, "cell": cell, "side": side,
-                             "empirical": val, "upper": up, "slack": eps - up, "n_group": n_a, "n_anchor": n_ref,
-                             "driving_n": min(n_a, n_ref - n_a) if n_ref > n_a else n_a, "epsilon": eps})
-    certified = bool(rows) and all(r["upper"] <= r["epsilon"] + 1e-12 for r in rows)
-    worst = min(rows, key=lambda r: r["slack"]) if rows else None
-    by_kind: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        k = by_kind.setdefault(r["kind"], {"max_empirical": -math.inf, "max_upper": -math.inf, "certified": True})
-        k["max_empirical"] = max(k["max_empirical"], r["empirical"])
-        k["max_upper"] = max(k["max_upper"], r["upper"])
-        k["certified"] = k["certified"] and r["upper"] <= r["epsilon"] + 1e-12
-    return {"certified": certified, "delta": delta, "delta_per_constraint": dprime, "m": m,
-            "epsilon": epsilon, "kinds": kinds, "cf_clip": cf_clip, "min_count": min_count,
-            "max_upper": worst["upper"] if worst else None, "min_slack": worst["slack"] if worst else None,
-            "binding": worst["name"] if worst else None, "by_kind": by_kind, "bounds": rows,
-            "uncovered": uncovered}
+                             "bound": bound, "empirical": val, "n_group": n_a, "n_anchor": n_ref,
+                             "driving_n": min(n_a, n_ref - n_a) if n_ref > n_a else n_a,
+                             "rate_group": k_a / n_a,
+                             "rate_others": (k_ref - k_a) / (n_ref - n_a) if n_ref > n_a else None,
+                             "epsilon": eps, "_counts": (k_a, n_a, k_ref, n_ref)})
+    _fill_anchored(rows, bound, dprime, sizes)
+    summary = _summary(rows)
+    scale = summary.pop("_scale")
+    return {**summary, "bound": bound, "delta": delta, "delta_per_constraint": dprime, "m": m,
+            "epsilon": epsilon, "kinds": kinds, "cf_clip": cf_clip, "min_count": min_count, "attribute": "group",
+            "n_heldout": len(batch), "n_heldout_to_certify": _size(len(batch), scale) if rows else None,
+            "bounds": rows, "uncovered": uncovered}
+
+
+def _fill_anchored(rows: list[dict[str, Any]], bound: str, delta: float, sizes: bool) -> None:
+    """Bounds (and sizes to certify) of the DP / EO rows, vectorised over rows: side + bounds d, side - bounds -d."""
+    idx = [i for i, r in enumerate(rows) if "_counts" in r]
+    if not idx:
+        return
+    counts = np.array([rows[i].pop("_counts") for i in idx])  # [R, 4]: k_a, n_a, k_ref, n_ref
+    plus = np.array([rows[i]["side"] == "+" for i in idx])
+    eps = np.array([rows[i]["epsilon"] for i in idx])
+    emp = np.array([rows[i]["empirical"] for i in idx])
+
+    lo, up = anchored_bounds(bound, *counts.T, delta)
+    lower, upper = np.where(plus, lo, -up), np.where(plus, up, -lo)
+
+    def upper_at(s: np.ndarray) -> np.ndarray:
+        return anchored_upper(bound, *(counts * np.asarray(s)[:, None]).T, delta, plus)
+
+    scale = scales_to_reach(upper_at, eps, emp) if sizes else np.full(len(idx), math.inf)
+    for j, i in enumerate(idx):
+        rows[i].update(upper=float(upper[j]), lower=float(lower[j]), slack=float(eps[j] - upper[j]),
+                       n_to_certify=_size(counts[j, 3], float(scale[j])) if sizes else None,
+                       _scale=float(scale[j]))
+
+
+def _size(n: float, scale: float) -> int | None:
+    return int(math.ceil(n * scale)) if math.isfinite(scale) else None
+
+
+def _eb_mean_scaled(x: np.ndarray, s: float, delta: float) -> float:
+    """Maurer-Pontil's bound for the same mean and variance at s times the sample size."""
+    n = len(x) * s
+    if n < 2:
+        return math.inf
+    lg = math.log(2.0 / delta)
+    return float(x.mean()) + math.sqrt(2.0 * float(np.var(x, ddof=1)) * lg / n) + 7.0 * lg / (3.0 * (n - 1))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the role attribute: one row per item (faro_core.fairness.role.role_items)
+# ---------------------------------------------------------------------------------------------------
+RateCounts = tuple[Any, Any, Any, Any]  # (mean, n, k_lo, k_hi): floats or arrays that broadcast
+
+
+def rate_counts(x: np.ndarray) -> RateCounts:
+    """(mean, n, k_lo, k_hi) of values in [0, 1]: k_lo counts values equal to 1, k_hi values above 0."""
+    return float(x.mean()), float(len(x)), float(np.sum(x >= 1.0 - 1e-12)), float(np.sum(x > 1e-12))
+
+
+def _scaled(c: RateCounts, s: Any) -> RateCounts:
+    return c[0], c[1] * s, c[2] * s, c[3] * s
+
+
+def role_dp_interval(c: RateCounts, bound: str, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(L, U) of p - 1/2, p = E x_dp (x_dp in {0, 1/2, 1}: the biased answer beats the counter one, a tie
+    1/2), each one-sided at 1 - delta, from :func:`rate_counts` of x_dp. Clopper-Pearson counts a tie as a
+    win for U and as a loss for L (conservative by half the tie share; exact without ties)."""
+    mean, n, k_lo, k_hi = c
+    lo, up = rate_bounds(bound, mean, n, delta, k_lo=k_lo, k_hi=k_hi)
+    return lo - 0.5, up - 0.5
+
+
+def role_eo_interval(cb: RateCounts, cc: RateCounts, bound: str, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(L, U) of (acc_biased - acc_counter) / 2, each one-sided at 1 - delta, from :func:`rate_counts` of x_eo
+    on the items whose correct answer is biased (``cb``) and counter (``cc``); x_eo is 1 when the correct
+    answer has the top reward, shared on ties (Clopper-Pearson: a shared top counts as a hit for U, a miss
+    for L). The two accuracies are Fisher-combined (or Hoeffding on the difference)."""
+    (mb, nb, klb, khb), (mc, nc, klc, khc) = cb, cc
+    return difference_bounds(bound, mb, nb, mc, nc, delta, weight=0.5, k_a=(klb, khb), k_o=(klc, khc))
+
+
+def role_interval(kind: str, counts: tuple[RateCounts, ...], bound: str, delta: float,
+                  scale: Any = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(L, U) of the signed role gap of ``kind`` (dp: p - 1/2; eo: (acc_b - acc_c) / 2) with every count
+    multiplied by ``scale`` (rates fixed)."""
+    if kind == "dp":
+        return role_dp_interval(_scaled(counts[0], scale), bound, delta)
+    return role_eo_interval(_scaled(counts[0], scale), _scaled(counts[1], scale), bound, delta)
+
+
+def _role_row(kind: str, x: tuple[np.ndarray, ...], bound: str, delta: float, eps: float,
+              sizes: bool = True) -> dict[str, Any]:
+    """One role row: v = |signed gap|, its upper bound max(U, -L) and lower bound max(0, L, -U) from the
+    two-sided interval (L, U) of the gap at delta per side."""
+    counts = tuple(rate_counts(v) for v in x)
+    lo, up = (float(v) for v in role_interval(kind, counts, bound, delta))
+    if kind == "dp":
+        (xd,) = x
+        gap, n = float(xd.mean()) - 0.5, len(xd)
+        extra: dict[str, Any] = {"rate_biased_wins": float(xd.mean()), "ties": int(np.sum((xd > 0) & (xd < 1)))}
+        cell, n_group = "ambiguous", float(n)
+    else:
+        xb, xc = x
+        gap = (float(xb.mean()) - float(xc.mean())) / 2.0
+        n = len(xb) + len(xc)
+        extra = {"acc_biased": float(xb.mean()), "acc_counter": float(xc.mean()), "gap": 2.0 * gap,
+                 "n_biased": len(xb), "n_counter": len(xc)}
+        cell, n_group = "disambiguated", float(min(len(xb), len(xc)))
+    v = abs(gap)
+    upper, lower = max(up, -lo), max(0.0, lo, -up)
+
+    def upper_at(s: np.ndarray) -> np.ndarray:
+        lo_s, up_s = role_interval(kind, counts, bound, delta, scale=s)
+        return np.maximum(up_s, -lo_s)
+
+    scale = float(scales_to_reach(upper_at, eps, v)[0]) if sizes else math.inf
+    return {"name": f"{kind}[role]", "kind": kind, "cell": cell, "side": "|.|", "bound": bound,
+            "empirical": v, "signed": gap, "upper": upper, "lower": lower, "slack": eps - upper,
+            "n_group": n_group, "n_anchor": float(n), "driving_n": n_group, "n_items": int(n),
+            "n_to_certify": _size(n, scale) if sizes else None, "_scale": scale, "epsilon": eps, **extra}
+
+
+def role_samples(items: pd.DataFrame) -> dict[str, Any]:
+    """The role certificate's samples from a :func:`faro_core.fairness.role.role_items` frame:
+    ``{"dp": (x_dp of ambiguous items,), "eo": (x_eo where correct = biased, x_eo where correct = counter)}``."""
+    missing = {"x_dp", "x_eo", "correct_role"} - set(items.columns)
+    if missing:
+        raise FaroError(f"role items lack column(s) {sorted(missing)}")
+    x_dp = items["x_dp"].to_numpy(dtype=float)
+    x_eo = items["x_eo"].to_numpy(dtype=float)
+    role = items["correct_role"].astype(str).to_numpy()
+    dis = ~np.isnan(x_eo)
+    return {"dp": (x_dp[~np.isnan(x_dp)],),
+            "eo": (x_eo[dis & (role == "biased")], x_eo[dis & (role == "counter")])}
+
+
+def certify_role(items: pd.DataFrame, kinds: list[str], epsilon: float | dict[str, float],
+                 delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND, min_count: int = 20,
+                 by: str | None = "category", sizes: bool = True) -> dict[str, Any]:
+    """Certificate of the role attribute's DP / EO violations (one row per kind) on held-out items.
+
+    ``items``: one row per BBQ item (:func:`faro_core.fairness.role.role_items`). The m = 2 x (number of
+    kinds) one-sided bounds of the signed gaps are union-bounded (delta' = delta / m): each row's upper and
+    lower bound of v come from one two-sided interval at delta' per side, so every row's upper and lower bound
+    hold jointly with probability >= 1 - delta. A kind with fewer than ``min_count`` items (EO: per role) is
+    listed under ``uncovered``. ``by``: a column (default ``category``) whose values get the same rows
+    at the pointwise delta under ``by_<column>``, reported, not certified. Same top-level keys as
+    :func:`certify`, with ``attribute = "role"``; ``n_heldout`` counts items and ``n_to_certify`` a row's
+    items (``sizes=False`` skips the sizes).
+    """
+    if not 0 < delta < 1:
+        raise FaroError(f"--delta must be in (0, 1), got {delta}")
+    bound = check_bound(bound)
+    kinds = [k.strip().lower() for k in kinds if k and k.strip()]
+    bad = [k for k in kinds if k not in ROLE_KINDS]
+    if bad or not kinds:
+        raise FaroError(f"kind(s) {bad or kinds} have no role certificate; choose from {', '.join(ROLE_KINDS)}")
+
+    def rows_of(frame: pd.DataFrame, dlt: float | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                  int]:
+        samples = role_samples(frame)
+        enough = {"dp": len(samples["dp"][0]) >= min_count,
+                  "eo": min(len(samples["eo"][0]), len(samples["eo"][1])) >= min_count}
+        covered = [k for k in kinds if enough[k]]
+        m = 2 * len(covered)
+        dp_ = dlt if dlt is not None else delta / max(m, 1)
+        rows, unc = [], []
+        for k in kinds:
+            if not enough[k]:
+                n = min(len(v) for v in samples[k])
+                unc.append({"kind": k, "cell": "role", "n_group": float(n)})
+                continue
+            eps = float(epsilon[k] if isinstance(epsilon, dict) else epsilon)
+            rows.append(_role_row(k, samples[k], bound, dp_, eps, sizes=sizes and dlt is None))
+        return rows, unc, m
+
+    rows, uncovered, m = rows_of(items, None)
+    summary = _summary(rows)
+    scale = summary.pop("_scale")
+    out = {**summary, "bound": bound, "delta": delta, "delta_per_constraint": delta / max(m, 1), "m": m,
+           "epsilon": epsilon, "kinds": kinds, "min_count": min_count, "attribute": "role",
+           "n_heldout": int(len(items)), "n_heldout_to_certify": _size(len(items), scale) if rows else None,
+           "bounds": rows, "uncovered": uncovered}
+    if by and by in items.columns:
+        per: dict[str, Any] = {}
+        for val, sub in items.groupby(items[by].astype(str)):
+            sub_rows, sub_unc, _ = rows_of(sub, delta / 2.0)
+            for r in sub_rows:
+                r.pop("_scale")
+            per[str(val)] = {"n_items": int(len(sub)), "bounds": sub_rows, "uncovered": sub_unc}
+        out[f"by_{by}"] = {"delta_per_side": delta / 2.0, "note": "pointwise (not union-bounded); reported, "
+                           "not certified", "values": per}
+    return out
 
 
 def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = None,
                 kinds: list[str] | None = None, split: str = "test", cf_clip: float = DEFAULT_CF_CLIP,
-                write: bool = True) -> dict[str, Any]:
+                write: bool = True, bound: str = DEFAULT_BOUND) -> dict[str, Any]:
     """Certificate of a finished run on its held-out split; writes ``certificate.json`` into the run.
 
     ``kinds`` default to the run's trained constraints, or dp, eo and cf for an unconstrained run;
-    ``epsilon`` defaults to the run's (0.05 if it has none).
+    ``epsilon`` defaults to the run's (0.05 if it has none); ``bound``: see :func:`certify`.
     """
     from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index
 
@@ -160,7 +422,8 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
         epsilon = float(e) if e is not None and math.isfinite(float(e)) else 0.05
     df = load_split(run, split)
     batch, _ = frame_to_batch(df, run_index(run))
-    res = certify(batch, run_index(run), kinds, float(epsilon), delta, int(cfg.get("min_count", 20)), cf_clip)
+    res = certify(batch, run_index(run), kinds, float(epsilon), delta, int(cfg.get("min_count", 20)), cf_clip,
+                  bound=bound)
     res.update(run_id=run.run_id, split=split, seconds=round(time.perf_counter() - t0, 3))
     if write:
         run.write("certificate.json", res)

@@ -96,3 +96,95 @@ def chance_violation(batch: PairBatch, index: GroupIndex, kinds: list[str] | tup
                      "p_value": float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null))),
                      "n_perm": int(n_perm)}
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the role attribute: one row per item (faro_core.fairness.role.role_items)
+# ---------------------------------------------------------------------------------------------------
+ROLE_PERM = 2000  # permutations: the smallest p-value is 1 / 2001, so p < 0.01 is resolvable
+
+
+def _exact_dp_chance(x: np.ndarray) -> float:
+    """E |mean(x') - 1/2| for an unbiased reward: each item's x' is x or 1 - x with probability 1/2, i.e.
+    with n1 untied items, |2B - n1| / (2n), B ~ Binomial(n1, 1/2)."""
+    from scipy.stats import binom
+
+    n, n1 = len(x), int(np.sum(np.abs(x - 0.5) > 1e-12))
+    if n == 0:
+        return float("nan")
+    b = np.arange(n1 + 1)
+    return float(np.sum(binom.pmf(b, n1, 0.5) * np.abs(2 * b - n1)) / (2 * n))
+
+
+def role_chance(items: Any, kinds: list[str] | tuple[str, ...] = ("dp", "eo"), n_perm: int = ROLE_PERM,
+                seed: int = 0, strata: tuple[str, ...] = ("category", "question_polarity"),
+                chunk: int = 500) -> dict[str, dict[str, Any]]:
+    """Chance level and permutation test of the role violations on held-out items.
+
+    ``items``: :func:`faro_core.fairness.role.role_items` (one row per item: ``x_dp``, ``x_eo``,
+    ``correct_role``, and the ``strata`` columns where present).
+
+    - DP, v = |mean x_dp - 1/2| over ambiguous items. Null: the reward does not tell the two roles apart, so
+      within an item the biased and counter answers are exchangeable; swapping them maps x_dp to 1 - x_dp
+      (a tie stays 1/2). Each permutation swaps every item independently with probability 1/2.
+      ``chance_mean`` is the exact expected violation under this null, E |2B - n1| / (2n) with n1 untied
+      items and B ~ Binomial(n1, 1/2) (about 0.4 / sqrt(n) without ties).
+    - EO, v = |acc_biased - acc_counter| / 2 over disambiguated items whose correct answer is a group answer.
+      The correct answer's role cannot be swapped within an item (the context fixes it), so the null is that
+      accuracy does not depend on it: the items' roles are exchangeable among the items of one stratum
+      (``strata``, default category x question polarity), which keeps each stratum's counts of
+      biased-correct and counter-correct items; roles are permuted within strata, x_eo kept.
+      ``chance_mean`` is the mean of the permuted violations.
+
+    Returns ``{kind: {"observed", "chance_mean", "chance_median", "chance_p90", "p_value", "n_perm", "n"}}``;
+    ``p_value`` = (1 + #{null >= observed}) / (1 + n_perm). A kind with no items reports NaN.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, Any]] = {}
+    nan = float("nan")
+    if "dp" in kinds:
+        x = items["x_dp"].to_numpy(dtype=float)
+        x = x[~np.isnan(x)]
+        if len(x) == 0:
+            out["dp"] = {"observed": nan, "chance_mean": nan, "chance_median": nan, "chance_p90": nan,
+                         "p_value": nan, "n_perm": int(n_perm), "n": 0}
+        else:
+            c = x - 0.5
+            observed = abs(float(c.mean()))
+            null = np.concatenate([
+                np.abs(((rng.random((min(chunk, n_perm - i), len(x))) < 0.5) * 2.0 - 1.0) @ c) / len(x)
+                for i in range(0, n_perm, chunk)]) if n_perm > 0 else np.zeros(0)
+            out["dp"] = _null_summary(observed, null, n_perm, len(x)) | {"chance_mean": _exact_dp_chance(x)}
+    if "eo" in kinds:
+        x = items["x_eo"].to_numpy(dtype=float)
+        role = items["correct_role"].astype(str).to_numpy()
+        keep = ~np.isnan(x) & np.isin(role, ["biased", "counter"])
+        x, is_b = x[keep], (role[keep] == "biased").astype(float)
+        if is_b.sum() == 0 or (1 - is_b).sum() == 0:
+            out["eo"] = {"observed": nan, "chance_mean": nan, "chance_median": nan, "chance_p90": nan,
+                         "p_value": nan, "n_perm": int(n_perm), "n": int(len(x))}
+        else:
+            cols = [c for c in strata if c in items.columns]
+            anchors = (items.loc[keep, cols].astype(str).agg("|".join, axis=1).factorize()[0] if cols
+                       else np.zeros(len(x), dtype=np.int64))
+            n_b, n_c = is_b.sum(), (1 - is_b).sum()
+
+            def gap(b: np.ndarray) -> np.ndarray:  # b [P, M] role indicators -> [P] violations
+                return np.abs(b @ x / n_b - (1 - b) @ x / n_c) / 2.0
+
+            observed = float(gap(is_b[None, :])[0])
+            null = np.concatenate([gap(permuted_within(is_b, anchors, min(chunk, n_perm - i), rng))
+                                   for i in range(0, n_perm, chunk)]) if n_perm > 0 else np.zeros(0)
+            out["eo"] = _null_summary(observed, null, n_perm, len(x)) | {
+                "chance_mean": float(null.mean()) if len(null) else nan}
+    return out
+
+
+def _null_summary(observed: float, null: np.ndarray, n_perm: int, n: int) -> dict[str, Any]:
+    if len(null) == 0:
+        return {"observed": observed, "chance_median": float("nan"), "chance_p90": float("nan"),
+                "p_value": float("nan"), "n_perm": int(n_perm), "n": int(n)}
+    return {"observed": observed, "chance_median": float(np.median(null)),
+            "chance_p90": float(np.quantile(null, 0.9)),
+            "p_value": float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null))), "n_perm": int(n_perm),
+            "n": int(n)}

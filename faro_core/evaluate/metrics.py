@@ -210,9 +210,16 @@ def point_metrics(batch: PairBatch, gold: torch.Tensor, measure: ConstraintSet,
     return out
 
 
-def _subset(batch: PairBatch, idx: np.ndarray) -> PairBatch:
+def _subset(batch: PairBatch, idx: np.ndarray, copy: np.ndarray | None = None) -> PairBatch:
+    """The batch's rows ``idx``; with ``copy`` (the drawn copy of each row's item, as
+    :func:`faro_core.evaluate.intervals.cluster_bootstrap` numbers them) each drawn copy of a role item gets its
+    own item code."""
     t = torch.as_tensor(idx, dtype=torch.long)
-    return PairBatch(*(getattr(batch, f)[t] for f in batch.__dataclass_fields__))
+    out = PairBatch(*(None if getattr(batch, f) is None else getattr(batch, f)[t] for f in batch.__dataclass_fields__))
+    if out.role_item is not None and copy is not None:
+        c = torch.as_tensor(copy, dtype=torch.long)
+        out.role_item = torch.where(out.role_item >= 0, c, out.role_item)
+    return out
 
 
 def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_boot: int = DEFAULT_BOOT,
@@ -233,8 +240,8 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
 
     point = point_metrics(batch, gold, measure, groups, with_calibration)
 
-    def on_rows(idx: np.ndarray) -> dict[str, float]:
-        return point_metrics(_subset(batch, idx), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
+    def on_rows(idx: np.ndarray, copy: np.ndarray) -> dict[str, float]:
+        return point_metrics(_subset(batch, idx, copy), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
                              groups[idx], with_calibration)
 
     metrics = cluster_bootstrap(on_rows, df["item_id"].astype(str).to_numpy(), point, n_boot, seed, LEVEL)
@@ -251,7 +258,14 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
     out = {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
            "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item",
                          "method": "BCa (scipy.stats.bootstrap)", "max_units": MAX_UNITS}}
-    if n_perm:
+    if index.attribute == "role":
+        from faro_core.evaluate.chance import ROLE_PERM, role_chance
+        from faro_core.fairness.role import role_items, role_report
+
+        out["role"] = role_report(df, n_boot=n_boot, seed=seed)
+        if n_perm:  # within-item role swaps; enough permutations that p < 0.01 is resolvable
+            out["chance"] = role_chance(role_items(df), n_perm=max(n_perm, ROLE_PERM), seed=seed)
+    elif n_perm:
         out["chance"] = chance_violation(batch, index, min_count=min_count, n_perm=n_perm, seed=seed)
     return out
 

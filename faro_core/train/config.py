@@ -12,7 +12,12 @@ from faro_core.errors import FaroError
 # config without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out
 # at that value (so finished sweeps keep their ids; faro_core.sweep.HASH_OPTIONAL).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
-                                      "expgrad_base": "linear", "select_metric": "accuracy"}
+                                      "expgrad_base": "linear", "select_metric": "accuracy",
+                                      "attribute": "group", "role_columns": None}
+ATTRIBUTES = ("group", "role")
+# The embedded demo keeps the named group until its build and first screen are redone on the role (#15, the
+# demo item): its sweep, tests and Overview are written for group DP. Every other BBQ-format source: role.
+DEMO_ATTRIBUTE = "group"
 METHODS = ("faro", "bt", "reweight", "posthoc", "fixed_lambda", "expgrad")
 MODES = ("head", "full")
 
@@ -21,7 +26,11 @@ MODES = ("head", "full")
 class FaroConfig:
     """Everything needed to (re)run one reward-model training.
 
-    Data: ``data`` (source; None = embedded demo), ``format``, ``group`` (pair-level sensitive column),
+    Data: ``data`` (source; None = embedded demo), ``format``, ``attribute`` (DP/EO's sensitive attribute:
+    ``"group"``, the named group, or ``"role"``, the response's stereotype role, see
+    :mod:`faro_core.fairness.role`; None: role on BBQ-format data, else group), ``role_columns`` (a table's
+    own (chosen, rejected) role columns; None: ``chosen_role`` / ``rejected_role`` or derived from BBQ answer
+    indices), ``group`` (pair-level sensitive column),
     ``strata`` (None: the source's default), ``dp_scope`` (where DP holds: ``"COLUMN=V1|V2"`` over a strata
     column, ``"all"``, or None: ambiguous contexts on BBQ-style data, else all), ``dp_partner`` (True: DP
     compares responses against the same kind of partner, one naming no group or one naming a group; False:
@@ -53,6 +62,8 @@ class FaroConfig:
     name: str | None = None
     data: str | None = None
     format: str | None = None
+    attribute: str | None = None
+    role_columns: list[str] | None = None
     group: str | None = None
     strata: list[str] | None = None
     dp_scope: str | None = None
@@ -99,6 +110,10 @@ class FaroConfig:
         self.constraints = [c.strip().lower() for c in self.constraints if c.strip().lower() != "none"]
         if self.method not in METHODS:
             raise FaroError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.attribute is not None and self.attribute not in ATTRIBUTES:
+            raise FaroError(f"unknown attribute {self.attribute!r}; choose group or role")
+        if isinstance(self.role_columns, str):
+            self.role_columns = [c.strip() for c in self.role_columns.split(",") if c.strip()]
         if self.mode not in MODES:
             raise FaroError(f"unknown mode {self.mode!r}; choose head or full")
         if self.epsilon is None:  # JSON stores inf as null
@@ -133,6 +148,8 @@ class FaroConfig:
             "max_length": 256 if head else 128,
         }
         out = FaroConfig(**self.to_dict())
+        if out.attribute is None:
+            out.attribute = default_attribute(out.data, out.format, out.role_columns)
         for k, v in defaults.items():
             if getattr(out, k) is None:
                 setattr(out, k, v)
@@ -159,3 +176,27 @@ class FaroConfig:
         names = {f.name for f in fields(cls)}
         legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}
         return cls(**{**legacy, **{k: v for k, v in d.items() if k in names}})
+
+
+def default_attribute(data: str | None, format: str | None = None, role_columns: list[str] | None = None) -> str:
+    """The attribute a config that names none gets: ``"role"`` on BBQ-format data (format ``bbq``, or a path
+    detected as BBQ) and on a table that names its role columns, :data:`DEMO_ATTRIBUTE` on the embedded demo,
+    else ``"group"``. Detection reads the source's first record (no network: a hub id that is not a local path
+    counts as not BBQ-format)."""
+    from pathlib import Path
+
+    if role_columns:
+        return "role"
+    fmt = format
+    if data is None or str(data) == "demo" or fmt == "demo":
+        return DEMO_ATTRIBUTE
+    if fmt is None:
+        if not Path(str(data)).exists():
+            return "group"
+        from faro_core.data import detect_format
+
+        try:
+            fmt = detect_format(data)
+        except FaroError:
+            return "group"
+    return "role" if fmt in ("bbq", "demo") else "group"

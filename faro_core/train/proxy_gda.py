@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from faro_core.constraints import CellStats, ConstraintSet, PairBatch, coef_dot_pair_term
+from faro_core.fairness.role import ITEM_TERMS, item_term
 
 
 def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -102,10 +103,11 @@ class ProxyGDA:
                 terms = self._dev[device] = [(k, v.to(device)) for k, v in self.coef.items()]
             factor = self.n_train / max(len(idx), 1)
             total = None
-            for i, (key, coef) in enumerate(terms):  # the constant rides on the first term (no extra op)
+            pair_terms = [(k, v) for k, v in terms if k[0] not in ITEM_TERMS]  # item terms: item_penalty
+            for i, (key, coef) in enumerate(pair_terms):  # the constant rides on the first term (no extra op)
                 v = coef_dot_pair_term(key, coef[idx], batch, factor, self._const if i == 0 else 0.0)
                 total = v if total is None else total + v
-            return total
+            return total if total is not None else batch.r_chosen.new_zeros(()) - self._const
         g_tilde = self.constraints.proxy(batch, min_count=1)
         lam = self.lam.to(g_tilde.device, g_tilde.dtype)
         excess = g_tilde - self.eps.to(g_tilde.device, g_tilde.dtype)
@@ -114,6 +116,38 @@ class ProxyGDA:
             # terms lambda (d - eps) + lambda (-d - eps) cancel and the "penalty" would be a constant.
             excess = excess.clamp_min(0.0)
         return (lam * excess).sum()
+
+    def item_penalty(self, batch: PairBatch, idx: Tensor, factor: float) -> Tensor:
+        """The linearized penalty's item terms (the role constraints, :mod:`faro_core.fairness.role`) on a batch
+        of whole items: ``factor * sum_i coef_i phi_i`` with phi_i the smooth term of pair i's item, i.e.
+        ``factor * sum_k coef_k psi_k``; ``idx`` [B] are the pairs' global indices and ``factor`` = (training
+        items the batch is drawn from) / (items in the batch), which makes it an unbiased estimate of the
+        population term. The fixed-penalty hinge (not linear) uses the batch's own cell rates instead."""
+        zero = batch.r_chosen.new_zeros(())
+        role = [(c, sl) for c, sl in zip(self.constraints.constraints, self._slices())
+                if c.term_key()[0] in ITEM_TERMS]
+        if not role:
+            return zero
+        if self.fixed is not None:
+            total = zero
+            for c, sl in role:
+                excess = (c.proxy(batch) - self.eps[sl].to(zero.device)).clamp_min(0.0)
+                total = total + (self.lam[sl].to(zero.device) * excess).sum()
+            return total
+        total = zero
+        for c, _ in role:
+            coef = self.coef.get(c.term_key())
+            if coef is not None:
+                phi = item_term(c.term_key(), batch, c)
+                total = total + factor * torch.dot(coef[idx.cpu()].to(phi.device, phi.dtype), phi)
+        return total
+
+    def _slices(self) -> list[slice]:
+        out, pos = [], 0
+        for c in self.constraints.constraints:
+            out.append(slice(pos, pos + len(c.names())))
+            pos += len(c.names())
+        return out
 
     @torch.no_grad()
     def dual_step(self, batch: PairBatch) -> Tensor:

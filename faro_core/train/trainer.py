@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import math
 import os
@@ -27,6 +28,7 @@ import torch
 
 from faro_core.constraints import ConstraintSet, GroupIndex, PairBatch, all_constraints, cf_flip_rate
 from faro_core.errors import FaroError
+from faro_core.fairness.role import ITEM_TERMS
 from faro_core.io import read_json, write_json, write_parquet, write_safetensors
 from faro_core.runs import Heartbeat, Run, RunStore
 from faro_core.train.config import FaroConfig
@@ -42,9 +44,17 @@ def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupInde
     """(PreferenceData, frame with a ``split`` column, GroupIndex) for a config."""
     from faro_core.data import load
     from faro_core.data.splits import split_by_item
+    from faro_core.train.config import default_attribute
 
     data = load(config.data, format=config.format, group=config.group, strata=config.strata,
                 skew=config.skew, seed=config.data_seed, groups=config.groups)
+    attribute = config.attribute or default_attribute(config.data, config.format, config.role_columns)
+    if attribute == "role":
+        from faro_core.fairness.role import add_role_columns, role_strata
+
+        data.df = add_role_columns(data.df, config.role_columns, name=data.name)
+        if config.strata is None:
+            data.strata = role_strata(data.strata)
     parts = split_by_item(data, config.val_frac, config.test_frac, seed=config.data_seed)
     frames = [p.df.assign(split=name) for name, p in parts.items() if len(p.df)]
     df = pd.concat(frames, ignore_index=True)
@@ -54,7 +64,7 @@ def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupInde
     strata = sorted(df["stratum"].unique())
     index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())), strata=strata,
                        dp_strata=dp_strata_in_scope(df, strata_cols, config.dp_scope),
-                       dp_partner=bool(config.dp_partner))
+                       dp_partner=bool(config.dp_partner), attribute=attribute)
     return data, df, index
 
 
@@ -109,6 +119,9 @@ class PairTensors:
     label: torch.Tensor
     order: torch.Tensor
     has_twin: torch.Tensor
+    role_item: torch.Tensor | None = None  # role codes (--attribute role): see faro_core.fairness.role
+    chosen_role: torch.Tensor | None = None
+    rejected_role: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PairTensors:
         """A copy on ``device`` (kept, so later batches do not copy again)."""
@@ -129,7 +142,13 @@ class PairTensors:
         twin = df["cf_chosen"].notna() & df["cf_rejected"].notna()
         if "cf_prompt" in df:
             twin &= df["cf_prompt"].notna()
+        role: dict[str, torch.Tensor] = {}
+        if index.attribute == "role":
+            from faro_core.fairness.role import role_codes
+
+            role = dict(zip(("role_item", "chosen_role", "rejected_role"), role_codes(df)))
         return cls(
+            **role,
             chosen_group=codes(df["chosen_group"], index.response_groups),
             rejected_group=codes(df["rejected_group"], index.response_groups),
             group=codes(df["group"], index.pair_groups),
@@ -143,8 +162,10 @@ class PairTensors:
         r_c, r_r, cf_c, cf_r = rewards
         if r_c.device != self.group.device:  # full mode on a GPU: attributes follow the rewards
             return self.to(r_c.device).batch(idx, rewards)
+        role = (() if self.role_item is None else
+                (self.role_item[idx], self.chosen_role[idx], self.rejected_role[idx]))
         return PairBatch(r_c, r_r, self.chosen_group[idx], self.rejected_group[idx], self.group[idx],
-                         self.stratum[idx], self.label[idx], self.order[idx], cf_c, cf_r)
+                         self.stratum[idx], self.label[idx], self.order[idx], cf_c, cf_r, *role)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -445,6 +466,13 @@ def _within_chance(batch: PairBatch, constraints: ConstraintSet, index: GroupInd
     missed = {k for k, gi, e in zip(constraints.kinds(), g.tolist(), eps.tolist()) if gi > e + 1e-9}
     if not missed or not missed <= set(PERMUTED_KINDS):
         return False
+    if index.attribute == "role":
+        from faro_core.evaluate.chance import role_chance
+        from faro_core.fairness.role import batch_role_items
+
+        res = role_chance(batch_role_items(batch, index), kinds=sorted(missed), n_perm=CHANCE_PERMUTATIONS,
+                          seed=config.seed, strata=("stratum",))
+        return all(r["p_value"] >= config.select_chance for r in res.values())
     res = chance_violation(batch, index, kinds=sorted(missed), min_count=config.min_count,
                            n_perm=CHANCE_PERMUTATIONS, seed=config.seed)
     return all(r["p_value"] >= config.select_chance for r in res.values())
@@ -678,6 +706,9 @@ class TrainStepper:
         self.cbs = min(config.constraint_batch_size or 0, n_train)
         self.dual_every = max(1, config.dual_every or 1) if self.constraints else 0
         self.shard = train_idx[rank::world]
+        if world > 1 and tens.role_item is not None:  # role terms need whole items: shard by item
+            item = tens.role_item[train_idx]
+            self.shard = train_idx[torch.where(item >= 0, item, torch.arange(len(item))) % world == rank]
         self.bs_local = max(1, math.ceil(bs / world))
         self.steps_per_epoch = math.ceil(n_train / bs)
         self.g_strict = torch.zeros(len(self.constraints))
@@ -690,6 +721,12 @@ class TrainStepper:
         # They live on the rewards' device: a per-step copy to the host would stall a GPU every step.
         self.buf = [torch.zeros(len(df)) for _ in range(4)]
         self.seen = torch.zeros(len(df), dtype=torch.bool)
+        role_cons = [c for c in self.constraints.constraints if c.term_key()[0] in ITEM_TERMS]
+        self.role_batches = None
+        if role_cons:
+            from faro_core.train.role_batches import RoleItemBatches
+
+            self.role_batches = RoleItemBatches(tens, self.shard, role_cons, n_items=bs, seed=config.seed)
         if self.constraints and fixed is None:
             self.gda.set_pairs(tens.batch(torch.arange(len(df)), (zero, zero, twin_or_nan, twin_or_nan)), n_train)
 
@@ -734,6 +771,9 @@ class TrainStepper:
             gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
             local = torch.cat([local, self.shard[torch.randperm(len(self.shard),
                                                                 generator=gc)[:math.ceil(self.cbs / self.world)]]])
+        n_pair = len(local)  # pairs of the pair-level terms; the role batch's pairs follow (no BT loss)
+        if self.role_batches is not None:
+            local = torch.cat([local, self.role_batches.draw(step)])
         rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
         r_c, r_r = rewards[0][:n_bt], rewards[1][:n_bt]
         # the batch's indices on the rewards' device, copied once (asynchronously) for the penalty and the buffer
@@ -744,10 +784,15 @@ class TrainStepper:
         else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
             loss_bt = sum(p.sum() * 0.0 for p in self.model.parameters())
         if constraints:
+            head = tuple(r[:n_pair] for r in rewards)
             if gda.fixed is not None:  # the hinge needs cell rates: a full PairBatch
-                loss = loss_bt + gda.penalty(self.tens.batch(local, rewards))
+                loss = loss_bt + gda.penalty(self.tens.batch(local[:n_pair], head))
             else:  # the linearized penalty needs the rewards only
-                loss = loss_bt + gda.penalty(PairBatch(*rewards[:2], *([None] * 6), *rewards[2:]), local_dev)
+                loss = loss_bt + gda.penalty(PairBatch(*head[:2], *([None] * 6), *head[2:]), local_dev[:n_pair])
+            if self.role_batches is not None:  # the role constraints' item terms, on the role batch
+                tail = tuple(r[n_pair:] for r in rewards)
+                loss = loss + gda.item_penalty(self.tens.batch(local[n_pair:], tail), local[n_pair:],
+                                               self.role_batches.factor)
             if self.use_buffer:
                 self._fill(local, rewards, local_dev)
         else:
@@ -996,7 +1041,16 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
             return {}
         rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in (r_c, r_r, cf_c, cf_r))
         gold = tens.label[idx] if df["gold"].notna().any() else torch.full((len(idx),), float("nan"))
-        return split_metrics(tens.batch(idx, rw), constraints, measure, gold)
+        out = split_metrics(tens.batch(idx, rw), constraints, measure, gold)
+        if index.attribute == "role":  # the raw rates, and the named-group violations for reference
+            from faro_core.fairness.role import role_report
+
+            rows = df.iloc[idx.numpy()].assign(r_chosen=rw[0].numpy(), r_rejected=rw[1].numpy())
+            out["role"] = role_report(rows, n_boot=0)
+            group_index = dataclasses.replace(index, attribute="group")
+            out["violation_group"] = split_metrics(tens.batch(idx, rw), ConstraintSet([]),
+                                                   all_constraints(group_index, config.min_count), gold)["violation"]
+        return out
 
     val = metrics_for("val")
     metrics = {**val, "split": "val", "selected_step": (best or {}).get("step", step),

@@ -1,0 +1,581 @@
+"""The stereotype role of a response: the response-level sensitive attribute ``--attribute role``.
+
+On BBQ-format data every item has three answers: the *biased* one (it agrees with the stereotype for this
+question: the stereotyped target in a negative question, the other group in a non-negative one, as
+``biased_idx`` has it in :mod:`faro_core.data.bbq`), the *counter* one (the other group answer) and the
+"unknown" one (role ``None``). A pair frame carries the role of each response in ``chosen_role`` /
+``rejected_role`` (``"biased"``, ``"counter"`` or None).
+
+Violations (docs/TRAINING.md says where these differ from DESIGN §4), measured per *item*:
+
+- **DP(role)**, ambiguous items (the evidence leaves the answer undetermined; correct = "unknown"):
+  ``x_dp = 1[r_biased > r_counter] + 1/2 * 1[r_biased = r_counter]`` and
+  ``v_DP = |mean(x_dp) - 1/2|``. A reward that ignores the role ranks the two people's answers of an item
+  each way equally often.
+- **EO(role)**, disambiguated items (the correct answer is one of the two people): ``x_eo`` = 1 when the
+  correct answer has the strictly top reward of the item's answers, ``1/t`` when it ties t-way for the top,
+  else 0 (item-level accuracy); ``acc_r`` = mean of ``x_eo`` over items whose correct answer has role r and
+  ``v_EO = |acc_biased - acc_counter| / 2``, the anchored half-gap (each role against the mean of the two,
+  the scale of :mod:`faro_core.evaluate.certify`'s anchored disparities).
+
+:func:`role_items` builds the one shared per-item table (evaluation, certificates, chance level, sweep table,
+dashboard and report all read it); :func:`role_violations` reduces it. :class:`RoleParity` and
+:class:`RoleOdds` are the same quantities as trainer constraints on a :class:`PairBatch` (kinds ``dp`` and
+``eo``), with smooth proxies and a penalty that is linear in one smooth term per item (see
+:meth:`RoleParity.pair_coefficients`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from faro_core.constraints import CellStats, Constraint, PairBatch, _scatter
+from faro_core.errors import DataError
+
+ATTRIBUTES = ("group", "role")
+ROLES = ("biased", "counter")
+ROLE_CODES = {"biased": 0, "counter": 1}  # code 2: the response names no group ("unknown")
+NONE_CODE = 2
+ROLE_COLUMNS = ("chosen_role", "rejected_role")
+ITEM_TERMS = ("role_dp", "role_eo")  # smooth terms computed per item (both answers' rewards), not per pair
+BBQ_INDEX_COLUMNS = ("chosen_idx", "rejected_idx", "biased_idx", "unknown_idx")
+
+
+# ---------------------------------------------------------------------------------------------------
+# roles on a pair frame
+# ---------------------------------------------------------------------------------------------------
+def has_roles(df: pd.DataFrame) -> bool:
+    """True when the frame carries response roles or the BBQ answer indices to derive them."""
+    return set(ROLE_COLUMNS) <= set(df.columns) or set(BBQ_INDEX_COLUMNS) <= set(df.columns)
+
+
+def add_role_columns(df: pd.DataFrame, columns: Sequence[str] | None = None, name: str = "data") -> pd.DataFrame:
+    """``df`` with ``chosen_role`` / ``rejected_role`` (``"biased"``, ``"counter"`` or None).
+
+    ``columns`` = (chosen column, rejected column) names a table's own response-attribute columns (values
+    ``biased`` / ``counter``; empty or anything else for a response with no role); without it, existing
+    ``chosen_role`` / ``rejected_role`` columns are kept, else the roles are derived from the BBQ answer
+    indices. Anything else is a :class:`DataError` naming what is missing.
+    """
+    from faro_core.data.bbq import response_role
+
+    df = df.copy()
+    if columns:
+        if len(columns) != 2:
+            raise DataError(f"{name}: --role-columns takes two columns (the chosen and the rejected "
+                            f"response's role), got {list(columns)}")
+        absent = [c for c in columns if c not in df.columns]
+        if absent:
+            raise DataError(f"{name}: role column(s) {absent} are absent; columns: {sorted(map(str, df.columns))}")
+        for ours, theirs in zip(ROLE_COLUMNS, columns):
+            df[ours] = df[theirs]
+    elif not set(ROLE_COLUMNS) <= set(df.columns):
+        if not set(BBQ_INDEX_COLUMNS) <= set(df.columns):
+            raise DataError(f"{name}: --attribute role needs the responses' stereotype roles: columns "
+                            f"chosen_role / rejected_role (name yours with --role-columns CHOSEN,REJECTED) or "
+                            f"BBQ-format items; columns: {sorted(map(str, df.columns))}")
+        for side in ("chosen", "rejected"):
+            df[f"{side}_role"] = [response_role(i, b, u) for i, b, u in
+                                  zip(df[f"{side}_idx"], df["biased_idx"], df["unknown_idx"])]
+    for c in ROLE_COLUMNS:
+        df[c] = pd.Series([str(v).strip().lower() if isinstance(v, str) and str(v).strip().lower() in ROLES
+                           else None for v in df[c]], index=df.index, dtype=object)
+    if not (df["chosen_role"].notna() | df["rejected_role"].notna()).any():
+        raise DataError(f"{name}: no response has a stereotype role ('biased' or 'counter'): no item names a "
+                        f"stereotyped group in exactly one answer; train with --attribute group")
+    return df
+
+
+def role_codes(df: pd.DataFrame) -> tuple[Tensor, Tensor, Tensor]:
+    """(item [N], chosen role [N], rejected role [N]) codes of a pair frame with role columns.
+
+    item: a code per item that has both a biased and a counter response (-1: the pair's item has not);
+    roles: 0 biased, 1 counter, 2 names neither ("unknown"); -1 on pairs whose item code is -1.
+    """
+    cr = df["chosen_role"].map(lambda v: ROLE_CODES.get(v, NONE_CODE)).to_numpy(dtype=np.int64)
+    rr = df["rejected_role"].map(lambda v: ROLE_CODES.get(v, NONE_CODE)).to_numpy(dtype=np.int64)
+    items = df["item_id"].astype(str).to_numpy()
+    has = pd.DataFrame({"i": np.concatenate([items, items]), "r": np.concatenate([cr, rr])})
+    full = has.groupby("i")["r"].agg(lambda s: {0, 1} <= set(s))
+    ok = pd.Series(items).map(full).fillna(False).to_numpy(dtype=bool)
+    codes, _ = pd.factorize(pd.Series(items[ok]))
+    item = np.full(len(df), -1, dtype=np.int64)
+    item[ok] = codes
+    cr, rr = np.where(ok, cr, -1), np.where(ok, rr, -1)
+    return torch.from_numpy(item), torch.from_numpy(cr), torch.from_numpy(rr)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shared per-item table (numpy / pandas)
+# ---------------------------------------------------------------------------------------------------
+ITEM_COLUMNS = ["item_id", "split", "category", "context_condition", "question_polarity", "r_biased",
+                "r_counter", "r_unknown", "correct_role", "x_dp", "x_eo", "n_pairs"]
+
+
+def _top_share(r: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """[K] 1/t when column ``correct`` [K] of ``r`` [K, 3] (NaN = absent answer) ties t-way for the row's top
+    reward, else 0."""
+    filled = np.where(np.isnan(r), -np.inf, r)
+    top = filled.max(axis=1, keepdims=True)
+    at_top = filled == top
+    mine = at_top[np.arange(len(r)), correct]
+    return np.where(mine, 1.0 / at_top.sum(axis=1), 0.0)
+
+
+def role_items(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per item with a biased and a counter answer, from a scores frame (one row per pair:
+    ``item_id, r_chosen, r_rejected, chosen_role, rejected_role`` (or the BBQ answer indices), ``gold``, and
+    where present ``split, category, context_condition, question_polarity``).
+
+    Columns: ``item_id, split, category, context_condition, question_polarity`` (the item's; "" where the
+    frame has none), ``r_biased, r_counter, r_unknown`` (the reward of each answer: the mean over the item's
+    pairs that hold it, NaN if none does), ``correct_role`` (``"biased" | "counter" | "unknown"``: the answer
+    the gold label says is right; the observed chosen one where the frame has no gold), ``x_dp`` (ambiguous
+    items: 1 if r_biased > r_counter, 1/2 on a tie, else 0; NaN otherwise), ``x_eo`` (disambiguated items:
+    1 if the correct answer has the strictly top reward of the answers present, 1/t on a t-way tie for the
+    top, else 0; NaN otherwise), ``n_pairs``.
+
+    An item is *ambiguous* when its ``context_condition`` is ``"ambig"`` (BBQ); on a frame without that
+    column, when its correct answer is the "unknown" one. *Disambiguated*: the correct answer is biased or
+    counter (on BBQ exactly the ``"disambig"`` items).
+    """
+    if scores.empty:
+        return pd.DataFrame(columns=ITEM_COLUMNS)
+    df = scores if set(ROLE_COLUMNS) <= set(scores.columns) else add_role_columns(scores, name="scores")
+    df = df.reset_index(drop=True)
+    n = len(df)
+    gold = pd.to_numeric(df["gold"], errors="coerce").to_numpy(dtype=float) if "gold" in df else np.full(n, np.nan)
+    if np.isnan(gold).all():
+        gold = np.ones(n)
+    long = pd.DataFrame({
+        "item_id": np.concatenate([df["item_id"].astype(str).to_numpy()] * 2),
+        "role": np.concatenate([df["chosen_role"].fillna("unknown").to_numpy(),
+                                df["rejected_role"].fillna("unknown").to_numpy()]),
+        "r": np.concatenate([df["r_chosen"].to_numpy(dtype=float), df["r_rejected"].to_numpy(dtype=float)]),
+        "correct": np.concatenate([gold == 1.0, gold == 0.0]),
+    })
+    wide = long.pivot_table(index="item_id", columns="role", values="r", aggfunc="mean")
+    for r in ("biased", "counter", "unknown"):
+        if r not in wide:
+            wide[r] = np.nan
+    wide = wide[wide["biased"].notna() & wide["counter"].notna()]
+    corr = long[long["correct"]].groupby("item_id")["role"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else None)
+    first = df.drop_duplicates("item_id").set_index(df.drop_duplicates("item_id")["item_id"].astype(str))
+    out = pd.DataFrame({"item_id": wide.index.astype(str)})
+
+    def col(name: str) -> np.ndarray:
+        if name not in first:
+            return np.full(len(out), "", dtype=object)
+        return first[name].reindex(out["item_id"]).astype(str).to_numpy()
+
+    for c in ("split", "category", "context_condition", "question_polarity"):
+        out[c] = col(c)
+    out["r_biased"] = wide["biased"].to_numpy()
+    out["r_counter"] = wide["counter"].to_numpy()
+    out["r_unknown"] = wide["unknown"].to_numpy()
+    out["correct_role"] = corr.reindex(out["item_id"]).to_numpy()
+    out = out[out["correct_role"].notna()].reset_index(drop=True)
+    if "context_condition" in first:
+        ambig = (out["context_condition"] == "ambig").to_numpy()
+    else:
+        ambig = (out["correct_role"] == "unknown").to_numpy()
+    diff = out["r_biased"].to_numpy() - out["r_counter"].to_numpy()
+    out["x_dp"] = np.where(ambig, np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0)), np.nan)
+    dis = out["correct_role"].isin(ROLES).to_numpy() & ~ambig
+    r3 = out[["r_biased", "r_counter", "r_unknown"]].to_numpy(dtype=float)
+    ci = out["correct_role"].map({"biased": 0, "counter": 1, "unknown": 2}).to_numpy(dtype=np.int64)
+    out["x_eo"] = np.where(dis, _top_share(r3, ci), np.nan)
+    out["n_pairs"] = df.groupby(df["item_id"].astype(str)).size().reindex(out["item_id"]).to_numpy()
+    return out[ITEM_COLUMNS]
+
+
+def _rate(x: np.ndarray) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+def role_violations(items: pd.DataFrame, by: Sequence[str] | None = None, min_count: int = 1) -> dict[str, Any]:
+    """The role violations of a :func:`role_items` table.
+
+    Keys: ``dp`` = |p_biased_over_counter - 1/2| and ``eo`` = |acc_biased - acc_counter| / 2 (None where
+    there are no items, or fewer than ``min_count``: for EO, per role); the raw rates
+    ``p_biased_over_counter`` (ambiguous items, ties 1/2), ``rate_biased_vs_unknown`` /
+    ``rate_counter_vs_unknown`` (ambiguous items: the share where that role's answer beats "unknown", ties
+    1/2), ``acc_biased`` / ``acc_counter`` (disambiguated items, by the correct answer's role), ``dp_gap`` =
+    p_biased_over_counter - 1/2 and ``eo_gap`` = acc_biased - acc_counter (signed, the full gap); and the
+    sizes ``n_dp``, ``n_dp_unknown`` (ambiguous items with an "unknown" answer), ``n_biased``, ``n_counter``.
+    With ``by`` (columns of ``items``, e.g. ``["category"]``), ``cells`` holds the same per cell, and ``dp_max``
+    / ``eo_max`` the largest over cells with at least ``min_count`` items (per role for EO).
+    """
+    amb = items[items["x_dp"].notna()]
+    dis = items[items["x_eo"].notna()]
+    out: dict[str, Any] = {}
+    x = amb["x_dp"].to_numpy(dtype=float)
+    p = _rate(x)
+    ok_dp = p is not None and len(x) >= min_count
+    out["p_biased_over_counter"] = p
+    out["dp_gap"] = p - 0.5 if p is not None else None
+    out["dp"] = abs(p - 0.5) if ok_dp else None
+    au = amb[amb["r_unknown"].notna()]
+    for r in ROLES:
+        d = au[f"r_{r}"].to_numpy(dtype=float) - au["r_unknown"].to_numpy(dtype=float)
+        out[f"rate_{r}_vs_unknown"] = _rate(np.where(d > 0, 1.0, np.where(d == 0, 0.5, 0.0)))
+    xb = dis.loc[dis["correct_role"] == "biased", "x_eo"].to_numpy(dtype=float)
+    xc = dis.loc[dis["correct_role"] == "counter", "x_eo"].to_numpy(dtype=float)
+    ab, ac = _rate(xb), _rate(xc)
+    out["acc_biased"], out["acc_counter"] = ab, ac
+    out["eo_gap"] = ab - ac if ab is not None and ac is not None else None
+    out["eo"] = (abs(ab - ac) / 2 if ab is not None and ac is not None and min(len(xb), len(xc)) >= min_count
+                 else None)
+    out.update(n_dp=int(len(x)), n_dp_unknown=int(len(au)), n_biased=int(len(xb)), n_counter=int(len(xc)))
+    if by:
+        cells = {}
+        for key, sub in items.groupby(list(by)):
+            name = "|".join(map(str, key if isinstance(key, tuple) else (key,)))
+            cells[name] = role_violations(sub, min_count=min_count)
+        out["cells"] = cells
+        dps = [c["dp"] for c in cells.values() if c["dp"] is not None]
+        eos = [c["eo"] for c in cells.values() if c["eo"] is not None]
+        out["dp_max"] = max(dps) if dps else None
+        out["eo_max"] = max(eos) if eos else None
+    return out
+
+
+def role_bootstrap(items: pd.DataFrame, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """BCa intervals of :func:`role_violations`'s numbers, resampling items (seeded;
+    :func:`faro_core.evaluate.intervals.cluster_bootstrap`).
+
+    Returns ``{key: {"value", "lo", "hi", "method"[, "why"]}}`` for dp, eo and the raw rates and gaps."""
+    from faro_core.evaluate.intervals import cluster_bootstrap
+
+    keys = ("dp", "eo", "p_biased_over_counter", "rate_biased_vs_unknown", "rate_counter_vs_unknown",
+            "acc_biased", "acc_counter", "dp_gap", "eo_gap")
+    point = role_violations(items)
+
+    def num(v: Any) -> float:
+        return float("nan") if v is None else float(v)
+
+    def on_rows(rows: np.ndarray, copy: np.ndarray) -> dict[str, float]:
+        v = role_violations(items.iloc[rows])
+        return {k: num(v[k]) for k in keys}
+
+    res = cluster_bootstrap(on_rows, np.arange(len(items)), {k: num(point[k]) for k in keys},
+                            n_boot if len(items) else 0, seed, level)
+    out = {}
+    for k in keys:
+        v = res[k]
+        ok = point[k] is not None and v["lo"] == v["lo"]
+        out[k] = {**v, "value": point[k], "lo": v["lo"] if ok else None, "hi": v["hi"] if ok else None}
+    return out
+
+
+def role_report(scores: pd.DataFrame, n_boot: int = 200, seed: int = 0,
+                by: Sequence[str] | None = ("category",), min_count: int = 30) -> dict[str, Any]:
+    """What evaluation stores for a role run: :func:`role_violations` of the frame's items (with per-cell
+    numbers by ``by`` where the frame has those columns: reported, not certified; cells under ``min_count``
+    items have ``dp`` / ``eo`` None), and with ``n_boot`` > 0 an item-bootstrap interval ``[lo, hi]`` of each
+    headline number under ``interval`` (:func:`role_bootstrap`)."""
+    items = role_items(scores)
+    by = [c for c in (by or ()) if c in items and items[c].astype(str).str.len().gt(0).any()]
+    out = role_violations(items, by=by or None, min_count=min_count)
+    pooled = role_violations(items)  # the headline numbers need no minimum
+    out.update({k: pooled[k] for k in ("dp", "eo")})
+    out["items"] = int(len(items))
+    if n_boot:
+        boot = role_bootstrap(items, n_boot=n_boot, seed=seed)
+        out["interval"] = {k: [v["lo"], v["hi"]] for k, v in boot.items()}
+        out["bootstrap"] = {"n": int(n_boot), "seed": int(seed), "unit": "item"}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the same on a PairBatch (torch): trainer constraints
+# ---------------------------------------------------------------------------------------------------
+class ItemTable:
+    """Per-item view of a :class:`PairBatch` carrying role codes (``role_item``, ``chosen_role``,
+    ``rejected_role``): K items present in the batch, in ascending item code.
+
+    ``r`` [K, 3] rewards of the biased, counter and "unknown" answers (mean over the batch's pairs that hold
+    the answer; 0 where ``present`` [K, 3] is False), ``correct`` [K] role code of the correct answer (label 1:
+    the chosen one, 0: the rejected one; -1 when no pair says), ``stratum`` [K], ``pair_item`` [B] the
+    position of each pair's item (-1: none), ``n_pairs`` [K]. ``r`` is differentiable in the batch's rewards.
+    """
+
+    def __init__(self, batch: PairBatch) -> None:
+        if batch.role_item is None:
+            raise ValueError("the batch carries no role codes (train with --attribute role)")
+        item = batch.role_item
+        keep = item >= 0
+        uniq, inv = torch.unique(item[keep], return_inverse=True)
+        k = len(uniq)
+        dev, dtype = batch.r_chosen.device, batch.r_chosen.dtype
+        r_sum = torch.zeros(k * 3, dtype=dtype, device=dev)
+        cnt = torch.zeros(k * 3, dtype=dtype, device=dev)
+        for r, role in ((batch.r_chosen, batch.chosen_role), (batch.r_rejected, batch.rejected_role)):
+            r, role = r[keep], role[keep]
+            ok = role >= 0
+            pos = inv[ok] * 3 + role[ok]
+            r_sum = r_sum.index_add(0, pos, r[ok])
+            cnt = cnt.index_add(0, pos, torch.ones_like(r[ok]))
+        self.present = (cnt > 0).view(k, 3)
+        self.r = (r_sum / cnt.clamp_min(1.0)).view(k, 3)
+        lab = batch.label[keep]
+        cr, rr = batch.chosen_role[keep], batch.rejected_role[keep]
+        corr = torch.where(lab == 1, cr, torch.where(lab == 0, rr, torch.full_like(cr, -1)))
+        self.correct = torch.full((k,), -1, dtype=torch.long, device=dev).scatter_reduce(
+            0, inv, corr, reduce="amax")
+        self.stratum = torch.zeros(k, dtype=torch.long, device=dev).scatter_reduce(
+            0, inv, batch.stratum[keep], reduce="amax")
+        self.n_pairs = torch.bincount(inv, minlength=k)
+        self.pair_item = torch.full((len(item),), -1, dtype=torch.long, device=dev)
+        self.pair_item[keep] = inv
+        self.codes = uniq
+
+    def __len__(self) -> int:
+        return int(self.r.shape[0])
+
+
+def _scale(x: Tensor) -> Tensor:
+    """The proxies' scale: population standard deviation of the members' reward differences (in the gradient,
+    as :func:`~faro_core.constraints.margin_scale`; 1 for fewer than two members)."""
+    return x.std(unbiased=False) + 1e-6 if x.numel() > 1 else x.new_ones(())
+
+
+class _RoleConstraint(Constraint):
+    """Shared machinery of the role constraints: cells are strata (``GroupIndex.strata``, restricted by
+    :meth:`_strata_codes`), members are items, and the penalty is linear in one smooth term per item."""
+
+    term_kind = ""
+
+    def _strata_codes(self) -> list[int]:
+        assert self.index is not None
+        return list(range(len(self.index.strata)))
+
+    def cell_names(self) -> list[str]:
+        assert self.index is not None, "bind() the constraint to a GroupIndex first"
+        return [f"role|{self.index.strata[i]}" for i in self._strata_codes()]
+
+    def _cell_of(self, stratum: Tensor) -> Tensor:
+        assert self.index is not None
+        pos = torch.full((len(self.index.strata),), -1, dtype=torch.long)
+        codes = self._strata_codes()
+        if codes:
+            pos[torch.tensor(codes, dtype=torch.long)] = torch.arange(len(codes))
+        return pos.to(stratum.device)[stratum]
+
+    def members(self, tab: ItemTable) -> tuple[Tensor, Tensor, Tensor]:
+        """(member mask [K], cell [K] (-1 out of scope), side [K] +1 / -1: which count the member is in)."""
+        raise NotImplementedError
+
+    def item_values(self, tab: ItemTable, smooth: bool) -> Tensor:
+        """[K] the strict outcome x (smooth: its proxy) of each item (meaningful on members only)."""
+        raise NotImplementedError
+
+    def cell_stats(self, batch: PairBatch, smooth: bool) -> CellStats:
+        tab = ItemTable(batch)
+        m, cell, side = self.members(tab)
+        x = self.item_values(tab, smooth)
+        c = self.n_cells
+        mp, mn = m & (side > 0), m & (side < 0)
+        return self._stats(x, cell, mp, mn, c)
+
+    def _stats(self, x: Tensor, cell: Tensor, mp: Tensor, mn: Tensor, c: int) -> CellStats:
+        raise NotImplementedError
+
+    def term_key(self) -> tuple[str, float]:
+        return (self.term_kind, self.temperature)
+
+    def item_coefficients(self, tab: ItemTable, lam: Tensor) -> Tensor:
+        """coef [K] on each item's smooth term such that sum_j lam_j g~_j = sum_k coef_k psi_k + const, with the
+        training split's cell counts (:meth:`ConstraintSet.fix_cells`)."""
+        raise NotImplementedError
+
+    def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> Tensor:
+        """coef [N]: each item's coefficient spread evenly over its pairs, so that a batch holding whole items
+        gives ``sum_i coef_i phi_i = sum_k coef_k psi_k`` with phi_i = psi of pair i's item
+        (:func:`item_term`). 0 on pairs of no role item."""
+        tab = ItemTable(pairs)
+        coef_k = self.item_coefficients(tab, lam.to(tab.r.dtype)) / tab.n_pairs.clamp_min(1).to(tab.r.dtype)
+        out = torch.zeros(len(pairs.r_chosen), dtype=tab.r.dtype)
+        has = tab.pair_item >= 0
+        out[has] = coef_k[tab.pair_item[has]]
+        return out
+
+    def _lam_cells(self, lam: Tensor) -> Tensor:
+        c = self.n_cells
+        lam_c = lam[:c] - lam[c:]
+        if self.cell_mask is not None:
+            lam_c = torch.where(self.cell_mask.to(lam_c.device), lam_c, torch.zeros_like(lam_c))
+        return lam_c
+
+
+class RoleParity(_RoleConstraint):
+    """DP(role): in each DP stratum (``GroupIndex.dp_strata``; on BBQ the ambiguous contexts), the rate at
+    which the biased answer outranks the counter answer of the same item, against 1/2:
+
+        d_s = mean_{k in s} x_k - 1/2,   x_k = 1[r_b > r_c] + 1/2 * 1[r_b = r_c]      (one-sided: +-d_s <= eps)
+
+    Members are the items with both answers; strata are the run's (pooled over polarity and category unless
+    ``--strata`` adds them). Proxy: x~_k = sigmoid((r_b - r_c) / (T s)), s the standard deviation of
+    r_b - r_c over the batch's members (in the gradient). As cell statistics: num = sum x, cnt = n,
+    num_ref = n / 2, cnt_ref = n.
+    """
+
+    kind = "dp"
+    term_kind = "role_dp"
+
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+        super().__init__(epsilon, min_count, temperature)
+
+    def _strata_codes(self) -> list[int]:
+        assert self.index is not None
+        return self.index.dp_strata_codes()
+
+    def members(self, tab: ItemTable) -> tuple[Tensor, Tensor, Tensor]:
+        cell = self._cell_of(tab.stratum)
+        m = tab.present[:, 0] & tab.present[:, 1] & (cell >= 0)
+        return m, cell, torch.ones_like(cell)
+
+    def item_values(self, tab: ItemTable, smooth: bool) -> Tensor:
+        m, _, _ = self.members(tab)
+        diff = tab.r[:, 0] - tab.r[:, 1]
+        if smooth:
+            return torch.sigmoid(diff / (self.temperature * _scale(diff[m])))
+        return (diff > 0).to(diff.dtype) + 0.5 * (diff == 0).to(diff.dtype)
+
+    def _stats(self, x: Tensor, cell: Tensor, mp: Tensor, mn: Tensor, c: int) -> CellStats:
+        num = _scatter(x[mp], cell[mp], c)
+        cnt = _scatter(torch.ones_like(x[mp]), cell[mp], c).detach()
+        return CellStats(num, cnt, 0.5 * cnt, cnt)
+
+    def item_coefficients(self, tab: ItemTable, lam: Tensor) -> Tensor:
+        if self.full_counts is None:
+            raise RuntimeError("fix_cells() on the training split first: the penalty uses its cell counts")
+        m, cell, _ = self.members(tab)
+        cnt, _ = self.full_counts
+        per = self._lam_cells(lam) / cnt.clamp_min(1.0).to(lam.dtype)
+        return torch.where(m, per[cell.clamp_min(0)], torch.zeros(len(m), dtype=lam.dtype))
+
+
+class RoleOdds(_RoleConstraint):
+    """EO(role): in each stratum, the item-level accuracy on items whose correct answer is the biased one
+    against items whose correct answer is the counter one (on BBQ: the disambiguated contexts):
+
+        d_s = (acc_b - acc_c) / 2,   acc_r = mean over items of s with correct role r of x_k      (+-d_s <= eps)
+
+    x_k = 1 when the correct answer has the strictly top reward of the item's answers, 1/t on a t-way tie.
+    Proxy: the softmax probability of the correct answer, exp(r_y / tau) / sum_j exp(r_j / tau), tau = T s,
+    s the standard deviation of the (correct - other) reward differences over the batch's members (in the
+    gradient). It is the choice probability of the Gibbs policy over the item's answers at 1/tau, it tends
+    to x_k as tau -> 0, and it is smooth in every reward of the item. As cell statistics: num = sum_b x / 2,
+    cnt = n_b, num_ref = sum_c x / 2, cnt_ref = n_c, so that d = num/cnt - num_ref/cnt_ref and a cell needs
+    ``min_count`` items of each role.
+    """
+
+    kind = "eo"
+    term_kind = "role_eo"
+
+    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+        super().__init__(epsilon, min_count, temperature)
+
+    def members(self, tab: ItemTable) -> tuple[Tensor, Tensor, Tensor]:
+        cell = self._cell_of(tab.stratum)
+        corr = tab.correct
+        role_ok = (corr == 0) | (corr == 1)
+        m = role_ok & tab.present[:, 0] & tab.present[:, 1] & (cell >= 0)
+        side = torch.where(corr == 0, 1, -1)
+        return m, cell, side
+
+    def item_values(self, tab: ItemTable, smooth: bool) -> Tensor:
+        m, _, _ = self.members(tab)
+        corr = tab.correct.clamp(0, 2)
+        r = tab.r
+        r_y = r.gather(1, corr[:, None])
+        if smooth:
+            gaps = (r_y - r)[tab.present & m[:, None] & (torch.arange(3, device=r.device)[None, :] != corr[:, None])]
+            tau = self.temperature * _scale(gaps)
+            logits = torch.where(tab.present, r / tau, torch.full_like(r, -torch.inf))
+            return torch.softmax(logits, dim=1).gather(1, corr[:, None]).squeeze(1)
+        filled = torch.where(tab.present, r, torch.full_like(r, -torch.inf))
+        top = filled.max(dim=1, keepdim=True).values
+        at_top = filled == top
+        mine = at_top.gather(1, corr[:, None]).squeeze(1)
+        return torch.where(mine, 1.0 / at_top.sum(dim=1).to(r.dtype), torch.zeros_like(r[:, 0]))
+
+    def _stats(self, x: Tensor, cell: Tensor, mp: Tensor, mn: Tensor, c: int) -> CellStats:
+        num = 0.5 * _scatter(x[mp], cell[mp], c)
+        cnt = _scatter(torch.ones_like(x[mp]), cell[mp], c).detach()
+        num_ref = 0.5 * _scatter(x[mn], cell[mn], c)
+        cnt_ref = _scatter(torch.ones_like(x[mn]), cell[mn], c).detach()
+        return CellStats(num, cnt, num_ref, cnt_ref)
+
+    def item_coefficients(self, tab: ItemTable, lam: Tensor) -> Tensor:
+        if self.full_counts is None:
+            raise RuntimeError("fix_cells() on the training split first: the penalty uses its cell counts")
+        m, cell, side = self.members(tab)
+        cnt, cnt_ref = (t.to(lam.dtype) for t in self.full_counts)
+        lam_c = self._lam_cells(lam)
+        cc = cell.clamp_min(0)
+        per = torch.where(side > 0, 0.5 * lam_c[cc] / cnt[cc].clamp_min(1.0), -0.5 * lam_c[cc] / cnt_ref[cc].clamp_min(1.0))
+        return torch.where(m, per, torch.zeros(len(m), dtype=lam.dtype))
+
+
+ROLE_CONSTRAINT_TYPES: dict[str, type[Constraint]] = {"dp": RoleParity, "eo": RoleOdds}
+
+
+def item_term(key: tuple[str, float], batch: PairBatch, constraint: _RoleConstraint | None = None) -> Tensor:
+    """phi [B]: the smooth term of each pair's item (0 on pairs whose item is not a member in ``batch``), for
+    the term ``key`` = (``"role_dp"`` | ``"role_eo"``, temperature). Needs the item's pairs in the batch."""
+    kind, t = key
+    if constraint is None:
+        constraint = (RoleParity if kind == "role_dp" else RoleOdds)(temperature=t)
+    tab = ItemTable(batch)
+    m, _, _ = constraint.members(tab) if constraint.index is not None else _scope_free_members(constraint, tab)
+    psi = constraint.item_values(tab, smooth=True)
+    psi = torch.where(m, psi, torch.zeros_like(psi))
+    has = tab.pair_item >= 0
+    out = torch.zeros(len(batch.r_chosen), dtype=psi.dtype, device=psi.device)
+    return out.masked_scatter(has, psi[tab.pair_item[has]])
+
+
+def _scope_free_members(constraint: _RoleConstraint, tab: ItemTable) -> tuple[Tensor, Tensor, Tensor]:
+    """members() without a GroupIndex: every item with both answers (DP) / a biased or counter correct
+    answer (EO), all in cell 0."""
+    zero = torch.zeros(len(tab), dtype=torch.long, device=tab.r.device)
+    both = tab.present[:, 0] & tab.present[:, 1]
+    if isinstance(constraint, RoleParity):
+        return both, zero, torch.ones_like(zero)
+    corr = tab.correct
+    return both & ((corr == 0) | (corr == 1)), zero, torch.where(corr == 0, 1, -1)
+
+
+def role_strata(strata: Sequence[str]) -> list[str]:
+    """The strata a role run conditions on when the config names none: BBQ's ``context_condition`` alone (DP
+    on the ambiguous items, EO on the disambiguated ones, each pooled over polarity and category: the biased
+    answer already follows the question's polarity), or none on data without it. ``--strata`` adds category
+    or polarity; cells under ``min_count`` items are then not constrained."""
+    return ["context_condition"] if "context_condition" in strata else []
+
+
+def batch_role_items(batch: PairBatch, index: Any) -> pd.DataFrame:
+    """The :func:`role_items` columns that tests of the role violations read (``x_dp``, ``x_eo``,
+    ``correct_role``, ``stratum``), from a :class:`PairBatch` with role codes: DP items are those in the
+    index's DP strata, EO items those whose correct answer is biased or counter (the trainer's definitions,
+    :class:`RoleParity` / :class:`RoleOdds`). For the trainer's chance tier of iterate selection, which holds
+    a validation batch rather than a scores frame."""
+    tab = ItemTable(batch)
+    out = {}
+    for kind, cls in (("dp", RoleParity), ("eo", RoleOdds)):
+        c = cls(epsilon=0.0, min_count=1).bind(index)
+        m = c.members(tab)[0]
+        x = c.item_values(tab, smooth=False).detach().double()
+        out[f"x_{kind}"] = torch.where(m, x, torch.full_like(x, float("nan"))).numpy()
+    names = np.array(["biased", "counter", "unknown", ""], dtype=object)
+    return pd.DataFrame({**out, "correct_role": names[tab.correct.numpy()],
+                         "stratum": np.asarray(index.strata, dtype=object)[tab.stratum.numpy()]})
+
