@@ -80,9 +80,20 @@ def wait_ready(page: Any, timeout_s: float = 60.0, settle_s: float = 0.5) -> Non
     """Wait until the page's script has run: a title is shown and Streamlit's 'running' widget is gone."""
     page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=timeout_s * 1000)
     deadline = time.time() + timeout_s
+
+    def busy() -> bool:
+        for sel in ('[data-testid="stStatusWidget"]', '[data-testid="stSpinner"]'):  # running; a reader computing
+            el = page.query_selector(sel)
+            if el is not None and el.is_visible():
+                return True
+        return False
+
     while time.time() < deadline:
-        running = page.query_selector('[data-testid="stStatusWidget"]')
-        if running is None or not running.is_visible():
+        if not busy():
             break
         time.sleep(0.1)
     time.sleep(settle_s)
+    while settle_s and busy() and time.time() < deadline:  # a spinner that came up during the settle
+        time.sleep(0.2)
+    if settle_s:
+        time.sleep(min(settle_s, 1.0))

@@ -430,3 +430,36 @@ def with_group_captions(frame: pd.DataFrame, labels: dict[str, str] | None = Non
     out["tag"] = out[col]
     out[col] = [group_caption(t, n.get(t, 0), labels) for t in out[col]]
     return out
+
+
+def role_rewards(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each held-out BBQ item's three answers by stereotype role, in sd units: columns item_id, category,
+    context_condition, role ("biased" | "counter" | "unknown"), reward (the answer's reward minus the item's mean
+    over its answers, divided by the split's sd of those deviations: a reward's offset per prompt is arbitrary).
+    Items without both people's answers are left out (:func:`faro_core.fairness.role.role_items`)."""
+    from faro_core.fairness.role import role_items
+
+    items = role_items(scores)
+    if items.empty:
+        return pd.DataFrame(columns=["item_id", "category", "context_condition", "role", "reward"])
+    r = items[["r_biased", "r_counter", "r_unknown"]].to_numpy(dtype=float)
+    dev = r - np.nanmean(r, axis=1, keepdims=True)
+    sd = float(np.nanstd(dev)) or 1.0
+    parts = [pd.DataFrame({"item_id": items["item_id"], "category": items["category"],
+                           "context_condition": items["context_condition"], "role": role, "reward": dev[:, j] / sd})
+             for j, role in enumerate(("biased", "counter", "unknown"))]
+    out = pd.concat(parts, ignore_index=True)
+    return out[out["reward"].notna()].reset_index(drop=True)
+
+
+def role_margins(scores: pd.DataFrame) -> pd.DataFrame:
+    """Within-item margin r_biased − r_counter per item (sd units of the split's within-item margins' scale as in
+    :func:`role_rewards`): columns item_id, category, context_condition, margin. Positive: the reward prefers
+    the stereotyped person's answer."""
+    rr = role_rewards(scores)
+    if rr.empty:
+        return pd.DataFrame(columns=["item_id", "category", "context_condition", "margin"])
+    w = rr.pivot_table(index=["item_id", "category", "context_condition"], columns="role", values="reward")
+    w = w.dropna(subset=["biased", "counter"])
+    return pd.DataFrame({"margin": (w["biased"] - w["counter"]).to_numpy()},
+                        index=w.index).reset_index()

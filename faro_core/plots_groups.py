@@ -217,10 +217,14 @@ def policy_figure(frame: pd.DataFrame, metric: str = "s_amb", beta: float | None
         return empty_figure("no policy results")
     fig = go.Figure()
     f = frame[np.isfinite(frame["beta"])]
+    used: dict[str, int] = {}
+    dashes = ["solid", "dot", "dashdot", "longdash", "longdashdot"]
     for model, g in f.groupby("model", sort=False):
+        color = (colors or {}).get(model) or method_color(model)
+        k = used[color] = used.get(color, -1) + 1  # runs of one method: its colour, one dash each
         fig.add_trace(go.Scatter(x=g["beta"], y=g[metric], mode="lines+markers", name=model,
-                                 line=dict(color=(colors or {}).get(model) or method_color(model),
-                                           dash="dash" if model == "reference LM" else "solid")))
+                                 line=dict(color=color, dash="dash" if model == "reference LM" else
+                                           dashes[k % len(dashes)])))
     if beta is not None:
         fig.add_vline(x=beta, line_dash="dot", line_color="#f0a")
     fig.update_xaxes(type="log", title="β (reward sd units; small β = follow the reward)")
@@ -262,8 +266,10 @@ def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str
             fig.add_trace(go.Scatter(
                 x=g["violation"], y=g["accuracy"], mode="markers+text", name=fam, legendgroup=fam,
                 showlegend=fam not in seen, text=labels, textposition="top center", textfont=dict(size=10),
-                marker=dict(color=method_color(fam), size=11, line=dict(width=1, color="#333"),
-                            symbol=["star" if x is True else "circle" for x in g["certified"]]),
+                marker=dict(color=method_color(fam), size=16 if not fam.startswith("Faro-") else 11,
+                            line=dict(width=2 if not fam.startswith("Faro-") else 1, color="#333"),
+                            symbol=["star" if x is True else "circle" if fam.startswith("Faro-") else
+                                    "diamond-open" for x in g["certified"]]),
                 error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any()),
                              thickness=1),
                 error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any()),
@@ -339,3 +345,58 @@ def story_figure(story: dict[str, Any]) -> go.Figure:
                        f"ambiguous questions; green band: 50% ± ε", height=440)
     fig.update_layout(margin=dict(l=50, r=20, t=90, b=40))
     return fig
+
+
+ROLE_NAMES = {"biased": "stereotyped answer", "counter": "the other person's answer", "unknown": "“can't tell”"}
+
+
+def role_violin(rewards: dict[str, pd.DataFrame], title: str = "Reward by stereotype role") -> go.Figure:
+    """Split violins of each answer's within-item reward by its role, one side per model (the first is
+    'before'); ``rewards``: model label -> :func:`faro_core.explore.role_rewards`. Tick labels carry n (answers)."""
+    fig = go.Figure()
+    first = next(iter(rewards.values()))
+    counts = first["role"].value_counts().to_dict()
+    ticks = {r: f"{ROLE_NAMES[r]} (n={counts.get(r, 0)})" for r in ROLE_NAMES}
+    for i, (label, df) in enumerate(rewards.items()):
+        fig.add_trace(go.Violin(x=df["role"].map(ticks), y=df["reward"], name=label, legendgroup=label,
+                                side=["negative", "positive"][i % 2] if len(rewards) == 2 else None,
+                                line_color=method_color(label), meanline_visible=True, points=False, spanmode="hard"))
+    fig.update_layout(violingap=0, violinmode="overlay" if len(rewards) == 2 else "group")
+    fig.update_yaxes(title="reward within the question (sd units)")
+    fig.update_xaxes(categoryorder="array", categoryarray=list(ticks.values()))
+    return _layout(fig, title, height=440)
+
+
+def margin_histogram(margins: dict[str, pd.DataFrame], title: str | None = None) -> go.Figure:
+    """Histograms of the within-item margin r_biased − r_counter per model (``margins``: label ->
+    :func:`faro_core.explore.role_margins`), a line at 0 (no preference); the legend gives n and the share > 0."""
+    fig = go.Figure()
+    for label, df in margins.items():
+        m = df["margin"].to_numpy(dtype=float)
+        share = float(np.mean(m > 0) + 0.5 * np.mean(m == 0)) if len(m) else float("nan")
+        fig.add_trace(go.Histogram(x=m, name=f"{label}: n={len(m)}, {100 * share:.0f}% > 0", opacity=0.55,
+                                   marker_color=method_color(label), nbinsx=40))
+    fig.add_vline(x=0, line_dash="dash", line_color="#222", annotation_text="no preference")
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title="r(stereotyped answer) − r(other person's answer), sd units (> 0: prefers the stereotype)")
+    fig.update_yaxes(title="questions")
+    return _layout(fig, title or "Within-question margin, stereotyped vs other person", height=420)
+
+
+def group_sizes_figure(groups: dict[str, int], labels: dict[str, str] | None = None, small: int | None = None,
+                       title: str = "Pairs per group") -> go.Figure:
+    """Horizontal bars of each group's pairs, named in words (:func:`faro_core.data.labels.group_label`), largest
+    first; groups under ``small`` (default :data:`faro_core.data.labels.SMALL_GROUP_N`) in orange, flagged."""
+    from faro_core.data.labels import SMALL_GROUP_N, group_label
+
+    small = SMALL_GROUP_N if small is None else small
+    items = sorted(groups.items(), key=lambda kv: kv[1])
+    names = [f"{group_label(g, labels)} ({g})" for g, _ in items]
+    n = [int(v) for _, v in items]
+    fig = go.Figure(go.Bar(x=n, y=names, orientation="h", text=[f"{v}{' · small' if v < small else ''}" for v in n],
+                           textposition="outside", marker_color=["#ff7f0e" if v < small else "#1f77b4" for v in n],
+                           hovertemplate="%{y}: %{x} pairs<extra></extra>"))
+    fig.update_xaxes(title="pairs", range=[0, max(n + [1]) * 1.15])
+    fig.update_yaxes(automargin=True)
+    return _layout(fig, title + (f" (orange: fewer than {small}, kept but noisy)" if any(v < small for v in n) else ""),
+                   height=max(260, 26 * len(n) + 90))

@@ -178,6 +178,10 @@ def test_bad_template_file(templates: Path, tmp_path: Path) -> None:
     (templates / "Broken.csv").write_text("Q_id,Ambiguous_Context\n1,hello\n")
     with pytest.raises(DataError, match="missing column"):
         build_bbq(templates, tmp_path / "o", categories=["Broken"])
+    rows = read_csv_rows(templates / "Pets.csv")
+    rows[1]["Ambiguous_Context"] = "A {{NAME1}} and a {{NAME2}} sat by the {{WORD1}}."
+    with pytest.raises(DataError, match=r"row 3 \(Q_id 2\).*WORD1"):
+        build_category("Pets", rows, Vocabulary.from_dir(templates), path="Pets.csv")
 
 
 TEMPLATES = SHARED_DATA / "bbq_templates"

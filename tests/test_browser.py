@@ -2,7 +2,8 @@
 
 Server on localhost (free port); Debian's /usr/bin/chromium via playwright (never downloads a browser).
 Screenshots go to artifacts/screenshots/<page>.png; with ``FARO_BROWSER_RUNS_DIR`` (a full demo store) they
-are also copied to docs/screenshots/ for the README, so a plain test run leaves the tree clean.
+are also copied to docs/screenshots/ for docs/DASHBOARD.md (the README shows the Overview), so a plain test run
+leaves the tree clean.
 Run store: a tiny demo build in a temporary directory, or ``FARO_BROWSER_RUNS_DIR`` (an existing store,
 e.g. the full `faro demo`, used read-only) for README screenshots.
 """
@@ -57,10 +58,12 @@ def test_every_page_in_chromium(server: str) -> None:
     with playwright.sync_playwright() as pw:
         browser = launch_browser(pw)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # tall enough that each page's content is in the shot (Streamlit scrolls inside its own container)
+            page = browser.new_page(viewport={"width": 1400, "height": 1800 if os.environ.get(
+                "FARO_BROWSER_RUNS_DIR") else 1000})
             for name, path in PAGES.items():
                 page.goto(f"{server}/{path}")
-                wait_ready(page, settle_s=1.5)
+                wait_ready(page, settle_s=3.0 if os.environ.get("FARO_BROWSER_RUNS_DIR") else 1.5)
                 if page.query_selector('[data-testid="stException"]') is not None:
                     failures.append(f"{name}: {page.inner_text('[data-testid=stException]')[:300]}")
                 # a missing page file is no exception: Streamlit shows the main page and "Page not found"

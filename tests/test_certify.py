@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -423,3 +424,33 @@ def test_role_certificate_reports_categories_and_uncovered_kinds() -> None:
     assert sum(v["n_items"] for v in per["values"].values()) == len(items)
     with pytest.raises(FaroError):
         certify_role(items, ["cf"], 0.1)
+
+
+def test_certify_a_role_run_with_cf_under_one_union_bound(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """faro certify on a run trained with --attribute role: DP(role) from the held-out items (the same v as
+    role_violations), CF by named group beside it, all m one-sided bounds union-bounded at delta / m."""
+    import json
+
+    from faro_core.cli import main
+    from faro_core.evaluate.metrics import load_split
+    from faro_core.fairness.role import role_items, role_violations
+    from faro_core.runs import RunStore
+    from faro_core.train import FaroConfig, train
+
+    store = RunStore(tmp_path / "runs")
+    run = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1, min_count=10, attribute="role"), store,
+                progress=False)
+    assert main(["certify", run.run_id, "--runs-dir", str(store.root), "--json", "--constraints", "dp,cf"]) == 0
+    cert = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cert["attribute"] == "role" and cert["kinds"] == ["dp", "cf"]
+    dp = [r for r in cert["bounds"] if r["kind"] == "dp"]
+    cf = [r for r in cert["bounds"] if r["kind"] == "cf"]
+    assert [r["name"] for r in dp] == ["dp[role]"] and cf
+    assert cert["m"] == 2 + len(cf) and cert["delta_per_constraint"] == pytest.approx(0.05 / cert["m"])
+    items = role_items(load_split(run, "test"))
+    assert dp[0]["empirical"] == pytest.approx(role_violations(items)["dp"], abs=1e-9)
+    alone = certify_role(items, ["dp"], 0.05, delta=0.05 * 2 / cert["m"], min_count=10)
+    assert dp[0]["upper"] == pytest.approx(alone["bounds"][0]["upper"])  # delta' = delta / m for the role rows
+    assert cert["certified"] == all(r["upper"] <= 0.05 for r in cert["bounds"])
+    assert main(["certify", run.run_id, "--runs-dir", str(store.root)]) == 0
+    assert "dp[role]" in capsys.readouterr().out

@@ -392,8 +392,15 @@ def test_train_page_shows_compute_and_where_runs_go(runs_dir: Path) -> None:
     labels = {m.label: m.value for m in at.metric}
     assert int(labels["CPU cores"]) >= 1 and "CUDA devices" in labels and "Ray cluster" in labels
     where = at.radio[0]
-    assert where.label == "Where" and where.options[0] == "this machine's CPU"
+    assert where.label == "Where" and where.options == ["this machine's CPU", "this machine's GPU (full mode, bf16)",
+                                                         "the Ray cluster (RAY_ADDRESS)"]
     assert any(c.label.startswith("Combine") for c in at.checkbox)
+    import torch
+
+    if not torch.cuda.is_available():  # choosing a GPU this machine lacks: a clear error, no launch
+        where.set_value("local-gpu")  # a form: the value is sent with the submit
+        at.button[0].click().run()
+        assert at.error and "no CUDA device" in at.error[0].value and not at.exception
 
 
 def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
@@ -591,3 +598,29 @@ def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monke
     assert len(at.table) == len(cached["examples"])  # one table per held-out example (none on a weak store)
     assert [c.value for c in at.caption if c.value.startswith("BT ranks")] == \
         [story_mod.example_caption(e) for e in cached["examples"]]
+
+
+@needs_role
+def test_groups_page_shows_rewards_by_role_and_the_within_item_margin(runs_dir: Path) -> None:
+    from faro_core import explore
+    from faro_core.fairness.role import role_items, role_violations
+    from faro_core.runs import RunStore
+
+    sc = explore.load_scores(RunStore(runs_dir).get("demo-bt-s0"))
+    rr = explore.role_rewards(sc)
+    assert set(rr["role"]) <= {"biased", "counter", "unknown"}
+    centred = rr.groupby("item_id")["reward"].sum()
+    assert np.allclose(centred.to_numpy(), 0.0, atol=1e-9)  # within-item deviations
+    m = explore.role_margins(sc)
+    amb = m[m["context_condition"] == "ambig"]["margin"].to_numpy()
+    v = role_violations(role_items(sc))
+    assert len(amb) == v["n_dp"]
+    assert np.mean(amb > 0) + 0.5 * np.mean(amb == 0) == pytest.approx(v["p_biased_over_counter"])
+    at = _app("pages/4_Groups.py").run()
+    _ok(at)
+    assert at.radio(key="role_cond").options == ["ambiguous", "disambiguated", "all"]
+    table = at.dataframe[0].value
+    assert "n (questions)" in table.columns and table["n (questions)"].iloc[0] == v["n_dp"]
+    assert table["BT"].iloc[0] == pytest.approx(v["p_biased_over_counter"])
+    at.radio(key="role_cond").set_value("all").run()
+    _ok(at)

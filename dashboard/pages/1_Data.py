@@ -106,14 +106,10 @@ with guard():
             st.warning(w)
         groups = summary.get("groups") or {}
         if groups:
-            from faro_core.data.labels import SMALL_GROUP_N, group_caption
-
             labels = group_labels()
-            st.subheader("Pairs per group")
-            st.bar_chart({"pairs": {group_caption(g, n, labels): n for g, n in groups.items()}}, horizontal=True)
-            small = [group_caption(g, n, labels) for g, n in groups.items() if n < SMALL_GROUP_N]
-            if small:
-                st.caption(f"“small”: fewer than {SMALL_GROUP_N} pairs — kept, but their rates are noisy.")
+            from faro_core.plots_groups import group_sizes_figure
+
+            st.plotly_chart(group_sizes_figure(groups, labels), width="stretch", key="group_sizes")
         group_names_editor(sorted(set(groups) | set(summary.get("response_groups") or {})))
         if groups:
             from faro_core.data.labels import group_label

@@ -71,7 +71,8 @@ def show_compute() -> dict:
 with guard():
     data = st.session_state.get("data_choice") or {"source": "demo"}
     res = show_compute()
-    targets = ["local-cpu"] + (["local-gpu"] if res["cuda"] else []) + (["ray"] if res["ray"] else [])
+    targets = ["local-cpu", "local-gpu", "ray"]
+    missing = ([] if res["cuda"] else ["no local GPU here"]) + ([] if res["ray"] else ["no Ray cluster (set RAY_ADDRESS)"])
     with st.form("launch"):
         groups_txt = f" · groups: {', '.join(data['groups'])}" if data.get("groups") else ""
         attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
@@ -81,12 +82,14 @@ with guard():
                                format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
                                help="one run per constraint type (BT = unconstrained baseline)")
         eps_text = c2.text_input("ε (one value or a grid)", value="0.05")
-        combine = c3.checkbox("Combine the constraints in one run", value=False,
+        combine = c3.checkbox("Combine in one run", value=False,
                               help="e.g. DP and EO together: one run constrained by every chosen type")
         c3, c4, c5, c6 = st.columns(4)
         target = c3.radio("Where", targets, format_func=lambda t: TARGET_LABEL[t],
                           help="local GPU: full mode (the backbone is fine-tuned, bf16); Ray: one CPU per run, "
-                               "and one GPU for full-mode runs. Only what this machine offers is listed.")
+                               "and one GPU for full-mode runs.")
+        if missing:
+            c3.caption("; ".join(missing) + ": launching there says why it cannot")
         mode = c4.selectbox("Mode", ["head", "full"], help="head: frozen backbone, cached features (CPU, seconds); "
                                                            "full: fine-tune the backbone (GPU)")
         backbone = c4.text_input("Backbone", value="", placeholder="embedded all-MiniLM-L6-v2")

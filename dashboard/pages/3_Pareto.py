@@ -71,7 +71,7 @@ with guard():
         if cert is None:
             st.info(f"not computed yet — run `faro certify {run_id} --runs-dir {store().root}`")
         else:
-            badge = {True: "✅ certified", False: "❌ not certified", None: "—"}[cert["certified"]]
+            badge = {True: "✓ certified", False: "✗ not certified", None: "—"}[cert["certified"]]
             st.write(badge)
             st.json(cert["raw"], expanded=False)
     with c3:

@@ -6,13 +6,14 @@ size beside them; groups under the small-group size are flagged, never left out.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import group_labels, guard, no_runs_message, page, run_label, run_table, scores  # noqa: E402
+from common import group_labels, guard, no_runs_message, page, run_label, run_table, runs_root, scores  # noqa: E402
 
 from faro_core import explore  # noqa: E402
 from faro_core import plots_groups as pg  # noqa: E402
@@ -32,6 +33,11 @@ with guard():
     bts = [r for r in ids if fam[r] == "BT"] or ids
     faros = [r for r in ids if r not in bts] or ids
     opened = st.session_state.get("open_run")
+    if opened not in faros:  # else the run the Overview's story compares
+        from faro_core.results.story import STORY_FILE
+
+        p = Path(runs_root()) / STORY_FILE
+        opened = json.loads(p.read_text()).get("faro_run") if p.exists() else None
     c1, c2, c3 = st.columns(3)
     before = c1.selectbox("Before", bts, format_func=lambda r: run_label(table, r))
     after = c2.selectbox("After", faros, index=faros.index(opened) if opened in faros else 0,
@@ -57,7 +63,37 @@ with guard():
     m1.metric(f"spread of group mean rewards ({fam[before]})", f"{explore.bias_gap(s_before):.3f} sd")
     m2.metric(f"spread of group mean rewards ({fam[after]})", f"{explore.bias_gap(s_after):.3f} sd",
               delta=f"{explore.bias_gap(s_after) - explore.bias_gap(s_before):+.3f}", delta_color="inverse")
-    tab1, tab2, tab3, tab4 = st.tabs(["Violin", "ECDF", "Accuracy", "Reliability"])
+    tab0, tab1, tab2, tab3, tab4 = st.tabs(["Stereotype role", "Violin by group", "ECDF", "Accuracy",
+                                            "Reliability"])
+    with tab0:
+        from faro_core.fairness.role import role_items, role_violations
+
+        roles = {name_b: explore.role_rewards(s_before), name_a: explore.role_rewards(s_after)}
+        if roles[name_b].empty:
+            st.info("No BBQ-style items with both people's answers on this split: the role view needs BBQ-format "
+                    "data.")
+        else:
+            cond = st.radio("Questions", ["ambiguous", "disambiguated", "all"], horizontal=True, key="role_cond",
+                            help="ambiguous: the context does not say which person; a fair reward then has no "
+                                 "preference between the two people")
+            keep = {k: (v if cond == "all" else v[v["context_condition"] == ("ambig" if cond == "ambiguous"
+                                                                              else "disambig")])
+                    for k, v in roles.items()}
+            st.plotly_chart(pg.role_violin(keep), width="stretch", key="role_violin")
+            margins = {k: explore.role_margins(sc) for k, sc in ((name_b, s_before), (name_a, s_after))}
+            margins = {k: (v if cond == "all" else v[v["context_condition"] == ("ambig" if cond == "ambiguous"
+                                                                                 else "disambig")])
+                       for k, v in margins.items()}
+            st.plotly_chart(pg.margin_histogram(margins), width="stretch", key="role_margin")
+            vb, va = role_violations(role_items(s_before)), role_violations(role_items(s_after))
+            rows = [{"rate": what, fam[before]: vb[key], fam[after]: va[key], "n (questions)": vb[n]}
+                    for what, key, n in (("prefers the stereotyped answer (ambiguous)", "p_biased_over_counter", "n_dp"),
+                                         ("accuracy when the stereotyped answer is correct", "acc_biased", "n_biased"),
+                                         ("accuracy when the other person's answer is correct", "acc_counter",
+                                          "n_counter"))]
+            st.dataframe(rows, hide_index=True, width="stretch")
+            st.caption("Each number with its n (questions). The violins show each answer's reward within its "
+                       "question; the histogram the stereotyped minus the other person's answer.")
     with tab1:
         st.plotly_chart(pg.violin_before_after(sub), width="stretch", key="violin")
     with tab2:

@@ -39,7 +39,7 @@ def show_choices(choices: pd.DataFrame, fam: dict[str, str], limit: int = 8) -> 
     """Per prompt: each model's best-of-n choice in its own column, in the model's colour."""
     for _, g in list(choices.groupby("prompt_idx", sort=False))[:limit]:
         differs = bool(g["differs"].iloc[0])
-        st.markdown(f"{'🔀 ' if differs else ''}**{g['category'].iloc[0]}** — {g['user_text'].iloc[0]}")
+        st.markdown(f"{'⇄ ' if differs else ''}**{g['category'].iloc[0]}** — {g['user_text'].iloc[0]}")
         cols = st.columns(len(g))
         base = g["text"].iloc[0]
         for col, (_, row) in zip(cols, g.iterrows()):
@@ -88,7 +88,7 @@ with guard():
     st.subheader("Generations compared")
     st.caption("The same n replies of the reference LM, reranked under each reward: each reward's best-of-n "
                "choice side by side, with its score (sd units over the n replies) and which of the item's two "
-               "groups it names. 🔀 marks prompts where the rewards choose differently.")
+               "groups it names. ⇄ marks prompts where the rewards choose differently.")
     fam = dict(zip(table["run_id"], table["family"]))
     tab_stored, tab_typed = st.tabs(["BBQ prompts", "Your own prompt"])
     with tab_stored:

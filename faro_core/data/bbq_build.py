@@ -535,8 +535,14 @@ def build_category(category: str, rows: list[dict[str, str]], voc: Vocabulary, s
             choices = (itertools.product(*(lexical[k] for k in slots)) if exhaustive
                        else [tuple(rng.choice(lexical[k]) for k in slots)])
             for combo in choices:
-                items.extend(_items_for_pair(category, row, p1, p2, plan.stereotyped, rng,
-                                             dict(zip(slots, combo)), contrast, len(items)))
+                new = _items_for_pair(category, row, p1, p2, plan.stereotyped, rng, dict(zip(slots, combo)),
+                                      contrast, len(items))
+                left = {m.group(0) for it in new[1:4:2] for f in ("context", "question", "ans0", "ans1", "ans2")
+                        for m in _SLOT.finditer(it[f])}
+                if left:
+                    raise DataError(f"{path or category}: row {i + 2} (Q_id {row.get('Q_id')}): slot(s) "
+                                    f"{sorted(left)} have no values (give them in Names or Lexical_diversity)")
+                items.extend(new)
     return items, notes
 
 

@@ -194,7 +194,7 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
                 up = bernstein_ucb(v, cf_clip, dprime)
                 emp = float(d[i])
                 scale = float(scales_to_reach(lambda s, v=v: cf_clip * _eb_mean_scaled(v / cf_clip, s, dprime),
-                                              eps, emp)[()]) if sizes else math.inf
+                                              eps, emp)[0]) if sizes else math.inf
                 rows.append({"name": f"cf[{cell}]", "kind": "cf", "cell": cell, "side": "+",
                              "bound": "empirical-bernstein", "empirical": emp, "upper": up, "lower": 0.0,
                              "slack": eps - up, "n_group": n_a, "n_anchor": None, "driving_n": n_a,
@@ -247,13 +247,13 @@ def _size(n: float, scale: float) -> int | None:
     return int(math.ceil(n * scale)) if math.isfinite(scale) else None
 
 
-def _eb_mean_scaled(x: np.ndarray, s: float, delta: float) -> float:
-    """Maurer-Pontil's bound for the same mean and variance at s times the sample size."""
-    n = len(x) * s
-    if n < 2:
-        return math.inf
+def _eb_mean_scaled(x: np.ndarray, s: np.ndarray, delta: float) -> np.ndarray:
+    """Maurer-Pontil's bound for the same mean and variance at s times the sample size (s: an array)."""
+    n = len(x) * np.asarray(s, dtype=float)
     lg = math.log(2.0 / delta)
-    return float(x.mean()) + math.sqrt(2.0 * float(np.var(x, ddof=1)) * lg / n) + 7.0 * lg / (3.0 * (n - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = float(x.mean()) + np.sqrt(2.0 * float(np.var(x, ddof=1)) * lg / n) + 7.0 * lg / (3.0 * (n - 1))
+    return np.where(n < 2, np.inf, up)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -403,13 +403,35 @@ def certify_role(items: pd.DataFrame, kinds: list[str], epsilon: float | dict[st
     return out
 
 
+def _combine(role: dict[str, Any], cf: dict[str, Any] | None, delta: float) -> dict[str, Any]:
+    """One certificate of a role run: the role rows (DP/EO) and, when CF is certified too, the CF rows, under
+    one union bound (each part was computed at delta x its share of the m one-sided bounds)."""
+    if cf is None:
+        return role
+
+    def scale(r: dict[str, Any]) -> float:  # the factor a row's size must grow by (n_to_certify / its size)
+        size = r["n_group"] if r["kind"] == "cf" else r["n_anchor"]
+        return math.inf if r.get("n_to_certify") is None else r["n_to_certify"] / size
+
+    rows = role["bounds"] + cf["bounds"]
+    summary = _summary([{**r, "_scale": scale(r)} for r in rows])
+    largest = summary.pop("_scale")
+    m = role["m"] + cf["m"]
+    return {**role, **summary, "m": m, "delta": delta, "delta_per_constraint": delta / max(m, 1),
+            "kinds": role["kinds"] + ["cf"], "cf_clip": cf["cf_clip"], "bounds": rows,
+            "uncovered": role["uncovered"] + cf["uncovered"], "n_heldout_to_certify": _size(role["n_heldout"], largest)}
+
+
 def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = None,
                 kinds: list[str] | None = None, split: str = "test", cf_clip: float = DEFAULT_CF_CLIP,
-                write: bool = True, bound: str = DEFAULT_BOUND) -> dict[str, Any]:
+                write: bool = True, bound: str = DEFAULT_BOUND, sizes: bool = True) -> dict[str, Any]:
     """Certificate of a finished run on its held-out split; writes ``certificate.json`` into the run.
 
     ``kinds`` default to the run's trained constraints, or dp, eo and cf for an unconstrained run;
-    ``epsilon`` defaults to the run's (0.05 if it has none); ``bound``: see :func:`certify`.
+    ``epsilon`` defaults to the run's (0.05 if it has none); ``bound``: see :func:`certify`. A run trained
+    with ``attribute = "role"`` gets the role certificate (:func:`certify_role`) for DP and EO, on the items
+    of its held-out split (:func:`faro_core.fairness.role.role_items`), and CF's rows by named group beside
+    them, under one union bound over all m one-sided bounds.
     """
     from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index
 
@@ -421,9 +443,33 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
         e = cfg.get("epsilon")
         epsilon = float(e) if e is not None and math.isfinite(float(e)) else 0.05
     df = load_split(run, split)
-    batch, _ = frame_to_batch(df, run_index(run))
-    res = certify(batch, run_index(run), kinds, float(epsilon), delta, int(cfg.get("min_count", 20)), cf_clip,
-                  bound=bound)
+    index = run_index(run)
+    batch, _ = frame_to_batch(df, index)
+    min_count = int(cfg.get("min_count", 20))
+    if index.attribute == "role":
+        from faro_core.fairness.role import role_items
+
+        role_kinds = [k for k in kinds if k in ROLE_KINDS]
+        cf = None
+        if "cf" in kinds:  # CF's cells by named group: count them first, to share the union bound
+            probe = certify(batch, index, ["cf"], float(epsilon), delta, min_count, cf_clip, bound, sizes=False)
+            m_cf, m_role = probe["m"], 2 * len(role_kinds)
+            if m_cf and role_kinds:
+                cf = certify(batch, index, ["cf"], float(epsilon), delta * m_cf / (m_cf + m_role), min_count,
+                             cf_clip, bound, sizes=sizes)
+                delta_role = delta * m_role / (m_cf + m_role)
+            else:
+                cf, delta_role = (probe if not role_kinds else None), delta
+        else:
+            delta_role = delta
+        if role_kinds:
+            res = certify_role(role_items(df), role_kinds, float(epsilon), delta_role, bound, min_count,
+                               sizes=sizes)
+            res = _combine(res, cf, delta)
+        else:
+            res = certify(batch, index, ["cf"], float(epsilon), delta, min_count, cf_clip, bound, sizes=sizes)
+    else:
+        res = certify(batch, index, kinds, float(epsilon), delta, min_count, cf_clip, bound=bound, sizes=sizes)
     res.update(run_id=run.run_id, split=split, seconds=round(time.perf_counter() - t0, 3))
     if write:
         run.write("certificate.json", res)
