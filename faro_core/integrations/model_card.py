@@ -13,12 +13,24 @@ import math
 from pathlib import Path
 from typing import Any
 
-# How certify.py bounds each kind (its docstring has the formulas): the card names them.
-BOUND_TYPES = {
-    "dp": "Hoeffding bound on a difference of two rates, union bound over the one-sided constraints",
-    "eo": "Hoeffding bound on a difference of two rates, union bound over the one-sided constraints",
-    "cf": "empirical Bernstein bound on the mean clipped |r - r_twin|, union bound over the one-sided constraints",
+# What each bound certify.py names is (its docstring and faro_core.evaluate.bounds have the formulas).
+BOUND_NAMES = {
+    "clopper-pearson": "exact binomial (Clopper-Pearson) bounds per rate, the two rates combined",
+    "bernstein": "empirical Bernstein bound on a difference of two rates",
+    "hoeffding": "Hoeffding bound on a difference of two rates",
+    "empirical-bernstein": "empirical Bernstein bound on the mean clipped |r - r_twin|",
 }
+UNION = "; union bound over the one-sided constraints (delta' = delta / m)"
+
+
+def bound_types(cert: dict[str, Any]) -> dict[str, str]:
+    """{kind: the bound its certificate rows use, in words} (a kind whose rows use several lists them all)."""
+    used: dict[str, list[str]] = {}
+    for r in cert.get("bounds") or []:
+        name = str(r.get("bound") or cert.get("bound") or "")
+        if name and name not in used.setdefault(r["kind"], []):
+            used[r["kind"]].append(name)
+    return {k: " + ".join(BOUND_NAMES.get(n, n) for n in names) + UNION for k, names in used.items()}
 TAGS = ["reward-model", "bradley-terry", "fairness", "faro"]
 
 
@@ -57,12 +69,11 @@ def card_metadata(run: Any, record: dict[str, Any]) -> dict[str, Any]:
                           dataset_type=dataset, dataset_name=dataset, dataset_split=ev.get("split", "test"),
                           metric_type=name, metric_name=name.replace("_", " "), metric_value=m["value"])
                for name, m in metrics.items() if m["value"] is not None]
-    kinds = list(cert.get("kinds") or [])
     certificate = {"certified": bool(cert.get("certified")), "epsilon": _num(cert.get("epsilon")),
                    "delta": _num(cert.get("delta")), "one_sided_constraints": cert.get("m"),
                    "max_upper_bound": _num(cert.get("max_upper")), "binding": cert.get("binding"),
                    "split": cert.get("split", "test"),
-                   "bound_type": {k: BOUND_TYPES.get(k, "see faro_core.evaluate.certify") for k in kinds},
+                   "bound": cert.get("bound"), "bound_type": bound_types(cert),
                    "by_kind": {k: {"certified": bool(v.get("certified")),
                                    "max_empirical": _num(v.get("max_empirical")),
                                    "max_upper_bound": _num(v.get("max_upper"))}
