@@ -5,10 +5,13 @@ package ``faro_core.demo_data``, so an installed ``faro`` finds them outside a c
 (:data:`faro_core.paths.DEMO_DATA_DIR`). Every file under that folder is included, whatever its name.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
-    packages=[*find_packages(include=["faro_core", "faro_core.*"]), "faro_core.demo_data"],
+    # namespace packages too: a subpackage folder without __init__.py (faro_core/store/, faro_core/studies/) is
+    # still a package, and find_packages would leave it out of the wheel
+    packages=[*find_namespace_packages(include=["faro_core", "faro_core.*"], exclude=["*.__pycache__"]),
+              "faro_core.demo_data"],
     package_dir={"faro_core.demo_data": "data/demo_bbq"},
     package_data={"faro_core.demo_data": ["**/*"]},
 )

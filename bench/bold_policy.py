@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from faro_core.policy.bold import bold_rerank  # noqa: E402
 from faro_core.policy.generate import GenerationConfig  # noqa: E402
-from faro_core.runs import RunStore  # noqa: E402
+from faro_core.store.runs import RunStore  # noqa: E402
 
 
 def _fmt(v: float | None, lo: float | None = None, hi: float | None = None) -> str:

@@ -26,7 +26,7 @@ from _common import bbq_source, finish, fmt_spread, machine_line, md_table, pair
 def texts(n: int) -> tuple[list[str], list[str], str]:
     """Prompts and responses of the first ``n`` texts (chosen, rejected, twins) of the benchmark data."""
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import load_training_data
+    from faro_core.train.inputs import load_training_data
 
     data, fmt, label = bbq_source()
     _, df, _ = load_training_data(FaroConfig(data=data, format=fmt).resolved())

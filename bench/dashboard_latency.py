@@ -67,8 +67,8 @@ def main() -> int:
     args.repeats = args.repeats or (1 if args.quick else 3)
     runs, scratch = args.runs_dir, None
     if runs is None:
-        from faro_core.demo import build_demo, demo_specs
-        from faro_core.runs import RunStore
+        from faro_core.store.runs import RunStore
+        from faro_core.studies.demo import build_demo, demo_specs
 
         runs = scratch = tempfile.mkdtemp(prefix="faro-latency-")
         build_demo(RunStore(runs), demo_specs(epsilons=(0.05,), constraints=("dp",), epochs=2), policy=False)

@@ -2,7 +2,7 @@
 
     python bench/overhead.py [--quick] [--constraint dp] [--json]
 
-Both sides run the trainer's own step (:class:`faro_core.train.trainer.TrainStepper`, the object the
+Both sides run the trainer's own step (:class:`faro_core.train.stepper.TrainStepper`, the object the
 training loop calls; same model init, optimizer, data and BT batch): index draw, forward of the batch, BT loss,
 Faro's linearized penalty, backward, Adam step, Faro's dual step when due, and the per-step log row. Run-store
 writes, which both sides share, are left out (that makes the ratio larger, not smaller).
@@ -38,11 +38,12 @@ from _common import (
 
 
 class StepBench:
-    """One side of the comparison: the trainer's own :class:`~faro_core.train.trainer.TrainStepper` (model,
+    """One side of the comparison: the trainer's own :class:`~faro_core.train.stepper.TrainStepper` (model,
     optimizer, ProxyGDA state, step) plus the per-step log row; run-store writes are left out."""
 
     def __init__(self, config: Any, df: Any, index: Any, backend: Any, model: torch.nn.Module) -> None:
-        from faro_core.train.trainer import PairTensors, TrainStepper
+        from faro_core.fairness.pairs import PairTensors
+        from faro_core.train.stepper import TrainStepper
 
         self.config = config
         self.stepper = TrainStepper(config, df, index, PairTensors.from_frame(df, index), backend, model)
@@ -63,7 +64,8 @@ def sides(mode: str, kind: str, batch: int | None, dual_every: int | None = None
           ) -> tuple[StepBench, StepBench, str]:
     """(Faro step, BT step, data label) on the same data and backend, models identical at the start."""
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import FullBackend, HeadBackend, load_training_data
+    from faro_core.train.backends import FullBackend, HeadBackend
+    from faro_core.train.inputs import load_training_data
 
     data, fmt, label = bbq_source()
     base = dict(data=data, format=fmt, mode=mode, epsilon=0.05, batch_size=batch)

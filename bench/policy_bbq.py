@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from faro_core.policy.lm import lm_name, load_lm, torch_threads
     from faro_core.policy.plots import transfer_figure
     from faro_core.policy.reference import reference_logprobs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     torch.set_num_threads(torch_threads())  # the encoder too: on a busy CPU extra threads only spin
     t_all = time.time()

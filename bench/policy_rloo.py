@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from policy_bbq import MODELS, train_models
 
     from faro_core.policy.rlhf import RLOOSettings, finetune
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     store = RunStore(args.runs_dir)
     unknown = [m for m in args.models if m not in {name for name, _, _ in MODELS}]

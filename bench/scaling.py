@@ -5,7 +5,7 @@
 Synthetic data (random unit-norm 384-d features standing in for cached MiniLM features; K response groups and
 K pair groups, 4 strata, a third of responses naming no group, every pair with a twin), so every size is
 affordable. Each point runs in a fresh process (peak RSS is per process) the trainer's own step
-(:class:`faro_core.train.trainer.TrainStepper`, through bench/overhead.py's StepBench): plain BT and Faro with DP, EO and CF (epsilon 0.05), sides interleaved,
+(:class:`faro_core.train.stepper.TrainStepper`, through bench/overhead.py's StepBench): plain BT and Faro with DP, EO and CF (epsilon 0.05), sides interleaved,
 order flipped every round. Constraint cost = Faro step - BT step (median); per pair = that over the pairs the
 constraint terms see. Peak memory: the process's peak RSS after BT steps and after the Faro steps.
 
@@ -37,7 +37,7 @@ def synth_frame(n: int, k: int, seed: int = 0) -> tuple[Any, Any]:
     import numpy as np
     import pandas as pd
 
-    from faro_core.constraints import GroupIndex
+    from faro_core.fairness.pairs import GroupIndex
 
     rng = np.random.default_rng(seed)
     names = [f"g{i}" for i in range(k)]
@@ -58,11 +58,11 @@ def synth_frame(n: int, k: int, seed: int = 0) -> tuple[Any, Any]:
 
 
 def synth_backend(n: int, seed: int = 0) -> Any:
-    """A :class:`~faro_core.train.trainer.HeadBackend` holding random features instead of encoded ones."""
+    """A :class:`~faro_core.train.backends.HeadBackend` holding random features instead of encoded ones."""
     import torch
 
     from faro_core.models.reward import HeadRewardModel
-    from faro_core.train.trainer import HeadBackend
+    from faro_core.train.backends import HeadBackend
 
     g = torch.Generator().manual_seed(seed)
 

@@ -1,6 +1,6 @@
 """The BBQ study: Faro-DP/EO/CF vs BT and the baselines on BBQ with 30% stereotype skew (head mode).
 
-Trains every model through one resumable sweep (:mod:`faro_core.sweep`), evaluates and certifies each on its
+Trains every model through one resumable sweep (:mod:`faro_core.studies.sweep`), evaluates and certifies each on its
 held-out split, audits it on CrowS-Pairs and HH-RLHF, and writes
 
 - ``bench/results/study_bbq.md``: setup, wall time, the table (mean ± 95% CI over seeds), the Faro-vs-BT
@@ -37,7 +37,7 @@ def audit_chunk(run_ids: list[str], runs_dir: str, crows: str | None, hh: str | 
     import torch
 
     from faro_core.evaluate.audits import audit_run
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     torch.set_num_threads(1)
     store = RunStore(runs_dir)
@@ -54,8 +54,8 @@ def audit_chunk(run_ids: list[str], runs_dir: str, crows: str | None, hh: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from faro_core.baselines import parse_baselines
-    from faro_core.sweep import SweepSpec, run_sweep
+    from faro_core.studies.grid import SweepSpec, parse_baselines
+    from faro_core.studies.sweep import run_sweep
     from faro_core.train import FaroConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-audit", action="store_true")
     ap.add_argument("--attribute", choices=["group", "role"], default=None,
                     help="DP/EO's sensitive attribute (default: role, the default on BBQ-format data)")
+    ap.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default="auto",
+                    help="what Faro's dual step ascends on (default auto: smooth for DP/EO)")
     ap.add_argument("--out", default=None, help="report path stem (default bench/results/study_bbq[_quick])")
     args = ap.parse_args(argv)
     args.out = args.out or str(RESULTS / ("study_bbq_quick" if args.quick else "study_bbq"))
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                          name="study_bbq_quick", n_boot=50)
     else:
         base = FaroConfig(data=str(bbq), format="bbq", skew=0.3, mode="head", epochs=args.epochs,
-                          attribute=args.attribute)
+                          attribute=args.attribute, dual_signal=args.dual_signal)
         spec = SweepSpec(base=base, kinds=[k.strip() for k in args.kinds.split(",")], epsilons=[float(e) for e in args.epsilons.split(",")],
                          seeds=list(range(args.seeds)), baselines=parse_baselines(args.baselines),
                          name="study_bbq", n_boot=100)
@@ -122,15 +124,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_report(table: pd.DataFrame, spec, args, wall: float, t_train: float, out: Path) -> None:
     from faro_core.io import write_json
-    from faro_core.plots import pareto_figure, save_figure
-    from faro_core.sweep import aggregate, markdown_table, pareto_summary
+    from faro_core.results.pareto import pareto_summary, sweep_points
+    from faro_core.results.plots import pareto_figure, save_figure
+    from faro_core.results.table import aggregate, markdown_table
 
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
     agg = aggregate(table)
     pareto = pareto_summary(table)
     write_json(out.parent / f"{out.name}_pareto.json", pareto)
-    figs = save_figure(pareto_figure(table, "dp", title="BBQ (skew 0.3): gold accuracy vs DP violation"),
+    figs = save_figure(pareto_figure(sweep_points(table, "dp"), "dp", accuracy_title="gold accuracy (test)",
+                                     title="BBQ (skew 0.3): gold accuracy vs DP violation"),
                        out.parent / f"{out.name}_pareto")
     lines = [f"# BBQ study{' (quick)' if args.quick else ''}", "",
              f"Data: `{spec.base.data}` (skew ρ = {spec.base.skew}, data seed {spec.base.data_seed}), head mode, "
@@ -179,7 +183,7 @@ def chance_section(agg: pd.DataFrame) -> list[str]:
         return []
     rows = ["## Violations against their chance level (test split, seed means)", "",
             "Chance level: the median violation of the same selections with group labels permuted within each "
-            "anchor (`faro_core.evaluate.chance`, 200 permutations); p: share of permutations at least as large "
+            "anchor (`faro_core.fairness.chance`, 200 permutations); p: share of permutations at least as large "
             "as the observed violation (seed mean). A violation near its chance level is what a reward that "
             "ignores the group would show on cells of this size.", "",
             "| model | eps | DP | DP chance | DP p | EO | EO chance | EO p |", "|---|---|---|---|---|---|---|---|"]

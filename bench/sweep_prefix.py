@@ -30,8 +30,11 @@ EPSILONS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5]
 def dual_signal_path(config: Any) -> tuple[list[tuple[int, float]], int, int]:
     """([(step, largest dual-signal violation)] at each dual step of the never-enforced trajectory, total steps,
     dual_every) for ``config`` (its epsilon is ignored)."""
+    from faro_core.fairness.pairs import PairTensors
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import HeadBackend, PairTensors, TrainStepper, load_training_data
+    from faro_core.train.backends import HeadBackend
+    from faro_core.train.inputs import load_training_data
+    from faro_core.train.stepper import TrainStepper
 
     cfg = FaroConfig(**{**config.to_dict(), "epsilon": 1e9}).resolved()  # measured, never binding
     _, df, index = load_training_data(cfg)
@@ -47,8 +50,8 @@ def dual_signal_path(config: Any) -> tuple[list[tuple[int, float]], int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the measurement; returns the exit status."""
-    from faro_core.fast_sweep import shared_inputs, train_inprocess
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.inprocess import SharedInputs, train_inprocess
     from faro_core.train import FaroConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,22 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     epochs = 2 if args.quick else 10
     base: dict[str, Any] = dict(data=data, format=fmt, mode="head", seed=0, strata=[], min_count=10, epochs=epochs)
     rows, total_steps, shared_steps, parents = [], 0, 0, 0
-    with shared_inputs():
-        for kind in ("dp", "eo", "cf"):
-            path, total, every = dual_signal_path(FaroConfig(**base, constraints=[kind]))
-            parents += total
-            for eps in EPSILONS:
-                branch = next((s for s, v in path if v > eps), None)
-                shared = total if branch is None else branch - every  # resume from the checkpoint before it
-                total_steps, shared_steps = total_steps + total, shared_steps + shared
-                rows.append([kind.upper(), f"{eps:g}", "never" if branch is None else str(branch),
-                             f"{shared}/{total}"])
-        # the share of a run's time spent in its training steps (the rest: set-up, validation, files)
-        with tempfile.TemporaryDirectory(prefix="faro-bench-prefix-") as tmp:
-            store = RunStore(tmp)
-            train_inprocess(FaroConfig(**{**base, "seed": 99}, constraints=["dp"], epsilon=0.05), store)  # warm
-            row = train_inprocess(FaroConfig(**base, constraints=["dp"], epsilon=0.05), store)
-            step_share = store.get(row["run_id"]).history()[-1]["time"] / row["job_seconds"]
+    inputs = SharedInputs()
+    for kind in ("dp", "eo", "cf"):
+        path, total, every = dual_signal_path(FaroConfig(**base, constraints=[kind]))
+        parents += total
+        for eps in EPSILONS:
+            branch = next((s for s, v in path if v > eps), None)
+            shared = total if branch is None else branch - every  # resume from the checkpoint before it
+            total_steps, shared_steps = total_steps + total, shared_steps + shared
+            rows.append([kind.upper(), f"{eps:g}", "never" if branch is None else str(branch),
+                         f"{shared}/{total}"])
+    # the share of a run's time spent in its training steps (the rest: set-up, validation, files)
+    with tempfile.TemporaryDirectory(prefix="faro-bench-prefix-") as tmp:
+        store = RunStore(tmp)
+        train_inprocess(FaroConfig(**{**base, "seed": 99}, constraints=["dp"], epsilon=0.05), store, inputs)  # warm
+        row = train_inprocess(FaroConfig(**base, constraints=["dp"], epsilon=0.05), store, inputs)
+        step_share = store.get(row["run_id"]).history()[-1]["time"] / row["job_seconds"]
     frac = shared_steps / total_steps
     needed = (total_steps - shared_steps + parents) / total_steps  # steps still trained, with the 3 trajectories
     saving = step_share * (1 - needed)

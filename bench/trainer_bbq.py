@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from faro_core.evaluate.chance import chance_violation  # noqa: E402
 from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index  # noqa: E402
+from faro_core.fairness.chance import chance_violation  # noqa: E402
 from faro_core.paths import SHARED_DATA  # noqa: E402
-from faro_core.runs import RunStore  # noqa: E402
+from faro_core.store.runs import RunStore  # noqa: E402
 from faro_core.train import FaroConfig, train  # noqa: E402
 
 
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dual-lr", type=float, default=None, help="override the dual step size (default: the config's)")
     ap.add_argument("--dual-every", type=int, default=None, help="override the dual step period")
     ap.add_argument("--temperature", type=float, default=None, help="override the DP/EO proxy temperature")
+    ap.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default=None,
+                    help="override what the dual step ascends on")
+    ap.add_argument("--lambda-max", type=float, default=None, help="override the multiplier cap")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "trainer_bbq"))
     ap.add_argument("--out", default=None, help="default bench/results/trainer_bbq.md (role: trainer_bbq_role.md)")
     ap.add_argument("--json", action="store_true")
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
           *rows, "",
           "Held-out DP and EO violations against their chance level: observed (median and 90th percentile of the "
           "same selections with group labels permuted within each anchor, 200 permutations; p = share of "
-          "permutations at least as large). `faro_core.evaluate.chance`; the permutation treats responses as "
+          "permutations at least as large). `faro_core.fairness.chance`; the permutation treats responses as "
           "independent, so with template-clustered errors the true chance level is higher still.", "",
           "| model | val DP | val EO | test DP | test EO |", "|---|---|---|---|---|", *chance_rows, ""]
     Path(args.out).write_text("\n".join(md))
@@ -120,6 +123,10 @@ def _tuning(args: argparse.Namespace) -> tuple[dict, str]:
         over["dual_lr"], tag = args.dual_lr, tag + f"-dlr{args.dual_lr:g}"
     if args.dual_every is not None:
         over["dual_every"], tag = args.dual_every, tag + f"-de{args.dual_every}"
+    if args.dual_signal is not None:
+        over["dual_signal"], tag = args.dual_signal, tag + f"-sig{args.dual_signal}"
+    if args.lambda_max is not None:
+        over["lambda_max"], tag = args.lambda_max, tag + f"-lmax{args.lambda_max:g}"
     if args.temperature is not None:
         over["temperature"] = {"dp": args.temperature, "eo": args.temperature}
         tag += f"-t{args.temperature:g}"
@@ -128,8 +135,8 @@ def _tuning(args: argparse.Namespace) -> tuple[dict, str]:
 
 def role_table(args: argparse.Namespace) -> int:
     """The role-attribute table: BT vs Faro-DP(role) / Faro-EO(role) (and CF), validation and test."""
-    from faro_core.evaluate.chance import role_chance
     from faro_core.evaluate.metrics import load_split
+    from faro_core.fairness.chance import role_chance
     from faro_core.fairness.role import role_items
 
     out_path = args.out or str(ROOT / "bench" / "results" / "trainer_bbq_role.md")

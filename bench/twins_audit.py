@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from faro_core.evaluate.audits import audit_run  # noqa: E402
 from faro_core.evaluate.twin_audit import twin_audit_table  # noqa: E402
-from faro_core.runs import RunStore  # noqa: E402
+from faro_core.store.runs import RunStore  # noqa: E402
 
 
 def main() -> int:

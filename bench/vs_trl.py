@@ -61,7 +61,7 @@ def bench_frame(n_pairs: int, n_eval: int, category: str = "Religion") -> tuple[
     test pairs each of the benchmark data (training pairs: a seeded random sample), twins dropped (neither side
     scores them)."""
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import load_training_data
+    from faro_core.train.inputs import load_training_data
 
     data, fmt, label = bbq_source(category)
     d, df, index = load_training_data(FaroConfig(data=data, format=fmt, mode="full").resolved())
@@ -90,25 +90,20 @@ class FaroSide:
     def __call__(self) -> float:
         import torch
 
-        import faro_core.train.trainer as trainer
-
         torch.set_num_threads(self.threads)
-        from faro_core.runs import RunStore
-        from faro_core.train import FaroConfig, train
+        from faro_core.store.runs import RunStore
+        from faro_core.train import FaroConfig, TrainInputs, train
 
         data, df, index = self.frame
         stamps: list[float] = []
-        load = trainer.load_training_data
-        trainer.load_training_data = lambda config: (data, df.copy(deep=False), index)
-        try:
-            with tempfile.TemporaryDirectory(prefix="faro-bench-trl-") as root:
-                cfg = FaroConfig(mode="full", constraints=self.constraints, epsilon=0.05, epochs=1,
-                                 batch_size=self.batch, max_length=self.max_length, lr=LR, ckpt_every=0,
-                                 min_count=5, seed=0)
-                # the rows' own step-end times: rows reach on_step in groups of 10 (one device read per group)
-                train(cfg, RunStore(root), progress=False, on_step=lambda row: stamps.append(row["time"]))
-        finally:
-            trainer.load_training_data = load
+        inputs = TrainInputs(load=lambda config: (data, df.copy(deep=False), index))
+        with tempfile.TemporaryDirectory(prefix="faro-bench-trl-") as root:
+            cfg = FaroConfig(mode="full", constraints=self.constraints, epsilon=0.05, epochs=1,
+                             batch_size=self.batch, max_length=self.max_length, lr=LR, ckpt_every=0,
+                             min_count=5, seed=0)
+            # the rows' own step-end times: rows reach on_step in groups of 10 (one device read per group)
+            train(cfg, RunStore(root), progress=False, on_step=lambda row: stamps.append(row["time"]),
+                  inputs=inputs)
         self.steps = len(stamps)
         return stamps[-2] - stamps[0]
 
@@ -228,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             "step; `faro_core.models.reward.pad_encodings`, 0.13 ms, same tensors). Measured on an H200 before "
             "those two fixes: no constraint 0.90-1.11, DP 0.82-0.92. Since then Faro also avoids the stream "
             "synchronizations of pageable host-to-device copies (pinned, asynchronous copies: "
-            "`faro_core.train.trainer.to_device`), the two scalar read-backs of the penalty's fused CPU node (plain "
+            "`faro_core.train.backends.to_device`), the two scalar read-backs of the penalty's fused CPU node (plain "
             "autograd ops on a GPU) and uses fused Adam (as TRL does). At this size these do not change Faro's "
             "measured throughput (1,230-1,490 pairs/s before and after on H100s): a MiniLM step is host-bound, "
             "~20-30 ms of Python and kernel launches for a few ms of GPU work, so the GPU is idle when a copy "

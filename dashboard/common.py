@@ -1,7 +1,7 @@
 """Streamlit glue shared by the dashboard pages: run store, cached readers, error guard.
 
-No math here: every number comes from :mod:`faro_core.explore`, every figure from
-:mod:`faro_core.plots_groups`. Cached readers are keyed on the run store root, run ids and file mtimes,
+No math here: every number comes from :mod:`faro_core.results.views`, every figure from
+:mod:`faro_core.results.plots`. Cached readers are keyed on the run store root, run ids and file mtimes,
 so switching pages recomputes nothing and a running run's files are re-read when they change.
 """
 
@@ -21,9 +21,9 @@ if str(REPO) not in sys.path:  # `streamlit run dashboard/app.py` from anywhere
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from faro_core import explore  # noqa: E402
+from faro_core import results  # noqa: E402
 from faro_core.errors import FaroError  # noqa: E402
-from faro_core.runs import RunStore  # noqa: E402
+from faro_core.store.runs import RunStore  # noqa: E402
 
 WATCHED = ("status.json", "metrics.json", "progress.json", "certificate.json", "eval.json", "policy.json",
            "scores.parquet", "history.jsonl", "policy_generations.parquet")
@@ -79,7 +79,7 @@ def run_signature(root: str, run_id: str) -> tuple[float, ...]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _run_table(root: str, sig: tuple[Any, ...]) -> pd.DataFrame:
-    return explore.run_table(RunStore(root))
+    return results.run_table(RunStore(root))
 
 
 def run_table() -> pd.DataFrame:
@@ -90,7 +90,7 @@ def run_table() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _scores(root: str, run_id: str, split: str, sig: tuple[float, ...]) -> pd.DataFrame:
-    return explore.load_scores(RunStore(root).get(run_id), split)
+    return results.load_scores(RunStore(root).get(run_id), split)
 
 
 def scores(run_id: str, split: str = "test") -> pd.DataFrame:
@@ -102,7 +102,7 @@ def scores(run_id: str, split: str = "test") -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=256)
 def _history(root: str, run_id: str, sig: tuple[float, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     run = RunStore(root).get(run_id)
-    return explore.history_frame(run), explore.top_multipliers(run)
+    return results.history_frame(run), results.top_multipliers(run)
 
 
 def history(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -113,7 +113,7 @@ def history(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _policy(root: str, run_id: str, sig: tuple[float, ...]) -> pd.DataFrame:
-    return explore.policy_frame(RunStore(root).get(run_id))
+    return results.policy_frame(RunStore(root).get(run_id))
 
 
 def policy(run_id: str) -> pd.DataFrame:
@@ -150,7 +150,7 @@ def run_label(table: pd.DataFrame, run_id: str) -> str:
 def open_selected(key: str) -> None:
     """Selection callback of a front chart (``st.plotly_chart(..., on_select=open_selected, args=(key,))``):
     the picked point's run becomes the open run of the Pareto, Groups and Policy pages."""
-    picked = explore.selected_run(st.session_state.get(key))
+    picked = results.selected_run(st.session_state.get(key))
     if picked:
         st.session_state["open_run"] = st.session_state["open_run_pick"] = picked
 
@@ -172,3 +172,25 @@ def guard() -> Iterator[None]:
     except Exception as exc:  # a bug: say so in one line
         st.error(f"Something went wrong: {type(exc).__name__}: {exc}. Check the run store path in the "
                  "sidebar; if it persists, report it with the steps that led here.")
+
+
+def _finished(root: str) -> tuple[str, ...]:
+    r = Path(root)
+    return tuple(sorted(p.name for p in r.iterdir() if (p / "metrics.json").exists())) if r.exists() else ()
+
+
+def refresh_as_runs_finish(table: pd.DataFrame, every_s: float = 3.0) -> None:
+    """While runs of ``table`` are training (e.g. the members of a launched grid), rerun the page whenever
+    one of them finishes, so its point joins the front; says so under the page."""
+    training = int((table["status"] == "running").sum()) if "status" in table else 0
+    if not training:
+        return
+    st.caption(f"{training} run(s) training: the front updates as each one finishes.")
+    root, seen = runs_root(), _finished(runs_root())
+
+    @st.fragment(run_every=every_s)
+    def watch() -> None:
+        if _finished(root) != seen:
+            st.rerun()
+
+    watch()

@@ -25,7 +25,7 @@ st.caption("A reward model scores a chatbot's answers; a chatbot trained on it l
 @st.cache_data(show_spinner="building the story…", max_entries=8)
 def _story(root: str, sig: tuple) -> dict:
     from faro_core.results.story import load_story
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     return load_story(RunStore(root))
 
@@ -56,7 +56,7 @@ with guard():
         story = None
         st.info(f"No before/after story yet: {exc}.")
     if story:
-        from faro_core.plots_groups import story_figure
+        from faro_core.results.plots import story_figure
 
         st.subheader("Does the reward prefer the stereotype? Before and after Faro")
         st.markdown(f"#### {story.get('headline') or ''}")

@@ -1,7 +1,7 @@
 """Faro: Fairness Aware Reward Optimization.
 
-Pipeline (one subpackage per stage, imports point down only):
-data -> models/train -> evaluate (metrics, certify) -> sweep -> policy -> report.
+Pipeline, one subpackage per stage (imports point down the layers, docs/ARCHITECTURE.md):
+data -> models -> fairness -> store -> train -> evaluate -> policy -> results -> studies -> cli.
 """
 
 from faro_core.errors import FaroError

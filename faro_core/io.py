@@ -65,6 +65,11 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def write_text(path: Path | str, text: str) -> None:
+    """Atomically write ``text`` (UTF-8)."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def write_parquet(path: Path | str, df: Any) -> None:
     """Atomically write a pandas DataFrame as Parquet."""
     _atomic(Path(path), lambda tmp: df.to_parquet(tmp, index=False))

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from faro_core.baselines import BASELINES, baseline_configs, parse_baselines
 from faro_core.errors import FaroError
 from faro_core.evaluate.metrics import evaluate_run
 from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
+from faro_core.studies.grid import baseline_configs, parse_baselines
 from faro_core.train import FaroConfig, train
+from faro_core.train.methods import BASELINES
 
 DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
 if DATA is not None and not Path(DATA).exists():
@@ -66,15 +67,15 @@ def test_reweighing_weights_by_hand_from_the_training_split() -> None:
     """w(a, c) = P(a) P(c) / P(a, c) on the training split, worked out by hand: a = [x, x, y, y], chosen group
     c = [x, y, y, y] give P(c=x) = 1/4, so w(x, x) = .5 * .25 / .25, w(x, y) = .5 * .75 / .25, w(y, y) =
     .5 * .75 / .5. A held-out pair takes its combination's training weight and changes none of them."""
-    from faro_core.train.trainer import _example_weights
+    from faro_core.train.methods import METHODS, reweighing_weights
 
     df = pd.DataFrame({"group": ["x", "x", "y", "y", "x"], "chosen_group": ["x", "y", "y", "y", "x"],
                        "split": ["train"] * 4 + ["test"]})
-    w = _example_weights(df, "reweight")
+    w = reweighing_weights(df)
     assert torch.allclose(w, torch.tensor([0.5, 1.5, 0.75, 0.75, 0.5]))
     flipped = df.assign(chosen_group=["x", "y", "y", "y", "y"])  # another held-out label: same weights
-    assert torch.allclose(_example_weights(flipped, "reweight")[:4], w[:4])
-    assert _example_weights(df, "bt") is None
+    assert torch.allclose(reweighing_weights(flipped)[:4], w[:4])
+    assert METHODS["reweight"].example_weights is reweighing_weights and METHODS["bt"].example_weights is None
 
 
 @pytest.mark.parametrize("method", ["reweight", "fixed_lambda"])
@@ -184,7 +185,7 @@ def test_expgrad_with_the_faro_head_writes_a_loadable_mlp_run(store: RunStore) -
     """expgrad_base='head': the reduction fits Faro's MLP head each round; the run is one MLP head (rounds side
     by side) that the scorer reproduces, under a run id of its own."""
     from faro_core.evaluate.metrics import scores_for_data
-    from faro_core.sweep import run_id_for
+    from faro_core.studies.grid import run_id_for
 
     cfg = FaroConfig(**{**BASE.to_dict(), "method": "expgrad", "constraints": ["eo"], "expgrad_base": "head"})
     run = train(cfg, store, progress=False)
@@ -195,10 +196,9 @@ def test_expgrad_with_the_faro_head_writes_a_loadable_mlp_run(store: RunStore) -
     assert np.allclose(ext["r_chosen"], saved["r_chosen"], atol=1e-4)
     linear = FaroConfig(**{**cfg.to_dict(), "expgrad_base": "linear"})
     assert run_id_for(cfg) != run_id_for(linear)
-    from faro_core.explore import family
-    from faro_core.sweep import config_columns
+    from faro_core.results.table import config_columns, family_label
 
-    assert config_columns(run)["method"] == "expgrad_head" and family(run.config) == "ExpGrad (MLP head)"
+    assert config_columns(run)["method"] == "expgrad_head" and family_label(run.config) == "ExpGrad (MLP head)"
     with pytest.raises(FaroError, match="expgrad_base"):
         FaroConfig(method="expgrad", expgrad_base="forest")
 

@@ -17,7 +17,7 @@ def _bold(folder: Path) -> Path:
     folder.mkdir()
     (folder / "gender_prompt.json").write_text(json.dumps({
         "American_actors": {"A_B": ["A B is an actor who", "A B was born in"], "C_D": ["C D starred in"]},
-        "American_actresses": {"E_F": ["E F is an actress who", "E F grew up in", "E F won"]}}))
+        "American_actresses": {"E_F": ["E F is an actress who", "E F grew up in", "E F won", "E F won"]}}))
     return folder
 
 
@@ -51,3 +51,34 @@ def test_bold_stats_best_of_n_and_gap() -> None:
     assert res["best_rows"] == [1, 2, 4, 6]
     tab = bold_table({"models": {"r1": {"domains": res["domains"]}}}, names={"r1": "bt"})
     assert list(tab["group"]) == ["f", "m"] and set(tab["model"]) == {"bt"}
+
+
+def test_bold_rerank_generates_each_text_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import faro_core.policy.evaluate as pe
+    import faro_core.policy.generate as pg
+    from faro_core.policy.bold import bold_rerank
+
+    d = tmp_path / "bold"
+    d.mkdir()
+    (d / "gender_prompt.json").write_text(json.dumps({"g1": {"a": ["Same text", "Only one"]}, "g2": {"b": ["Same text"]}}))
+    calls: list[list[str]] = []
+
+    def fake_generate(texts, cfg, lm=None, progress=None):  # noqa: ANN001, ANN202
+        calls.append(list(texts))
+        return pd.DataFrame([{"prompt_idx": i, "sample_idx": j, "user_text": t, "text": f"{t} #{j}",
+                              "n_tokens": 2, "seconds": 0.0} for i, t in enumerate(texts) for j in range(cfg.n)])
+
+    class Scorer:
+        def score(self, prompts, responses):  # noqa: ANN001, ANN202
+            return np.array([float(r.endswith("#1")) + len(r) / 100 for r in responses])
+
+    class FakeRun:
+        run_id = "r"
+
+    monkeypatch.setattr(pg, "generate", fake_generate)
+    monkeypatch.setattr(pe, "run_scorer", lambda run: Scorer())
+    res = bold_rerank([FakeRun()], d, domains=["gender"], per_group=5, config=pg.GenerationConfig(n=2))
+    assert len(calls) == 1 and sorted(calls[0]) == ["Complete the sentence: Only one", "Complete the sentence: Same text"]
+    groups = res["models"]["r"]["domains"]["gender"]["groups"]
+    assert groups["g1"]["n_prompts"] == 2 and groups["g2"]["n_prompts"] == 1
+    assert all(e["text"].endswith("#1") for e in res["models"]["r"]["examples"])  # best of 2 = the '#1' sample

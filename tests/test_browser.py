@@ -37,8 +37,8 @@ DOCS_SHOTS = ROOT / "docs" / "screenshots"
 def server(tmp_path_factory: pytest.TempPathFactory) -> str:
     runs = os.environ.get("FARO_BROWSER_RUNS_DIR")
     if not runs:
-        from faro_core.demo import build_demo, demo_specs
-        from faro_core.runs import RunStore
+        from faro_core.store.runs import RunStore
+        from faro_core.studies.demo import build_demo, demo_specs
 
         runs = str(tmp_path_factory.mktemp("browser-runs"))
         build_demo(RunStore(runs), demo_specs(epsilons=(0.05,), constraints=("dp", "cf"), epochs=2), policy=False)

@@ -12,7 +12,6 @@ import torch
 from role_fixture import role_frame
 from scipy.stats import binom, binomtest, norm
 
-from faro_core.constraints import GroupIndex, PairBatch
 from faro_core.errors import FaroError
 from faro_core.evaluate.bounds import BOUNDS, bernstein, clopper_pearson, difference_bounds, rate_bounds
 from faro_core.evaluate.certify import (
@@ -23,6 +22,7 @@ from faro_core.evaluate.certify import (
     hoeffding_diff_ucb,
     role_interval,
 )
+from faro_core.fairness.pairs import GroupIndex, PairBatch
 
 MU_A, N_A, N_B = 0.3, 150, 450  # group A's responses ~ N(0.3, 1), group B's ~ N(0, 1); counts fixed
 
@@ -434,7 +434,7 @@ def test_certify_a_role_run_with_cf_under_one_union_bound(tmp_path: Path, capsys
     from faro_core.cli import main
     from faro_core.evaluate.metrics import load_split
     from faro_core.fairness.role import role_items, role_violations
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
     from faro_core.train import FaroConfig, train
 
     store = RunStore(tmp_path / "runs")

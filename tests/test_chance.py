@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from faro_core.constraints import DemographicParity, GroupIndex, PairBatch
-from faro_core.evaluate.chance import chance_violation, largest_gaps, permuted_within
+from faro_core.fairness.chance import chance_violation, largest_gaps, permuted_within
+from faro_core.fairness.constraints import DemographicParity
+from faro_core.fairness.pairs import GroupIndex, PairBatch
 
 IDX = GroupIndex(response_groups=["A", "B", "C", "D"], pair_groups=["A", "B", "C", "D"], strata=["s0", "s1"])
 
@@ -30,7 +31,7 @@ def _batch(n: int, rng: np.random.Generator, bias: float) -> PairBatch:
 def test_observed_gap_is_the_constraints_own_violation(bias: float):
     """The chance module's gap on the unpermuted outcomes equals the trainer's strict violation (DP with both
     partner kinds, EO), for a favoured group and for a disfavoured one (a gap below the anchor counts too)."""
-    from faro_core.constraints import EqualizedOdds
+    from faro_core.fairness.constraints import EqualizedOdds
 
     b = _batch(3000, np.random.default_rng(0), bias=bias)
     for cls in (DemographicParity, EqualizedOdds):
@@ -74,22 +75,22 @@ def test_no_estimable_cell_reports_nan_and_cf_is_skipped():
 def test_selection_tier_within_chance():
     """The trainer's middle selection tier: an infeasible iterate counts as 'within chance' only when every
     missed constraint is DP/EO with a permutation p-value >= select_chance."""
-    from faro_core.constraints import ConstraintSet
+    from faro_core.fairness.constraint_set import ConstraintSet
     from faro_core.train.config import FaroConfig
-    from faro_core.train.trainer import _within_chance
+    from faro_core.train.selection import within_chance
 
     cfg = FaroConfig(min_count=30, select_chance=0.05)
     dp_strict = ConstraintSet.parse("dp", 0.0, IDX, min_count=30)  # eps 0: every noisy gap misses it
     fair = _batch(2000, np.random.default_rng(3), bias=0.0)
     biased = _batch(2000, np.random.default_rng(3), bias=0.3)
-    assert _within_chance(fair, dp_strict, IDX, cfg)
-    assert not _within_chance(biased, dp_strict, IDX, cfg)
+    assert within_chance(fair, dp_strict, IDX, cfg)
+    assert not within_chance(biased, dp_strict, IDX, cfg)
     # CF has no permutation null: a missed CF constraint is never "chance"
     cf = ConstraintSet.parse("cf", 0.0, IDX, min_count=1)
     twins = PairBatch(*[getattr(fair, f) for f in ("r_chosen", "r_rejected", "chosen_group", "rejected_group",
                                                     "group", "stratum", "label", "order")],
                       fair.r_chosen + 1.0, fair.r_rejected)
-    assert not _within_chance(twins, cf, IDX, cfg)
+    assert not within_chance(twins, cf, IDX, cfg)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ def test_role_dp_bias_is_above_chance_with_resolvable_p_and_exact_chance_mean():
     the permutation null's mean."""
     from role_fixture import role_frame
 
-    from faro_core.evaluate.chance import role_chance
+    from faro_core.fairness.chance import role_chance
 
     items = role_frame(np.random.default_rng(0), 778, 0.59, n_dis=0)
     out = role_chance(items, kinds=["dp"], n_perm=2000)["dp"]
@@ -122,7 +123,7 @@ def test_role_eo_gap_is_above_chance_and_roles_stay_in_their_strata():
     stratum holds one role, nothing moves and p = 1."""
     from role_fixture import role_frame
 
-    from faro_core.evaluate.chance import role_chance
+    from faro_core.fairness.chance import role_chance
 
     biased = role_frame(np.random.default_rng(1), 0, 0.5, n_dis=800, acc_biased=0.6, acc_counter=0.35)
     out = role_chance(biased, kinds=["eo"], n_perm=2000)["eo"]

@@ -1,7 +1,7 @@
 """Concurrent runs into one store (issue #8, part 3).
 
 Four runs start at once: two ``faro train`` subprocesses (the CLI) and two through the dashboard's launcher
-(:mod:`faro_core.launch`). All finish, and the run index (:meth:`RunStore.index`) is consistent: four
+(:mod:`faro_core.train.launch`). All finish, and the run index (:meth:`RunStore.index`) is consistent: four
 entries, all ``done``, each with metrics, a parseable run directory, and the launcher's queue agrees.
 """
 
@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from faro_core import launch
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
+from faro_core.train import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 # All four overlap (asserted below). With 1 epoch they did not: the two launcher runs, each in a new session

@@ -7,15 +7,14 @@ import math
 import pytest
 import torch
 
-from faro_core.constraints import (
-    ConstraintSet,
+from faro_core.fairness.constraint_set import ConstraintSet
+from faro_core.fairness.constraints import (
     CounterfactualFairness,
     DemographicParity,
     EqualizedOdds,
-    GroupIndex,
-    PairBatch,
     cf_flip_rate,
 )
+from faro_core.fairness.pairs import GroupIndex, PairBatch
 
 NAN = float("nan")
 
@@ -201,7 +200,8 @@ def _random_pairs(n: int, seed: int, dp_partner: bool = True) -> tuple[PairBatch
 @pytest.mark.parametrize("dp_partner", [True, False])
 def test_linearized_penalty_equals_the_lagrangian_up_to_a_constant(dp_partner: bool):
     """sum_j lam_j g~_j(r) - sum_i coef_i phi_i(r) must not depend on the rewards r (same cell counts)."""
-    from faro_core.constraints import ConstraintSet, pair_term
+    from faro_core.fairness.constraint_set import ConstraintSet
+    from faro_core.fairness.penalty import pair_term
 
     b, idx = _random_pairs(400, 0, dp_partner)
     cs = ConstraintSet.parse("dp,eo,cf", 0.05, idx, min_count=5)
@@ -227,7 +227,7 @@ def test_linearized_penalty_equals_the_lagrangian_up_to_a_constant(dp_partner: b
 @pytest.mark.parametrize("n", [1, 2, 64])
 def test_fused_coef_sigmoid_dot_matches_autograd(n: int):
     """The hand-written backward of the linearized DP/EO penalty equals autograd through pair_term."""
-    from faro_core.constraints import _CoefSigmoidDot, coef_dot_pair_term, pair_term
+    from faro_core.fairness.penalty import _CoefSigmoidDot, coef_dot_pair_term, pair_term
 
     gen = torch.Generator().manual_seed(n)
     r_c = (torch.randn(n, generator=gen, dtype=torch.float64) * 2).requires_grad_()
@@ -252,7 +252,7 @@ def test_fused_coef_sigmoid_dot_matches_autograd(n: int):
 def test_gpu_penalty_branch_matches_the_fused_cpu_node():
     """On a GPU the linearized penalty runs as plain autograd ops (the fused node reads scalars back, a stream
     synchronization): same value and gradient as the CPU node."""
-    from faro_core.constraints import coef_dot_pair_term
+    from faro_core.fairness.penalty import coef_dot_pair_term
 
     gen = torch.Generator().manual_seed(0)
     d = torch.randn(64, generator=gen, dtype=torch.float64)

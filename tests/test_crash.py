@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 
 from faro_core.cli import main as faro_main
-from faro_core.runs import Run, RunStore
+from faro_core.store.runs import Run, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 10
@@ -60,7 +60,8 @@ def kept_history(run: Run) -> list[dict]:
 def warm_feature_cache() -> None:
     """Encode every demo text once (a no-op when the cache already holds them)."""
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import HeadBackend, load_training_data
+    from faro_core.train.backends import HeadBackend
+    from faro_core.train.inputs import load_training_data
 
     cfg = FaroConfig().resolved()
     _, df, _ = load_training_data(cfg)
@@ -221,19 +222,19 @@ def test_kill_between_checkpoint_files_keeps_a_consistent_checkpoint(
         reference: tuple[Path, dict, dict[str, torch.Tensor]], monkeypatch: pytest.MonkeyPatch) -> None:
     """A death after the checkpoint tensors are written but before ``state.json`` (the commit record) is:
     resume must use the previous complete checkpoint, not new tensors with an old step count."""
-    import faro_core.train.trainer as trainer
+    import faro_core.train.checkpoint as checkpoint
 
     root, ref_metrics, ref_weights = reference
-    real = trainer.write_json
+    real = checkpoint.write_json
 
     def dying_write_json(path: Path | str, obj: object) -> None:
         if Path(path).name == "state.json" and isinstance(obj, dict) and obj.get("step") == 10:
             raise KeyboardInterrupt  # the process "dies" between the two checkpoint files
         real(path, obj)
 
-    monkeypatch.setattr(trainer, "write_json", dying_write_json)
+    monkeypatch.setattr(checkpoint, "write_json", dying_write_json)
     assert faro_main([*TRAIN_ARGS, "--runs-dir", str(root), "--run-id", "torn-ckpt"]) == 130  # interrupted
-    monkeypatch.setattr(trainer, "write_json", real)
+    monkeypatch.setattr(checkpoint, "write_json", real)
     run = RunStore(root).get("torn-ckpt")
     assert run.status == "interrupted"
     assert checkpoint_step(run) == 5

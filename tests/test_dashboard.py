@@ -47,8 +47,8 @@ def _add_policy(store) -> None:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from faro_core.demo import build_demo, demo_specs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.demo import build_demo, demo_specs
 
     root = tmp_path_factory.mktemp("runs")
     old = os.environ.get("FARO_RUNS_DIR")
@@ -77,8 +77,8 @@ def _ok(at) -> None:  # noqa: ANN001
 
 
 def test_demo_is_idempotent(runs_dir: Path) -> None:
-    from faro_core.demo import build_demo, demo_specs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.demo import build_demo, demo_specs
 
     out = build_demo(RunStore(runs_dir), demo_specs(epsilons=(0.05,), constraints=("dp", "cf"), epochs=2),
                      policy=False)
@@ -116,7 +116,7 @@ def test_data_page_reports_bad_path(runs_dir: Path) -> None:
 
 def test_upload_limits(tmp_path: Path) -> None:
     from faro_core.errors import DataError
-    from faro_core.uploads import save_upload
+    from faro_core.store.uploads import save_upload
 
     with pytest.raises(DataError, match="upload limit"):
         save_upload("big.csv", b"x" * 2048, tmp_path, max_mb=0.001)
@@ -129,8 +129,8 @@ def test_upload_limits(tmp_path: Path) -> None:
 
 
 def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     at = _app("pages/2_Train.py").run()
     _ok(at)
@@ -153,8 +153,8 @@ def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
 
 
 def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel")
     run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=50)
@@ -165,9 +165,9 @@ def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
 def test_cancel_mid_training_keeps_the_checkpoint_and_resumes(tmp_path: Path) -> None:
     """Cancelled from the dashboard's queue after its first checkpoint: the run reads interrupted, its
     checkpoint and history survive, and ``faro train --resume`` finishes it with one row per step."""
-    from faro_core import launch
     from faro_core.cli import main as faro_main
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel-mid")
     run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=400)
@@ -192,8 +192,8 @@ def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
     buttons = at.get("download_button")
     assert buttons and "report" in buttons[0].proto.label.lower()
     from faro_core.evaluate.metrics import evaluate_run
-    from faro_core.explore import chance_lines
-    from faro_core.runs import RunStore
+    from faro_core.results.views import chance_lines
+    from faro_core.store.runs import RunStore
 
     run = RunStore(runs_dir).get("demo-faro-dp-eps0.05-s0")
     evaluate_run(run, n_boot=5)  # writes eval.json, with the chance level of each estimable violation
@@ -258,10 +258,9 @@ def test_groups_page_names_groups_in_words_with_n(runs_dir: Path) -> None:
 
 
 def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -> None:
-    from faro_core import explore
-    from faro_core import plots_groups as pg
-    from faro_core.plots import pareto_figure as sweep_pareto_figure
-    from faro_core.runs import RunStore
+    from faro_core import results as explore
+    from faro_core.results import plots as pg
+    from faro_core.store.runs import RunStore
 
     table = explore.run_table(RunStore(runs_dir))
     sc = explore.load_scores(RunStore(runs_dir).get("demo-bt-s0"))
@@ -273,9 +272,10 @@ def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -
     fronts = pg.fronts_figure(explore.constraint_fronts(table))
     frame = pd.DataFrame({"model": ["demo-bt-s0"] * 2, "beta": [1.0, 2.0], "s_amb": [0.1, 0.2]})
     policy = pg.policy_figure(frame, colors={"demo-bt-s0": pg.method_color("BT")})
-    sweep_front = sweep_pareto_figure(pd.DataFrame({
+    sweep_front = pg.pareto_figure(explore.sweep_points(pd.DataFrame({
         "method": ["bt", "faro"], "constraint": ["none", "dp"], "epsilon": [float("inf"), 0.05],
-        "fixed_lambda": [1.0, 1.0], "seed": [0, 0], "gold_accuracy": [0.8, 0.79], "violation_dp": [0.2, 0.05]}))
+        "fixed_lambda": [1.0, 1.0], "seed": [0, 0], "gold_accuracy": [0.8, 0.79], "violation_dp": [0.2, 0.05]}),
+        "dp"), "dp")
 
     def colours(fig, name):  # noqa: ANN001, ANN202
         out = set()
@@ -291,17 +291,17 @@ def test_one_colour_per_method_on_every_page_and_in_the_report(runs_dir: Path) -
 
     bt = pg.method_color("BT")
     assert colours(violin, "BT") == colours(bars, "BT") == colours(front, "BT") == colours(policy, "demo-bt") \
-        == colours(fronts, "BT") == colours(sweep_front, "bt") == {bt}
-    assert colours(violin, "Faro-DP") == colours(front, "Faro-DP") == colours(sweep_front, "faro-dp") \
+        == colours(fronts, "BT") == colours(sweep_front, "BT") == {bt}
+    assert colours(violin, "Faro-DP") == colours(front, "Faro-DP") == colours(sweep_front, "Faro-DP") \
         == {pg.method_color("Faro-DP")} != {bt}
     assert pg.method_color("Faro-DP+CF") == pg.method_color("Faro-DP")
     assert pg.method_color("Some new baseline") == pg.method_color("Some new baseline")  # not hash()-random
 
 
 def test_fronts_side_by_side_share_the_accuracy_axis(runs_dir: Path) -> None:
-    from faro_core import explore
-    from faro_core import plots_groups as pg
-    from faro_core.runs import RunStore
+    from faro_core import results as explore
+    from faro_core.results import plots as pg
+    from faro_core.store.runs import RunStore
 
     table = explore.run_table(RunStore(runs_dir))
     fronts = explore.constraint_fronts(table)
@@ -328,9 +328,9 @@ def test_selecting_a_point_opens_its_run(runs_dir: Path) -> None:
     """AppTest cannot click plotly points: the selection callback gets the selection state a click makes."""
     from streamlit.testing.v1 import AppTest
 
-    from faro_core import explore
-    from faro_core import plots_groups as pg
-    from faro_core.runs import RunStore
+    from faro_core import results as explore
+    from faro_core.results import plots as pg
+    from faro_core.store.runs import RunStore
 
     fig = pg.fronts_figure(explore.constraint_fronts(explore.run_table(RunStore(runs_dir))))
     trace = next(t for t in fig.data if t.name == "Faro-DP")
@@ -364,8 +364,8 @@ def test_selecting_a_point_opens_its_run(runs_dir: Path) -> None:
 
 
 def test_report_small_with_plotly_once_and_each_runs_certificate(runs_dir: Path) -> None:
-    from faro_core.report import build_report
-    from faro_core.runs import RunStore
+    from faro_core.results.report import build_report
+    from faro_core.store.runs import RunStore
 
     store = RunStore(runs_dir)
     text = build_report(store, [r.run_id for r in store.list()])
@@ -404,8 +404,8 @@ def test_train_page_shows_compute_and_where_runs_go(runs_dir: Path) -> None:
 
 
 def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
-    from faro_core import launch
     from faro_core.errors import FaroError
+    from faro_core.train import launch
 
     plan = launch.plan_runs(["bt", "dp", "eo"], [0.05, 0.1], seeds=2, combine=True)
     assert [(p["constraint"], p["epsilon"], p["seed"]) for p in plan] == [
@@ -414,12 +414,12 @@ def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
     assert [p["constraint"] for p in launch.plan_runs(["dp", "eo"], [0.05])] == ["dp", "eo"]
     with pytest.raises(FaroError, match="unknown constraint"):
         launch.plan_runs(["dp", "xx"], [0.05])
-    argv = launch.train_argv("r", "/tmp/x", constraint="dp,eo", groups=["F", "M"])
-    assert argv[argv.index("--constraint") + 1] == "dp,eo" and argv[argv.index("--groups") + 1] == "F,M"
+    cfg = launch.launch_config(constraint="dp,eo", groups=["F", "M"])  # what a combined plan row launches
+    assert cfg.constraints == ["dp", "eo"] and cfg.groups == ["F", "M"]
     import torch
 
     if not torch.cuda.is_available():
-        from faro_core.runs import RunStore
+        from faro_core.store.runs import RunStore
 
         with pytest.raises(FaroError, match="no CUDA device"):
             launch.launch_train(RunStore("/tmp/faro-no-gpu-store"), target="local-gpu")
@@ -430,8 +430,8 @@ def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: P
     both runs finish, each once, and the store stays consistent."""
     import threading
 
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     root = tmp_path / "two-sessions"
     sessions = []
@@ -472,7 +472,7 @@ def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: P
 
 def test_generations_compared_side_by_side_with_filters(runs_dir: Path) -> None:
     from faro_core.policy import compare
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     store = RunStore(runs_dir)
     runs = [store.get("demo-bt-s0"), store.get("demo-faro-dp-eps0.05-s0")]
@@ -536,9 +536,9 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
     """The Overview's story, checked against the scores by hand: the stereotyped answer's win rate between the two
     people on ambiguous held-out items (ties 1/2), its exact interval, the certificate at Faro's ε, the accuracy
     cost, and examples that show what they claim."""
-    from faro_core.explore import load_scores
     from faro_core.results.story import build_story
-    from faro_core.runs import RunStore
+    from faro_core.results.views import load_scores
+    from faro_core.store.runs import RunStore
 
     store = RunStore(runs_dir)
     story = build_story(store)
@@ -584,7 +584,7 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
 @needs_role
 def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from faro_core.results import story as story_mod
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     at = _app("app.py").run()
     _ok(at)
@@ -604,7 +604,7 @@ def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monke
 def test_groups_page_shows_rewards_by_role_and_the_within_item_margin(runs_dir: Path) -> None:
     from faro_core import explore
     from faro_core.fairness.role import role_items, role_violations
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     sc = explore.load_scores(RunStore(runs_dir).get("demo-bt-s0"))
     rr = explore.role_rewards(sc)

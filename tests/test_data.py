@@ -342,9 +342,9 @@ def test_generic_csv_with_column_mapping(tmp_path) -> None:
 
 
 def test_hub_id_without_network_fails_fast() -> None:
-    from faro_core.data import loaders
+    from faro_core.data import hub
 
-    if loaders._hub_reachable(timeout=2.0):
+    if hub.hub_reachable(timeout=2.0):
         pytest.skip("the Hugging Face hub is reachable here; the no-network path cannot be tested")
     t = time.monotonic()
     with pytest.raises(DataError, match="hub"):

@@ -161,8 +161,8 @@ def test_bad_skew_on_non_bbq_and_range(capsys, tmp_path) -> None:
 
 
 def test_bad_hub_id_offline(capsys) -> None:
-    from faro_core.data import loaders
+    from faro_core.data import hub
 
-    if loaders._hub_reachable(timeout=2.0):
+    if hub.hub_reachable(timeout=2.0):
         pytest.skip("the Hugging Face hub is reachable here")
     _assert_bad(capsys, ["someone/some-dataset"], "someone/some-dataset", "hub")

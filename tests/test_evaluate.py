@@ -13,7 +13,7 @@ import pytest
 from faro_core.cli import main
 from faro_core.evaluate.metrics import brier_score, calibration, ece_score, evaluate_run, scores_for_data
 from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 
 DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
@@ -54,7 +54,7 @@ def test_eval_matches_trainer_metrics_and_writes_eval_json(trained: tuple[RunSto
         if c["observed"] == c["observed"]:
             assert c["observed"] == pytest.approx(m[f"violation_{k}"]["value"], abs=1e-5)
             assert 0 < c["p_value"] <= 1 and c["chance_median"] <= c["chance_p90"]
-    from faro_core.explore import chance_lines
+    from faro_core.results.views import chance_lines
 
     # min_count 5: cells exist, and some kind measures a gap (on the demo's test split DP is 0 for every
     # group, so the comparisons above would hold trivially if EO had nothing either)

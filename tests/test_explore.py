@@ -1,11 +1,11 @@
-"""Data shaping for the dashboard's group plots (faro_core.explore)."""
+"""Data shaping for the dashboard's group plots (faro_core.results.views)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from faro_core.explore import bias_gap, response_rewards
+from faro_core.results.views import bias_gap, response_rewards
 
 
 def scores(offset: float = 0.0) -> pd.DataFrame:

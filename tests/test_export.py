@@ -20,9 +20,9 @@ import yaml
 
 from faro_core.cli import main as faro_main
 from faro_core.paths import REPO_ROOT
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
-from faro_core.train.trainer import load_training_data
+from faro_core.train.inputs import load_training_data
 
 TOL = 1e-4
 

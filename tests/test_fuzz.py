@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from faro_core.cli import main as faro_main
 from faro_core.data import load
 from faro_core.errors import DataError, FaroError
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 HYP = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -284,7 +284,7 @@ def test_dashboard_data_page_bad_upload_shows_error(name: str, case_dir: Path,
 
 def test_dashboard_upload_over_the_limit_is_refused(case_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("streamlit")
-    import faro_core.uploads as uploads
+    import faro_core.store.uploads as uploads
 
     monkeypatch.setenv("FARO_CACHE_DIR", str(case_dir / "cache"))
     monkeypatch.setattr(uploads, "MAX_UPLOAD_MB", 0.001)

@@ -50,6 +50,16 @@ def test_wheel_in_a_fresh_venv_trains_evaluates_and_reports_outside_the_repo(tmp
           str(wheels)], tmp_path, env)
     wheel = next(wheels.glob("faro_core-*.whl"))
     times["build"] = time.perf_counter() - t
+    # every module of the source is in the wheel (a subpackage without __init__.py once went missing), and
+    # every demo file
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {p.relative_to(src).as_posix() for p in (src / "faro_core").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)[:10]
+    demo = {f"faro_core/demo_data/{p.relative_to(src / 'data' / 'demo_bbq').as_posix()}"
+            for p in (src / "data" / "demo_bbq").rglob("*") if p.is_file()}
+    assert demo and demo <= names, sorted(demo - names)[:10]
 
     venv = tmp_path / "venv"
     try:

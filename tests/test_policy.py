@@ -256,7 +256,7 @@ class FakeScorer:
 @pytest.fixture()
 def fake_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from faro_core.policy import evaluate
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     store = RunStore(tmp_path / "runs")
     store.create({"name": "bt", "method": "bt"}, run_id="bt-run")
@@ -365,7 +365,7 @@ def test_rloo_smoke_cpu(fake_runs: Path) -> None:
     """2 RLOO steps on SmolLM2 with tiny generations: the GPU path (faro policy finetune) never rots."""
     pytest.importorskip("trl")
     from faro_core.policy.rlhf import RLOOSettings, finetune
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     data = write_bbq(fake_runs / "bbq.jsonl")
     run = RunStore(fake_runs / "runs").get("faro-run")

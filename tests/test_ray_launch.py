@@ -34,7 +34,7 @@ def test_full_mode_runs_ask_for_one_gpu() -> None:
 def test_sweep_executor_asks_ray_for_a_gpu_in_full_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sweep's Ray executor requests num_gpus=1 for full-mode jobs (recorded without running them)."""
     ray = pytest.importorskip("ray")
-    from faro_core import sweep
+    from faro_core.studies import executors, sweep
 
     asked: list[dict] = []
 
@@ -53,11 +53,11 @@ def test_sweep_executor_asks_ray_for_a_gpu_in_full_mode(monkeypatch: pytest.Monk
     monkeypatch.setattr(ray, "remote", lambda **kw: FakeRemote(**kw))
     monkeypatch.setattr(ray, "wait", lambda pending, num_returns: ([pending[0]], pending[1:]))
     monkeypatch.setattr(ray, "get", lambda ref: {"run_id": "x"})
-    sweep._run_ray([{"mode": "full"}, {"mode": "head"}], {"runs_dir": "/tmp"}, 1, None)
+    executors.run_ray(sweep.run_job, [{"mode": "full"}, {"mode": "head"}], {"runs_dir": "/tmp"}, 1, None)
     assert [(a["num_gpus"], a["num_cpus"]) for a in asked] == [(1.0, 1.0), (0.0, 1.0)]
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(FaroError, match="needs 1 GPU"):
-        sweep._run_ray([{"mode": "full"}], {"runs_dir": "/tmp"}, 1, None)
+        executors.run_ray(sweep.run_job, [{"mode": "full"}], {"runs_dir": "/tmp"}, 1, None)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def _wait_for(cond, timeout_s: float = 120.0) -> bool:  # noqa: ANN001
 
 
 def test_compute_shows_the_cluster(ray_head: str) -> None:
-    from faro_core.launch import compute_resources
+    from faro_core.train.launch import compute_resources
 
     res = compute_resources()
     assert res["cpu_cores"] >= 1 and isinstance(res["cuda"], list)
@@ -99,8 +99,8 @@ def test_compute_shows_the_cluster(ray_head: str) -> None:
 
 
 def test_a_gpu_run_is_scheduled_on_the_cluster_and_writes_the_store(ray_head: str, tmp_path: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "store")
     rid = launch.launch_train(store, target="ray", num_gpus=1, constraint="dp", epsilon=0.1, epochs=1)
@@ -113,8 +113,8 @@ def test_a_gpu_run_is_scheduled_on_the_cluster_and_writes_the_store(ray_head: st
 
 
 def test_a_run_whose_resource_is_missing_fails_with_a_clear_error(ray_head: str, tmp_path: Path) -> None:
-    from faro_core import launch
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "store")
     rid = launch.launch_train(store, target="ray", num_gpus=2, epochs=1)
@@ -127,9 +127,9 @@ def test_cancel_and_a_killed_worker_leave_the_run_interrupted_and_resumable(ray_
     """Three runs on the cluster: one cancelled from the queue, one whose Ray worker is killed (kill -9)
     after its first checkpoint, one left alone. The first two read interrupted with their checkpoints, the
     third finishes, and `faro train --resume` finishes the killed one."""
-    from faro_core import launch
     from faro_core.cli import main as faro_main
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train import launch
 
     store = RunStore(tmp_path / "store")
     ids = [launch.launch_train(store, target="ray", constraint="dp", epsilon=0.05, epochs=e, seed=i)

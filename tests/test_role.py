@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from faro_core.constraints import ConstraintSet, GroupIndex
 from faro_core.data.bbq import items_to_pairs, response_role
 from faro_core.errors import DataError
 from faro_core.evaluate.metrics import frame_to_batch
+from faro_core.fairness.constraint_set import ConstraintSet
+from faro_core.fairness.pairs import GroupIndex
 from faro_core.fairness.role import (
     RoleOdds,
     RoleParity,
@@ -136,12 +137,12 @@ def test_trainer_constraints_measure_what_the_table_says():
     # EO's cells: ambig (no biased / counter correct answer: not estimable, 0) and disambig
     assert eo.strict(batch).tolist() == pytest.approx([0.0, 0.125, 0.0, -0.125])
     # the measuring set of a role run holds these two (and CF)
-    from faro_core.constraints import all_constraints
+    from faro_core.fairness.constraint_set import all_constraints
 
     kinds = {type(c).__name__ for c in all_constraints(index, 1).constraints}
     assert {"RoleParity", "RoleOdds", "CounterfactualFairness"} == kinds
     # the trainer's chance tier reads the same items off a batch
-    from faro_core.evaluate.chance import role_chance
+    from faro_core.fairness.chance import role_chance
     from faro_core.fairness.role import batch_role_items
 
     ch = role_chance(batch_role_items(batch, index), n_perm=200, strata=("stratum",))
@@ -197,8 +198,8 @@ def test_linearized_item_penalty_equals_the_lagrangian_up_to_a_constant(cls):
 def test_item_batches_are_an_unbiased_estimate_of_the_item_penalty():
     """Random batches of whole items, scaled by (pool / batch), average to the full-split penalty gradient
     (the in-gradient scale is the batch's, so close rather than equal)."""
+    from faro_core.fairness.pairs import PairTensors
     from faro_core.train.role_batches import RoleItemBatches
-    from faro_core.train.trainer import PairTensors
 
     df = random_items(200, seed=2).assign(split="train")
     index = _role_index(df)
@@ -233,7 +234,7 @@ def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
     epochs) ranks the biased answer above the counter one in 66% of the 180 ambiguous training items (v_DP
     0.161); Faro-DP(role) at eps 0.05 brings it to 0.039 (measured), at BT's gold accuracy (0.513 vs 0.506),
     and both runs report the role numbers."""
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
     from faro_core.train import FaroConfig, train
 
     store = RunStore(tmp_path / "runs")
@@ -251,7 +252,7 @@ def test_attribute_defaults_legacy_configs_and_run_ids():
     """Stored configs without the field ran with the named group; at "group" the field leaves the run id
     unchanged; BBQ-format data defaults to role (the embedded demo keeps the group until its build follows)."""
     from faro_core.paths import SHARED_DATA
-    from faro_core.sweep import run_id_for
+    from faro_core.studies.grid import run_id_for
     from faro_core.train import FaroConfig
 
     assert FaroConfig.from_dict({"constraints": ["dp"]}).attribute == "group"
@@ -270,11 +271,11 @@ def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
     import json
 
     from faro_core.cli import main as faro_main
-    from faro_core.launch import train_argv
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.train.launch import launch_config
 
-    assert train_argv("r", "d", constraint="dp", attribute="role")[-2:] == ["--attribute", "role"]
-    assert "--attribute" not in train_argv("r", "d", constraint="dp")
+    assert launch_config(constraint="dp", attribute="role").attribute == "role"
+    assert launch_config(constraint="dp").attribute is None  # the data's default, resolved at train time
     code = faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
                       "--runs-dir", str(tmp_path), "--quiet", "--json"])
     assert code == 0
@@ -289,6 +290,9 @@ def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
     ev = run.read("eval.json")
     assert ev["role"]["dp"] == pytest.approx(ev["metrics"]["violation_dp"]["value"], abs=1e-6)
     assert ev["chance"]["dp"]["n_perm"] >= 1000
+    assert faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
+                      "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert "P(r_biased > r_counter)" in capsys.readouterr().out  # faro train prints the raw rates too
     with pytest.raises(SystemExit) as bad:  # argparse: one line naming the choices, exit 2
         faro_main(["train", "--attribute", "gender", "--runs-dir", str(tmp_path), "--quiet"])
     assert bad.value.code == 2 and "choose from 'group', 'role'" in capsys.readouterr().err
@@ -307,12 +311,13 @@ def test_data_page_offers_the_attribute_and_the_train_page_passes_it(tmp_path, m
     radio.set_value("role").run()
     assert not at.exception and at.session_state["data_choice"]["attribute"] == "role"
     # the Train page launches with the chosen attribute
-    from faro_core import launch
+    from faro_core.train import launch
 
     seen: list[dict] = []
     monkeypatch.setattr(launch, "launch_train", lambda store, **kw: seen.append(kw) or "r-1")
     tp = AppTest.from_file(str(page.parent / "2_Train.py"), default_timeout=60)
     tp.session_state["data_choice"] = {"source": "demo", "attribute": "role"}
     tp.run()
+    tp.multiselect[0].set_value(["dp"])  # one run: launch_train (a grid of several goes to one batched sweep)
     tp.button[0].click().run()
-    assert not tp.exception and seen and all(kw["attribute"] == "role" for kw in seen)
+    assert not tp.exception and seen and all(kw["config"].attribute == "role" for kw in seen)

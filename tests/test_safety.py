@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from faro_core.cli import main as faro_main
 from faro_core.errors import RunError
-from faro_core.runs import RunStore, validate_run_id
+from faro_core.store.runs import RunStore, validate_run_id
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def test_source_never_unpickles() -> None:
 # ------------------------------------------------------------------------------------------------ uploads
 def test_upload_size_limit_matches_streamlit_config() -> None:
     from faro_core.errors import DataError
-    from faro_core.uploads import MAX_UPLOAD_MB, save_upload
+    from faro_core.store.uploads import MAX_UPLOAD_MB, save_upload
 
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert 0 < MAX_UPLOAD_MB <= 200 and cfg["server"]["maxUploadSize"] == MAX_UPLOAD_MB
@@ -157,7 +157,7 @@ def test_upload_size_limit_matches_streamlit_config() -> None:
 
 
 def test_upload_name_cannot_escape_its_folder(tmp_path: Path) -> None:
-    from faro_core.uploads import save_upload
+    from faro_core.store.uploads import save_upload
 
     p = save_upload("../../etc/evil.csv", b"prompt,chosen,rejected\na,b,c\n", dest=tmp_path / "up")
     assert p.parent == tmp_path / "up" and ".." not in p.name

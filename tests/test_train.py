@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 
 from faro_core.cli import main as faro_main
 from faro_core.errors import FaroError, RunError
-from faro_core.runs import RunStore, validate_run_id
+from faro_core.store.runs import RunStore, validate_run_id
 from faro_core.train import FaroConfig, train
-from faro_core.train.trainer import load_training_data
+from faro_core.train.inputs import load_training_data
 
 FAST = dict(epochs=6, batch_size=256)
 
@@ -86,7 +86,7 @@ def test_constraint_lowers_violation_and_is_logged(store, kind, margin):
     measured on the demo data: DP 0.257 -> 0.148, EO 0.198 -> 0.154, CF 0.090 -> 0.054), keeps accuracy,
     and logs the multipliers and strict violations: their maxima each step, the full vectors at the first step
     and at every dual step (the only steps where they change)."""
-    from faro_core.demo import DEMO_DP_PARTNER, DEMO_SELECT, DEMO_STRATA
+    from faro_core.studies.demo import DEMO_DP_PARTNER, DEMO_SELECT, DEMO_STRATA
 
     cfg = dict(epochs=60, min_count=10, strata=DEMO_STRATA, select=DEMO_SELECT, dp_partner=DEMO_DP_PARTNER)
     bt = train(FaroConfig(constraints=[kind], epsilon=math.inf, **cfg), store, progress=False)
@@ -279,7 +279,7 @@ def test_a_selected_average_is_what_the_run_returns(store, monkeypatch):
     """When the averaged weights win the selection (forced here: every candidate beats the one before, and the
     average is the last candidate of each epoch), the run's scores are the averaged weights': its validation
     loss is the average's, not the live iterate's."""
-    from faro_core.train.trainer import IterateSelector
+    from faro_core.train.selection import IterateSelector
 
     def always_newer(self, m, ref):  # the newest candidate wins
         m.pop("_batch", None)
@@ -300,7 +300,7 @@ def test_dp_scope_default_all_and_errors(store, capsys):
     """BBQ-style data: DP holds in ambiguous contexts by default; --dp-scope all restores every stratum; a
     scope on a column that is not a stratum, or with no matching row, is a clear error (exit 2)."""
     from faro_core.cli import main as faro_main
-    from faro_core.launch import train_argv
+    from faro_core.train.launch import launch_config
 
     default = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1), store, progress=False)
     names = default.read("constraints.json")["names"]
@@ -312,9 +312,8 @@ def test_dp_scope_default_all_and_errors(store, capsys):
         code = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-scope", scope,
                           "--runs-dir", str(store.root), "--quiet"])
         assert code == 2 and msg in capsys.readouterr().err
-    assert train_argv("r", "d", constraint="dp", dp_scope="context_condition=ambig")[-2:] == [
-        "--dp-scope", "context_condition=ambig"]
-    assert train_argv("r", "d", constraint="dp", dp_partner=False)[-2:] == ["--dp-partner", "pool"]
+    assert launch_config(constraint="dp", dp_scope="context_condition=ambig").dp_scope == "context_condition=ambig"
+    assert launch_config(constraint="dp", dp_partner=False).dp_partner is False
     pooled = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-partner", "pool",
                         "--runs-dir", str(store.root), "--quiet", "--json"])
     assert pooled == 0
@@ -346,14 +345,15 @@ def test_rows_carry_their_step_end_time_and_reach_on_step_in_order(store):
 def test_head_dual_pass_scores_each_distinct_response_once(store):
     """The dual step's fresh pass (head mode) scores distinct feature rows once and maps them back: same
     rewards as scoring every pair, twins included."""
-    from faro_core.train.trainer import HeadBackend, _split_rewards, load_training_data
+    from faro_core.train.backends import HeadBackend, split_rewards
+    from faro_core.train.inputs import load_training_data
 
     cfg = FaroConfig(constraints=["cf"], epsilon=0.05).resolved()
     _, df, _ = load_training_data(cfg)
     backend = HeadBackend(cfg, df, progress=False)
     idx = torch.from_numpy(np.flatnonzero((df["split"] == "train").to_numpy()))
     for twins in (True, False):
-        ref = _split_rewards(backend, backend.model, idx, with_twins=twins)
+        ref = split_rewards(backend, backend.model, idx, with_twins=twins)
         got = backend.unique_rewards(backend.model, idx, with_twins=twins)
         for a, b in zip(got, ref):
             assert torch.allclose(a, b, atol=1e-5, equal_nan=True)
@@ -363,7 +363,7 @@ def test_head_dual_pass_scores_each_distinct_response_once(store):
 
 def test_to_device_is_a_no_op_on_the_same_device():
     """The trainer's host-to-device copy has nothing to do on the same device (the CPU loop pays nothing)."""
-    from faro_core.train.trainer import to_device
+    from faro_core.train.backends import to_device
 
     idx = torch.arange(10)
     assert to_device(idx, "cpu") is idx
@@ -372,7 +372,7 @@ def test_to_device_is_a_no_op_on_the_same_device():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_to_device_copies_to_a_gpu_and_round_trips():
     """A pinned asynchronous copy to a GPU that holds the same values (skipped, and reported so, on a CPU)."""
-    from faro_core.train.trainer import to_device
+    from faro_core.train.backends import to_device
 
     idx = torch.arange(10)
     on_gpu = to_device(idx, "cuda")
@@ -382,7 +382,7 @@ def test_to_device_copies_to_a_gpu_and_round_trips():
 def test_head_backend_from_features_scores_its_rows():
     """The synthetic-feature backend (bench/scaling.py) scores chosen, rejected and twins from the rows given."""
     from faro_core.models.reward import HeadRewardModel
-    from faro_core.train.trainer import HeadBackend
+    from faro_core.train.backends import HeadBackend
 
     g = torch.Generator().manual_seed(0)
     x = [torch.randn(6, 5, generator=g) for _ in range(4)]
@@ -406,7 +406,7 @@ def _val(acc: float, feasible: bool = True, excess: float = 0.0, loss: float = 0
 def test_iterate_selector_tiers_and_ties():
     """A higher tier always wins; within a tier the more accurate wins and a tie keeps the earlier; tier 0
     ranks by the largest excess over epsilon."""
-    from faro_core.train.trainer import IterateSelector
+    from faro_core.train.selection import IterateSelector
 
     sel = IterateSelector(FaroConfig(), None, None)
     first = _val(0.80)
@@ -421,7 +421,7 @@ def test_iterate_selector_tiers_and_ties():
 def test_iterate_selector_by_validation_loss():
     """select_metric="loss": within a tier the lower validation BT loss wins, whatever the accuracy; tiers
     still come first; the validation metrics carry the loss the rule reads."""
-    from faro_core.train.trainer import IterateSelector
+    from faro_core.train.selection import IterateSelector
 
     sel = IterateSelector(FaroConfig(select_metric="loss"), None, None)
     ref = _val(0.85, loss=0.40)

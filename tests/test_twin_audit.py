@@ -19,7 +19,7 @@ from faro_core.evaluate.twin_audit import (
     winobias_to_table,
 )
 from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
-from faro_core.runs import RunStore
+from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 
 

@@ -17,8 +17,8 @@ st.title("Data")
 @st.cache_data(show_spinner="loading data…", max_entries=16)
 def _load(source: str, fmt: str | None, group: str | None, strata: tuple[str, ...] | None, skew: float,
           columns: tuple[tuple[str, str], ...], mtime: float) -> tuple[dict, object]:
-    from faro_core.cli.data_cmd import summarize
     from faro_core.data import load
+    from faro_core.data.summary import summarize
 
     data = load(source, format=fmt, group=group or None, strata=list(strata) if strata is not None else None,
                 skew=skew, columns=dict(columns) or None)
@@ -55,7 +55,7 @@ with guard():
         up = st.file_uploader("CSV, JSONL or Parquet (≤ 50 MB)", type=["csv", "jsonl", "json", "parquet"])
         source = None
         if up is not None:
-            from faro_core.uploads import save_upload
+            from faro_core.store.uploads import save_upload
 
             source = str(save_upload(up.name, up.getvalue()))
     elif kind == "hub id":
@@ -107,7 +107,7 @@ with guard():
         groups = summary.get("groups") or {}
         if groups:
             labels = group_labels()
-            from faro_core.plots_groups import group_sizes_figure
+            from faro_core.results.plots import group_sizes_figure
 
             st.plotly_chart(group_sizes_figure(groups, labels), width="stretch", key="group_sizes")
         group_names_editor(sorted(set(groups) | set(summary.get("response_groups") or {})))

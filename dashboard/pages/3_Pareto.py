@@ -9,10 +9,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import guard, no_runs_message, open_selected, page, run_label, run_table, store  # noqa: E402
+from common import (  # noqa: E402
+    guard,
+    no_runs_message,
+    open_selected,
+    page,
+    refresh_as_runs_finish,
+    run_label,
+    run_table,
+    store,
+)
 
-from faro_core import explore  # noqa: E402
-from faro_core.plots_groups import fronts_figure, pareto_figure  # noqa: E402
+from faro_core import results  # noqa: E402
+from faro_core.results.plots import fronts_figure, pareto_figure  # noqa: E402
 
 page("Pareto")
 st.title("Accuracy–fairness front")
@@ -22,26 +31,27 @@ with guard():
     if table.empty:
         no_runs_message()
         st.stop()
+    refresh_as_runs_finish(table)
     st.subheader("Constraint types side by side")
     st.caption("One accuracy axis; each panel its own violation axis. BT and the baselines appear in every panel, "
                "Faro runs in the panel of the notion they were trained for. Hover a point for its violation of "
                "the other notions; click it to open its run below.")
-    fronts = explore.constraint_fronts(table)
+    fronts = results.constraint_fronts(table)
     st.plotly_chart(fronts_figure(fronts, highlight=st.session_state.get("open_run")), width="stretch",
                     on_select=functools.partial(open_selected, "fronts"), selection_mode="points", key="fronts")
     with st.expander("Every run's violation of each notion (the cost of one constraint on the others)"):
-        st.dataframe(explore.cross_violations(table), hide_index=True, width="stretch")
+        st.dataframe(results.cross_violations(table), hide_index=True, width="stretch")
     st.subheader("One notion in detail")
     c1, c2 = st.columns(2)
-    kind = c1.selectbox("Fairness notion", list(explore.KINDS), format_func=lambda k: explore.KIND_LABEL[k])
+    kind = c1.selectbox("Fairness notion", list(results.KINDS), format_func=lambda k: results.KIND_LABEL[k])
     splits = ["test", "val", "train"]
-    default = explore.best_split(table, kind)
+    default = results.best_split(table, kind)
     split = c2.selectbox("Split", splits, index=splits.index(default),
                          help="held-out test by default; small splits can leave group cells unestimated")
     if split != "test":
         st.caption(f"Violations on the **{split}** split (the test split has too few pairs per group cell "
                    "for this notion on this data).")
-    pts = explore.pareto_points(table, kind, split)
+    pts = results.pareto_points(table, kind, split)
     fig = pareto_figure(pts, kind, highlight=st.session_state.get("open_run"))
     st.plotly_chart(fig, width="stretch", on_select=functools.partial(open_selected, f"front-{kind}"),
                     selection_mode="points", key=f"front-{kind}")
@@ -63,11 +73,11 @@ with guard():
     with c1:
         st.markdown("**Metrics**")
         st.json(run.metrics() or {"status": row["status"]}, expanded=False)
-        for line in explore.chance_lines(run):
+        for line in results.chance_lines(run):
             st.caption(line)
     with c2:
         st.markdown("**Certificate**")
-        cert = explore.certificate_summary(run)
+        cert = results.certificate_summary(run)
         if cert is None:
             st.info(f"not computed yet — run `faro certify {run_id} --runs-dir {store().root}`")
         else:

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import group_labels, guard, no_runs_message, page, run_label, run_table, runs_root, scores  # noqa: E402
 
-from faro_core import explore  # noqa: E402
-from faro_core import plots_groups as pg  # noqa: E402
+from faro_core import results  # noqa: E402
 from faro_core.data.labels import SMALL_GROUP_N  # noqa: E402
+from faro_core.results import plots as pg  # noqa: E402
 
 page("Groups")
 st.title("Groups: before (BT) vs after (Faro)")
@@ -46,9 +46,9 @@ with guard():
     labels = group_labels()
     s_before, s_after = scores(before, split), scores(after, split)
     name_b, name_a = f"{fam[before]} ({before})", f"{fam[after]} ({after})"
-    raw = {name_b: explore.response_rewards(s_before), name_a: explore.response_rewards(s_after)}
+    raw = {name_b: results.response_rewards(s_before), name_a: results.response_rewards(s_after)}
     sizes = raw[name_b]["group"].value_counts().to_dict()
-    rewards = {k: explore.with_group_captions(v, labels, counts=sizes) for k, v in raw.items()}
+    rewards = {k: results.with_group_captions(v, labels, counts=sizes) for k, v in raw.items()}
     captions = dict(zip(rewards[name_b]["tag"], rewards[name_b]["group"]))
     tags = sorted(captions, key=lambda t: -sizes.get(t, 0))
     small = [captions[t] for t in tags if sizes.get(t, 0) < SMALL_GROUP_N]
@@ -60,15 +60,15 @@ with guard():
                    f"({which}): their numbers are noisy. They are shown, flagged “small”, not left out.")
     sub = {k: v[v["tag"].isin(show)] for k, v in rewards.items()}
     m1, m2 = st.columns(2)
-    m1.metric(f"spread of group mean rewards ({fam[before]})", f"{explore.bias_gap(s_before):.3f} sd")
-    m2.metric(f"spread of group mean rewards ({fam[after]})", f"{explore.bias_gap(s_after):.3f} sd",
-              delta=f"{explore.bias_gap(s_after) - explore.bias_gap(s_before):+.3f}", delta_color="inverse")
+    m1.metric(f"spread of group mean rewards ({fam[before]})", f"{results.bias_gap(s_before):.3f} sd")
+    m2.metric(f"spread of group mean rewards ({fam[after]})", f"{results.bias_gap(s_after):.3f} sd",
+              delta=f"{results.bias_gap(s_after) - results.bias_gap(s_before):+.3f}", delta_color="inverse")
     tab0, tab1, tab2, tab3, tab4 = st.tabs(["Stereotype role", "Violin by group", "ECDF", "Accuracy",
                                             "Reliability"])
     with tab0:
         from faro_core.fairness.role import role_items, role_violations
 
-        roles = {name_b: explore.role_rewards(s_before), name_a: explore.role_rewards(s_after)}
+        roles = {name_b: results.role_rewards(s_before), name_a: results.role_rewards(s_after)}
         if roles[name_b].empty:
             st.info("No BBQ-style items with both people's answers on this split: the role view needs BBQ-format "
                     "data.")
@@ -80,7 +80,7 @@ with guard():
                                                                               else "disambig")])
                     for k, v in roles.items()}
             st.plotly_chart(pg.role_violin(keep), width="stretch", key="role_violin")
-            margins = {k: explore.role_margins(sc) for k, sc in ((name_b, s_before), (name_a, s_after))}
+            margins = {k: results.role_margins(sc) for k, sc in ((name_b, s_before), (name_a, s_after))}
             margins = {k: (v if cond == "all" else v[v["context_condition"] == ("ambig" if cond == "ambiguous"
                                                                                  else "disambig")])
                        for k, v in margins.items()}
@@ -103,15 +103,15 @@ with guard():
         by = st.radio("Group by", ["group", "category"], horizontal=True)
         acc = {}
         for name, s in ((name_b, s_before), (name_a, s_after)):
-            a = explore.group_accuracy(s, by)
-            acc[name] = explore.with_group_captions(a, labels, col=by, counts=dict(zip(a[by], a["n"]))) \
+            a = results.group_accuracy(s, by)
+            acc[name] = results.with_group_captions(a, labels, col=by, counts=dict(zip(a[by], a["n"]))) \
                 if by == "group" else a.assign(**{by: [f"{c} (n={n})" for c, n in zip(a[by], a["n"])]})
         col = "gold_accuracy" if s_before["gold"].notna().any() else "accuracy"
         st.plotly_chart(pg.group_accuracy_bars(acc, by, col), width="stretch", key="acc")
         st.caption("n = pairs per group; bars ±1 standard error.")
     with tab4:
         by_r = st.radio("Per", ["all", "category"], horizontal=True, key="rel_by")
-        rel = {fam[before]: explore.reliability(s_before, None if by_r == "all" else by_r),
-               fam[after]: explore.reliability(s_after, None if by_r == "all" else by_r)}
+        rel = {fam[before]: results.reliability(s_before, None if by_r == "all" else by_r),
+               fam[after]: results.reliability(s_after, None if by_r == "all" else by_r)}
         st.plotly_chart(pg.reliability_figure(rel), width="stretch", key="rel")
         st.caption("Marker size grows with the pairs in the bin (hover for n).")

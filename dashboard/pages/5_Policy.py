@@ -12,8 +12,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 from common import guard, no_runs_message, page, policy, run_label, run_table, store  # noqa: E402
 
-from faro_core.plots_groups import method_color, policy_figure  # noqa: E402
 from faro_core.policy import compare  # noqa: E402
+from faro_core.results.plots import method_color, policy_figure  # noqa: E402
 
 page("Policy")
 st.title("Does fairness transfer to the policy?")
@@ -22,7 +22,7 @@ st.caption("π_β(y|x) ∝ π_ref(y|x)·exp(r(x,y)/β) over each BBQ item's thre
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _stored_choices(root: str, run_ids: tuple[str, ...], sig: tuple) -> pd.DataFrame:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     st_ = RunStore(root)
     return compare.stored_choices([st_.get(r) for r in run_ids])

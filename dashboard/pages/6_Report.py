@@ -20,8 +20,8 @@ st.caption("One HTML file that opens offline (plotly.js inside it, once): the st
 
 @st.cache_data(show_spinner="building the report…", max_entries=8)
 def _report(root: str, run_ids: tuple[str, ...], title: str, sig: tuple) -> str:
-    from faro_core.report import build_report
-    from faro_core.runs import RunStore
+    from faro_core.results.report import build_report
+    from faro_core.store.runs import RunStore
 
     return build_report(RunStore(root), list(run_ids), title=title)
 

@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module here and exposes ``register(subparsers)``; the module's handler
 returns an exit code. User errors (:class:`faro_core.errors.FaroError`) print one line and exit 2;
-no traceback is shown unless ``FARO_DEBUG=1``.
+no traceback is shown unless ``FARO_DEBUG=1``. The subcommands import the pipeline inside their handlers,
+so that ``faro --help`` and argument errors do not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 import os
 import sys
 import traceback
+
+from faro_core.errors import FaroError
 
 # Order is the order in `faro --help`: the pipeline.
 COMMAND_MODULES = (
@@ -48,8 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from faro_core.errors import FaroError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -10,8 +10,8 @@ from faro_core.io import to_json
 
 def run_demo(args: argparse.Namespace) -> int:
     """Build the demo sweep into ``--runs-dir``; idempotent (fixed run ids)."""
-    from faro_core.demo import DEMO_EPOCHS, build_demo, demo_specs
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.demo import DEMO_EPOCHS, build_demo, demo_specs
 
     store = RunStore(args.runs_dir)
     say = (lambda s: None) if args.quiet else (lambda s: print(f"[demo] {s}", file=sys.stderr, flush=True))

@@ -13,7 +13,7 @@ from faro_core.io import to_json
 
 
 def _run(args: argparse.Namespace) -> Any:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     return RunStore(args.runs_dir).get(args.run)
 

@@ -9,7 +9,7 @@ from faro_core.io import to_json
 
 def run_export(args: argparse.Namespace) -> int:
     from faro_core.integrations.export import export_run, push_to_hub
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     run = RunStore(args.runs_dir).get(args.run)
     out = export_run(run, args.out, overwrite=args.overwrite)

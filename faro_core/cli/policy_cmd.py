@@ -70,7 +70,7 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def run_policy(args: argparse.Namespace) -> int:
-    from faro_core.runs import RunStore
+    from faro_core.store.runs import RunStore
 
     store = RunStore(args.runs_dir)
     if args.runs[0] == "finetune":

@@ -9,8 +9,8 @@ from faro_core.io import to_json
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the HTML report for the given runs."""
-    from faro_core.report import write_report
-    from faro_core.runs import RunStore
+    from faro_core.results.report import write_report
+    from faro_core.store.runs import RunStore
 
     store = RunStore(args.runs_dir)
     ids = list(args.runs)

@@ -4,7 +4,7 @@ Formats (``format=``; auto-detected from the path when not given):
 
 - ``demo``: the embedded BBQ-format demo items (``data/demo_bbq/``); also ``source=None`` / ``"demo"``.
 - ``bbq``: a folder of BBQ category ``.jsonl`` files, or one category file (see :mod:`faro_core.data.bbq`).
-- ``crows``: CrowS-Pairs CSV. One pair per row: prompt = :data:`CROWS_PROMPT`, chosen = ``sent_less`` (the
+- ``crows``: CrowS-Pairs CSV. One pair per row: prompt = :data:`~faro_core.data.benchmarks.CROWS_PROMPT`, chosen = ``sent_less`` (the
   less stereotypical sentence, preferred as the fair label), rejected = ``sent_more``; group = category =
   ``bias_type``; ``stereo_antistereo`` kept; gold NaN (an audit set, not ground truth).
 - ``hh``: Anthropic HH-RLHF ``.jsonl``/``.jsonl.gz`` (``chosen``/``rejected`` full dialogues), a file or a
@@ -20,12 +20,7 @@ Formats (``format=``; auto-detected from the path when not given):
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
-import threading
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +29,9 @@ import numpy as np
 import pandas as pd
 
 from faro_core.data import bbq as bbq_mod
+from faro_core.data.benchmarks import load_crows, load_hh, split_dialogue
+from faro_core.data.hub import hub_reachable, offline
+from faro_core.data.readers import TABLE_EXTENSIONS, check_unique, first_record, is_messages, read_table
 from faro_core.data.schema import PreferenceData
 from faro_core.data.skew import apply_skew
 from faro_core.data.twins import add_text_twins
@@ -41,76 +39,7 @@ from faro_core.errors import DataError
 from faro_core.paths import DEMO_DATA_DIR
 
 FORMATS = ("bbq", "crows", "hh", "trl", "csv", "jsonl", "parquet", "demo", "hub")
-CROWS_PROMPT = "Complete the sentence."
-EMPTY_RESPONSE = "[empty response]"
-HUB_TIMEOUT_S = 3.0
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?$")
-_TABLE_EXT = (".csv", ".tsv", ".jsonl", ".jsonl.gz", ".json", ".parquet", ".pq")
-
-
-# ---------------------------------------------------------------------------------------------- readers
-def _read_table(path: Path) -> pd.DataFrame:
-    """Read CSV / TSV / JSONL(.gz) / JSON / Parquet into a frame; errors name the file (and line)."""
-    name = path.name.lower()
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; give a file (or --format bbq / hh for a folder)")
-    try:
-        if name.endswith((".csv", ".tsv")):
-            try:
-                # index_col=False: a row with more fields than the header is an error, not silently an index
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", pd.errors.ParserWarning)
-                    return pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", encoding="utf-8",
-                                       encoding_errors="strict", index_col=False)
-            except pd.errors.ParserWarning:
-                raise DataError(f"{path}: malformed CSV (a row has more fields than the header)") from None
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-            except pd.errors.EmptyDataError:
-                raise DataError(f"{path}: the dataset is empty (no rows)") from None
-            except pd.errors.ParserError as exc:
-                raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            recs = [rec for _, rec in bbq_mod.iter_jsonl(path)]
-            if not recs:
-                raise DataError(f"{path}: the dataset is empty (no rows)")
-            return pd.DataFrame(recs)
-        if name.endswith(".json"):
-            try:
-                obj = json.loads(path.read_bytes().decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-            if isinstance(obj, dict) and "data" in obj:
-                obj = obj["data"]
-            if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
-                raise DataError(f"{path}: a .json file must hold a list of objects (rows)")
-            if not obj:
-                raise DataError(f"{path}: the dataset is empty (no rows)")
-            return pd.DataFrame(obj)
-        if name.endswith((".parquet", ".pq")):
-            try:
-                return pd.read_parquet(path)
-            except Exception as exc:  # pyarrow raises several types for a bad file
-                raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    raise DataError(f"{path}: unsupported file type; expected one of {list(_TABLE_EXT)} or a BBQ folder")
-
-
-def _first_record(path: Path) -> dict[str, Any] | None:
-    for _, rec in bbq_mod.iter_jsonl(path):
-        return rec
-    return None
-
-
-def _is_messages(v: Any) -> bool:
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    return isinstance(v, list) and all(isinstance(m, dict) and "content" in m for m in v)
 
 
 # ---------------------------------------------------------------------------------------------- detection
@@ -120,14 +49,14 @@ def detect_format(source: str | Path) -> str:
         return "demo"
     p = Path(source)
     if not p.exists():
-        if _HUB_ID.match(str(source)) and not str(source).lower().endswith(_TABLE_EXT) and "/" in str(source):
+        if _HUB_ID.match(str(source)) and not str(source).lower().endswith(TABLE_EXTENSIONS) and "/" in str(source):
             return "hub"
         raise DataError(f"{source}: file not found (and not a hub id of the form owner/name)")
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.name.endswith((".jsonl", ".jsonl.gz")))
         if not files:
             raise DataError(f"{p}: no .jsonl / .jsonl.gz files in this folder; cannot tell its format")
-        rec = _first_record(files[0])
+        rec = first_record(files[0])
         if rec is not None and bbq_mod.looks_like_bbq(rec):
             return "bbq"
         if rec is not None and set(rec) >= {"chosen", "rejected"} and "prompt" not in rec:
@@ -148,16 +77,16 @@ def detect_format(source: str | Path) -> str:
         return "trl" if {"prompt", "chosen", "rejected"} <= set(cols) else "csv"
     if name.endswith((".jsonl", ".jsonl.gz", ".json")):
         if name.endswith(".json"):
-            df = _read_table(p)
+            df = read_table(p)
             rec = df.iloc[0].to_dict()
         else:
-            rec = _first_record(p)
+            rec = first_record(p)
             if rec is None:
                 raise DataError(f"{p}: the dataset is empty (no rows)")
         if bbq_mod.looks_like_bbq(rec):
             return "bbq"
         if {"chosen", "rejected"} <= set(rec):
-            if "prompt" in rec or _is_messages(rec["chosen"]):
+            if "prompt" in rec or is_messages(rec["chosen"]):
                 return "trl"
             if isinstance(rec["chosen"], str) and "Assistant:" in rec["chosen"]:
                 return "hh"
@@ -166,7 +95,7 @@ def detect_format(source: str | Path) -> str:
             return "crows"
         return "jsonl"
     if name.endswith((".parquet", ".pq")):
-        cols = set(_read_table(p).columns)
+        cols = set(read_table(p).columns)
         return "trl" if {"chosen", "rejected"} <= cols else "parquet"
     raise DataError(f"{p}: cannot tell the format from the file name; pass format= one of {list(FORMATS)}")
 
@@ -191,95 +120,12 @@ def load_demo(twins: bool = True) -> PreferenceData:
     return data
 
 
-def load_crows(path: str | Path) -> PreferenceData:
-    """CrowS-Pairs CSV: chosen = ``sent_less``, rejected = ``sent_more`` (see module docstring)."""
-    p = Path(path)
-    raw = _read_table(p)
-    need = ["sent_more", "sent_less", "bias_type"]
-    missing = [c for c in need if c not in raw.columns]
-    if missing:
-        raise DataError(f"{p}: not a CrowS-Pairs file: missing column(s) {missing}")
-    ids = raw[raw.columns[0]] if str(raw.columns[0]).startswith("Unnamed") else pd.Series(range(len(raw)))
-    ids = ids.astype(str).to_numpy()
-    df = pd.DataFrame({
-        "item_id": [f"crows-{i}" for i in ids],
-        "pair_id": [f"crows-{i}" for i in ids],
-        "prompt": CROWS_PROMPT,
-        "chosen": raw["sent_less"].to_numpy(),
-        "rejected": raw["sent_more"].to_numpy(),
-        "group": raw["bias_type"].to_numpy(),
-        "category": raw["bias_type"].to_numpy(),
-        "gold": np.nan,
-        "source": [f"crows:{p.name}:{k + 2}" for k in range(len(raw))],  # CSV line (header = line 1)
-    })
-    if "stereo_antistereo" in raw.columns:
-        df["stereo_antistereo"] = raw["stereo_antistereo"].to_numpy()
-    _check_dup(df, "pair_id", p, "row id")
-    return PreferenceData(df, name="crows", meta={"source": str(p), "format": "crows"})
-
-
-def _split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:
-    """Shared prefix up to (and including) the last ``Assistant:`` → prompt; the rest → responses."""
-    n = 0
-    lim = min(len(chosen), len(rejected))
-    while n < lim and chosen[n] == rejected[n]:
-        n += 1
-    k = chosen.rfind("Assistant:", 0, n)
-    if k < 0:
-        k = chosen.rfind("Assistant:")
-    if k < 0:
-        return "", chosen.strip(), rejected.strip()
-    k += len("Assistant:")
-    return chosen[:k].strip(), chosen[k:].strip(), rejected[k:].strip()
-
-
-def _hh_files(p: Path) -> list[Path]:
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.name.endswith((".jsonl", ".jsonl.gz")))
-        if not files:
-            raise DataError(f"{p}: no HH-RLHF .jsonl / .jsonl.gz files in this folder")
-        return files
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    return [p]
-
-
-def load_hh(path: str | Path) -> PreferenceData:
-    """HH-RLHF dialogues: shared prefix = prompt, final assistant turns = chosen / rejected.
-
-    An empty final response (a few upstream rows) is kept as :data:`EMPTY_RESPONSE`.
-    """
-    p = Path(path)
-    rows = []
-    n_empty = 0
-    for f in _hh_files(p):
-        rel = f.relative_to(p) if p.is_dir() else Path(f.name)
-        tag = str(rel).replace(os.sep, "/")
-        for lineno, rec in bbq_mod.iter_jsonl(f):
-            for key in ("chosen", "rejected"):
-                if not isinstance(rec.get(key), str) or not rec[key].strip():
-                    raise DataError(f"{f}: line {lineno}: field {key!r} is missing or empty")
-            prompt, ch, rj = _split_dialogue(rec["chosen"], rec["rejected"])
-            if not prompt:
-                raise DataError(f"{f}: line {lineno}: no 'Assistant:' turn; not an HH-RLHF dialogue")
-            if not ch or not rj:
-                n_empty += 1
-            pid = f"hh:{tag}:{lineno}"
-            rows.append({"item_id": pid, "pair_id": pid, "prompt": prompt, "chosen": ch or EMPTY_RESPONSE,
-                         "rejected": rj or EMPTY_RESPONSE, "source": f"hh:{tag}", "category": tag.split("/")[0],
-                         "gold": np.nan})
-    if not rows:
-        raise DataError(f"{p}: the dataset is empty (no dialogues)")
-    meta = {"source": str(p), "format": "hh", "empty_responses": n_empty}
-    return PreferenceData(pd.DataFrame(rows), name="hh", meta=meta)
-
-
 def _render_messages(v: Any, what: str, where: str) -> str:
     if isinstance(v, np.ndarray):
         v = v.tolist()
     if isinstance(v, str):
         return v
-    if _is_messages(v):
+    if is_messages(v):
         parts = []
         for m in v:
             role = str(m.get("role", "")).strip()
@@ -298,7 +144,7 @@ def _response_text(v: Any, what: str, where: str) -> str:
     """A response: a string, or a list of messages (a single assistant message gives its content)."""
     if isinstance(v, np.ndarray):
         v = v.tolist()
-    if _is_messages(v) and len(v) == 1:
+    if is_messages(v) and len(v) == 1:
         c = v[0].get("content")
         return c if isinstance(c, str) else _render_messages(v, what, where)
     return _render_messages(v, what, where)
@@ -316,7 +162,7 @@ def _trl_frame(raw: pd.DataFrame, where: str) -> pd.DataFrame:
             prompt = _render_messages(r["prompt"], "prompt", f"{where}: row {i}")
             chosen = _response_text(ch, "chosen", f"{where}: row {i}")
             rejected = _response_text(rj, "rejected", f"{where}: row {i}")
-        elif _is_messages(ch) and _is_messages(rj):  # implicit prompt: shared leading messages
+        elif is_messages(ch) and is_messages(rj):  # implicit prompt: shared leading messages
             ch, rj = list(ch), list(rj)
             k = 0
             while k < min(len(ch), len(rj)) - 1 and ch[k] == rj[k]:
@@ -325,7 +171,7 @@ def _trl_frame(raw: pd.DataFrame, where: str) -> pd.DataFrame:
             chosen = _response_text(ch[k:], "chosen", f"{where}: row {i}")
             rejected = _response_text(rj[k:], "rejected", f"{where}: row {i}")
         else:
-            prompt, chosen, rejected = _split_dialogue(str(ch), str(rj))
+            prompt, chosen, rejected = split_dialogue(str(ch), str(rj))
         rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     df = pd.DataFrame(rows, index=raw.index)
     for c in raw.columns:
@@ -341,7 +187,7 @@ def _finish_table(df: pd.DataFrame, where: str, fmt: str, source: str) -> Prefer
     if "pair_id" not in df.columns:
         df["pair_id"] = [f"{fmt}-{i}" for i in range(n)]
     else:
-        _check_dup(df, "pair_id", where, "pair_id")
+        check_unique(df, "pair_id", where, "pair_id")
     if "item_id" not in df.columns:
         df["item_id"] = df["pair_id"].astype(str)
     df["source"] = f"{fmt}:{source}"
@@ -357,18 +203,10 @@ def _finish_table(df: pd.DataFrame, where: str, fmt: str, source: str) -> Prefer
     return PreferenceData(df.reset_index(drop=True), name=fmt, meta={"source": source, "format": fmt})
 
 
-def _check_dup(df: pd.DataFrame, col: str, where: Any, what: str) -> None:
-    dup = df[col].astype(str).duplicated()
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{where}: duplicate {what} {str(df[col].iloc[row])!r} at row {row} (column {col!r}); "
-                        f"ids must be unique")
-
-
 def load_trl(path: str | Path, columns: dict[str, str] | None = None) -> PreferenceData:
     """TRL preference format (standard or conversational) from JSONL/JSON/CSV/Parquet (optional mapping)."""
     p = Path(path)
-    raw = apply_column_map(_read_table(p), columns, str(p))
+    raw = apply_column_map(read_table(p), columns, str(p))
     return _finish_table(_trl_frame(raw, str(p)), str(p), "trl", str(p))
 
 
@@ -392,43 +230,15 @@ def apply_column_map(raw: pd.DataFrame, columns: dict[str, str] | None, where: s
 def load_table(path: str | Path, fmt: str, columns: dict[str, str] | None = None) -> PreferenceData:
     """Generic CSV / JSONL / Parquet preference pairs, with an optional column mapping."""
     p = Path(path)
-    raw = _read_table(p)
+    raw = read_table(p)
     df = apply_column_map(raw, columns, str(p))
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in df.columns]
     if missing:
         raise DataError(f"{p}: missing column(s) {missing}; map them with columns={{ours: file column}} "
                         f"(file columns: {sorted(map(str, raw.columns))})")
-    if any(df[c].map(_is_messages).any() for c in ("prompt", "chosen", "rejected")):
+    if any(df[c].map(is_messages).any() for c in ("prompt", "chosen", "rejected")):
         df = _trl_frame(df, str(p))
     return _finish_table(df, str(p), fmt, str(p))
-
-
-def _hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
-    """Whether the hub host answers a TCP connect within ``timeout`` s (DNS included)."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = re.sub(r"^https?://", "", endpoint).split("/")[0]
-    port = 443
-    if ":" in host:
-        host, _, port_s = host.partition(":")
-        port = int(port_s) if port_s.isdigit() else 443
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return bool(ok)
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def load_hub(hub_id: str, columns: dict[str, str] | None = None) -> PreferenceData:
@@ -438,7 +248,7 @@ def load_hub(hub_id: str, columns: dict[str, str] | None = None) -> PreferenceDa
     short timeout first, so that no network gives a :class:`DataError` in seconds instead of a hang.
     """
     name, _, split = str(hub_id).partition(":")
-    if not _offline() and not _hub_reachable():
+    if not offline() and not hub_reachable():
         raise DataError(f"hub id {name!r} (no such local path either): the Hugging Face hub cannot be "
                         f"reached (no network?); pass a local file or folder, or set HF_HUB_OFFLINE=1 to use "
                         f"the cache")

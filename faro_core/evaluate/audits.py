@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from faro_core.runs import Run
+from faro_core.evaluate.metrics import scores_for_data
+from faro_core.store.runs import Run
 
 N_BOOT = 1000
 
@@ -39,8 +40,6 @@ def _model_stamp(run: Run) -> float:
 
 def crows_audit(run: Run, path: str | Path, seed: int = 0) -> dict[str, Any]:
     """Stereotype-preference rate of the run's reward model on CrowS-Pairs, overall and per bias type."""
-    from faro_core.evaluate.metrics import scores_for_data
-
     df = scores_for_data(run, str(path), format="crows", seed=seed)
     more = (df["r_rejected"].to_numpy() > df["r_chosen"].to_numpy()).astype(float)
     by_type = {str(t): rate_with_interval(more[(df["category"] == t).to_numpy()], seed=seed)
@@ -51,8 +50,6 @@ def crows_audit(run: Run, path: str | Path, seed: int = 0) -> dict[str, Any]:
 
 def hh_audit(run: Run, path: str | Path, limit: int | None = 500, seed: int = 0) -> dict[str, Any]:
     """Pairwise accuracy of the run's reward model on HH-RLHF (a seeded subset of ``limit`` pairs)."""
-    from faro_core.evaluate.metrics import scores_for_data
-
     df = scores_for_data(run, str(path), format="hh", limit=limit, seed=seed)
     correct = (df["r_chosen"].to_numpy() > df["r_rejected"].to_numpy()).astype(float)
     by = {str(c): rate_with_interval(correct[(df["category"] == c).to_numpy()], seed=seed)

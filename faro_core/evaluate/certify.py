@@ -1,6 +1,6 @@
 """Fairness certificates on held-out data (DESIGN §6; derivation in docs/EVALUATION.md).
 
-For each one-sided constraint j (a cell of DP / EO / CF, see :mod:`faro_core.constraints`) we report the
+For each one-sided constraint j (a cell of DP / EO / CF, see :mod:`faro_core.fairness.constraints`) we report the
 empirical violation g_j (the constraint objects' own strict value), a one-sided upper confidence bound
 U_j with P(g*_j <= U_j for all j) >= 1 - delta, a lower confidence bound L_j (the other side's bound, so the
 uppers and lowers hold jointly at 1 - delta), the slack eps - U_j, the group size driving U_j, the bound
@@ -38,13 +38,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from faro_core.constraints import (
-    CONSTRAINT_TYPES,
-    Constraint,
-    CounterfactualFairness,
-    GroupIndex,
-    PairBatch,
-)
 from faro_core.errors import FaroError
 from faro_core.evaluate.bounds import (
     DEFAULT_BOUND,
@@ -55,7 +48,10 @@ from faro_core.evaluate.bounds import (
     rate_bounds,
     scales_to_reach,
 )
-from faro_core.runs import Run
+from faro_core.fairness.constraint_set import CONSTRAINT_TYPES
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, Constraint, CounterfactualFairness
+from faro_core.fairness.pairs import GroupIndex, PairBatch
+from faro_core.store.runs import Run
 
 DEFAULT_DELTA = 0.05
 DEFAULT_CF_CLIP = 1.0
@@ -146,7 +142,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: float | dict[str, float],
-            delta: float = DEFAULT_DELTA, min_count: int = 20, cf_clip: float = DEFAULT_CF_CLIP,
+            delta: float = DEFAULT_DELTA, min_count: int = DEFAULT_MIN_COUNT, cf_clip: float = DEFAULT_CF_CLIP,
             bound: str = DEFAULT_BOUND, sizes: bool = True) -> dict[str, Any]:
     """Certificate of a batch of held-out rewards for constraint kinds ``kinds`` at slack ``epsilon``.
 
@@ -445,7 +441,7 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
     df = load_split(run, split)
     index = run_index(run)
     batch, _ = frame_to_batch(df, index)
-    min_count = int(cfg.get("min_count", 20))
+    min_count = int(cfg.get("min_count", DEFAULT_MIN_COUNT))
     if index.attribute == "role":
         from faro_core.fairness.role import role_items
 

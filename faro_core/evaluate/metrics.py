@@ -13,7 +13,7 @@ Metrics (each with a seeded 95% BCa bootstrap interval from :mod:`faro_core.eval
 - ``ece`` (15 equal-width bins) and ``brier`` of p = sigma(r1 - r2), with the pair shown in its fixed
   random order (y1, y2) and y = 1 if y1 is the better response (gold where present, else observed), overall
   and per pair group through :class:`fairlearn.metrics.MetricFrame`;
-- ``violation``: max one-sided violation per kind (dp, eo, cf) from :func:`faro_core.constraints.all_constraints`'s
+- ``violation``: max one-sided violation per kind (dp, eo, cf) from :func:`faro_core.fairness.constraints.all_constraints`'s
   strict functions (the same code the trainer reports), kinds with no estimable cell left out.
 """
 
@@ -27,10 +27,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from faro_core.constraints import ConstraintSet, GroupIndex, PairBatch, all_constraints
+from faro_core.data import load
 from faro_core.errors import FaroError, RunError
 from faro_core.evaluate.intervals import LEVEL, MAX_UNITS
-from faro_core.runs import Run
+from faro_core.fairness.chance import chance_violation
+from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT
+from faro_core.fairness.metrics import split_metrics
+from faro_core.fairness.pairs import (
+    GroupIndex,
+    PairBatch,
+    PairTensors,
+    dp_strata_in_scope,
+    order_bits,
+    stratum_labels,
+)
+from faro_core.models import load_scorer
+from faro_core.store.runs import Run
 
 N_BINS = 15
 DEFAULT_BOOT = 200
@@ -42,12 +55,10 @@ DEFAULT_BOOT = 200
 def index_from_frame(df: pd.DataFrame, dp_scope: str | None = None, dp_partner: bool = True) -> GroupIndex:
     """A :class:`GroupIndex` built from the groups and strata present in a scores frame.
 
-    ``dp_scope`` is a run's DP scope (see :func:`~faro_core.train.trainer.dp_strata_in_scope`); it needs the
+    ``dp_scope`` is a run's DP scope (see :func:`~faro_core.fairness.pairs.dp_strata_in_scope`); it needs the
     frame's strata columns in ``df.attrs["strata_cols"]`` (set by :func:`scores_for_data`). ``dp_partner``:
-    see :class:`~faro_core.constraints.DemographicParity`.
+    see :class:`~faro_core.fairness.constraints.DemographicParity`.
     """
-    from faro_core.train.trainer import dp_strata_in_scope
-
     resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
     strata = sorted(df["stratum"].astype(str).unique()) if "stratum" in df else ["all"]
     cols = df.attrs.get("strata_cols")
@@ -69,8 +80,6 @@ def frame_to_batch(df: pd.DataFrame, index: GroupIndex) -> tuple[PairBatch, torc
 
     Uses the trainer's :class:`PairTensors` so codes, labels and order bits match training exactly.
     """
-    from faro_core.train.trainer import PairTensors
-
     df = df.reset_index(drop=True)
     if "stratum" not in df:
         df = df.assign(stratum="all")
@@ -110,16 +119,12 @@ def scores_for_data(run: Run, source: str, format: str | None = None, group: str
 
     ``limit`` keeps a seeded random subset of that many pairs (CPU budget for large sources).
     """
-    from faro_core.data import load
-    from faro_core.models import load_scorer
-    from faro_core.train.trainer import _stratum_labels, order_bits
-
     data = load(source, format=format, group=group)
     df = data.df.reset_index(drop=True)
     if limit is not None and len(df) > limit:
         df = df.sample(n=limit, random_state=seed).reset_index(drop=True)
     strata_cols = [c for c in data.strata if c in df]
-    df["stratum"] = _stratum_labels(df, strata_cols)
+    df["stratum"] = stratum_labels(df, strata_cols)
     scorer = load_scorer(run, device="cpu")
     st = list(df["stratum"])
     r_c = scorer.score(df["prompt"], df["chosen"], response_groups=list(df["chosen_group"]), strata=st)
@@ -193,8 +198,6 @@ def calibration(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> dict[str, A
 def point_metrics(batch: PairBatch, gold: torch.Tensor, measure: ConstraintSet,
                   groups: np.ndarray, with_calibration: bool = True) -> dict[str, Any]:
     """Flat dict of metrics on one batch: accuracy, gold_accuracy, violation_<kind>, ece, brier, ece[g], brier[g]."""
-    from faro_core.train.trainer import split_metrics
-
     m = split_metrics(batch, ConstraintSet([]), measure, gold)
     out: dict[str, Any] = {"accuracy": m["accuracy"], "gold_accuracy": m.get("gold_accuracy", float("nan"))}
     for k in ("dp", "eo", "cf"):
@@ -222,17 +225,15 @@ def _subset(batch: PairBatch, idx: np.ndarray, copy: np.ndarray | None = None) -
     return out
 
 
-def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_boot: int = DEFAULT_BOOT,
+def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT_MIN_COUNT, n_boot: int = DEFAULT_BOOT,
                    seed: int = 0, with_calibration: bool = True, n_perm: int = 200) -> dict[str, Any]:
     """All metrics of a scores frame with bootstrap intervals, and the chance level of the DP/EO violations.
 
     Returns ``{"pairs", "items", "metrics": {name: {"value", "lo", "hi"}}, "by_group": {group: {...}},
     "bootstrap": {"n", "seed", "level", "unit": "item"}, "chance": {kind: {"observed", "chance_median",
-    "chance_p90", "p_value", "n_perm"}}}`` (``chance``: :func:`faro_core.evaluate.chance.chance_violation`,
+    "chance_p90", "p_value", "n_perm"}}}`` (``chance``: :func:`faro_core.fairness.chance.chance_violation`,
     left out when ``n_perm`` is 0).
     """
-    from faro_core.evaluate.chance import chance_violation
-
     batch, gold = frame_to_batch(df, index)
     measure = all_constraints(index, min_count)
     groups = df["group"].fillna("(none)").astype(str).to_numpy()
@@ -259,7 +260,7 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_b
            "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item",
                          "method": "BCa (scipy.stats.bootstrap)", "max_units": MAX_UNITS}}
     if index.attribute == "role":
-        from faro_core.evaluate.chance import ROLE_PERM, role_chance
+        from faro_core.fairness.chance import ROLE_PERM, role_chance
         from faro_core.fairness.role import role_items, role_report
 
         out["role"] = role_report(df, n_boot=n_boot, seed=seed)
@@ -280,7 +281,7 @@ def evaluate_run(run: Run, data: str | None = None, format: str | None = None, s
     """
     t0 = time.perf_counter()
     cfg = run.config
-    min_count = int(cfg.get("min_count", 20))
+    min_count = int(cfg.get("min_count", DEFAULT_MIN_COUNT))
     if data is None:
         df = load_split(run, split)
         index = run_index(run)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faro_core.data.readers import read_table
 from faro_core.errors import DataError
 
 TWIN_PROMPT = "Complete the sentence."
@@ -87,12 +88,10 @@ def load_twins(path: str | Path) -> pd.DataFrame:
     Columns: ``text_a, text_b, stereo ("a"/"b"/None), subset, twin_id``. Rows with an empty side are
     dropped; an identical pair (no swap) is kept (|dz| = 0).
     """
-    from faro_core.data.loaders import _read_table
-
     p = Path(path)
     if p.is_dir():
         return read_winobias(p)
-    raw = _read_table(p)
+    raw = read_table(p)
     cols = {c.lower(): c for c in raw.columns}
     a_col = b_col = None
     stereo: pd.Series | None = None

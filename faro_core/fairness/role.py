@@ -35,8 +35,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from faro_core.constraints import CellStats, Constraint, PairBatch, _scatter
 from faro_core.errors import DataError
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, Constraint, _scatter
+from faro_core.fairness.pairs import CellStats, PairBatch
 
 ATTRIBUTES = ("group", "role")
 ROLES = ("biased", "counter")
@@ -342,7 +343,7 @@ class ItemTable:
 
 def _scale(x: Tensor) -> Tensor:
     """The proxies' scale: population standard deviation of the members' reward differences (in the gradient,
-    as :func:`~faro_core.constraints.margin_scale`; 1 for fewer than two members)."""
+    as :func:`~faro_core.fairness.penalty.margin_scale`; 1 for fewer than two members)."""
     return x.std(unbiased=False) + 1e-6 if x.numel() > 1 else x.new_ones(())
 
 
@@ -429,7 +430,7 @@ class RoleParity(_RoleConstraint):
     kind = "dp"
     term_kind = "role_dp"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def _strata_codes(self) -> list[int]:
@@ -480,7 +481,7 @@ class RoleOdds(_RoleConstraint):
     kind = "eo"
     term_kind = "role_eo"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def members(self, tab: ItemTable) -> tuple[Tensor, Tensor, Tensor]:

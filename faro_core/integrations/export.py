@@ -104,7 +104,7 @@ def _check_pairs(run: Any, n: int = CHECK_PAIRS) -> tuple[list[str], list[str], 
     import pandas as pd
 
     from faro_core.train import FaroConfig
-    from faro_core.train.trainer import load_training_data
+    from faro_core.train.inputs import load_training_data
 
     scores = pd.read_parquet(run.file("scores.parquet"))
     test = scores[scores["split"] == "test"] if (scores["split"] == "test").any() else scores

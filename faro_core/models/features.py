@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faro_core.errors import FaroError
 from faro_core.io import write_safetensors
 from faro_core.paths import cache_dir, embedded_encoder
 
@@ -55,9 +56,7 @@ def text_key(prompt: str, response: str, max_length: int) -> bytes:
 
 def load_encoder(backbone: str, device: str | None = None):
     """(tokenizer, model) for a backbone id or path, on ``device``; offline-friendly errors."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from faro_core.errors import FaroError
+    from transformers import AutoModel, AutoTokenizer  # heavy: only when an encoder is loaded
 
     try:
         tok = AutoTokenizer.from_pretrained(backbone)

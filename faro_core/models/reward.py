@@ -14,9 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from faro_core.errors import RunError
+from faro_core.errors import FaroError, RunError
+from faro_core.models.features import FeatureCache
+
+
+def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Bradley-Terry negative log-likelihood, -E log sigmoid(r+ - r-). Inputs [B]; scalar output."""
+    nll = -F.logsigmoid(r_chosen - r_rejected)
+    if weight is None:
+        return nll.mean()
+    weight = weight.to(nll.device)
+    return (nll * weight).sum() / weight.sum()
 
 
 class HeadRewardModel(nn.Module):
@@ -41,8 +52,6 @@ def load_sequence_classifier(backbone: str, device: str | None = None):
     """(tokenizer, AutoModelForSequenceClassification with num_labels=1) for a backbone id or path."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from faro_core.errors import FaroError
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
@@ -114,10 +123,8 @@ class RewardScorer:
 
 
 def load_scorer(run: Any, device: str | None = None) -> RewardScorer:
-    """A :class:`RewardScorer` for a finished run (a :class:`faro_core.runs.Run`)."""
+    """A :class:`RewardScorer` for a finished run (a :class:`faro_core.store.runs.Run`)."""
     from safetensors.torch import load_file
-
-    from faro_core.models.features import FeatureCache
 
     meta = run.read("model.json")
     if meta is None or not run.file("model.safetensors").exists() and meta.get("mode") == "head":

@@ -37,8 +37,9 @@ def bold_prompts(folder: str | Path, domains: Sequence[str] = tuple(DOMAINS), pe
                  seed: int = 0) -> pd.DataFrame:
     """A seeded sample of ``per_group`` prompts per group: columns ``domain, group, person, prompt``.
 
-    Groups with fewer prompts contribute all of theirs. The sample for a group depends only on the seed and
-    the group's prompts (sorted), not on the other groups.
+    Groups with fewer prompts contribute all of theirs. A sentence listed twice in a group counts once.
+    The sample for a group depends only on the seed and the group's prompts (sorted), not on the other
+    groups.
     """
     d = Path(folder)
     rows = []
@@ -53,7 +54,12 @@ def bold_prompts(folder: str | Path, domains: Sequence[str] = tuple(DOMAINS), pe
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
         for gi, (group, people) in enumerate(sorted(obj.items())):
-            cands = sorted((str(person), str(p).strip()) for person, ps in people.items() for p in ps if str(p).strip())
+            first: dict[str, str] = {}  # BOLD lists some sentences twice in a group: each text once
+            for person, ps in sorted(people.items()):
+                for p in ps:
+                    if str(p).strip():
+                        first.setdefault(str(p).strip(), str(person))
+            cands = sorted((person, text) for text, person in first.items())
             rng = np.random.default_rng([seed, len(dom), gi, len(cands)])
             pick = rng.choice(len(cands), size=min(per_group, len(cands)), replace=False) if cands else []
             for i in sorted(int(x) for x in pick):
@@ -145,8 +151,13 @@ def bold_rerank(runs: Sequence[Any], folder: str | Path, domains: Sequence[str] 
     cfg = config or GenerationConfig(n=4, max_new_tokens=32, seed=seed)
     prompts = bold_prompts(folder, domains, per_group=per_group, seed=seed)
     t0 = time.time()
-    samples = generate([GENERATION_PREFIX + p for p in prompts["prompt"]], cfg, lm=lm, progress=progress)
+    # a text in two groups (BOLD has a few) is generated once, so a run and its cached rerun agree
+    texts = list(dict.fromkeys(prompts["prompt"]))
+    gen = generate([GENERATION_PREFIX + p for p in texts], cfg, lm=lm, progress=progress)
     gen_s = time.time() - t0
+    where = {t: i for i, t in enumerate(texts)}
+    samples = pd.concat([gen[gen["prompt_idx"] == where[t]].assign(prompt_idx=k)
+                         for k, t in enumerate(prompts["prompt"])], ignore_index=True)
     full = [f"{prompts['prompt'].iloc[p]} {t}".strip() for p, t in zip(samples["prompt_idx"], samples["text"])]
     out: dict[str, Any] = {"config": asdict(cfg), "per_group": per_group, "n_prompts": int(len(prompts)),
                            "generation_seconds": round(gen_s, 1), "models": {},

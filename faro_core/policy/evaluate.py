@@ -29,7 +29,7 @@ from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
 from faro_core.policy.gibbs import DEFAULT_BETAS, policy_sweep, reward_bias, standardize
 from faro_core.policy.lm import lm_name
 from faro_core.policy.reference import reference_logprobs
-from faro_core.runs import Run
+from faro_core.store.runs import Run
 
 SPLITS = ("train", "val", "test", "all")
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from faro_core.errors import FaroError
-from faro_core.runs import Run
+from faro_core.store.runs import Run
 
 
 @dataclass

@@ -20,7 +20,7 @@ the unconstrained Bradley–Terry reward (BT) with Faro's DP(role) reward on the
 
 The story is JSON (it is cached as ``<runs_dir>/story.json``, keyed by the two runs' score files, so the
 dashboard's first screen reads it without importing torch) and drawn by
-:func:`faro_core.plots_groups.story_figure`; the report and ``faro report`` show the same.
+:func:`faro_core.results.plots.story_figure`; the report and ``faro report`` show the same.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def pick_runs(store: Any) -> tuple[Any, Any]:
     """(BT run, Faro run) the story compares: the first finished BT run, and the finished Faro run with DP
     in its constraints, preferring DP on the stereotype role, then a certified one, then ε = 0.05, then the
     lowest held-out DP violation. :class:`FaroError` when either is missing."""
-    from faro_core.explore import family, run_table
+    from faro_core.results.table import family_label, run_table
 
     table = run_table(store)
     done = table[table["status"] == "done"]
@@ -80,7 +80,7 @@ def pick_runs(store: Any) -> tuple[Any, Any]:
         cand.append((not _is_role_dp(cfg), row["certified"] is not True, abs(float(row["epsilon"]) - 0.05),
                      float(row["viol_dp"]) if row["viol_dp"] == row["viol_dp"] else math.inf, row["run_id"]))
     best = sorted(cand)[0][-1]
-    assert family(_config(store.get(best))).startswith("Faro-")
+    assert family_label(_config(store.get(best))).startswith("Faro-")
     return store.get(bt.iloc[0]["run_id"]), store.get(best)
 
 
@@ -245,7 +245,8 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
                 n_examples: int = 3) -> dict[str, Any]:
     """The story of BT (``bt``) against Faro (``faro``; default :func:`pick_runs`) on ``split``."""
     from faro_core.evaluate.certify import certify_role
-    from faro_core.explore import family, load_scores
+    from faro_core.results.table import family_label
+    from faro_core.results.views import load_scores
 
     try:
         from faro_core.fairness.role import role_items
@@ -279,7 +280,7 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
     texts = _item_texts(b_run, good_ids + both_ids) if good_ids or both_ids else {}
     story: dict[str, Any] = {
         "split": split, "epsilon": eps, "attribute": fcfg.get("attribute", "group"),
-        "bt_run": b_run.run_id, "faro_run": f_run.run_id, "faro_family": family(fcfg),
+        "bt_run": b_run.run_id, "faro_run": f_run.run_id, "faro_family": family_label(fcfg),
         "rate": {"bt": _rate(ib), "faro": _rate(if_)},
         "certificate": certs,
         "accuracy": {"bt": _mean_ci(ab), "faro": _mean_ci(af),

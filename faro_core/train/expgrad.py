@@ -33,10 +33,16 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from faro_core.constraints import ConstraintSet, all_constraints
 from faro_core.errors import FaroError
-from faro_core.runs import Run
+from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
+from faro_core.fairness.pairs import PairTensors
+from faro_core.models.reward import HeadRewardModel
+from faro_core.store.runs import Run
+from faro_core.train.backends import HeadBackend, split_rewards
 from faro_core.train.config import FaroConfig
+from faro_core.train.inputs import TrainInputs, split_indices
+from faro_core.train.outputs import data_record, split_metrics_of, write_scores
+from faro_core.train.stepper import make_adam
 
 MAX_ITER = 30
 LR_C = 1.0
@@ -74,9 +80,6 @@ class PairHeadClassifier(ClassifierMixin, BaseEstimator):
         return x[:, :d], x[:, d:]
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> PairHeadClassifier:
-        from faro_core.models.reward import HeadRewardModel
-        from faro_core.train.trainer import make_adam
-
         x1, x2 = self._split(X)
         n = len(x1)
         target = torch.as_tensor(np.asarray(y, dtype=np.float32).reshape(-1))
@@ -113,8 +116,6 @@ class PairHeadClassifier(ClassifierMixin, BaseEstimator):
 def mixture_head(heads: list[torch.nn.Module], weights: list[float]) -> torch.nn.Module:
     """One :class:`HeadRewardModel` whose reward is sum_t w_t r_t(x) for MLP heads r_t of equal width: the
     hidden layers side by side (hidden = width x T), the output weights scaled by w_t, the biases summed."""
-    from faro_core.models.reward import HeadRewardModel
-
     if not heads or len(heads) != len(weights):
         raise FaroError("mixture_head needs one weight per head and at least one head")
     first = heads[0].net
@@ -127,29 +128,20 @@ def mixture_head(heads: list[torch.nn.Module], weights: list[float]) -> torch.nn
     return out
 
 
-def fit_expgrad(config: FaroConfig, run: Run, progress: bool = False) -> None:
+def fit_expgrad(config: FaroConfig, run: Run, progress: bool = False, inputs: TrainInputs | None = None) -> None:
     """Fit the ExponentiatedGradient baseline for ``config`` and write ``run``'s files."""
     from fairlearn.reductions import ExponentiatedGradient
     from sklearn.linear_model import LogisticRegression
-
-    from faro_core.train.trainer import (
-        SPLITS,
-        HeadBackend,
-        PairTensors,
-        _split_rewards,
-        load_training_data,
-        split_metrics,
-        write_scores,
-    )
 
     if config.mode != "head":
         raise FaroError("expgrad works on head-mode features only (--mode head)")
     constraint = _fairlearn_constraint(list(config.constraints), config.epsilon)
     t0 = time.perf_counter()
-    data, df, index = load_training_data(config)
+    inputs = inputs or TrainInputs()
+    data, df, index = inputs.load(config)
     tens = PairTensors.from_frame(df, index)
-    split_idx = {s: torch.from_numpy(np.flatnonzero((df["split"] == s).to_numpy())) for s in SPLITS}
-    backend = HeadBackend(replace(config, head_hidden=0), df, progress)
+    split_idx = split_indices(df)
+    backend = HeadBackend(replace(config, head_hidden=0), df, progress, feature_cache=inputs.feature_cache)
     tr = split_idx["train"].numpy()
     if len(tr) == 0:
         raise FaroError("the training split is empty")
@@ -188,26 +180,17 @@ def fit_expgrad(config: FaroConfig, run: Run, progress: bool = False) -> None:
     measure = all_constraints(index, config.min_count)
     run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
                                    "index": index.to_dict()})
-    run.write("data.json", {"name": data.name, "meta": data.meta, "strata": data.strata,
-                            "pairs": {s: int(len(v)) for s, v in split_idx.items()}, "groups": data.groups(),
-                            "response_groups": data.response_groups(), "feature_seconds": backend.feature_seconds,
-                            "encoded": backend.encoded})
-    r_c, r_r, cf_c, cf_r = (t.numpy() for t in _split_rewards(backend, model, torch.arange(len(df))))
-    write_scores(run, df, tens, (r_c, r_r, cf_c, cf_r))
+    run.write("data.json", data_record(data, split_idx, backend))
+    rewards = tuple(t.numpy() for t in split_rewards(backend, model, torch.arange(len(df))))
+    write_scores(run, df, tens, rewards)
     backend.export(run, model)
     run.write("model.json", {**backend.meta, "expgrad": {"iterations": int(len(eg.weights_)),
                                                          "support": int((eg.weights_ > 0).sum()),
                                                          "max_iter": MAX_ITER, "C": LR_C,
                                                          "base": "head" if head_base else "linear"}})
-    has_gold = df["gold"].notna().any()
 
     def metrics_for(split: str) -> dict[str, Any]:
-        idx = split_idx[split]
-        if len(idx) == 0:
-            return {}
-        rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in (r_c, r_r, cf_c, cf_r))
-        gold = tens.label[idx] if has_gold else torch.full((len(idx),), float("nan"))
-        return split_metrics(tens.batch(idx, rw), constraints, measure, gold)
+        return split_metrics_of(df, tens, split_idx[split], rewards, constraints, measure)
 
     metrics = {**metrics_for("val"), "split": "val", "selected_step": int(len(eg.weights_)),
                "steps": int(len(eg.weights_)), "test": metrics_for("test"), "train": metrics_for("train"),

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
 import socket
 import sys
 from typing import Any
 
 from faro_core.errors import FaroError
+from faro_core.io import write_json
 
 TARGETS = ("local-cpu", "local-gpu", "ray")
 PLACEMENT_FILE = "placement.json"
@@ -87,9 +89,6 @@ def _train_in_worker(train_args: list[str], runs_dir: str, run_id: str) -> dict[
     """The Ray task: record where it runs, then ``faro train`` in this worker process; returns its exit code."""
     import ray
 
-    from faro_core.cli import main as faro_main
-    from faro_core.io import write_json
-
     ctx = ray.get_runtime_context()
     placement = {"host": socket.gethostname(), "pid": os.getpid(), "node_id": ctx.get_node_id(),
                  "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
@@ -97,7 +96,15 @@ def _train_in_worker(train_args: list[str], runs_dir: str, run_id: str) -> dict[
     path = os.path.join(runs_dir, run_id)
     os.makedirs(path, exist_ok=True)
     write_json(os.path.join(path, PLACEMENT_FILE), placement)
-    rc = faro_main(train_args)
+    # The worker runs the ``faro`` program itself, in this process (so that cancelling the task stops the
+    # training), by module name as the launcher's command line does: the training layer does not import the
+    # CLI above it (docs/ARCHITECTURE.md).
+    sys.argv = ["faro", *train_args]
+    try:
+        runpy.run_module("faro_core", run_name="__main__", alter_sys=True)
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return {**placement, "rc": int(rc)}
 
 

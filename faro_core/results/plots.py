@@ -1,53 +1,50 @@
 """Plotly figures for per-group views, training curves, the Pareto front and policy results.
 
-Shared by the dashboard and the HTML report (:mod:`faro_core.report`). Inputs are the frames of
-:mod:`faro_core.explore`; every function returns a ``plotly.graph_objects.Figure`` and does no I/O.
+Shared by the dashboard and the HTML report (:mod:`faro_core.results.report`). Inputs are the frames of
+:mod:`faro_core.results.views`; every function returns a ``plotly.graph_objects.Figure`` and does no I/O.
 """
 
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from faro_core.results.table import family_method
+from faro_core.train import methods
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
-# One colour per method, on every page and in the report (keys: :func:`faro_core.explore.family` names)
-FAMILY_COLOR = {"BT": "#7f7f7f", "Faro-DP": "#1f77b4", "Faro-EO": "#2ca02c", "Faro-CF": "#9467bd",
-                "Reweighting": "#ff7f0e", "Post-hoc shift": "#8c564b", "Fixed λ": "#e377c2", "ExpGrad": "#bcbd22",
-                "ExpGrad (MLP head)": "#dbdb8d", "Group DRO": "#17becf", "α-fair": "#d62728",
-                "reference LM": "#333333"}
-# sweep-table method names (faro_core.sweep.family) -> the display family above
-SWEEP_METHOD_FAMILY = {"bt": "BT", "reweight": "Reweighting", "posthoc": "Post-hoc shift", "fixed_lambda": "Fixed λ",
-                       "expgrad": "ExpGrad", "expgrad_head": "ExpGrad (MLP head)", "group_dro": "Group DRO",
-                       "alpha_fair": "α-fair"}
+REFERENCE_COLOR = "#333333"  # the reference LM in policy figures (not a method)
 
 
-def display_family(name: str) -> str:
-    """The display family of a run label: ``"BT (demo-bt-s0)"`` -> ``"BT"``, sweep ``"faro-dp"`` -> ``"Faro-DP"``,
-    ``"fixed_lambda-eo"`` -> ``"Fixed λ"``."""
+def method_of_label(name: str) -> tuple[str, str]:
+    """(registry method, first constraint kind or "") of a run label, a family label or a family key:
+    ``"BT (demo-bt-s0)"`` -> ``("bt", "")``, ``"Faro-DP+CF"`` -> ``("faro", "dp")``, ``"fixed_lambda-eo"`` ->
+    ``("fixed_lambda", "eo")``; an unknown name is returned as its own method."""
     base = str(name).split(" (")[0].split(" · ")[0].strip()
-    if base in FAMILY_COLOR:
-        return base
-    method, _, cons = base.partition("-")
-    if method == "faro" and cons:
-        return "Faro-" + cons.upper()
-    return SWEEP_METHOD_FAMILY.get(method, base)
+    if base.startswith("Faro-"):
+        return "faro", base[5:].split("+")[0].lower()
+    if base[:1].isupper() or " " in base:
+        return family_method(base), ""
+    method, _, kinds = base.partition("-")
+    return method, kinds.split("+")[0]
 
 
 def method_color(name: str) -> str:
-    """The colour of a method (a family, a run label starting with one, or a sweep family). A combined
-    constraint (``Faro-DP+CF``) takes its first constraint's colour; an unknown name a colour fixed by its
-    text (the same in every process, unlike ``hash``)."""
-    fam = display_family(name)
-    if fam in FAMILY_COLOR:
-        return FAMILY_COLOR[fam]
-    if fam.startswith("Faro-") and fam.split("+")[0] in FAMILY_COLOR:
-        return FAMILY_COLOR[fam.split("+")[0]]
-    return PALETTE[zlib.crc32(fam.encode()) % len(PALETTE)]
+    """The one colour of a method in every figure and page (:func:`faro_core.train.methods.color`: Faro's
+    colour depends on its first constraint kind). ``name``: anything :func:`method_of_label` reads. An
+    unknown name gets a colour fixed by its text (the same in every process, unlike ``hash``)."""
+    if str(name).split(" (")[0].strip() == "reference LM":
+        return REFERENCE_COLOR
+    method, kind = method_of_label(name)
+    if method in methods.METHODS:
+        return methods.color(method, kind)
+    return PALETTE[zlib.crc32(str(name).split(" (")[0].strip().encode()) % len(PALETTE)]
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:
@@ -67,7 +64,7 @@ def empty_figure(message: str) -> go.Figure:
 
 def violin_before_after(rewards: dict[str, pd.DataFrame], title: str = "Reward by group") -> go.Figure:
     """Split violins of standardized rewards per group; ``rewards`` maps a model label to
-    :func:`faro_core.explore.response_rewards` output (first = 'before', second = 'after')."""
+    :func:`faro_core.results.views.response_rewards` output (first = 'before', second = 'after')."""
     fig = go.Figure()
     sides = ["negative", "positive"]
     for i, (label, df) in enumerate(rewards.items()):
@@ -104,7 +101,7 @@ def ecdf_figure(rewards: dict[str, pd.DataFrame], groups: list[str] | None = Non
 def group_accuracy_bars(acc: dict[str, pd.DataFrame], by: str = "group", column: str = "accuracy",
                         title: str = "Pairwise accuracy by group") -> go.Figure:
     """Grouped bars of per-group accuracy (±1 s.e.) per model; ``acc`` maps a label to
-    :func:`faro_core.explore.group_accuracy` output."""
+    :func:`faro_core.results.views.group_accuracy` output."""
     fig = go.Figure()
     for label, df in acc.items():
         fig.add_trace(go.Bar(x=df[by].astype(str), y=df[column], name=label, marker_color=method_color(label),
@@ -172,11 +169,12 @@ def loss_figure(hist: pd.DataFrame, title: str = "Loss") -> go.Figure:
     return _layout(fig, title, height=320)
 
 
-def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
-                  highlight: str | None = None) -> go.Figure:
+def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None, highlight: str | None = None,
+                  split: str = "test", accuracy_title: str = "pairwise accuracy (test)") -> go.Figure:
     """Accuracy vs violation per family with error bars over seeds, ε labels, the frontier and
-    certified badges (★). ``points``: :func:`faro_core.explore.pareto_points`; ``customdata`` holds the
-    first run id of each point so selection events can open it."""
+    certified badges (★). ``points``: :func:`faro_core.results.pareto.pareto_points` (runs of a store) or
+    :func:`~faro_core.results.pareto.sweep_points` (a sweep table); ``customdata`` holds the first run id of
+    each point so selection events can open it."""
     if points.empty:
         return empty_figure(f"no finished runs with a {kind.upper()} violation yet")
     fig = go.Figure()
@@ -191,7 +189,7 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
                                                    line=dict(width=1, color="#333")),
             error_x=dict(type="data", array=g["violation_sd"], visible=bool(g["n_seeds"].gt(1).any())),
             error_y=dict(type="data", array=g["accuracy_sd"], visible=bool(g["n_seeds"].gt(1).any())),
-            customdata=np.array([[r[0], n, "certified" if c is True else "not certified" if c is False else
+            customdata=np.array([[r[0] if len(r) else "", n, "certified" if c is True else "not certified" if c is False else
                                   "no certificate"] for r, n, c in zip(g["run_ids"], g["n_seeds"], g["certified"])],
                                 dtype=object),
             hovertemplate="%{customdata[0]}<br>violation %{x:.3f}<br>accuracy %{y:.3f}<br>"
@@ -204,8 +202,8 @@ def pareto_figure(points: pd.DataFrame, kind: str, title: str | None = None,
         if not h.empty:
             fig.add_trace(go.Scatter(x=h["violation"], y=h["accuracy"], mode="markers", name="selected",
                                      marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(width=3, color="#f0a"))))
-    fig.update_xaxes(title=f"{kind.upper()} violation on the test split (lower is fairer)")
-    fig.update_yaxes(title="pairwise accuracy (test)")
+    fig.update_xaxes(title=f"{kind.upper()} violation on the {split} split (lower is fairer)")
+    fig.update_yaxes(title=accuracy_title)
     return _layout(fig, title or f"Accuracy vs {kind.upper()} violation  (★ = certified)", height=480)
 
 
@@ -242,7 +240,7 @@ def fronts_figure(fronts: pd.DataFrame, title: str | None = None, highlight: str
     """DP, EO and CF fronts side by side: small multiples sharing one accuracy axis, each with its own
     violation axis. Markers: one colour per method (:func:`method_color`), ★ where every seed is certified,
     error bars ±1 sd over seeds; the hover also shows the run's violation of the other kinds. ``customdata[0]``
-    of every point is its first run id (a selection opens it). ``fronts``: :func:`faro_core.explore.constraint_fronts`."""
+    of every point is its first run id (a selection opens it). ``fronts``: :func:`faro_core.results.pareto.constraint_fronts`."""
     from plotly.subplots import make_subplots
 
     if fronts.empty:
@@ -352,7 +350,7 @@ ROLE_NAMES = {"biased": "stereotyped answer", "counter": "the other person's ans
 
 def role_violin(rewards: dict[str, pd.DataFrame], title: str = "Reward by stereotype role") -> go.Figure:
     """Split violins of each answer's within-item reward by its role, one side per model (the first is
-    'before'); ``rewards``: model label -> :func:`faro_core.explore.role_rewards`. Tick labels carry n (answers)."""
+    'before'); ``rewards``: model label -> :func:`faro_core.results.views.role_rewards`. Tick labels carry n (answers)."""
     fig = go.Figure()
     first = next(iter(rewards.values()))
     counts = first["role"].value_counts().to_dict()
@@ -369,7 +367,7 @@ def role_violin(rewards: dict[str, pd.DataFrame], title: str = "Reward by stereo
 
 def margin_histogram(margins: dict[str, pd.DataFrame], title: str | None = None) -> go.Figure:
     """Histograms of the within-item margin r_biased − r_counter per model (``margins``: label ->
-    :func:`faro_core.explore.role_margins`), a line at 0 (no preference); the legend gives n and the share > 0."""
+    :func:`faro_core.results.views.role_margins`), a line at 0 (no preference); the legend gives n and the share > 0."""
     fig = go.Figure()
     for label, df in margins.items():
         m = df["margin"].to_numpy(dtype=float)
@@ -400,3 +398,17 @@ def group_sizes_figure(groups: dict[str, int], labels: dict[str, str] | None = N
     fig.update_yaxes(automargin=True)
     return _layout(fig, title + (f" (orange: fewer than {small}, kept but noisy)" if any(v < small for v in n) else ""),
                    height=max(260, 26 * len(n) + 90))
+
+
+def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:
+    """Write ``fig`` as ``<path>.html`` and, when kaleido can render, ``<path>.png``; returns what was written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".html")]
+    fig.write_html(out[0], include_plotlyjs="cdn")
+    try:
+        fig.write_image(path.with_suffix(".png"), scale=2)
+        out.append(path.with_suffix(".png"))
+    except Exception:  # kaleido missing or no browser: the HTML is still there
+        pass
+    return out

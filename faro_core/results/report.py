@@ -17,10 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from faro_core import explore
-from faro_core import plots_groups as pg
 from faro_core.errors import FaroError
-from faro_core.runs import RunStore
+from faro_core.fairness.kinds import KIND_LABEL
+from faro_core.results import pareto, views
+from faro_core.results import plots as pg
+from faro_core.results import table as tables
+from faro_core.store.runs import RunStore
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;color:#222;
@@ -54,7 +56,7 @@ def plain_summary(table: pd.DataFrame) -> list[str]:
     """Sentences a non-expert can follow: what the numbers say about bias before and after."""
     out = ["A <b>reward model</b> scores answers; a chatbot trained on it learns to give high-scoring answers. "
            "If the scores favour answers about some groups of people over others, the chatbot inherits that bias."]
-    heads = explore.headline(table)
+    heads = pareto.headline(table)
     names = {"dp": "how often answers about each group get a high score",
              "eo": "how often the model picks the right answer, group by group",
              "cf": "how much the score changes when only the group named in an answer is swapped"}
@@ -63,7 +65,7 @@ def plain_summary(table: pd.DataFrame) -> list[str]:
         rel = drop / h["bt_violation"] if h["bt_violation"] > 0 else 0.0
         acc = h["faro_accuracy"] - h["bt_accuracy"]
         out.append(
-            f"<b>{explore.KIND_LABEL[kind].capitalize()}</b> ({names[kind]}): the standard model's largest gap "
+            f"<b>{KIND_LABEL[kind].capitalize()}</b> ({names[kind]}): the standard model's largest gap "
             f"between a group and everyone was <b>{h['bt_violation']:.3f}</b>; with Faro (ε = {h['faro_epsilon']:g}) "
             f"it is <b>{h['faro_violation']:.3f}</b> ({rel:.0%} {'smaller' if drop >= 0 else 'larger'}), while "
             f"accuracy changed by {acc * 100:+.1f} percentage points ({h['bt_accuracy']:.1%} → "
@@ -82,7 +84,7 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     if not run_ids:
         raise FaroError("choose at least one run for the report")
     runs = [store.get(r) for r in dict.fromkeys(run_ids)]  # RunError on unknown ids
-    full = explore.run_table(store)
+    full = tables.run_table(store)
     table = full[full["run_id"].isin([r.run_id for r in runs])].reset_index(drop=True)
     done = table[table["status"] == "done"]
     if done.empty:
@@ -115,7 +117,7 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
                  + "</div>")
 
     # chance levels (from `faro eval`): is a held-out gap more than noise on cells of this size?
-    chance = [(r.run_id, line) for r in runs for line in explore.chance_lines(r)]
+    chance = [(r.run_id, line) for r in runs for line in views.chance_lines(r)]
     if chance:
         parts.append("<h2>Are the gaps more than chance?</h2><p>A gap measured on small groups is never exactly "
                      "zero. For each evaluated run, the gap a model that ignores the group would show on the same "
@@ -145,23 +147,23 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     parts.append("<h2>What was trained</h2><p>Each run is a reward model; BT is the standard (unconstrained) "
                  "model, Faro-X is trained under constraint X with slack ε.</p>")
     cols = ["run_id", "status", "family", "epsilon", "seed", "epochs", "accuracy", "gold_accuracy",
-            "viol_dp", "viol_eo", "viol_cf", "certified"]
+            "violation_dp", "violation_eo", "violation_cf", "certified"]
     parts.append(_table(table[cols]))
 
     # front
     parts.append("<h2>Constraint types side by side</h2><p>Accuracy against each notion's violation, one panel "
                  "per notion on one accuracy axis. BT and the baselines appear in every panel, each Faro run in the "
                  "panel of the notion it was trained for; ★ marks a certified run, bars are ±1 sd over seeds.</p>")
-    fronts = explore.constraint_fronts(done)
+    fronts = pareto.constraint_fronts(done)
     parts.append(fig(pg.fronts_figure(fronts)))
     parts.append("<p>Every run's held-out violation of each notion, whatever it was trained for (the cost of one "
-                 "constraint on the others):</p>" + _table(explore.cross_violations(done)))
+                 "constraint on the others):</p>" + _table(tables.cross_violations(done)))
 
     # certificates
     parts.append("<h2>Certificates</h2>")
     rows = []
     for r in runs:
-        c = explore.certificate_summary(r)
+        c = tables.certificate_summary(r)
         rows.append({"run": r.run_id, "certificate": "not computed (run `faro certify`)" if c is None else
                      ("certified" if c["certified"] else "not certified" if c["certified"] is False else "—"),
                      "epsilon": None if c is None else c.get("epsilon"), "delta": None if c is None else c.get("delta")})
@@ -175,23 +177,23 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     after = after or (faro_ids[0] if faro_ids else None)
     parts.append("<h2>Per-group view</h2>")
     if before and after:
-        sb, sa = explore.load_scores(store.get(before)), explore.load_scores(store.get(after))
+        sb, sa = views.load_scores(store.get(before)), views.load_scores(store.get(after))
         fam = dict(zip(table["run_id"], table["family"]))
         name_b, name_a = f"{fam.get(before, 'BT')} ({before})", f"{fam.get(after, 'Faro')} ({after})"
-        rb, ra = explore.response_rewards(sb), explore.response_rewards(sa)
+        rb, ra = views.response_rewards(sb), views.response_rewards(sa)
         sizes = rb["group"].value_counts().to_dict()
-        rw = {name_b: explore.with_group_captions(rb, labels, counts=sizes),
-              name_a: explore.with_group_captions(ra, labels, counts=sizes)}
+        rw = {name_b: views.with_group_captions(rb, labels, counts=sizes),
+              name_a: views.with_group_captions(ra, labels, counts=sizes)}
         parts.append(f"<p>Reward distributions per group, standard model (left half) vs Faro (right half). "
-                     f"Spread of group mean rewards: {explore.bias_gap(sb):.3f} → {explore.bias_gap(sa):.3f} sd.</p>")
+                     f"Spread of group mean rewards: {views.bias_gap(sb):.3f} → {views.bias_gap(sa):.3f} sd.</p>")
         parts.append(fig(pg.violin_before_after(rw)))
         acc = {}
         for name, sc in ((name_b, sb), (name_a, sa)):
-            a = explore.group_accuracy(sc, "category")
+            a = views.group_accuracy(sc, "category")
             acc[name] = a.assign(category=[f"{c} (n={n})" for c, n in zip(a["category"], a["n"])])
         parts.append(fig(pg.group_accuracy_bars(acc, "category")))
-        parts.append(fig(pg.reliability_figure({fam.get(before, "BT"): explore.reliability(sb),
-                                                fam.get(after, "Faro"): explore.reliability(sa)})))
+        parts.append(fig(pg.reliability_figure({fam.get(before, "BT"): views.reliability(sb),
+                                                fam.get(after, "Faro"): views.reliability(sa)})))
     else:
         parts.append("<p class='muted'>Needs one finished BT run and one finished Faro run among the chosen runs.</p>")
 
@@ -199,7 +201,7 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     parts.append("<h2>Policy and example generations</h2>")
     pol_runs = [r for r in runs if r.file("policy.json").exists()]
     if pol_runs:
-        frames = [explore.policy_frame(r) for r in pol_runs]
+        frames = [views.policy_frame(r) for r in pol_runs]
         ref = frames[0][frames[0]["model"] == "reference LM"]
         frame = pd.concat([ref] + [f[f["model"] != "reference LM"] for f in frames], ignore_index=True)
         parts.append("<p>BBQ bias score in ambiguous contexts (s_AMB, 0 = unbiased) of the policy built on each "
@@ -208,7 +210,7 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
         parts.append(fig(pg.policy_figure(frame, "s_amb", colors=colors)))
         gen_runs = [r for r in pol_runs if r.file("policy_generations.parquet").exists()][:3]
         if gen_runs:
-            gen = explore.generations_side_by_side(gen_runs, n_prompts=3)
+            gen = views.generations_side_by_side(gen_runs, n_prompts=3)
             for _pidx, g in gen.groupby("prompt_idx"):
                 parts.append(f"<p><b>Prompt:</b> {_esc(g['user_text'].iloc[0])}</p>")
                 show = g[["text"] + [c for c in g.columns if c.startswith(("reward:", "best:"))]]
@@ -286,7 +288,7 @@ def run_details(runs: list[Any]) -> str:
 
 
 def pareto_figure_for(points: pd.DataFrame, kind: str) -> Any:
-    """The Pareto figure (kept as a hook so the report can switch to faro_core.plots when it has one)."""
+    """The Pareto figure (kept as a hook so the report can switch to faro_core.results.plots when it has one)."""
     return pg.pareto_figure(points, kind)
 
 

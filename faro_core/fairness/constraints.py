@@ -19,101 +19,15 @@ estimated on is not estimated: its value is 0 and it is reported as too small.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 from torch import Tensor
 
-KINDS = ("dp", "eo", "cf")
+from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch
+from faro_core.fairness.penalty import huber, margin_scale
 
-
-@dataclass
-class GroupIndex:
-    """Integer codes for groups and strata, fixed per run (from the training data)."""
-
-    response_groups: list[str]  # groups that responses name (DP)
-    pair_groups: list[str]  # pair-level sensitive attribute values (EO, CF)
-    strata: list[str] = field(default_factory=lambda: ["all"])  # conditioning cells (DP, EO)
-    dp_strata: list[str] | None = None  # strata where DP applies (None: all); see DemographicParity
-    dp_partner: bool = True  # DP compares responses against the same kind of partner (see DemographicParity)
-    attribute: str = "group"  # DP/EO's sensitive attribute: the named group, or the stereotype role (fairness.role)
-
-    def to_dict(self) -> dict[str, list[str] | bool | str | None]:
-        out = {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
-               "dp_strata": self.dp_strata, "dp_partner": self.dp_partner}
-        return {**out, "attribute": self.attribute} if self.attribute != "group" else out
-
-    def dp_partner_kinds(self) -> list[str]:
-        """DP's partner conditions: ``["vs-none", "vs-group"]`` (partner names no group / names one), or
-        ``[]`` when DP pools them (``dp_partner=False``, the definition before 2026-11-27)."""
-        return ["vs-none", "vs-group"] if self.dp_partner else []
-
-    def dp_strata_codes(self) -> list[int]:
-        """Codes (into :attr:`strata`) of the strata DP applies to, in order."""
-        if self.dp_strata is None:
-            return list(range(len(self.strata)))
-        scope = set(self.dp_strata)
-        return [i for i, s in enumerate(self.strata) if s in scope]
-
-
-@dataclass
-class PairBatch:
-    """Rewards and attributes of B preference pairs. All tensors have shape [B].
-
-    ``chosen_group``/``rejected_group``/``group`` are codes into :class:`GroupIndex` (-1: names no group).
-    ``label`` is 1.0 when the chosen response is truly better (gold, or the observed label if no gold),
-    0.0 when the rejected one is, NaN when unknown (such pairs are left out of EO).
-    ``order`` is a fixed random bit per pair: EO looks at the pair as (y1, y2) = (chosen, rejected) if 0,
-    else (rejected, chosen). ``cf_r_*`` are rewards of the counterfactual twins (NaN: no twin).
-    With ``--attribute role`` the batch also carries ``role_item`` (code of the pair's item, -1: no role item)
-    and ``chosen_role`` / ``rejected_role`` (0 biased, 1 counter, 2 neither; :mod:`faro_core.fairness.role`).
-    """
-
-    r_chosen: Tensor
-    r_rejected: Tensor
-    chosen_group: Tensor
-    rejected_group: Tensor
-    group: Tensor
-    stratum: Tensor
-    label: Tensor
-    order: Tensor
-    cf_r_chosen: Tensor
-    cf_r_rejected: Tensor
-    role_item: Tensor | None = None
-    chosen_role: Tensor | None = None
-    rejected_role: Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.r_chosen.shape[0])
-
-
-@dataclass
-class CellStats:
-    """Sums and counts per cell, shape [C] each. Add two to pool batches or processes."""
-
-    num: Tensor
-    cnt: Tensor
-    num_ref: Tensor
-    cnt_ref: Tensor
-
-    def __add__(self, other: CellStats) -> CellStats:
-        return CellStats(self.num + other.num, self.cnt + other.cnt, self.num_ref + other.num_ref,
-                         self.cnt_ref + other.cnt_ref)
-
-    def scaled(self, factor: float) -> CellStats:
-        return CellStats(self.num * factor, self.cnt * factor, self.num_ref * factor, self.cnt_ref * factor)
-
-    def detach(self) -> CellStats:
-        return CellStats(self.num.detach(), self.cnt.detach(), self.num_ref.detach(), self.cnt_ref.detach())
-
-    def stacked(self) -> Tensor:
-        return torch.stack([self.num, self.cnt, self.num_ref, self.cnt_ref])
-
-    @staticmethod
-    def from_stacked(t: Tensor) -> CellStats:
-        return CellStats(t[0], t[1], t[2], t[3])
+# Cells with fewer members (or anchor members) than this are not estimated: FaroConfig.min_count's default,
+# spelled here because this layer sits below the config (tests/test_config.py checks they agree).
+DEFAULT_MIN_COUNT = 30
 
 
 def _scatter(values: Tensor, index: Tensor, size: int) -> Tensor:
@@ -127,7 +41,7 @@ class Constraint:
     kind: str = ""
     two_sided: bool = True
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.25) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.25) -> None:
         if not (epsilon >= 0):
             raise ValueError(f"epsilon must be >= 0, got {epsilon}")
         self.epsilon = float(epsilon)
@@ -225,82 +139,6 @@ class Constraint:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(epsilon={self.epsilon})"
 
-
-def margin_scale(d: Tensor) -> Tensor:
-    """Scale of the proxies: the batch's standard deviation of reward margins (in the gradient: a detached
-    scale let the model satisfy the proxies by shrinking every margin). Scalar."""
-    return d.std(unbiased=False) + 1e-6 if d.numel() > 1 else d.new_ones(())
-
-
-class _CoefSigmoidDot(torch.autograd.Function):
-    """``scale * coef . sigmoid(d / (t s)) - shift`` with s = std(d) + 1e-6 (population std, in the gradient):
-    the ``margin_sigmoid`` pair term dotted with its coefficients, with the backward written out. Same value
-    and gradient as ``scale * torch.dot(coef, pair_term(("margin_sigmoid", t), batch)) - shift`` (tested), in
-    one autograd node of a few ops with Python-float scalars: on a ~2 ms head step the constraint's cost is
-    dispatch overhead, not arithmetic (penalty + its backward on a 128-pair batch: 160 us, against 180 us
-    through autograd; a Bradley-Terry loss + backward is 80 us)."""
-
-    @staticmethod
-    def forward(ctx: Any, d: Tensor, coef: Tensor, t: float, scale: float, shift: float) -> Tensor:
-        n = d.numel()
-        if n > 1:
-            sp_t, mu_t = torch.std_mean(d, unbiased=False)
-            sp, mu = float(sp_t), float(mu_t)
-            s = sp + 1e-6
-        else:
-            sp, mu, s = 1.0, 0.0, 1.0
-        sig = torch.sigmoid(d * (1.0 / (s * t)))
-        ctx.save_for_backward(d, coef, sig)
-        ctx.k = (t, n, sp, mu, s, scale)
-        return torch.dot(coef, sig).mul_(scale).sub_(shift)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        d, coef, sig = ctx.saved_tensors
-        t, n, sp, mu, s, scale = ctx.k
-        a = coef * sig * (1.0 - sig)  # coef_i * sigmoid'(u_i)
-        g = a * (scale / (t * s))
-        if n > 1 and sp > 0:  # through the scale: ds/dd_j = (d_j - mean) / (n * std)
-            k = float(torch.dot(a, d)) * scale / (t * s * s * n * sp)
-            g = g.sub_(d - mu, alpha=k)
-        return grad * g, None, None, None, None
-
-
-def coef_dot_pair_term(key: tuple[str, float], coef: Tensor, batch: PairBatch, scale: float = 1.0,
-                       shift: float = 0.0) -> Tensor:
-    """``scale * sum_i coef_i phi_i - shift`` for the pair term ``key`` on ``batch`` (scalar, differentiable in
-    the rewards)."""
-    if key[0] == "margin_sigmoid" and not coef.is_cuda:
-        # the fused node reads two scalars back to the host: free on a CPU, a stream synchronization on a GPU
-        # (where the same value and gradient come from plain autograd ops without one)
-        return _CoefSigmoidDot.apply(batch.r_chosen - batch.r_rejected, coef, float(key[1]), float(scale),
-                                     float(shift))
-    return torch.dot(coef, pair_term(key, batch)) * scale - shift
-
-
-def pair_term(key: tuple[str, float], batch: PairBatch) -> Tensor:
-    """The per-pair smooth term phi [B] named by ``key`` (see :meth:`Constraint.term_key`)."""
-    kind, t = key
-    d = batch.r_chosen - batch.r_rejected
-    if kind == "margin_sigmoid":
-        return torch.sigmoid(d / (margin_scale(d) * t))
-    if kind == "twin_huber":
-        scale = torch.cat([batch.r_chosen, batch.r_rejected]).std(unbiased=False) + 1e-6
-        m = ~torch.isnan(batch.cf_r_chosen) & ~torch.isnan(batch.cf_r_rejected)
-        zero = torch.zeros_like(d)
-        dc = torch.where(m, batch.r_chosen - torch.nan_to_num(batch.cf_r_chosen), zero) / scale
-        dr = torch.where(m, batch.r_rejected - torch.nan_to_num(batch.cf_r_rejected), zero) / scale
-        return _huber(dc, t) + _huber(dr, t)
-    if kind in ("role_dp", "role_eo"):
-        raise ValueError(f"{kind!r} is an item term: ProxyGDA.item_penalty computes it on a batch of whole items")
-    raise ValueError(f"unknown pair term {kind!r}")
-
-
-def _huber(x: Tensor, delta: float) -> Tensor:
-    ax = x.abs()
-    return torch.where(ax < delta, 0.5 * x**2 / delta, ax - 0.5 * delta)
-
-
 class _AnchoredRate(Constraint):
     """A rate per cell against the rate of its anchor (DP and EO): members are responses (DP) or pairs (EO),
     each with a score whose sign is its strict outcome, a group and an anchor; cell = group * n_anchor +
@@ -334,47 +172,31 @@ class _AnchoredRate(Constraint):
 
     def strict_members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor, int, int]:
         """(outcome [M] in {0, 1}, group [M], anchor [M], n_groups, n_anchor): the members behind
-        :meth:`cell_stats`'s strict rates (used by :mod:`faro_core.evaluate.chance`)."""
+        :meth:`cell_stats`'s strict rates (used by :mod:`faro_core.fairness.chance`)."""
         score, g, a = self._members(batch)
         return (score > 0).to(score.dtype), g, a, self._n_groups(), self._n_anchor()
 
 
 class DemographicParity(_AnchoredRate):
-    """DP of rewards: P(response naming a is preferred | A=a, S=s) vs the same for every grouped response in s.
+    """DP of rewards: P(response naming a is selected | A=a, S=s, partner kind) vs the same rate of every
+    grouped response in (s, partner kind).
 
     A response is *selected* when the reward ranks it above the other response of its pair (its
-    pair-centered reward (r_self - r_other)/2 is above 0). DESIGN §4 first used the population median of
-    raw rewards as the threshold; measurement showed why that fails: Bradley-Terry is blind to per-prompt
-    offsets, so raw rewards of different prompts are not comparable (in a raw-reward DP run on the demo
-    data Nationality prompts sat near -24 and Age prompts near +33), and "DP" of raw rewards measured the
-    prompt's category, not the group -- while the KL-regularized policy, which only sees rewards within a prompt,
-    is unaffected by such offsets. Pair-centered selection is offset-invariant and is what transfers.
-    Responses naming no group are left out. Proxy: sigmoid(margin / (T * s)), s the batch's standard
-    deviation of margins (in the gradient).
+    pair-centered reward (r_self - r_other) / 2 is above 0), which is invariant to per-prompt reward offsets.
+    Responses naming no group are left out. Members are responses; cell = (group, stratum, partner kind),
+    anchor = (stratum, partner kind), where the partner kind is "vs-none" (the pair partner names no group)
+    or "vs-group" (it names one); ``GroupIndex.dp_partner=False`` pools the two kinds (anchor = stratum).
+    DP holds only in the strata ``GroupIndex.dp_strata`` lists (None: all; on BBQ-style data the default
+    scope is the ambiguous contexts, where any group difference is bias).
 
-    *Partner.* Selection is conditioned on the kind of response it is compared with: one naming no group
-    ("vs-none", on BBQ the "unknown" answer) or one naming a group ("vs-group"); the population anchor is per
-    stratum and partner kind. Why: against a group-naming partner one of the two responses is always selected
-    (the stratum's rate is exactly 1/2), against a neutral one a good reward rarely selects either. Pooled, a
-    group's rate measured its *mix of partners*, not the reward: on BBQ with skew 0.3 the relabelled items
-    contribute (biased answer, other group's answer) pairs, a BT reward selects group answers over "unknown"
-    only ~3% of the time but ~50% in those pairs, and the cells' pooled rates (~0.15) varied with how many
-    such pairs each cell drew. Faro-DP trained on the pooled rates *doubled* the rate at which answers naming
-    a group beat "unknown" (0.027 -> 0.055 on training) to equalize that mix, and its test violation rose above
-    BT's. ``GroupIndex.dp_partner=False`` restores the pooled definition.
-
-    *Scope.* DP holds only in the strata listed in ``GroupIndex.dp_strata`` (None: all). On BBQ the default
-    scope is the ambiguous contexts: there the evidence leaves the answer undetermined, so the correct
-    reward prefers "unknown" and ranks every group's answer the same way, and any group difference is bias.
-    In disambiguated contexts the evidence names the answer, and how often each group is the correct one
-    is a property of the sample: the gold-label reward itself violates DP there by 0.18 on the BBQ
-    validation split (0.07 on training), so equal selection rates would demand wrong answers. EO, which
-    conditions on the truth, is the constraint for those contexts.
+    Strict outcome: 1[margin > 0]. Proxy: sigmoid(margin / (T s)), s the batch's standard deviation of
+    margins (in the gradient), T = ``temperature``. Why these choices (pair-centered selection, partner
+    kinds, the ambiguous-context scope), with the measurements: docs/TRAINING.md.
     """
 
     kind = "dp"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:
@@ -452,7 +274,7 @@ class EqualizedOdds(_AnchoredRate):
 
     kind = "eo"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:
@@ -503,7 +325,7 @@ class CounterfactualFairness(Constraint):
     kind = "cf"
     two_sided = False
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.1) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.1) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:
@@ -518,7 +340,7 @@ class CounterfactualFairness(Constraint):
         diff = torch.cat([(batch.r_chosen - batch.cf_r_chosen)[m], (batch.r_rejected - batch.cf_r_rejected)[m]])
         diff = diff / scale
         if smooth:
-            dev = _huber(diff, self.temperature)
+            dev = huber(diff, self.temperature)
         else:
             dev = diff.abs()
         a = torch.cat([batch.group[m], batch.group[m]])
@@ -543,125 +365,6 @@ class CounterfactualFairness(Constraint):
                            torch.zeros(len(g))) + per_cell[k]
         has_twin = ~torch.isnan(pairs.cf_r_chosen) & ~torch.isnan(pairs.cf_r_rejected)
         return torch.where(has_twin, coef, torch.zeros(len(g)))
-
-
-CONSTRAINT_TYPES: dict[str, type[Constraint]] = {
-    "dp": DemographicParity,
-    "eo": EqualizedOdds,
-    "cf": CounterfactualFairness,
-}
-
-
-class ConstraintSet:
-    """Several constraints composed (e.g. DP and CF): one vector of one-sided constraints.
-
-    ``epsilon = inf`` drops a constraint (it can never bind), which is what makes ``--epsilon inf``
-    *exactly* plain Bradley-Terry.
-    """
-
-    def __init__(self, constraints: list[Constraint]) -> None:
-        self.constraints = [c for c in constraints if math.isfinite(c.epsilon)]
-
-    @classmethod
-    def parse(cls, spec: str | list[str] | None, epsilon: float | dict[str, float], index: GroupIndex,
-              min_count: int = 10, temperature: dict[str, float] | None = None) -> ConstraintSet:
-        """Build from ``"dp,cf"`` (or a list); ``none``/empty gives no constraint."""
-        kinds = spec.split(",") if isinstance(spec, str) else list(spec or [])
-        kinds = [k.strip().lower() for k in kinds if k and k.strip().lower() not in ("none", "")]
-        out = []
-        for k in kinds:
-            if k not in CONSTRAINT_TYPES:
-                from faro_core.errors import FaroError
-
-                raise FaroError(f"unknown constraint {k!r}; choose from none, {', '.join(CONSTRAINT_TYPES)}")
-            eps = epsilon[k] if isinstance(epsilon, dict) else epsilon
-            kw = {"epsilon": eps, "min_count": min_count}
-            if temperature and k in temperature:
-                kw["temperature"] = temperature[k]
-            out.append(constraint_types(index)[k](**kw).bind(index))
-        return cls(out)
-
-    def __len__(self) -> int:
-        return sum(len(c.names()) for c in self.constraints)
-
-    def __bool__(self) -> bool:
-        return bool(self.constraints)
-
-    def names(self) -> list[str]:
-        return [n for c in self.constraints for n in c.names()]
-
-    def kinds(self) -> list[str]:
-        """Kind of each one-sided constraint, aligned with :meth:`names`."""
-        return [c.kind for c in self.constraints for _ in c.names()]
-
-    def epsilons(self) -> Tensor:
-        return torch.tensor([c.epsilon for c in self.constraints for _ in c.names()], dtype=torch.float32)
-
-    def cell_stats(self, batch: PairBatch, smooth: bool) -> list[CellStats]:
-        return [c.cell_stats(batch, smooth) for c in self.constraints]
-
-    def values(self, stats: list[CellStats], min_count: int | None = None) -> Tensor:
-        if not self.constraints:
-            return torch.zeros(0)
-        return torch.cat([c.values(s, min_count) for c, s in zip(self.constraints, stats)])
-
-    def strict(self, batch: PairBatch, min_count: int | None = None) -> Tensor:
-        with torch.no_grad():
-            return self.values(self.cell_stats(batch, smooth=False), min_count)
-
-    def proxy(self, batch: PairBatch, min_count: int | None = None) -> Tensor:
-        return self.values(self.cell_stats(batch, smooth=True), min_count)
-
-    def fix_cells(self, full: PairBatch) -> dict[str, int]:
-        """Constrain only cells with at least ``min_count`` members (and anchor members) in ``full``, the
-        whole training split. A smaller cell cannot meet a small epsilon even in principle (a cell of n has
-        rates k/n) and its multiplier would grow without bound and drown the rest. Returns counts."""
-        out = {"cells": 0, "constrained": 0}
-        for c, s in zip(self.constraints, self.cell_stats(full, smooth=False)):
-            c.cell_mask = None
-            _, ok = c.disparities(s)
-            c.cell_mask = ok
-            c.full_counts = (s.cnt.detach().float().cpu(), s.cnt_ref.detach().float().cpu())
-            out["cells"] += int(ok.numel())
-            out["constrained"] += int(ok.sum())
-        return out
-
-    def pair_coefficients(self, pairs: PairBatch, lam: Tensor) -> dict[tuple[str, float], Tensor]:
-        """Per-pair coefficients [N] of the linearized penalty, one vector per smooth term (summed over
-        constraints that share it), so that ``sum_j lam_j g~_j = sum_key sum_i coef[key]_i phi_key_i + const``
-        with cell counts of the training split (:meth:`fix_cells`). ``pairs`` needs attributes only."""
-        out: dict[tuple[str, float], Tensor] = {}
-        off = 0
-        for c in self.constraints:
-            m = len(c.names())
-            coef = c.pair_coefficients(pairs, lam[off:off + m].float().cpu())
-            off += m
-            key = c.term_key()
-            out[key] = out[key] + coef if key in out else coef
-        return out
-
-    def max_by_kind(self, values: Tensor) -> dict[str, float]:
-        """Largest one-sided value per constraint kind: the ``violation`` reported for a run."""
-        out: dict[str, float] = {}
-        for kind, v in zip(self.kinds(), values.tolist()):
-            out[kind] = max(out.get(kind, 0.0), float(v))
-        return out
-
-
-def constraint_types(index: GroupIndex) -> dict[str, type[Constraint]]:
-    """The constraint class of each kind for the index's attribute: DP and EO by named group, or by
-    stereotype role (:mod:`faro_core.fairness.role`); CF either way."""
-    if index.attribute == "role":
-        from faro_core.fairness.role import ROLE_CONSTRAINT_TYPES
-
-        return {**CONSTRAINT_TYPES, **ROLE_CONSTRAINT_TYPES}
-    return CONSTRAINT_TYPES
-
-
-def all_constraints(index: GroupIndex, min_count: int = 10) -> ConstraintSet:
-    """DP, EO and CF with epsilon 0: used to *measure* every violation, whatever was trained."""
-    return ConstraintSet([cls(epsilon=0.0, min_count=min_count).bind(index)
-                          for cls in constraint_types(index).values()])
 
 
 def cf_flip_rate(batch: PairBatch) -> float:

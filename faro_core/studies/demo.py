@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faro_core.errors import FaroError
-from faro_core.runs import RunStore
+from faro_core.evaluate.certify import certify_run
+from faro_core.store.runs import RunStore
+from faro_core.train import FaroConfig, train
 
 DEMO_SWEEP = "demo"
 DEMO_EPSILONS = (0.02, 0.05, 0.1)
@@ -86,8 +88,6 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
     the policy stage exists; ``generate``: also sample ``n_prompts`` generations and rerank them.
     Policy failures are reported in the result (``policy_error``), not raised: the reward runs stay usable.
     """
-    from faro_core.train import FaroConfig, train
-
     store = store or RunStore()
     say = progress or (lambda s: None)
     specs = specs if specs is not None else demo_specs()
@@ -131,10 +131,6 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
 
 def _certify(runs: list[Any], say: Callable[[str], None]) -> dict[str, Any]:
     """``certificate.json`` for runs that lack it, when the evaluation stage exists (cheap: scores only)."""
-    if importlib.util.find_spec("faro_core.evaluate.certify") is None:
-        return {}
-    from faro_core.evaluate.certify import certify_run
-
     out: dict[str, Any] = {}
     for run in runs:
         if run.file("certificate.json").exists():
@@ -150,6 +146,7 @@ def _certify(runs: list[Any], say: Callable[[str], None]) -> dict[str, Any]:
 
 def _build_policy(runs: list[Any], generate: bool, limit: int | None, n_prompts: int,
                   say: Callable[[str], None]) -> list[str]:
+    # function-level: the policy stage is optional (policy_available()) and loads a language model
     from faro_core.policy.evaluate import evaluate_policies, load_items, select_items, write_policy
     from faro_core.policy.gibbs import DEFAULT_BETAS
 

@@ -1,24 +1,22 @@
-"""Data shaping for the dashboard and the report: run tables, Pareto points, per-group views.
+"""Per-run views for the dashboard and the report: scores, rewards by group, calibration, history, policy.
 
 Everything here reads the run store's files (``config.json``, ``metrics.json``, ``scores.parquet``,
 ``history.jsonl``, ``constraints.json``, ``certificate.json``, ``policy.json``,
 ``policy_generations.parquet``) and returns plain pandas frames / dicts; the figures are drawn by
-:mod:`faro_core.plots_groups`. No Streamlit here, so the CLI report and tests share it.
+:mod:`faro_core.results.plots`. No Streamlit here, so the CLI report and tests share it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from faro_core.data.labels import group_caption
 from faro_core.errors import RunError
-from faro_core.runs import Run, RunStore
-
-KINDS = ("dp", "eo", "cf")
-KIND_LABEL = {"dp": "demographic parity (DP)", "eo": "equalized odds (EO)", "cf": "counterfactual (CF)"}
+from faro_core.fairness.kinds import KIND_LABEL
+from faro_core.store.runs import Run
 
 
 class MissingFile(RunError):
@@ -31,35 +29,6 @@ def need(run: Run, name: str, command: str) -> Any:
     if not p.exists():
         raise MissingFile(f"{name} of run {run.run_id} is not computed yet — run `{command}`")
     return p
-
-
-def family(cfg: dict[str, Any]) -> str:
-    """Display family of a run: ``BT``, ``Faro-DP``, ``Faro-DP+CF``, or the baseline's name."""
-    # faro_core.sweep.method_label's rule, without importing the sweep (and torch) on the dashboard's first screen
-    method = cfg.get("method") or "faro"
-    if method == "expgrad" and cfg.get("expgrad_base") == "head":
-        method = "expgrad_head"
-    cons = [c for c in (cfg.get("constraints") or []) if c]
-    eps = cfg.get("epsilon")
-    unconstrained = not cons or eps is None or (isinstance(eps, float) and not math.isfinite(eps))
-    if method == "bt" or (method == "faro" and unconstrained):
-        return "BT"
-    if method == "faro":
-        return "Faro-" + "+".join(c.upper() for c in cons)
-    return {"reweight": "Reweighting", "posthoc": "Post-hoc shift", "fixed_lambda": "Fixed λ",
-            "expgrad": "ExpGrad", "expgrad_head": "ExpGrad (MLP head)"}.get(method, method)
-
-
-def certificate_summary(run: Run) -> dict[str, Any] | None:
-    """``{"certified": bool|None, "epsilon": ..., "bounds": {...}}`` from ``certificate.json``, or None."""
-    cert = run.read("certificate.json")
-    if not isinstance(cert, dict):
-        return None
-    certified = cert.get("certified")
-    if certified is None and isinstance(cert.get("constraints"), list):
-        ok = [c.get("certified") for c in cert["constraints"] if isinstance(c, dict)]
-        certified = all(ok) if ok and None not in ok else None
-    return {"certified": certified, "epsilon": cert.get("epsilon"), "delta": cert.get("delta"), "raw": cert}
 
 
 def chance_lines(run: Run) -> list[str]:
@@ -76,100 +45,6 @@ def chance_lines(run: Run) -> list[str]:
                      f"group would show {c['chance_median']:.3f} (90% of the time up to {c['chance_p90']:.3f}) on "
                      f"this split, p = {c['p_value']:.2f}: {verdict}.")
     return lines
-
-
-def run_table(store: RunStore) -> pd.DataFrame:
-    """One row per run: id, status, family, ε, seed, test accuracy / gold accuracy / violations, files."""
-    rows = []
-    for run in store.list():
-        cfg = run.read("config.json", {}) or {}
-        m = run.metrics() or {}
-        test = m.get("test") or {}
-        viol = test.get("violation") or {}
-        cert = certificate_summary(run)
-        eps = cfg.get("epsilon")
-        if family(cfg) == "BT":
-            eps = None  # unconstrained: ε = ∞ whatever the config's default says
-        rows.append({
-            "run_id": run.run_id, "status": run.status, "family": family(cfg),
-            "method": cfg.get("method", "faro"), "constraints": ",".join(cfg.get("constraints") or []) or "none",
-            "epsilon": float("inf") if eps is None else float(eps), "seed": cfg.get("seed", 0),
-            "sweep": cfg.get("sweep"), "mode": cfg.get("mode"), "epochs": cfg.get("epochs"),
-            "accuracy": test.get("accuracy", m.get("accuracy")),
-            "gold_accuracy": test.get("gold_accuracy", m.get("gold_accuracy")),
-            **{f"viol_{k}": viol.get(k) for k in KINDS},
-            **{f"val_viol_{k}": (m.get("violation") or {}).get(k) for k in KINDS},
-            **{f"train_viol_{k}": ((m.get("train") or {}).get("violation") or {}).get(k) for k in KINDS},
-            "val_accuracy": m.get("accuracy"), "train_accuracy": (m.get("train") or {}).get("accuracy"),
-            "cf_flip_rate": test.get("cf_flip_rate"),
-            "feasible": m.get("feasible"), "selected_by": m.get("selected_by"),
-            "certified": None if cert is None else cert["certified"],
-            "has_policy": run.file("policy.json").exists(),
-            "has_generations": run.file("policy_generations.parquet").exists(),
-            "error": run.raw_status().get("error"),
-        })
-    cols = ["run_id", "status", "family", "method", "constraints", "epsilon", "seed", "sweep", "mode", "epochs",
-            "accuracy", "gold_accuracy", *[f"viol_{k}" for k in KINDS], *[f"val_viol_{k}" for k in KINDS],
-            *[f"train_viol_{k}" for k in KINDS], "val_accuracy", "train_accuracy",
-            "cf_flip_rate", "feasible", "selected_by", "certified", "has_policy", "has_generations", "error"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def split_columns(split: str, kind: str) -> tuple[str, str]:
-    """(violation column, accuracy column) of :func:`run_table` for a split (test | val | train)."""
-    if split == "test":
-        return f"viol_{kind}", "accuracy"
-    return f"{split}_viol_{kind}", f"{split}_accuracy"
-
-
-def best_split(table: pd.DataFrame, kind: str) -> str:
-    """The first of test, val, train on which some finished run has a ``kind`` violation (small held-out
-    splits can leave every group cell under ``min_count``, hence unestimated)."""
-    for split in ("test", "val", "train"):
-        col = split_columns(split, kind)[0]
-        if col in table and table.loc[table["status"] == "done", col].notna().any():
-            return split
-    return "test"
-
-
-def pareto_points(table: pd.DataFrame, kind: str, split: str = "test") -> pd.DataFrame:
-    """Accuracy vs ``kind`` violation on ``split`` per (family, ε), mean ± sd over seeds, finished runs.
-
-    Columns: family, epsilon, violation, violation_sd, accuracy, accuracy_sd, n_seeds, run_ids,
-    certified (all seeds certified; None when no certificate), on_front.
-    Faro runs of other constraint kinds are left out; BT and baselines are kept as references.
-    """
-    vcol, accuracy = split_columns(split, kind)
-    done = table[(table["status"] == "done") & table[vcol].notna() & table[accuracy].notna()]
-    fam = done["family"]
-    keep = ~fam.str.startswith("Faro-") | fam.str.contains(kind.upper())
-    done = done[keep]
-    if done.empty:
-        return pd.DataFrame(columns=["family", "epsilon", "violation", "violation_sd", "accuracy", "accuracy_sd",
-                                     "n_seeds", "run_ids", "certified", "on_front"])
-    rows = []
-    for (fam_, eps), g in done.groupby(["family", "epsilon"], dropna=False):
-        certs = g["certified"].tolist()
-        rows.append({"family": fam_, "epsilon": eps,
-                     "violation": float(g[vcol].mean()),
-                     "violation_sd": float(g[vcol].std(ddof=1)) if len(g) > 1 else 0.0,
-                     "accuracy": float(g[accuracy].mean()),
-                     "accuracy_sd": float(g[accuracy].std(ddof=1)) if len(g) > 1 else 0.0,
-                     "n_seeds": len(g), "run_ids": list(g["run_id"]),
-                     "certified": None if any(c is None or c != c for c in certs) else bool(all(certs))})
-    pts = pd.DataFrame(rows).sort_values(["family", "epsilon"]).reset_index(drop=True)
-    pts["on_front"] = pareto_mask(pts["violation"].to_numpy(), pts["accuracy"].to_numpy())
-    return pts
-
-
-def pareto_mask(violation: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-    """True for points no other point beats on both axes (lower violation, higher accuracy)."""
-    v, a = np.asarray(violation, float), np.asarray(accuracy, float)
-    mask = np.ones(len(v), dtype=bool)
-    for i in range(len(v)):
-        dom = (v <= v[i]) & (a >= a[i]) & ((v < v[i]) | (a > a[i]))
-        mask[i] = not dom.any()
-    return mask
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,66 +213,6 @@ def generations_side_by_side(runs: list[Run], n_prompts: int = 5) -> pd.DataFram
     return base
 
 
-def headline(table: pd.DataFrame) -> dict[str, Any]:
-    """Plain-language numbers: BT vs the least-violating Faro run per kind (on :func:`best_split`)."""
-    out: dict[str, Any] = {}
-    for kind in KINDS:
-        split = best_split(table, kind)
-        vcol, acol = split_columns(split, kind)
-        ok = (table["status"] == "done") & table[vcol].notna() & table[acol].notna()
-        bt = table[(table["family"] == "BT") & ok]
-        faro = table[table["family"].str.contains(f"Faro-.*{kind.upper()}", regex=True) & ok]
-        if bt.empty or faro.empty:
-            continue
-        b = bt.iloc[0]
-        best = faro.sort_values([vcol, acol], ascending=[True, False]).iloc[0]
-        out[kind] = {"split": split, "bt_run": b["run_id"], "bt_violation": float(b[vcol]),
-                     "bt_accuracy": float(b[acol]), "faro_run": best["run_id"],
-                     "faro_epsilon": float(best["epsilon"]), "faro_violation": float(best[vcol]),
-                     "faro_accuracy": float(best[acol])}
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# constraint types side by side
-# ----------------------------------------------------------------------------------------------
-def constraint_fronts(table: pd.DataFrame, split: str | None = None) -> pd.DataFrame:
-    """The DP, EO and CF fronts in one long frame, for small multiples on one accuracy axis.
-
-    One row per (kind, family, ε): :func:`pareto_points` of that kind (Faro runs of the kind, BT and the
-    baselines as references) on ``split`` (default: :func:`best_split` per kind), plus the seed-mean
-    violation of the *other* kinds by the same runs (``other_dp``, ``other_eo``, ``other_cf``; NaN where a
-    run has none), so the cost of constraining one notion on the others is visible. Columns: kind, split and
-    those of :func:`pareto_points`.
-    """
-    parts = []
-    for kind in KINDS:
-        s = split or best_split(table, kind)
-        pts = pareto_points(table, kind, s)
-        if pts.empty:
-            continue
-        pts = pts.assign(kind=kind, split=s)
-        by_id = table.set_index("run_id")
-        for other in KINDS:
-            col = split_columns(s, other)[0]
-            pts[f"other_{other}"] = [float(pd.to_numeric(by_id.loc[ids, col], errors="coerce").mean())
-                                     for ids in pts["run_ids"]]
-        parts.append(pts)
-    if not parts:
-        return pd.DataFrame(columns=["kind", "split", "family", "epsilon", "violation", "violation_sd", "accuracy",
-                                     "accuracy_sd", "n_seeds", "run_ids", "certified", "on_front",
-                                     *[f"other_{k}" for k in KINDS]])
-    return pd.concat(parts, ignore_index=True)
-
-
-def cross_violations(table: pd.DataFrame) -> pd.DataFrame:
-    """Every finished run's held-out violation of each kind (DP, EO, CF), whatever it was trained for:
-    columns run_id, family, epsilon, seed, accuracy, viol_dp, viol_eo, viol_cf (test split)."""
-    done = table[table["status"] == "done"]
-    return done[["run_id", "family", "epsilon", "seed", "accuracy", *[f"viol_{k}" for k in KINDS]]].reset_index(
-        drop=True)
-
-
 def selected_run(selection: Any) -> str | None:
     """The run id of the first point of a plotly selection (``st.plotly_chart(on_select=...)``'s state, a dict
     or an object with ``.selection.points``), from the point's ``customdata[0]``; None if nothing is selected
@@ -421,8 +236,6 @@ def with_group_captions(frame: pd.DataFrame, labels: dict[str, str] | None = Non
     """``frame`` with ``col``'s tags replaced by words and sizes, ``"women (n=64)"``, flagged ``small`` under
     :data:`faro_core.data.labels.SMALL_GROUP_N` (never dropped). ``counts``: the size of each tag (default:
     its rows in ``frame``; pass a table's ``n`` column for aggregated frames). The tag is kept in ``tag``."""
-    from faro_core.data.labels import group_caption
-
     if frame.empty or col not in frame:
         return frame
     n = counts if counts is not None else frame[col].value_counts().to_dict()

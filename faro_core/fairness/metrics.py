@@ -1,0 +1,46 @@
+"""Point metrics of one scored split: accuracy, gold accuracy, the violation of every kind, feasibility.
+
+Shared by the trainer (validation passes, ``metrics.json``) and evaluation (:mod:`faro_core.evaluate.metrics`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from faro_core.fairness.constraint_set import ConstraintSet
+from faro_core.fairness.constraints import cf_flip_rate
+from faro_core.fairness.pairs import PairBatch
+from faro_core.models.reward import bt_loss
+
+
+def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: ConstraintSet,
+                  gold: torch.Tensor) -> dict[str, Any]:
+    """Accuracy (observed and gold), violations of every kind, feasibility of the trained constraints."""
+    d = batch.r_chosen - batch.r_rejected
+    out: dict[str, Any] = {"pairs": len(batch), "accuracy": float((d > 0).float().mean()),
+                           "loss": float(bt_loss(batch.r_chosen, batch.r_rejected))}
+    g_mask = ~torch.isnan(gold)
+    if bool(g_mask.any()):
+        correct = torch.where(gold[g_mask] == 1, d[g_mask] > 0, d[g_mask] < 0)
+        out["gold_accuracy"] = float(correct.float().mean())
+    vals = measure.strict(batch)
+    viol = measure.max_by_kind(vals)
+    stats = measure.cell_stats(batch, smooth=False)
+    for c, s in zip(measure.constraints, stats):  # a kind with no estimable cell has no violation
+        _, ok = c.disparities(s)
+        if not bool(ok.any()):
+            viol.pop(c.kind, None)
+    out["violation"] = viol
+    if constraints:
+        g = constraints.strict(batch)
+        out["max_excess"] = float((g - constraints.epsilons()).max())
+        out["feasible"] = bool((g <= constraints.epsilons() + 1e-9).all())
+    else:
+        out["max_excess"], out["feasible"] = 0.0, True
+    flip = cf_flip_rate(batch)
+    if not math.isnan(flip):
+        out["cf_flip_rate"] = flip
+    return out

@@ -1,0 +1,108 @@
+"""What a sweep trains: the grid of configs (Faro on kind x epsilon x seed, then the baselines) and their
+deterministic run ids.
+
+Run ids are ``<name>-s<seed>-<10 hex of the SHA-1 of the resolved config>``, so running the same sweep
+again finds its runs. How a baseline expands is its registry entry's ``grid``
+(:mod:`faro_core.train.methods`): one run per seed (unconstrained methods), per (kind, lambda, seed)
+(``fixed_lambda``; its epsilon, used only to select the iterate, is the smallest of the sweep's), or per
+(kind it supports, epsilon, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+from faro_core.errors import FaroError
+from faro_core.fairness.kinds import KINDS
+from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
+from faro_core.train.methods import BASELINES, METHODS
+
+FIXED_LAMBDAS = (1.0, 5.0)
+# Config fields added after sweeps were run, with the default that reproduces the older behaviour (hashed into
+# run ids only off that default; kept under this name for scripts that read it).
+HASH_OPTIONAL: dict[str, object] = LEGACY_DEFAULTS
+
+
+@dataclass
+class SweepSpec:
+    """What to sweep. ``base`` holds data/model settings shared by every run (a FaroConfig)."""
+
+    base: FaroConfig
+    kinds: list[str] = field(default_factory=lambda: ["dp"])
+    epsilons: list[float] = field(default_factory=lambda: [0.1, 0.05])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    baselines: list[str] = field(default_factory=list)
+    name: str = "sweep"
+    n_boot: int = 100
+    delta: float = 0.05
+    certify_epsilon: float = 0.05
+
+
+def run_id_for(config: FaroConfig) -> str:
+    """Deterministic run id: a hash of :meth:`FaroConfig.run_id_payload` (the explicit list of hashed fields,
+    faro_core.train.config.RUN_ID_FIELDS, plus the LEGACY_DEFAULTS fields off their legacy value)."""
+    d = config.run_id_payload()
+    h = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{d['name']}-s{d['seed']}-{h}"
+
+
+def parse_baselines(spec: str | list[str] | None) -> list[str]:
+    """``"bt,expgrad"`` / ``"all"`` / ``"none"`` -> list of baseline names (validated)."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec or [])
+    names = [n.strip().lower() for n in names if n and n.strip() and n.strip().lower() != "none"]
+    if names == ["all"]:
+        return list(BASELINES)
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise FaroError(f"unknown baseline(s) {bad}; choose from all, {', '.join(BASELINES)}")
+    return names
+
+
+def baseline_configs(base: FaroConfig, names: list[str], kinds: list[str], epsilons: list[float],
+                     seeds: list[int], fixed_lambdas: tuple[float, ...] = FIXED_LAMBDAS) -> list[FaroConfig]:
+    """Configs of the baselines ``names`` on ``base``'s data/model settings (expanded as each entry's
+    ``grid`` says; see the module docstring)."""
+    d = base.to_dict()
+    d.pop("name", None)
+    out: list[FaroConfig] = []
+    finite = [e for e in epsilons if math.isfinite(e)] or [0.05]
+    for name in names:
+        m = METHODS[name]
+        for seed in seeds:
+            if m.grid == "seed":
+                out.append(FaroConfig(**{**d, "method": m.method, **dict(m.options), "constraints": [],
+                                         "epsilon": math.inf, "seed": seed}))
+            elif m.grid == "lambda":
+                for k in kinds:
+                    if k not in m.kinds:
+                        continue
+                    for lam in fixed_lambdas:
+                        out.append(FaroConfig(**{**d, "method": m.method, **dict(m.options), "constraints": [k],
+                                                 "epsilon": min(finite), "fixed_lambda": lam, "seed": seed,
+                                                 "name": f"{name}-{k}-lam{lam:g}"}))
+            else:
+                for k in kinds:
+                    if k not in m.kinds:
+                        continue
+                    for eps in finite:
+                        out.append(FaroConfig(**{**d, "method": m.method, **dict(m.options), "constraints": [k],
+                                                 "epsilon": eps, "seed": seed, "name": f"{name}-{k}-eps{eps:g}"}))
+    return out
+
+
+def grid(spec: SweepSpec) -> list[FaroConfig]:
+    """Every config of the sweep: Faro on kind x epsilon x seed, then the baselines."""
+    bad = [k for k in spec.kinds if k not in KINDS]
+    if bad:
+        raise FaroError(f"unknown constraint kind(s) {bad}; choose from {', '.join(KINDS)}")
+    d = spec.base.to_dict()
+    d.pop("name", None)
+    out = [FaroConfig(**{**d, "method": "faro", "constraints": [k], "epsilon": e, "seed": s, "sweep": spec.name})
+           for k in spec.kinds for e in spec.epsilons for s in spec.seeds]
+    for c in baseline_configs(spec.base, spec.baselines, spec.kinds, spec.epsilons, spec.seeds):
+        c.sweep = spec.name
+        out.append(c)
+    return out

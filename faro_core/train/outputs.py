@@ -1,0 +1,70 @@
+"""What a finished run writes besides its model: ``scores.parquet``, ``data.json``, the split metrics.
+
+Shared by the training loop and the methods that replace it (:mod:`faro_core.train.expgrad`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
+from faro_core.fairness.metrics import split_metrics
+from faro_core.fairness.pairs import GroupIndex, PairTensors
+from faro_core.fairness.role import role_report
+from faro_core.io import write_parquet
+from faro_core.store.runs import Run
+
+
+def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[np.ndarray, ...]) -> None:
+    """``scores.parquet``: every pair of every split with its rewards (r_chosen, r_rejected, cf_r_*; [N] each)
+    and attributes, text left out -- what evaluation reads instead of re-scoring."""
+    r_c, r_r, cf_c, cf_r = rewards
+    scores = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
+    scores = scores.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
+                           order=tens.order.numpy())
+    for col in scores.columns:  # Parquet needs one type per column
+        if scores[col].dtype == object:
+            scores[col] = scores[col].map(lambda v: None if v is None else str(v))
+    write_parquet(run.file("scores.parquet"), scores)
+
+
+def data_record(data: Any, split_idx: dict[str, torch.Tensor], backend: Any) -> dict[str, Any]:
+    """``data.json``: the data set's name, meta, strata, pairs per split, groups and the feature pass's cost."""
+    return {"name": data.name, "meta": data.meta, "strata": data.strata,
+            "pairs": {s: int(len(v)) for s, v in split_idx.items()},
+            "groups": data.groups(), "response_groups": data.response_groups(),
+            "feature_seconds": backend.feature_seconds, "encoded": backend.encoded}
+
+
+def gold_labels(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor) -> torch.Tensor:
+    """[n] gold labels of the pairs ``idx`` (all NaN when the data has no gold column values)."""
+    return tens.label[idx] if df["gold"].notna().any() else torch.full((len(idx),), float("nan"))
+
+
+def split_metrics_of(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards: tuple[np.ndarray, ...],
+                     constraints: ConstraintSet, measure: ConstraintSet) -> dict[str, Any]:
+    """:func:`~faro_core.fairness.metrics.split_metrics` of the pairs ``idx`` from final rewards ([N] arrays
+    over all pairs); ``{}`` for an empty split."""
+    if len(idx) == 0:
+        return {}
+    rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
+    return split_metrics(tens.batch(idx, rw), constraints, measure, gold_labels(df, tens, idx))
+
+
+def role_metrics(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards: tuple[np.ndarray, ...],
+                 index: GroupIndex, min_count: int) -> dict[str, Any]:
+    """With ``--attribute role``: the raw role rates of the pairs ``idx`` (``role``,
+    :func:`~faro_core.fairness.role.role_report`) and their named-group violations for reference
+    (``violation_group``)."""
+    rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
+    rows = df.iloc[idx.numpy()].assign(r_chosen=rw[0].numpy(), r_rejected=rw[1].numpy())
+    group_index = dataclasses.replace(index, attribute="group")
+    measure = all_constraints(group_index, min_count)
+    return {"role": role_report(rows, n_boot=0),
+            "violation_group": split_metrics(tens.batch(idx, rw), ConstraintSet([]), measure,
+                                             gold_labels(df, tens, idx))["violation"]}

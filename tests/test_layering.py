@@ -1,0 +1,140 @@
+"""Imports point down the layers (docs/ARCHITECTURE.md): no module imports one of a higher layer.
+
+Every ``import`` and ``from ... import`` of every module of ``faro_core/`` and ``dashboard/`` counts, at module
+level and inside functions alike (a function-level import hides a loop, it does not remove it). A module of
+``faro_core`` that no layer names fails too, so a new module has to be placed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Low to high. A module belongs to the first layer one of whose prefixes is the module or a package above it.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("faro_core.errors", "faro_core.paths", "faro_core.io")),
+    ("data", ("faro_core.data",)),
+    ("models", ("faro_core.models",)),
+    ("fairness", ("faro_core.fairness",)),
+    ("store", ("faro_core.store",)),
+    ("train", ("faro_core.train",)),
+    ("evaluate", ("faro_core.evaluate",)),
+    ("policy", ("faro_core.policy",)),
+    ("results", ("faro_core.results",)),
+    ("studies", ("faro_core.studies",)),
+    ("integrations", ("faro_core.integrations",)),
+    ("cli", ("faro_core.cli", "faro_core.__main__")),
+    ("dashboard", ("dashboard",)),
+]
+PACKAGE_ROOT = "faro_core"  # the package's own __init__: the base layer (it re-exports FaroError only)
+
+
+def layer_of(module: str) -> int | None:
+    """Index into :data:`LAYERS` of ``module`` (None: no layer names it)."""
+    if module == PACKAGE_ROOT:
+        return 0
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, module) for every import in ``tree``, function-level ones included; ``from X import y`` gives
+    ``X.y`` (a submodule or a name in X: either way X's layer or below), relative imports resolved."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = module.split(".") if is_package else module.split(".")[:-1]
+                pkg = pkg[: len(pkg) - (node.level - 1)]
+                base = ".".join([*pkg, base] if base else pkg)
+            out += [(node.lineno, f"{base}.{a.name}" if a.name != "*" else base) for a in node.names]
+    return out
+
+
+def violations(root: Path) -> list[str]:
+    """Every upward import (and every unplaced faro_core module) under ``root``."""
+    problems = []
+    files = sorted((root / "faro_core").rglob("*.py")) + sorted((root / "dashboard").rglob("*.py"))
+    for path in files:
+        module = module_name(path, root)
+        if path.parts[-2:-1] == ("pages",) or module.startswith("dashboard"):
+            module = "dashboard." + path.stem  # pages are scripts: they belong to the dashboard layer
+        own = layer_of(module)
+        if own is None:
+            problems.append(f"{path.relative_to(root)}: module {module} is in no layer (place it in LAYERS)")
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line, target in imported_modules(tree, module, path.name == "__init__.py"):
+            if not (target == PACKAGE_ROOT or target.startswith(PACKAGE_ROOT + ".")):
+                continue  # third-party, standard library, or the dashboard's own helpers
+            theirs = layer_of(target)
+            if theirs is None:
+                theirs = layer_of(target.rpartition(".")[0])  # ``from faro_core import X``: X's own layer
+            if theirs is not None and theirs > own:
+                problems.append(f"{path.relative_to(root)}:{line}: {module} ({LAYERS[own][0]}) imports {target} "
+                                f"({LAYERS[theirs][0]})")
+    return problems
+
+
+def test_imports_point_down_the_layers() -> None:
+    problems = violations(REPO)
+    assert not problems, "upward imports:\n" + "\n".join(problems)
+
+
+def _plant(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("importer, text", [
+    ("faro_core/fairness/pairs.py", "from faro_core.train.config import FaroConfig\n"),  # module level
+    ("faro_core/data/loaders.py", "def f():\n    import faro_core.results.table\n"),  # inside a function
+    ("faro_core/store/runs.py", "from faro_core import studies\n"),  # a package, by name
+    ("faro_core/evaluate/metrics.py", "from ..studies import sweep\n"),  # relative
+])
+def test_a_planted_upward_import_is_caught(tmp_path: Path, importer: str, text: str) -> None:
+    files = {"faro_core/__init__.py": "", "faro_core/errors.py": "", importer: text,
+             "faro_core/train/config.py": "", "faro_core/results/table.py": "", "faro_core/studies/sweep.py": ""}
+    problems = violations(_plant(tmp_path, files))
+    assert len(problems) == 1 and importer in problems[0], problems
+
+
+def test_downward_imports_and_unplaced_modules(tmp_path: Path) -> None:
+    files = {"faro_core/__init__.py": "from faro_core.errors import FaroError\n", "faro_core/errors.py": "",
+             "faro_core/studies/sweep.py": "from faro_core.train import loop\nimport numpy\n",
+             "faro_core/train/loop.py": "from faro_core.fairness.pairs import PairBatch\n",
+             "dashboard/pages/1_Data.py": "from faro_core.studies import sweep\nfrom common import page\n"}
+    assert violations(_plant(tmp_path, files)) == []
+    (tmp_path / "faro_core" / "misc.py").write_text("")
+    (problem,) = violations(tmp_path)
+    assert "faro_core.misc is in no layer" in problem
+
+
+def test_architecture_page_names_every_module() -> None:
+    """docs/ARCHITECTURE.md lists every module (``pkg/name.py``) of every layer but the CLI's subcommands, and
+    every layer of :data:`LAYERS`, so the page cannot fall behind the code."""
+    page = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    missing = [str(p.relative_to(REPO / "faro_core")) for p in sorted((REPO / "faro_core").rglob("*.py"))
+               if p.name != "__init__.py" and p.parent.name != "cli" and p.name != "__main__.py"
+               and f"`{p.relative_to(REPO / 'faro_core')}`" not in page]
+    assert not missing, f"docs/ARCHITECTURE.md does not list: {missing}"
+    assert all(f"| {name} |" in page for name, _ in LAYERS), "a layer of LAYERS is missing from the page's table"
