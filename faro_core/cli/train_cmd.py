@@ -78,7 +78,8 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         config = config_from_args(args, constraints=args.constraint, epsilon=args.epsilon, seed=args.seed,
                                   method=args.method, fixed_lambda=args.fixed_lambda, name=args.name,
-                                  expgrad_base=args.expgrad_base)
+                                  expgrad_base=args.expgrad_base, dro_eta=args.dro_eta,
+                                  fair_alpha=args.fair_alpha, fair_weight=args.fair_weight)
         run = train(config, store, run_id=args.run_id, progress=not args.quiet)
     out = {"run_id": run.run_id, "status": run.status, "path": str(run.path), "metrics": run.metrics()}
     if args.json:
@@ -97,11 +98,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constraint", default="none", help="none|dp|eo|cf, or several: dp,cf (default none)")
     p.add_argument("--epsilon", type=float, default=0.05, help="slack eps of every constraint (inf: none)")
     p.add_argument("--method", default="faro",
-                   help="faro (ProxyGDA) or a baseline: bt, reweight, posthoc, fixed_lambda, expgrad")
+                   help="faro (ProxyGDA) or a baseline: bt, reweight, posthoc (oracle), fixed_lambda, expgrad, "
+                        "group_dro, fair_reg")
     p.add_argument("--fixed-lambda", type=float, default=1.0, help="multiplier of the fixed_lambda baseline")
     p.add_argument("--expgrad-base", choices=["linear", "head"], default="linear",
                    help="model the expgrad baseline fits each round: linear (logistic regression on feature "
                         "differences) or head (the same MLP head as Faro's)")
+    p.add_argument("--dro-eta", type=float, default=0.05,
+                   help="group_dro: step of the exponentiated-gradient group weights (default 0.05)")
+    p.add_argument("--fair-alpha", type=float, default=2.0,
+                   help="fair_reg: alpha of the alpha-fair utility of sigma(margin) (default 2; 1 = BT only)")
+    p.add_argument("--fair-weight", type=float, default=1.0, help="fair_reg: weight lambda of the utility")
     add_model_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="run name (prefix of the run id)")

@@ -14,7 +14,8 @@ from faro_core.train.methods import CONFIG_METHODS, METHODS
 # at that value (so finished sweeps keep their ids; faro_core.studies.grid.HASH_OPTIONAL).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
                                       "expgrad_base": "linear", "select_metric": "accuracy",
-                                      "attribute": "group", "role_columns": None}
+                                      "attribute": "group", "role_columns": None,
+                                      "dro_eta": 0.05, "fair_alpha": 2.0, "fair_weight": 1.0}
 ATTRIBUTES = ("group", "role")
 # The embedded demo keeps the named group until its build and first screen are redone on the role (#15, the
 # demo item): its sweep, tests and Overview are written for group DP. Every other BBQ-format source: role.
@@ -38,9 +39,13 @@ class FaroConfig:
     ``data_seed`` (skew and split; kept fixed across training seeds so seeds are comparable).
     Fairness: ``constraints`` (subset of dp/eo/cf), ``epsilon`` (slack, inf = unconstrained),
     ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
-    Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``;
+    Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc`` (an oracle), ``fixed_lambda``,
+    ``expgrad``, ``group_dro``, ``fair_reg`` (:mod:`faro_core.train.methods`);
     ``expgrad_base`` (the model fairlearn's reduction fits each round: ``"linear"``, logistic regression on
-    feature differences, or ``"head"``, the same head as Faro's, see :mod:`faro_core.train.expgrad`).
+    feature differences, or ``"head"``, the same head as Faro's, see :mod:`faro_core.train.expgrad`);
+    ``dro_eta`` (step of the ``group_dro`` baseline's exponentiated-gradient group weights), ``fair_alpha`` and
+    ``fair_weight`` (alpha and lambda of the ``fair_reg`` baseline's alpha-fair regulariser; see
+    :mod:`faro_core.train.losses`).
     Model: ``mode`` head|full, ``backbone`` (None = embedded MiniLM), ``head_hidden`` (0 = linear head).
     Optimisation: ``epochs``, ``batch_size`` (pairs in the Bradley-Terry batch; the linearized constraint
     penalty is estimated on the same batch), ``constraint_batch_size`` (extra pairs drawn each step for the
@@ -80,6 +85,9 @@ class FaroConfig:
     method: str = "faro"
     fixed_lambda: float = 1.0
     expgrad_base: str = "linear"
+    dro_eta: float = 0.05
+    fair_alpha: float = 2.0
+    fair_weight: float = 1.0
     mode: str = "head"
     backbone: str | None = None
     head_hidden: int = 256
@@ -128,6 +136,10 @@ class FaroConfig:
             raise FaroError("dual_source must be 'auto', 'exact' or 'buffer'")
         if self.expgrad_base not in ("linear", "head"):
             raise FaroError(f"expgrad_base must be 'linear' or 'head', got {self.expgrad_base!r}")
+        if not (float(self.dro_eta) > 0 and math.isfinite(float(self.dro_eta))):
+            raise FaroError(f"--dro-eta must be a positive number, got {self.dro_eta}")
+        if not (float(self.fair_alpha) >= 0 and float(self.fair_weight) >= 0):
+            raise FaroError(f"--fair-alpha and --fair-weight must be >= 0, got {self.fair_alpha}, {self.fair_weight}")
         if self.select not in ("best", "last"):
             raise FaroError("select must be 'best' or 'last'")
         if self.select_metric not in ("accuracy", "loss"):
