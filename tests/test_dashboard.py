@@ -414,8 +414,8 @@ def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
     assert [p["constraint"] for p in launch.plan_runs(["dp", "eo"], [0.05])] == ["dp", "eo"]
     with pytest.raises(FaroError, match="unknown constraint"):
         launch.plan_runs(["dp", "xx"], [0.05])
-    argv = launch.train_argv("r", "/tmp/x", constraint="dp,eo", groups=["F", "M"])
-    assert argv[argv.index("--constraint") + 1] == "dp,eo" and argv[argv.index("--groups") + 1] == "F,M"
+    cfg = launch.launch_config(constraint="dp,eo", groups=["F", "M"])  # what a combined plan row launches
+    assert cfg.constraints == ["dp", "eo"] and cfg.groups == ["F", "M"]
     import torch
 
     if not torch.cuda.is_available():

@@ -34,7 +34,7 @@ def test_run_ids_are_deterministic_and_distinct() -> None:
 
 def test_run_id_is_stable_across_added_options() -> None:
     """Finished sweeps resume by run id. This id was recorded when the sweep store was filled (before the
-    ``average`` option existed); a new config field must join ``sweep.HASH_OPTIONAL`` with the default that
+    ``average`` option existed); a new config field must join ``LEGACY_DEFAULTS`` (faro_core/train/config.py) with the default that
     keeps older behaviour, or every finished run of every sweep would be retrained."""
     # runs from before the DP partner split and the chance tier of selection keep their ids when asked for
     # the old behaviour

@@ -300,7 +300,7 @@ def test_dp_scope_default_all_and_errors(store, capsys):
     """BBQ-style data: DP holds in ambiguous contexts by default; --dp-scope all restores every stratum; a
     scope on a column that is not a stratum, or with no matching row, is a clear error (exit 2)."""
     from faro_core.cli import main as faro_main
-    from faro_core.train.launch import train_argv
+    from faro_core.train.launch import launch_config
 
     default = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1), store, progress=False)
     names = default.read("constraints.json")["names"]
@@ -312,9 +312,8 @@ def test_dp_scope_default_all_and_errors(store, capsys):
         code = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-scope", scope,
                           "--runs-dir", str(store.root), "--quiet"])
         assert code == 2 and msg in capsys.readouterr().err
-    assert train_argv("r", "d", constraint="dp", dp_scope="context_condition=ambig")[-2:] == [
-        "--dp-scope", "context_condition=ambig"]
-    assert train_argv("r", "d", constraint="dp", dp_partner=False)[-2:] == ["--dp-partner", "pool"]
+    assert launch_config(constraint="dp", dp_scope="context_condition=ambig").dp_scope == "context_condition=ambig"
+    assert launch_config(constraint="dp", dp_partner=False).dp_partner is False
     pooled = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-partner", "pool",
                         "--runs-dir", str(store.root), "--quiet", "--json"])
     assert pooled == 0

@@ -147,6 +147,9 @@ class Method:
     fit: Callable[[FaroConfig, Run, bool, TrainInputs], None] | None = None
     loss: Callable[[FaroConfig, pd.DataFrame], Any] | None = None
     oracle: bool = False
+    # its head-mode runs can train as members of one batch (faro_core.train.batched): every per-run part of
+    # the method lives in the TrainStepper (loss, weights, multipliers) and the loop; a ``fit`` never batches
+    batches: bool = True
     kind_colors: tuple[tuple[str, str], ...] = ()  # a colour per constraint kind, where the kinds differ
 
     @property
