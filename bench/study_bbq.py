@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="head epochs (default: the trainer's, 40)")
     ap.add_argument("--hh-limit", type=int, default=300, help="HH-RLHF pairs audited (seeded subset)")
     ap.add_argument("--no-audit", action="store_true")
+    ap.add_argument("--redraw-data", action="store_true",
+                    help="each seed also redraws the data seed (split and skewed items), not only training")
     ap.add_argument("--attribute", choices=["group", "role"], default=None,
                     help="DP/EO's sensitive attribute (default: role, the default on BBQ-format data)")
     ap.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default="auto",
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                           attribute=args.attribute, dual_signal=args.dual_signal)
         spec = SweepSpec(base=base, kinds=[k.strip() for k in args.kinds.split(",")], epsilons=[float(e) for e in args.epsilons.split(",")],
                          seeds=list(range(args.seeds)), baselines=parse_baselines(args.baselines),
-                         name="study_bbq", n_boot=100)
+                         name="study_bbq", n_boot=100, redraw_data=args.redraw_data)
     done = [0]
 
     def progress(row: dict) -> None:

@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 
 from faro_core.cli import main
-from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
 from faro_core.results.pareto import hypervolume, pareto_front
 from faro_core.store.runs import RunStore
 from faro_core.studies.grid import SweepSpec, grid, run_id_for
 from faro_core.studies.sweep import run_sweep
 from faro_core.train import FaroConfig
 
-DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
+DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
 if DATA is not None and not Path(DATA).exists():
     pytest.skip("neither the demo data nor ../shared/data/bbq is present", allow_module_level=True)
 BASE = FaroConfig(data=DATA, epochs=2, head_hidden=16, min_count=5)
@@ -141,3 +140,16 @@ def test_ray_executor_shares_the_run_store(tmp_path: Path, monkeypatch: pytest.M
     assert not ray.is_initialized()  # and shut it down
     assert res["runs"] == 2 and res["skipped"] == 1  # the local executor's run is reused
     assert all(r.status == "done" for r in RunStore(tmp_path).list())
+
+
+def test_redraw_data_gives_each_seed_its_own_data_seed():
+    """--redraw-data: seed s trains on data seed s (its own split and skewed items), Faro and baselines alike;
+    without it every seed shares the base's data seed."""
+    from faro_core.studies.grid import SweepSpec, grid
+
+    base = FaroConfig(data="demo-mini", data_seed=7)
+    spec = SweepSpec(base=base, kinds=["dp"], epsilons=[0.05], seeds=[0, 3], baselines=["bt"], redraw_data=True)
+    assert sorted((c.method, c.seed, c.data_seed) for c in grid(spec)) == [
+        ("bt", 0, 0), ("bt", 3, 3), ("faro", 0, 0), ("faro", 3, 3)]
+    shared = SweepSpec(base=base, kinds=["dp"], epsilons=[0.05], seeds=[0, 3], baselines=["bt"])
+    assert {c.data_seed for c in grid(shared)} == {7}
