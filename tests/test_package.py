@@ -57,8 +57,10 @@ def test_wheel_in_a_fresh_venv_trains_evaluates_and_reports_outside_the_repo(tmp
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(src).as_posix() for p in (src / "faro_core").rglob("*.py")}
     assert modules <= names, sorted(modules - names)[:10]
-    demo = {f"faro_core/demo_data/{p.relative_to(src / 'data' / 'demo_bbq').as_posix()}"
-            for p in (src / "data" / "demo_bbq").rglob("*") if p.is_file()}
+    from faro_core.paths import SHIPPED_DATA
+
+    demo = {f"{pkg.replace('.', '/')}/{p.relative_to(src / 'data' / folder).as_posix()}"
+            for folder, pkg in SHIPPED_DATA.items() for p in (src / "data" / folder).rglob("*") if p.is_file()}
     assert demo and demo <= names, sorted(demo - names)[:10]
 
     venv = tmp_path / "venv"

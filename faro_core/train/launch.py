@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from faro_core.errors import FaroError, RunError
@@ -170,27 +171,25 @@ def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, c
     return out
 
 
+SWEEP_CONFIG_FILE = "base_config.json"
+
+
 def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1,
-               bt: bool = False, mode: str = "head", epochs: int | None = None, backbone: str | None = None,
-               data: str | None = None, group: str | None = None, strata: Sequence[str] | None = None,
-               skew: float = 0.0, dp_scope: str | None = None, dp_partner: bool = True,
-               groups: Sequence[str] | None = None, attribute: str | None = None) -> list[str]:
+               bt: bool = False, mode: str = "head", **settings: Any) -> list[str]:
     """The ``faro sweep`` command line of a grid (kinds x epsilons x seeds 0..seeds-1, plus BT per seed),
-    trained by the default batched engine."""
+    trained by the default batched engine. The shared settings (``mode`` and ``settings``: FaroConfig field
+    names) are validated into a base :class:`FaroConfig` and written to
+    ``RUNS_DIR/_sweeps/NAME/base_config.json``, which the command reads with ``--config``; only the grid is
+    spelled as flags."""
+    base = launch_config(mode=mode, **settings)
+    folder = Path(runs_dir) / "_sweeps" / validate_run_id(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SWEEP_CONFIG_FILE, base.stored_dict())
     eps = ",".join("inf" if not math.isfinite(e) else f"{e:g}" for e in epsilons)
-    argv = [sys.executable, "-m", "faro_core", "sweep", "--runs-dir", str(runs_dir), "--name", name,
-            "--constraints", ",".join(kinds) or "none", "--epsilons", eps, "--seeds", f"0-{int(seeds) - 1}",
-            "--baselines", "bt" if bt else "none", "--mode", mode, "--engine", "batched", "--quiet", "--json"]
-    for flag, value in (("--epochs", epochs), ("--backbone", backbone), ("--data", data), ("--group", group),
-                        ("--strata", ",".join(strata) if strata else None), ("--dp-scope", dp_scope),
-                        ("--groups", ",".join(groups) if groups else None), ("--attribute", attribute)):
-        if value:
-            argv += [flag, str(value)]
-    if skew:
-        argv += ["--skew", f"{skew:g}"]
-    if not dp_partner:
-        argv += ["--dp-partner", "pool"]
-    return argv
+    return [sys.executable, "-m", "faro_core", "sweep", "--config", str(folder / SWEEP_CONFIG_FILE), "--runs-dir",
+            str(runs_dir), "--name", name, "--constraints", ",".join(kinds) or "none", "--epsilons", eps,
+            "--seeds", f"0-{int(seeds) - 1}", "--baselines", "bt" if bt else "none", "--engine", "batched",
+            "--quiet", "--json"]
 
 
 def sweep_run_ids(argv: Sequence[str]) -> list[str]:
@@ -295,6 +294,7 @@ def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
     if info is None:
         raise RunError(f"run {run_id!r} was not started from the launcher; stop it where it runs")
     pid = int(info["pid"])
+    t_cancel = time.time()
     run = Run(run_id, store.path(run_id))
     if info.get("batch") and _pid_alive(pid):
         run.request_cancel()
@@ -325,7 +325,11 @@ def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
     if not run.exists():
         store.path(run_id).mkdir(parents=True, exist_ok=True)
         write_json(run.file("config.json"), {"run_id": run_id, "cancelled_before_start": True})
-    if run.raw_status().get("status") in ("queued", "running"):
+    st = run.raw_status()
+    # a run that ended while being cancelled (a Ray worker stopped by the task's cancel can record its stop as a
+    # failure) was stopped by the user: it reads interrupted, and resumes from its checkpoint
+    stopped_by_us = st.get("status") == "failed" and float(st.get("finished") or 0) >= t_cancel
+    if st.get("status") in ("queued", "running") or stopped_by_us:
         run.set_status("interrupted", error="cancelled by the user (SIGTERM)")
     return run.status
 
