@@ -216,3 +216,49 @@ def test_cli_expgrad_base_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert RunStore(tmp_path).get(out["run_id"]).read("model.json")["expgrad"]["base"] == "head"
     with pytest.raises(SystemExit):
         faro_main(argv + ["--expgrad-base", "forest"])
+
+
+def test_a_new_method_is_one_registry_entry(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One :class:`~faro_core.train.methods.Method` entry, with its own loss, is accepted by the config, trains
+    through the loop (the loss is what the step minimises; its state rides in the checkpoint and comes back on
+    resume), expands in a sweep grid and gets its label and colour in the tables and figures."""
+    from faro_core.models.reward import bt_loss
+    from faro_core.results.plots import method_color
+    from faro_core.results.table import family_label, method_label
+    from faro_core.train import methods
+
+    calls: list[int] = []
+
+    class HalfBT:  # a stand-in for a literature baseline's loss: half the Bradley-Terry loss, counting batches
+        def __init__(self) -> None:
+            self.seen = torch.zeros(())
+
+        def __call__(self, r_c: torch.Tensor, r_r: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            calls.append(len(idx))
+            self.seen += 1
+            return 0.5 * bt_loss(r_c, r_r)
+
+        def state(self) -> dict[str, torch.Tensor]:
+            return {"seen": self.seen.clone()}
+
+        def load_state(self, state: dict[str, torch.Tensor]) -> None:
+            self.seen = state["seen"].clone()
+
+    entry = methods.Method("half_bt", "Half BT", "half the Bradley-Terry loss (test)", "#123456",
+                           make_loss=lambda config, df, tens: HalfBT())
+    monkeypatch.setitem(methods.METHODS, "half_bt", entry)
+    cfg = FaroConfig(**{**BASE.to_dict(), "method": "half_bt", "ckpt_every": 3})
+    run = train(cfg, store, progress=False)
+    assert run.status == "done" and run.metrics()["method"] == "half_bt" and calls
+    hist = run.history()
+    assert all(h["loss"] == h["bt_loss"] for h in hist)  # no constraint: the step's loss is the method's own
+    from safetensors.torch import load_file
+
+    state = run.read("checkpoint/state.json")  # the last checkpoint holds the loss state of its step
+    tensors = load_file(str(run.file("checkpoint") / state["tensors"]))
+    assert float(tensors["extra.loss.seen"]) == state["step"]
+    assert parse_baselines("half_bt") == ["half_bt"] and "half_bt" in parse_baselines("all")
+    (grid_cfg,) = baseline_configs(BASE, ["half_bt"], ["dp"], [0.05], [0])
+    assert grid_cfg.method == "half_bt" and grid_cfg.constraints == []
+    assert family_label(run.config) == "Half BT" == family_label({"method": method_label(run.config)})
+    assert method_color("Half BT") == method_color("half_bt") == "#123456"

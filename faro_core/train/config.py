@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from faro_core.errors import FaroError
-from faro_core.train.methods import CONFIG_METHODS, METHODS
+from faro_core.train.methods import METHODS, config_methods
 
 # Config fields added after runs were stored, with the value that reproduces the older behaviour: a stored
 # config without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out
@@ -108,8 +108,8 @@ class FaroConfig:
         if isinstance(self.constraints, str):
             self.constraints = [c for c in self.constraints.split(",") if c and c != "none"]
         self.constraints = [c.strip().lower() for c in self.constraints if c.strip().lower() != "none"]
-        if self.method not in CONFIG_METHODS:
-            raise FaroError(f"unknown method {self.method!r}; choose from {', '.join(CONFIG_METHODS)}")
+        if self.method not in config_methods():
+            raise FaroError(f"unknown method {self.method!r}; choose from {', '.join(config_methods())}")
         if self.attribute is not None and self.attribute not in ATTRIBUTES:
             raise FaroError(f"unknown attribute {self.attribute!r}; choose group or role")
         if isinstance(self.role_columns, str):

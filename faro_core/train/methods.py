@@ -1,11 +1,18 @@
 """Training methods: Faro and the baselines it is compared with (DESIGN §9), one registry entry each.
 
-A :class:`Method` says everything the rest of Faro needs to know about a method: its label and colour
-(tables, plots, reports; ``kind_colors`` where its constraint kinds are told apart), which constraint kinds
-it takes and whether the run's constraints bind (``constrained``), whether its multipliers are fixed (``fixed_lambda``), its per-pair example weights, its
-post-processing of the final rewards, a replacement fit (a method that is not gradient descent on the
-trainer's loop), and how a sweep grid expands it (``grid``: one run per seed, per (kind, lambda, seed) or per
-(kind, epsilon, seed)). Adding a method is one entry in :data:`METHODS`.
+A :class:`Method` says everything the rest of Faro needs to know about a method:
+
+- its label and colour (tables, plots, reports; ``kind_colors`` where its constraint kinds are told apart);
+- which constraint kinds it takes, whether the run's constraints bind (``constrained``), whether its
+  multipliers are fixed (``fixed_lambda``);
+- its per-pair example weights (``example_weights(df) -> [N]``), its post-processing of the final rewards,
+  its own training loss in place of Bradley-Terry (``make_loss(config, df, tens)`` returns an object called
+  as ``loss(r_chosen, r_rejected, idx) -> scalar``, with ``state()`` / ``load_state()`` for checkpoints, as in
+  :mod:`faro_core.train.losses`), or a replacement fit (a method that is not the trainer's loop);
+- how a sweep grid expands it (``grid``: one run per seed, per (kind, lambda, seed) or per (kind, epsilon,
+  seed)).
+
+Adding a method is one entry in :data:`METHODS`.
 
 ``name`` is the sweep/table name; ``config_method`` the value of ``FaroConfig.method`` (``expgrad_head`` is
 ``method="expgrad"`` with ``expgrad_base="head"``, set by ``options``).
@@ -26,6 +33,7 @@ from faro_core.fairness.kinds import KINDS
 if TYPE_CHECKING:  # the config imports this module (for the list of methods); only its type is needed here
     import torch
 
+    from faro_core.fairness.pairs import PairTensors
     from faro_core.store.runs import Run
     from faro_core.train.config import FaroConfig
     from faro_core.train.inputs import TrainInputs
@@ -110,6 +118,7 @@ class Method:
     post_process: Callable[[pd.DataFrame, np.ndarray, np.ndarray, list[str] | None],
                            tuple[np.ndarray, np.ndarray, dict[str, Any]]] | None = None
     fit: Callable[[FaroConfig, Run, bool, TrainInputs], None] | None = None
+    make_loss: Callable[[FaroConfig, pd.DataFrame, PairTensors], Any] | None = None
     kind_colors: tuple[tuple[str, str], ...] = ()  # a colour per constraint kind, where the kinds differ
 
     @property
@@ -136,7 +145,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            grid="epsilon", fit=_fit_expgrad),
 )}
 CONFIG_METHODS = tuple(dict.fromkeys(m.method for m in METHODS.values()))  # valid values of FaroConfig.method
+
+
+def config_methods() -> tuple[str, ...]:
+    """The valid values of ``FaroConfig.method`` now (an entry added to :data:`METHODS` counts at once)."""
+    return tuple(dict.fromkeys(m.method for m in METHODS.values()))
 BASELINES = tuple(n for n in METHODS if n != "faro")
+
+
+def baselines() -> tuple[str, ...]:
+    """The baselines a sweep can add now: every entry of :data:`METHODS` but Faro."""
+    return tuple(n for n in METHODS if n != "faro")
 OTHER_COLOR = "#17becf"
 
 

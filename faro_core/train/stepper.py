@@ -69,6 +69,8 @@ class TrainStepper:
                             reduce=all_reduce_sum, dual_signal=config.dual_signal, lambda_max=config.lambda_max)
         method = methods.get(config.method)
         self.weights = method.example_weights(df) if method.example_weights else None
+        # a method's own loss in place of (weighted) Bradley-Terry: loss(r_chosen, r_rejected, idx) -> scalar
+        self.loss_fn = method.make_loss(config, df, tens) if method.make_loss else None
         self.world = world
         bs = min(config.batch_size, n_train)
         self.cbs = min(config.constraint_batch_size or 0, n_train)
@@ -111,12 +113,18 @@ class TrainStepper:
             self._fill(self.shard, split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins))
 
     def buffer_state(self) -> dict[str, torch.Tensor] | None:
-        """The reward buffer, for a checkpoint (None when unused)."""
-        if not self.use_buffer:
-            return None
-        return {**{f"buf{k}": b.cpu() for k, b in enumerate(self.buf)}, "seen": self.seen}
+        """The reward buffer and the method's loss state (``loss.*``), for a checkpoint (None when neither)."""
+        out: dict[str, torch.Tensor] = {}
+        if self.use_buffer:
+            out.update({**{f"buf{k}": b.cpu() for k, b in enumerate(self.buf)}, "seen": self.seen})
+        if self.loss_fn is not None:
+            out.update({f"loss.{k}": v.detach().cpu() for k, v in self.loss_fn.state().items()})
+        return out or None
 
     def load_buffers(self, extra: dict[str, torch.Tensor]) -> None:
+        loss_state = {k[5:]: v for k, v in extra.items() if k.startswith("loss.")}
+        if self.loss_fn is not None and loss_state:
+            self.loss_fn.load_state(loss_state)
         if self.world == 1 and "seen" in extra:  # so a resumed run replays exactly
             for k, b in enumerate(self.buf):
                 b.copy_(extra[f"buf{k}"])
@@ -146,7 +154,7 @@ class TrainStepper:
         local_dev = to_device(local, r_c.device) if constraints else local
         w = to_device(self.weights[local[:n_bt]], r_c.device) if self.weights is not None else None
         if n_bt:
-            loss_bt = bt_loss(r_c, r_r, w)
+            loss_bt = self.loss_fn(r_c, r_r, local[:n_bt]) if self.loss_fn is not None else bt_loss(r_c, r_r, w)
         else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
             loss_bt = sum(p.sum() * 0.0 for p in self.model.parameters())
         if constraints:
