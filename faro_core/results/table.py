@@ -201,7 +201,7 @@ def best_split(table: pd.DataFrame, kind: str) -> str:
 
 def aggregate(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t-interval half-width over seeds per configuration (family, epsilon, fixed_lambda)."""
-    from scipy import stats
+    from scipy import stats  # function-level: scipy is only needed here, and the run table must stay light
 
     t = table.assign(family=table.apply(family_key, axis=1))
     keys = ["family", "method", "constraint", "epsilon", "fixed_lambda"]
