@@ -4,7 +4,7 @@
 
 Builds nothing heavy: point ``--runs-dir`` at a store with the demo sweep (``faro demo``); without one it
 builds a tiny demo first (not timed). "Interactive" = the overview's title and its story chart (BT against
-Faro, drawn by plotly) are rendered and Streamlit's running indicator is gone. Prints a table, writes
+Faro, an SVG) are rendered and Streamlit's running indicator is gone. Prints a table, writes
 bench/results/dashboard_latency.{md,json}; with --json the last stdout line is ``{"seconds": median, ...}``.
 ``--quick``: one repeat (~25 s).
 """
@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from serve import launch_browser, start_server, stop_server, wait_health, wait_ready  # noqa: E402
 
-# the Overview's new content: the story's chart drawn (or, without a story, its explanation)
-READY = '[data-testid="stPlotlyChart"] .main-svg, [data-testid="stAlert"]'
+# the Overview's new content: the story's chart (an SVG) drawn, or, without a story, its explanation
+READY = 'svg.faro-story, [data-testid="stAlert"]'
 
 
 def measure(runs_dir: str) -> dict[str, float]:

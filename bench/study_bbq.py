@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-audit", action="store_true")
     ap.add_argument("--attribute", choices=["group", "role"], default=None,
                     help="DP/EO's sensitive attribute (default: role, the default on BBQ-format data)")
+    ap.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default="auto",
+                    help="what Faro's dual step ascends on (default auto: smooth for DP/EO)")
     ap.add_argument("--out", default=None, help="report path stem (default bench/results/study_bbq[_quick])")
     args = ap.parse_args(argv)
     args.out = args.out or str(RESULTS / ("study_bbq_quick" if args.quick else "study_bbq"))
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                          name="study_bbq_quick", n_boot=50)
     else:
         base = FaroConfig(data=str(bbq), format="bbq", skew=0.3, mode="head", epochs=args.epochs,
-                          attribute=args.attribute)
+                          attribute=args.attribute, dual_signal=args.dual_signal)
         spec = SweepSpec(base=base, kinds=[k.strip() for k in args.kinds.split(",")], epsilons=[float(e) for e in args.epsilons.split(",")],
                          seeds=list(range(args.seeds)), baselines=parse_baselines(args.baselines),
                          name="study_bbq", n_boot=100)

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dual-lr", type=float, default=None, help="override the dual step size (default: the config's)")
     ap.add_argument("--dual-every", type=int, default=None, help="override the dual step period")
     ap.add_argument("--temperature", type=float, default=None, help="override the DP/EO proxy temperature")
+    ap.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default=None,
+                    help="override what the dual step ascends on")
+    ap.add_argument("--lambda-max", type=float, default=None, help="override the multiplier cap")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "trainer_bbq"))
     ap.add_argument("--out", default=None, help="default bench/results/trainer_bbq.md (role: trainer_bbq_role.md)")
     ap.add_argument("--json", action="store_true")
@@ -120,6 +123,10 @@ def _tuning(args: argparse.Namespace) -> tuple[dict, str]:
         over["dual_lr"], tag = args.dual_lr, tag + f"-dlr{args.dual_lr:g}"
     if args.dual_every is not None:
         over["dual_every"], tag = args.dual_every, tag + f"-de{args.dual_every}"
+    if args.dual_signal is not None:
+        over["dual_signal"], tag = args.dual_signal, tag + f"-sig{args.dual_signal}"
+    if args.lambda_max is not None:
+        over["lambda_max"], tag = args.lambda_max, tag + f"-lmax{args.lambda_max:g}"
     if args.temperature is not None:
         over["temperature"] = {"dp": args.temperature, "eo": args.temperature}
         tag += f"-t{args.temperature:g}"

@@ -172,3 +172,25 @@ def guard() -> Iterator[None]:
     except Exception as exc:  # a bug: say so in one line
         st.error(f"Something went wrong: {type(exc).__name__}: {exc}. Check the run store path in the "
                  "sidebar; if it persists, report it with the steps that led here.")
+
+
+def _finished(root: str) -> tuple[str, ...]:
+    r = Path(root)
+    return tuple(sorted(p.name for p in r.iterdir() if (p / "metrics.json").exists())) if r.exists() else ()
+
+
+def refresh_as_runs_finish(table: pd.DataFrame, every_s: float = 3.0) -> None:
+    """While runs of ``table`` are training (e.g. the members of a launched grid), rerun the page whenever
+    one of them finishes, so its point joins the front; says so under the page."""
+    training = int((table["status"] == "running").sum()) if "status" in table else 0
+    if not training:
+        return
+    st.caption(f"{training} run(s) training: the front updates as each one finishes.")
+    root, seen = runs_root(), _finished(runs_root())
+
+    @st.fragment(run_every=every_s)
+    def watch() -> None:
+        if _finished(root) != seen:
+            st.rerun()
+
+    watch()

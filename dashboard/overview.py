@@ -56,12 +56,12 @@ with guard():
         story = None
         st.info(f"No before/after story yet: {exc}.")
     if story:
-        from faro_core.results.plots import story_figure
+        from faro_core.results.plots import story_svg
 
         st.subheader("Does the reward prefer the stereotype? Before and after Faro")
         st.markdown(f"#### {story.get('headline') or ''}")
         st.write(story["sentence"])
-        st.plotly_chart(story_figure(story), width="stretch", key="story")
+        st.markdown(story_svg(story), unsafe_allow_html=True)  # SVG: drawn at once (plotly in the report)
         if story.get("note"):
             st.caption(f"Note: {story['note']}.")
         c = story["certificate"]

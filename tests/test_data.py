@@ -19,7 +19,7 @@ from faro_core.data.bbq import load_bbq_items, target_coverage
 from faro_core.data.skew import choose_skewed, eligible_items
 from faro_core.data.twins import DEFAULT_TERM_PAIRS, TermSwapper, add_text_twins, swap_pair_terms
 from faro_core.errors import DataError
-from faro_core.paths import DEMO_DATA_DIR, REPO_ROOT, SHARED_DATA
+from faro_core.paths import DEMO_DATA_DIR, DEMO_MINI_DIR, REPO_ROOT, SHARED_DATA
 
 BBQ_DIR = SHARED_DATA / "bbq"
 CROWS = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
@@ -189,9 +189,9 @@ def test_bbq_twins_differ_only_in_group_terms_all_items(bbq_items: pd.DataFrame,
 
 
 def test_demo_twins_swap_prompt() -> None:
-    d = load()
+    d = load("demo-mini")
     df = d.df
-    assert (df["cf_prompt"] != df["prompt"]).all()  # demo contexts always name both people
+    assert (df["cf_prompt"] != df["prompt"]).all()  # mini demo contexts always name both people
     r = df[df["category"] == "Age"].iloc[0]
     assert r["cf_prompt"] != r["prompt"]
 
@@ -219,8 +219,8 @@ def test_swap_simultaneous_whole_word_case() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ demo
-def test_demo_data_schema_and_coverage() -> None:
-    files = sorted(DEMO_DATA_DIR.glob("*.jsonl"))
+def test_mini_demo_data_schema_and_coverage() -> None:
+    files = sorted(DEMO_MINI_DIR.glob("*.jsonl"))
     assert len(files) >= 2
     keys = {"example_id", "question_index", "question_polarity", "context_condition", "category",
             "answer_info", "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label"}
@@ -232,15 +232,44 @@ def test_demo_data_schema_and_coverage() -> None:
             assert set(rec["additional_metadata"]) == {"subcategory", "stereotyped_groups", "version", "source"}
             n += 1
     assert 300 <= n <= 600
-    items = load_bbq_items(DEMO_DATA_DIR)
+    items = load_bbq_items(DEMO_MINI_DIR)
     assert set(items["context_condition"]) == {"ambig", "disambig"}
     assert set(items["question_polarity"]) == {"neg", "nonneg"}
     assert items["category"].nunique() >= 2
     assert target_coverage(items)["coverage"] == 1.0
-    d = load()
-    assert d.name == "demo" and len(d) == 2 * n
+    d = load("demo-mini")
+    assert d.name == "demo-mini" and len(d) == 2 * n
     assert len(d.groups()) >= 4 and min(d.groups().values()) >= 30
-    assert (REPO_ROOT / "data" / "demo_bbq" / "LICENSE.md").exists()
+    assert (DEMO_MINI_DIR / "LICENSE.md").exists()
+
+
+def test_demo_is_a_seeded_bbq_subset_with_attribution() -> None:
+    """The default data: half of each published BBQ category, records unchanged, attributed (CC BY 4.0)."""
+    import gzip
+
+    files = sorted(DEMO_DATA_DIR.glob("*.jsonl.gz"))
+    names = {f.name.removesuffix(".jsonl.gz") for f in files}
+    assert names == {"Age", "Disability_status", "Nationality", "Religion", "Sexual_orientation"}
+    d = load()
+    assert d.name == "demo" and d.df["item_id"].nunique() == 5190 and len(d) == 2 * 5190
+    items = load_bbq_items(DEMO_DATA_DIR)
+    n_amb = int((items["context_condition"] == "ambig").sum())
+    assert n_amb == 2642  # ~790 ambiguous items in a 30% test split
+    for f in ("README.md", "LICENSE.md"):
+        text = (DEMO_DATA_DIR / f).read_text()
+        assert "Parrish" in text and "CC BY 4.0" in text
+    published = SHARED_DATA / "bbq"
+    if not published.is_dir():
+        pytest.skip(f"{published} absent: cannot compare with the published BBQ files")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_demo_bbq", REPO_ROOT / "data" / "make_demo_bbq.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for f in files:  # regenerating from the published files gives the shipped records, byte for byte
+        name = f.name.removesuffix(".jsonl.gz")
+        want = mod.subset_lines(published / f"{name}.jsonl", mod.FRACTION, mod.SEED)
+        assert gzip.decompress(f.read_bytes()).decode("utf-8").splitlines() == want
 
 
 def test_demo_loads_without_shared_or_network(tmp_path) -> None:
@@ -254,7 +283,7 @@ def test_demo_loads_without_shared_or_network(tmp_path) -> None:
     )
     env = {**os.environ, "FARO_SHARED_DATA": str(tmp_path / "nonexistent"), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                       timeout=60)
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) > 0
 
@@ -354,7 +383,7 @@ def test_hub_id_without_network_fails_fast() -> None:
 
 # ------------------------------------------------------------------------------------------------ filters / splits
 def test_groups_filter_and_unknown_value() -> None:
-    d = load(groups=["old", "F"])
+    d = load("demo-mini", groups=["old", "F"])
     assert set(d.groups()) == {"old", "F"}
     with pytest.raises(DataError, match="'Martian'.*known"):
         load(groups=["Martian"])

@@ -28,7 +28,7 @@ def test_summary_demo_json(capsys) -> None:
     s = json.loads(out)
     for key in ("items", "pairs", "groups", "strata", "twins", "skewed", "warnings", "categories"):
         assert key in s
-    assert s["pairs"] == 2 * s["items"] and 300 <= s["items"] <= 600
+    assert s["pairs"] == 2 * s["items"] and s["items"] == 5190
     assert s["strata"] == ["question_polarity", "context_condition"]
     assert s["twins"] == s["pairs"] and s["skewed"] == 0
     assert sum(s["groups"].values()) == s["pairs"]
@@ -43,7 +43,7 @@ def test_summary_demo_table_and_skew(capsys) -> None:
 
 
 def test_summary_group_column_and_small_group_warning(capsys, tmp_path) -> None:
-    code, out, _ = run_cli(capsys, "demo", "--group", "question_index", "--json")
+    code, out, _ = run_cli(capsys, "demo-mini", "--group", "question_index", "--json")
     assert code == 0
     assert set(json.loads(out)["groups"]) == {"1", "2", "3", "4"}
     f = tmp_path / "small.csv"
@@ -144,7 +144,7 @@ def test_bad_duplicate_ids(capsys, tmp_path) -> None:
     pd.DataFrame({"pair_id": ["x", "y", "x"], "prompt": ["p"] * 3, "chosen": ["a"] * 3,
                   "rejected": ["b"] * 3}).to_csv(f, index=False)
     _assert_bad(capsys, [str(f)], "dup.csv", "duplicate", "'x'")
-    demo = sorted((REPO_ROOT / "data" / "demo_bbq").glob("*.jsonl"))[0]
+    demo = sorted((REPO_ROOT / "data" / "demo_mini").glob("*.jsonl"))[0]
     b = tmp_path / "bbq"
     b.mkdir()
     text = demo.read_text(encoding="utf-8")

@@ -272,10 +272,10 @@ def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
 
     from faro_core.cli import main as faro_main
     from faro_core.store.runs import RunStore
-    from faro_core.train.launch import train_argv
+    from faro_core.train.launch import launch_config
 
-    assert train_argv("r", "d", constraint="dp", attribute="role")[-2:] == ["--attribute", "role"]
-    assert "--attribute" not in train_argv("r", "d", constraint="dp")
+    assert launch_config(constraint="dp", attribute="role").attribute == "role"
+    assert launch_config(constraint="dp").attribute is None  # the data's default, resolved at train time
     code = faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
                       "--runs-dir", str(tmp_path), "--quiet", "--json"])
     assert code == 0
@@ -290,6 +290,9 @@ def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
     ev = run.read("eval.json")
     assert ev["role"]["dp"] == pytest.approx(ev["metrics"]["violation_dp"]["value"], abs=1e-6)
     assert ev["chance"]["dp"]["n_perm"] >= 1000
+    assert faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
+                      "--runs-dir", str(tmp_path), "--quiet"]) == 0
+    assert "P(r_biased > r_counter)" in capsys.readouterr().out  # faro train prints the raw rates too
     with pytest.raises(SystemExit) as bad:  # argparse: one line naming the choices, exit 2
         faro_main(["train", "--attribute", "gender", "--runs-dir", str(tmp_path), "--quiet"])
     assert bad.value.code == 2 and "choose from 'group', 'role'" in capsys.readouterr().err
@@ -315,5 +318,6 @@ def test_data_page_offers_the_attribute_and_the_train_page_passes_it(tmp_path, m
     tp = AppTest.from_file(str(page.parent / "2_Train.py"), default_timeout=60)
     tp.session_state["data_choice"] = {"source": "demo", "attribute": "role"}
     tp.run()
+    tp.multiselect[0].set_value(["dp"])  # one run: launch_train (a grid of several goes to one batched sweep)
     tp.button[0].click().run()
-    assert not tp.exception and seen and all(kw["attribute"] == "role" for kw in seen)
+    assert not tp.exception and seen and all(kw["config"].attribute == "role" for kw in seen)

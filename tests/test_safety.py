@@ -61,7 +61,7 @@ def assert_safe_formats(root: Path) -> int:
 def test_run_dir_and_cache_hold_only_safe_formats(tmp_path: Path) -> None:
     from faro_core.paths import cache_dir
 
-    assert faro_main(["train", "--constraint", "cf", "--epochs", "1", "--batch-size", "128", "--ckpt-every", "2",
+    assert faro_main(["train", "--data", "demo-mini", "--constraint", "cf", "--epochs", "1", "--batch-size", "128", "--ckpt-every", "2",
                       "--runs-dir", str(tmp_path), "--run-id", "scan", "--quiet"]) == 0
     run = RunStore(tmp_path).get("scan")
     assert (run.file("checkpoint") / "state.json").exists()
@@ -176,7 +176,7 @@ def test_bad_run_ids_exit_2_through_the_cli(bad: str, tmp_path: Path, capsys: py
     outside = _tree(tmp_path)
     runs = ["--runs-dir", str(store)]
     # "=" and "--" so that every id, "-rf" included, reaches Faro's check rather than argparse's
-    for argv in (["train", f"--run-id={bad}", "--epochs", "1", "--quiet", *runs],
+    for argv in (["train", "--data", "demo-mini", f"--run-id={bad}", "--epochs", "1", "--quiet", *runs],
                  ["train", f"--resume={bad}", "--quiet", *runs], ["eval", *runs, "--", bad],
                  ["report", "--out", str(store / "r.html"), *runs, "--", bad]):
         rc = faro_main(argv)
@@ -197,7 +197,7 @@ def test_symlinked_run_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     (store / "evil2").symlink_to(outside / "new", target_is_directory=True)  # dangling
     before = _tree(outside)
     for argv in (["train", "--resume", "evil", "--quiet"], ["train", "--run-id", "evil", "--epochs", "1", "--quiet"],
-                 ["train", "--run-id", "evil2", "--epochs", "1", "--quiet"], ["eval", "evil"]):
+                 ["train", "--data", "demo-mini", "--run-id", "evil2", "--epochs", "1", "--quiet"], ["eval", "evil"]):
         rc = faro_main([*argv, "--runs-dir", str(store)])
         err = capsys.readouterr().err
         assert rc == 2 and "symbolic link" in err and "Traceback" not in err, (argv, err)

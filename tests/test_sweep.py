@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 
 from faro_core.cli import main
-from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
 from faro_core.results.pareto import hypervolume, pareto_front
 from faro_core.store.runs import RunStore
 from faro_core.studies.grid import SweepSpec, grid, run_id_for
 from faro_core.studies.sweep import run_sweep
 from faro_core.train import FaroConfig
 
-DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
+DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
 if DATA is not None and not Path(DATA).exists():
     pytest.skip("neither the demo data nor ../shared/data/bbq is present", allow_module_level=True)
 BASE = FaroConfig(data=DATA, epochs=2, head_hidden=16, min_count=5)
@@ -33,7 +32,7 @@ def test_run_ids_are_deterministic_and_distinct() -> None:
 
 def test_run_id_is_stable_across_added_options() -> None:
     """Finished sweeps resume by run id. This id was recorded when the sweep store was filled (before the
-    ``average`` option existed); a new config field must join ``sweep.HASH_OPTIONAL`` with the default that
+    ``average`` option existed); a new config field must join ``LEGACY_DEFAULTS`` (faro_core/train/config.py) with the default that
     keeps older behaviour, or every finished run of every sweep would be retrained."""
     # runs from before the DP partner split and the chance tier of selection keep their ids when asked for
     # the old behaviour

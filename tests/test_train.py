@@ -20,7 +20,7 @@ from faro_core.store.runs import RunStore, validate_run_id
 from faro_core.train import FaroConfig, train
 from faro_core.train.inputs import load_training_data
 
-FAST = dict(epochs=6, batch_size=256)
+FAST = dict(data="demo-mini", epochs=6, batch_size=256)
 
 
 @pytest.fixture()
@@ -71,7 +71,7 @@ def test_constraints_whose_multipliers_stay_zero_train_plain_bt(store):
     run trains exactly plain BT, weight for weight, while logging its violations. This is what makes an
     epsilon sweep's runs share their prefix with the lambda = 0 trajectory (bench/sweep_prefix.py)."""
     bt = train(FaroConfig(constraints=[], select="last", **FAST), store, progress=False)
-    loose = train(FaroConfig(constraints=["dp"], epsilon=1.0, select="last", min_count=10, dual_every=2,
+    loose = train(FaroConfig(data="demo-mini", constraints=["dp"], epsilon=1.0, select="last", min_count=10, dual_every=2,
                              strata=["question_polarity"], **FAST), store, progress=False)
     a, b = weights(bt), weights(loose)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -86,11 +86,10 @@ def test_constraint_lowers_violation_and_is_logged(store, kind, margin):
     measured on the demo data: DP 0.257 -> 0.148, EO 0.198 -> 0.154, CF 0.090 -> 0.054), keeps accuracy,
     and logs the multipliers and strict violations: their maxima each step, the full vectors at the first step
     and at every dual step (the only steps where they change)."""
-    from faro_core.studies.demo import DEMO_DP_PARTNER, DEMO_SELECT, DEMO_STRATA
-
-    cfg = dict(epochs=60, min_count=10, strata=DEMO_STRATA, select=DEMO_SELECT, dp_partner=DEMO_DP_PARTNER)
-    bt = train(FaroConfig(constraints=[kind], epsilon=math.inf, **cfg), store, progress=False)
-    faro = train(FaroConfig(constraints=[kind], epsilon=0.05, **cfg), store, progress=False)
+    # the settings the mini demo was measured with (polarity strata, last iterate, pooled DP partners)
+    cfg = dict(epochs=60, min_count=10, strata=["question_polarity"], select="last", dp_partner=False)
+    bt = train(FaroConfig(data="demo-mini", constraints=[kind], epsilon=math.inf, **cfg), store, progress=False)
+    faro = train(FaroConfig(data="demo-mini", constraints=[kind], epsilon=0.05, **cfg), store, progress=False)
     m_bt, m_f = bt.metrics(), faro.metrics()
     hist = faro.history()
     assert len(hist) == m_f["steps"]
@@ -110,7 +109,7 @@ def test_constraint_lowers_violation_and_is_logged(store, kind, margin):
 def test_resume_after_interrupt_gives_same_result(store):
     """Interrupted at step 13, resumed from the step-10 checkpoint, which holds moving multipliers (dual step
     every 2 steps): the resumed run continues at step 11 and ends exactly where an uninterrupted one does."""
-    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=8, batch_size=128, ckpt_every=5, min_count=5,
+    cfg = FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=8, batch_size=128, ckpt_every=5, min_count=5,
                      dual_every=2, strata=["question_polarity"], dp_partner=False)
     ref = train(cfg, store, run_id="ref", progress=False)
 
@@ -179,13 +178,13 @@ def test_run_store_status_and_ids(store, monkeypatch):
 
 
 def test_cli_train_json_and_errors(tmp_path, capsys):
-    rc = faro_main(["train", "--constraint", "dp", "--epsilon", "0.1", "--epochs", "2", "--runs-dir",
+    rc = faro_main(["train", "--data", "demo-mini", "--constraint", "dp", "--epsilon", "0.1", "--epochs", "2", "--runs-dir",
                     str(tmp_path), "--quiet", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["status"] == "done" and out["run_id"]
     assert {"accuracy", "gold_accuracy", "violation"} <= set(out["metrics"])
-    assert faro_main(["train", "--constraint", "xx", "--runs-dir", str(tmp_path), "--quiet"]) == 2
+    assert faro_main(["train", "--data", "demo-mini", "--constraint", "xx", "--runs-dir", str(tmp_path), "--quiet"]) == 2
     assert faro_main(["train", "--resume", "../x", "--runs-dir", str(tmp_path), "--quiet"]) == 2
     assert "invalid run id" in capsys.readouterr().err
     assert faro_main(["train", "--data", str(tmp_path / "missing.csv"), "--runs-dir", str(tmp_path)]) == 2
@@ -194,7 +193,7 @@ def test_cli_train_json_and_errors(tmp_path, capsys):
 def test_full_mode_hf_export_matches_faro_scoring(store):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    run = train(FaroConfig(mode="full", groups=["old"], epochs=1, batch_size=32, max_length=64), store,
+    run = train(FaroConfig(data="demo-mini", mode="full", groups=["old"], epochs=1, batch_size=32, max_length=64), store,
                 progress=False)
     export = run.file("hf_model")
     tok = AutoTokenizer.from_pretrained(export)
@@ -214,7 +213,7 @@ def test_full_mode_hf_export_matches_faro_scoring(store):
 def test_full_mode_with_constraints_runs_the_buffer_dual(store):
     """Full mode, DP and CF together: the linearized penalty on the batch (twins too) and dual steps from the
     buffer of last-seen rewards; multipliers move and both violations are reported."""
-    run = train(FaroConfig(mode="full", groups=["old"], constraints=["dp", "cf"], epsilon=0.02, epochs=1,
+    run = train(FaroConfig(data="demo-mini", mode="full", groups=["old"], constraints=["dp", "cf"], epsilon=0.02, epochs=1,
                            batch_size=16, max_length=48, min_count=5), store, progress=False)
     assert run.status == "done" and run.config["dual_source"] == "auto"
     hist = run.history()
@@ -229,7 +228,7 @@ def test_two_process_training_matches_single(tmp_path):
     from its own shard of the training split, so the batch sequence differs from one process's."""
     # dual step every 2 of the 12 steps, pooled DP over polarity strata: with the defaults the multipliers never
     # moved and every strict DP violation was 0, so the all-reduced statistics went unused
-    args = ["train", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "6", "--batch-size", "256",
+    args = ["train", "--data", "demo-mini", "--constraint", "dp", "--epsilon", "0.05", "--epochs", "6", "--batch-size", "256",
             "--min-count", "5", "--dual-every", "2", "--strata", "question_polarity", "--dp-partner", "pool",
             "--runs-dir", str(tmp_path), "--quiet", "--json"]
     single = subprocess.run([sys.executable, "-m", "faro_core", *args, "--run-id", "one"], capture_output=True,
@@ -259,7 +258,7 @@ def test_two_process_training_matches_single(tmp_path):
 def test_iterate_average_is_a_selection_candidate(store):
     """With ``average`` the exponential moving average of the weights is evaluated on validation each epoch
     and may be the selected iterate; either way the run's scores come from the selected weights."""
-    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=6, min_count=10, strata=["question_polarity"],
+    cfg = FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=6, min_count=10, strata=["question_polarity"],
                      average=0.9)
     run = train(cfg, store, progress=False)
     rows = [h for h in run.history() if "val" in h]
@@ -286,7 +285,7 @@ def test_a_selected_average_is_what_the_run_returns(store, monkeypatch):
         return True
 
     monkeypatch.setattr(IterateSelector, "better", always_newer)
-    cfg = FaroConfig(constraints=["dp"], epsilon=0.05, epochs=4, min_count=10, strata=["question_polarity"],
+    cfg = FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=4, min_count=10, strata=["question_polarity"],
                      average=0.9)
     run = train(cfg, store, progress=False)
     m = run.metrics()
@@ -300,22 +299,21 @@ def test_dp_scope_default_all_and_errors(store, capsys):
     """BBQ-style data: DP holds in ambiguous contexts by default; --dp-scope all restores every stratum; a
     scope on a column that is not a stratum, or with no matching row, is a clear error (exit 2)."""
     from faro_core.cli import main as faro_main
-    from faro_core.train.launch import train_argv
+    from faro_core.train.launch import launch_config
 
-    default = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1), store, progress=False)
+    default = train(FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=1), store, progress=False)
     names = default.read("constraints.json")["names"]
     assert names and all(",ambig|vs-" in n for n in names)
-    everywhere = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1, dp_scope="all"), store,
+    everywhere = train(FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=1, dp_scope="all"), store,
                        progress=False)
     assert any(",disambig|vs-" in n for n in everywhere.read("constraints.json")["names"])
     for scope, msg in (("category=Age", "not a strata column"), ("context_condition=vague", "no row has")):
-        code = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-scope", scope,
+        code = faro_main(["train", "--data", "demo-mini", "--constraint", "dp", "--epochs", "1", "--dp-scope", scope,
                           "--runs-dir", str(store.root), "--quiet"])
         assert code == 2 and msg in capsys.readouterr().err
-    assert train_argv("r", "d", constraint="dp", dp_scope="context_condition=ambig")[-2:] == [
-        "--dp-scope", "context_condition=ambig"]
-    assert train_argv("r", "d", constraint="dp", dp_partner=False)[-2:] == ["--dp-partner", "pool"]
-    pooled = faro_main(["train", "--constraint", "dp", "--epochs", "1", "--dp-partner", "pool",
+    assert launch_config(constraint="dp", dp_scope="context_condition=ambig").dp_scope == "context_condition=ambig"
+    assert launch_config(constraint="dp", dp_partner=False).dp_partner is False
+    pooled = faro_main(["train", "--data", "demo-mini", "--constraint", "dp", "--epochs", "1", "--dp-partner", "pool",
                         "--runs-dir", str(store.root), "--quiet", "--json"])
     assert pooled == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -325,7 +323,7 @@ def test_dp_scope_default_all_and_errors(store, capsys):
 def test_constraint_with_no_large_enough_cell_warns(store, capsys):
     """DP on the 512-item demo with cells of at least 500 members: nothing can be constrained; the run says so
     on stderr and in constraints.json instead of silently being plain BT."""
-    run = train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=1, min_count=500), store, progress=False)
+    run = train(FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=1, min_count=500), store, progress=False)
     err = capsys.readouterr().err
     assert "no DP cell has 500 members" in err and "plain Bradley-Terry" in err
     assert run.read("constraints.json")["cells"]["unconstrained_kinds"] == ["dp"]
@@ -335,7 +333,7 @@ def test_rows_carry_their_step_end_time_and_reach_on_step_in_order(store):
     """History rows are written in groups (every 10 steps, evaluations, checkpoints, the end), so each carries
     the time its step ended; on_step sees every row once, in step order (bench/vs_trl.py times by it)."""
     seen = []
-    run = train(FaroConfig(constraints=["cf"], epsilon=0.05, epochs=2, min_count=5), store, progress=False,
+    run = train(FaroConfig(data="demo-mini", constraints=["cf"], epsilon=0.05, epochs=2, min_count=5), store, progress=False,
                 on_step=seen.append)
     hist = run.history()
     assert [r["step"] for r in seen] == [r["step"] for r in hist] == list(range(1, len(hist) + 1))
@@ -438,7 +436,7 @@ def test_selection_by_validation_loss_returns_the_lowest_loss_iterate(store):
     lowest one (the first of ties); its metrics.json reports that loss."""
     # a high learning rate, so the validation loss turns up before the end (at the default it falls every
     # epoch and "keep the last iterate" would pass)
-    run = train(FaroConfig(method="bt", epochs=6, lr=0.1, select_metric="loss"), store, progress=False)
+    run = train(FaroConfig(data="demo-mini", method="bt", epochs=6, lr=0.1, select_metric="loss"), store, progress=False)
     rows = [h for h in run.history() if "val" in h]
     losses = [h["val"]["loss"] for h in rows]
     assert len(rows) == 6 and all(math.isfinite(v) and v > 0 for v in losses)

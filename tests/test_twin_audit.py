@@ -18,7 +18,6 @@ from faro_core.evaluate.twin_audit import (
     twin_stats,
     winobias_to_table,
 )
-from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
 from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 
@@ -82,7 +81,7 @@ def test_twin_stats_by_hand() -> None:
     assert no_side["stereo_preference"] is None
 
 
-DATA = None if DEMO_DATA_DIR.is_dir() else str(SHARED_DATA / "bbq" / "Religion.jsonl")
+DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
 
 
 @pytest.mark.skipif(DATA is not None and not Path(DATA).exists(), reason="neither demo data nor ../shared/data/bbq")

@@ -12,24 +12,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import guard, history, page, store  # noqa: E402
 
-from faro_core.errors import FaroError  # noqa: E402
 from faro_core.results.plots import curves_figure  # noqa: E402
+from faro_core.store.runs import new_run_id  # noqa: E402
 from faro_core.train import launch  # noqa: E402
+from faro_core.train.config import MODES, default_of, parse_values, setting_of  # noqa: E402
 
 page("Train")
 st.title("Train")
-st.caption("Each run is a background `python -m faro_core train … --runs-dir … --run-id …` process writing "
-           "to the run store: it keeps going if you close the page.")
-
-
-def _eps_grid(text: str) -> list[float]:
-    try:
-        vals = [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
-    except ValueError:
-        raise FaroError(f"ε: expected numbers separated by commas (e.g. 0.02, 0.05, 0.1), got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
-        raise FaroError("ε: give one or more values ≥ 0 (inf for unconstrained)")
-    return vals
+st.caption("Each run is a background `python -m faro_core train --config … --runs-dir … --run-id …` process "
+           "writing to the run store: it keeps going if you close the page.")
 
 
 TARGET_LABEL = {"local-cpu": "this machine's CPU", "local-gpu": "this machine's GPU (full mode, bf16)",
@@ -81,7 +72,8 @@ with guard():
         kinds = c1.multiselect("Constraint type(s)", ["bt", "dp", "eo", "cf"], default=["bt", "dp"],
                                format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
                                help="one run per constraint type (BT = unconstrained baseline)")
-        eps_text = c2.text_input("ε (one value or a grid)", value="0.05")
+        eps_text = c2.text_input("ε (one value or a grid)", value=f"{default_of('epsilon'):g}",
+                                 help=setting_of("epsilon").metadata["help"])
         combine = c3.checkbox("Combine in one run", value=False,
                               help="e.g. DP and EO together: one run constrained by every chosen type")
         c3, c4, c5, c6 = st.columns(4)
@@ -90,24 +82,35 @@ with guard():
                                "and one GPU for full-mode runs.")
         if missing:
             c3.caption("; ".join(missing) + ": launching there says why it cannot")
-        mode = c4.selectbox("Mode", ["head", "full"], help="head: frozen backbone, cached features (CPU, seconds); "
+        mode = c4.selectbox("Mode", list(MODES), index=MODES.index(default_of("mode")), help="head: frozen backbone, cached features (CPU, seconds); "
                                                            "full: fine-tune the backbone (GPU)")
         backbone = c4.text_input("Backbone", value="", placeholder="embedded all-MiniLM-L6-v2")
-        epochs = c5.number_input("Epochs", min_value=1, max_value=500, value=10)
+        epochs = c5.number_input("Epochs", min_value=int(setting_of("epochs").metadata["range"].lo), max_value=500,
+                                 value=default_of("epochs", "head"), help="passes over the training split")
         seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        plan = launch.plan_runs(kinds, _eps_grid(eps_text) if [k for k in kinds if k != "bt"] else [],
-                                int(seeds), combine)
-        launched = [launch.launch_train(
-            store(), target=target, mode="full" if target == "local-gpu" else mode, epochs=int(epochs),
-            backbone=backbone or None, data=data.get("source"), group=data.get("group"),
-            strata=data["strata"].split(",") if data.get("strata") else None,
-            skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-            dp_partner=bool(data.get("dp_partner", True)), groups=data.get("groups"),
-            attribute=data.get("attribute"), **p) for p in plan]
-        st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
-                   + ", ".join(f"`{r}`" for r in launched))
+        grid = parse_values("epsilon", eps_text) if [k for k in kinds if k != "bt"] else []
+        plan = launch.plan_runs(kinds, grid, int(seeds), combine)
+        common = dict(epochs=int(epochs), backbone=backbone or None, data=data.get("source"),
+                      group=data.get("group"), strata=data["strata"].split(",") if data.get("strata") else None,
+                      skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
+                      dp_partner=bool(data.get("dp_partner", default_of("dp_partner"))), groups=data.get("groups"),
+                      attribute=data.get("attribute"))
+        # every run's config is built and validated first: one value out of range launches nothing
+        configs = [launch.launch_config(mode="full" if target == "local-gpu" else mode, **common, **p) for p in plan]
+        one_kind_each = all("," not in (p["constraint"] or "") for p in plan)
+        if target == "local-cpu" and mode == "head" and len(plan) > 1 and one_kind_each:
+            # a grid: one batched `faro sweep` process trains every member (each still its own run)
+            argv = launch.sweep_argv(str(store().root), new_run_id("ui"), [k for k in kinds if k != "bt"], grid,
+                                     seeds=int(seeds), bt="bt" in kinds, mode=mode, **common)
+            launched = launch.launch_sweep(store(), argv)
+            st.success(f"launched a grid of {len(launched)} runs on {TARGET_LABEL[target]}, trained as one "
+                       "batch: " + ", ".join(f"`{r}`" for r in launched))
+        else:
+            launched = [launch.launch_train(store(), config=c, target=target) for c in configs]
+            st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
+                       + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]
 
     @st.fragment(run_every=2.0)

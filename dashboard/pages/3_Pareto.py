@@ -9,7 +9,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import guard, no_runs_message, open_selected, page, run_label, run_table, store  # noqa: E402
+from common import (  # noqa: E402
+    guard,
+    no_runs_message,
+    open_selected,
+    page,
+    refresh_as_runs_finish,
+    run_label,
+    run_table,
+    store,
+)
 
 from faro_core import results  # noqa: E402
 from faro_core.results.plots import fronts_figure, pareto_figure  # noqa: E402
@@ -22,6 +31,7 @@ with guard():
     if table.empty:
         no_runs_message()
         st.stop()
+    refresh_as_runs_finish(table)
     st.subheader("Constraint types side by side")
     st.caption("One accuracy axis; each panel its own violation axis. BT and the baselines appear in every panel, "
                "Faro runs in the panel of the notion they were trained for. Hover a point for its violation of "

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train BT and Faro-DP/EO/CF at a few epsilon on the embedded demo data "
                                    "(head mode), plus policy results, into the run store if missing.")
     p.add_argument("--runs-dir", default=None, help="run store directory (default ./runs or $FARO_RUNS_DIR)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 20)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 50)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per configuration (default 1)")
     p.add_argument("--no-policy", action="store_true", help="skip the policy stage")
     p.add_argument("--no-generate", action="store_true", help="policy without LM generations")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from faro_core.io import to_json
 
@@ -36,16 +37,23 @@ def parse_seeds(s: str) -> list[int]:
     return out
 
 
-def run_sweep_cmd(args: argparse.Namespace) -> int:
-    from faro_core.cli.train_cmd import config_from_args
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~faro_core.studies.grid.SweepSpec` a ``faro sweep`` command line asks for (also what the
+    launcher reads to know a launched sweep's run ids)."""
+    from faro_core.cli.config_flags import config_from_args
     from faro_core.studies.grid import SweepSpec, parse_baselines
-    from faro_core.studies.sweep import run_sweep
 
     base = config_from_args(args)
     kinds = [k.strip().lower() for k in args.constraints.split(",") if k.strip() and k.strip() != "none"]
-    spec = SweepSpec(base=base, kinds=kinds, epsilons=parse_floats(args.epsilons), seeds=parse_seeds(args.seeds),
+    return SweepSpec(base=base, kinds=kinds, epsilons=parse_floats(args.epsilons), seeds=parse_seeds(args.seeds),
                      baselines=parse_baselines(args.baselines), name=args.name, n_boot=args.n_boot,
                      delta=args.delta, certify_epsilon=args.certify_epsilon)
+
+
+def run_sweep_cmd(args: argparse.Namespace) -> int:
+    from faro_core.studies.sweep import run_sweep
+
+    spec = spec_from_args(args)
     runs_dir = args.runs_dir or "runs"
 
     def progress(row: dict) -> None:
@@ -54,7 +62,8 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
             print(f"  {row['run_id']}: gold acc {row.get('gold_accuracy', float('nan')):.3f} {tag}",
                   file=sys.stderr)
 
-    res = run_sweep(spec, runs_dir, workers=args.workers, executor=args.executor, on_done=progress)
+    res = run_sweep(spec, runs_dir, workers=args.workers, executor=args.executor, on_done=progress,
+                    engine=args.engine, memory_mb=args.memory_mb)
     table = res.pop("table")
     if args.json:
         print(to_json({**res, "run_ids": list(table["run_id"])}))
@@ -69,20 +78,27 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from faro_core.cli.train_cmd import add_data_args, add_model_args
+    from faro_core.cli.config_flags import add_config_flags
+    from faro_core.cli.train_cmd import add_store_args
 
     p = sub.add_parser("sweep", help="grid of constrained trainings and baselines (parallel, resumable)",
                        description="Train Faro over constraint kinds x epsilons x seeds (and baselines), "
-                       "evaluate and certify each run, write a sweep table and the Pareto front.")
-    add_data_args(p)
+                       "evaluate and certify each run, write a sweep table and the Pareto front. Every training setting "
+                       "not set by the grid is a flag; --config FILE reads them from JSON.")
     p.add_argument("--constraints", default="dp", help="kinds to sweep, e.g. dp,eo,cf (default dp)")
     p.add_argument("--epsilons", default="0.1,0.05", help="comma-separated slacks (default 0.1,0.05)")
     p.add_argument("--seeds", default="0", help="0,1,2 or 0-4 (default 0)")
     p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc,fixed_lambda,expgrad")
-    add_model_args(p)
+    add_config_flags(p, for_sweep=True)
+    add_store_args(p)
     p.add_argument("--name", default="sweep", help="sweep name (table in RUNS_DIR/_sweeps/NAME)")
     p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--engine", choices=["batched", "serial"], default="batched",
+                   help="batched (default): head-mode members that share data and model settings train as one "
+                   "batched model in one job (same runs, same ids); serial: one training per job")
+    p.add_argument("--memory-mb", type=float, default=None,
+                   help="host memory one batch may take (default 2048); larger grids are split into batches")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples per evaluation")
     p.add_argument("--delta", type=float, default=0.05, help="certificate failure probability")
     p.add_argument("--certify-epsilon", type=float, default=0.05,

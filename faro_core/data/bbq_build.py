@@ -40,7 +40,13 @@ ambiguous contexts and ``Answer_negative`` / ``Answer_non_negative`` in disambig
 answer's wording (one of :data:`UNKNOWN_OPTIONS`) and the order of the three answers are drawn per pair.
 
 All draws come from a ``random.Random`` seeded by ``(seed, category, row)``: a build is deterministic for a
-seed, and a category's items do not depend on which other categories are built.
+seed, and a category's items do not depend on which other categories are built. :data:`MAX_TARGETS` and
+:data:`MAX_PARTNERS` are defaults; :class:`SampleSizes` overrides them. Filled text gets the published
+files' two corrections (see :func:`_fill`).
+
+Validation helpers: :func:`compare_with_published` (counts per stratum, exact shares, classified
+differences), :func:`reachable_share` (published items an exhaustive build contains) and
+:func:`proper_name_check` (names come from their tag's group).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from faro_core.data.schema import PreferenceData
 from faro_core.data.skew import apply_skew
 from faro_core.data.twins import add_text_twins
 from faro_core.errors import DataError
-from faro_core.paths import DEMO_DATA_DIR
+from faro_core.paths import EMBEDDED_SOURCES
 
 FORMATS = ("bbq", "crows", "hh", "trl", "csv", "jsonl", "parquet", "demo", "hub")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?$")
@@ -45,7 +45,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+)?$")
 # ---------------------------------------------------------------------------------------------- detection
 def detect_format(source: str | Path) -> str:
     """Guess the format of a path (or hub id) from its name and first rows/columns."""
-    if source is None or str(source) == "demo":
+    if source is None or str(source) in EMBEDDED_SOURCES:
         return "demo"
     p = Path(source)
     if not p.exists():
@@ -111,11 +111,15 @@ def load_bbq(path: str | Path, twins: bool = True, name: str = "bbq") -> Prefere
                                 "target_coverage": cov})
 
 
-def load_demo(twins: bool = True) -> PreferenceData:
-    """The embedded demo data (``data/demo_bbq/``, BBQ format, written for Faro)."""
-    if not DEMO_DATA_DIR.is_dir():
-        raise DataError(f"{DEMO_DATA_DIR}: the demo data folder is missing (run python data/make_demo.py)")
-    data = load_bbq(DEMO_DATA_DIR, twins=twins, name="demo")
+def load_demo(twins: bool = True, name: str = "demo") -> PreferenceData:
+    """Data shipped with Faro: ``"demo"`` (``data/demo_bbq/``, a subset of BBQ) or ``"demo-mini"``
+    (``data/demo_mini/``, 512 self-made BBQ-format items)."""
+    if name not in EMBEDDED_SOURCES:
+        raise DataError(f"unknown embedded data {name!r}; expected one of {sorted(EMBEDDED_SOURCES)}")
+    folder = EMBEDDED_SOURCES[name]
+    if not folder.is_dir():
+        raise DataError(f"{folder}: the embedded {name!r} data folder is missing (reinstall Faro)")
+    data = load_bbq(folder, twins=twins, name=name)
     data.meta["format"] = "demo"
     return data
 
@@ -302,7 +306,8 @@ def load(source: str | Path | None = None, format: str | None = None, group: str
 
     Parameters
     ----------
-    source : a path (file or folder), a hub id, or None / ``"demo"`` for the embedded demo data.
+    source : a path (file or folder), a hub id, or None / ``"demo"`` for the embedded demo data (a BBQ
+        subset; ``"demo-mini"``: 512 self-made items).
     format : one of :data:`FORMATS`; auto-detected from the path when None.
     group : column to use as the pair-level sensitive attribute (default: the loader's ``group``).
     strata : conditioning columns (default: BBQ ``question_polarity, context_condition``; else none).
@@ -318,13 +323,14 @@ def load(source: str | Path | None = None, format: str | None = None, group: str
     if source is not None and str(source).strip() == "":
         raise DataError("empty source; give a path, a hub id or 'demo'")
     fmt = format or detect_format(source if source is not None else "demo")
-    if source is None or (str(source) == "demo" and fmt in ("demo", "bbq")):
+    embedded = "demo" if source is None else str(source)
+    if embedded in EMBEDDED_SOURCES and fmt in ("demo", "bbq"):
         fmt = "demo"
     if fmt != "hub" and fmt != "demo" and not Path(source).exists():  # type: ignore[arg-type]
         raise DataError(f"{source}: file not found")
     bbq_like = fmt in ("demo", "bbq")
     if fmt == "demo":
-        data = load_demo(twins=bool(twins))
+        data = load_demo(twins=bool(twins), name=embedded if embedded in EMBEDDED_SOURCES else "demo")
     elif fmt == "bbq":
         data = load_bbq(source, twins=bool(twins))  # type: ignore[arg-type]
     elif fmt == "crows":

@@ -49,7 +49,7 @@ from faro_core.evaluate.bounds import (
     scales_to_reach,
 )
 from faro_core.fairness.constraint_set import CONSTRAINT_TYPES
-from faro_core.fairness.constraints import Constraint, CounterfactualFairness
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, Constraint, CounterfactualFairness
 from faro_core.fairness.pairs import GroupIndex, PairBatch
 from faro_core.store.runs import Run
 
@@ -142,7 +142,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: float | dict[str, float],
-            delta: float = DEFAULT_DELTA, min_count: int = 20, cf_clip: float = DEFAULT_CF_CLIP,
+            delta: float = DEFAULT_DELTA, min_count: int = DEFAULT_MIN_COUNT, cf_clip: float = DEFAULT_CF_CLIP,
             bound: str = DEFAULT_BOUND, sizes: bool = True) -> dict[str, Any]:
     """Certificate of a batch of held-out rewards for constraint kinds ``kinds`` at slack ``epsilon``.
 
@@ -441,7 +441,7 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
     df = load_split(run, split)
     index = run_index(run)
     batch, _ = frame_to_batch(df, index)
-    min_count = int(cfg.get("min_count", 20))
+    min_count = int(cfg.get("min_count", DEFAULT_MIN_COUNT))
     if index.attribute == "role":
         from faro_core.fairness.role import role_items
 

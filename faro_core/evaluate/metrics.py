@@ -31,6 +31,7 @@ from faro_core.data import load
 from faro_core.errors import FaroError, RunError
 from faro_core.fairness.chance import chance_violation
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import (
     GroupIndex,
@@ -255,7 +256,7 @@ def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
 
 
-def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = 20, n_boot: int = DEFAULT_BOOT,
+def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT_MIN_COUNT, n_boot: int = DEFAULT_BOOT,
                    seed: int = 0, with_calibration: bool = True, n_perm: int = 200) -> dict[str, Any]:
     """All metrics of a scores frame with bootstrap intervals, and the chance level of the DP/EO violations.
 
@@ -313,7 +314,7 @@ def evaluate_run(run: Run, data: str | None = None, format: str | None = None, s
     """
     t0 = time.perf_counter()
     cfg = run.config
-    min_count = int(cfg.get("min_count", 20))
+    min_count = int(cfg.get("min_count", DEFAULT_MIN_COUNT))
     if data is None:
         df = load_split(run, split)
         index = run_index(run)

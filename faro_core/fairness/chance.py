@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from faro_core.fairness.constraint_set import ConstraintSet
-from faro_core.fairness.constraints import DemographicParity, EqualizedOdds
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, DemographicParity, EqualizedOdds
 from faro_core.fairness.pairs import GroupIndex, PairBatch
 
 PERMUTED_KINDS = ("dp", "eo")  # CF is not a between-group gap: no group-permutation null
@@ -68,7 +68,7 @@ def permuted_within(values: np.ndarray, anchors: np.ndarray, n_perm: int, rng: n
 
 
 def chance_violation(batch: PairBatch, index: GroupIndex, kinds: list[str] | tuple[str, ...] = PERMUTED_KINDS,
-                     min_count: int = 30, n_perm: int = 200, seed: int = 0) -> dict[str, dict[str, Any]]:
+                     min_count: int = DEFAULT_MIN_COUNT, n_perm: int = 200, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Observed largest one-sided violation and its chance level under group permutation, per kind.
 
     ``batch``: the evaluated pairs (rewards filled in). Cells count when they hold ``min_count`` members, as

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from faro_core.errors import FaroError
 from faro_core.fairness.constraints import (
+    DEFAULT_MIN_COUNT,
     Constraint,
     CounterfactualFairness,
     DemographicParity,
@@ -43,7 +44,7 @@ class ConstraintSet:
 
     @classmethod
     def parse(cls, spec: str | list[str] | None, epsilon: float | dict[str, float], index: GroupIndex,
-              min_count: int = 10, temperature: dict[str, float] | None = None) -> ConstraintSet:
+              min_count: int = DEFAULT_MIN_COUNT, temperature: dict[str, float] | None = None) -> ConstraintSet:
         """Build from ``"dp,cf"`` (or a list); ``none``/empty gives no constraint."""
         kinds = spec.split(",") if isinstance(spec, str) else list(spec or [])
         kinds = [k.strip().lower() for k in kinds if k and k.strip().lower() not in ("none", "")]
@@ -133,7 +134,7 @@ def constraint_types(index: GroupIndex) -> dict[str, type[Constraint]]:
     return CONSTRAINT_TYPES
 
 
-def all_constraints(index: GroupIndex, min_count: int = 10) -> ConstraintSet:
+def all_constraints(index: GroupIndex, min_count: int = DEFAULT_MIN_COUNT) -> ConstraintSet:
     """DP, EO and CF with epsilon 0: used to *measure* every violation, whatever was trained."""
     return ConstraintSet([cls(epsilon=0.0, min_count=min_count).bind(index)
                           for cls in constraint_types(index).values()])

@@ -25,6 +25,10 @@ from torch import Tensor
 from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch
 from faro_core.fairness.penalty import huber, margin_scale
 
+# Cells with fewer members (or anchor members) than this are not estimated: FaroConfig.min_count's default,
+# spelled here because this layer sits below the config (tests/test_config.py checks they agree).
+DEFAULT_MIN_COUNT = 30
+
 
 def _scatter(values: Tensor, index: Tensor, size: int) -> Tensor:
     out = torch.zeros(size, dtype=values.dtype, device=values.device)
@@ -37,7 +41,7 @@ class Constraint:
     kind: str = ""
     two_sided: bool = True
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.25) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.25) -> None:
         if not (epsilon >= 0):
             raise ValueError(f"epsilon must be >= 0, got {epsilon}")
         self.epsilon = float(epsilon)
@@ -192,7 +196,7 @@ class DemographicParity(_AnchoredRate):
 
     kind = "dp"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:
@@ -270,7 +274,7 @@ class EqualizedOdds(_AnchoredRate):
 
     kind = "eo"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:
@@ -321,7 +325,7 @@ class CounterfactualFairness(Constraint):
     kind = "cf"
     two_sided = False
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.1) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.1) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def cell_names(self) -> list[str]:

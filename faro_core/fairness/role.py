@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from faro_core.errors import DataError
-from faro_core.fairness.constraints import Constraint, _scatter
+from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, Constraint, _scatter
 from faro_core.fairness.pairs import CellStats, PairBatch
 
 ATTRIBUTES = ("group", "role")
@@ -427,7 +427,7 @@ class RoleParity(_RoleConstraint):
     kind = "dp"
     term_kind = "role_dp"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def _strata_codes(self) -> list[int]:
@@ -478,7 +478,7 @@ class RoleOdds(_RoleConstraint):
     kind = "eo"
     term_kind = "role_eo"
 
-    def __init__(self, epsilon: float = 0.05, min_count: int = 10, temperature: float = 0.5) -> None:
+    def __init__(self, epsilon: float = 0.05, min_count: int = DEFAULT_MIN_COUNT, temperature: float = 0.5) -> None:
         super().__init__(epsilon, min_count, temperature)
 
     def members(self, tab: ItemTable) -> tuple[Tensor, Tensor, Tensor]:

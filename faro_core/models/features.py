@@ -21,7 +21,8 @@ import torch
 
 from faro_core.errors import FaroError
 from faro_core.io import write_safetensors
-from faro_core.paths import cache_dir, embedded_encoder
+from faro_core.models.shipped import shipped_features
+from faro_core.paths import cache_dir, embedded_encoder, embedded_identity
 
 _LOCK = threading.Lock()
 
@@ -34,7 +35,12 @@ def resolve_backbone(backbone: str | None) -> str:
 
 
 def backbone_key(backbone: str) -> str:
-    """A stable cache key for a backbone: hub id or resolved local path, hashed."""
+    """A stable cache key for a backbone: hub id or local path, hashed. The embedded encoder is keyed by
+    its package and version instead of its install path (:func:`faro_core.paths.embedded_identity`), so
+    a cache built elsewhere (the demo's shipped features) matches."""
+    embedded = embedded_identity(backbone) if os.path.isdir(backbone) else None
+    if embedded is not None:
+        return f"embedded-minilm-{hashlib.sha1(embedded.encode()).hexdigest()[:10]}"
     name = Path(backbone).name if os.path.isdir(backbone) else backbone.replace("/", "--")
     return f"{name[:40]}-{hashlib.sha1(backbone.encode()).hexdigest()[:10]}"
 
@@ -101,9 +107,19 @@ class FeatureCache:
         self._model = None
         self._tok = None
         self.last_encoded = 0  # texts encoded (not read from cache) by the last call
+        self._load_shipped()
         self._load_shards()
 
     # -- cache -----------------------------------------------------------------------------------
+    def _load_shipped(self) -> None:
+        """Features shipped with Faro's data for this backbone and max_length (verified; read-only). They
+        are indexed first and never overridden, so a build reads the same features on every machine."""
+        for keys, feats in shipped_features(backbone_key(self.backbone), self.max_length):
+            sid = len(self._shards)
+            self._shards.append(feats)
+            for i, k in enumerate(keys):
+                self._index.setdefault(k.tobytes(), (sid, i))
+
     def _load_shards(self) -> None:
         """Read shards not read yet (other processes may have added some since)."""
         from safetensors.numpy import load_file
@@ -122,7 +138,7 @@ class FeatureCache:
             sid = len(self._shards)
             self._shards.append(feats)
             for i, k in enumerate(keys):
-                self._index[k.tobytes()] = (sid, i)
+                self._index.setdefault(k.tobytes(), (sid, i))
 
     def _add_shard(self, keys: list[bytes], feats: np.ndarray) -> None:
         kb = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from faro_core.errors import DataError, FaroError
-from faro_core.paths import DEMO_DATA_DIR, SHARED_DATA
+from faro_core.paths import EMBEDDED_SOURCES, SHARED_DATA
 from faro_core.policy.gibbs import DEFAULT_BETAS, policy_sweep, reward_bias, standardize
 from faro_core.policy.lm import lm_name
 from faro_core.policy.reference import reference_logprobs
@@ -36,8 +36,8 @@ SPLITS = ("train", "val", "test", "all")
 
 def resolve_source(source: str | None) -> Path:
     """A BBQ source spec → a path: None/``demo`` (embedded demo), ``bbq`` (shared BBQ), or a path."""
-    if source is None or str(source).lower() == "demo":
-        return DEMO_DATA_DIR
+    if source is None or str(source).lower() in EMBEDDED_SOURCES:
+        return EMBEDDED_SOURCES["demo" if source is None else str(source).lower()]
     if str(source).lower() == "bbq":
         return SHARED_DATA / "bbq"
     p = Path(source).expanduser()

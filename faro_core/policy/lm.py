@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from faro_core.errors import FaroError
-from faro_core.paths import cache_dir, embedded_lm_gguf
+from faro_core.paths import cache_dir, embedded_identity, embedded_lm_gguf
 
 DEFAULT_LM = "smollm2"
 """Name of the embedded default LM (``None``, ``""``, ``"smollm2"`` or ``"default"`` all select it)."""
@@ -53,8 +53,13 @@ def resolve_lm(lm: str | None = None) -> tuple[str, str | None]:
 
 
 def lm_key(lm: str | None = None) -> str:
-    """A short, stable identifier (16 hex) of an LM spec: path + GGUF name + file size/mtime if local."""
+    """A short, stable identifier (16 hex) of an LM spec: path + GGUF name + file size/mtime if local; the
+    embedded LM by its package version (location-independent)."""
     path, gguf = resolve_lm(lm)
+    local = Path(path) / gguf if gguf else Path(path)
+    embedded = embedded_identity(str(local)) if local.exists() else None
+    if embedded is not None:  # the embedded LM: keyed by package version, so shipped scores match anywhere
+        return hashlib.sha256(f"embedded\0{embedded}".encode()).hexdigest()[:16]
     parts = [path, gguf or ""]
     f = Path(path) / gguf if gguf else Path(path) / "config.json"
     if f.exists():

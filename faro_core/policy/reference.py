@@ -37,6 +37,7 @@ import pandas as pd
 
 from faro_core.errors import FaroError
 from faro_core.io import write_parquet
+from faro_core.models.shipped import shipped_pi_ref
 from faro_core.paths import cache_dir
 from faro_core.policy.lm import chat_prompt, end_of_turn_ids, lm_key, load_lm
 
@@ -65,6 +66,7 @@ def _cache_root(lm: str | None, dtype: str = "float32") -> Path:
 
 
 def _read_cache(root: Path) -> pd.DataFrame:
+    """Local shards, then the scores shipped with Faro's data for the same key (verified), which win."""
     shards = sorted(root.glob("shard-*.parquet")) if root.exists() else []
     frames = []
     for s in shards:
@@ -72,6 +74,7 @@ def _read_cache(root: Path) -> pd.DataFrame:
             frames.append(pd.read_parquet(s))
         except Exception:  # a foreign / broken shard is skipped, never fatal: it is only a cache
             continue
+    frames += shipped_pi_ref(root.name)
     if not frames:
         return pd.DataFrame({"key": [], "logp": [], "ntok": []})
     df = pd.concat(frames, ignore_index=True)

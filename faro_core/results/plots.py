@@ -6,7 +6,9 @@ Shared by the dashboard and the HTML report (:mod:`faro_core.results.report`). I
 
 from __future__ import annotations
 
+import math
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +400,81 @@ def group_sizes_figure(groups: dict[str, int], labels: dict[str, str] | None = N
     fig.update_yaxes(automargin=True)
     return _layout(fig, title + (f" (orange: fewer than {small}, kept but noisy)" if any(v < small for v in n) else ""),
                    height=max(260, 26 * len(n) + 90))
+
+
+def story_svg(story: dict[str, Any], width: int = 960, height: int = 330) -> str:
+    """The same before/after chart as :func:`story_figure`, as a self-contained SVG string (no JavaScript):
+    the dashboard's first screen draws it at once, where a plotly chart would first load plotly.js. Hovering a
+    bar shows its value, interval and n (SVG ``<title>``)."""
+    import html as _h
+
+    eps = float(story["epsilon"])
+    names = ["BT", story.get("faro_family") or "Faro-DP"]
+    colors = [method_color(n) for n in names]
+    rate = [story["rate"]["bt"], story["rate"]["faro"]]
+    acc = [story["accuracy"]["bt"], story["accuracy"]["faro"]]
+    up = story["certificate"]["faro"].get("upper")
+    certified = bool(story["certificate"]["faro"].get("certified"))
+    out = [f"<svg class='faro-story' xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' width='100%' "
+           f"style='max-width:{width}px;font-family:sans-serif' role='img' aria-label='{_h.escape(story.get('headline', ''))}'>"]
+
+    def panel(x0: float, w: float, vals: list[dict[str, Any]], lo: float, hi: float, title: str, unit: str,
+              extra: Callable[[Callable[[float], float]], list[str]] | None = None) -> None:
+        top, bottom = 40.0, height - 40.0
+        y = lambda v: bottom - (100 * v - lo) / (hi - lo) * (bottom - top)  # noqa: E731
+        out.append(f"<text x='{x0 + w / 2}' y='18' text-anchor='middle' font-size='14' fill='#333'>{_h.escape(title)}</text>")
+        for t in range(int(math.ceil(lo / 10) * 10), int(hi) + 1, 10):
+            yy = bottom - (t - lo) / (hi - lo) * (bottom - top)
+            out.append(f"<line x1='{x0 + 40}' x2='{x0 + w}' y1='{yy:.1f}' y2='{yy:.1f}' stroke='#eee'/>"
+                       f"<text x='{x0 + 34}' y='{yy + 4:.1f}' text-anchor='end' font-size='11' fill='#777'>{t}%</text>")
+        bw = (w - 40) / 4
+        for i, (v, name, col) in enumerate(zip(vals, names, colors)):
+            bx = x0 + 40 + bw * (0.5 + 1.5 * i)
+            yv, ylo, yhi = y(v["value"]), y(v["lo"]), y(v["hi"])
+            tip = (f"{name}: {100 * v['value']:.1f}% (95% interval {100 * v['lo']:.1f}–{100 * v['hi']:.1f}%, "
+                   f"n={v['n']} {unit})")
+            out.append(f"<g><title>{_h.escape(tip)}</title>"
+                       f"<rect x='{bx:.1f}' y='{yv:.1f}' width='{bw:.1f}' height='{bottom - yv:.1f}' fill='{col}'/>"
+                       f"<line x1='{bx + bw / 2:.1f}' x2='{bx + bw / 2:.1f}' y1='{ylo:.1f}' y2='{yhi:.1f}' "
+                       f"stroke='#222' stroke-width='1.5'/>"
+                       f"<line x1='{bx + bw / 2 - 6:.1f}' x2='{bx + bw / 2 + 6:.1f}' y1='{yhi:.1f}' y2='{yhi:.1f}' "
+                       f"stroke='#222' stroke-width='1.5'/>"
+                       f"<line x1='{bx + bw / 2 - 6:.1f}' x2='{bx + bw / 2 + 6:.1f}' y1='{ylo:.1f}' y2='{ylo:.1f}' "
+                       f"stroke='#222' stroke-width='1.5'/>"
+                       f"<text x='{bx + bw / 2:.1f}' y='{bottom - 8:.1f}' text-anchor='middle' font-size='15' "
+                       f"font-weight='bold' fill='white'>{100 * v['value']:.0f}%</text></g>"
+                       f"<text x='{bx + bw / 2:.1f}' y='{bottom + 18:.1f}' text-anchor='middle' font-size='13' "
+                       f"fill='#333'>{_h.escape(name)}</text>")
+        if extra:  # drawn over the bars
+            out.extend(extra(y))
+
+    def rate_extra(y: Callable[[float], float]) -> list[str]:
+        x0, x1 = 40, 560
+        band = (f"<rect x='{x0}' y='{y(0.5 + eps):.1f}' width='{x1 - x0}' height='{y(0.5 - eps) - y(0.5 + eps):.1f}' "
+                f"fill='#2ca02c' opacity='0.13'><title>allowed: 50% ± ε = {eps:g}</title></rect>")
+        half = (f"<line x1='{x0}' x2='{x1}' y1='{y(0.5):.1f}' y2='{y(0.5):.1f}' stroke='#222' stroke-dasharray='6 4'/>"
+                f"<text x='{x1 - 2}' y='{y(0.5) - 5:.1f}' text-anchor='end' font-size='11' fill='#222'>50% = no "
+                f"preference</text><text x='{x1 - 2}' y='{y(0.5 + eps) - 4:.1f}' text-anchor='end' font-size='10' "
+                f"fill='#2ca02c'>± ε allowed</text>")
+        return [band, half]
+
+    top_rate = max(100 * rate[0]["hi"], 100 * rate[1]["hi"], 100 * (0.5 + (up or 0)), 60) + 8
+    panel(0, 560, rate, 0, top_rate, "prefers the stereotyped answer (ambiguous questions)", "questions", rate_extra)
+    if up is not None:
+        top, bottom = 40.0, height - 40.0
+        yy = bottom - (100 * (0.5 + up)) / top_rate * (bottom - top)
+        bx = 40 + (560 - 40) / 4 * (0.5 + 1.5) + (560 - 40) / 8
+        col = "#2ca02c" if certified else "#d62728"
+        label = f"certified ≤ {100 * (0.5 + up):.0f}%" if certified else \
+            f"upper bound {100 * (0.5 + up):.0f}% (not certified)"
+        out.append(f"<g><title>95% upper bound of Faro's rate ({story['certificate']['faro'].get('bound')}, "
+                   f"δ = {story['certificate']['faro'].get('delta')})</title>"
+                   f"<path d='M{bx - 7:.1f},{yy - 12:.1f} L{bx + 7:.1f},{yy - 12:.1f} L{bx:.1f},{yy:.1f} Z' fill='{col}'/>"
+                   f"<text x='{bx + 10:.1f}' y='{yy - 2:.1f}' font-size='11' fill='{col}'>{_h.escape(label)}</text></g>")
+    lo_acc = max(0.0, min(100 * acc[0]["lo"], 100 * acc[1]["lo"]) - 15)
+    panel(600, 340, acc, math.floor(lo_acc / 10) * 10, 100, "accuracy where there is a right answer", "pairs")
+    out.append("</svg>")
+    return "".join(out)
 
 
 def save_figure(fig: go.Figure, path: str | Path) -> list[Path]:

@@ -184,6 +184,16 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
         sizes = rb["group"].value_counts().to_dict()
         rw = {name_b: views.with_group_captions(rb, labels, counts=sizes),
               name_a: views.with_group_captions(ra, labels, counts=sizes)}
+        roles = {name_b: views.role_rewards(sb), name_a: views.role_rewards(sa)}
+        if not roles[name_b].empty:
+            amb = {k: v[v["context_condition"] == "ambig"] for k, v in roles.items()}
+            margins = {k: m[m["context_condition"] == "ambig"]
+                       for k, m in ((name_b, views.role_margins(sb)), (name_a, views.role_margins(sa)))}
+            parts.append("<p>By stereotype role, in ambiguous questions: each answer's reward within its question "
+                         "(left half the standard model, right half Faro), and the stereotyped answer's margin over "
+                         "the other person's (n = questions).</p>")
+            parts.append(fig(pg.role_violin(amb)))
+            parts.append(fig(pg.margin_histogram(margins)))
         parts.append(f"<p>Reward distributions per group, standard model (left half) vs Faro (right half). "
                      f"Spread of group mean rewards: {views.bias_gap(sb):.3f} → {views.bias_gap(sa):.3f} sd.</p>")
         parts.append(fig(pg.violin_before_after(rw)))

@@ -38,6 +38,7 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STATUSES = ("queued", "running", "done", "failed", "interrupted")
 HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 20.0
+CANCEL_FILE = "cancel.json"
 
 
 def validate_run_id(run_id: str) -> str:
@@ -132,6 +133,17 @@ class Run:
             st["heartbeat"] = time.time()
             self.write("status.json", st)
 
+    # --- cancelling one member of a batch (its process trains others too, so it is asked, not killed) ---
+    def request_cancel(self) -> None:
+        """Ask the process training this run to stop it (``cancel.json``; the batched engine polls it)."""
+        self.write(CANCEL_FILE, {"time": time.time()})
+
+    def cancel_requested(self) -> bool:
+        return (self.path / CANCEL_FILE).exists()
+
+    def clear_cancel(self) -> None:
+        (self.path / CANCEL_FILE).unlink(missing_ok=True)
+
     def progress(self) -> dict[str, Any]:
         return self.read("progress.json", {"step": 0, "total_steps": 0, "fraction": 0.0})
 
@@ -168,19 +180,21 @@ class Run:
 
 
 class Heartbeat:
-    """Context manager: keeps ``status.json``'s heartbeat fresh from a daemon thread while work runs."""
+    """Context manager: keeps the ``status.json`` heartbeat of one or more runs (a batch's members) fresh
+    from a daemon thread while work runs."""
 
-    def __init__(self, run: Run, every_s: float = HEARTBEAT_EVERY_S) -> None:
-        self.run, self.every_s = run, every_s
+    def __init__(self, run: Run, *more: Run, every_s: float = HEARTBEAT_EVERY_S) -> None:
+        self.runs, self.every_s = (run, *more), every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.every_s):
-            try:
-                self.run.heartbeat()
-            except OSError:
-                pass
+            for run in self.runs:
+                try:
+                    run.heartbeat()
+                except OSError:
+                    pass
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

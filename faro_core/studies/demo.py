@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from faro_core.errors import FaroError
 from faro_core.evaluate.certify import certify_run
@@ -23,19 +26,19 @@ from faro_core.train import FaroConfig, train
 
 DEMO_SWEEP = "demo"
 DEMO_EPSILONS = (0.02, 0.05, 0.1)
-DEMO_EPOCHS = 60  # ~6 steps per epoch on the demo's 704 training pairs: enough dual steps to bind
+DEMO_EPOCHS = 50  # the head-mode default; ~45 steps per epoch on the demo's ~2,850 training items
 DEMO_BATCH = 128
-DEMO_MIN_COUNT = 10  # the demo's held-out group cells are small; estimate them anyway
-# Conditioning on polarity only: with polarity x context the demo's cells hold a median of 9 training and 3
-# validation responses, too few to constrain or to measure anything (docs/TRAINING.md).
-DEMO_STRATA = ["question_polarity"]
-# The demo's validation cells hold ~3 responses each: "least violating on validation" then picked the
-# first-epoch iterate (gold accuracy 0.54 for Faro-DP vs BT's 0.80); the last iterate is the honest demo.
-DEMO_SELECT = "last"
-# DP pooled over partner kinds on the demo: with polarity-only strata its DP runs over all contexts, and split
-# by partner its group-vs-group cells are disambiguated contexts' (evidence-determined) answers with ~10
-# training members each, which no reward should equalize (docs/TRAINING.md, "DP: compare like partners").
-DEMO_DP_PARTNER = False
+# Annotator skew: half of the eligible ambiguous items are relabelled to prefer the stereotyped answer. At the
+# demo's size (half of each BBQ category) rho = 0.3 leaves BT's preference for the stereotyped answer at
+# P = 0.508 on validation (0.531 test), within noise; rho = 0.5 gives 0.582 (test 0.591), the same bias the
+# full five categories reach at rho = 0.3 (docs/RESULTS.md, "The demo").
+DEMO_SKEW = 0.5
+# A 30% test split holds ~790 ambiguous items: a Clopper-Pearson margin of ~0.035 on P(biased > counter).
+DEMO_TEST_FRAC = 0.3
+DEMO_ATTRIBUTE = "role"
+DEMO_POLICY_ITEMS = 600  # test items the policy stage evaluates (their pi_ref scores ship with the data)
+# The grid: BT, DP(role) at three epsilon (the default constraint, the first screen's), EO(role) and CF at one.
+DEMO_GRID: tuple[tuple[str, float], ...] = (("dp", 0.02), ("dp", 0.05), ("dp", 0.1), ("eo", 0.05), ("cf", 0.05))
 
 
 @dataclass(frozen=True)
@@ -53,21 +56,23 @@ def demo_run_id(constraint: str | None, epsilon: float | None = None, seed: int 
     return f"demo-faro-{constraint}-eps{epsilon:g}-s{seed}"
 
 
-def demo_specs(epsilons: tuple[float, ...] = DEMO_EPSILONS, constraints: tuple[str, ...] = ("dp", "eo", "cf"),
-               seeds: tuple[int, ...] = (0,), epochs: int = DEMO_EPOCHS) -> list[DemoSpec]:
-    """The demo grid: BT plus each constraint at each ε, for each seed."""
+def demo_specs(grid: tuple[tuple[str, float], ...] = DEMO_GRID, seeds: tuple[int, ...] = (0,),
+               epochs: int = DEMO_EPOCHS, epsilons: tuple[float, ...] | None = None,
+               constraints: tuple[str, ...] | None = None) -> list[DemoSpec]:
+    """The demo grid: BT plus each (constraint, epsilon) of ``grid``, for each seed. ``constraints`` and
+    ``epsilons`` given together replace the grid by their product (for small test sweeps)."""
+    if constraints is not None or epsilons is not None:
+        grid = tuple((c, e) for c in (constraints or ("dp", "eo", "cf")) for e in (epsilons or DEMO_EPSILONS))
     base = {"data": "demo", "mode": "head", "epochs": epochs, "sweep": DEMO_SWEEP, "batch_size": DEMO_BATCH,
-            "min_count": DEMO_MIN_COUNT, "strata": DEMO_STRATA, "select": DEMO_SELECT,
-            "dp_partner": DEMO_DP_PARTNER}
+            "skew": DEMO_SKEW, "test_frac": DEMO_TEST_FRAC, "attribute": DEMO_ATTRIBUTE}
     specs: list[DemoSpec] = []
     for seed in seeds:
         specs.append(DemoSpec(demo_run_id(None, seed=seed),
                               {**base, "method": "bt", "constraints": [], "seed": seed, "name": "bt"}))
-        for c in constraints:
-            for eps in epsilons:
-                specs.append(DemoSpec(demo_run_id(c, eps, seed),
-                                      {**base, "method": "faro", "constraints": [c], "epsilon": eps,
-                                       "seed": seed, "name": f"faro-{c}-eps{eps:g}"}))
+        for c, eps in grid:
+            specs.append(DemoSpec(demo_run_id(c, eps, seed),
+                                  {**base, "method": "faro", "constraints": [c], "epsilon": eps,
+                                   "seed": seed, "name": f"faro-{c}-eps{eps:g}"}))
     return specs
 
 
@@ -93,18 +98,25 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
     specs = specs if specs is not None else demo_specs()
     t0 = time.time()
     built, kept = [], []
+    bar = tqdm(total=len(specs), desc="demo runs", unit="run", file=sys.stderr,
+               disable=progress is None and not sys.stderr.isatty())
     for spec in specs:
+        bar.update(0)
         if store.has(spec.run_id):
             run = store.get(spec.run_id)
             if run.status == "done" and run.file("scores.parquet").exists():
                 kept.append(spec.run_id)
+                bar.update(1)
                 continue
             if run.status == "running":
                 raise FaroError(f"demo run {spec.run_id!r} is being built by another process; wait for it")
             shutil.rmtree(run.path)  # failed / interrupted: rebuild
         say(f"training {spec.run_id}")
+        bar.set_postfix_str(spec.run_id)
         train(FaroConfig(**spec.config), store, run_id=spec.run_id, progress=False)
         built.append(spec.run_id)
+        bar.update(1)
+    bar.close()
     out: dict[str, Any] = {"runs_dir": str(store.root), "runs": [s.run_id for s in specs], "built": built,
                            "kept": kept, "train_seconds": round(time.time() - t0, 2), "policy": [],
                            "certified": _certify([store.get(s.run_id) for s in specs], say)}
@@ -150,7 +162,8 @@ def _build_policy(runs: list[Any], generate: bool, limit: int | None, n_prompts:
     from faro_core.policy.evaluate import evaluate_policies, load_items, select_items, write_policy
     from faro_core.policy.gibbs import DEFAULT_BETAS
 
-    items = select_items(load_items("demo"), runs, split="test", seed=0, limit=limit)
+    items = select_items(load_items("demo"), runs, split="test", seed=0,
+                         limit=DEMO_POLICY_ITEMS if limit is None else limit)
     say(f"policy: {len(items)} BBQ items, {len(runs)} rewards")
     result = evaluate_policies(runs, items, betas=list(DEFAULT_BETAS), progress=say)
     result.update({"data": "demo", "split": "test"})

@@ -21,8 +21,8 @@ from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
 from faro_core.train.methods import METHODS, baselines
 
 FIXED_LAMBDAS = (1.0, 5.0)
-# Config fields added after sweeps were run, with the default that reproduces the older behaviour. Left out of the
-# run-id hash at that default, so adding an option does not orphan every finished run of a sweep.
+# Config fields added after sweeps were run, with the default that reproduces the older behaviour (hashed into
+# run ids only off that default; kept under this name for scripts that read it).
 HASH_OPTIONAL: dict[str, object] = LEGACY_DEFAULTS
 
 
@@ -42,13 +42,9 @@ class SweepSpec:
 
 
 def run_id_for(config: FaroConfig) -> str:
-    """Deterministic run id from the resolved config (the ``sweep`` tag and ``run_id`` are not part of it)."""
-    d = config.resolved().to_dict()
-    for k in ("sweep", "run_id"):
-        d.pop(k, None)
-    for k, default in HASH_OPTIONAL.items():  # options added later: at their defaults, old sweeps still resume
-        if d.get(k) == default:
-            d.pop(k, None)
+    """Deterministic run id: a hash of :meth:`FaroConfig.run_id_payload` (the explicit list of hashed fields,
+    faro_core.train.config.RUN_ID_FIELDS, plus the LEGACY_DEFAULTS fields off their legacy value)."""
+    d = config.run_id_payload()
     h = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{d['name']}-s{d['seed']}-{h}"
 

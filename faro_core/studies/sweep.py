@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +28,10 @@ from faro_core.fairness.kinds import KINDS
 from faro_core.io import write_json, write_parquet
 from faro_core.results.pareto import pareto_summary
 from faro_core.results.table import aggregate, markdown_table, table_row
-from faro_core.store.runs import RUN_ID_RE, Run, RunStore
+from faro_core.store.runs import CANCEL_FILE, RUN_ID_RE, Run, RunStore
 from faro_core.studies.executors import EXECUTORS
 from faro_core.studies.grid import SweepSpec, grid, run_id_for
+from faro_core.train.checkpoint import checkpoint_step
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs
 from faro_core.train.loop import train
@@ -37,20 +39,31 @@ from faro_core.train.loop import train
 SWEEPS_DIR = "_sweeps"
 
 
-def train_or_resume(config: FaroConfig, store: RunStore, inputs: TrainInputs | None = None) -> tuple[Run, bool]:
-    """(run, was_done): the run of ``config`` under its deterministic id, trained only as far as needed.
-
-    Done: returned as is. Interrupted with a checkpoint: resumed. Anything else (failed, queued, interrupted
-    before its first checkpoint): its directory is removed and it is trained from scratch.
-    """
+def plan_run(config: FaroConfig, store: RunStore) -> str:
+    """What a sweep does with the run of ``config`` (its deterministic id): ``"done"`` (kept as is),
+    ``"resume"`` (interrupted with a checkpoint) or ``"fresh"`` (anything else -- failed, queued, interrupted
+    before its first checkpoint -- its directory removed: trained from scratch). The one place that rule lives."""
     rid = run_id_for(config)
-    if store.has(rid):
-        run = store.get(rid)
-        if run.status == "done":
-            return run, True
-        if run.status == "interrupted" and run.file("checkpoint").exists():
-            return train(None, store, run_id=rid, resume=True, progress=False, inputs=inputs), False
-        shutil.rmtree(store.path(rid))
+    if not store.has(rid):
+        return "fresh"
+    run = store.get(rid)
+    if run.status == "done":
+        return "done"
+    if run.status == "interrupted" and run.file("checkpoint").exists():
+        return "resume"
+    shutil.rmtree(store.path(rid))
+    return "fresh"
+
+
+def train_or_resume(config: FaroConfig, store: RunStore, inputs: TrainInputs | None = None) -> tuple[Run, bool]:
+    """(run, was_done): the run of ``config`` under its deterministic id, trained only as far as needed
+    (:func:`plan_run`)."""
+    rid = run_id_for(config)
+    action = plan_run(config, store)
+    if action == "done":
+        return store.get(rid), True
+    if action == "resume":
+        return train(None, store, run_id=rid, resume=True, progress=False, inputs=inputs), False
     return train(config, store, run_id=rid, progress=False, inputs=inputs), False
 
 
@@ -85,6 +98,98 @@ def run_job(config_dict: dict[str, Any], runs_dir: str, n_boot: int = 100, delta
     return row
 
 
+def run_batch_job(config_dicts: list[dict[str, Any]], runs_dir: str, n_boot: int = 100, delta: float = 0.05,
+                  certify_epsilon: float = 0.05, inputs: TrainInputs | None = None, evaluate: bool = True,
+                  memory_mb: float | None = None) -> list[dict[str, Any]]:
+    """:func:`run_job` for the members of one batch (configs of one
+    :func:`~faro_core.train.batched.batch_key`), trained together by
+    :func:`~faro_core.train.batched.train_batch`; returns their sweep-table rows.
+
+    Each member follows :func:`plan_run`; a member whose cancel was requested before its batch began is marked
+    interrupted and not trained. Members resuming from different checkpoint steps train as separate batches (a
+    batch steps in lockstep), and a batch larger than ``memory_mb`` (default
+    :data:`~faro_core.train.batched.DEFAULT_MEMORY_MB`) is split (:func:`~faro_core.train.batched.plan_batches`).
+    ``evaluate=False`` skips the bootstrap and certificates (rows from ``metrics.json``, as the in-process
+    sweep's).
+    """
+    from faro_core.results.table import metrics_row
+    from faro_core.train.batched import DEFAULT_MEMORY_MB, plan_batches, train_batch
+
+    torch.set_num_threads(int(os.environ.get("FARO_WORKER_THREADS", "1")))
+    inputs = inputs or TrainInputs()
+    store = RunStore(runs_dir)
+    configs = [FaroConfig.from_dict(d) for d in config_dicts]
+    t0 = time.perf_counter()
+    was_done, by_start = {}, {}
+    for c in configs:
+        rid = run_id_for(c)
+        action = plan_run(c, store)
+        was_done[rid] = action == "done"
+        if was_done[rid]:
+            continue
+        if (store.path(rid) / CANCEL_FILE).exists():  # cancelled before its batch began: it does not train
+            run = store.get(rid) if store.has(rid) else store.create(c.resolved().to_dict(), run_id=rid)
+            run.set_status("interrupted", error="cancelled by the user")
+            run.clear_cancel()
+            continue
+        start = checkpoint_step(store.get(rid)) if action == "resume" else 0
+        by_start.setdefault(start, []).append(c)
+    n_pairs = len(inputs.load(configs[0].resolved())[1]) if by_start else 0
+    for _, group in sorted(by_start.items()):
+        batches, _ = plan_batches(group, memory_mb or DEFAULT_MEMORY_MB, n_pairs=n_pairs)
+        for batch in batches:
+            train_batch(batch, store, [run_id_for(c) for c in batch], resume=True, progress=sys.stderr.isatty(),
+                        inputs=inputs)
+    rows = []
+    for c in configs:
+        rid = run_id_for(c)
+        run = store.get(rid)
+        if not evaluate:
+            row = metrics_row(run)
+            row["skipped"] = was_done[rid]
+        else:
+            skipped = was_done[rid] and run.file("eval.json").exists() and run.file("certificate.json").exists()
+            if not skipped and run.status == "done":
+                evaluate_and_certify(run, c, n_boot=n_boot, delta=delta, certify_epsilon=certify_epsilon)
+            row = table_row(run)
+            row["skipped"] = skipped
+        row["job_seconds"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+    return rows
+
+
+def run_entry(job: dict[str, Any], **kw: Any) -> dict[str, Any] | list[dict[str, Any]]:
+    """One executor job: ``{"batch": [config dicts]}`` (:func:`run_batch_job`, its members' rows) or one config
+    dict (:func:`run_job`, its row)."""
+    if "batch" in job:
+        return run_batch_job(job["batch"], **kw)
+    kw.pop("memory_mb", None)
+    return run_job(job, **kw)
+
+
+ENGINES = ("batched", "serial")
+
+
+def sweep_jobs(configs: list[FaroConfig], engine: str = "batched") -> list[dict[str, Any]]:
+    """Executor jobs for a grid: with ``engine="batched"`` one job per group of configs that can train as one
+    batch (:func:`~faro_core.train.batched.batch_key`; a group of one is an ordinary run), every other config
+    (full mode, methods whose registry entry does not batch) its own job; ``"serial"``: one job per config."""
+    if engine not in ENGINES:
+        raise FaroError(f"unknown engine {engine!r}; choose batched or serial")
+    if engine == "serial":
+        return [c.to_dict() for c in configs]
+    from faro_core.train.batched import batch_key, batchable
+
+    groups: dict[Any, list[FaroConfig]] = {}
+    jobs: list[dict[str, Any]] = []
+    for c in configs:
+        if batchable(c):
+            groups.setdefault(batch_key(c), []).append(c)
+        else:
+            jobs.append(c.to_dict())
+    return [{"batch": [c.to_dict() for c in g]} if len(g) > 1 else g[0].to_dict() for g in groups.values()] + jobs
+
+
 def failed_row(job: dict[str, Any], runs_dir: str, exc: BaseException) -> dict[str, Any]:
     """The sweep-table row of a job whose worker died: what the store says of its run, and the error."""
     rid = run_id_for(FaroConfig.from_dict(job))
@@ -103,17 +208,22 @@ def check_sweep_name(name: str) -> None:
 
 
 def run_sweep(spec: SweepSpec, runs_dir: str | Path, workers: int = 2, executor: str = "local",
-              on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) a sweep; writes the table and Pareto summary; returns ``{"table", "pareto", "dir", ...}``."""
+              on_done: Callable[[dict[str, Any]], None] | None = None, engine: str = "batched",
+              memory_mb: float | None = None) -> dict[str, Any]:
+    """Run (or resume) a sweep; writes the table and Pareto summary; returns ``{"table", "pareto", "dir", ...}``.
+
+    ``engine``: ``"batched"`` (default) trains the head-mode members that can share a batch as one batched
+    model (:mod:`faro_core.train.batched`; ``memory_mb`` bounds each batch's host memory), ``"serial"`` one run
+    per job. Either writes the same runs under the same ids, so each resumes the other's sweeps."""
     if executor not in EXECUTORS:
         raise FaroError(f"unknown executor {executor!r}; choose local or ray")
     check_sweep_name(spec.name)
     t0 = time.perf_counter()
     configs = grid(spec)
-    jobs = [c.to_dict() for c in configs]
+    jobs = sweep_jobs(configs, engine)
     kw = {"runs_dir": str(runs_dir), "n_boot": spec.n_boot, "delta": spec.delta,
-          "certify_epsilon": spec.certify_epsilon}
-    rows = EXECUTORS[executor](run_job, jobs, kw, max(1, int(workers)), on_done,
+          "certify_epsilon": spec.certify_epsilon, "memory_mb": memory_mb}
+    rows = EXECUTORS[executor](run_entry, jobs, kw, max(1, int(workers)), on_done,
                                lambda job, exc: failed_row(job, str(runs_dir), exc))
     order = {run_id_for(c): i for i, c in enumerate(configs)}
     table = pd.DataFrame(rows).sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)

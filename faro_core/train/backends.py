@@ -41,7 +41,7 @@ def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return t.to(device)
 
 
-def _unstack_rewards(r: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def unstack_rewards(r: torch.Tensor, twin: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(r_chosen [n], r_rejected [n], cf_chosen [n], cf_rejected [n]) from rewards stacked as chosen, rejected,
     then the twins of the ``twin`` [n] pairs (chosen, rejected); NaN where a pair has no twin."""
     n, k = len(twin), int(twin.sum())
@@ -99,13 +99,19 @@ class HeadBackend:
         be.meta = {"mode": "head", "in_dim": int(x_c.shape[1]), "hidden": getattr(model, "hidden", None)}
         return be
 
-    def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
-        # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
+    def row_plan(self, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, twin): the rows of :attr:`x_all` that score the pairs ``idx`` [n] -- chosen, rejected, then
+        the twins (chosen, rejected) of the pairs with ``twin`` [n] True -- in the order ``unstack_rewards``
+        reads them back."""
         n = self.n_pairs
         tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
         sel = idx[tw]
-        r = model(self.x_all.index_select(0, torch.cat([idx, idx + n, sel + 2 * n, sel + 3 * n])))
-        return _unstack_rewards(r, tw)
+        return torch.cat([idx, idx + n, sel + 2 * n, sel + 3 * n]), tw
+
+    def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
+        # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
+        rows, tw = self.row_plan(idx, with_twins)
+        return unstack_rewards(model(self.x_all.index_select(0, rows)), tw)
 
     @torch.no_grad()
     def unique_rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True,
@@ -116,7 +122,8 @@ class HeadBackend:
         feature row, scored once; the row map is built once per ``idx`` tensor (``torch.unique``).
         """
         plan = self._plans.get(with_twins)
-        if plan is None or plan[0] is not idx:
+        # the same pairs (e.g. the training split of several members of a batch) reuse the plan
+        if plan is None or (plan[0] is not idx and not (len(plan[0]) == len(idx) and torch.equal(plan[0], idx))):
             tw = self.has_twin[idx] if with_twins else torch.zeros(len(idx), dtype=torch.bool)
             sel = idx[tw]
             rows = torch.cat([self.x_c[idx], self.x_r[idx], self.x_cfc[sel], self.x_cfr[sel]])
@@ -127,7 +134,7 @@ class HeadBackend:
         model.eval()
         r_u = torch.cat([model(uniq[i:i + chunk]) for i in range(0, len(uniq), chunk)]).float()
         model.train(was_training)
-        return tuple(t.cpu() for t in _unstack_rewards(r_u[inv], tw))
+        return tuple(t.cpu() for t in unstack_rewards(r_u[inv], tw))
 
     def export(self, run: Run, model: torch.nn.Module) -> None:
         write_safetensors(run.file("model.safetensors"), model.state_dict())

@@ -61,3 +61,13 @@ def load_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer
     opt.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
     torch.set_rng_state(t["rng"])
     return state, best, {k[6:]: v for k, v in t.items() if k.startswith("extra.")}
+
+
+def checkpoint_step(run: Run) -> int:
+    """The step of a run's last complete checkpoint (0: none), without loading it."""
+    ckpt = run.file("checkpoint")
+    if not (ckpt / "state.json").exists():
+        return 0
+    state = read_json(ckpt / "state.json")
+    name = str(state.get("tensors", "state.safetensors"))
+    return int(state.get("step", 0)) if Path(name).name == name and (ckpt / name).exists() else 0

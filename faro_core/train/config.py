@@ -1,158 +1,229 @@
-"""Training configuration (TRL-style config object; stored whole in each run's ``config.json``)."""
+"""Training configuration: every setting of one reward-model training, defined once.
+
+Each :class:`FaroConfig` field carries, as dataclass field metadata (the way TRL's configs carry their help),
+its help text, its valid range or choices, its CLI flag and, where it depends on the mode, its head/full
+defaults. From that one definition:
+
+- ``faro train`` / ``faro sweep`` generate their flags (:mod:`faro_core.cli.config_flags`);
+- ``faro train --config FILE`` reads a JSON config (what the launcher writes) through :func:`migrate_config`;
+- the dashboard's Train page builds its form into a ``FaroConfig`` (defaults and bounds from :func:`setting_of`);
+- construction validates every field, so a value out of range is one :class:`FaroError` line everywhere
+  (exit 2 on the CLI, ``st.error`` on the dashboard, an exception before any process starts in the launcher).
+
+Stored configs (``config.json``) carry ``config_version``; :func:`migrate_config` reads any older one.
+
+**Adding a field** ``x``: declare it below with :func:`setting` (help, range or choices). If runs stored before
+it behaved as if ``x`` had another value ``v``, add ``"x": v`` to :data:`LEGACY_DEFAULTS` -- that one line
+makes old configs read ``x = v`` and keeps their run ids (``x`` is hashed only when it differs from ``v``).
+A field that changes what is trained and has no legacy value goes into :data:`RUN_ID_FIELDS` (which changes
+every run id: avoid). ``tests/test_config.py`` fails until the field is in exactly one of those places.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from faro_core.errors import FaroError
-from faro_core.train.methods import METHODS, config_methods
+from faro_core.fairness.kinds import KINDS
+from faro_core.train.methods import CONFIG_METHODS, METHODS  # torch-free: faro --help builds every flag fast
 
-# Config fields added after runs were stored, with the value that reproduces the older behaviour: a stored
-# config without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out
-# at that value (so finished sweeps keep their ids; faro_core.studies.grid.HASH_OPTIONAL).
+CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
+MODES = ("head", "full")
+ATTRIBUTES = ("group", "role")
+DEMO_ATTRIBUTE = "role"  # the embedded demo (a BBQ subset): its first screen is DP on the stereotype role
+# The 512-item mini demo holds ~38 ambiguous held-out items, too few for role rates; it stays the named-group
+# example (and the data the trainer-mechanics tests were measured on).
+MINI_DEMO_ATTRIBUTE = "group"
+
+# Fields added after runs were stored, with the value that reproduces the older behaviour: a stored config
+# without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out at
+# that value (so finished sweeps keep their ids).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
                                       "expgrad_base": "linear", "select_metric": "accuracy",
                                       "attribute": "group", "role_columns": None}
-ATTRIBUTES = ("group", "role")
-# The embedded demo keeps the named group until its build and first screen are redone on the role (#15, the
-# demo item): its sweep, tests and Overview are written for group DP. Every other BBQ-format source: role.
-DEMO_ATTRIBUTE = "group"
-MODES = ("head", "full")
+# Fields that tag a run without changing what is trained: never hashed into run ids.
+UNHASHED_FIELDS: tuple[str, ...] = ("sweep",)
+# Fields always hashed into a run id (from the resolved config), as of config_version 1. With LEGACY_DEFAULTS
+# and UNHASHED_FIELDS this lists every field once (tests/test_config.py).
+RUN_ID_FIELDS: tuple[str, ...] = (
+    "name", "data", "format", "group", "strata", "dp_scope", "groups", "skew", "data_seed", "val_frac",
+    "test_frac", "constraints", "epsilon", "min_count", "temperature", "method", "fixed_lambda", "mode",
+    "backbone", "head_hidden", "max_length", "epochs", "batch_size", "constraint_batch_size", "lr",
+    "weight_decay", "dual_lr", "ema", "dual_signal", "lambda_max", "dual_every", "dual_source", "eval_every",
+    "ckpt_every", "select", "seed",
+)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed or half-open interval ``lo .. hi`` (None: unbounded on that side)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        if isinstance(v, float) and math.isnan(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def describe(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return "a number"
+
+
+POSITIVE = Range(0, None, lo_open=True)
+NON_NEGATIVE = Range(0, None)
+AT_LEAST_1 = Range(1, None)
+UNIT = Range(0, 1)
+UNIT_OPEN = Range(0, 1, hi_open=True)
+
+
+def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING,
+            range: Range | None = None, choices: tuple[str, ...] | None = None,
+            by_mode: dict[str, Any] | None = None, flag: str | None = None, aliases: tuple[str, ...] = (),
+            none_word: str | None = None, words: dict[str, Any] | None = None, sweep: bool = True) -> Any:
+    """A :class:`FaroConfig` field with its contract.
+
+    ``help``: one line for ``--help`` and the dashboard; ``range``/``choices``: the valid values (None is valid
+    for an optional field); ``by_mode``: the value a None default resolves to per mode (``resolved()``);
+    ``flag``: the CLI flag (default ``--name-with-dashes``), ``aliases``: more flags; ``none_word``: the word
+    that sets None on the CLI; ``words``: CLI words mapped to values (``--dp-partner split|pool``);
+    ``sweep``: also a flag of ``faro sweep`` (False for what the sweep grid itself sets).
+    """
+    md = {"help": help, "range": range, "choices": choices, "by_mode": by_mode, "flag": flag,
+          "aliases": aliases, "none_word": none_word, "words": words, "sweep": sweep}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=md)
+    return field(default=default, metadata=md)
 
 
 @dataclass
 class FaroConfig:
-    """Everything needed to (re)run one reward-model training.
+    """Everything needed to (re)run one reward-model training; each field's contract is its ``setting``.
 
-    Data: ``data`` (source; None = embedded demo), ``format``, ``attribute`` (DP/EO's sensitive attribute:
-    ``"group"``, the named group, or ``"role"``, the response's stereotype role, see
-    :mod:`faro_core.fairness.role`; None: role on BBQ-format data, else group), ``role_columns`` (a table's
-    own (chosen, rejected) role columns; None: ``chosen_role`` / ``rejected_role`` or derived from BBQ answer
-    indices), ``group`` (pair-level sensitive column),
-    ``strata`` (None: the source's default), ``dp_scope`` (where DP holds: ``"COLUMN=V1|V2"`` over a strata
-    column, ``"all"``, or None: ambiguous contexts on BBQ-style data, else all), ``dp_partner`` (True: DP
-    compares responses against the same kind of partner, one naming no group or one naming a group; False:
-    pooled, the definition before 2026-11-27; why: :class:`~faro_core.fairness.constraints.DemographicParity`), ``groups`` (keep only these group values), ``skew`` (rho),
-    ``data_seed`` (skew and split; kept fixed across training seeds so seeds are comparable).
-    Fairness: ``constraints`` (subset of dp/eo/cf), ``epsilon`` (slack, inf = unconstrained),
-    ``min_count`` (cells smaller than this are not estimated), ``temperature`` (proxy sharpness per kind).
-    Method: ``faro`` (ProxyGDA) or a baseline: ``bt``, ``reweight``, ``posthoc``, ``fixed_lambda``, ``expgrad``;
-    ``expgrad_base`` (the model fairlearn's reduction fits each round: ``"linear"``, logistic regression on
-    feature differences, or ``"head"``, the same head as Faro's, see :mod:`faro_core.train.expgrad`).
-    Model: ``mode`` head|full, ``backbone`` (None = embedded MiniLM), ``head_hidden`` (0 = linear head).
-    Optimisation: ``epochs``, ``batch_size`` (pairs in the Bradley-Terry batch; the linearized constraint
-    penalty is estimated on the same batch), ``constraint_batch_size`` (extra pairs drawn each step for the
-    constraint terms; default 0, 1,024 for the fixed-lambda hinge in head mode), ``lr``, ``dual_lr``
-    (eta_lambda), ``dual_every`` (dual step every N steps on the whole training split's statistics, read from
-    the buffer of each pair's latest rewards), ``lambda_max`` (cap on each multiplier; None = no cap),
-    ``ema`` (momentum of running sums of dual statistics; 0: the buffer alone), ``eval_every`` (steps; 0 =
-    each epoch), ``ckpt_every`` (steps),
-    ``select`` ("best": best validation accuracy among feasible iterates, else among iterates whose DP/EO
-    violations are indistinguishable from chance, else least violating; "last"), ``select_chance`` (the
-    p-value at or above which a DP/EO violation on validation counts as chance, see
-    :mod:`faro_core.fairness.chance`; 0 turns that middle tier off), ``select_metric`` (what ranks iterates
-    within a tier: ``"accuracy"`` on validation, or ``"loss"``, the validation Bradley-Terry loss; measured
-    in :class:`faro_core.train.selection.IterateSelector`),
-    ``average`` (0: off; else the per-step decay of an exponential moving average of the weights, evaluated
-    on validation each epoch as one more candidate for ``select``; constrained runs only).
+    Data fields select and split the preference data, fairness fields the constraints and their slack, method
+    fields Faro (ProxyGDA) or a baseline, model and optimisation fields the reward model and its training.
+    Fields whose default is None and that have ``by_mode`` defaults are filled per mode by :meth:`resolved`,
+    so the stored config shows what ran.
     """
 
-    name: str | None = None
-    data: str | None = None
-    format: str | None = None
-    attribute: str | None = None
-    role_columns: list[str] | None = None
-    group: str | None = None
-    strata: list[str] | None = None
-    dp_scope: str | None = None
-    dp_partner: bool = True
-    groups: list[str] | None = None
-    skew: float = 0.0
-    data_seed: int = 0
-    val_frac: float = 0.15
-    test_frac: float = 0.15
-    constraints: list[str] = field(default_factory=list)
-    epsilon: float = 0.05
-    min_count: int = 30
-    temperature: dict[str, float] | None = None
-    method: str = "faro"
-    fixed_lambda: float = 1.0
-    expgrad_base: str = "linear"
-    mode: str = "head"
-    backbone: str | None = None
-    head_hidden: int = 256
-    max_length: int | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    constraint_batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float = 0.0
-    dual_lr: float = 0.1
-    ema: float = 0.0
-    dual_signal: str = "auto"
-    lambda_max: float | None = 0.3
-    dual_every: int | None = None
-    dual_source: str = "auto"
-    eval_every: int = 0
-    ckpt_every: int = 50
-    select: str = "best"
-    select_chance: float = 0.05
-    select_metric: str = "accuracy"
-    average: float = 0.0
-    seed: int = 0
-    sweep: str | None = None
+    # --- data -------------------------------------------------------------------------------------------
+    name: str | None = setting(None, "run name, the prefix of the run id (default: from method, kinds, eps)",
+                               sweep=False)
+    data: str | None = setting(None, "source: 'demo' (default), a BBQ folder, a CSV/JSONL/Parquet file, or a "
+                               "hub id")
+    format: str | None = setting(None, "bbq|crows|hh|trl|csv|jsonl|parquet|demo (default: detected from the "
+                                 "source)")
+    attribute: str | None = setting(None, "DP/EO's sensitive attribute: 'group' (the group a response names) or "
+                                    "'role' (its stereotype role: biased, counter, or neither) (default: role on "
+                                    "BBQ-format data, else group; see faro_core.fairness.role)",
+                                    choices=ATTRIBUTES)
+    role_columns: list[str] | None = setting(None, "a table's own CHOSEN,REJECTED columns with each response's "
+                                             "role (values biased / counter; default chosen_role,rejected_role, "
+                                             "or derived from BBQ answer indices)")
+    group: str | None = setting(None, "column holding the pair-level sensitive attribute")
+    strata: list[str] | None = setting(None, "comma-separated conditioning columns (default: the source's)")
+    dp_scope: str | None = setting(None, "where DP holds: COLUMN=V1|V2 over a strata column, or 'all' "
+                                   "(default: BBQ-style data context_condition=ambig, else all)")
+    dp_partner: bool = setting(True, "DP compares a response's selection against partners of the same kind, "
+                               "naming no group or naming one ('split'), or pools both ('pool', the "
+                               "definition before 2026-11-27)", words={"split": True, "pool": False})
+    groups: list[str] | None = setting(None, "comma-separated group values to keep")
+    skew: float = setting(0.0, "fraction rho of ambiguous items relabelled to the biased answer", range=UNIT)
+    data_seed: int = setting(0, "seed of skew injection and splits (fixed across training seeds)",
+                             range=NON_NEGATIVE)
+    val_frac: float = setting(0.15, "fraction of items in the validation split", range=UNIT_OPEN)
+    test_frac: float = setting(0.15, "fraction of items in the test split", range=UNIT_OPEN)
+    # --- fairness ---------------------------------------------------------------------------------------
+    constraints: list[str] = setting(default_factory=list, help="none|dp|eo|cf, or several: dp,cf",
+                                     choices=KINDS, flag="--constraint", none_word="none", sweep=False)
+    epsilon: float = setting(0.05, "slack eps of every constraint (inf: none)", range=NON_NEGATIVE, sweep=False)
+    min_count: int = setting(30, "cells with fewer training members are not constrained", range=AT_LEAST_1)
+    temperature: dict[str, float] | None = setting(
+        None, "proxy sharpness per kind, e.g. dp=0.25,cf=0.1 (default: each constraint's own)",
+        range=POSITIVE, none_word="none")
+    # --- method -----------------------------------------------------------------------------------------
+    method: str = setting("faro", "faro (ProxyGDA) or a baseline", choices=CONFIG_METHODS, sweep=False)
+    fixed_lambda: float = setting(1.0, "multiplier of the fixed_lambda baseline", range=NON_NEGATIVE,
+                                  sweep=False)
+    expgrad_base: str = setting("linear", "model the expgrad baseline fits each round: linear (logistic "
+                                "regression on feature differences) or head (the same MLP head as Faro's)",
+                                choices=("linear", "head"), sweep=False)
+    # --- model ------------------------------------------------------------------------------------------
+    mode: str = setting("head", "head: frozen backbone, cached features; full: fine-tune the backbone",
+                        choices=MODES)
+    backbone: str | None = setting(None, "hub id or local path (default: embedded all-MiniLM-L6-v2)")
+    head_hidden: int = setting(256, "hidden width of the reward head (0: linear head)", range=NON_NEGATIVE)
+    max_length: int | None = setting(None, "tokens per response", range=AT_LEAST_1,
+                                     by_mode={"head": 256, "full": 128})
+    # --- optimisation -----------------------------------------------------------------------------------
+    epochs: int | None = setting(None, "passes over the training split", range=AT_LEAST_1,
+                                 by_mode={"head": 50, "full": 1})
+    batch_size: int | None = setting(None, "pairs in the Bradley-Terry batch (the linearized penalty is "
+                                     "estimated on the same batch)", range=AT_LEAST_1,
+                                     by_mode={"head": 128, "full": 32})
+    constraint_batch_size: int | None = setting(
+        None, "extra pairs drawn each step for the constraint terms (default 0; 1024 for the fixed-lambda "
+        "hinge in head mode)", range=NON_NEGATIVE)
+    lr: float | None = setting(None, "learning rate", range=POSITIVE, by_mode={"head": 3e-3, "full": 3e-5})
+    weight_decay: float = setting(0.0, "AdamW weight decay", range=NON_NEGATIVE)
+    dual_lr: float = setting(0.1, "dual step size eta_lambda (small: the primal player must settle between "
+                             "dual steps)", range=POSITIVE)
+    ema: float = setting(0.0, "momentum of running sums of dual statistics (0: the buffer alone)",
+                         range=UNIT_OPEN)
+    dual_signal: str = setting("auto", "what the dual step ascends on: strict or proxy (smooth) statistics; "
+                               "auto: smooth for DP/EO, strict for CF", choices=("auto", "strict", "proxy"))
+    lambda_max: float | None = setting(0.3, "cap on each multiplier (none: no cap)", range=POSITIVE,
+                                       none_word="none")
+    dual_every: int | None = setting(None, "dual step every N steps on the training split's statistics (on "
+                                     "small data with few steps per epoch, lower it)", range=AT_LEAST_1,
+                                     by_mode={"head": 20, "full": 5})
+    dual_source: str = setting("auto", "statistics of the dual step: exact (a fresh pass over the training "
+                               "split), buffer (each pair's latest rewards); auto: exact in head mode",
+                               choices=("auto", "exact", "buffer"))
+    eval_every: int = setting(0, "validation every N steps (0: each epoch)", range=NON_NEGATIVE)
+    ckpt_every: int = setting(50, "checkpoint every N steps (0: never)", range=NON_NEGATIVE)
+    select: str = setting("best", "iterate returned: best (feasible on validation, else indistinguishable "
+                          "from chance, else least violating) or last", choices=("best", "last"))
+    select_chance: float = setting(0.05, "permutation p-value at or above which a validation DP/EO violation "
+                                   "counts as chance (0: that tier off)", range=UNIT_OPEN)
+    select_metric: str = setting("accuracy", "what ranks iterates within a tier: validation accuracy or "
+                                 "Bradley-Terry loss", choices=("accuracy", "loss"))
+    average: float = setting(0.0, "per-step decay of an exponential moving average of the weights, one more "
+                             "candidate for select (0: off; constrained runs only)", range=UNIT_OPEN)
+    seed: int = setting(0, "training seed", range=NON_NEGATIVE, sweep=False)
+    sweep: str | None = setting(None, "tag: the sweep this run belongs to", sweep=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.constraints, str):
-            self.constraints = [c for c in self.constraints.split(",") if c and c != "none"]
-        self.constraints = [c.strip().lower() for c in self.constraints if c.strip().lower() != "none"]
-        if self.method not in config_methods():
-            raise FaroError(f"unknown method {self.method!r}; choose from {', '.join(config_methods())}")
-        if self.attribute is not None and self.attribute not in ATTRIBUTES:
-            raise FaroError(f"unknown attribute {self.attribute!r}; choose group or role")
-        if isinstance(self.role_columns, str):
-            self.role_columns = [c.strip() for c in self.role_columns.split(",") if c.strip()]
-        if self.mode not in MODES:
-            raise FaroError(f"unknown mode {self.mode!r}; choose head or full")
-        if self.epsilon is None:  # JSON stores inf as null
-            self.epsilon = math.inf
-        if isinstance(self.epsilon, str):
-            self.epsilon = float(self.epsilon)
-        if not (self.epsilon >= 0):
-            raise FaroError(f"--epsilon must be >= 0 (or inf), got {self.epsilon}")
-        if not 0 <= self.skew <= 1:
-            raise FaroError(f"--skew must be in [0, 1], got {self.skew}")
-        if self.dual_source not in ("auto", "exact", "buffer"):
-            raise FaroError("dual_source must be 'auto', 'exact' or 'buffer'")
-        if self.expgrad_base not in ("linear", "head"):
-            raise FaroError(f"expgrad_base must be 'linear' or 'head', got {self.expgrad_base!r}")
-        if self.select not in ("best", "last"):
-            raise FaroError("select must be 'best' or 'last'")
-        if self.select_metric not in ("accuracy", "loss"):
-            raise FaroError(f"select_metric must be 'accuracy' or 'loss', got {self.select_metric!r}")
-        if not 0.0 <= float(self.select_chance) < 1.0:
-            raise FaroError(f"select_chance must be in [0, 1), got {self.select_chance}")
+        for f in fields(self):
+            setattr(self, f.name, _checked(f, getattr(self, f.name)))
+        if self.val_frac + self.test_frac >= 1:
+            raise FaroError(f"val_frac + test_frac must be < 1, got {self.val_frac} + {self.test_frac}")
 
-    # Mode-dependent defaults, resolved at train time so the stored config shows what ran.
     def resolved(self) -> FaroConfig:
+        """A copy with the mode-dependent defaults (``by_mode``) and the name filled in."""
         head = self.mode == "head"
-        defaults = {
-            "epochs": 50 if head else 1,
-            "batch_size": 128 if head else 32,
-            # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
-            "constraint_batch_size": METHODS[self.method].head_constraint_batch if head else 0,
-            "dual_every": 20 if head else 5,
-            "lr": 3e-3 if head else 3e-5,
-            "max_length": 256 if head else 128,
-        }
         out = FaroConfig(**self.to_dict())
         if out.attribute is None:
             out.attribute = default_attribute(out.data, out.format, out.role_columns)
-        for k, v in defaults.items():
-            if getattr(out, k) is None:
-                setattr(out, k, v)
+        for f in fields(out):
+            by_mode = f.metadata.get("by_mode")
+            if by_mode and getattr(out, f.name) is None:
+                setattr(out, f.name, by_mode[out.mode])
+        if out.constraint_batch_size is None:
+            # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
+            out.constraint_batch_size = METHODS[out.method].head_constraint_batch if head else 0
         if out.name is None:
             tag = "bt" if out.method == "faro" and not out.active_constraints else out.method
             if out.method == "faro" and out.active_constraints:
@@ -168,14 +239,25 @@ class FaroConfig:
         return list(self.constraints)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields, as ``FaroConfig(**d)`` takes them back."""
         return asdict(self)
+
+    def stored_dict(self) -> dict[str, Any]:
+        """What ``config.json`` holds: the fields and ``config_version``."""
+        return {**self.to_dict(), "config_version": CONFIG_VERSION}
+
+    def run_id_payload(self) -> dict[str, Any]:
+        """The resolved fields hashed into a sweep's run id: :data:`RUN_ID_FIELDS`, plus each
+        :data:`LEGACY_DEFAULTS` field whose value differs from its legacy one."""
+        d = self.resolved().to_dict()
+        out = {k: d[k] for k in RUN_ID_FIELDS}
+        out.update({k: d[k] for k, legacy in LEGACY_DEFAULTS.items() if d[k] != legacy})
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FaroConfig:
-        """A stored config; a field it lacks (added later) takes the value that reproduces how it ran."""
-        names = {f.name for f in fields(cls)}
-        legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}
-        return cls(**{**legacy, **{k: v for k, v in d.items() if k in names}})
+        """A stored config of any version (see :func:`migrate_config`)."""
+        return cls(**migrate_config(d))
 
 
 def default_attribute(data: str | None, format: str | None = None, role_columns: list[str] | None = None) -> str:
@@ -188,7 +270,11 @@ def default_attribute(data: str | None, format: str | None = None, role_columns:
     if role_columns:
         return "role"
     fmt = format
-    if data is None or str(data) == "demo" or fmt == "demo":
+    if data is None or str(data) == "demo":
+        return DEMO_ATTRIBUTE
+    if str(data) == "demo-mini":
+        return MINI_DEMO_ATTRIBUTE
+    if fmt == "demo":
         return DEMO_ATTRIBUTE
     if fmt is None:
         if not Path(str(data)).exists():
@@ -200,3 +286,188 @@ def default_attribute(data: str | None, format: str | None = None, role_columns:
         except FaroError:
             return "group"
     return "role" if fmt in ("bbq", "demo") else "group"
+
+
+def migrate_config(d: dict[str, Any]) -> dict[str, Any]:
+    """The ``FaroConfig`` fields of a stored config of any ``config_version``, as this version reads them.
+
+    Version 1 (no ``config_version`` key) and 2 have the same fields; in every version, a field the config
+    lacks takes its :data:`LEGACY_DEFAULTS` value (how the run behaved before the field existed), and keys
+    that are not fields (``run_id``, ``config_version``) are dropped. A config newer than this code is refused.
+    """
+    if not isinstance(d, dict):
+        raise FaroError(f"a config must be a JSON object, got {type(d).__name__}")
+    version = d.get("config_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
+        raise FaroError(f"config_version {version!r} is not one this Faro reads (1..{CONFIG_VERSION}); "
+                        f"upgrade faro_core")
+    names = {f.name for f in fields(FaroConfig)}
+    legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}
+    return {**legacy, **{k: v for k, v in d.items() if k in names}}
+
+
+def setting_of(name: str) -> Field:
+    """The dataclass field of setting ``name`` (its ``metadata`` holds help, range, choices, flag)."""
+    for f in fields(FaroConfig):
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
+def default_of(name: str, mode: str | None = None) -> Any:
+    """The default of setting ``name``; with ``mode``, a None default resolved for that mode."""
+    f = setting_of(name)
+    value = f.default_factory() if f.default is MISSING else f.default
+    by_mode = f.metadata.get("by_mode")
+    return by_mode[mode] if value is None and mode and by_mode else value
+
+
+def flag_of(name: str) -> str:
+    """The CLI flag of setting ``name`` (``--batch-size``)."""
+    return setting_of(name).metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def describe(f: Field, cli: bool = True, brief: bool = False) -> str:
+    """What values a setting takes, in words (for ``--help``; ``cli``: as written on the CLI; ``brief``: for an
+    error, without what None means)."""
+    md = f.metadata
+    base = _base_type(f)
+    if md.get("words") and cli:
+        what = "one of " + ", ".join(md["words"])
+    elif md.get("choices"):
+        what = ("a comma-separated subset of " if base == "list" else "one of ") + ", ".join(md["choices"])
+    elif md.get("range") is not None:
+        kind = {"int": "an integer ", "dict": "kind=value pairs with each value "}.get(
+            base, "" if brief else "a number ")
+        what = f"{kind}{md['range'].describe()}"
+    else:
+        what = {"list": "a comma-separated list", "bool": "true or false"}.get(base, "text")
+    if brief:
+        return what
+    if md.get("by_mode"):
+        what += ", or unset (" + ", ".join(f"{v:g} in {m} mode" for m, v in md["by_mode"].items()) + ")"
+    elif _optional(f):
+        what += f", or {md.get('none_word') or 'unset'}"
+    return what
+
+
+def parse_text(name: str, text: str) -> Any:
+    """The value of setting ``name`` written as text (a CLI word, a form field); range-checked."""
+    f = setting_of(name)
+    md, base, s = f.metadata, _base_type(f), str(text).strip()
+    if md.get("none_word") and s.lower() == md["none_word"] and (_optional(f) or base == "list"):
+        value: Any = None if _optional(f) else []
+    elif md.get("words"):
+        if s not in md["words"]:
+            raise _error(f, text, cli=True)
+        value = md["words"][s]
+    elif base == "bool":
+        if s.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise _error(f, text, cli=True)
+        value = s.lower() in ("true", "1", "yes")
+    elif base in ("int", "float"):
+        try:
+            value = int(s) if base == "int" else float(s)
+        except ValueError:
+            raise _error(f, text, cli=True) from None
+    elif base == "list":
+        value = [x.strip() for x in s.split(",") if x.strip()]
+    elif base == "dict":
+        value = {}
+        for part in (p for p in s.split(",") if p.strip()):
+            key, sep, num = part.partition("=")
+            try:
+                value[key.strip()] = float(num)
+            except ValueError:
+                raise _error(f, text, cli=True) from None
+            if not sep:
+                raise _error(f, text, cli=True)
+    else:
+        value = s
+    return _checked(f, value)
+
+
+def parse_values(name: str, text: str) -> list[Any]:
+    """Several values of setting ``name`` separated by commas or semicolons (a grid: ``0.02, 0.05, inf``)."""
+    parts = [p for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        raise FaroError(f"{name} ({flag_of(name)}): give one or more values, {describe(setting_of(name))}")
+    return [parse_text(name, p) for p in parts]
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _base_type(f: Field) -> str:
+    t = str(f.type).replace(" | None", "").replace("None | ", "").strip()
+    return {"list[str]": "list", "dict[str, float]": "dict"}.get(t, t)
+
+
+def _optional(f: Field) -> bool:
+    return "None" in str(f.type)
+
+
+def _error(f: Field, value: Any, cli: bool = False) -> FaroError:
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return FaroError(f"{f.name} must be {describe(f, cli, brief=True)} ({flag}), got {value!r}")
+
+
+def _checked(f: Field, v: Any) -> Any:
+    """``v`` as setting ``f`` stores it (ints from integral floats, lists from comma strings), or FaroError."""
+    md, base = f.metadata, _base_type(f)
+    if f.name == "epsilon" and v is None:  # JSON stores inf as null
+        v = math.inf
+    if v is None:
+        if _optional(f):
+            return None
+        raise _error(f, v)
+    if base == "bool":
+        if not isinstance(v, bool):
+            raise _error(f, v)
+        return v
+    if base in ("int", "float"):
+        if isinstance(v, str) and base == "float":
+            try:
+                v = float(v)
+            except ValueError:
+                raise _error(f, v) from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _error(f, v)
+        if base == "int":
+            if isinstance(v, float) and not v.is_integer():
+                raise _error(f, v)
+            v = int(v)
+        else:
+            v = float(v)
+        if md.get("range") is not None and v not in md["range"]:
+            raise _error(f, v)
+        return v
+    if base == "list":
+        if isinstance(v, str):
+            v = v.split(",")
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise _error(f, v)
+        v = [x.strip() for x in v if x.strip()]
+        if md.get("choices"):
+            v = [x.lower() for x in v if x.lower() != (md.get("none_word") or "")]
+            bad = [x for x in v if x not in md["choices"]]
+            if bad:
+                raise FaroError(f"unknown {f.name.rstrip('s')} {bad[0]!r}; choose from "
+                                f"{md.get('none_word') + ', ' if md.get('none_word') else ''}"
+                                f"{', '.join(md['choices'])}")
+        return v
+    if base == "dict":
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise _error(f, v)
+        bad = [k for k in v if k not in KINDS]
+        if bad:
+            raise FaroError(f"{f.name}: unknown kind {bad[0]!r}; choose from {', '.join(KINDS)}")
+        out = {}
+        for k, x in v.items():
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or float(x) not in md["range"]:
+                raise _error(f, v)
+            out[k] = float(x)
+        return out
+    if not isinstance(v, str):
+        raise _error(f, v)
+    if md.get("choices") and v not in md["choices"]:
+        raise FaroError(f"unknown {f.name} {v!r}; choose from {', '.join(md['choices'])}")
+    return v

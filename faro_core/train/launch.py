@@ -1,10 +1,12 @@
 """Launch training runs as background processes through the CLI, list the queue, cancel a run.
 
 Shared by the dashboard's Train page, tests and scripts: a launched run is an ordinary
-``python -m faro_core train ... --runs-dir DIR --run-id ID`` process in its own session (process group),
-writing to the same run store as everything else. The launcher writes ``launch.json`` (pid, argv, time)
-and ``launch.log`` (the process's stdout/stderr) into the run directory before the process starts, so a
-run shows in the queue as ``starting`` before its ``config.json`` exists.
+``python -m faro_core train --config DIR/ID/launch_config.json --runs-dir DIR --run-id ID`` process in its own
+session (process group), writing to the same run store as everything else. Its settings travel as a validated
+:class:`~faro_core.train.config.FaroConfig` in that JSON file, never as a rebuilt command line. The
+launcher writes ``launch.json`` (pid, argv, time) and ``launch.log`` (the process's stdout/stderr) into the run
+directory before the process starts, so a run shows in the queue as ``starting`` before its ``config.json``
+exists.
 """
 
 from __future__ import annotations
@@ -16,64 +18,52 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from faro_core.errors import FaroError, RunError
 from faro_core.io import read_json, write_json
 from faro_core.store.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
+from faro_core.train.config import FaroConfig
 
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
+CONFIG_FILE = "launch_config.json"
 
 
-def train_argv(run_id: str, runs_dir: str, constraint: str | None = None, epsilon: float = 0.05,
-               method: str = "faro", seed: int = 0, mode: str = "head", epochs: int | None = None,
-               backbone: str | None = None, data: str | None = None, group: str | None = None,
-               strata: Sequence[str] | None = None, skew: float = 0.0, sweep: str | None = None,
-               dp_scope: str | None = None, dp_partner: bool = True, groups: Sequence[str] | None = None,
-               extra: Sequence[str] = (), attribute: str | None = None) -> list[str]:
-    """The ``faro train`` command line for one run (``dp_partner=False``: ``--dp-partner pool``; ``attribute``:
-    ``--attribute group|role``, None leaves the data's default)."""
-    argv = [sys.executable, "-m", "faro_core", "train", "--runs-dir", str(runs_dir), "--run-id", run_id,
-            "--constraint", constraint or "none", "--method", method, "--seed", str(int(seed)),
-            "--mode", mode, "--quiet", "--json"]
-    argv += ["--epsilon", "inf" if epsilon is None or not math.isfinite(epsilon) else f"{epsilon:g}"]
-    if epochs:
-        argv += ["--epochs", str(int(epochs))]
-    if backbone:
-        argv += ["--backbone", backbone]
-    if data:
-        argv += ["--data", data]
-    if group:
-        argv += ["--group", group]
-    if strata:
-        argv += ["--strata", ",".join(strata)]
-    if skew:
-        argv += ["--skew", f"{skew:g}"]
-    if dp_scope:
-        argv += ["--dp-scope", dp_scope]
-    if not dp_partner:
-        argv += ["--dp-partner", "pool"]
-    if groups:
-        argv += ["--groups", ",".join(groups)]
-    if attribute:
-        argv += ["--attribute", attribute]
-    if sweep:
-        argv += ["--name", sweep]
-    return argv + list(extra)
+def train_argv(run_id: str, runs_dir: str, config_path: str, extra: Sequence[str] = ()) -> list[str]:
+    """The ``faro train`` command line of one launched run: its settings come from ``config_path``."""
+    return [sys.executable, "-m", "faro_core", "train", "--config", str(config_path), "--runs-dir",
+            str(runs_dir), "--run-id", run_id, "--quiet", "--json", *extra]
+
+
+def launch_config(config: FaroConfig | None = None, **kw: Any) -> FaroConfig:
+    """The validated config of one launched run: ``config`` itself, or one built from ``kw`` (FaroConfig field
+    names; ``constraint="dp"`` or ``"dp,eo"`` is accepted for ``constraints``, as :func:`plan_runs` writes it).
+    A value outside a field's range raises :class:`FaroError` here, before any process starts."""
+    if config is not None:
+        if kw:
+            raise FaroError(f"pass either a config or settings, not both (got {', '.join(sorted(kw))})")
+        return FaroConfig(**config.to_dict())  # validated again: fields may have been set after construction
+    if "constraint" in kw:
+        kw.setdefault("constraints", kw.pop("constraint") or [])
+    return FaroConfig(**kw)
 
 
 def launch(store: RunStore, argv: Sequence[str], run_id: str, env: dict[str, str] | None = None,
-           target: str = "local-cpu") -> int:
+           target: str = "local-cpu", files: dict[str, Any] | None = None) -> int:
     """Start ``argv`` detached (new session) for ``run_id``; return its pid.
 
-    Refuses a run id that already exists or is already being launched.
+    Refuses a run id that already exists or is already being launched. ``files`` (name -> JSON object) are
+    written into the run directory before the process starts.
     """
     validate_run_id(run_id)
     path = store.path(run_id)
     if (path / "config.json").exists() or (path / LAUNCH_FILE).exists():
         raise RunError(f"run {run_id!r} already exists in {store.root}; pick another id")
     path.mkdir(parents=True, exist_ok=True)
+    for name, obj in (files or {}).items():
+        write_json(path / name, obj)
     log = open(path / LOG_FILE, "ab")
     try:
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -118,9 +108,12 @@ def compute_resources(ray_address: str | None = None) -> dict[str, Any]:
     return out
 
 
-def launch_train(store: RunStore, run_id: str | None = None, target: str = "local-cpu",
-                 num_gpus: float | None = None, **kw: Any) -> str:
-    """Launch one ``faro train`` run (keyword arguments as :func:`train_argv`); return its run id.
+def launch_train(store: RunStore, run_id: str | None = None, config: FaroConfig | None = None,
+                 target: str = "local-cpu", num_gpus: float | None = None, extra: Sequence[str] = (),
+                 **kw: Any) -> str:
+    """Launch one ``faro train`` run of ``config`` (or of the settings ``kw``, see :func:`launch_config`);
+    return its run id. The validated config goes to the process as ``launch_config.json`` in the run directory
+    (read with ``--config``); ``extra`` flags are appended and override it.
 
     ``target`` (:data:`faro_core.train.ray_launch.TARGETS`): ``local-cpu`` (this machine, no GPU even in full
     mode), ``local-gpu`` (full mode on this machine's CUDA device, bf16 autocast; :class:`FaroError` without
@@ -131,26 +124,27 @@ def launch_train(store: RunStore, run_id: str | None = None, target: str = "loca
 
     if target not in TARGETS:
         raise FaroError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    cfg = launch_config(config, **kw)
     env: dict[str, str] = {}
     if target == "local-gpu":
         import torch
 
         if not torch.cuda.is_available():
             raise FaroError("target local-gpu: this machine has no CUDA device; choose local-cpu or ray")
-        kw["mode"] = "full"
+        cfg = FaroConfig(**{**cfg.to_dict(), "mode": "full"})
     elif target == "local-cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run stays on the CPU, whatever the machine has
-    prefix = kw.get("sweep") or ("faro-" + kw["constraint"].replace(",", "+") if kw.get("constraint") else "bt")
+    if target == "ray" and not os.environ.get("RAY_ADDRESS"):
+        raise FaroError("target ray needs RAY_ADDRESS (the head node's address, e.g. 127.0.0.1:6379)")
+    prefix = cfg.sweep or ("faro-" + "+".join(cfg.constraints) if cfg.active_constraints else "bt")
     run_id = run_id or new_run_id(prefix)
-    root = str(store.root.resolve()) if target == "ray" else str(store.root)
-    argv = train_argv(run_id, root, **kw)
+    root = store.root.resolve() if target == "ray" else store.root
+    argv = train_argv(run_id, str(root), str(root / validate_run_id(run_id) / CONFIG_FILE), extra)
     if target == "ray":
-        if not os.environ.get("RAY_ADDRESS"):
-            raise FaroError("target ray needs RAY_ADDRESS (the head node's address, e.g. 127.0.0.1:6379)")
         gpus = "auto" if num_gpus is None else f"{float(num_gpus):g}"
-        argv = [sys.executable, "-m", "faro_core.train.ray_launch", root, run_id, kw.get("mode") or "head", gpus,
-                "--", *argv[3:]]
-    launch(store, argv, run_id, env=env, target=target)
+        argv = [sys.executable, "-m", "faro_core.train.ray_launch", str(root), run_id, cfg.mode, gpus, "--",
+                *argv[3:]]
+    launch(store, argv, run_id, env=env, target=target, files={CONFIG_FILE: cfg.stored_dict()})
     return run_id
 
 
@@ -175,6 +169,69 @@ def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, c
         for c in groups:
             out += [{"constraint": c, "epsilon": float(e), "method": "faro", "seed": seed} for e in epsilons]
     return out
+
+
+SWEEP_CONFIG_FILE = "base_config.json"
+
+
+def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1,
+               bt: bool = False, mode: str = "head", **settings: Any) -> list[str]:
+    """The ``faro sweep`` command line of a grid (kinds x epsilons x seeds 0..seeds-1, plus BT per seed),
+    trained by the default batched engine. The shared settings (``mode`` and ``settings``: FaroConfig field
+    names) are validated into a base :class:`FaroConfig` and written to
+    ``RUNS_DIR/_sweeps/NAME/base_config.json``, which the command reads with ``--config``; only the grid is
+    spelled as flags."""
+    base = launch_config(mode=mode, **settings)
+    folder = Path(runs_dir) / "_sweeps" / validate_run_id(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SWEEP_CONFIG_FILE, base.stored_dict())
+    eps = ",".join("inf" if not math.isfinite(e) else f"{e:g}" for e in epsilons)
+    return [sys.executable, "-m", "faro_core", "sweep", "--config", str(folder / SWEEP_CONFIG_FILE), "--runs-dir",
+            str(runs_dir), "--name", name, "--constraints", ",".join(kinds) or "none", "--epsilons", eps,
+            "--seeds", f"0-{int(seeds) - 1}", "--baselines", "bt" if bt else "none", "--engine", "batched",
+            "--quiet", "--json"]
+
+
+def sweep_run_ids(argv: Sequence[str]) -> list[str]:
+    """The run ids a ``faro sweep`` command line (as :func:`sweep_argv` builds it) trains: its grid, read
+    through the CLI's own parser."""
+    from faro_core.cli import build_parser
+    from faro_core.cli.sweep_cmd import spec_from_args
+    from faro_core.studies.grid import grid, run_id_for
+
+    args = build_parser().parse_args(list(argv)[3:])
+    return [run_id_for(c) for c in grid(spec_from_args(args))]
+
+
+def launch_sweep(store: RunStore, argv: Sequence[str]) -> list[str]:
+    """Start a ``faro sweep`` (one batched job: one process trains every member) detached; each member's run
+    directory gets a ``launch.json`` naming the process and the batch, so the queue shows every member with
+    its own progress and :func:`cancel` stops one member without stopping the others. Members already done
+    are left as they are (the sweep skips them). Returns the member run ids."""
+    ids = sweep_run_ids(argv)
+    todo = [r for r in ids if not (store.has(r) and store.get(r).status == "done")]
+    for rid in todo:
+        path = store.path(rid)
+        if (path / LAUNCH_FILE).exists() and store.has(rid) and store.get(rid).status in ("queued", "running"):
+            raise RunError(f"run {rid!r} is already training in {store.root}")
+    if not todo:
+        return ids
+    first = store.path(todo[0])
+    first.mkdir(parents=True, exist_ok=True)
+    log = open(first / LOG_FILE, "ab")
+    try:
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                                close_fds=True)  # head mode trains on the CPU
+    finally:
+        log.close()
+    info = {"pid": proc.pid, "pgid": proc.pid, "argv": list(argv), "time": time.time(), "batch": todo,
+            "log": todo[0]}
+    for rid in todo:
+        store.path(rid).mkdir(parents=True, exist_ok=True)
+        write_json(store.path(rid) / LAUNCH_FILE, info)
+    _CHILDREN[todo[0]] = proc
+    return ids
 
 
 def _reap() -> None:
@@ -220,7 +277,8 @@ def queue(store: RunStore) -> list[dict[str, Any]]:
 
 def log_tail(store: RunStore, run_id: str, lines: int = 5) -> str:
     """Last lines of a launched run's ``launch.log`` (what to show when it failed)."""
-    p = store.path(run_id) / LOG_FILE
+    info = launch_info(store, run_id) or {}
+    p = store.path(str(info.get("log") or run_id)) / LOG_FILE  # a batch's members share one log
     if not p.exists():
         return ""
     text = p.read_text(errors="replace").strip().splitlines()
@@ -228,11 +286,24 @@ def log_tail(store: RunStore, run_id: str, lines: int = 5) -> str:
 
 
 def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
-    """SIGTERM the run's process group; mark the run ``interrupted``. Returns the final status."""
+    """Stop a launched run and mark it ``interrupted``; returns its status. A run of its own process: SIGTERM
+    to the process group. A member of a batch (a launched sweep): a cancel request, which the batch honours
+    at its next step (that member stops, the others go on; a member whose batch has not started yet is
+    stopped before its first step)."""
     info = launch_info(store, run_id)
     if info is None:
         raise RunError(f"run {run_id!r} was not started from the launcher; stop it where it runs")
     pid = int(info["pid"])
+    t_cancel = time.time()
+    run = Run(run_id, store.path(run_id))
+    if info.get("batch") and _pid_alive(pid):
+        run.request_cancel()
+        deadline = time.time() + wait_s
+        while time.time() < deadline and _pid_alive(pid) and run.exists() and \
+                run.raw_status().get("status") in ("queued", "running"):
+            time.sleep(0.1)
+        return run.status if run.exists() and run.raw_status().get("status") not in ("queued", "running") \
+            else "interrupted"
     if _pid_alive(pid):
         try:
             os.killpg(int(info.get("pgid", pid)), signal.SIGTERM)
@@ -254,7 +325,11 @@ def cancel(store: RunStore, run_id: str, wait_s: float = 10.0) -> str:
     if not run.exists():
         store.path(run_id).mkdir(parents=True, exist_ok=True)
         write_json(run.file("config.json"), {"run_id": run_id, "cancelled_before_start": True})
-    if run.raw_status().get("status") in ("queued", "running"):
+    st = run.raw_status()
+    # a run that ended while being cancelled (a Ray worker stopped by the task's cancel can record its stop as a
+    # failure) was stopped by the user: it reads interrupted, and resumes from its checkpoint
+    stopped_by_us = st.get("status") == "failed" and float(st.get("finished") or 0) >= t_cancel
+    if st.get("status") in ("queued", "running") or stopped_by_us:
         run.set_status("interrupted", error="cancelled by the user (SIGTERM)")
     return run.status
 

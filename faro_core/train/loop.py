@@ -74,7 +74,7 @@ def train(config: FaroConfig | None, store: RunStore | None = None, run_id: str 
         assert config is not None, "train() needs a config unless it resumes"
         config = config.resolved()
         if rank == 0:
-            run = store.create(config.to_dict(), run_id=run_id)
+            run = store.create(config.stored_dict(), run_id=run_id)
         if world > 1:  # every rank needs the same run id
             obj = [run.run_id if rank == 0 else None]
             torch.distributed.broadcast_object_list(obj, src=0)
@@ -131,7 +131,17 @@ def _prepare(config: FaroConfig, progress: bool, rank: int, world: int, inputs: 
     else:
         backend = FullBackend(config, df, progress, device)
     model = backend.model.to(device)
-    stepper = TrainStepper(config, df, index, tens, backend, model, rank=rank, world=world, data_name=data.name)
+    return prepare_run(config, data, df, index, tens, split_idx, backend, model, rank=rank, world=world)
+
+
+def prepare_run(config: FaroConfig, data: Any, df: pd.DataFrame, index: GroupIndex, tens: PairTensors,
+                split_idx: dict[str, torch.Tensor], backend: Any, model: torch.nn.Module, rank: int = 0,
+                world: int = 1, opt: Any = None) -> _Prepared:
+    """A run's step machinery on loaded data and a backend (shared by the members of a batch): its
+    :class:`TrainStepper` (constraints, multipliers, weights; ``opt``: its optimizer, default a fresh Adam over
+    ``model``) and what the loop measures. Warns when an asked-for constraint has no cell large enough."""
+    stepper = TrainStepper(config, df, index, tens, backend, model, rank=rank, world=world, data_name=data.name,
+                           opt=opt)
     prep = _Prepared(data, df, index, tens, split_idx, backend, model, stepper,
                      all_constraints(index, config.min_count), dict(stepper.cell_counts))
     idle = [c for c in stepper.constraints.constraints if c.cell_mask is not None and not bool(c.cell_mask.any())]
@@ -145,7 +155,7 @@ def _prepare(config: FaroConfig, progress: bool, rank: int, world: int, inputs: 
     return prep
 
 
-def _write_run_inputs(run: Run, prep: _Prepared) -> None:
+def write_run_inputs(run: Run, prep: _Prepared) -> None:
     """``constraints.json`` (names, epsilons, index, cell counts, which one-sided constraints bind) and
     ``data.json``."""
     constraints = prep.stepper.constraints
@@ -156,100 +166,131 @@ def _write_run_inputs(run: Run, prep: _Prepared) -> None:
     run.write("data.json", data_record(prep.data, prep.split_idx, prep.backend))
 
 
-def _restore(run: Run, prep: _Prepared, rank: int) -> tuple[int, dict[str, Any] | None, Any]:
-    """(step, best validation record, best state) from the run's last checkpoint; the history beyond the
-    checkpoint (all of it, when killed before the first) is dropped so that it is replayed."""
-    stepper = prep.stepper
-    step, best_state, best = 0, None, None
-    loaded = load_checkpoint(run, prep.model, stepper.opt, stepper.gda)
-    if loaded is not None:
-        st, best_state, extra = loaded
-        step, best = st["step"], st.get("best")
-        stepper.load_buffers(extra)
-        stepper.g_strict = stepper.gda.last_strict.clone()
-        stepper._viol = stepper.constraints.max_by_kind(stepper.g_strict)
-    if rank == 0:
-        hist = [h for h in run.history() if h.get("step", 0) <= step]
-        write_text(run.file("history.jsonl"), "".join(to_json(h) + "\n" for h in hist))
-    return step, best, best_state
+class RunLoop:
+    """Everything the training loop does for one run around its steps, shared by the solo loop
+    (:func:`_fit`) and the batched engine (:mod:`faro_core.train.batched`), which steps many runs at once.
+
+    ``resume=True`` restores the run's last checkpoint (model, optimizer, multipliers, buffers, best iterate)
+    and drops the history beyond it, so that it is replayed. :meth:`after_step` takes one step's record
+    (:meth:`TrainStepper.step`): the history row, every ``eval_every`` steps the validation pass and
+    iterate selection (:class:`IterateSelector`; the weight average as a candidate), progress, and every
+    ``ckpt_every`` steps a checkpoint. :meth:`finish` loads the selected iterate and writes the run's scores,
+    model and metrics.
+    """
+
+    def __init__(self, config: FaroConfig, run: Run, prep: _Prepared, resume: bool = False, rank: int = 0,
+                 on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config, self.run, self.prep, self.rank, self.on_step = config, run, prep, rank, on_step
+        stepper = prep.stepper
+        self.total = stepper.steps_per_epoch * config.epochs
+        self.eval_every = config.eval_every or stepper.steps_per_epoch
+        self.step, self.best, self.best_state = 0, None, None
+        if resume:
+            self._restore()
+        self.better = IterateSelector(config, stepper.constraints, prep.index).better
+        self.avg = IterateAverage(prep.model, config.average) if config.average and stepper.constraints else None
+        self.pending: list[dict[str, Any]] = []
+        self.last_progress = 0.0
+        self.t0 = time.perf_counter()
+
+    def _restore(self) -> None:
+        """Step, best validation record and best state from the run's last checkpoint; the history beyond
+        the checkpoint (all of it, when killed before the first) is dropped so that it is replayed."""
+        prep, stepper = self.prep, self.prep.stepper
+        loaded = load_checkpoint(self.run, prep.model, stepper.opt, stepper.gda)
+        if loaded is not None:
+            st, self.best_state, extra = loaded
+            self.step, self.best = st["step"], st.get("best")
+            stepper.load_buffers(extra)
+            stepper.g_strict = stepper.gda.last_strict.clone()
+            stepper._viol = stepper.constraints.max_by_kind(stepper.g_strict)
+        if self.rank == 0:
+            hist = [h for h in self.run.history() if h.get("step", 0) <= self.step]
+            write_text(self.run.file("history.jsonl"), "".join(to_json(h) + "\n" for h in hist))
+
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """Metrics of the current iterate on ``split`` (``_batch``: its pairs, for the chance tier)."""
+        prep = self.prep
+        idx = prep.split_idx[split]
+        batch = prep.tens.batch(idx, split_rewards(prep.backend, prep.model, idx))
+        out = split_metrics(batch, prep.stepper.constraints, prep.measure, gold_labels(prep.df, prep.tens, idx))
+        out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
+        return out
+
+    def after_step(self, out: dict[str, Any]) -> None:
+        """Book one training step (``out`` from :meth:`TrainStepper.step`)."""
+        config, model, stepper = self.config, self.prep.model, self.prep.stepper
+        row = stepper.log_row(out)
+        # when the step ended (host clock, seconds since this loop started; restarts on resume): rows reach
+        # the file and ``on_step`` in groups, so their arrival time is not the step's time
+        row["time"] = round(time.perf_counter() - self.t0, 4)
+        self.step = step = out["step"]
+        if self.avg is not None:
+            self.avg.update(model)
+        if step % self.eval_every == 0 or step == self.total:
+            val = self.evaluate("val")
+            is_better = config.select == "last" or self.better(val, self.best)
+            val.pop("_batch", None)
+            row["val"] = {k: val[k] for k in VAL_LOG_KEYS if k in val}
+            if is_better:
+                self.best = {**val, "step": step}
+                self.best_state = copy.deepcopy(model.state_dict())
+            if self.avg is not None and config.select != "last":
+                # the averaged iterate is a candidate too (a deterministic stand-in for the randomized
+                # mixture of iterates that Cotter et al.'s guarantee is about)
+                with self.avg.swapped(model):
+                    val_avg = self.evaluate("val")
+                avg_better = self.better(val_avg, self.best)
+                row["val_average"] = {k: val_avg[k] for k in VAL_LOG_KEYS if k in val_avg}
+                if avg_better:
+                    self.best = {**val_avg, "step": step, "averaged": True}
+                    self.best_state = copy.deepcopy(self.avg.state)
+        self.pending.append(row)
+        ckpt_now = bool(config.ckpt_every) and step % config.ckpt_every == 0 and step < self.total
+        if len(self.pending) >= LOG_EVERY or "val" in row or ckpt_now or step == self.total:
+            self.flush()
+        if self.rank == 0 and ckpt_now:
+            save_checkpoint(self.run, model, stepper.opt, stepper.gda, {"step": step, "best": self.best},
+                            self.best_state, stepper.buffer_state())
+
+    def flush(self) -> None:
+        """Write the pending history rows (progress at most every 0.5 s, and at the end: an fsynced file per
+        step cost ~7%)."""
+        rows, self.pending = self.prep.stepper.finish_rows(self.pending), []
+        if self.rank == 0 and rows:
+            self.run.log(rows)
+            if time.monotonic() - self.last_progress > 0.5 or self.step == self.total:
+                self.run.set_progress(self.step, self.total,
+                                      epoch=(self.step - 1) // self.prep.stepper.steps_per_epoch)
+                self.last_progress = time.monotonic()
+            if self.on_step:
+                for r in rows:
+                    self.on_step(r)
+
+    def finish(self) -> None:
+        """Load the selected iterate; on rank 0 score every pair and write the run's files."""
+        if self.best_state is not None:
+            self.prep.model.load_state_dict(self.best_state)
+        if self.rank == 0:
+            _finish(self.config, self.run, self.prep, self.best, self.step, self.total)
 
 
 def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, world: int,
          on_step: Callable[[dict[str, Any]], None] | None, inputs: TrainInputs) -> None:
     prep = _prepare(config, progress, rank, world, inputs)
-    stepper, model, backend, tens, df = prep.stepper, prep.model, prep.backend, prep.tens, prep.df
-    constraints = stepper.constraints
-    total = stepper.steps_per_epoch * config.epochs
-    eval_every = config.eval_every or stepper.steps_per_epoch
     if rank == 0:
-        _write_run_inputs(run, prep)
-    step, best, best_state = _restore(run, prep, rank) if resume else (0, None, None)
-
-    def evaluate(split: str) -> dict[str, Any]:
-        idx = prep.split_idx[split]
-        batch = tens.batch(idx, split_rewards(backend, model, idx))
-        out = split_metrics(batch, constraints, prep.measure, gold_labels(df, tens, idx))
-        out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
-        return out
-
-    better = IterateSelector(config, constraints, prep.index).better
-
+        write_run_inputs(run, prep)
+    loop = RunLoop(config, run, prep, resume=resume, rank=rank, on_step=on_step)
+    stepper = prep.stepper
     stepper.prepare()
-    pending: list[dict[str, Any]] = []
-    last_progress = 0.0
-    bar = tqdm(total=total, initial=step, desc=run.run_id, unit="step", disable=not progress, file=sys.stderr)
-    model.train()
-    avg = IterateAverage(model, config.average) if config.average and constraints else None
-    loop_t0 = time.perf_counter()
-    while step < total:
-        epoch = step // stepper.steps_per_epoch
-        row = stepper.log_row(stepper.step(step))
-        # when the step ended (host clock, seconds since this loop started; restarts on resume): rows reach
-        # the file and ``on_step`` in groups, so their arrival time is not the step's time
-        row["time"] = round(time.perf_counter() - loop_t0, 4)
-        step += 1
-        if avg is not None:
-            avg.update(model)
-        if step % eval_every == 0 or step == total:
-            val = evaluate("val")
-            is_better = config.select == "last" or better(val, best)
-            val.pop("_batch", None)
-            row["val"] = {k: val[k] for k in VAL_LOG_KEYS if k in val}
-            if is_better:
-                best = {**val, "step": step}
-                best_state = copy.deepcopy(model.state_dict())
-            if avg is not None and config.select != "last":
-                # the averaged iterate is a candidate too (a deterministic stand-in for the randomized
-                # mixture of iterates that Cotter et al.'s guarantee is about)
-                with avg.swapped(model):
-                    val_avg = evaluate("val")
-                avg_better = better(val_avg, best)
-                row["val_average"] = {k: val_avg[k] for k in VAL_LOG_KEYS if k in val_avg}
-                if avg_better:
-                    best = {**val_avg, "step": step, "averaged": True}
-                    best_state = copy.deepcopy(avg.state)
-        pending.append(row)
-        ckpt_now = bool(config.ckpt_every) and step % config.ckpt_every == 0 and step < total
-        if len(pending) >= LOG_EVERY or "val" in row or ckpt_now or step == total:
-            rows, pending = stepper.finish_rows(pending), []
-            if rank == 0:
-                run.log(rows)
-                if time.monotonic() - last_progress > 0.5 or step == total:  # an fsynced file per step cost ~7%
-                    run.set_progress(step, total, epoch=epoch)
-                    last_progress = time.monotonic()
-                if on_step:
-                    for r in rows:
-                        on_step(r)
+    bar = tqdm(total=loop.total, initial=loop.step, desc=run.run_id, unit="step", disable=not progress,
+               file=sys.stderr)
+    prep.model.train()
+    while loop.step < loop.total:
+        loop.after_step(stepper.step(loop.step))
         bar.update(1)
-        if rank == 0 and ckpt_now:
-            save_checkpoint(run, model, stepper.opt, stepper.gda, {"step": step, "best": best}, best_state,
-                            stepper.buffer_state())
     bar.close()
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    if rank == 0:
-        _finish(config, run, prep, best, step, total)
+    loop.finish()
 
 
 def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] | None, step: int,

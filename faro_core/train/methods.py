@@ -119,6 +119,9 @@ class Method:
                            tuple[np.ndarray, np.ndarray, dict[str, Any]]] | None = None
     fit: Callable[[FaroConfig, Run, bool, TrainInputs], None] | None = None
     make_loss: Callable[[FaroConfig, pd.DataFrame, PairTensors], Any] | None = None
+    # its head-mode runs can train as members of one batch (faro_core.train.batched): every per-run part of
+    # the method lives in the TrainStepper (loss, weights, multipliers) and the loop; a ``fit`` never batches
+    batches: bool = True
     kind_colors: tuple[tuple[str, str], ...] = ()  # a colour per constraint kind, where the kinds differ
 
     @property
@@ -146,10 +149,6 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 CONFIG_METHODS = tuple(dict.fromkeys(m.method for m in METHODS.values()))  # valid values of FaroConfig.method
 
-
-def config_methods() -> tuple[str, ...]:
-    """The valid values of ``FaroConfig.method`` now (an entry added to :data:`METHODS` counts at once)."""
-    return tuple(dict.fromkeys(m.method for m in METHODS.values()))
 BASELINES = tuple(n for n in METHODS if n != "faro")
 
 

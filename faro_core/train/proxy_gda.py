@@ -31,6 +31,7 @@ from faro_core.fairness.constraint_set import ConstraintSet
 from faro_core.fairness.pairs import CellStats, PairBatch
 from faro_core.fairness.penalty import coef_dot_pair_term
 from faro_core.fairness.role import ITEM_TERMS, item_term
+from faro_core.train.config import default_of
 
 
 class ProxyGDA:
@@ -45,9 +46,10 @@ class ProxyGDA:
     reduce : callable that sums a tensor across processes (identity in one process).
     """
 
-    def __init__(self, constraints: ConstraintSet, dual_lr: float = 0.02, ema: float = 0.5,
-                 fixed_lambda: float | None = None, reduce=None, dual_signal: str = "auto",
-                 lambda_max: float | None = None) -> None:
+    def __init__(self, constraints: ConstraintSet, dual_lr: float = default_of("dual_lr"),
+                 ema: float = default_of("ema"), fixed_lambda: float | None = None, reduce=None,
+                 dual_signal: str = default_of("dual_signal"),
+                 lambda_max: float | None = default_of("lambda_max")) -> None:
         self.constraints = constraints
         self.dual_lr, self.ema = float(dual_lr), float(ema)
         self.fixed = fixed_lambda

@@ -43,7 +43,8 @@ class TrainStepper:
     """
 
     def __init__(self, config: FaroConfig, df: pd.DataFrame, index: GroupIndex, tens: PairTensors, backend: Any,
-                 model: torch.nn.Module, rank: int = 0, world: int = 1, data_name: str = "the data") -> None:
+                 model: torch.nn.Module, rank: int = 0, world: int = 1, data_name: str = "the data",
+                 opt: Any = None) -> None:
         self.config, self.tens, self.backend, self.model = config, tens, backend, model
         self.ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
         self.constraints = ConstraintSet.parse(config.active_constraints, config.epsilon, index, config.min_count,
@@ -63,7 +64,9 @@ class TrainStepper:
         tr = train_idx
         self.cell_counts = self.constraints.fix_cells(tens.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr],
                                                                       twin_or_nan[tr])))
-        self.opt = make_adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # ``opt``: given by the batched engine (a member's view of the stacked heads' Adam)
+        self.opt = opt if opt is not None else make_adam(model.parameters(), lr=config.lr,
+                                                         weight_decay=config.weight_decay)
         fixed = config.fixed_lambda if methods.get(config.method).fixed_lambda else None
         self.gda = ProxyGDA(self.constraints, dual_lr=config.dual_lr, ema=config.ema, fixed_lambda=fixed,
                             reduce=all_reduce_sum, dual_signal=config.dual_signal, lambda_max=config.lambda_max)
@@ -130,16 +133,17 @@ class TrainStepper:
                 b.copy_(extra[f"buf{k}"])
             self.seen.copy_(extra["seen"])
 
-    def step(self, step: int) -> dict[str, Any]:
-        """Training step number ``step`` (0-based). Returns loss tensors, the step number and whether the dual
-        step ran; the strict violations of the last dual step are in :attr:`g_strict`."""
-        config, constraints, gda = self.config, self.constraints, self.gda
+    def draw(self, step: int) -> tuple[torch.Tensor, int, int]:
+        """(pair indices, n_bt, n_pair) of training step ``step`` (0-based): this process's Bradley-Terry batch
+        (the first ``n_bt``), seeded by (seed, epoch) so a resumed run replays it, then the constraint batch
+        (up to ``n_pair``), then the role batch."""
+        config = self.config
         epoch, pos = divmod(step, self.steps_per_epoch)
         g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         perm = self.shard[torch.randperm(len(self.shard), generator=g)]
         local = perm[pos * self.bs_local:(pos + 1) * self.bs_local]
         n_bt = len(local)
-        if constraints and self.cbs:
+        if self.constraints and self.cbs:
             # An extra constraint batch (seeded by step, so resume replays it): the fixed-penalty baseline's
             # hinge needs per-batch cell rates, which a 128-pair batch over hundreds of cells leaves empty.
             gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
@@ -148,7 +152,15 @@ class TrainStepper:
         n_pair = len(local)  # pairs of the pair-level terms; the role batch's pairs follow (no BT loss)
         if self.role_batches is not None:
             local = torch.cat([local, self.role_batches.draw(step)])
-        rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
+        return local, n_bt, n_pair
+
+    def batch_loss(self, local: torch.Tensor, n_bt: int, n_pair: int, rewards: tuple[torch.Tensor, ...]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, Bradley-Terry loss) of the batch ``local`` (from :meth:`draw`) given its rewards (r_chosen,
+        r_rejected, cf_chosen, cf_rejected; [len(local)] each): BT on the first ``n_bt`` pairs (weighted by the
+        method's example weights), the pair-level constraint penalty on the first ``n_pair`` and the role
+        constraints' item terms on the rest; the reward buffer is filled when used."""
+        constraints, gda = self.constraints, self.gda
         r_c, r_r = rewards[0][:n_bt], rewards[1][:n_bt]
         # the batch's indices on the rewards' device, copied once (asynchronously) for the penalty and the buffer
         local_dev = to_device(local, r_c.device) if constraints else local
@@ -171,22 +183,42 @@ class TrainStepper:
                 self._fill(local, rewards, local_dev)
         else:
             loss = loss_bt
+        return loss, loss_bt
+
+    def dual_due(self, step: int) -> bool:
+        """Does the dual player step after training step ``step`` (0-based)?"""
+        return bool(self.dual_every) and (step + 1) % self.dual_every == 0
+
+    def dual_step(self) -> None:
+        """The dual step on the training split's cell statistics: from a fresh pass (head mode: each distinct
+        response once) or from the reward buffer; the strict violations land in :attr:`g_strict`."""
+        constraints, gda = self.constraints, self.gda
+        if self.exact_dual:
+            if isinstance(self.backend, HeadBackend):  # each distinct response once
+                rw = self.backend.unique_rewards(self.model, self.shard, with_twins=self.need_twins)
+            else:
+                rw = split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
+            self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
+        else:
+            mine = self.shard[self.seen[self.shard]]
+            self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[to_device(mine, b.device)] for b in self.buf)))
+        self._viol = constraints.max_by_kind(self.g_strict)
+
+    def step(self, step: int) -> dict[str, Any]:
+        """Training step number ``step`` (0-based): :meth:`draw`, one forward, :meth:`batch_loss`, backward,
+        Adam step, and :meth:`dual_step` when due. Returns loss tensors, the step number and whether the dual
+        step ran; the strict violations of the last dual step are in :attr:`g_strict`."""
+        local, n_bt, n_pair = self.draw(step)
+        rewards = tuple(r.float() for r in self.backend.rewards(self.ddp_model, local, with_twins=self.need_twins))
+        loss, loss_bt = self.batch_loss(local, n_bt, n_pair, rewards)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        dual_now = bool(self.dual_every) and (step + 1) % self.dual_every == 0
+        dual_now = self.dual_due(step)
         if dual_now:
-            if self.exact_dual:
-                if isinstance(self.backend, HeadBackend):  # each distinct response once
-                    rw = self.backend.unique_rewards(self.model, self.shard, with_twins=self.need_twins)
-                else:
-                    rw = split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
-                self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
-            else:
-                mine = self.shard[self.seen[self.shard]]
-                self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[to_device(mine, b.device)] for b in self.buf)))
-            self._viol = constraints.max_by_kind(self.g_strict)
-        return {"step": step + 1, "epoch": epoch, "loss": loss, "loss_bt": loss_bt, "dual": dual_now}
+            self.dual_step()
+        return {"step": step + 1, "epoch": step // self.steps_per_epoch, "loss": loss, "loss_bt": loss_bt,
+                "dual": dual_now}
 
     @staticmethod
     def finish_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

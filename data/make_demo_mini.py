@@ -1,4 +1,4 @@
-"""Generate Faro's own demo data in BBQ's format: ``data/demo_bbq/<Category>.jsonl``.
+"""Generate Faro's own demo data in BBQ's format: ``data/demo_mini/<Category>.jsonl``.
 
 The templates, names and settings below were written for Faro (they are not taken from BBQ); only the
 *schema* follows BBQ (Parrish et al. 2022) so that the same loader reads both. Each template tells a short
@@ -7,8 +7,8 @@ and its non-negative counterpart. Every (template, pair of people) gives 8 items
 both mention orders x two question polarities (answer: unknown), and the disambiguated context where the
 stereotyped person (or the other person) does the negative thing x two polarities.
 
-Run ``python data/make_demo.py`` (deterministic, seed 2024) to rewrite the files.
-License of the generated data: CC BY 4.0 (see data/demo_bbq/LICENSE.md).
+Run ``python data/make_demo_mini.py`` (deterministic, seed 2024) to rewrite the files.
+License of the generated data: CC BY 4.0 (see data/demo_mini/LICENSE.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "demo_bbq"
+OUT = Path(__file__).resolve().parent / "demo_mini"
 SEED = 2024
 UNKNOWN = ["Can't be determined", "Not enough information", "Unknown", "Cannot be answered",
            "Not known", "Can't tell", "Undetermined"]

@@ -1,0 +1,191 @@
+"""The batched sweep engine: a 30-member sweep against one BT run, members per second by grid size, memory.
+
+    python bench/sweep_engine.py [--quick] [--epochs N] [--json]
+
+Set-up of ``bench/vs_fairlearn.py``: BBQ Religion (or the demo data without ../shared/data), cached MiniLM
+features, head mode (MLP head, batch 128, dual step every 20 steps), no strata, cells of >= 10 pairs, 10
+epochs, seed 0. The data and feature load is shared and done before any timing (every side would pay it
+once). Timed, each in this process, the sides interleaved over rounds (order rotated):
+
+- **one BT run**: ``train`` of the unconstrained head (validation, selection, scores and files included);
+- **30-member sweep, batched**: ``run_batch_job`` of DP, EO and CF x 10 epsilons (one batch, as
+  ``faro sweep --engine batched`` runs it, without the bootstrap evaluation);
+- **30-member sweep, serial** (for reference): the same 30 runs one after another in this process.
+
+Then members per second for batched grids of 1, 3, 10, 30 and 100 members (1: DP at 0.05; 3: the three
+kinds at 0.05; 10: DP x 10 epsilons; 30: 3 kinds x 10 epsilons; 100: 3 kinds x 10 epsilons x 3 seeds plus
+10 BT seeds), each once, with the peak resident memory of this process while the grid trained (sampled
+every 5 ms from /proc/self/statm) above the resident memory before it, and the engine's estimate
+(:func:`~faro_core.train.batched.member_bytes`). Writes bench/results/sweep_engine.md; with --json the last
+stdout line is ``{"ratio_30_vs_one": ..., "members_per_s": {"1": ...}, "peak_mb": ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+from typing import Any
+
+from _common import bbq_source, finish, fmt_spread, interleave, machine_line, md_table
+
+EPSILONS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5]
+KINDS = ("dp", "eo", "cf")
+
+
+class PeakRSS:
+    """Peak resident set size (MB) of this process while the block runs, sampled from /proc/self/statm."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        self.every_s, self.peak, self._stop = every_s, 0.0, threading.Event()
+        self.before = self.rss_mb()
+
+    @staticmethod
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak = max(self.peak, self.rss_mb())
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self.before = self.rss_mb()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss_mb())
+
+
+def grid_of(n: int, base: dict[str, Any]) -> list[Any]:
+    """The member configs of a grid of ``n`` (1, 3, 10, 30 or 100; see the module docstring)."""
+    from faro_core.train import FaroConfig
+
+    def faro(kind: str, eps: float, seed: int = 0) -> Any:
+        return FaroConfig(**{**base, "seed": seed}, constraints=[kind], epsilon=eps)
+
+    if n == 1:
+        return [faro("dp", 0.05)]
+    if n == 3:
+        return [faro(k, 0.05) for k in KINDS]
+    if n == 10:
+        return [faro("dp", e) for e in EPSILONS]
+    if n == 30:
+        return [faro(k, e) for k in KINDS for e in EPSILONS]
+    if n == 100:
+        return ([faro(k, e, s) for s in range(3) for k in KINDS for e in EPSILONS]
+                + [FaroConfig(**{**base, "seed": s}, method="bt") for s in range(10)])
+    raise ValueError(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
+    import torch
+
+    from faro_core.store.runs import RunStore
+    from faro_core.studies.grid import run_id_for
+    from faro_core.studies.inprocess import SharedInputs
+    from faro_core.studies.sweep import run_batch_job
+    from faro_core.train import FaroConfig, train
+    from faro_core.train.backends import HeadBackend
+    from faro_core.train.batched import member_bytes
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 epochs, one timed round, grids up to 30")
+    ap.add_argument("--epochs", type=int, default=None, help="head epochs (default 10; --quick 2)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds of the ratio (default 3; --quick 1)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    epochs = args.epochs or (2 if args.quick else 10)
+    rounds = args.rounds or (1 if args.quick else 3)
+    sizes = [1, 3, 10, 30] if args.quick else [1, 3, 10, 30, 100]
+    torch.set_num_threads(1)
+    data, fmt, label = bbq_source()
+    base: dict[str, Any] = dict(data=data, format=fmt, mode="head", strata=[], min_count=10, epochs=epochs)
+    root = tempfile.mkdtemp(prefix="faro-bench-engine-")
+    fresh = iter(range(10**6))
+
+    def store() -> RunStore:  # a fresh store per call: nothing is skipped as done
+        return RunStore(os.path.join(root, str(next(fresh))))
+
+    sweep30 = [c.to_dict() for c in grid_of(30, base)]
+    per_grid: dict[int, dict[str, float]] = {}
+    try:
+        inputs = SharedInputs()
+        warm = FaroConfig(**base).resolved()
+        _, df, _ = inputs.load(warm)
+        backend = HeadBackend(warm, df, progress=False, feature_cache=inputs.feature_cache)
+        n_pairs, in_dim = len(df), int(backend.meta["in_dim"])
+        # untimed warm-up of both code paths (first-call costs of a process)
+        train(FaroConfig(**base, method="bt"), store(), progress=False, inputs=inputs)
+        run_batch_job(sweep30[:3], str(store().root), evaluate=False, inputs=inputs)
+
+        def one_bt() -> None:
+            train(FaroConfig(**base, method="bt"), store(), progress=False, inputs=inputs)
+
+        def batched30() -> None:
+            run_batch_job(sweep30, str(store().root), evaluate=False, inputs=inputs)
+
+        def serial30() -> None:
+            s = store()
+            for d in sweep30:
+                train(FaroConfig.from_dict(d), s, run_id=run_id_for(FaroConfig.from_dict(d)), progress=False,
+                      inputs=inputs)
+
+        times = interleave({"one": one_bt, "batched": batched30, "serial": serial30}, rounds, warmup=0)
+        for n in sizes:
+            cfgs = [c.to_dict() for c in grid_of(n, base)]
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                run_batch_job(cfgs, str(store().root), evaluate=False, inputs=inputs)
+                wall = time.perf_counter() - t0
+            cfg = FaroConfig(**base).resolved()
+            est = n * member_bytes(n_pairs, in_dim, cfg.head_hidden, 4 * cfg.batch_size) / 2**20
+            per_grid[n] = {"seconds": wall, "members_per_s": n / wall, "peak_mb": mem.peak,
+                           "added_mb": mem.peak - mem.before, "estimate_mb": est}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ratios = [b / o for b, o in zip(times["batched"], times["one"])]
+    serial_ratios = [s / o for s, o in zip(times["serial"], times["one"])]
+    ratio = sum(times["batched"]) / sum(times["one"])
+    peak = max(g["peak_mb"] for g in per_grid.values())
+    rows = [["one BT run", fmt_spread(times["one"], 1.0, 2), "1.00"],
+            ["30-member sweep, batched", fmt_spread(times["batched"], 1.0, 2), f"**{ratio:.2f}**"],
+            ["30-member sweep, serial (same process)", fmt_spread(times["serial"], 1.0, 2),
+             f"{sum(times['serial']) / sum(times['one']):.2f}"]]
+    grid_rows = [[str(n), f"{g['seconds']:.2f}", f"{g['members_per_s']:.2f}", f"{g['peak_mb']:.0f}",
+                  f"{g['added_mb']:.0f}", f"{g['estimate_mb']:.0f}"] for n, g in per_grid.items()]
+    body = (f"Data: {label}, cached all-MiniLM-L6-v2 features, head mode (MLP head, batch 128), no strata, cells "
+            f"of ≥ 10 pairs, {epochs} epochs, one process; data and features loaded once before timing. "
+            f"{rounds} timed round(s), sides interleaved, seconds median [IQR]; the ratio is total over total. "
+            f"{machine_line()}.\n\n"
+            + md_table(["side", "seconds", "÷ one BT run"], rows)
+            + f"\n\nGoal: a 30-member sweep ≤ 3 × one BT run: **{'met' if ratio <= 3 else 'not met'}** ({ratio:.2f}; "
+            f"per round {', '.join(f'{r:.2f}' for r in ratios)}; serial {', '.join(f'{r:.2f}' for r in serial_ratios)})."
+            "\n\nBatched grids (one batch each, one run):\n\n"
+            + md_table(["members", "seconds", "members/s", "peak RSS MB", "added MB", "estimate MB"], grid_rows)
+            + "\n\n'added': peak resident memory while the grid trained above the process's before it (data, "
+            "features and earlier grids' allocator caches are in the baseline); 'estimate': what "
+            "`plan_batches` budgets for the grid (`member_bytes` × members).\n\n"
+            + "Produced by `python bench/sweep_engine.py" + (" --quick" if args.quick else "") + "`.")
+    finish("sweep_engine", "Batched sweep engine: 30 members vs one BT run, members/s, memory", body,
+           {"ratio_30_vs_one": round(ratio, 3), "ratio_30_serial_vs_one": round(sum(times["serial"]) /
+                                                                                sum(times["one"]), 3),
+            "members_per_s": {str(n): round(g["members_per_s"], 3) for n, g in per_grid.items()},
+            "peak_mb": round(peak, 1),
+            "peak_mb_by_grid": {str(n): round(g["peak_mb"], 1) for n, g in per_grid.items()},
+            "added_mb_by_grid": {str(n): round(g["added_mb"], 1) for n, g in per_grid.items()},
+            "one_bt_s": round(sorted(times["one"])[len(times["one"]) // 2], 3), "epochs": epochs,
+            "quick": bool(args.quick)}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

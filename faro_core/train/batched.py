@@ -1,0 +1,346 @@
+"""Batched head-mode training: the members of a sweep grid that share data and backbone train as one model.
+
+``train_batch(configs, store, run_ids)`` trains M head-mode runs in lockstep in one process and writes each
+to the run store as an ordinary run (same files, run ids and JSON keys as :func:`~faro_core.train.loop.train`).
+
+One step of the batch:
+
+1. each member draws its own batch (:meth:`TrainStepper.draw`: its seed, its batch order, its constraint
+   batch) and names its feature rows (chosen, rejected, and its twins when it trains CF);
+2. one gather: the members' row indices, concatenated, select rows of the feature table in one
+   ``index_select``; member m's block of the result is its ``[R_m, d]`` rows. Members whose batch orders
+   differ simply name different rows, and a member's twins only add to its own block, so the blocks differ
+   in content and length but are all scored by one call of :class:`~faro_core.models.stacked.StackedHeads`
+   (the heads' weights stacked ``[M, ...]``);
+3. each member's loss from its own rewards (:meth:`TrainStepper.batch_loss`: Bradley-Terry, its weights, its
+   multipliers' penalty), one backward of their sum (the sum hands each member its own gradient), one Adam
+   step over the stacked weights (element-wise, so per-member Adam state);
+4. each member's dual step when due, on its own statistics (:meth:`TrainStepper.dual_step`).
+
+After each step every member's :class:`~faro_core.train.loop.RunLoop` does what the solo loop does: history,
+validation and iterate selection, progress, checkpoints. So a member is its solo run, bit for bit on a CPU
+(:mod:`faro_core.models.stacked`): same rewards on every pair, same selected iterate, same checkpoints, and a
+member interrupted in a batch resumes solo (``faro train --resume``) or in a batch to the same result.
+
+Cancelling a member (:meth:`Run.request_cancel`, what the dashboard's cancel does for a batch member) stops
+its updates at the next step: it leaves the stack, is marked ``interrupted`` and keeps its last checkpoint,
+while the others go on. A kill of the process leaves every unfinished member ``interrupted`` (their status
+names the batch's process), each with its own last checkpoint.
+
+Which methods batch is the registry's call (``Method.batches``, and no ``fit`` of its own); which configs
+can share a batch: :func:`batch_key`; how many fit in memory: :func:`plan_batches`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from faro_core.errors import FaroError
+from faro_core.fairness.pairs import PairTensors
+from faro_core.models.stacked import StackedHeads
+from faro_core.store.runs import Heartbeat, Run, RunStore
+from faro_core.train import methods
+from faro_core.train.backends import HeadBackend, unstack_rewards
+from faro_core.train.config import FaroConfig
+from faro_core.train.inputs import TrainInputs, split_indices
+from faro_core.train.loop import RunLoop, prepare_run, write_run_inputs
+from faro_core.train.stepper import make_adam
+
+# Config fields that members of one batch must share: the data and features (one feature table), the head's
+# shape (one stack), the optimizer's settings (one Adam over the stack) and the step schedule (lockstep).
+BATCH_KEYS = ("data", "format", "attribute", "role_columns", "group", "strata", "dp_scope", "dp_partner", "groups",
+              "skew", "data_seed", "val_frac", "test_frac", "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
+              "eval_every", "ckpt_every")
+DEFAULT_MEMORY_MB = 2048  # host memory the stacked members of one batch may take (issue #17)
+CANCEL_POLL_S = 0.5
+
+
+def batchable(config: FaroConfig) -> bool:
+    """Can ``config`` train as a member of a batch? Head mode, a method whose registry entry trains in the
+    loop and says it batches, and no weight averaging (its running average is one more copy per member,
+    not built)."""
+    cfg = config.resolved()
+    method = methods.get(methods.method_of(cfg.to_dict()))
+    return cfg.mode == "head" and method.fit is None and method.batches and not cfg.average
+
+
+def batch_key(config: FaroConfig) -> tuple[str, ...]:
+    """Configs with equal keys can train in one batch (:data:`BATCH_KEYS`)."""
+    cfg = config.resolved()
+    return tuple(repr(getattr(cfg, k)) for k in BATCH_KEYS)
+
+
+def member_bytes(n_pairs: int, in_dim: int, hidden: int, batch_rows: int) -> int:
+    """Host memory one member adds to a batch, in bytes (an estimate, checked against measured peaks in
+    ``bench/sweep_engine.py``): its weights four times over (weights, gradient, two Adam moments) plus the
+    best iterate and a checkpoint's copy; its activations on a step's rows (pre-activation, activation and
+    their gradients); its per-pair state ([N] multiplier coefficients, pair attributes, reward buffer)."""
+    params = (hidden * (in_dim + 2) + 1) if hidden > 0 else in_dim + 1
+    activations = batch_rows * max(hidden, 1) * 4
+    per_pair = 100
+    return 4 * (6 * params + activations) + per_pair * n_pairs
+
+
+def plan_batches(configs: list[FaroConfig], memory_mb: float = DEFAULT_MEMORY_MB, n_pairs: int = 0,
+                 in_dim: int = 384) -> tuple[list[list[FaroConfig]], list[FaroConfig]]:
+    """(batches, serial): the batchable configs grouped by :func:`batch_key`, each group split into batches
+    whose members fit in ``memory_mb`` (:func:`member_bytes`, at least one member per batch), and the
+    configs that train alone. ``n_pairs`` / ``in_dim``: the data's pairs and feature width (for the
+    estimate)."""
+    groups: dict[tuple[str, ...], list[FaroConfig]] = {}
+    serial = []
+    for c in configs:
+        if batchable(c):
+            groups.setdefault(batch_key(c), []).append(c)
+        else:
+            serial.append(c)
+    batches = []
+    for members in groups.values():
+        cfg = members[0].resolved()
+        rows = 4 * cfg.batch_size + 4 * (cfg.constraint_batch_size or 0)
+        size = max(1, int(memory_mb * 2**20 // member_bytes(n_pairs, in_dim, cfg.head_hidden, rows)))
+        batches += [members[i:i + size] for i in range(0, len(members), size)]
+    return batches, serial
+
+
+# ---------------------------------------------------------------------------------------------------
+# a member seen as one head and one optimizer (what the solo loop's checkpoints and selection use)
+# ---------------------------------------------------------------------------------------------------
+class _Stack:
+    """The batch's stacked heads and their Adam, and which member sits in which slot."""
+
+    def __init__(self, heads: StackedHeads, lr: float, weight_decay: float) -> None:
+        self.heads, self.lr, self.weight_decay = heads, lr, weight_decay
+        self.opt = make_adam(heads.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def drop(self, keep: list[int]) -> None:
+        """Keep only the slots ``keep`` (in order): weights and Adam state copied into a smaller stack."""
+        old, old_opt = self.heads, self.opt
+        self.heads = old.subset(keep)
+        self.opt = make_adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        idx = torch.tensor(keep, dtype=torch.long)
+        for p_old, p_new in zip(old.parameters(), self.heads.parameters()):
+            st = old_opt.state.get(p_old)
+            if st:
+                self.opt.state[p_new] = {k: (v.clone() if k == "step" else v.index_select(0, idx))
+                                         for k, v in st.items()}
+
+
+class MemberHead(torch.nn.Module):
+    """Member ``slot`` of a stack as one ``HeadRewardModel``: its forward, and a ``state_dict`` /
+    ``load_state_dict`` in ``HeadRewardModel``'s format, read from and written to its slices."""
+
+    def __init__(self, stack: _Stack, slot: int) -> None:
+        super().__init__()
+        self.stack, self.slot = stack, slot
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack.heads.member_forward(self.slot, x)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return self.stack.heads.member_state(self.slot)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> Any:
+        self.stack.heads.load_member(self.slot, state)
+
+
+class MemberAdam:
+    """Member ``slot``'s view of the stack's Adam: ``state_dict`` / ``load_state_dict`` in the format of a
+    solo run's ``torch.optim.Adam`` over a ``HeadRewardModel`` (parameters in the same order)."""
+
+    def __init__(self, stack: _Stack, slot: int) -> None:
+        self.stack, self.slot = stack, slot
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = self.stack.opt.state_dict()
+        state = {pid: {k: (v.clone() if k == "step" else v[self.slot].clone()) for k, v in st.items()}
+                 for pid, st in sd["state"].items()}
+        return {"state": state, "param_groups": sd["param_groups"]}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        opt = self.stack.opt
+        for pid, p in enumerate(self.stack.heads.parameters()):
+            saved = sd["state"].get(pid)
+            if not saved:
+                continue
+            st = opt.state[p]
+            if not st:
+                st["step"] = saved["step"].clone()
+                st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+            elif not torch.equal(st["step"], saved["step"]):
+                raise FaroError("members resumed in one batch must share their checkpoint step")
+            with torch.no_grad():
+                st["exp_avg"][self.slot].copy_(saved["exp_avg"])
+                st["exp_avg_sq"][self.slot].copy_(saved["exp_avg_sq"])
+
+
+@dataclass
+class Member:
+    """One run of the batch: its config, run, per-run machinery (stepper, loop) and slot in the stack."""
+
+    config: FaroConfig
+    run: Run
+    loop: RunLoop
+    head: MemberHead
+
+    @property
+    def stepper(self) -> Any:
+        return self.loop.prep.stepper
+
+
+# ---------------------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------------------
+def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], resume: bool = False,
+                progress: bool = True, inputs: TrainInputs | None = None,
+                on_member: Callable[[Run], None] | None = None,
+                on_step: Callable[[str, dict[str, Any]], None] | None = None,
+                cancel_poll_s: float = CANCEL_POLL_S) -> list[Run]:
+    """Train the members ``configs`` (one :func:`batch_key`) as one batch; member i is run ``run_ids[i]``.
+
+    ``resume=True``: members whose run exists continue from their checkpoints (all must be at the same step:
+    the caller groups them, see :func:`faro_core.studies.sweep.run_batch_job`); a done member is returned as
+    is. Returns the members' runs (done, or failed / interrupted where that member failed or was cancelled);
+    ``on_member`` is called with each run as it finishes, ``on_step(run_id, row)`` with every history row.
+    Cancel requests are looked for every ``cancel_poll_s`` seconds (0: after every step). ``inputs``: where
+    data and features come from (as for :func:`~faro_core.train.loop.train`).
+    """
+    inputs = inputs or TrainInputs()
+    runs, todo = [], []
+    for cfg, rid in zip(configs, run_ids):
+        if resume and store.has(rid):
+            run = store.get(rid)
+            if run.status == "done":
+                runs.append(run)
+                continue
+            cfg = FaroConfig.from_dict(run.config)
+            run.clear_cancel()
+        else:
+            cfg = cfg.resolved()
+            run = store.create(cfg.to_dict(), run_id=rid)
+        runs.append(run)
+        todo.append((cfg, run))
+    if not todo:
+        return runs
+    keys = {batch_key(c) for c, _ in todo}
+    if len(keys) > 1 or not all(batchable(c) for c, _ in todo):
+        raise FaroError("train_batch: the members must be batchable head-mode configs with one batch key")
+    for _, run in todo:
+        run.set_status("running", world_size=1, batch=[r.run_id for _, r in todo])
+    members: list[Member] = []
+    try:
+        with Heartbeat(*[r for _, r in todo]):
+            _fit_batch(todo, resume, progress, inputs, members, on_member, on_step, cancel_poll_s)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        for _, run in todo:
+            if run.raw_status().get("status") == "running":
+                run.set_status("interrupted" if interrupted else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return runs
+
+
+def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool, inputs: TrainInputs,
+               members: list[Member], on_member: Callable[[Run], None] | None,
+               on_step: Callable[[str, dict[str, Any]], None] | None, cancel_poll_s: float) -> None:
+    first = todo[0][0]
+    torch.set_num_threads(1)  # as a solo head-mode run (see prepare_run): the members' products are small
+    data, df, index = inputs.load(first)
+    backend = HeadBackend(first, df, progress, feature_cache=inputs.feature_cache)
+    stack = _Stack(StackedHeads.seeded(int(backend.meta["in_dim"]), first.head_hidden, [c.seed for c, _ in todo]),
+                   lr=first.lr, weight_decay=first.weight_decay)
+    split_idx = split_indices(df)
+    if len(split_idx["train"]) == 0:
+        raise FaroError("the training split is empty")
+    shared = (data, df, index, PairTensors.from_frame(df, index), split_idx, backend)
+    for slot, (cfg, run) in enumerate(todo):
+        head = MemberHead(stack, slot)
+        try:
+            prep = prepare_run(cfg, *shared, model=head, opt=MemberAdam(stack, slot))
+        except FaroError as exc:  # e.g. a constraint with nothing to compare: this member fails, not the batch
+            run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            continue
+        write_run_inputs(run, prep)
+        hook = (lambda row, rid=run.run_id: on_step(rid, row)) if on_step else None
+        members.append(Member(cfg, run, RunLoop(cfg, run, prep, resume=resume, on_step=hook), head))
+    if not members:
+        return
+    if len(members) < len(todo):
+        _keep(stack, members, [m.head.slot for m in members])
+    starts = {m.loop.step for m in members}
+    if len(starts) > 1:
+        raise FaroError(f"members resumed in one batch must share their checkpoint step, got {sorted(starts)}")
+    step = starts.pop()
+    total = members[0].loop.total
+    for m in members:
+        m.stepper.prepare()
+    stack.heads.train()
+    bar = tqdm(total=total, initial=step, desc=f"batch of {len(members)}", unit="step", disable=not progress,
+               file=sys.stderr)
+    last_poll = time.monotonic()
+    while step < total and members:
+        outs = _batched_step(stack, backend, members, step)
+        step += 1
+        for m, out in zip(members, outs):
+            m.loop.after_step(out)
+        if time.monotonic() - last_poll >= cancel_poll_s:
+            last_poll = time.monotonic()
+            cancelled = [m for m in members if m.run.cancel_requested()]
+            if cancelled:
+                for m in cancelled:
+                    m.loop.flush()
+                    m.run.set_status("interrupted", error="cancelled by the user")
+                    m.run.clear_cancel()
+                members[:] = [m for m in members if m not in cancelled]
+                _keep(stack, members, [m.head.slot for m in members])
+        bar.update(1)
+    bar.close()
+    for m in members:
+        try:
+            m.loop.finish()
+        except Exception as exc:  # noqa: BLE001 -- one member's failure to write must not lose the others
+            m.run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            continue
+        m.run.set_status("done")
+        if on_member:
+            on_member(m.run)
+
+
+def _keep(stack: _Stack, members: list[Member], slots: list[int]) -> None:
+    """Shrink the stack to ``slots`` (the remaining members', in order) and renumber the members."""
+    stack.drop(slots)
+    for new, m in enumerate(members):
+        m.head.slot = new
+        m.stepper.opt.slot = new
+
+
+def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], step: int) -> list[dict[str, Any]]:
+    """Training step ``step`` of every member: one gather, one forward of the stack, one backward, one Adam
+    step, then each member's dual step when due. Returns each member's step record (as
+    :meth:`TrainStepper.step` does)."""
+    draws = [m.stepper.draw(step) for m in members]
+    plans = [backend.row_plan(local, with_twins=m.stepper.need_twins) for m, (local, _, _) in zip(members, draws)]
+    x = backend.x_all.index_select(0, torch.cat([rows for rows, _ in plans]))
+    blocks = list(x.split([len(rows) for rows, _ in plans]))
+    rewards_all = stack.heads(blocks)
+    outs, total = [], None
+    for m, (local, n_bt, n_pair), (_, tw), r in zip(members, draws, plans, rewards_all):
+        rewards = tuple(t.float() for t in unstack_rewards(r, tw))
+        loss, loss_bt = m.stepper.batch_loss(local, n_bt, n_pair, rewards)
+        total = loss if total is None else total + loss
+        outs.append({"step": step + 1, "epoch": step // m.stepper.steps_per_epoch, "loss": loss, "loss_bt": loss_bt})
+    stack.opt.zero_grad(set_to_none=True)
+    total.backward()
+    stack.opt.step()
+    for m, out in zip(members, outs):
+        out["dual"] = m.stepper.dual_due(step)
+        if out["dual"]:
+            m.stepper.dual_step()
+    return outs
