@@ -34,6 +34,9 @@ class SweepSpec:
     kinds: list[str] = field(default_factory=lambda: ["dp"])
     epsilons: list[float] = field(default_factory=lambda: [0.1, 0.05])
     seeds: list[int] = field(default_factory=lambda: [0])
+    # True: each seed also redraws the data (``data_seed = seed``: the split and the skewed items), so seed
+    # spread measures data noise as well as training noise; False: every seed shares ``base.data_seed``
+    redraw_data: bool = False
     baselines: list[str] = field(default_factory=list)
     name: str = "sweep"
     n_boot: int = 100
@@ -105,4 +108,7 @@ def grid(spec: SweepSpec) -> list[FaroConfig]:
     for c in baseline_configs(spec.base, spec.baselines, spec.kinds, spec.epsilons, spec.seeds):
         c.sweep = spec.name
         out.append(c)
+    if spec.redraw_data:
+        for c in out:
+            c.data_seed = c.seed
     return out

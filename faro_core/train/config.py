@@ -32,6 +32,7 @@ from faro_core.train.methods import CONFIG_METHODS, METHODS  # torch-free: faro 
 CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
 MODES = ("head", "full")
 ATTRIBUTES = ("group", "role")
+# Every BBQ-format source defaults to the stereotype role, the embedded demo included.
 DEMO_ATTRIBUTE = "role"  # the embedded demo (a BBQ subset): its first screen is DP on the stereotype role
 # The 512-item mini demo holds ~38 ambiguous held-out items, too few for role rates; it stays the named-group
 # example (and the data the trainer-mechanics tests were measured on).
@@ -42,7 +43,8 @@ MINI_DEMO_ATTRIBUTE = "group"
 # that value (so finished sweeps keep their ids).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
                                       "expgrad_base": "linear", "select_metric": "accuracy",
-                                      "attribute": "group", "role_columns": None}
+                                      "attribute": "group", "role_columns": None,
+                                      "dro_eta": 0.05, "fair_alpha": 2.0, "fair_weight": 1.0}
 # Fields that tag a run without changing what is trained: never hashed into run ids.
 UNHASHED_FIELDS: tuple[str, ...] = ("sweep",)
 # Fields always hashed into a run id (from the resolved config), as of config_version 1. With LEGACY_DEFAULTS
@@ -160,6 +162,12 @@ class FaroConfig:
     expgrad_base: str = setting("linear", "model the expgrad baseline fits each round: linear (logistic "
                                 "regression on feature differences) or head (the same MLP head as Faro's)",
                                 choices=("linear", "head"), sweep=False)
+    dro_eta: float = setting(0.05, "group_dro baseline: step of the exponentiated-gradient group weights "
+                             "(faro_core.train.losses)", range=POSITIVE)
+    fair_alpha: float = setting(2.0, "fair_reg baseline: alpha of the alpha-fair utility of sigma(margin) "
+                                "(1: BT only; larger: closer to max-min)", range=NON_NEGATIVE)
+    fair_weight: float = setting(1.0, "fair_reg baseline: weight lambda of the alpha-fair utility",
+                                 range=NON_NEGATIVE)
     # --- model ------------------------------------------------------------------------------------------
     mode: str = setting("head", "head: frozen backbone, cached features; full: fine-tune the backbone",
                         choices=MODES)
