@@ -84,7 +84,6 @@ def test_twin_stats_by_hand() -> None:
 DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
 
 
-@pytest.mark.skipif(DATA is not None and not Path(DATA).exists(), reason="neither demo data nor ../shared/data/bbq")
 def test_cli_audit_twins_writes_audit_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = RunStore(tmp_path / "runs")
     cfg = FaroConfig(data=DATA, epochs=1, head_hidden=8, min_count=5, seed=0)
