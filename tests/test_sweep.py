@@ -120,7 +120,7 @@ def test_ray_executor_shares_the_run_store(tmp_path: Path, monkeypatch: pytest.M
     assert started, "the ray executor never started Ray"
     assert not ray.is_initialized()  # and shut it down
     assert res["runs"] == 2 and res["skipped"] == 1  # the local executor's run is reused
-    assert {r.run_id: r.status for r in RunStore(tmp_path).list()} == {i: "done" for i in res["run_ids"]}
+    assert {r.run_id: r.status for r in RunStore(tmp_path).list()} == {i: "done" for i in res["table"]["run_id"]}
 
 
 def test_redraw_data_gives_each_seed_its_own_data_seed():
