@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constraints", default="dp", help="kinds to sweep, e.g. dp,eo,cf (default dp)")
     p.add_argument("--epsilons", default="0.1,0.05", help="comma-separated slacks (default 0.1,0.05)")
     p.add_argument("--seeds", default="0", help="0,1,2 or 0-4 (default 0)")
-    p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc,fixed_lambda,expgrad")
+    p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc (oracle),fixed_lambda,"
+                   "expgrad,expgrad_head,group_dro,fair_reg")
     add_config_flags(p, for_sweep=True)
     add_store_args(p)
     p.add_argument("--name", default="sweep", help="sweep name (table in RUNS_DIR/_sweeps/NAME)")
