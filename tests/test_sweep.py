@@ -19,11 +19,8 @@ from faro_core.studies.sweep import run_sweep
 from faro_core.train import FaroConfig
 
 DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
-<<<<<<< HEAD
-=======
 if not DEMO_MINI_DIR.is_dir():  # "demo-mini" is a source name, not a path: check the folder it names
     pytest.skip("the shipped mini demo (data/demo_mini) is not present", allow_module_level=True)
->>>>>>> main
 BASE = FaroConfig(data=DATA, epochs=2, head_hidden=16, min_count=5)
 
 
