@@ -202,12 +202,13 @@ def test_launched_grid_is_one_batch_cancel_one_member(tmp_path) -> None:
     import time
 
     from faro_core.cli import main as faro_main
+    from faro_core.cli.sweep_cmd import sweep_run_ids
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "runs")
     argv = launch.sweep_argv(str(store.root), "ui", ["dp", "cf"], [0.05], seeds=1, bt=True, epochs=80,
                              strata=["question_polarity"])
-    ids = launch.launch_sweep(store, argv)
+    ids = launch.launch_sweep(store, argv, sweep_run_ids(argv))
     assert len(ids) == 3
     pids = {launch.launch_info(store, r)["pid"] for r in ids}
     assert len(pids) == 1, "one process for the batch"

@@ -193,6 +193,7 @@ def test_launcher_passes_the_config_as_a_file(tmp_path):
 def test_a_launched_grid_passes_its_settings_as_a_file(tmp_path):
     """The dashboard's grid launch (one batched faro sweep): the shared settings go to base_config.json, the
     command line spells only the grid, and a value out of range is refused before anything is written."""
+    from faro_core.cli.sweep_cmd import sweep_run_ids
     from faro_core.train import launch
 
     argv = launch.sweep_argv(str(tmp_path), "ui", ["dp"], [0.05, 0.1], seeds=2, bt=True, epochs=7,
@@ -201,7 +202,7 @@ def test_a_launched_grid_passes_its_settings_as_a_file(tmp_path):
     assert not {"--epochs", "--strata", "--dp-partner", "--mode"} & set(argv)
     base = FaroConfig.from_dict(json.loads(Path(path).read_text()))
     assert (base.epochs, base.strata, base.dp_partner) == (7, ["question_polarity"], False)
-    ids = launch.sweep_run_ids(argv)  # read back through the CLI's own parser: the grid and its base
+    ids = sweep_run_ids(argv)  # read back through the CLI's own parser: the grid and its base
     assert len(ids) == 6 and all(i.split("-s")[0] in ("bt", "faro-dp-eps0.05", "faro-dp-eps0.1") for i in ids)
     with pytest.raises(FaroError, match="epochs"):
         launch.sweep_argv(str(tmp_path / "bad"), "ui", ["dp"], [0.05], epochs=0)
