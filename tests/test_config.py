@@ -39,6 +39,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "constraints": ("dp,cf", ["dp", "cf"]), "epsilon": ("inf", math.inf), "min_count": ("12", 12),
     "temperature": ("dp=0.3,cf=0.2", {"dp": 0.3, "cf": 0.2}), "method": ("expgrad", "expgrad"),
     "fixed_lambda": ("5", 5.0), "expgrad_base": ("head", "head"), "mode": ("full", "full"),
+    "dro_eta": ("0.2", 0.2), "fair_alpha": ("3", 3.0), "fair_weight": ("0.5", 0.5),
     "backbone": ("/models/x", "/models/x"), "head_hidden": ("0", 0), "max_length": ("64", 64),
     "epochs": ("3", 3), "batch_size": ("16", 16), "constraint_batch_size": ("512", 512), "lr": ("1e-4", 1e-4),
     "weight_decay": ("0.01", 0.01), "dual_lr": ("0.02", 0.02), "ema": ("0.5", 0.5),
@@ -192,6 +193,7 @@ def test_launcher_passes_the_config_as_a_file(tmp_path):
 def test_a_launched_grid_passes_its_settings_as_a_file(tmp_path):
     """The dashboard's grid launch (one batched faro sweep): the shared settings go to base_config.json, the
     command line spells only the grid, and a value out of range is refused before anything is written."""
+    from faro_core.cli.sweep_cmd import sweep_run_ids
     from faro_core.train import launch
 
     argv = launch.sweep_argv(str(tmp_path), "ui", ["dp"], [0.05, 0.1], seeds=2, bt=True, epochs=7,
@@ -200,7 +202,7 @@ def test_a_launched_grid_passes_its_settings_as_a_file(tmp_path):
     assert not {"--epochs", "--strata", "--dp-partner", "--mode"} & set(argv)
     base = FaroConfig.from_dict(json.loads(Path(path).read_text()))
     assert (base.epochs, base.strata, base.dp_partner) == (7, ["question_polarity"], False)
-    ids = launch.sweep_run_ids(argv)  # read back through the CLI's own parser: the grid and its base
+    ids = sweep_run_ids(argv)  # read back through the CLI's own parser: the grid and its base
     assert len(ids) == 6 and all(i.split("-s")[0] in ("bt", "faro-dp-eps0.05", "faro-dp-eps0.1") for i in ids)
     with pytest.raises(FaroError, match="epochs"):
         launch.sweep_argv(str(tmp_path / "bad"), "ui", ["dp"], [0.05], epochs=0)
@@ -279,9 +281,15 @@ def test_demo_and_sweep_run_ids_are_unchanged():
     assert [s.run_id for s in specs] == list(DEMO_HASHED_IDS)  # the demo's fixed ids
     assert {s.run_id: run_id_for(FaroConfig(**s.config)) for s in specs} == DEMO_HASHED_IDS
     base = config_from_args(_parse("sweep"))
+    # the baselines that existed when SWEEP_IDS were recorded keep their ids; later ones only add runs
+    later = ("group_dro", "fair_reg")
     spec = SweepSpec(base=base, kinds=["dp", "eo"], epsilons=[0.1, 0.05], seeds=[0, 1],
-                     baselines=parse_baselines("all"), name="sweep")
+                     baselines=[b for b in parse_baselines("all") if b not in later], name="sweep")
     assert [run_id_for(c) for c in grid(spec)] == SWEEP_IDS
+    full = SweepSpec(base=base, kinds=["dp", "eo"], epsilons=[0.1, 0.05], seeds=[0, 1],
+                     baselines=parse_baselines("all"), name="sweep")
+    ids = [run_id_for(c) for c in grid(full)]
+    assert set(SWEEP_IDS) <= set(ids) and len(ids) == len(SWEEP_IDS) + 2 * len(later)
 
 
 def test_dashboard_grid_parser_is_the_configs():

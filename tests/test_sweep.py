@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from faro_core.cli import main
+from faro_core.paths import DEMO_MINI_DIR
 from faro_core.results.pareto import hypervolume, pareto_front
 from faro_core.store.runs import RunStore
 from faro_core.studies.grid import SweepSpec, grid, run_id_for
@@ -17,8 +19,8 @@ from faro_core.studies.sweep import run_sweep
 from faro_core.train import FaroConfig
 
 DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
-if DATA is not None and not Path(DATA).exists():
-    pytest.skip("neither the demo data nor ../shared/data/bbq is present", allow_module_level=True)
+if not DEMO_MINI_DIR.is_dir():  # "demo-mini" is a source name, not a path: check the folder it names
+    pytest.skip("the shipped mini demo (data/demo_mini) is not present", allow_module_level=True)
 BASE = FaroConfig(data=DATA, epochs=2, head_hidden=16, min_count=5)
 
 
@@ -36,8 +38,11 @@ def test_run_id_is_stable_across_added_options() -> None:
     keeps older behaviour, or every finished run of every sweep would be retrained."""
     # runs from before the DP partner split and the chance tier of selection keep their ids when asked for
     # the old behaviour
-    old = FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0)
+    # (and before the stereotype-role attribute, which the embedded demo now defaults to)
+    old = FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0, attribute="group")
     assert run_id_for(old) == "faro-dp-eps0.05-s0-ab8b87eef0"
+    assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0)) != \
+        "faro-dp-eps0.05-s0-ab8b87eef0"
     assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05)) != "faro-dp-eps0.05-s0-ab8b87eef0"
     assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, average=0.99)) != "faro-dp-eps0.05-s0-ab8b87eef0"
 
@@ -61,6 +66,25 @@ def test_pareto_front_and_hypervolume() -> None:
     assert hypervolume(acc, viol) == pytest.approx(expect)
     assert hypervolume(np.array([0.4]), np.array([0.1])) == 0.0  # worse than chance: outside the box
     assert hypervolume(np.array([0.6, 0.9]), np.array([0.1, 0.1])) == pytest.approx(0.4 * 0.9)
+
+
+def test_an_oracle_is_a_reference_not_a_baseline_faro_must_dominate() -> None:
+    """The post-hoc shift reads each response's group (or role) when scoring: its front points that Faro's
+    does not dominate are listed apart and do not make faro_dominates_all false; a real baseline's do."""
+    from faro_core.results.pareto import pareto_summary
+
+    def row(method: str, constraint: str, eps: float, acc: float, viol: float) -> dict:
+        return {"method": method, "constraint": constraint, "epsilon": eps, "fixed_lambda": 1.0, "seed": 0,
+                "gold_accuracy": acc, "accuracy": acc, "violation_dp": viol}
+
+    table = pd.DataFrame([row("faro", "dp", 0.05, 0.80, 0.05), row("posthoc", "none", math.inf, 0.82, 0.02),
+                          row("bt", "none", math.inf, 0.81, 0.10)])
+    dp = pareto_summary(table, kinds=("dp",))["dp"]
+    assert dp["families"]["posthoc"]["oracle"] is True and dp["families"]["bt"]["oracle"] is False
+    assert [p["family"] for p in dp["oracle_not_dominated_by_faro"]] == ["posthoc"]
+    assert [p["family"] for p in dp["not_dominated_by_faro"]] == ["bt"] and dp["faro_dominates_all"] is False
+    dp = pareto_summary(table[table["method"] != "bt"], kinds=("dp",))["dp"]
+    assert dp["faro_dominates_all"] is True and dp["oracle_not_dominated_by_faro"]
 
 
 def _mtimes(store: RunStore) -> dict[str, float]:
@@ -119,7 +143,7 @@ def test_ray_executor_shares_the_run_store(tmp_path: Path, monkeypatch: pytest.M
     assert started, "the ray executor never started Ray"
     assert not ray.is_initialized()  # and shut it down
     assert res["runs"] == 2 and res["skipped"] == 1  # the local executor's run is reused
-    assert all(r.status == "done" for r in RunStore(tmp_path).list())
+    assert {r.run_id: r.status for r in RunStore(tmp_path).list()} == {i: "done" for i in res["table"]["run_id"]}
 
 
 def test_redraw_data_gives_each_seed_its_own_data_seed():

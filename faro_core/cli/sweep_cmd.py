@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from faro_core.io import to_json
@@ -88,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constraints", default="dp", help="kinds to sweep, e.g. dp,eo,cf (default dp)")
     p.add_argument("--epsilons", default="0.1,0.05", help="comma-separated slacks (default 0.1,0.05)")
     p.add_argument("--seeds", default="0", help="0,1,2 or 0-4 (default 0)")
-    p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc,fixed_lambda,expgrad")
+    p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc (oracle),fixed_lambda,"
+                   "expgrad,expgrad_head,group_dro,fair_reg")
     add_config_flags(p, for_sweep=True)
     add_store_args(p)
     p.add_argument("--name", default="sweep", help="sweep name (table in RUNS_DIR/_sweeps/NAME)")
@@ -106,3 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_sweep_cmd)
+
+
+def sweep_run_ids(argv: Sequence[str]) -> list[str]:
+    """The run ids a ``faro sweep`` command line (as :func:`faro_core.train.launch.sweep_argv` builds it) trains: its grid, read
+    through the CLI's own parser."""
+    from faro_core.cli import build_parser  # function-level: the package imports this module
+    from faro_core.studies.grid import grid, run_id_for
+
+    args = build_parser().parse_args(list(argv)[3:])
+    return [run_id_for(c) for c in grid(spec_from_args(args))]

@@ -56,7 +56,12 @@ def hypervolume(acc: np.ndarray, viol: np.ndarray, ref_acc: float = HV_REF_ACCUR
 
 def pareto_summary(table: pd.DataFrame, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     """Per violation kind: each family's front (seed means) and hypervolume, and which baseline points
-    Faro's front (``faro-<kind>``) does not dominate."""
+    Faro's front (``faro-<kind>``) does not dominate. An oracle's points (a method that reads what a
+    deployed reward cannot know, :attr:`~faro_core.train.methods.Method.oracle`: the post-hoc shift) are
+    reference points: they are listed under ``oracle_not_dominated_by_faro`` and do not count against
+    ``faro_dominates_all``."""
+    from faro_core.train.methods import METHODS
+
     if table.empty:
         return {}
     agg = aggregate(table)
@@ -72,7 +77,9 @@ def pareto_summary(table: pd.DataFrame, kinds: tuple[str, ...] = KINDS) -> dict[
             if g["method"].iloc[0] in CONSTRAINED_METHODS and g["constraint"].iloc[0] != k:
                 continue
             idx = pareto_front(g[acc_col].to_numpy(), g[col].to_numpy())
+            method = METHODS.get(str(g["method"].iloc[0]))
             fams[fam] = {
+                "oracle": bool(method.oracle) if method else False,
                 "hypervolume": hypervolume(g[acc_col].to_numpy(), g[col].to_numpy()),
                 "front": [{"epsilon": num_or_nan(g["epsilon"].iloc[i]), "fixed_lambda": num_or_nan(g["fixed_lambda"].iloc[i]),
                            "accuracy": float(g[acc_col].iloc[i]), "violation": float(g[col].iloc[i])}
@@ -82,14 +89,15 @@ def pareto_summary(table: pd.DataFrame, kinds: tuple[str, ...] = KINDS) -> dict[
         if faro:
             fa = np.array([p["accuracy"] for p in faro["front"]])
             fv = np.array([p["violation"] for p in faro["front"]])
-            undominated = []
+            undominated, oracle = [], []
             for fam, f in fams.items():
                 if fam == f"faro-{k}":
                     continue
                 for p in f["front"]:
                     if not np.any((fa >= p["accuracy"]) & (fv <= p["violation"])):
-                        undominated.append({"family": fam, **p})
-            out[k] = {"families": fams, "faro_dominates_all": not undominated, "not_dominated_by_faro": undominated}
+                        (oracle if f["oracle"] else undominated).append({"family": fam, **p})
+            out[k] = {"families": fams, "faro_dominates_all": not undominated, "not_dominated_by_faro": undominated,
+                      "oracle_not_dominated_by_faro": oracle}
         else:
             out[k] = {"families": fams}
     return out

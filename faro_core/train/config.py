@@ -43,7 +43,8 @@ MINI_DEMO_ATTRIBUTE = "group"
 # that value (so finished sweeps keep their ids).
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
                                       "expgrad_base": "linear", "select_metric": "accuracy",
-                                      "attribute": "group", "role_columns": None}
+                                      "attribute": "group", "role_columns": None,
+                                      "dro_eta": 0.05, "fair_alpha": 2.0, "fair_weight": 1.0}
 # Fields that tag a run without changing what is trained: never hashed into run ids.
 UNHASHED_FIELDS: tuple[str, ...] = ("sweep",)
 # Fields always hashed into a run id (from the resolved config), as of config_version 1. With LEGACY_DEFAULTS
@@ -161,6 +162,12 @@ class FaroConfig:
     expgrad_base: str = setting("linear", "model the expgrad baseline fits each round: linear (logistic "
                                 "regression on feature differences) or head (the same MLP head as Faro's)",
                                 choices=("linear", "head"), sweep=False)
+    dro_eta: float = setting(0.05, "group_dro baseline: step of the exponentiated-gradient group weights "
+                             "(faro_core.train.losses)", range=POSITIVE)
+    fair_alpha: float = setting(2.0, "fair_reg baseline: alpha of the alpha-fair utility of sigma(margin) "
+                                "(1: BT only; larger: closer to max-min)", range=NON_NEGATIVE)
+    fair_weight: float = setting(1.0, "fair_reg baseline: weight lambda of the alpha-fair utility",
+                                 range=NON_NEGATIVE)
     # --- model ------------------------------------------------------------------------------------------
     mode: str = setting("head", "head: frozen backbone, cached features; full: fine-tune the backbone",
                         choices=MODES)

@@ -302,6 +302,9 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
     r_c, r_r, cf_c, cf_r = (t.numpy() for t in split_rewards(backend, model, torch.arange(len(df))))
     meta = dict(backend.meta)
     method = methods.get(config.method)
+    pair_loss = prep.stepper.pair_loss
+    if pair_loss is not None and hasattr(pair_loss, "weights"):  # group DRO: the final group weights
+        meta["dro_weights"] = pair_loss.weights()
     if method.post_process is not None:
         r_c, r_r, extra = method.post_process(df, r_c, r_r, prep.index.dp_strata)
         meta.update(extra)

@@ -35,6 +35,7 @@ r(rejected) is a pair's preference margin and l(m) = -log sigma(m) its Bradley-T
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +86,7 @@ class GroupDROLoss:
     current weight vector; :meth:`state` / :meth:`load_state` carry it through a checkpoint."""
 
     def __init__(self, groups: Tensor, n_groups: int, eta: float = 0.05, names: list[str] | None = None,
-                 present: Tensor | None = None) -> None:
+                 present: Tensor | None = None, reduce: Callable[[Tensor], Tensor] | None = None) -> None:
         if eta <= 0 or not math.isfinite(eta):
             raise FaroError(f"dro_eta must be > 0, got {eta}")
         if n_groups < 1:
@@ -94,6 +95,7 @@ class GroupDROLoss:
         self.names = names or [str(g) for g in range(n_groups)]
         mask = torch.ones(n_groups, dtype=torch.bool) if present is None else present.bool()
         self.q = mask.double() / mask.sum()  # uniform over the groups of the training split
+        self.reduce = reduce  # under DDP: sums the processes' per-group loss totals and counts for the q step
 
     def __call__(self, r_chosen: Tensor, r_rejected: Tensor, idx: Tensor) -> Tensor:
         losses = bt_pair_losses(r_chosen, r_rejected)
@@ -104,8 +106,12 @@ class GroupDROLoss:
         here = count > 0
         mean = torch.where(here, total / count.clamp_min(1.0), torch.zeros_like(total))  # L_g of the batch
         with torch.no_grad():  # mirror ascent on q, then a descent step on sum_g q_g L_g with q fixed
-            step = torch.where(here.cpu(), self.eta * mean.detach().double().cpu(), torch.zeros(self.n_groups,
-                                                                                                   dtype=torch.double))
+            both = torch.stack([total.detach(), count])
+            if self.reduce is not None:  # every process takes the same step on the global batch's L_g
+                both = self.reduce(both)  # on the losses' device (NCCL needs it there)
+            tot, cnt = both[0].double().cpu(), both[1].double().cpu()
+            step = torch.where(cnt > 0, self.eta * tot / cnt.clamp_min(1.0), torch.zeros(self.n_groups,
+                                                                                        dtype=torch.double))
             logq = torch.log(self.q.clamp_min(1e-300)) + step
             self.q = torch.softmax(logq, dim=0)
         q = self.q.to(device=losses.device, dtype=losses.dtype)

@@ -3,8 +3,10 @@
 A :class:`Method` says everything the rest of Faro needs to know about a method: its label and colour
 (tables, plots, reports; ``kind_colors`` where its constraint kinds are told apart), which constraint kinds
 it takes and whether the run's constraints bind (``constrained``), whether its multipliers are fixed (``fixed_lambda``), its per-pair example weights, its
-post-processing of the final rewards, a replacement fit (a method that is not gradient descent on the
-trainer's loop), and how a sweep grid expands it (``grid``: one run per seed, per (kind, lambda, seed) or per
+training loss when it is not Bradley-Terry (``loss``: a factory of a :mod:`faro_core.train.losses` object),
+its post-processing of the final rewards, a replacement fit (a method that is not gradient descent on the
+trainer's loop), whether it is an ``oracle`` (it reads what a deployed reward cannot know, so it is a
+reference point, not a baseline to beat), and how a sweep grid expands it (``grid``: one run per seed, per (kind, lambda, seed) or per
 (kind, epsilon, seed)). Adding a method is one entry in :data:`METHODS`.
 
 ``name`` is the sweep/table name; ``config_method`` the value of ``FaroConfig.method`` (``expgrad_head`` is
@@ -91,6 +93,39 @@ def _posthoc(df: pd.DataFrame, r_c: np.ndarray, r_r: np.ndarray, dp_strata: list
             {"shifts": shifts})
 
 
+def dro_groups(df: pd.DataFrame, config: FaroConfig) -> tuple[np.ndarray, list[str]]:
+    """(group code per pair [N], group names) for group DRO: the run's attribute groups. With
+    ``attribute = "role"``, the role of the chosen response (``biased``, ``counter``, or ``unknown``:
+    the pair's label says which answer is better, so a group is the pairs whose preferred answer plays
+    that role); else the pair's named group (``group``), pairs without one forming ``(none)``."""
+    if config.attribute == "role" and "chosen_role" in df:
+        g = df["chosen_role"].fillna("unknown").astype(str)
+    else:
+        g = df["group"].fillna("(none)").astype(str) if "group" in df else pd.Series(["(none)"] * len(df))
+    codes, names = pd.factorize(g, sort=True)
+    return codes.astype(np.int64), [str(n) for n in names]
+
+
+def _group_dro_loss(config: FaroConfig, df: pd.DataFrame) -> Any:
+    import torch
+
+    from faro_core.train.backends import all_reduce_sum
+    from faro_core.train.losses import GroupDROLoss
+
+    codes, names = dro_groups(df, config)
+    train = (df["split"] == "train").to_numpy() if "split" in df else np.ones(len(df), dtype=bool)
+    present = torch.zeros(len(names), dtype=torch.bool)
+    present[torch.from_numpy(np.unique(codes[train]))] = True
+    return GroupDROLoss(torch.from_numpy(codes), len(names), eta=config.dro_eta, names=names, present=present,
+                        reduce=all_reduce_sum)
+
+
+def _alpha_fair_loss(config: FaroConfig, df: pd.DataFrame) -> Any:
+    from faro_core.train.losses import AlphaFairLoss
+
+    return AlphaFairLoss(alpha=config.fair_alpha, weight=config.fair_weight)
+
+
 @dataclass(frozen=True)
 class Method:
     """One training method (see the module docstring)."""
@@ -110,6 +145,8 @@ class Method:
     post_process: Callable[[pd.DataFrame, np.ndarray, np.ndarray, list[str] | None],
                            tuple[np.ndarray, np.ndarray, dict[str, Any]]] | None = None
     fit: Callable[[FaroConfig, Run, bool, TrainInputs], None] | None = None
+    loss: Callable[[FaroConfig, pd.DataFrame], Any] | None = None
+    oracle: bool = False
     # its head-mode runs can train as members of one batch (faro_core.train.batched): every per-run part of
     # the method lives in the TrainStepper (loss, weights, multipliers) and the loop; a ``fit`` never batches
     batches: bool = True
@@ -128,8 +165,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("bt", "BT", "unconstrained Bradley-Terry", "#7f7f7f"),
     Method("reweight", "Reweighting", "group reweighting of the loss (pre-processing)", "#ff7f0e",
            example_weights=reweighing_weights),
-    Method("posthoc", "Post-hoc shift", "per-group reward shift to equal means (post-processing)", "#8c564b",
-           post_process=_posthoc),
+    Method("posthoc", "Post-hoc shift (oracle)", "per-group reward shift to equal means (post-processing); an "
+           "oracle: it reads each response's group (with --attribute role, its stereotype role) when scoring, "
+           "which a deployed reward does not know, so it is a reference point, not a baseline to dominate",
+           "#8c564b", post_process=_posthoc, oracle=True),
     Method("fixed_lambda", "Fixed λ", "fixed-lambda penalty, no dual ascent", "#e377c2", ALL_KINDS,
            constrained=True, fixed_lambda=True, head_constraint_batch=1024, grid="lambda"),
     Method("expgrad", "ExpGrad", "fairlearn ExponentiatedGradient, linear head", "#bcbd22", ("dp", "eo"),
@@ -137,9 +176,21 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("expgrad_head", "ExpGrad (MLP head)", "fairlearn ExponentiatedGradient fitting Faro's MLP head",
            "#dbdb8d", ("dp", "eo"), constrained=True, config_method="expgrad", options=(("expgrad_base", "head"),),
            grid="epsilon", fit=_fit_expgrad),
+    Method("group_dro", "Group DRO", "group DRO on the Bradley-Terry loss: the worst group's loss, group weights "
+           "by exponentiated gradient (as in group-robust preference optimisation)", "#d62728",
+           loss=_group_dro_loss),
+    Method("fair_reg", "α-fair regulariser", "Bradley-Terry minus an alpha-fair utility of the batch's "
+           "sigma(margins); no group labels (after Towards Reward Fairness in RLHF, ACL 2025)", "#393b79",
+           loss=_alpha_fair_loss),
 )}
 CONFIG_METHODS = tuple(dict.fromkeys(m.method for m in METHODS.values()))  # valid values of FaroConfig.method
+
 BASELINES = tuple(n for n in METHODS if n != "faro")
+
+
+def baselines() -> tuple[str, ...]:
+    """The baselines a sweep can add now: every entry of :data:`METHODS` but Faro."""
+    return tuple(n for n in METHODS if n != "faro")
 OTHER_COLOR = "#17becf"
 
 

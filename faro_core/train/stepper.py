@@ -72,6 +72,9 @@ class TrainStepper:
                             reduce=all_reduce_sum, dual_signal=config.dual_signal, lambda_max=config.lambda_max)
         method = methods.get(config.method)
         self.weights = method.example_weights(df) if method.example_weights else None
+        # a method whose training loss is not Bradley-Terry (group DRO, the alpha-fair regulariser); BT's loss is
+        # still what the history logs as bt_loss
+        self.pair_loss = method.loss(config, df) if method.loss else None
         self.world = world
         bs = min(config.batch_size, n_train)
         self.cbs = min(config.constraint_batch_size or 0, n_train)
@@ -114,12 +117,16 @@ class TrainStepper:
             self._fill(self.shard, split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins))
 
     def buffer_state(self) -> dict[str, torch.Tensor] | None:
-        """The reward buffer, for a checkpoint (None when unused)."""
-        if not self.use_buffer:
-            return None
-        return {**{f"buf{k}": b.cpu() for k, b in enumerate(self.buf)}, "seen": self.seen}
+        """The reward buffer and the training loss's state (group DRO's weights), for a checkpoint (None when
+        there is neither)."""
+        out = dict(self.pair_loss.state()) if self.pair_loss is not None else {}
+        if self.use_buffer:
+            out.update({**{f"buf{k}": b.cpu() for k, b in enumerate(self.buf)}, "seen": self.seen})
+        return out or None
 
     def load_buffers(self, extra: dict[str, torch.Tensor]) -> None:
+        if self.pair_loss is not None:  # so a resumed run continues from the same group weights
+            self.pair_loss.load_state(extra)
         if self.world == 1 and "seen" in extra:  # so a resumed run replays exactly
             for k, b in enumerate(self.buf):
                 b.copy_(extra[f"buf{k}"])
@@ -159,14 +166,15 @@ class TrainStepper:
         w = to_device(self.weights[local[:n_bt]], r_c.device) if self.weights is not None else None
         if n_bt:
             loss_bt = bt_loss(r_c, r_r, w)
+            fit = self.pair_loss(r_c, r_r, local[:n_bt]) if self.pair_loss is not None else loss_bt
         else:  # a shard's last batch can be empty under DDP: still join the gradient all-reduce
-            loss_bt = sum(p.sum() * 0.0 for p in self.model.parameters())
+            loss_bt = fit = sum(p.sum() * 0.0 for p in self.model.parameters())
         if constraints:
             head = tuple(r[:n_pair] for r in rewards)
             if gda.fixed is not None:  # the hinge needs cell rates: a full PairBatch
-                loss = loss_bt + gda.penalty(self.tens.batch(local[:n_pair], head))
+                loss = fit + gda.penalty(self.tens.batch(local[:n_pair], head))
             else:  # the linearized penalty needs the rewards only
-                loss = loss_bt + gda.penalty(PairBatch(*head[:2], *([None] * 6), *head[2:]), local_dev[:n_pair])
+                loss = fit + gda.penalty(PairBatch(*head[:2], *([None] * 6), *head[2:]), local_dev[:n_pair])
             if self.role_batches is not None:  # the role constraints' item terms, on the role batch
                 tail = tuple(r[n_pair:] for r in rewards)
                 loss = loss + gda.item_penalty(self.tens.batch(local[n_pair:], tail), local[n_pair:],
@@ -174,7 +182,7 @@ class TrainStepper:
             if self.use_buffer:
                 self._fill(local, rewards, local_dev)
         else:
-            loss = loss_bt
+            loss = fit
         return loss, loss_bt
 
     def dual_due(self, step: int) -> bool:
