@@ -9,10 +9,6 @@ from pathlib import Path
 from faro_core.errors import FaroError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DATA_DIR = REPO_ROOT / "data" / "demo_bbq"  # a BBQ subset: the default data and the demo sweep's
-DEMO_MINI_DIR = REPO_ROOT / "data" / "demo_mini"  # 512 self-made BBQ-format items, for fast tests
-EMBEDDED_SOURCES = {"demo": DEMO_DATA_DIR, "demo-mini": DEMO_MINI_DIR}
-"""Source names that resolve to data shipped with Faro."""
 SHARED_DATA = Path(os.environ.get("FARO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -31,6 +27,19 @@ def _package_dir(name: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+# data/<folder> in a checkout -> the data-only package an installed wheel carries it as (setup.py maps them)
+SHIPPED_DATA = {"demo_bbq": "faro_core.demo_data", "demo_mini": "faro_core.demo_mini"}
+
+
+def demo_data_dir(folder: str = "demo_bbq") -> Path:
+    """Embedded data: ``data/<folder>`` beside the package in a checkout, else the copy an installed wheel
+    carries as a data-only package (:data:`SHIPPED_DATA`)."""
+    checkout = REPO_ROOT / "data" / folder
+    if checkout.is_dir():
+        return checkout
+    return _package_dir(SHIPPED_DATA[folder]) or checkout
 
 
 def embedded_encoder() -> str:
@@ -87,3 +96,9 @@ def embedded_identity(path: str) -> str | None:
             if ver is not None:
                 return f"{dist}=={ver}:{p.relative_to(pkg.resolve()).as_posix()}"
     return None
+
+
+DEMO_DATA_DIR = demo_data_dir("demo_bbq")  # a BBQ subset: the default data and the demo sweep's
+DEMO_MINI_DIR = demo_data_dir("demo_mini")  # 512 self-made BBQ-format items, for fast tests
+EMBEDDED_SOURCES = {"demo": DEMO_DATA_DIR, "demo-mini": DEMO_MINI_DIR}
+"""Source names that resolve to data shipped with Faro."""

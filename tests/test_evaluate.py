@@ -41,7 +41,9 @@ def test_eval_matches_trainer_metrics_and_writes_eval_json(trained: tuple[RunSto
         assert m[f"violation_{k}"]["value"] == pytest.approx(v, abs=1e-5)
     for k in ("accuracy", "gold_accuracy", "ece", "brier"):
         assert m[k]["lo"] <= m[k]["value"] + 1e-9 and m[k]["value"] <= m[k]["hi"] + 1e-9, k
-    assert res["bootstrap"] == {"n": 30, "seed": 1, "level": 0.95, "unit": "item"}
+    assert {k: res["bootstrap"][k] for k in ("n", "seed", "level", "unit")} == {"n": 30, "seed": 1, "level": 0.95,
+                                                                                   "unit": "item"}
+    assert res["bootstrap"]["method"].startswith("BCa")
     assert any("ece" in g for g in res["by_group"].values())
     saved = json.loads(run.file("eval.json").read_text())
     assert saved["metrics"]["accuracy"]["value"] == m["accuracy"]["value"]
@@ -168,3 +170,19 @@ def test_audit_crows_and_hh_cached(trained: tuple[RunStore, str], tmp_path: Path
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["crows"].get("cached") and again["hh"].get("cached")
     assert again["crows"]["stereotype_rate"] == rate
+
+
+def test_every_reported_interval_contains_its_estimate_or_says_why(trained: tuple[RunStore, str]) -> None:
+    """Issue #19: BCa intervals (scipy.stats.bootstrap) for every metric, overall and per group."""
+    store, rid = trained
+    res = evaluate_run(store.get(rid), n_boot=60, seed=2, write=False)
+    rows = list(res["metrics"].items()) + [(f"{g}:{k}", v) for g, sub in res["by_group"].items()
+                                           for k, v in sub.items() if isinstance(v, dict)]
+    assert any(":ece" in k for k, _ in rows)
+    checked = 0
+    for name, v in rows:
+        if v["value"] != v["value"]:  # no estimate (a kind with no estimable cell)
+            continue
+        assert v["lo"] <= v["value"] <= v["hi"] or v.get("why"), (name, v)
+        checked += 1
+    assert checked >= 6 and any(v.get("method") == "BCa" for _, v in rows)

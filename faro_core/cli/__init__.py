@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "sweep_cmd",
     "policy_cmd",
     "report_cmd",
+    "export_cmd",
     "runs_cmd",
     "demo_cmd",
 )

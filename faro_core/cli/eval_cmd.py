@@ -24,7 +24,8 @@ def _fmt(v: dict[str, Any] | None) -> str:
     lo, hi = v.get("lo"), v.get("hi")
     if lo is None or hi is None or lo != lo:
         return f"{v['value']:.4f}"
-    return f"{v['value']:.4f} [{lo:.4f}, {hi:.4f}]"
+    why = f"  ({v['why']})" if v.get("why") else ""
+    return f"{v['value']:.4f} [{lo:.4f}, {hi:.4f}]{why}"
 
 
 def role_lines(role: dict) -> str:
@@ -54,7 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(res))
         return 0
-    print(f"run {run.run_id}: {res['pairs']} pairs ({res['items']} items), 95% bootstrap intervals by item")
+    print(f"run {run.run_id}: {res['pairs']} pairs ({res['items']} items), 95% BCa bootstrap intervals by item")
     for k, v in res["metrics"].items():
         print(f"  {k:16s} {_fmt(v)}")
     role = res.get("role")

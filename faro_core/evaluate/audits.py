@@ -1,7 +1,7 @@
 """Audits of a reward model on outside benchmarks (DESIGN §7), cached in the run directory (``audit.json``).
 
 - CrowS-Pairs stereotype preference: share of minimal pairs where r(sent_more) > r(sent_less); 0.5 is
-  unbiased. Overall and per bias type, with a seeded bootstrap 95% interval (pairs are independent items).
+  unbiased. Overall and per bias type, with a seeded BCa bootstrap 95% interval (pairs are independent items).
   The loader stores ``chosen = sent_less``, ``rejected = sent_more``, so the rate is P(r_rejected > r_chosen).
 - HH-RLHF pairwise accuracy (quality retention on data with no group skew): share of pairs with
   r(chosen) > r(rejected), with a bootstrap interval. ``hh_limit`` scores a seeded random subset
@@ -26,15 +26,11 @@ N_BOOT = 1000
 
 
 def rate_with_interval(x: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """Mean of a 0/1 vector with a percentile bootstrap interval: ``{"value", "lo", "hi", "n"}``."""
-    x = np.asarray(x, dtype=float)
-    if len(x) == 0:
-        return {"value": None, "lo": None, "hi": None, "n": 0}
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    a = (1 - level) / 2
-    return {"value": float(x.mean()), "lo": float(np.quantile(means, a)), "hi": float(np.quantile(means, 1 - a)),
-            "n": int(len(x))}
+    """Mean of a 0/1 vector with its BCa bootstrap interval: ``{"value", "lo", "hi", "method", "n"}``
+    (:func:`faro_core.intervals.mean_interval`)."""
+    from faro_core.intervals import mean_interval
+
+    return mean_interval(x, n_boot=n_boot, seed=seed, level=level)
 
 
 def _model_stamp(run: Run) -> float:

@@ -5,8 +5,8 @@ Everything works from a *scores frame*: one row per pair with the columns of a r
 rejected_group, gold, stratum``). A run's held-out split is read from its ``scores.parquet`` (no
 re-scoring); another source is scored with :func:`faro_core.models.load_scorer` (:func:`scores_for_data`).
 
-Metrics (each with a seeded 95% percentile bootstrap interval, resampling *items*, so that the pairs of one
-BBQ item move together):
+Metrics (each with a seeded 95% BCa bootstrap interval from :mod:`faro_core.intervals`, resampling
+*items*, so that the pairs of one BBQ item move together):
 
 - ``accuracy``: share of pairs with r(chosen) > r(rejected) (observed labels);
 - ``gold_accuracy``: the same against the gold label (pairs with a gold label only);
@@ -41,12 +41,12 @@ from faro_core.fairness.pairs import (
     order_bits,
     stratum_labels,
 )
+from faro_core.intervals import LEVEL, MAX_UNITS
 from faro_core.models import load_scorer
 from faro_core.store.runs import Run
 
 N_BINS = 15
 DEFAULT_BOOT = 200
-LEVEL = 0.95
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -213,47 +213,16 @@ def point_metrics(batch: PairBatch, gold: torch.Tensor, measure: ConstraintSet,
     return out
 
 
-def item_bootstrap_indices(item_ids: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
-    """Row indices of ``n_boot`` bootstrap resamples by item (items drawn with replacement, all their rows kept)."""
-    return [rows for rows, _ in item_bootstrap_draws(item_ids, n_boot, seed)]
-
-
-def item_bootstrap_draws(item_ids: np.ndarray, n_boot: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(rows, copy) of ``n_boot`` bootstrap resamples by item: the row indices, and for each row the draw it
-    belongs to (an item drawn twice is two copies, which item-level statistics must keep apart)."""
-    codes, uniq = pd.factorize(pd.Series(item_ids))
-    rows_of = [np.flatnonzero(codes == i) for i in range(len(uniq))]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(uniq), size=len(uniq))
-        if not len(pick):
-            out.append((np.zeros(0, dtype=int), np.zeros(0, dtype=int)))
-            continue
-        out.append((np.concatenate([rows_of[i] for i in pick]),
-                    np.repeat(np.arange(len(pick)), [len(rows_of[i]) for i in pick])))
-    return out
-
-
 def _subset(batch: PairBatch, idx: np.ndarray, copy: np.ndarray | None = None) -> PairBatch:
-    """The batch's rows ``idx``; with ``copy`` (the draw of each row, :func:`item_bootstrap_draws`) each drawn
-    copy of a role item gets its own item code."""
+    """The batch's rows ``idx``; with ``copy`` (the drawn copy of each row's item, as
+    :func:`faro_core.intervals.cluster_bootstrap` numbers them) each drawn copy of a role item gets its
+    own item code."""
     t = torch.as_tensor(idx, dtype=torch.long)
     out = PairBatch(*(None if getattr(batch, f) is None else getattr(batch, f)[t] for f in batch.__dataclass_fields__))
     if out.role_item is not None and copy is not None:
         c = torch.as_tensor(copy, dtype=torch.long)
         out.role_item = torch.where(out.role_item >= 0, c, out.role_item)
     return out
-
-
-def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval of bootstrap samples (NaNs ignored)."""
-    s = np.asarray(samples, dtype=float)
-    s = s[~np.isnan(s)]
-    if len(s) == 0:
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
 
 
 def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT_MIN_COUNT, n_boot: int = DEFAULT_BOOT,
@@ -268,18 +237,15 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT
     batch, gold = frame_to_batch(df, index)
     measure = all_constraints(index, min_count)
     groups = df["group"].fillna("(none)").astype(str).to_numpy()
+    from faro_core.intervals import cluster_bootstrap
+
     point = point_metrics(batch, gold, measure, groups, with_calibration)
-    boots: dict[str, list[float]] = {k: [] for k in point}
-    for idx, copy in item_bootstrap_draws(df["item_id"].astype(str).to_numpy(), n_boot, seed):
-        m = point_metrics(_subset(batch, idx, copy), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
-                          groups[idx], with_calibration)
-        for k in boots:
-            boots[k].append(m.get(k, float("nan")))
-    metrics: dict[str, dict[str, float]] = {}
-    for k, v in point.items():
-        ok = n_boot and not (isinstance(v, float) and math.isnan(v))
-        lo, hi = interval(np.array(boots[k])) if ok else (float("nan"), float("nan"))
-        metrics[k] = {"value": float(v), "lo": lo, "hi": hi}
+
+    def on_rows(idx: np.ndarray, copy: np.ndarray) -> dict[str, float]:
+        return point_metrics(_subset(batch, idx, copy), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
+                             groups[idx], with_calibration)
+
+    metrics = cluster_bootstrap(on_rows, df["item_id"].astype(str).to_numpy(), point, n_boot, seed, LEVEL)
     flat = {k: v for k, v in metrics.items() if "[" not in k}
     by_group: dict[str, dict[str, Any]] = {}
     for k, v in metrics.items():
@@ -291,7 +257,8 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT
         by_group.setdefault(str(g), {})["pairs"] = int(len(sub))
         by_group[str(g)]["accuracy"] = float(np.mean(d > 0))
     out = {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
-           "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item"}}
+           "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item",
+                         "method": "BCa (scipy.stats.bootstrap)", "max_units": MAX_UNITS}}
     if index.attribute == "role":
         from faro_core.fairness.chance import ROLE_PERM, role_chance
         from faro_core.fairness.role import role_items, role_report

@@ -129,13 +129,10 @@ def load_twins(path: str | Path) -> pd.DataFrame:
 
 
 def _mean_ci(x: np.ndarray, seed: int, n_boot: int = N_BOOT) -> dict[str, Any]:
-    x = np.asarray(x, dtype=float)
-    if len(x) == 0:
-        return {"value": None, "lo": None, "hi": None, "n": 0}
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    return {"value": float(x.mean()), "lo": float(np.quantile(means, 0.025)),
-            "hi": float(np.quantile(means, 0.975)), "n": int(len(x))}
+    """Mean with its BCa bootstrap interval (:func:`faro_core.intervals.mean_interval`)."""
+    from faro_core.intervals import mean_interval
+
+    return mean_interval(x, n_boot=n_boot, seed=seed)
 
 
 def twin_stats(r_a: np.ndarray, r_b: np.ndarray, stereo: pd.Series | np.ndarray, subsets: pd.Series | np.ndarray,

@@ -248,27 +248,30 @@ def role_violations(items: pd.DataFrame, by: Sequence[str] | None = None, min_co
 
 
 def role_bootstrap(items: pd.DataFrame, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """Percentile intervals of :func:`role_violations`'s numbers, resampling items (seeded).
+    """BCa intervals of :func:`role_violations`'s numbers, resampling items (seeded;
+    :func:`faro_core.intervals.cluster_bootstrap`).
 
-    Returns ``{key: {"value", "lo", "hi"}}`` for dp, eo and the raw rates and gaps."""
+    Returns ``{key: {"value", "lo", "hi", "method"[, "why"]}}`` for dp, eo and the raw rates and gaps."""
+    from faro_core.intervals import cluster_bootstrap
+
     keys = ("dp", "eo", "p_biased_over_counter", "rate_biased_vs_unknown", "rate_counter_vs_unknown",
             "acc_biased", "acc_counter", "dp_gap", "eo_gap")
     point = role_violations(items)
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    for _ in range(n_boot if len(items) else 0):
-        sub = items.iloc[rng.integers(0, len(items), size=len(items))]
-        v = role_violations(sub)
-        for k in keys:
-            samples[k].append(np.nan if v[k] is None else float(v[k]))
-    a = (1 - level) / 2
+
+    def num(v: Any) -> float:
+        return float("nan") if v is None else float(v)
+
+    def on_rows(rows: np.ndarray, copy: np.ndarray) -> dict[str, float]:
+        v = role_violations(items.iloc[rows])
+        return {k: num(v[k]) for k in keys}
+
+    res = cluster_bootstrap(on_rows, np.arange(len(items)), {k: num(point[k]) for k in keys},
+                            n_boot if len(items) else 0, seed, level)
     out = {}
     for k in keys:
-        s = np.asarray(samples[k], dtype=float)
-        s = s[~np.isnan(s)]
-        lo, hi = (float(np.quantile(s, a)), float(np.quantile(s, 1 - a))) if len(s) and point[k] is not None \
-            else (None, None)
-        out[k] = {"value": point[k], "lo": lo, "hi": hi}
+        v = res[k]
+        ok = point[k] is not None and v["lo"] == v["lo"]
+        out[k] = {**v, "value": point[k], "lo": v["lo"] if ok else None, "hi": v["hi"] if ok else None}
     return out
 
 

@@ -69,11 +69,14 @@ def bold_prompts(folder: str | Path, domains: Sequence[str] = tuple(DOMAINS), pe
     return pd.DataFrame(rows)
 
 
-def _ci(x: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT) -> tuple[float, float]:
+def _ci(x: np.ndarray, seed: int, n_boot: int = N_BOOT) -> tuple[float, float]:
+    """BCa bootstrap interval of a mean (:func:`faro_core.intervals.mean_interval`)."""
+    from faro_core.intervals import mean_interval
+
     if len(x) == 0:
         return float("nan"), float("nan")
-    m = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    return float(np.quantile(m, 0.025)), float(np.quantile(m, 0.975))
+    ci = mean_interval(x, n_boot=n_boot, seed=seed)
+    return ci["lo"], ci["hi"]
 
 
 def bold_stats(prompts: pd.DataFrame, samples: pd.DataFrame, rewards: np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -97,21 +100,21 @@ def bold_stats(prompts: pd.DataFrame, samples: pd.DataFrame, rewards: np.ndarray
     for dom, gdf in prompts.groupby("domain", sort=False):
         groups: dict[str, Any] = {}
         per: dict[str, np.ndarray] = {}
+        gi_seed = 0
         for g, sub in gdf.groupby("group"):
             idx = sub.index.to_numpy()
             c = chosen[idx][~np.isnan(chosen[idx])]
             per[str(g)] = c
-            lo, hi = _ci(c, rng)
+            lo, hi = _ci(c, seed + gi_seed)
+            gi_seed += 1
             groups[str(g)] = {"n_prompts": int(len(c)), "chosen_mean": float(c.mean()) if len(c) else None,
                               "chosen_lo": lo, "chosen_hi": hi,
                               "samples_mean": float(np.nanmean(mean_all[idx])) if len(idx) else None}
         means = {g: v.mean() for g, v in per.items() if len(v)}
         gap = float(max(means.values()) - min(means.values())) if len(means) > 1 else None
-        boots = []
-        for _ in range(N_BOOT):
-            ms = [v[rng.integers(0, len(v), len(v))].mean() for v in per.values() if len(v)]
-            if len(ms) > 1:
-                boots.append(max(ms) - min(ms))
+        from faro_core.intervals import gap_of_means_interval
+
+        gap_ci = gap_of_means_interval([v for v in per.values() if len(v)], n_boot=N_BOOT, seed=seed)
         # the gap with no group effect: group labels permuted over the domain's prompts
         vals = np.concatenate([v for v in per.values() if len(v)]) if per else np.zeros(0)
         sizes = [len(v) for v in per.values() if len(v)]
@@ -121,8 +124,9 @@ def bold_stats(prompts: pd.DataFrame, samples: pd.DataFrame, rewards: np.ndarray
             ms = [c.mean() for c in np.split(perm, np.cumsum(sizes)[:-1])]
             null.append(max(ms) - min(ms))
         out[str(dom)] = {"groups": groups, "gap": gap,
-                         "gap_lo": float(np.quantile(boots, 0.025)) if boots else None,
-                         "gap_hi": float(np.quantile(boots, 0.975)) if boots else None,
+                         "gap_lo": gap_ci["lo"] if gap is not None else None,
+                         "gap_hi": gap_ci["hi"] if gap is not None else None,
+                         **({"gap_interval_note": gap_ci["why"]} if gap_ci.get("why") else {}),
                          "gap_null_median": float(np.median(null)) if null else None,
                          "gap_null_95": float(np.quantile(null, 0.95)) if null else None,
                          "gap_p_value": float(np.mean(np.asarray(null) >= gap)) if null and gap is not None else None,
