@@ -206,6 +206,15 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%" if x == x else "—"
 
 
+EPSILON_LADDER = (0.02, 0.05, 0.1, 0.2)
+"""The slacks a story may name when a run is not certified at its own ε: the smallest one its bound meets."""
+
+
+def certified_at(upper: float) -> float | None:
+    """The smallest ε of :data:`EPSILON_LADDER` with ``upper <= ε`` (the certificate's own bound), or None."""
+    return next((e for e in EPSILON_LADDER if upper <= e), None)
+
+
 def sentence(story: dict[str, Any]) -> str:
     """The plain-language result (never "does not lower it": an increase or a tie is said as it is)."""
     b, f = story["rate"]["bt"], story["rate"]["faro"]
@@ -229,6 +238,9 @@ def sentence(story: dict[str, Any]) -> str:
         head += (f"It is not certified at ε = {eps:g}: the 95% upper bound of its distance from an even split is "
                  f"{cert['faro']['upper']:.3f}" + (f"; about {int(need)} held-out questions would be needed at "
                                                    f"this rate. " if need and math.isfinite(need) else ". "))
+        looser = certified_at(cert["faro"]["upper"])
+        if looser is not None:
+            head += f"It is certified at ε = {looser:g} (the same bound, {cert['faro']['upper']:.3f} ≤ {looser:g}). "
     if cert["bt"].get("above_epsilon"):
         head += f"BT's bias is certifiably larger than {eps:g} (lower bound {cert['bt']['lower']:.3f}). "
     d = acc["difference"]
@@ -244,7 +256,10 @@ def sentence(story: dict[str, Any]) -> str:
 def headline(story: dict[str, Any]) -> str:
     """The one-line result: BT's rate, Faro's, and whether Faro's is certified."""
     b, f = story["rate"]["bt"], story["rate"]["faro"]
-    cert = " — certified" if story["certificate"]["faro"].get("certified") else ""
+    c = story["certificate"]["faro"]
+    looser = certified_at(c["upper"]) if c.get("upper") is not None else None
+    cert = (f" — certified at ε = {story['epsilon']:g}" if c.get("certified") else
+            f" — certified at ε = {looser:g}" if looser is not None else "")
     return (f"Between two people, BT's reward prefers the stereotyped answer in {_pct(b['value'])} of ambiguous "
             f"questions; Faro's in {_pct(f['value'])}{cert} (50% = no preference).")
 
