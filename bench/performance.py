@@ -2,7 +2,7 @@
 
     python bench/performance.py
 
-Reads bench/results/{overhead,vs_trl,vs_fairlearn,cache,scaling}.{md,json} as the scripts wrote them (run
+Reads bench/results/{overhead,vs_trl,vs_fairlearn,sweep_engine,sweep_prefix,cache,scaling}.{md,json} as the scripts wrote them (run
 each first; missing ones are listed as not run) and writes a summary of every figure against its goal,
 followed by each script's table verbatim.
 """
@@ -28,17 +28,21 @@ GOALS: list[tuple[str, str, str, str, Any]] = [
     ("vs_trl_cuda", "throughput_ratio", "the same on a GPU (H100, as logged in vs_trl_cuda_runs.md; no constraint)",
      "≥ 1.25", lambda v: v >= 1.25),
     ("vs_trl_cuda", "throughput_ratio_dp", "the same on a GPU (H100, DP)", "≥ 1.25", lambda v: v >= 1.25),
-    ("vs_fairlearn", "time_ratio", "Faro head sweep (3 × 10 ε) ÷ fairlearn ExponentiatedGradient (10 ε), both "
-     "fitting the same MLP head", "≤ 0.1", lambda v: v <= 0.1),
+    ("vs_fairlearn", "time_ratio", "Faro head sweep (3 × 10 ε, batched) ÷ fairlearn ExponentiatedGradient (10 ε), "
+     "both fitting the same MLP head", "≤ 0.05", lambda v: v <= 0.05),
+    ("vs_fairlearn", "time_ratio_last_iterate", "the same, Faro selecting the last iterate as fairlearn does",
+     "≤ 0.05", lambda v: v <= 0.05),
     ("vs_fairlearn", "time_ratio_linear", "the same, fairlearn fitting logistic regression (a weaker model)",
-     "≤ 0.1", lambda v: v <= 0.1),
+     "≤ 0.05", lambda v: v <= 0.05),
+    ("sweep_engine", "ratio_30_vs_one", "30-member batched sweep (3 kinds × 10 ε) ÷ one BT run, BBQ Religion",
+     "≤ 3", lambda v: v <= 3),
     ("vs_fairlearn", "faro_front_dominated", "Faro's EO front dominated by fairlearn's (either side)", "false",
      lambda v: v is False),
     ("vs_fairlearn", "faro_front_dominated_last_iterate", "the same, Faro returning its last iterate as "
      "fairlearn's heads do (select=\"last\")", "false", lambda v: v is False),
     ("cache", "ratio", "feature extraction, second run ÷ first run", "≤ 0.02", lambda v: v <= 0.02),
 ]
-ORDER = ["overhead", "vs_trl", "vs_trl_cuda", "vs_fairlearn", "sweep_prefix", "cache", "scaling"]
+ORDER = ["overhead", "vs_trl", "vs_trl_cuda", "vs_fairlearn", "sweep_engine", "sweep_prefix", "cache", "scaling"]
 NOTES = """What the numbers say, and what changed in `faro_core` to get them:
 
 - **Head mode: the constraint costs a few element-wise ops per step; the dual step is the rest.** With the
@@ -68,7 +72,12 @@ NOTES = """What the numbers say, and what changed in `faro_core` to get them:
   call (bench/results/vs_trl_cuda_runs.md). Pinned asynchronous copies (`to_device`), a sync-free penalty on a
   GPU and fused Adam went in too; they did not change Faro's throughput at this size (the GPU is idle when a
   copy waits for it) and matter when the GPU is the bottleneck.
-- **A Faro sweep is {fl_ratio:.2f}x the time of fairlearn's reduction on the same model class, not 0.1x.**
+- **A Faro sweep, batched, is {fl_ratio:.3f}x the time of fairlearn's reduction on the same model class, not
+  0.05x** ({fl_ratio_serial:.3f}x one run after another in the same measurement). `faro sweep` now trains a
+  head-mode grid as one batch (`faro_core/train/batched.py`: one process, one gather and one stacked forward
+  and backward per step, each member bit for bit its solo run); on a CPU that saves the per-run fixed costs,
+  not the arithmetic, since every member's products are its own (`bench/sweep_engine.py`: a 30-member sweep is
+  {engine_ratio:.1f}x one BT run; docs/TRAINING.md, "Batched sweeps"). Before the engine:
   `ExponentiatedGradient` fitting the same MLP head each round (`expgrad_head`, `PairHeadClassifier`: Faro's
   optimizer, batch, learning rate and epochs) takes {fl_fit:.1f} s per ε, about {fl_fits:.0f} head fits; a Faro run
   takes {faro_run:.2f} s, {faro_fits:.1f} head fits' worth (the steps, ~25% validation and dual passes, and the
@@ -120,17 +129,19 @@ def notes(figs: dict[str, dict[str, Any]]) -> str:
                         trl_dp=get("vs_trl", "throughput_ratio_dp"), trl_cuda=get("vs_trl_cuda", "throughput_ratio"),
                         trl_cuda_dp=get("vs_trl_cuda", "throughput_ratio_dp"),
                         fl_ratio=get("vs_fairlearn", "time_ratio"), faro_run=get("vs_fairlearn", "faro_s_per_run"),
+                        fl_ratio_serial=get("vs_fairlearn", "time_ratio_serial"),
+                        engine_ratio=get("sweep_engine", "ratio_30_vs_one"),
                         fl_ratio_lin=get("vs_fairlearn", "time_ratio_linear"), seed_line=seed_line,
                         prefix_saving=get("sweep_prefix", "estimated_saving"),
                         prefix_frac=get("sweep_prefix", "shared_step_fraction"),
-                        goal_cut=1 - 0.1 / get("vs_fairlearn", "time_ratio"),
+                        goal_cut=1 - 0.05 / get("vs_fairlearn", "time_ratio_serial"),
                         last_dom={True: "**dominated**", False: "**not dominated**"}.get(
                             figs.get("vs_fairlearn", {}).get("faro_front_dominated_last_iterate"), "not measured"),
-                        fl_fit=fl_fit, goal_ms=fl_fit * 10 / 30 * 0.1 * 1000,
+                        fl_fit=fl_fit, goal_ms=fl_fit * 10 / 30 * 0.05 * 1000,
                         bt_fit=get("vs_fairlearn", "bt_head_fit_s"),
                         fl_fits=fl_fit / get("vs_fairlearn", "bt_head_fit_s"),
                         faro_fits=get("vs_fairlearn", "faro_s_per_run") / get("vs_fairlearn", "bt_head_fit_s"),
-                        goal_fits=fl_fit * 10 / 30 * 0.1 / get("vs_fairlearn", "bt_head_fit_s"))
+                        goal_fits=fl_fit * 10 / 30 * 0.05 / get("vs_fairlearn", "bt_head_fit_s"))
 
 
 def main() -> int:

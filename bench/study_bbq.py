@@ -139,7 +139,9 @@ def write_report(table: pd.DataFrame, spec, args, wall: float, t_train: float, o
                                      title="BBQ (skew 0.3): gold accuracy vs DP violation"),
                        out.parent / f"{out.name}_pareto")
     lines = [f"# BBQ study{' (quick)' if args.quick else ''}", "",
-             f"Data: `{spec.base.data}` (skew ρ = {spec.base.skew}, data seed {spec.base.data_seed}), head mode, "
+             f"Data: `{spec.base.data}` (skew ρ = {spec.base.skew}, "
+             f"{'data seed = seed: each seed redraws the split and the skewed items' if spec.redraw_data else f'data seed {spec.base.data_seed}'}), "
+             f"attribute {spec.base.attribute or 'the data default'}, head mode, "
              f"{len(spec.seeds)} seed(s), constraint kinds {spec.kinds}, ε ∈ {spec.epsilons}, "
              f"baselines {spec.baselines}. Held-out test split; gold = unskewed BBQ label.",
              f"Wall time: **{wall:.0f} s** ({t_train:.0f} s training + evaluation + certificates for "

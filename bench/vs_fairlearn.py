@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             for e in eps_grid:
                 for kind in ("dp", "eo", "cf"):
-                    train_inprocess(FaroConfig(**base, constraints=[kind], epsilon=e, epochs=epochs, seed=7),
+                    train_inprocess(FaroConfig(**{**base, "seed": 7}, constraints=[kind], epsilon=e, epochs=epochs),
                                     store, inputs)
             faro_serial_t.append(time.perf_counter() - t0)
 

@@ -35,6 +35,7 @@ def show_example(ex: dict, i: int) -> None:
     from faro_core.results.story import example_caption, example_table
 
     head = {"bt_stereotyped_faro_correct": "where Faro corrects BT",
+            "bt_leans_faro_not": "where BT leans to the stereotyped person and Faro does not",
             "both_stereotyped": "where both are wrong (shown for honesty)"}[ex["kind"]]
     with st.container(border=True):
         st.markdown(f"**Example {i}** · {ex['category'].replace('_', ' ')} · {head}")
@@ -72,6 +73,10 @@ with guard():
             st.subheader("Held-out examples")
             st.caption("Scores are in standard deviations within each question (only their order matters). "
                        "★ = the answer the reward ranks first; ✓ = the correct answer.")
+            n_good = sum(e["kind"] != "both_stereotyped" for e in story["examples"])
+            if n_good < 3:
+                st.caption(f"Only {n_good} held-out question(s) on this data where Faro corrects BT or removes its "
+                           "lean to the stereotyped person; all are shown.")
             cols = st.columns(2)
             for i, ex in enumerate(story["examples"], start=1):
                 with cols[(i - 1) % 2]:

@@ -202,12 +202,13 @@ def test_launched_grid_is_one_batch_cancel_one_member(tmp_path) -> None:
     import time
 
     from faro_core.cli import main as faro_main
+    from faro_core.cli.sweep_cmd import sweep_run_ids
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "runs")
     argv = launch.sweep_argv(str(store.root), "ui", ["dp", "cf"], [0.05], seeds=1, bt=True, epochs=80,
                              strata=["question_polarity"])
-    ids = launch.launch_sweep(store, argv)
+    ids = launch.launch_sweep(store, argv, sweep_run_ids(argv))
     assert len(ids) == 3
     pids = {launch.launch_info(store, r)["pid"] for r in ids}
     assert len(pids) == 1, "one process for the batch"
@@ -253,3 +254,23 @@ def test_train_page_grid_launch_is_one_batch(tmp_path, monkeypatch) -> None:
         assert launch.wait(store, r["run_id"], timeout_s=300) == "done", launch.log_tail(store, r["run_id"])
     methods = sorted(store.get(r["run_id"]).config["method"] for r in rows)
     assert methods == ["bt", "faro"] and all(store.get(r["run_id"]).config["epochs"] == 1 for r in rows)
+
+
+def test_pareto_page_says_it_follows_training_runs(tmp_path, monkeypatch) -> None:
+    """While a run trains (e.g. a member of a launched grid) the Pareto page says it updates as runs finish
+    (it reruns when one does); with none training it says nothing of the kind."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path / "runs"))
+    store = RunStore(tmp_path / "runs")
+    run = store.create(MEMBERS["dp"].resolved().to_dict(), run_id="member")
+    run.set_status("running")  # this process, a fresh heartbeat: it reads as running
+    page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "3_Pareto.py"
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("training: the front updates" in c.value for c in at.caption)
+    run.set_status("interrupted")
+    at = AppTest.from_file(str(page), default_timeout=60).run()
+    assert not any("training: the front updates" in c.value for c in at.caption)

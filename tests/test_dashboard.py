@@ -250,8 +250,10 @@ def test_groups_page_names_groups_in_words_with_n(runs_dir: Path) -> None:
     at = _app("pages/4_Groups.py").run()
     _ok(at)
     shown = list(at.multiselect[0].options)  # AppTest lists the formatted options
-    assert any(s.startswith("women (n=") for s in shown) and any(s.startswith("older adults (n=") for s in shown)
-    assert not any(s.split(" (")[0] in ("F", "M", "old", "nonOld") for s in shown)
+    from faro_core.data.labels import BBQ_GROUP_LABELS
+
+    assert shown and all(" (n=" in s for s in shown)  # every group with its size
+    assert not any(s.split(" (")[0] in BBQ_GROUP_LABELS for s in shown)  # no raw BBQ tag: words
     small = [s for s in shown if s.endswith(", small)")]
     if small:  # flagged and kept, with a warning naming how many
         assert at.warning and "not left out" in at.warning[0].value
@@ -375,7 +377,12 @@ def test_report_small_with_plotly_once_and_each_runs_certificate(runs_dir: Path)
     assert "Constraint types side by side" in text and "bound: <b>" in text and "95% interval" in text
     cfg = json.dumps(store.get("demo-faro-dp-eps0.05-s0").config, indent=1, sort_keys=True, default=str)
     assert html.escape(cfg) in text  # each run's config
-    assert "women (n=" in text or "women" in text
+    from faro_core.data.labels import group_label, label_map
+
+    groups = (store.get("demo-bt-s0").read("data.json") or {}).get("groups") or {}
+    labels = label_map(store.root)
+    for tag in groups:  # the data table names each group in words, its tag beside
+        assert f"<td>{html.escape(group_label(tag, labels))}</td><td>{html.escape(str(tag))}</td>" in text
 
 
 def test_report_page_previews_inline(runs_dir: Path) -> None:
@@ -574,8 +581,9 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
         roles = [a["role"] for a in ex["answers"]]
         assert roles == ["biased", "counter", "unknown"] and ex["prompt"] and all(a["text"] for a in ex["answers"])
         if ex["kind"] == "bt_stereotyped_faro_correct":
-            assert ex["faro_first"] == ex["correct"] != "biased"
-            assert ex["bt_first"] == "biased" or ex["bt_margin"] > 0
+            assert ex["faro_first"] == ex["correct"] != "biased" and ex["bt_first"] == "biased"
+        elif ex["kind"] == "bt_leans_faro_not":
+            assert ex["faro_first"] == ex["correct"] and ex["bt_margin"] > 0 >= ex["faro_margin"]
         else:
             assert ex["bt_first"] == ex["faro_first"] == "biased" != ex["correct"]
     assert len([e for e in story["examples"] if e["kind"] == "both_stereotyped"]) <= 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faro_core.evaluate.intervals import cluster_bootstrap, cluster_units, finish_interval, mean_interval
 from faro_core.evaluate.metrics import ece_score
+from faro_core.intervals import cluster_bootstrap, cluster_units, finish_interval, mean_interval
 
 
 def _percentile(boot: np.ndarray) -> tuple[float, float]:

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Low to high. A module belongs to the first layer one of whose prefixes is the module or a package above it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("faro_core.errors", "faro_core.paths", "faro_core.io")),
+    ("base", ("faro_core.errors", "faro_core.paths", "faro_core.io", "faro_core.intervals")),
     ("data", ("faro_core.data",)),
     ("models", ("faro_core.models",)),
     ("fairness", ("faro_core.fairness",)),

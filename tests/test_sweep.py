@@ -38,8 +38,11 @@ def test_run_id_is_stable_across_added_options() -> None:
     keeps older behaviour, or every finished run of every sweep would be retrained."""
     # runs from before the DP partner split and the chance tier of selection keep their ids when asked for
     # the old behaviour
-    old = FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0)
+    # (and before the stereotype-role attribute, which the embedded demo now defaults to)
+    old = FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0, attribute="group")
     assert run_id_for(old) == "faro-dp-eps0.05-s0-ab8b87eef0"
+    assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0)) != \
+        "faro-dp-eps0.05-s0-ab8b87eef0"
     assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05)) != "faro-dp-eps0.05-s0-ab8b87eef0"
     assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, average=0.99)) != "faro-dp-eps0.05-s0-ab8b87eef0"
 
@@ -140,7 +143,7 @@ def test_ray_executor_shares_the_run_store(tmp_path: Path, monkeypatch: pytest.M
     assert started, "the ray executor never started Ray"
     assert not ray.is_initialized()  # and shut it down
     assert res["runs"] == 2 and res["skipped"] == 1  # the local executor's run is reused
-    assert all(r.status == "done" for r in RunStore(tmp_path).list())
+    assert {r.run_id: r.status for r in RunStore(tmp_path).list()} == {i: "done" for i in res["table"]["run_id"]}
 
 
 def test_redraw_data_gives_each_seed_its_own_data_seed():

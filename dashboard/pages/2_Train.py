@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import streamlit as st  # noqa: E402
 from common import guard, history, page, store  # noqa: E402
 
+from faro_core.cli.sweep_cmd import sweep_run_ids  # noqa: E402
 from faro_core.results.plots import curves_figure  # noqa: E402
 from faro_core.store.runs import new_run_id  # noqa: E402
 from faro_core.train import launch  # noqa: E402
@@ -104,7 +105,7 @@ with guard():
             # a grid: one batched `faro sweep` process trains every member (each still its own run)
             argv = launch.sweep_argv(str(store().root), new_run_id("ui"), [k for k in kinds if k != "bt"], grid,
                                      seeds=int(seeds), bt="bt" in kinds, mode=mode, **common)
-            launched = launch.launch_sweep(store(), argv)
+            launched = launch.launch_sweep(store(), argv, sweep_run_ids(argv))
             st.success(f"launched a grid of {len(launched)} runs on {TARGET_LABEL[target]}, trained as one "
                        "batch: " + ", ".join(f"`{r}`" for r in launched))
         else:

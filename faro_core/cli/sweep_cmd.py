@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from faro_core.io import to_json
@@ -107,3 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_sweep_cmd)
+
+
+def sweep_run_ids(argv: Sequence[str]) -> list[str]:
+    """The run ids a ``faro sweep`` command line (as :func:`faro_core.train.launch.sweep_argv` builds it) trains: its grid, read
+    through the CLI's own parser."""
+    from faro_core.cli import build_parser  # function-level: the package imports this module
+    from faro_core.studies.grid import grid, run_id_for
+
+    args = build_parser().parse_args(list(argv)[3:])
+    return [run_id_for(c) for c in grid(spec_from_args(args))]

@@ -27,8 +27,8 @@ N_BOOT = 1000
 
 def rate_with_interval(x: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """Mean of a 0/1 vector with its BCa bootstrap interval: ``{"value", "lo", "hi", "method", "n"}``
-    (:func:`faro_core.evaluate.intervals.mean_interval`)."""
-    from faro_core.evaluate.intervals import mean_interval
+    (:func:`faro_core.intervals.mean_interval`)."""
+    from faro_core.intervals import mean_interval
 
     return mean_interval(x, n_boot=n_boot, seed=seed, level=level)
 

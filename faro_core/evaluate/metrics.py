@@ -5,7 +5,7 @@ Everything works from a *scores frame*: one row per pair with the columns of a r
 rejected_group, gold, stratum``). A run's held-out split is read from its ``scores.parquet`` (no
 re-scoring); another source is scored with :func:`faro_core.models.load_scorer` (:func:`scores_for_data`).
 
-Metrics (each with a seeded 95% BCa bootstrap interval from :mod:`faro_core.evaluate.intervals`, resampling
+Metrics (each with a seeded 95% BCa bootstrap interval from :mod:`faro_core.intervals`, resampling
 *items*, so that the pairs of one BBQ item move together):
 
 - ``accuracy``: share of pairs with r(chosen) > r(rejected) (observed labels);
@@ -29,7 +29,6 @@ import torch
 
 from faro_core.data import load
 from faro_core.errors import FaroError, RunError
-from faro_core.evaluate.intervals import LEVEL, MAX_UNITS
 from faro_core.fairness.chance import chance_violation
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.constraints import DEFAULT_MIN_COUNT
@@ -42,6 +41,7 @@ from faro_core.fairness.pairs import (
     order_bits,
     stratum_labels,
 )
+from faro_core.intervals import LEVEL, MAX_UNITS
 from faro_core.models import load_scorer
 from faro_core.store.runs import Run
 
@@ -215,7 +215,7 @@ def point_metrics(batch: PairBatch, gold: torch.Tensor, measure: ConstraintSet,
 
 def _subset(batch: PairBatch, idx: np.ndarray, copy: np.ndarray | None = None) -> PairBatch:
     """The batch's rows ``idx``; with ``copy`` (the drawn copy of each row's item, as
-    :func:`faro_core.evaluate.intervals.cluster_bootstrap` numbers them) each drawn copy of a role item gets its
+    :func:`faro_core.intervals.cluster_bootstrap` numbers them) each drawn copy of a role item gets its
     own item code."""
     t = torch.as_tensor(idx, dtype=torch.long)
     out = PairBatch(*(None if getattr(batch, f) is None else getattr(batch, f)[t] for f in batch.__dataclass_fields__))
@@ -237,7 +237,7 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT
     batch, gold = frame_to_batch(df, index)
     measure = all_constraints(index, min_count)
     groups = df["group"].fillna("(none)").astype(str).to_numpy()
-    from faro_core.evaluate.intervals import cluster_bootstrap
+    from faro_core.intervals import cluster_bootstrap
 
     point = point_metrics(batch, gold, measure, groups, with_calibration)
 

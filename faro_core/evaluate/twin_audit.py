@@ -129,8 +129,8 @@ def load_twins(path: str | Path) -> pd.DataFrame:
 
 
 def _mean_ci(x: np.ndarray, seed: int, n_boot: int = N_BOOT) -> dict[str, Any]:
-    """Mean with its BCa bootstrap interval (:func:`faro_core.evaluate.intervals.mean_interval`)."""
-    from faro_core.evaluate.intervals import mean_interval
+    """Mean with its BCa bootstrap interval (:func:`faro_core.intervals.mean_interval`)."""
+    from faro_core.intervals import mean_interval
 
     return mean_interval(x, n_boot=n_boot, seed=seed)
 

@@ -249,10 +249,10 @@ def role_violations(items: pd.DataFrame, by: Sequence[str] | None = None, min_co
 
 def role_bootstrap(items: pd.DataFrame, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """BCa intervals of :func:`role_violations`'s numbers, resampling items (seeded;
-    :func:`faro_core.evaluate.intervals.cluster_bootstrap`).
+    :func:`faro_core.intervals.cluster_bootstrap`).
 
     Returns ``{key: {"value", "lo", "hi", "method"[, "why"]}}`` for dp, eo and the raw rates and gaps."""
-    from faro_core.evaluate.intervals import cluster_bootstrap
+    from faro_core.intervals import cluster_bootstrap
 
     keys = ("dp", "eo", "p_biased_over_counter", "rate_biased_vs_unknown", "rate_counter_vs_unknown",
             "acc_biased", "acc_counter", "dp_gap", "eo_gap")

@@ -70,8 +70,8 @@ def bold_prompts(folder: str | Path, domains: Sequence[str] = tuple(DOMAINS), pe
 
 
 def _ci(x: np.ndarray, seed: int, n_boot: int = N_BOOT) -> tuple[float, float]:
-    """BCa bootstrap interval of a mean (:func:`faro_core.evaluate.intervals.mean_interval`)."""
-    from faro_core.evaluate.intervals import mean_interval
+    """BCa bootstrap interval of a mean (:func:`faro_core.intervals.mean_interval`)."""
+    from faro_core.intervals import mean_interval
 
     if len(x) == 0:
         return float("nan"), float("nan")
@@ -112,7 +112,7 @@ def bold_stats(prompts: pd.DataFrame, samples: pd.DataFrame, rewards: np.ndarray
                               "samples_mean": float(np.nanmean(mean_all[idx])) if len(idx) else None}
         means = {g: v.mean() for g, v in per.items() if len(v)}
         gap = float(max(means.values()) - min(means.values())) if len(means) > 1 else None
-        from faro_core.evaluate.intervals import gap_of_means_interval
+        from faro_core.intervals import gap_of_means_interval
 
         gap_ci = gap_of_means_interval([v for v in per.values() if len(v)], n_boot=N_BOOT, seed=seed)
         # the gap with no group effect: group labels permuted over the domain's prompts

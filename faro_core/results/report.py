@@ -109,8 +109,9 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
         if story.get("note"):
             parts.append(f"<p class='muted'>Note: {_esc(story['note'])}.</p>")
         for i, ex in enumerate(story["examples"], start=1):
-            what = "where Faro corrects BT" if ex["kind"] == "bt_stereotyped_faro_correct" else \
-                "where both are wrong (shown for honesty)"
+            what = {"bt_stereotyped_faro_correct": "where Faro corrects BT",
+                    "bt_leans_faro_not": "where BT leans to the stereotyped person and Faro does not",
+                    "both_stereotyped": "where both are wrong (shown for honesty)"}[ex["kind"]]
             parts.append(f"<h3>Held-out example {i} · {_esc(ex['category'])} · {what}</h3><p>{_esc(ex['prompt'])}</p>"
                          + _table(example_table(ex)) + f"<p class='muted'>{_esc(example_caption(ex))}</p>")
     parts.append("<h2>Summary</h2><div class='summary'>" + "".join(f"<p>{s}</p>" for s in plain_summary(table))

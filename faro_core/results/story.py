@@ -145,15 +145,23 @@ def _examples(ib: pd.DataFrame, if_: pd.DataFrame, n: int) -> tuple[list[str], l
     ambig = m["x_dp_bt"].notna()
     margin_bt = m["r_biased_bt"] - m["r_counter_bt"]
     good = m[(bt_top == "biased") & wrong_biased & (faro_top == correct)]
-    if len(good) < n:  # BT prefers the stereotyped person (over the other) and Faro ranks the correct answer first
-        extra = m[ambig & (margin_bt > 0) & (faro_top == correct) & (m["r_biased_faro"] <= m["r_counter_faro"])
-                  & ~m["item_id"].isin(good["item_id"])]
+    if len(good) < n:  # BT clearly leans to the stereotyped person (over the other), Faro does not and ranks the
+        # correct answer first; "clearly": a margin of at least a quarter of the typical |margin| (no ties shown)
+        scale = float(np.nanmedian(np.abs(margin_bt[ambig]))) if ambig.any() else 0.0
+        extra = m[ambig & (margin_bt > 0.25 * scale) & (margin_bt > 0) & (faro_top == correct)
+                  & (m["r_biased_faro"] <= m["r_counter_faro"]) & ~m["item_id"].isin(good["item_id"])]
         good = pd.concat([good, extra])
     good = good.assign(_amb=~good["x_dp_bt"].notna(), _m=-(good["r_biased_bt"] - good["r_counter_bt"]))
     good = good.sort_values(["_amb", "_m"])
     both = m[(bt_top == "biased") & (faro_top == "biased") & wrong_biased]
     both = both.assign(_amb=~both["x_dp_bt"].notna()).sort_values("_amb")
     return list(good["item_id"].astype(str))[:n], list(both["item_id"].astype(str))[:1]
+
+
+def _top_of(items: pd.DataFrame, iid: str) -> str:
+    """The role of the answer a reward ranks first on item ``iid`` (a :func:`role_items` frame)."""
+    r = items.set_index("item_id").loc[iid, ["r_biased", "r_counter", "r_unknown"]].to_numpy(dtype=float)
+    return ("biased", "counter", "unknown")[int(np.argmax(np.where(np.isnan(r), -np.inf, r)))]
 
 
 def _example(iid: str, ib: pd.DataFrame, if_: pd.DataFrame, texts: dict[str, Any], scores_bt: pd.DataFrame,
@@ -285,7 +293,9 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
         "certificate": certs,
         "accuracy": {"bt": _mean_ci(ab), "faro": _mean_ci(af),
                      "difference": _mean_ci((merged["b"] - merged["a"]).to_numpy(dtype=float))},
-        "examples": [_example(i, ib, if_, texts, sb, "bt_stereotyped_faro_correct") for i in good_ids]
+        "examples": [_example(i, ib, if_, texts, sb, "bt_stereotyped_faro_correct") for i in good_ids
+                     if _top_of(ib, i) == "biased"]
+        + [_example(i, ib, if_, texts, sb, "bt_leans_faro_not") for i in good_ids if _top_of(ib, i) != "biased"]
         + [_example(i, ib, if_, texts, sb, "both_stereotyped") for i in both_ids],
     }
     if story["attribute"] != "role":

@@ -28,6 +28,8 @@ from faro_core.train import methods
 
 # Methods whose runs target one constraint kind (a front of kind k shows only their runs for k).
 CONSTRAINED_METHODS = tuple(m.name for m in methods.METHODS.values() if m.constrained)
+# Methods whose runs are told apart by their fixed multiplier, not by epsilon.
+FIXED_LAMBDA_METHODS = tuple(m.name for m in methods.METHODS.values() if m.fixed_lambda)
 
 
 def method_label(cfg: dict[str, Any]) -> str:
@@ -199,11 +201,11 @@ def best_split(table: pd.DataFrame, kind: str) -> str:
 
 def aggregate(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t-interval half-width over seeds per configuration (family, epsilon, fixed_lambda)."""
-    from scipy import stats
+    from scipy import stats  # function-level: scipy is only needed here, and the run table must stay light
 
     t = table.assign(family=table.apply(family_key, axis=1))
     keys = ["family", "method", "constraint", "epsilon", "fixed_lambda"]
-    t["fixed_lambda"] = t["fixed_lambda"].where(t["method"] == "fixed_lambda", np.nan)
+    t["fixed_lambda"] = t["fixed_lambda"].where(t["method"].isin(FIXED_LAMBDA_METHODS), np.nan)
     num = [c for c in t.columns if c not in keys and pd.api.types.is_numeric_dtype(t[c])
            and not c.endswith(("_lo", "_hi")) and c not in ("seed",)]
     rows = []
@@ -229,7 +231,7 @@ def markdown_table(agg: pd.DataFrame) -> str:
     lines = [head, "|" + "---|" * (len(cols) + 4)]
     for _, r in agg.iterrows():
         eps = "" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:g}"
-        if r["method"] == "fixed_lambda":
+        if r["method"] in FIXED_LAMBDA_METHODS:
             eps = f"λ={r['fixed_lambda']:g}"
         cells = [_pm(r.get(c), r.get(f"{c}_ci")) for c in cols]
         cert = "/".join(_share(r.get(f"certified_{k}_share")) for k in KINDS)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from faro_core.errors import FaroError
 from faro_core.fairness.kinds import KINDS
 from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
-from faro_core.train.methods import BASELINES, METHODS
+from faro_core.train.methods import METHODS, baselines
 
 FIXED_LAMBDAS = (1.0, 5.0)
 # Config fields added after sweeps were run, with the default that reproduces the older behaviour (hashed into
@@ -57,10 +57,10 @@ def parse_baselines(spec: str | list[str] | None) -> list[str]:
     names = spec.split(",") if isinstance(spec, str) else list(spec or [])
     names = [n.strip().lower() for n in names if n and n.strip() and n.strip().lower() != "none"]
     if names == ["all"]:
-        return list(BASELINES)
-    bad = [n for n in names if n not in BASELINES]
+        return list(baselines())
+    bad = [n for n in names if n not in baselines()]
     if bad:
-        raise FaroError(f"unknown baseline(s) {bad}; choose from all, {', '.join(BASELINES)}")
+        raise FaroError(f"unknown baseline(s) {bad}; choose from all, {', '.join(baselines())}")
     return names
 
 

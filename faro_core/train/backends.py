@@ -119,8 +119,7 @@ class HeadBackend:
         """What ``split_rewards(self, model, idx)`` returns, scoring each distinct feature row once.
 
         A response shared by two pairs of an item (BBQ's "unknown", or the answer in both of its pairs) has one
-        feature row: a quarter of BBQ's training rows are repeats, so the dual step's fresh pass costs 3/4.
-        The row map is built once per ``idx`` tensor (``torch.unique``: ~0.1 s for BBQ's 29k rows).
+        feature row, scored once; the row map is built once per ``idx`` tensor (``torch.unique``).
         """
         plan = self._plans.get(with_twins)
         # the same pairs (e.g. the training split of several members of a batch) reuse the plan

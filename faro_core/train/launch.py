@@ -192,23 +192,13 @@ def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequenc
             "--quiet", "--json"]
 
 
-def sweep_run_ids(argv: Sequence[str]) -> list[str]:
-    """The run ids a ``faro sweep`` command line (as :func:`sweep_argv` builds it) trains: its grid, read
-    through the CLI's own parser."""
-    from faro_core.cli import build_parser
-    from faro_core.cli.sweep_cmd import spec_from_args
-    from faro_core.studies.grid import grid, run_id_for
-
-    args = build_parser().parse_args(list(argv)[3:])
-    return [run_id_for(c) for c in grid(spec_from_args(args))]
-
-
-def launch_sweep(store: RunStore, argv: Sequence[str]) -> list[str]:
+def launch_sweep(store: RunStore, argv: Sequence[str], ids: Sequence[str]) -> list[str]:
     """Start a ``faro sweep`` (one batched job: one process trains every member) detached; each member's run
     directory gets a ``launch.json`` naming the process and the batch, so the queue shows every member with
     its own progress and :func:`cancel` stops one member without stopping the others. Members already done
-    are left as they are (the sweep skips them). Returns the member run ids."""
-    ids = sweep_run_ids(argv)
+    are left as they are (the sweep skips them). ``ids``: the members' run ids
+    (:func:`faro_core.cli.sweep_cmd.sweep_run_ids` of ``argv``). Returns them."""
+    ids = list(ids)
     todo = [r for r in ids if not (store.has(r) and store.get(r).status == "done")]
     for rid in todo:
         path = store.path(rid)

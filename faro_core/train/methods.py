@@ -184,7 +184,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            loss=_alpha_fair_loss),
 )}
 CONFIG_METHODS = tuple(dict.fromkeys(m.method for m in METHODS.values()))  # valid values of FaroConfig.method
+
 BASELINES = tuple(n for n in METHODS if n != "faro")
+
+
+def baselines() -> tuple[str, ...]:
+    """The baselines a sweep can add now: every entry of :data:`METHODS` but Faro."""
+    return tuple(n for n in METHODS if n != "faro")
 OTHER_COLOR = "#17becf"
 
 
