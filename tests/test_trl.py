@@ -7,6 +7,7 @@ CPU, tiny: the embedded MiniLM, BBQ's "old" pairs of the demo (about 90 training
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
