@@ -65,13 +65,19 @@ def held_out_pairs(run) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> RunStore:
+def runs(tmp_path_factory):
+    # float32 features encoded here: the demo's shipped features are float16 (a head run trained on them
+    # scores ~2e-4 from a fresh float32 encoding, which the export's check reports)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FARO_NO_SHIPPED_CACHE", "1")
+    mp.setenv("FARO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     store = RunStore(tmp_path_factory.mktemp("export") / "runs")
     train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=3, min_count=5, groups=["old"]), store,
           run_id="head", progress=False)
     train(FaroConfig(mode="full", groups=["old"], epochs=1, batch_size=32, max_length=64), store, run_id="full",
           progress=False)
-    return store
+    yield store
+    mp.undo()
 
 
 def export(runs: RunStore, run_id: str, out: Path, *extra: str) -> int:
@@ -158,7 +164,8 @@ def test_export_dir_has_a_model_card_and_the_run_config(runs, tmp_path):
     assert {r["kind"] for r in rows} == set(cert["bound_type"])  # every certified kind names its bound
     assert meta["model-index"][0]["results"][0]["metrics"]
     assert json.loads((out / "faro_config.json").read_text()) == runs.get("head").config
-    assert json.loads((out / "faro_export.json").read_text())["check"]["max_abs_diff"] <= TOL
+    check = json.loads((out / "faro_export.json").read_text())["check"]
+    assert check["max_abs_diff"] <= TOL and check["within_tolerance"]
 
 
 def test_export_refuses_a_non_empty_dir_and_keeps_it(runs, tmp_path, capsys):

@@ -1,0 +1,390 @@
+"""Faro as a drop-in for TRL's reward trainer, and Faro rewards for TRL's online trainers.
+
+A TRL reward script becomes a Faro script by changing two class names and naming the dataset's group columns::
+
+    config = FairRewardConfig(output_dir="rm", constraints=["dp"], epsilon=0.05,
+                              chosen_group_column="chosen_group", rejected_group_column="rejected_group",
+                              strata_columns=["context_condition"])
+    trainer = FairRewardTrainer(model=model, args=config, train_dataset=ds, processing_class=tok)
+    trainer.train()
+
+:class:`FairRewardTrainer` is TRL's ``RewardTrainer``; with constraints it adds, inside its hooks:
+
+- ``compute_loss``: TRL's Bradley-Terry loss (``RewardTrainer.compute_loss``, unchanged) plus ProxyGDA's
+  linearized constraint penalty ``(N/B) sum_i coef_i phi_i - sum_j lambda_j eps_j`` on the batch's rewards
+  (:meth:`faro_core.train.proxy_gda.ProxyGDA.penalty`; twins scored too when CF is on), and each pair's latest
+  rewards into a buffer;
+- the step hook (a ``TrainerCallback.on_step_end``): every ``dual_every`` optimizer steps, the dual ascent step
+  ``lambda <- clip(lambda + dual_lr (g - eps), 0, lambda_max)`` on the buffer's cell statistics over the training
+  split (:meth:`ProxyGDA.dual_step`), as ``faro train --mode full`` does;
+- logging: ``faro/penalty``, ``faro/lambda_max`` and per kind ``faro/violation_<kind>`` (largest strict
+  one-sided violation at the last dual step) and ``faro/lambda_max_<kind>`` go through the Trainer's own log, so
+  TensorBoard, W&B and ``trainer.state.log_history`` show them.
+
+With no constraint (or ``epsilon = inf``) nothing is added: it is TRL's ``RewardTrainer`` exactly (same loss,
+same batches, same weights). The saved model is TRL's (``AutoModelForSequenceClassification``, ``num_labels=1``);
+``faro_dual.json`` beside it holds the constraint names, multipliers and last violations.
+
+Dataset columns (names configurable): ``chosen_group`` / ``rejected_group`` (the group each response names,
+None for none: DP), ``group`` (the pair's sensitive attribute: EO, CF), ``strata_columns`` (conditioning cells),
+``gold`` (EO's true label: 1.0 if the chosen response is truly better; absent: the observed label), ``pair_id``
+(EO's fixed presentation order; absent: the row number), and for CF the twins ``cf_prompt`` / ``cf_chosen`` /
+``cf_rejected`` (or pre-tokenized ``cf_chosen_ids`` / ``cf_rejected_ids``), preprocessed exactly as TRL
+preprocesses ``prompt`` / ``chosen`` / ``rejected``.
+
+:func:`reward_function` turns a run or an exported directory into the callable TRL's GRPO and RLOO trainers
+take as a reward function: ``f(prompts=..., completions=..., **kwargs) -> list[float]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+from trl import RewardConfig, RewardTrainer
+
+from faro_core.errors import FaroError
+
+INDEX_COL = "faro_pair_index"  # row of each training pair in the trainer's attribute tensors
+TWIN_KEY = "faro_twins"
+
+
+@dataclass
+class FairRewardConfig(RewardConfig):
+    """TRL's ``RewardConfig`` plus the fairness constraints, the dataset's group columns and the dual settings.
+
+    ``constraints``: kinds among ``dp``, ``eo``, ``cf`` (empty: plain TRL); ``epsilon``: slack of every one-sided
+    constraint; ``min_count``: cells with fewer training members are not constrained. Dual player: ``dual_lr``
+    (eta_lambda), ``dual_every`` (optimizer steps between dual steps), ``lambda_max`` (cap per multiplier),
+    ``dual_signal`` (``auto``: smooth DP/EO, strict CF; ``strict``; ``proxy``), ``ema`` (momentum of the dual
+    statistics). ``dp_scope``: where DP holds (``COLUMN=V1|V2`` over a strata column, ``all``, or None: BBQ's
+    ambiguous contexts when ``context_condition`` is a stratum, else all); ``dp_partner``: see
+    :class:`faro_core.constraints.DemographicParity`.
+    """
+
+    constraints: list[str] = field(default_factory=list, metadata={"help": "fairness constraints: dp, eo, cf"})
+    epsilon: float = field(default=0.05, metadata={"help": "slack of every one-sided constraint"})
+    attribute_column: str = field(default="group", metadata={"help": "pair-level sensitive attribute (EO, CF)"})
+    chosen_group_column: str = field(default="chosen_group", metadata={"help": "group the chosen response names"})
+    rejected_group_column: str = field(default="rejected_group",
+                                       metadata={"help": "group the rejected response names"})
+    strata_columns: list[str] = field(default_factory=list, metadata={"help": "conditioning columns"})
+    label_column: str | None = field(default="gold", metadata={"help": "EO's true label (1.0: chosen is better)"})
+    pair_id_column: str | None = field(default="pair_id", metadata={"help": "stable pair id (EO's order bit)"})
+    dp_scope: str | None = field(default=None, metadata={"help": "where DP holds: COLUMN=V1|V2, or all"})
+    dp_partner: bool = field(default=True, metadata={"help": "DP compares against the same kind of partner"})
+    min_count: int = field(default=30, metadata={"help": "smallest constrained cell"})
+    dual_lr: float = field(default=0.1, metadata={"help": "dual step size"})
+    dual_every: int = field(default=5, metadata={"help": "optimizer steps between dual steps"})
+    lambda_max: float | None = field(default=0.3, metadata={"help": "cap on each multiplier"})
+    dual_signal: str = field(default="auto", metadata={"help": "auto | strict | proxy"})
+    ema: float = field(default=0.0, metadata={"help": "momentum of the dual statistics"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.constraints, str):
+            self.constraints = [c for c in self.constraints.split(",")]
+        self.constraints = [c.strip().lower() for c in self.constraints if c.strip() and c.strip() != "none"]
+        bad = [c for c in self.constraints if c not in ("dp", "eo", "cf")]
+        if bad:
+            raise FaroError(f"unknown constraint kind(s) {bad}; choose from dp, eo, cf")
+        if not self.epsilon >= 0:
+            raise FaroError(f"epsilon must be >= 0 (or inf), got {self.epsilon}")
+        if self.dual_every < 1:
+            raise FaroError(f"dual_every must be >= 1, got {self.dual_every}")
+
+
+class _DualStep(TrainerCallback):
+    """The dual player's step hook: after every ``dual_every``-th optimizer step."""
+
+    def __init__(self, trainer: FairRewardTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step % self.trainer.args.dual_every == 0:
+            self.trainer.dual_step()
+
+
+class _WithPairIndex:
+    """Wraps the preference collator: adds each example's pair index (and, for CF, its padded twins)."""
+
+    def __init__(self, base: Any, twins: dict[int, tuple[list[int], list[int]]] | None, pad_id: int) -> None:
+        self.base, self.twins, self.pad_id = base, twins, pad_id
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        idx = [e.pop(INDEX_COL) for e in examples if INDEX_COL in e]
+        out = self.base(examples)
+        if len(idx) == len(examples) and idx:
+            out[INDEX_COL] = torch.tensor(idx, dtype=torch.long)
+            if self.twins is not None:
+                pos = [j for j, i in enumerate(idx) if i in self.twins]
+                if pos:
+                    seqs = [self.twins[idx[j]][0] for j in pos] + [self.twins[idx[j]][1] for j in pos]
+                    width = max(len(s) for s in seqs)
+                    ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+                    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                    for k, s in enumerate(seqs):
+                        ids[k, :len(s)] = torch.tensor(s, dtype=torch.long)
+                        mask[k, :len(s)] = 1
+                    out[TWIN_KEY] = {"input_ids": ids, "attention_mask": mask, "pos": torch.tensor(pos)}
+        return out
+
+
+class FairRewardTrainer(RewardTrainer):
+    """TRL's ``RewardTrainer`` with Faro's constraints (see the module docstring). Same arguments as
+    ``RewardTrainer``; ``args`` is a :class:`FairRewardConfig` (a plain ``RewardConfig`` means no constraint)."""
+
+    def __init__(self, model: Any, args: RewardConfig | None = None, train_dataset: Any = None, **kwargs: Any):
+        from datasets import Dataset
+
+        self._faro_on = (isinstance(args, FairRewardConfig) and bool(args.constraints)
+                         and math.isfinite(float(args.epsilon)))
+        frame = None
+        self._faro_raw_twins: dict[str, list[Any]] | None = None
+        if self._faro_on:
+            if not isinstance(train_dataset, Dataset):
+                raise FaroError("FairRewardTrainer with constraints needs a datasets.Dataset (the constraint "
+                                "cells are counted over the whole training split; an IterableDataset has no end)")
+            frame = self._group_frame(train_dataset, args)
+            if "cf" in args.constraints:
+                self._faro_raw_twins = self._raw_twins(train_dataset)
+            train_dataset = train_dataset.add_column(INDEX_COL, list(range(len(train_dataset))))
+        super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
+        if self._faro_on:
+            self._faro_setup(frame)
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _group_frame(ds: Any, args: FairRewardConfig) -> pd.DataFrame:
+        """The pairs' attributes under Faro's column names (see the module docstring)."""
+        cols = set(ds.column_names)
+        need = {"dp": [args.chosen_group_column, args.rejected_group_column], "eo": [args.attribute_column],
+                "cf": [args.attribute_column]}
+        missing = sorted({c for k in args.constraints for c in need[k] if c not in cols}
+                         | {c for c in args.strata_columns if c not in cols})
+        if missing:
+            raise FaroError(f"the training dataset has no column(s) {missing} (columns: {sorted(cols)}); name the "
+                            "group columns in FairRewardConfig")
+        n = len(ds)
+
+        def col(name: str | None) -> list[Any]:
+            return list(ds[name]) if name and name in cols else [None] * n
+
+        df = pd.DataFrame({
+            "chosen_group": col(args.chosen_group_column), "rejected_group": col(args.rejected_group_column),
+            "group": col(args.attribute_column),
+            "gold": pd.to_numeric(pd.Series(col(args.label_column)), errors="coerce"),
+            "pair_id": [str(p) for p in col(args.pair_id_column)] if args.pair_id_column in cols
+            else [str(i) for i in range(n)],
+        })
+        for c in args.strata_columns:
+            df[c] = col(c)
+        has_twin_text = {"cf_chosen", "cf_rejected"} <= cols
+        has_twin_ids = {"cf_chosen_ids", "cf_rejected_ids"} <= cols
+        if "cf" in args.constraints and not (has_twin_text or has_twin_ids):
+            raise FaroError("the CF constraint needs counterfactual twins: columns cf_chosen and cf_rejected "
+                            "(with cf_prompt), or cf_chosen_ids and cf_rejected_ids")
+        if has_twin_ids:
+            ok = [a is not None and b is not None for a, b in zip(ds["cf_chosen_ids"], ds["cf_rejected_ids"])]
+        elif has_twin_text:
+            ok = [a is not None and b is not None for a, b in zip(ds["cf_chosen"], ds["cf_rejected"])]
+        else:
+            ok = [False] * n
+        df["cf_chosen"] = np.where(ok, "x", None)
+        df["cf_rejected"] = np.where(ok, "x", None)
+        return df
+
+    def _faro_setup(self, df: pd.DataFrame) -> None:
+        from faro_core.fairness.constraint_set import ConstraintSet
+        from faro_core.fairness.pairs import GroupIndex, PairTensors, dp_strata_in_scope, stratum_labels
+        from faro_core.train.backends import all_reduce_sum
+        from faro_core.train.proxy_gda import ProxyGDA
+
+        args = self.args
+        strata_cols = list(args.strata_columns)
+        df["stratum"] = stratum_labels(df, strata_cols).to_numpy()
+        resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
+        index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())),
+                           strata=sorted(df["stratum"].unique()),
+                           dp_strata=dp_strata_in_scope(df, strata_cols, args.dp_scope), dp_partner=args.dp_partner)
+        self.group_index = index
+        self.constraint_set = ConstraintSet.parse(args.constraints, float(args.epsilon), index, args.min_count)
+        empty = [c.kind for c in self.constraint_set.constraints if not c.names()]
+        if empty:
+            raise FaroError(f"constraint(s) {empty} have nothing to compare: no groups in the named columns "
+                            f"(DP: {args.chosen_group_column}/{args.rejected_group_column}, EO/CF: "
+                            f"{args.attribute_column}) or no twins (CF)")
+        self.pair_tensors = PairTensors.from_frame(df, index)
+        n = len(df)
+        # the pairs TRL kept (it drops pairs longer than max_length): the training split of the constraints
+        self.train_idx = torch.as_tensor(np.asarray(self.train_dataset[INDEX_COL], dtype=np.int64))
+        zero = torch.zeros(n)
+        twin_or_nan = torch.where(self.pair_tensors.has_twin, 0.0, float("nan"))
+        tr = self.train_idx
+        self.cell_counts = self.constraint_set.fix_cells(
+            self.pair_tensors.batch(tr, (zero[tr], zero[tr], twin_or_nan[tr], twin_or_nan[tr])))
+        self.gda = ProxyGDA(self.constraint_set, dual_lr=args.dual_lr, ema=args.ema, reduce=all_reduce_sum,
+                            dual_signal=args.dual_signal, lambda_max=args.lambda_max)
+        self.gda.set_pairs(self.pair_tensors.batch(torch.arange(n), (zero, zero, twin_or_nan, twin_or_nan)), len(tr))
+        self.buf = [torch.full((n,), float("nan")) for _ in range(4)]
+        self.seen = torch.zeros(n, dtype=torch.bool)
+        self.g_strict = torch.zeros(len(self.constraint_set))
+        self.need_twins = "cf" in args.constraints
+        twins = self._tokenized_twins() if self.need_twins else None
+        self.data_collator = _WithPairIndex(self.data_collator, twins, self.processing_class.pad_token_id)
+        self.add_callback(_DualStep(self))
+
+    @staticmethod
+    def _raw_twins(ds: Any) -> dict[str, list[Any]]:
+        """The twins of the pairs that have them, as a preference dataset's columns (with the pair index)."""
+        cols = set(ds.column_names)
+        if {"cf_chosen_ids", "cf_rejected_ids"} <= cols:
+            names = {"chosen_ids": "cf_chosen_ids", "rejected_ids": "cf_rejected_ids"}
+        else:
+            names = {"chosen": "cf_chosen", "rejected": "cf_rejected"}
+            if "cf_prompt" in cols:
+                names["prompt"] = "cf_prompt"
+        data = {k: list(ds[v]) for k, v in names.items()}
+        keep = [i for i in range(len(ds)) if all(data[k][i] is not None for k in data)]
+        return {INDEX_COL: keep, **{k: [v[i] for i in keep] for k, v in data.items()}}
+
+    def _tokenized_twins(self) -> dict[int, tuple[list[int], list[int]]]:
+        """Each pair's twins, preprocessed by TRL itself (``_prepare_dataset``: EOS, tokenization, length filter)."""
+        from datasets import Dataset
+
+        if not self._faro_raw_twins or not self._faro_raw_twins[INDEX_COL]:
+            return {}
+        twin = self._prepare_dataset(Dataset.from_dict(self._faro_raw_twins), self.processing_class, self.args,
+                                     "twins")
+        return {int(i): (c, r) for i, c, r in zip(twin[INDEX_COL], twin["chosen_ids"], twin["rejected_ids"])}
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self._faro_on and INDEX_COL not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, INDEX_COL]
+
+    # -- the hooks ---------------------------------------------------------------------------------------
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        idx = inputs.pop(INDEX_COL, None)
+        twins = inputs.pop(TWIN_KEY, None)
+        if not self._faro_on or idx is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        from faro_core.fairness.pairs import PairBatch
+
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        r_c, r_r = (t.float() for t in torch.chunk(outputs.logits.squeeze(-1), chunks=2))
+        cf_c = torch.full_like(r_c, float("nan"))
+        cf_r = cf_c.clone()
+        if twins is not None:
+            pos = twins["pos"].to(r_c.device)
+            tw = model(input_ids=twins["input_ids"].to(r_c.device),
+                       attention_mask=twins["attention_mask"].to(r_c.device), use_cache=False).logits.squeeze(-1)
+            cf_c = cf_c.index_put((pos,), tw[:len(pos)].float())
+            cf_r = cf_r.index_put((pos,), tw[len(pos):].float())
+        idx_dev = idx.to(r_c.device)
+        penalty = self.gda.penalty(PairBatch(r_c, r_r, *([None] * 6), cf_c, cf_r), idx_dev)
+        cpu_idx = idx.cpu()
+        for k, r in enumerate((r_c, r_r, cf_c, cf_r)):
+            self.buf[k][cpu_idx] = r.detach().float().cpu()
+        self.seen[cpu_idx] = True
+        m = self._metrics["train"]
+        m["faro/penalty"].append(float(penalty.detach()))
+        m["faro/lambda_max"].append(float(self.gda.lam.max()) if len(self.gda.lam) else 0.0)
+        lam = self.gda.lam
+        for kind in sorted(set(self.constraint_set.kinds())):
+            sel = torch.tensor([k == kind for k in self.constraint_set.kinds()])
+            m[f"faro/lambda_max_{kind}"].append(float(lam[sel].max()))
+            m[f"faro/violation_{kind}"].append(float(self.g_strict[sel].max()))
+        loss = loss + penalty
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def dual_step(self) -> torch.Tensor:
+        """The dual ascent step on the buffer's rewards of the training pairs seen so far (all-reduced across
+        processes). Returns the strict one-sided violations g [m]."""
+        mine = self.train_idx[self.seen[self.train_idx]]
+        if len(mine) == 0:
+            return self.g_strict
+        batch = self.pair_tensors.batch(mine, tuple(b[mine] for b in self.buf))
+        self.g_strict = self.gda.dual_step(batch)
+        return self.g_strict
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self._faro_on and self.args.should_save:
+            out = Path(output_dir or self.args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "faro_dual.json").write_text(json.dumps({
+                "constraints": self.constraint_set.names(), "epsilon": self.constraint_set.epsilons().tolist(),
+                "lambda": self.gda.lam.tolist(), "violation": self.g_strict.tolist(),
+                "index": self.group_index.to_dict()}, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rewards for TRL's online trainers
+# ---------------------------------------------------------------------------------------------------------
+def _text(x: Any) -> str:
+    """A prompt or completion as text: a string as is; a conversation (list of {"role", "content"}) as its
+    contents joined by newlines."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict):
+        return str(x.get("content", ""))
+    if isinstance(x, (list, tuple)):
+        return "\n".join(_text(m) for m in x)
+    return str(x)
+
+
+class FaroReward:
+    """A reward function for TRL's GRPO / RLOO trainers: ``f(prompts=..., completions=..., **kwargs)`` returns one
+    float per (prompt, completion), the reward model's score of the sentence pair. Extra keyword arguments
+    (``completion_ids``, ``trainer_state``, dataset columns) are ignored."""
+
+    def __init__(self, scorer: Any, name: str) -> None:
+        self.scorer = scorer
+        self.__name__ = name
+
+    def __call__(self, prompts: list[Any] | None = None, completions: list[Any] | None = None,
+                 **kwargs: Any) -> list[float]:
+        if prompts is None or completions is None:
+            raise FaroError("a Faro reward needs prompts= and completions=")
+        if len(prompts) != len(completions):
+            raise FaroError(f"{len(prompts)} prompts but {len(completions)} completions")
+        r = self.scorer.score([_text(p) for p in prompts], [_text(c) for c in completions])
+        return [float(v) for v in np.asarray(r, dtype=np.float64)]
+
+
+def reward_function(source: str | Path, runs_dir: str | Path | None = None, device: str | None = None) -> FaroReward:
+    """A TRL reward function from a Faro run (id in ``runs_dir``, or the run's folder) or an exported directory
+    (``faro export``: a sentence-transformers or transformers model; the reward of a (prompt, completion) is
+    the score of the sentence pair, as Faro trained it).
+
+    A post-processing baseline run's group shifts are not applied (a completion does not say which group it
+    names).
+    """
+    from faro_core.integrations.export import EXPORT_META, ExportScorer
+
+    path = Path(source)
+    if path.is_dir() and (path / EXPORT_META).exists():
+        return FaroReward(ExportScorer(path, device=device), f"faro_{path.name}")
+    if path.is_dir() and (path / "config.json").exists():
+        raise FaroError(f"{path} is a model directory but not a `faro export` (no {EXPORT_META}): a model trained by "
+                        "TRL's or Faro's reward trainer on TRL's text format is scored as TRL scores it, so pass the "
+                        "model itself as reward_funcs")
+    from faro_core.models import load_scorer
+    from faro_core.store.runs import Run, RunStore
+
+    if path.is_dir() and (path / "model.json").exists():
+        run = Run(path.name, path)
+    else:
+        run = RunStore(runs_dir).get(str(source))
+    return FaroReward(load_scorer(run, device=device or "cpu"), f"faro_{run.run_id}")
