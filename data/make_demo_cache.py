@@ -3,7 +3,7 @@
     python data/make_demo_cache.py [--runs-dir DIR]
 
 1. Features of every (prompt, answer) text of the demo items and their counterfactual twins under the
-   embedded encoder (max_length 256, head mode's), stored as float16 safetensors keyed like the on-disk
+   embedded encoder (max_length 256, head mode's), stored as float32 safetensors keyed like the on-disk
    feature cache (:mod:`faro_core.models.features`).
 2. The reference LM's log-likelihoods of the answers of the items the demo's policy stage evaluates (the demo
    runs' test split, capped by ``faro_core.studies.demo.DEMO_POLICY_ITEMS``), as Parquet keyed like
@@ -17,6 +17,7 @@ Computed through the same caches a run uses, so a second call reads instead of e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from faro_core.data import load  # noqa: E402
 from faro_core.io import write_parquet, write_safetensors  # noqa: E402
 from faro_core.models.features import FeatureCache, backbone_key, text_key  # noqa: E402
-from faro_core.models.shipped import write_manifest  # noqa: E402
+from faro_core.models.shipped import MANIFEST, write_manifest  # noqa: E402
 from faro_core.paths import DEMO_DATA_DIR  # noqa: E402
 
 OUT = DEMO_DATA_DIR / "cache"
@@ -55,10 +56,10 @@ def build_features() -> dict:
     key = backbone_key(cache.backbone)
     name = f"features-{key}-L{MAX_LENGTH}.safetensors"
     write_safetensors(OUT / name, {"keys": torch.from_numpy(keys.reshape(len(texts), 20).copy()),
-                                   "features": torch.from_numpy(feats.astype(np.float16))},
+                                   "features": torch.from_numpy(feats.astype(np.float32))},
                       metadata={"backbone_key": key, "max_length": str(MAX_LENGTH)})
     return {"file": name, "kind": "features", "key": key, "max_length": MAX_LENGTH, "rows": len(texts),
-            "dtype": "float16"}
+            "dtype": "float32"}
 
 
 def build_pi_ref(runs_dir: Path) -> dict | None:
@@ -91,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     entries = [build_features()]
-    if not args.no_pi_ref:
-        pi = build_pi_ref(args.runs_dir)
-        if pi:
-            entries.append(pi)
+    pi = None if args.no_pi_ref else build_pi_ref(args.runs_dir)
+    if pi is None and (OUT / MANIFEST).exists():  # keep the scores already shipped
+        old = json.loads((OUT / MANIFEST).read_text())["files"]
+        pi = next(({k: v for k, v in e.items() if k not in ("sha256", "bytes")} for e in old
+                   if e["kind"] == "pi_ref" and (OUT / e["file"]).exists()), None)
+    if pi:
+        entries.append(pi)
     print(write_manifest(OUT, entries).read_text())
     return 0
 

@@ -10,7 +10,7 @@ A shipped cache folder (``data/demo_bbq/cache/``) holds files and a ``manifest.j
 only when its manifest entry matches the key asked for and its bytes hash to the recorded SHA-256; anything
 else (a missing, truncated, edited or foreign file, a malformed manifest) is skipped with a warning, so the
 caller encodes or scores instead. Shipped files are never written at run time. Formats: safetensors (keys
-``keys`` [n, 20] uint8 SHA-1 text keys, ``features`` [n, d] float16) and Parquet (``key, logp, ntok``).
+``keys`` [n, 20] uint8 SHA-1 text keys, ``features`` [n, d] float32, exactly what the encoder gives, so data sharing the demo's texts trains the same with or without them) and Parquet (``key, logp, ntok``).
 Set ``FARO_NO_SHIPPED_CACHE=1`` to ignore them.
 """
 
