@@ -128,7 +128,7 @@ def run_batch_job(config_dicts: list[dict[str, Any]], runs_dir: str, n_boot: int
         if was_done[rid]:
             continue
         if (store.path(rid) / CANCEL_FILE).exists():  # cancelled before its batch began: it does not train
-            run = store.get(rid) if store.has(rid) else store.create(c.resolved().to_dict(), run_id=rid)
+            run = store.get(rid) if store.has(rid) else store.create(c.resolved().stored_dict(), run_id=rid)
             run.set_status("interrupted", error="cancelled by the user")
             run.clear_cancel()
             continue

@@ -224,7 +224,7 @@ def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], 
             run.clear_cancel()
         else:
             cfg = cfg.resolved()
-            run = store.create(cfg.to_dict(), run_id=rid)
+            run = store.create(cfg.stored_dict(), run_id=rid)
         runs.append(run)
         todo.append((cfg, run))
     if not todo:
