@@ -334,7 +334,7 @@ def story_figure(story: dict[str, Any]) -> go.Figure:
             x=[names[1]], y=[100 * (0.5 + up)], mode="markers+text", showlegend=False,
             marker=dict(symbol="triangle-down", size=14, color="#2ca02c" if certified else "#d62728"),
             text=[f"certified ≤ {100 * (0.5 + up):.0f}%" if certified else
-                  f"upper bound {100 * (0.5 + up):.0f}% (not certified)"],
+                  f"upper bound {100 * (0.5 + up):.0f}% (not certified at ε = {story['epsilon']:g})"],
             textposition="top center", hovertemplate="95% upper bound of the rate: %{y:.1f}%<extra></extra>"),
             row=1, col=1)
     top = max(100 * story["rate"]["bt"]["hi"], 100 * (0.5 + (up or 0)), 60) + 8
@@ -466,7 +466,7 @@ def story_svg(story: dict[str, Any], width: int = 960, height: int = 330) -> str
         bx = 40 + (560 - 40) / 4 * (0.5 + 1.5) + (560 - 40) / 8
         col = "#2ca02c" if certified else "#d62728"
         label = f"certified ≤ {100 * (0.5 + up):.0f}%" if certified else \
-            f"upper bound {100 * (0.5 + up):.0f}% (not certified)"
+            f"upper bound {100 * (0.5 + up):.0f}% (not certified at ε = {story['epsilon']:g})"
         out.append(f"<g><title>95% upper bound of Faro's rate ({story['certificate']['faro'].get('bound')}, "
                    f"δ = {story['certificate']['faro'].get('delta')})</title>"
                    f"<path d='M{bx - 7:.1f},{yy - 12:.1f} L{bx + 7:.1f},{yy - 12:.1f} L{bx:.1f},{yy:.1f} Z' fill='{col}'/>"
