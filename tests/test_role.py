@@ -250,17 +250,19 @@ def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
 
 def test_attribute_defaults_legacy_configs_and_run_ids():
     """Stored configs without the field ran with the named group; at "group" the field leaves the run id
-    unchanged; BBQ-format data defaults to role (the embedded demo keeps the group until its build follows)."""
+    unchanged; BBQ-format data defaults to role, the embedded demo (a BBQ subset) included; the 512-item mini
+    demo keeps the named group (too few ambiguous held-out items for role rates)."""
     from faro_core.paths import SHARED_DATA
     from faro_core.studies.grid import run_id_for
     from faro_core.train import FaroConfig
 
     assert FaroConfig.from_dict({"constraints": ["dp"]}).attribute == "group"
-    assert FaroConfig().resolved().attribute == "group"
-    base = FaroConfig(constraints=["dp"], epsilon=0.05)
+    assert FaroConfig().resolved().attribute == "role"
+    assert FaroConfig(data="demo-mini").resolved().attribute == "group"
+    base = FaroConfig(constraints=["dp"], epsilon=0.05, attribute="group")
     legacy = {k: v for k, v in base.resolved().to_dict().items() if k not in ("attribute", "role_columns")}
     assert run_id_for(base) == run_id_for(FaroConfig.from_dict(legacy))
-    assert run_id_for(base) != run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, attribute="role"))
+    assert run_id_for(base) != run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05))  # the role default
     if (SHARED_DATA / "bbq").exists():
         assert FaroConfig(data=str(SHARED_DATA / "bbq")).resolved().attribute == "role"
     with pytest.raises(Exception, match="unknown attribute"):
