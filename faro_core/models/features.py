@@ -107,13 +107,14 @@ class FeatureCache:
         self._model = None
         self._tok = None
         self.last_encoded = 0  # texts encoded (not read from cache) by the last call
-        self._load_shipped()
+        self._shipped_tried = False  # the shipped file is read on the first miss, not for every cache
         self._load_shards()
 
     # -- cache -----------------------------------------------------------------------------------
     def _load_shipped(self) -> None:
-        """Features shipped with Faro's data for this backbone and max_length (verified; read-only). They
-        are indexed first and never overridden, so a build reads the same features on every machine."""
+        """Features shipped with Faro's data for this backbone and max_length (verified; read-only), read on
+        the first text the local cache lacks. They equal the encoder's output, so either source gives the same
+        features."""
         for keys, feats in shipped_features(backbone_key(self.backbone), self.max_length):
             sid = len(self._shards)
             self._shards.append(feats)
@@ -193,6 +194,9 @@ class FeatureCache:
         keys = [text_key(p, r, self.max_length) for p, r in zip(prompts, responses)]
         with _LOCK:
             self._load_shards()
+            if not self._shipped_tried and any(k not in self._index for k in keys):
+                self._shipped_tried = True
+                self._load_shipped()
             missing: dict[bytes, int] = {}
             for i, k in enumerate(keys):
                 if k not in self._index and k not in missing:
