@@ -13,5 +13,6 @@ setup(
     packages=[*find_namespace_packages(include=["faro_core", "faro_core.*"], exclude=["*.__pycache__"]),
               "faro_core.demo_data", "faro_core.demo_mini"],
     package_dir={"faro_core.demo_data": "data/demo_bbq", "faro_core.demo_mini": "data/demo_mini"},
-    package_data={"faro_core.demo_data": ["**/*"], "faro_core.demo_mini": ["**/*"]},
+    # the report's plotly.js bundle: the HTML report is self-contained and works offline
+    package_data={"faro_core.demo_data": ["**/*"], "faro_core.demo_mini": ["**/*"], "faro_core.results": ["assets/*"]},
 )

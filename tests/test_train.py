@@ -71,7 +71,7 @@ def test_constraints_whose_multipliers_stay_zero_train_plain_bt(store):
     run trains exactly plain BT, weight for weight, while logging its violations. This is what makes an
     epsilon sweep's runs share their prefix with the lambda = 0 trajectory (bench/sweep_prefix.py)."""
     bt = train(FaroConfig(constraints=[], select="last", **FAST), store, progress=False)
-    loose = train(FaroConfig(data="demo-mini", constraints=["dp"], epsilon=1.0, select="last", min_count=10, dual_every=2,
+    loose = train(FaroConfig(constraints=["dp"], epsilon=1.0, select="last", min_count=10, dual_every=2,
                              strata=["question_polarity"], **FAST), store, progress=False)
     a, b = weights(bt), weights(loose)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -148,7 +148,7 @@ def test_run_files_and_scores(store):
     from faro_core.data import load
     from faro_core.models import load_scorer
 
-    data = load(None).df.set_index("pair_id")
+    data = load("demo-mini").df.set_index("pair_id")
     head = scores.head(20)
     r = load_scorer(run).score(list(data.loc[head["pair_id"], "prompt"]), list(data.loc[head["pair_id"], "chosen"]))
     np.testing.assert_allclose(r, head["r_chosen"].to_numpy(), atol=1e-5)
@@ -202,7 +202,7 @@ def test_full_mode_hf_export_matches_faro_scoring(store):
     scores = pd.read_parquet(run.file("scores.parquet")).head(16)
     from faro_core.data import load
 
-    data = load(None, groups=["old"]).df.set_index("pair_id").loc[scores["pair_id"]]
+    data = load("demo-mini", groups=["old"]).df.set_index("pair_id").loc[scores["pair_id"]]
     enc = tok(list(data["prompt"]), list(data["chosen"]), padding=True, truncation="longest_first", max_length=64,
               return_tensors="pt")
     with torch.no_grad():
