@@ -15,8 +15,8 @@ from faro_core.train import FaroConfig, train
 from faro_core.train.batched import DEFAULT_MEMORY_MB, batchable, member_bytes, plan_batches, train_batch
 
 # a few epochs on the demo, dual steps every 2 steps so the multipliers move, validation every 4 steps so
-# the selection has candidates to choose from, checkpoints every 6
-BASE = dict(epochs=6, batch_size=64, dual_every=2, eval_every=4, ckpt_every=6, min_count=10,
+# the selection has candidates to choose from, checkpoints every 6; the mini demo, as every trainer-mechanics test
+BASE = dict(data="demo-mini", epochs=6, batch_size=64, dual_every=2, eval_every=4, ckpt_every=6, min_count=10,
             strata=["question_polarity"])
 MEMBERS = {
     "bt": FaroConfig(method="bt", seed=1, **BASE),
@@ -128,7 +128,7 @@ def test_batchable_and_memory_plan() -> None:
     assert math.floor(DEFAULT_MEMORY_MB * 2**20 / one) >= 100  # the default budget holds a 100-member grid
 
 
-SWEEP = ["--constraints", "dp,cf", "--epsilons", "0.02", "--baselines", "bt", "--seeds", "0", "--min-count", "10",
+SWEEP = ["--data", "demo-mini", "--constraints", "dp,cf", "--epsilons", "0.02", "--baselines", "bt", "--seeds", "0", "--min-count", "10",
          "--strata", "question_polarity", "--dual-every", "2", "--ckpt-every", "10", "--n-boot", "5", "--quiet",
          "--json"]
 
@@ -206,7 +206,7 @@ def test_launched_grid_is_one_batch_cancel_one_member(tmp_path) -> None:
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "runs")
-    argv = launch.sweep_argv(str(store.root), "ui", ["dp", "cf"], [0.05], seeds=1, bt=True, epochs=80,
+    argv = launch.sweep_argv(str(store.root), "ui", ["dp", "cf"], [0.05], seeds=1, bt=True, epochs=80, data="demo-mini",
                              strata=["question_polarity"])
     ids = launch.launch_sweep(store, argv, sweep_run_ids(argv))
     assert len(ids) == 3
