@@ -33,7 +33,7 @@ def test_four_concurrent_runs_cli_and_launcher(tmp_path: Path) -> None:
                              str(store.root), "--run-id", f"cli-{c}", *ARGS], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
            for c in ("dp", "eo")]
-    launched = [launch.launch_train(store, run_id=f"ui-{c}", constraint=c, epsilon=0.05, epochs=60,
+    launched = [launch.launch_train(store, run_id=f"ui-{c}", constraint=c, epsilon=0.05, epochs=60, data="demo-mini",
                                     extra=["--batch-size", "64"]) for c in ("cf", "dp")]
     t0 = time.time()
     for p in cli:

@@ -157,7 +157,7 @@ def test_cancel_marks_interrupted(runs_dir: Path, tmp_path: Path) -> None:
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel")
-    run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=50)
+    run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=50, data="demo-mini")
     assert launch.cancel(store, run_id) == "interrupted"  # at once: during start-up
     assert not launch.queue(store)[0]["alive"]
 
@@ -170,7 +170,7 @@ def test_cancel_mid_training_keeps_the_checkpoint_and_resumes(tmp_path: Path) ->
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "cancel-mid")
-    run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=400)
+    run_id = launch.launch_train(store, constraint="dp", epsilon=0.05, epochs=400, data="demo-mini")
     state = store.path(run_id) / "checkpoint" / "state.json"
     deadline = time.time() + 120
     while time.time() < deadline and not state.exists():

@@ -72,9 +72,9 @@ def runs(tmp_path_factory):
     mp.setenv("FARO_NO_SHIPPED_CACHE", "1")
     mp.setenv("FARO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     store = RunStore(tmp_path_factory.mktemp("export") / "runs")
-    train(FaroConfig(constraints=["dp"], epsilon=0.05, epochs=3, min_count=5, groups=["old"]), store,
+    train(FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.05, epochs=3, min_count=5, groups=["old"]), store,
           run_id="head", progress=False)
-    train(FaroConfig(mode="full", groups=["old"], epochs=1, batch_size=32, max_length=64), store, run_id="full",
+    train(FaroConfig(data="demo-mini", mode="full", groups=["old"], epochs=1, batch_size=32, max_length=64), store, run_id="full",
           progress=False)
     yield store
     mp.undo()

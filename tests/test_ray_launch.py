@@ -103,7 +103,7 @@ def test_a_gpu_run_is_scheduled_on_the_cluster_and_writes_the_store(ray_head: st
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "store")
-    rid = launch.launch_train(store, target="ray", num_gpus=1, constraint="dp", epsilon=0.1, epochs=1)
+    rid = launch.launch_train(store, target="ray", num_gpus=1, constraint="dp", epsilon=0.1, epochs=1, data="demo-mini")
     assert launch.wait(store, rid, timeout_s=240) == "done", launch.log_tail(store, rid, 20)
     run = store.get(rid)
     placement = json.loads(run.file("placement.json").read_text())
@@ -117,7 +117,7 @@ def test_a_run_whose_resource_is_missing_fails_with_a_clear_error(ray_head: str,
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "store")
-    rid = launch.launch_train(store, target="ray", num_gpus=2, epochs=1)
+    rid = launch.launch_train(store, target="ray", num_gpus=2, epochs=1, data="demo-mini")
     assert launch.wait(store, rid, timeout_s=120) == "failed"
     row = launch.queue(store)[0]
     assert "needs 2 GPU(s)" in row["error"] and "has 1" in row["error"], row["error"]
@@ -132,7 +132,7 @@ def test_cancel_and_a_killed_worker_leave_the_run_interrupted_and_resumable(ray_
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "store")
-    ids = [launch.launch_train(store, target="ray", constraint="dp", epsilon=0.05, epochs=e, seed=i)
+    ids = [launch.launch_train(store, target="ray", constraint="dp", epsilon=0.05, epochs=e, seed=i, data="demo-mini")
            for i, e in enumerate((400, 400))]
     ckpt = [store.path(r) / "checkpoint" / "state.json" for r in ids]
     assert _wait_for(lambda: all(c.exists() for c in ckpt), 240), [launch.log_tail(store, r, 20) for r in ids]
@@ -145,7 +145,7 @@ def test_cancel_and_a_killed_worker_leave_the_run_interrupted_and_resumable(ray_
     assert launch.wait(store, ids[1], timeout_s=60) == "interrupted"
     assert "resume it with" in launch.log_tail(store, ids[1], 5)
     # a third run still gets scheduled and finishes
-    other = launch.launch_train(store, target="ray", epochs=1, seed=3)
+    other = launch.launch_train(store, target="ray", epochs=1, seed=3, data="demo-mini")
     assert launch.wait(store, other, timeout_s=240) == "done", launch.log_tail(store, other, 20)
     for r in ids:
         assert store.get(r).status == "interrupted" and (store.path(r) / "checkpoint").exists()

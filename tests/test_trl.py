@@ -79,7 +79,7 @@ def test_reward_function_is_a_trl_online_reward(tmp_path, monkeypatch):
     monkeypatch.setenv("FARO_NO_SHIPPED_CACHE", "1")  # float32 features: the export then matches the run exactly
     monkeypatch.setenv("FARO_CACHE_DIR", str(tmp_path / "cache"))
     store = RunStore(tmp_path / "runs")
-    train(FaroConfig(groups=["old"], epochs=2), store, run_id="h", progress=False)
+    train(FaroConfig(data="demo-mini", groups=["old"], epochs=2), store, run_id="h", progress=False)
     out = tmp_path / "export"
     assert faro_main(["export", "h", "--out", str(out), "--runs-dir", str(store.root)]) == 0
     prompts = ["A grandfather and a grandson were at the bank.\nWho struggled with the app?"] * 3

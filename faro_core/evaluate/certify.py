@@ -141,6 +141,18 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "_scale": max(scales) if scales else math.inf}
 
 
+def _check_request(delta: float, bound: str, kinds: list[str], allowed: Any, what: str) -> tuple[str, list[str]]:
+    """The checked bound name and the lower-cased kinds; a one-line error for a delta outside (0, 1) or a kind
+    not in ``allowed``."""
+    if not 0 < delta < 1:
+        raise FaroError(f"--delta must be in (0, 1), got {delta}")
+    kinds = [k.strip().lower() for k in kinds if k and k.strip()]
+    bad = [k for k in kinds if k not in allowed]
+    if bad or not kinds:
+        raise FaroError(f"{what} {bad or kinds}; choose from {', '.join(allowed)}")
+    return check_bound(bound), kinds
+
+
 def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: float | dict[str, float],
             delta: float = DEFAULT_DELTA, min_count: int = DEFAULT_MIN_COUNT, cf_clip: float = DEFAULT_CF_CLIP,
             bound: str = DEFAULT_BOUND, sizes: bool = True) -> dict[str, Any]:
@@ -156,13 +168,7 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
     the batch's pairs and ``n_heldout_to_certify`` scales it by the largest factor any row needs
     (``sizes=False`` skips these and leaves them None).
     """
-    if not 0 < delta < 1:
-        raise FaroError(f"--delta must be in (0, 1), got {delta}")
-    bound = check_bound(bound)
-    kinds = [k.strip().lower() for k in kinds if k and k.strip()]
-    bad = [k for k in kinds if k not in CONSTRAINT_TYPES]
-    if bad or not kinds:
-        raise FaroError(f"unknown constraint kind(s) {bad or kinds}; choose from {', '.join(CONSTRAINT_TYPES)}")
+    bound, kinds = _check_request(delta, bound, kinds, CONSTRAINT_TYPES, "unknown constraint kind(s)")
     cons: list[Constraint] = [CONSTRAINT_TYPES[k](epsilon=0.0, min_count=min_count).bind(index) for k in kinds]
     rows: list[dict[str, Any]] = []
     uncovered = []
@@ -354,13 +360,7 @@ def certify_role(items: pd.DataFrame, kinds: list[str], epsilon: float | dict[st
     :func:`certify`, with ``attribute = "role"``; ``n_heldout`` counts items and ``n_to_certify`` a row's
     items (``sizes=False`` skips the sizes).
     """
-    if not 0 < delta < 1:
-        raise FaroError(f"--delta must be in (0, 1), got {delta}")
-    bound = check_bound(bound)
-    kinds = [k.strip().lower() for k in kinds if k and k.strip()]
-    bad = [k for k in kinds if k not in ROLE_KINDS]
-    if bad or not kinds:
-        raise FaroError(f"kind(s) {bad or kinds} have no role certificate; choose from {', '.join(ROLE_KINDS)}")
+    bound, kinds = _check_request(delta, bound, kinds, ROLE_KINDS, "no role certificate for kind(s)")
 
     def rows_of(frame: pd.DataFrame, dlt: float | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
                                                                   int]:
