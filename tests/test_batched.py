@@ -241,7 +241,9 @@ def test_train_page_grid_launch_is_one_batch(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path / "runs"))
     page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "2_Train.py"
-    at = AppTest.from_file(str(page), default_timeout=60).run()
+    at = AppTest.from_file(str(page), default_timeout=60)
+    at.session_state["data_choice"] = {"source": "demo-mini"}  # as the Data page sets it
+    at.run()
     at.multiselect[0].set_value(["bt", "dp"])
     at.number_input[0].set_value(1)
     at.button[0].click().run()
@@ -254,6 +256,7 @@ def test_train_page_grid_launch_is_one_batch(tmp_path, monkeypatch) -> None:
         assert launch.wait(store, r["run_id"], timeout_s=300) == "done", launch.log_tail(store, r["run_id"])
     methods = sorted(store.get(r["run_id"]).config["method"] for r in rows)
     assert methods == ["bt", "faro"] and all(store.get(r["run_id"]).config["epochs"] == 1 for r in rows)
+    assert all(store.get(r["run_id"]).config["data"] == "demo-mini" for r in rows)
 
 
 def test_pareto_page_says_it_follows_training_runs(tmp_path, monkeypatch) -> None:

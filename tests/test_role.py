@@ -230,7 +230,7 @@ def test_item_batches_are_an_unbiased_estimate_of_the_item_penalty():
 
 
 def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
-    """The demo with every eligible ambiguous item relabelled to its biased answer: BT (last iterate of 30
+    """The mini demo with every eligible ambiguous item relabelled to its biased answer: BT (last iterate of 30
     epochs) ranks the biased answer above the counter one in 66% of the 180 ambiguous training items (v_DP
     0.161); Faro-DP(role) at eps 0.05 brings it to 0.039 (measured), at BT's gold accuracy (0.513 vs 0.506),
     and both runs report the role numbers."""
@@ -238,7 +238,7 @@ def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
     from faro_core.train import FaroConfig, train
 
     store = RunStore(tmp_path / "runs")
-    cfg = dict(skew=1.0, epochs=30, dual_every=2, min_count=10, attribute="role", select="last")
+    cfg = dict(data="demo-mini", skew=1.0, epochs=30, dual_every=2, min_count=10, attribute="role", select="last")
     bt = train(FaroConfig(constraints=[], **cfg), store, progress=False).metrics()
     faro = train(FaroConfig(constraints=["dp"], epsilon=0.05, **cfg), store, progress=False).metrics()
     assert bt["train"]["role"]["dp"] >= 0.12
@@ -278,7 +278,8 @@ def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
 
     assert launch_config(constraint="dp", attribute="role").attribute == "role"
     assert launch_config(constraint="dp").attribute is None  # the data's default, resolved at train time
-    code = faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
+    code = faro_main(["train", "--data", "demo-mini", "--constraint", "dp", "--attribute", "role", "--epochs", "1",
+                      "--min-count", "10",
                       "--runs-dir", str(tmp_path), "--quiet", "--json"])
     assert code == 0
     run = RunStore(tmp_path).get(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"])
@@ -292,7 +293,8 @@ def test_cli_and_launcher_take_the_attribute(tmp_path, capsys):
     ev = run.read("eval.json")
     assert ev["role"]["dp"] == pytest.approx(ev["metrics"]["violation_dp"]["value"], abs=1e-6)
     assert ev["chance"]["dp"]["n_perm"] >= 1000
-    assert faro_main(["train", "--constraint", "dp", "--attribute", "role", "--epochs", "1", "--min-count", "10",
+    assert faro_main(["train", "--data", "demo-mini", "--constraint", "dp", "--attribute", "role", "--epochs", "1",
+                      "--min-count", "10",
                       "--runs-dir", str(tmp_path), "--quiet"]) == 0
     assert "P(r_biased > r_counter)" in capsys.readouterr().out  # faro train prints the raw rates too
     with pytest.raises(SystemExit) as bad:  # argparse: one line naming the choices, exit 2

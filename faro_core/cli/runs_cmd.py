@@ -12,9 +12,9 @@ import sys
 import time
 from typing import Any
 
+from faro_core.fairness.kinds import KINDS
 from faro_core.io import to_json
 
-KINDS = ("dp", "eo", "cf")
 ACTIVE = ("queued", "running")
 
 
