@@ -454,3 +454,21 @@ def test_certify_a_role_run_with_cf_under_one_union_bound(tmp_path: Path, capsys
     assert cert["certified"] == all(r["upper"] <= 0.05 for r in cert["bounds"])
     assert main(["certify", run.run_id, "--runs-dir", str(store.root)]) == 0
     assert "dp[role]" in capsys.readouterr().out
+
+
+def test_a_bad_certificate_request_is_one_clear_error():
+    """A delta outside (0, 1), a kind the certificate has no row for (CF has no role counterpart) or an unknown
+    bound name: FaroError naming it, for the group and the role certificate alike."""
+    items = role_frame(np.random.default_rng(2), 50, 0.5, n_dis=8)
+    assert certify_role(items, ["dp"], 0.1, by=None)["bounds"]  # the well-formed request works
+    with pytest.raises(FaroError, match=r"--delta must be in \(0, 1\), got 1.5"):
+        certify_role(items, ["dp"], 0.1, delta=1.5)
+    with pytest.raises(FaroError, match=r"no role certificate for kind\(s\) \['cf'\]; choose from dp, eo"):
+        certify_role(items, ["dp", "CF"], 0.1)
+    with pytest.raises(FaroError, match="bound"):
+        certify_role(items, ["dp"], 0.1, bound="chebyshev")
+    # the group certificate checks the request before it reads the batch
+    with pytest.raises(FaroError, match=r"unknown constraint kind\(s\) \['xx'\]; choose from dp, eo, cf"):
+        certify(None, None, ["dp", "xx"], 0.1)
+    with pytest.raises(FaroError, match=r"--delta must be in \(0, 1\), got 0"):
+        certify(None, None, ["dp"], 0.1, delta=0)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -141,7 +142,8 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "_scale": max(scales) if scales else math.inf}
 
 
-def _check_request(delta: float, bound: str, kinds: list[str], allowed: Any, what: str) -> tuple[str, list[str]]:
+def _check_request(delta: float, bound: str, kinds: list[str], allowed: Collection[str],
+                   what: str) -> tuple[str, list[str]]:
     """The checked bound name and the lower-cased kinds; a one-line error for a delta outside (0, 1) or a kind
     not in ``allowed``."""
     if not 0 < delta < 1:
