@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     rev = subprocess.run(["git", "-C", str(other_root), "log", "-1", "--format=%h %s"], capture_output=True,
                          text=True).stdout.strip()[:90]
     lines = [f"`python bench/trainer_equivalence.py --other OTHER --epochs {args.epochs}` — this checkout against "
-             f"OTHER = `{rev or other_root}`; BBQ at {args.data.rsplit('/', 1)[-1]}, skew 0.3, seed 0, "
-             "named-group attribute, features a fixed function of the text on both sides.", "",
+             f"OTHER = `{rev or other_root}`; data `{Path(args.data).name}`, skew 0.3, seed 0, named-group "
+             "attribute, features a fixed function of the text on both sides.", "",
              "| model | weights (this) | weights (other) | bit-identical | selected step (this / other) | "
              "test DP / EO / CF (this) | (other) |", "|---|---|---|---|---|---|---|"]
     same = True
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {a['model']} | {a['weights']} | {b['weights']} | "
                      f"{'yes' if a['weights'] == b['weights'] else 'NO'} | {a['selected_step']} / {b['selected_step']} "
                      f"| {va} | {vb} |")
-    text = "## Trainer equivalence: this checkout against another\n\n" + "\n".join(lines) + "\n"
+    text = "# Trainer equivalence: this checkout against another\n\n" + "\n".join(lines) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text)
