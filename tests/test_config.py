@@ -35,7 +35,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "attribute": ("role", "role"), "role_columns": ("c_role,r_role", ["c_role", "r_role"]),
     "group": ("gender", "gender"), "strata": ("a,b", ["a", "b"]), "dp_scope": ("all", "all"),
     "dp_partner": ("pool", False), "groups": ("F,M", ["F", "M"]), "skew": ("0.3", 0.3),
-    "data_seed": ("3", 3), "val_frac": ("0.2", 0.2), "test_frac": ("0.1", 0.1),
+    "data_seed": ("3", 3), "split_by": ("column:conv", "column:conv"), "val_frac": ("0.2", 0.2),
+    "test_frac": ("0.1", 0.1),
     "constraints": ("dp,cf", ["dp", "cf"]), "epsilon": ("inf", math.inf), "min_count": ("12", 12),
     "temperature": ("dp=0.3,cf=0.2", {"dp": 0.3, "cf": 0.2}), "method": ("expgrad", "expgrad"),
     "fixed_lambda": ("5", 5.0), "expgrad_base": ("head", "head"), "mode": ("full", "full"),
@@ -90,8 +91,13 @@ def test_every_default_is_the_same_everywhere():
     for cls in CONSTRAINT_TYPES.values():
         assert inspect.signature(cls.__init__).parameters["epsilon"].default == default_of("epsilon"), cls
     split = inspect.signature(split_by_item).parameters
-    assert (split["val_frac"].default, split["test_frac"].default) == (default_of("val_frac"),
-                                                                       default_of("test_frac"))
+    assert (split["val_frac"].default, split["test_frac"].default) == (default_of("val_frac", split="item"),
+                                                                       default_of("test_frac", split="item"))
+    from faro_core.data.splits import DEFAULT_FRACTIONS
+
+    for unit, fracs in DEFAULT_FRACTIONS.items():  # split_by's per-unit defaults are the config's
+        unit = "column:x" if unit == "column" else unit
+        assert fracs == (default_of("val_frac", split=unit), default_of("test_frac", split=unit))
 
 
 def test_building_every_flag_does_not_import_torch():
@@ -282,23 +288,26 @@ def test_demo_and_sweep_run_ids_are_unchanged():
     # with the group attribute, still hash to the recorded ids (the hashing is unchanged).
     specs = demo_specs()
     assert [s.run_id for s in specs] and {s.run_id for s in specs} <= set(DEMO_HASHED_IDS)
+    # those runs split by item (stored configs without split_by read "item"), as the sweep ids below
     old_demo = {"data": "demo", "mode": "head", "epochs": 60, "sweep": "demo", "batch_size": 128, "min_count": 10,
-                "strata": ["question_polarity"], "select": "last", "dp_partner": False}
+                "strata": ["question_polarity"], "select": "last", "dp_partner": False, "split_by": "item"}
     old_bt = FaroConfig(**old_demo, method="bt", constraints=[], seed=0, name="bt")
     old_dp = FaroConfig(**old_demo, method="faro", constraints=["dp"], epsilon=0.05, seed=0, name="faro-dp-eps0.05",
                         attribute="group")
     assert run_id_for(FaroConfig(**{**old_bt.to_dict(), "attribute": "group"})) == DEMO_HASHED_IDS["demo-bt-s0"]
     assert run_id_for(old_dp) == DEMO_HASHED_IDS["demo-faro-dp-eps0.05-s0"]
-    base = config_from_args(_parse("sweep", "--attribute", "group"))  # the ids were recorded before role
+    # the ids were recorded before role and template splits
+    base = config_from_args(_parse("sweep", "--attribute", "group", "--split-by", "item"))
     # the baselines that existed when SWEEP_IDS were recorded keep their ids; later ones only add runs
-    later = ("group_dro", "fair_reg")
+    later = ("group_dro", "fair_reg", "select_only")
     spec = SweepSpec(base=base, kinds=["dp", "eo"], epsilons=[0.1, 0.05], seeds=[0, 1],
                      baselines=[b for b in parse_baselines("all") if b not in later], name="sweep")
     assert [run_id_for(c) for c in grid(spec)] == SWEEP_IDS
     full = SweepSpec(base=base, kinds=["dp", "eo"], epsilons=[0.1, 0.05], seeds=[0, 1],
                      baselines=parse_baselines("all"), name="sweep")
     ids = [run_id_for(c) for c in grid(full)]
-    assert set(SWEEP_IDS) <= set(ids) and len(ids) == len(SWEEP_IDS) + 2 * len(later)
+    # group_dro and fair_reg: one run per seed; select_only: per (kind, epsilon, seed)
+    assert set(SWEEP_IDS) <= set(ids) and len(ids) == len(SWEEP_IDS) + 2 * 2 + 2 * 2 * 2
 
 
 def test_dashboard_grid_parser_is_the_configs():

@@ -25,7 +25,7 @@ def config_fields(for_sweep: bool = False) -> list[Field]:
 
 def _default_text(f: Field) -> str:
     md = f.metadata
-    if md.get("by_mode"):
+    if md.get("by_mode") or md.get("by_split"):
         return ""  # describe() says what unset resolves to
     value = f.default_factory() if f.default is MISSING else f.default
     if md.get("words"):
@@ -38,7 +38,8 @@ def _default_text(f: Field) -> str:
 def _help(f: Field) -> str:
     """The help line, with the valid values and the default where they say more than "text"."""
     md, default = f.metadata, _default_text(f)
-    if not (md.get("range") or md.get("choices") or md.get("words") or md.get("by_mode") or default):
+    if not (md.get("range") or md.get("choices") or md.get("words") or md.get("by_mode") or md.get("by_split")
+            or default):
         return md.get("help", "")
     return f"{md.get('help', '')} [{describe(f)}{default}]"
 

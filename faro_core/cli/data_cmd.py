@@ -24,7 +24,12 @@ def register(subparsers: Any) -> None:
     s.add_argument("--columns", default=None,
                    help="column mapping for generic tables: ours=theirs,... or a JSON object")
     s.add_argument("--skew", type=float, default=0.0, help="fraction of eligible ambiguous items to skew")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the skew and of the split")
+    s.add_argument("--split-by", default=None, metavar="UNIT",
+                   help="split unit whose clusters per split are counted: template, item or column:NAME "
+                        "(default: template on BBQ-format data, else item)")
+    s.add_argument("--val-frac", type=float, default=None, help="validation fraction (default: the unit's)")
+    s.add_argument("--test-frac", type=float, default=None, help="test fraction (default: the unit's)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_summary)
     b = sub.add_parser("bbq-build", help="build BBQ-format items from BBQ templates (or your own)",
@@ -82,6 +87,10 @@ def _table(summary: dict[str, Any]) -> str:
         lines.append(f"\n{title}")
         w = max(len(str(k)) for k in d)
         lines.extend(f"  {str(k):<{w}}  {v:>7}" for k, v in d.items())
+    if "splits" in summary:
+        sp = summary["splits"]
+        lines.append(f"splits    by {sp['unit']} (seed {sp['seed']}): " + ", ".join(
+            f"{n}: {sp['clusters'][n]} clusters / {sp['pairs'][n]} pairs" for n in ("train", "val", "test")))
     if summary["warnings"]:
         lines.append("\nwarnings")
         lines.extend(f"  - {w}" for w in summary["warnings"])
@@ -119,7 +128,10 @@ def _summary(args: argparse.Namespace) -> int:
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     data = load(args.source, format=args.format, group=args.group, strata=strata, skew=args.skew,
                 seed=args.seed, columns=_parse_columns(args.columns), groups=groups)
-    summary = summarize(data)
+    from faro_core.train.config import default_split_by
+
+    unit = args.split_by or default_split_by(args.source, args.format)
+    summary = summarize(data, split_by=unit, val_frac=args.val_frac, test_frac=args.test_frac, seed=args.seed)
     if args.json:
         print(json.dumps(summary, sort_keys=False))
     else:

@@ -10,8 +10,12 @@ from typing import Any
 from faro_core.data.schema import MIN_GROUP_PAIRS
 
 
-def summarize(data: Any) -> dict[str, Any]:
-    """The summary dict of a :class:`~faro_core.data.schema.PreferenceData`."""
+def summarize(data: Any, split_by: str | None = None, val_frac: float | None = None,
+              test_frac: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """The summary dict of a :class:`~faro_core.data.schema.PreferenceData`.
+
+    With ``split_by`` (a split unit, :mod:`faro_core.data.splits`), ``splits`` holds the number of clusters
+    and pairs per split of that unit (seed ``seed``), and a split with fewer than 20 clusters adds a warning."""
     df = data.df
     groups = data.groups()
     warnings = [f"group {g!r} has only {n} pairs (< {MIN_GROUP_PAIRS}); its statistics will be noisy"
@@ -57,4 +61,17 @@ def summarize(data: Any) -> dict[str, Any]:
         out["target_coverage"] = meta["target_coverage"]
     if meta.get("empty_responses"):
         out["empty_responses"] = int(meta["empty_responses"])
+    if split_by is not None:
+        import pandas as pd
+
+        from faro_core.data.splits import split_by as split_data
+        from faro_core.data.splits import split_summary
+
+        parts = split_data(data, split_by, val_frac, test_frac, seed=seed)
+        frame = pd.concat([p.df.assign(split=n) for n, p in parts.items() if len(p.df)], ignore_index=True)
+        info = split_summary(frame, split_by)
+        info["pairs"] = {n: int(len(p.df)) for n, p in parts.items()}
+        info["seed"] = int(seed)
+        out["splits"] = info
+        warnings.extend(info.pop("warnings"))
     return out

@@ -33,7 +33,7 @@ from faro_core.studies.sweep import run_job, train_or_resume
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, load_training_data
 
-DATA_KEYS = ("data", "format", "group", "strata", "groups", "skew", "data_seed", "val_frac", "test_frac")
+DATA_KEYS = ("data", "format", "group", "strata", "groups", "skew", "data_seed", "split_by", "val_frac", "test_frac")
 
 
 class SharedInputs(TrainInputs):

@@ -56,7 +56,7 @@ from faro_core.train.stepper import make_adam
 # Config fields that members of one batch must share: the data and features (one feature table), the head's
 # shape (one stack), the optimizer's settings (one Adam over the stack) and the step schedule (lockstep).
 BATCH_KEYS = ("data", "format", "attribute", "role_columns", "group", "strata", "dp_scope", "dp_partner", "groups",
-              "skew", "data_seed", "val_frac", "test_frac", "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
+              "skew", "data_seed", "split_by", "val_frac", "test_frac", "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
               "eval_every", "ckpt_every")
 DEFAULT_MEMORY_MB = 2048  # host memory the stacked members of one batch may take (issue #17)
 CANCEL_POLL_S = 0.5

@@ -44,7 +44,8 @@ MINI_DEMO_ATTRIBUTE = "group"
 LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
                                       "expgrad_base": "linear", "select_metric": "accuracy",
                                       "attribute": "group", "role_columns": None,
-                                      "dro_eta": 0.05, "fair_alpha": 2.0, "fair_weight": 1.0}
+                                      "dro_eta": 0.05, "fair_alpha": 2.0, "fair_weight": 1.0,
+                                      "split_by": "item"}
 # Fields that tag a run without changing what is trained: never hashed into run ids.
 UNHASHED_FIELDS: tuple[str, ...] = ("sweep",)
 # Fields always hashed into a run id (from the resolved config), as of config_version 1. With LEGACY_DEFAULTS
@@ -94,17 +95,19 @@ UNIT_OPEN = Range(0, 1, hi_open=True)
 def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING,
             range: Range | None = None, choices: tuple[str, ...] | None = None,
             by_mode: dict[str, Any] | None = None, flag: str | None = None, aliases: tuple[str, ...] = (),
-            none_word: str | None = None, words: dict[str, Any] | None = None, sweep: bool = True) -> Any:
+            none_word: str | None = None, words: dict[str, Any] | None = None, sweep: bool = True,
+            by_split: dict[str, Any] | None = None) -> Any:
     """A :class:`FaroConfig` field with its contract.
 
     ``help``: one line for ``--help`` and the dashboard; ``range``/``choices``: the valid values (None is valid
     for an optional field); ``by_mode``: the value a None default resolves to per mode (``resolved()``);
     ``flag``: the CLI flag (default ``--name-with-dashes``), ``aliases``: more flags; ``none_word``: the word
     that sets None on the CLI; ``words``: CLI words mapped to values (``--dp-partner split|pool``);
-    ``sweep``: also a flag of ``faro sweep`` (False for what the sweep grid itself sets).
+    ``sweep``: also a flag of ``faro sweep`` (False for what the sweep grid itself sets); ``by_split``: the
+    value a None default resolves to per split unit kind (item, template, column).
     """
     md = {"help": help, "range": range, "choices": choices, "by_mode": by_mode, "flag": flag,
-          "aliases": aliases, "none_word": none_word, "words": words, "sweep": sweep}
+          "aliases": aliases, "none_word": none_word, "words": words, "sweep": sweep, "by_split": by_split}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=md)
     return field(default=default, metadata=md)
@@ -145,8 +148,14 @@ class FaroConfig:
     skew: float = setting(0.0, "fraction rho of ambiguous items relabelled to the biased answer", range=UNIT)
     data_seed: int = setting(0, "seed of skew injection and splits (fixed across training seeds)",
                              range=NON_NEGATIVE)
-    val_frac: float = setting(0.15, "fraction of items in the validation split", range=UNIT_OPEN)
-    test_frac: float = setting(0.15, "fraction of items in the test split", range=UNIT_OPEN)
+    split_by: str | None = setting(None, "unit no two splits share: template (BBQ's category x question_index: "
+                                   "the test split holds templates the model never saw), item, or column:NAME "
+                                   "(default: template on BBQ-format data, else item)")
+    val_frac: float | None = setting(None, "fraction of split units (items, templates, ...) in the validation "
+                                     "split", range=UNIT_OPEN, by_split={"item": 0.15, "template": 0.2,
+                                                                         "column": 0.2})
+    test_frac: float | None = setting(None, "fraction of split units in the test split", range=UNIT_OPEN,
+                                      by_split={"item": 0.15, "template": 0.2, "column": 0.2})
     # --- fairness ---------------------------------------------------------------------------------------
     constraints: list[str] = setting(default_factory=list, help="none|dp|eo|cf, or several: dp,cf",
                                      choices=KINDS, flag="--constraint", none_word="none", sweep=False)
@@ -216,8 +225,14 @@ class FaroConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             setattr(self, f.name, _checked(f, getattr(self, f.name)))
-        if self.val_frac + self.test_frac >= 1:
-            raise FaroError(f"val_frac + test_frac must be < 1, got {self.val_frac} + {self.test_frac}")
+        if self.split_by is not None and not (self.split_by in ("item", "template") or (
+                self.split_by.startswith("column:") and self.split_by[len("column:"):].strip())):
+            raise FaroError(f"split_by must be item, template or column:NAME (--split-by), got {self.split_by!r}")
+        kind = "item" if self.split_by is None else _unit_kind(self.split_by)
+        val = self.val_frac if self.val_frac is not None else setting_of("val_frac").metadata["by_split"][kind]
+        test = self.test_frac if self.test_frac is not None else setting_of("test_frac").metadata["by_split"][kind]
+        if val + test >= 1:
+            raise FaroError(f"val_frac + test_frac must be < 1, got {val} + {test}")
 
     def resolved(self) -> FaroConfig:
         """A copy with the mode-dependent defaults (``by_mode``) and the name filled in."""
@@ -225,6 +240,12 @@ class FaroConfig:
         out = FaroConfig(**self.to_dict())
         if out.attribute is None:
             out.attribute = default_attribute(out.data, out.format, out.role_columns)
+        if out.split_by is None:
+            out.split_by = default_split_by(out.data, out.format)
+        for f in fields(out):
+            by_split = f.metadata.get("by_split")
+            if by_split and getattr(out, f.name) is None:
+                setattr(out, f.name, by_split[_unit_kind(out.split_by)])
         for f in fields(out):
             by_mode = f.metadata.get("by_mode")
             if by_mode and getattr(out, f.name) is None:
@@ -296,6 +317,33 @@ def default_attribute(data: str | None, format: str | None = None, role_columns:
     return "role" if fmt in ("bbq", "demo") else "group"
 
 
+def default_split_by(data: str | None, format: str | None = None) -> str:
+    """The split unit a config that names none gets: ``template`` on BBQ-format data (the embedded demo
+    included: held-out questions come from templates the model never saw), else ``item``. The mini demo has
+    4 templates per category, too few to hold out: it splits by item."""
+    from pathlib import Path
+
+    if str(data) == "demo-mini":
+        return "item"
+    if data is None or str(data) == "demo" or format == "demo":
+        return "template"
+    fmt = format
+    if fmt is None:
+        if not Path(str(data)).exists():
+            return "item"
+        from faro_core.data import detect_format
+
+        try:
+            fmt = detect_format(data)
+        except FaroError:
+            return "item"
+    return "template" if fmt in ("bbq", "demo") else "item"
+
+
+def _unit_kind(unit: str) -> str:
+    return "column" if unit.startswith("column:") else unit
+
+
 def migrate_config(d: dict[str, Any]) -> dict[str, Any]:
     """The ``FaroConfig`` fields of a stored config of any ``config_version``, as this version reads them.
 
@@ -322,11 +370,14 @@ def setting_of(name: str) -> Field:
     raise KeyError(name)
 
 
-def default_of(name: str, mode: str | None = None) -> Any:
-    """The default of setting ``name``; with ``mode``, a None default resolved for that mode."""
+def default_of(name: str, mode: str | None = None, split: str | None = None) -> Any:
+    """The default of setting ``name``; with ``mode`` (``split``: a split unit), a None default resolved for
+    that mode (split unit)."""
     f = setting_of(name)
     value = f.default_factory() if f.default is MISSING else f.default
     by_mode = f.metadata.get("by_mode")
+    if value is None and split and f.metadata.get("by_split"):
+        return f.metadata["by_split"][_unit_kind(split)]
     return by_mode[mode] if value is None and mode and by_mode else value
 
 
@@ -354,6 +405,8 @@ def describe(f: Field, cli: bool = True, brief: bool = False) -> str:
         return what
     if md.get("by_mode"):
         what += ", or unset (" + ", ".join(f"{v:g} in {m} mode" for m, v in md["by_mode"].items()) + ")"
+    elif md.get("by_split"):
+        what += ", or unset (" + ", ".join(f"{v:g} by {u}" for u, v in md["by_split"].items()) + ")"
     elif _optional(f):
         what += f", or {md.get('none_word') or 'unset'}"
     return what
