@@ -75,20 +75,24 @@ def run_certify(args: argparse.Namespace) -> int:
     run = _run(args)
     kinds = [k for k in args.constraints.split(",") if k.strip()] if args.constraints else None
     res = certify_run(run, delta=args.delta, epsilon=args.epsilon, kinds=kinds, split=args.split,
-                      cf_clip=args.cf_clip, bound=args.bound)
+                      cf_clip=args.cf_clip, bound=args.bound, unit=args.unit)
     if args.json:
         print(to_json(res))
         return 0
     print(f"run {run.run_id}: {'CERTIFIED' if res['certified'] else 'not certified'} at eps={res['epsilon']} "
           f"(delta={res['delta']}, {res['m']} one-sided constraints, delta'={res['delta_per_constraint']:.2e}, "
           f"{res['bound']} bounds)")
+    print(f"  covers: {res.get('estimand', 'held-out items drawn like these')}")
+    if res.get("why_not"):
+        print(f"  no certificate: {res['why_not']}")
     if res.get("above_epsilon"):
         print(f"  certifiably ABOVE eps: a lower confidence bound is {res['max_lower']:.4f} > {res['epsilon']}")
     for r in sorted(res["bounds"], key=lambda r: r["slack"])[:10]:
         need = r.get("n_to_certify")
         print(f"  {r['name']:40s} emp {r['empirical']:+.4f}  bounds [{r['lower']:+.4f}, {r['upper']:+.4f}]  "
               f"slack {r['slack']:+.4f}  n {r['driving_n']:.0f}  "
-              f"n to certify {need if need is not None else 'never (observed >= eps)'}")
+              + (f"clusters {r['clusters']} n_eff {r['n_eff']:.0f}  " if r.get("unit") == "cluster" else "")
+              + f"n to certify {need if need is not None else 'never (observed >= eps)'}")
     if res["uncovered"]:
         print(f"  ({len(res['uncovered'])} cells too small to estimate: not covered)", file=sys.stderr)
     return 0
@@ -155,6 +159,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--bound", default="clopper-pearson", choices=["clopper-pearson", "bernstein", "hoeffding"],
                    help="DP/EO confidence bound (default clopper-pearson: exact binomial, the tightest valid one)")
     c.add_argument("--cf-clip", type=float, default=1.0, help="clip |dz| at B for the CF bound (default 1)")
+    c.add_argument("--unit", default="cluster", choices=["cluster", "item"],
+                   help="independent draws of the bound: cluster (default: the run's split unit, a template on "
+                        "BBQ: covers unseen templates) or item (every held-out item: the item-level bound)")
     c.set_defaults(func=run_certify)
 
     a = sub.add_parser("audit", help="CrowS-Pairs stereotype rate, HH-RLHF accuracy, twin-text audit "

@@ -57,6 +57,45 @@ from faro_core.store.runs import Run
 DEFAULT_DELTA = 0.05
 DEFAULT_CF_CLIP = 1.0
 ROLE_KINDS = ("dp", "eo")  # CF has no role counterpart: its twins swap named groups
+MIN_CLUSTERS = 20  # fewer clusters than this: no cluster-robust certificate is issued
+UNITS = ("cluster", "item")  # what a certificate counts as its independent draws
+
+
+def design_effect(x: np.ndarray, clusters: np.ndarray | None) -> dict[str, Any]:
+    """The design effect of the mean of ``x`` [n] under cluster sampling (clusters [n]; None: each value its
+    own cluster), and the effective sample size.
+
+    deff = V_CR / V_iid, with V_iid = s^2 / n (s^2 the sample variance) and V_CR the cluster-robust variance
+    of the mean, G / (G - 1) * sum_g (sum_{i in g} (x_i - mean))^2 / n^2 over the G clusters (for clusters of
+    equal size m this estimates 1 + (m - 1) ICC). deff is truncated at 1 (ICC at 0), so n_eff = n / deff is
+    capped at n. Returns ``{"clusters": G, "n": n, "design_effect": deff, "n_eff": n_eff}``."""
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    if clusters is None or n < 2:
+        g = n
+        return {"clusters": int(g), "n": int(n), "design_effect": 1.0, "n_eff": float(n)}
+    codes = pd.factorize(pd.Series(np.asarray(clusters).astype(str)))[0]
+    g = int(codes.max()) + 1 if n else 0
+    v_iid = float(np.var(x, ddof=1)) / n
+    if g < 2 or v_iid <= 0:
+        return {"clusters": g, "n": int(n), "design_effect": 1.0, "n_eff": float(n)}
+    e = np.bincount(codes, weights=x - x.mean(), minlength=g)
+    v_cr = g / (g - 1) * float(np.sum(e ** 2)) / n ** 2
+    deff = max(1.0, v_cr / v_iid)
+    return {"clusters": g, "n": int(n), "design_effect": deff, "n_eff": n / deff}
+
+
+def estimand(unit: str, split_by: str | None) -> str:
+    """What a bound covers, in words: the population its held-out draws stand for."""
+    kind = split_by or "item"
+    if unit == "item" or kind == "item":
+        if kind == "template":
+            return ("held-out items counted as independent draws (item-level bound; items of one template "
+                    "are not independent, so this overstates the evidence)")
+        return "held-out items drawn like these (their templates or prompts may also occur in training)"
+    if kind == "template":
+        return "unseen templates drawn like these (questions from templates the model never saw)"
+    return f"unseen values of {kind[len('column:'):]!r} drawn like these"
 
 
 def hoeffding_diff_ucb(d_hat: float, n_a: float, n_ref: float, delta: float) -> float:
@@ -107,8 +146,10 @@ def anchored_upper(bound: str, k_a: object, n_a: object, k_ref: object, n_ref: o
     return np.where(whole, d_hat, up)
 
 
-def _cf_units(batch: PairBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(|dz| per twin response [M], cell per response [M], cell k = no group): CF's per-unit values.
+def _cf_units(batch: PairBatch, k: int, clusters: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(|dz| per twin response [M], cell per response [M], cell k = no group, cluster per response [M]; the
+    pair's index where ``clusters`` is None): CF's per-unit values.
 
     Mirrors :meth:`CounterfactualFairness.cell_stats` (strict); certify checks the cell means agree.
     """
@@ -117,12 +158,14 @@ def _cf_units(batch: PairBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
     diff = torch.cat([(batch.r_chosen - batch.cf_r_chosen)[m], (batch.r_rejected - batch.cf_r_rejected)[m]])
     a = torch.cat([batch.group[m], batch.group[m]])
     cell = torch.where(a >= 0, a, torch.full_like(a, k))
-    return (diff / scale).abs().double().numpy(), cell.numpy()
+    mm = m.numpy()
+    cl = np.asarray(clusters).astype(str)[mm] if clusters is not None else np.flatnonzero(mm).astype(str)
+    return (diff / scale).abs().double().numpy(), cell.numpy(), np.concatenate([cl, cl])
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Top-level fields shared by both certificates: certified, above_epsilon, worst row, per-kind maxima."""
-    certified = bool(rows) and all(r["upper"] <= r["epsilon"] + 1e-12 for r in rows)
+    certified = bool(rows) and all(r["upper"] <= r["epsilon"] + 1e-12 and not r.get("why_not") for r in rows)
     above = bool(rows) and any(r["lower"] > r["epsilon"] + 1e-12 for r in rows)
     worst = min(rows, key=lambda r: r["slack"]) if rows else None
     by_kind: dict[str, dict[str, Any]] = {}
@@ -132,7 +175,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         k["max_empirical"] = max(k["max_empirical"], r["empirical"])
         k["max_upper"] = max(k["max_upper"], r["upper"])
         k["max_lower"] = max(k["max_lower"], r["lower"])
-        k["certified"] = k["certified"] and r["upper"] <= r["epsilon"] + 1e-12
+        k["certified"] = k["certified"] and r["upper"] <= r["epsilon"] + 1e-12 and not r.get("why_not")
         k["above_epsilon"] = k["above_epsilon"] or r["lower"] > r["epsilon"] + 1e-12
     scales = [r.pop("_scale") for r in rows]
     return {"certified": certified, "above_epsilon": above,
@@ -157,7 +200,8 @@ def _check_request(delta: float, bound: str, kinds: list[str], allowed: Collecti
 
 def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: float | dict[str, float],
             delta: float = DEFAULT_DELTA, min_count: int = DEFAULT_MIN_COUNT, cf_clip: float = DEFAULT_CF_CLIP,
-            bound: str = DEFAULT_BOUND, sizes: bool = True) -> dict[str, Any]:
+            bound: str = DEFAULT_BOUND, sizes: bool = True, clusters: np.ndarray | None = None,
+            unit: str = "cluster", split_by: str | None = None) -> dict[str, Any]:
     """Certificate of a batch of held-out rewards for constraint kinds ``kinds`` at slack ``epsilon``.
 
     ``bound``: the DP / EO bound (``clopper-pearson``, ``bernstein`` or ``hoeffding``; CF always uses the
@@ -169,8 +213,16 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
     reach eps at the observed rates (None when the observed value is already >= eps); ``n_heldout`` counts
     the batch's pairs and ``n_heldout_to_certify`` scales it by the largest factor any row needs
     (``sizes=False`` skips these and leaves them None).
+
+    ``clusters`` [N] (the split unit's cluster of each pair) with ``unit="cluster"``: CF's bound is taken at
+    the design-effect n_eff of its values (:func:`design_effect`; no certificate under :data:`MIN_CLUSTERS`
+    clusters). The DP / EO rows by named group count pairs as independent draws (``unit: "item"``); each
+    row states its ``estimand``.
     """
     bound, kinds = _check_request(delta, bound, kinds, CONSTRAINT_TYPES, "unknown constraint kind(s)")
+    if unit not in UNITS:
+        raise FaroError(f"unknown certificate unit {unit!r}; choose from {', '.join(UNITS)}")
+    clustered = unit == "cluster" and clusters is not None and (split_by or "item") != "item"
     cons: list[Constraint] = [CONSTRAINT_TYPES[k](epsilon=0.0, min_count=min_count).bind(index) for k in kinds]
     rows: list[dict[str, Any]] = []
     uncovered = []
@@ -185,7 +237,7 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
         eps = float(epsilon[c.kind] if isinstance(epsilon, dict) else epsilon)
         cells = c.cell_names()
         if isinstance(c, CounterfactualFairness):
-            vals, cell_of = _cf_units(batch, len(index.pair_groups))
+            vals, cell_of, cl_of = _cf_units(batch, len(index.pair_groups), clusters)
         for i, cell in enumerate(cells):
             if not bool(ok[i]):
                 if float(stats.cnt[i]) > 0:  # an empty cell (e.g. no group-naming partners) is no constraint
@@ -193,17 +245,31 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
                 continue
             n_a, n_ref = float(stats.cnt[i]), float(stats.cnt_ref[i])
             if isinstance(c, CounterfactualFairness):
-                v = vals if cell == "all" else vals[cell_of == i]
+                sel = np.ones(len(vals), dtype=bool) if cell == "all" else cell_of == i
+                v = vals[sel]
                 assert abs(float(v.mean()) - float(d[i])) < 1e-3, "CF units disagree with the strict statistic"
                 up = bernstein_ucb(v, cf_clip, dprime)
+                design = design_effect(np.clip(v, 0.0, cf_clip), cl_of[sel] if clustered else None)
+                if design["design_effect"] > 1.0:  # the same bound at n_eff = n / deff
+                    up = cf_clip * float(_eb_mean_scaled(np.clip(v, 0.0, cf_clip) / cf_clip,
+                                                         np.array([1.0 / design["design_effect"]]), dprime)[0])
                 emp = float(d[i])
                 scale = float(scales_to_reach(lambda s, v=v: cf_clip * _eb_mean_scaled(v / cf_clip, s, dprime),
                                               eps, emp)[0]) if sizes else math.inf
-                rows.append({"name": f"cf[{cell}]", "kind": "cf", "cell": cell, "side": "+",
-                             "bound": "empirical-bernstein", "empirical": emp, "upper": up, "lower": 0.0,
-                             "slack": eps - up, "n_group": n_a, "n_anchor": None, "driving_n": n_a,
-                             "n_to_certify": _size(n_a, scale), "_scale": scale,
-                             "clipped_share": float(np.mean(v > cf_clip)), "epsilon": eps})
+                row = {"name": f"cf[{cell}]", "kind": "cf", "cell": cell, "side": "+",
+                       "bound": "empirical-bernstein" + (f" at the design-effect n_eff ({split_by} clusters)"
+                                                         if clustered else ""),
+                       "empirical": emp, "upper": up, "lower": 0.0,
+                       "slack": eps - up, "n_group": n_a, "n_anchor": None, "driving_n": n_a,
+                       "n_to_certify": _size(n_a, scale), "_scale": scale,
+                       "clipped_share": float(np.mean(v > cf_clip)), "epsilon": eps,
+                       "unit": "cluster" if clustered else "item", "clusters": design["clusters"],
+                       "n_eff": design["n_eff"], "design_effect": design["design_effect"],
+                       "estimand": estimand("cluster" if clustered else "item", split_by)}
+                if clustered and design["clusters"] < MIN_CLUSTERS:
+                    row["why_not"] = (f"only {design['clusters']} {split_by} clusters (fewer than {MIN_CLUSTERS}): "
+                                      f"too few independent draws for a cluster-robust certificate")
+                rows.append(row)
                 continue
             k_a, k_ref = float(stats.num[i]), float(stats.num_ref[i])
             d_i = k_a / n_a - k_ref / n_ref  # the strict disparity d[i], in double precision
@@ -214,12 +280,16 @@ def certify(batch: PairBatch, index: GroupIndex, kinds: list[str], epsilon: floa
                              "driving_n": min(n_a, n_ref - n_a) if n_ref > n_a else n_a,
                              "rate_group": k_a / n_a,
                              "rate_others": (k_ref - k_a) / (n_ref - n_a) if n_ref > n_a else None,
-                             "epsilon": eps, "_counts": (k_a, n_a, k_ref, n_ref)})
+                             "epsilon": eps, "_counts": (k_a, n_a, k_ref, n_ref), "unit": "item",
+                             "estimand": estimand("item", split_by)})
     _fill_anchored(rows, bound, dprime, sizes)
     summary = _summary(rows)
     scale = summary.pop("_scale")
     return {**summary, "bound": bound, "delta": delta, "delta_per_constraint": dprime, "m": m,
             "epsilon": epsilon, "kinds": kinds, "cf_clip": cf_clip, "min_count": min_count, "attribute": "group",
+            "unit": unit, "split_by": split_by or "item",
+            "estimand": estimand("cluster" if clustered else "item", split_by),
+            "why_not": next((r["why_not"] for r in rows if r.get("why_not")), None),
             "n_heldout": len(batch), "n_heldout_to_certify": _size(len(batch), scale) if rows else None,
             "bounds": rows, "uncovered": uncovered}
 
@@ -303,10 +373,19 @@ def role_interval(kind: str, counts: tuple[RateCounts, ...], bound: str, delta: 
 
 
 def _role_row(kind: str, x: tuple[np.ndarray, ...], bound: str, delta: float, eps: float,
-              sizes: bool = True) -> dict[str, Any]:
+              sizes: bool = True, clusters: tuple[np.ndarray | None, ...] | None = None,
+              unit: str = "item", split_by: str | None = None) -> dict[str, Any]:
     """One role row: v = |signed gap|, its upper bound max(U, -L) and lower bound max(0, L, -U) from the
-    two-sided interval (L, U) of the gap at delta per side."""
+    two-sided interval (L, U) of the gap at delta per side.
+
+    ``unit="cluster"`` (with ``clusters``, one array per sample of ``x``): each sample's counts are taken at
+    its effective size n_eff = n / deff (:func:`design_effect`), so the bound is the same bound at the
+    design-effect-corrected n; under :data:`MIN_CLUSTERS` clusters the row carries ``why_not`` and does not
+    certify. ``unit="item"``: every item an independent draw."""
     counts = tuple(rate_counts(v) for v in x)
+    cl = clusters if clusters is not None else (None,) * len(x)
+    designs = [design_effect(v, c if unit == "cluster" else None) for v, c in zip(x, cl)]
+    counts = tuple(_scaled(c, d["n_eff"] / max(d["n"], 1)) for c, d in zip(counts, designs))
     lo, up = (float(v) for v in role_interval(kind, counts, bound, delta))
     if kind == "dp":
         (xd,) = x
@@ -328,10 +407,19 @@ def _role_row(kind: str, x: tuple[np.ndarray, ...], bound: str, delta: float, ep
         return np.maximum(up_s, -lo_s)
 
     scale = float(scales_to_reach(upper_at, eps, v)[0]) if sizes else math.inf
-    return {"name": f"{kind}[role]", "kind": kind, "cell": cell, "side": "|.|", "bound": bound,
-            "empirical": v, "signed": gap, "upper": upper, "lower": lower, "slack": eps - upper,
-            "n_group": n_group, "n_anchor": float(n), "driving_n": n_group, "n_items": int(n),
-            "n_to_certify": _size(n, scale) if sizes else None, "_scale": scale, "epsilon": eps, **extra}
+    n_clusters = min(d["clusters"] for d in designs)
+    row = {"name": f"{kind}[role]", "kind": kind, "cell": cell, "side": "|.|",
+           "bound": bound if unit == "item" else f"{bound} at the design-effect n_eff ({split_by or 'item'} clusters)",
+           "empirical": v, "signed": gap, "upper": upper, "lower": lower, "slack": eps - upper,
+           "n_group": n_group, "n_anchor": float(n), "driving_n": n_group, "n_items": int(n),
+           "n_to_certify": _size(n, scale) if sizes else None, "_scale": scale, "epsilon": eps,
+           "unit": unit, "clusters": int(n_clusters), "n_eff": float(sum(d["n_eff"] for d in designs)),
+           "design_effect": float(max(d["design_effect"] for d in designs)),
+           "estimand": estimand(unit, split_by), **extra}
+    if unit == "cluster" and (split_by or "item") != "item" and n_clusters < MIN_CLUSTERS:
+        row["why_not"] = (f"only {n_clusters} {split_by} clusters held out (fewer than {MIN_CLUSTERS}): too few "
+                          f"independent draws for a cluster-robust certificate")
+    return row
 
 
 def role_samples(items: pd.DataFrame) -> dict[str, Any]:
@@ -348,9 +436,21 @@ def role_samples(items: pd.DataFrame) -> dict[str, Any]:
             "eo": (x_eo[dis & (role == "biased")], x_eo[dis & (role == "counter")])}
 
 
+def role_clusters(items: pd.DataFrame) -> dict[str, tuple[np.ndarray, ...]]:
+    """The cluster of each value of :func:`role_samples` (same keys and order): the items' ``cluster`` column,
+    else their ``item_id``."""
+    cl = (items["cluster"] if "cluster" in items else items["item_id"]).astype(str).to_numpy()
+    x_dp = items["x_dp"].to_numpy(dtype=float)
+    x_eo = items["x_eo"].to_numpy(dtype=float)
+    role = items["correct_role"].astype(str).to_numpy()
+    dis = ~np.isnan(x_eo)
+    return {"dp": (cl[~np.isnan(x_dp)],), "eo": (cl[dis & (role == "biased")], cl[dis & (role == "counter")])}
+
+
 def certify_role(items: pd.DataFrame, kinds: list[str], epsilon: float | dict[str, float],
                  delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND, min_count: int = 20,
-                 by: str | None = "category", sizes: bool = True) -> dict[str, Any]:
+                 by: str | None = "category", sizes: bool = True, unit: str = "cluster",
+                 split_by: str | None = None) -> dict[str, Any]:
     """Certificate of the role attribute's DP / EO violations (one row per kind) on held-out items.
 
     ``items``: one row per BBQ item (:func:`faro_core.fairness.role.role_items`). The m = 2 x (number of
@@ -361,12 +461,19 @@ def certify_role(items: pd.DataFrame, kinds: list[str], epsilon: float | dict[st
     at the pointwise delta under ``by_<column>``, reported, not certified. Same top-level keys as
     :func:`certify`, with ``attribute = "role"``; ``n_heldout`` counts items and ``n_to_certify`` a row's
     items (``sizes=False`` skips the sizes).
+
+    ``unit``: ``cluster`` (default) counts the items' ``cluster`` column (the split unit ``split_by``: a
+    template, say) as the independent draws (:func:`_role_row`); ``item`` counts every item as one. Each row
+    names its ``bound``, ``clusters``, ``n_eff``, ``design_effect`` and ``estimand``.
     """
     bound, kinds = _check_request(delta, bound, kinds, ROLE_KINDS, "no role certificate for kind(s)")
+    if unit not in UNITS:
+        raise FaroError(f"unknown certificate unit {unit!r}; choose from {', '.join(UNITS)}")
 
     def rows_of(frame: pd.DataFrame, dlt: float | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
                                                                   int]:
         samples = role_samples(frame)
+        clusters = role_clusters(frame)
         enough = {"dp": len(samples["dp"][0]) >= min_count,
                   "eo": min(len(samples["eo"][0]), len(samples["eo"][1])) >= min_count}
         covered = [k for k in kinds if enough[k]]
@@ -379,14 +486,17 @@ def certify_role(items: pd.DataFrame, kinds: list[str], epsilon: float | dict[st
                 unc.append({"kind": k, "cell": "role", "n_group": float(n)})
                 continue
             eps = float(epsilon[k] if isinstance(epsilon, dict) else epsilon)
-            rows.append(_role_row(k, samples[k], bound, dp_, eps, sizes=sizes and dlt is None))
+            rows.append(_role_row(k, samples[k], bound, dp_, eps, sizes=sizes and dlt is None,
+                                  clusters=clusters[k], unit=unit, split_by=split_by))
         return rows, unc, m
 
     rows, uncovered, m = rows_of(items, None)
     summary = _summary(rows)
     scale = summary.pop("_scale")
     out = {**summary, "bound": bound, "delta": delta, "delta_per_constraint": delta / max(m, 1), "m": m,
-           "epsilon": epsilon, "kinds": kinds, "min_count": min_count, "attribute": "role",
+           "epsilon": epsilon, "kinds": kinds, "min_count": min_count, "attribute": "role", "unit": unit,
+           "split_by": split_by or "item", "estimand": estimand(unit, split_by),
+           "why_not": next((r["why_not"] for r in rows if r.get("why_not")), None),
            "n_heldout": int(len(items)), "n_heldout_to_certify": _size(len(items), scale) if rows else None,
            "bounds": rows, "uncovered": uncovered}
     if by and by in items.columns:
@@ -417,13 +527,19 @@ def _combine(role: dict[str, Any], cf: dict[str, Any] | None, delta: float) -> d
     m = role["m"] + cf["m"]
     return {**role, **summary, "m": m, "delta": delta, "delta_per_constraint": delta / max(m, 1),
             "kinds": role["kinds"] + ["cf"], "cf_clip": cf["cf_clip"], "bounds": rows,
-            "uncovered": role["uncovered"] + cf["uncovered"], "n_heldout_to_certify": _size(role["n_heldout"], largest)}
+            "uncovered": role["uncovered"] + cf["uncovered"], "n_heldout_to_certify": _size(role["n_heldout"], largest),
+            "why_not": role.get("why_not") or cf.get("why_not")}
 
 
 def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = None,
                 kinds: list[str] | None = None, split: str = "test", cf_clip: float = DEFAULT_CF_CLIP,
-                write: bool = True, bound: str = DEFAULT_BOUND, sizes: bool = True) -> dict[str, Any]:
+                write: bool = True, bound: str = DEFAULT_BOUND, sizes: bool = True,
+                unit: str = "cluster") -> dict[str, Any]:
     """Certificate of a finished run on its held-out split; writes ``certificate.json`` into the run.
+
+    ``unit``: ``cluster`` (default) treats the run's split unit (``split_by``: template on BBQ) as the
+    independent draws, so the certificate covers unseen clusters drawn like the held-out ones; ``item``
+    counts every item (the older item-level bound, with its own estimand).
 
     ``kinds`` default to the run's trained constraints, or dp, eo and cf for an unconstrained run;
     ``epsilon`` defaults to the run's (0.05 if it has none); ``bound``: see :func:`certify`. A run trained
@@ -444,6 +560,11 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
     index = run_index(run)
     batch, _ = frame_to_batch(df, index)
     min_count = int(cfg.get("min_count", DEFAULT_MIN_COUNT))
+    split_by = cfg.get("split_by") or "item"
+    if unit not in UNITS:
+        raise FaroError(f"unknown certificate unit {unit!r}; choose from {', '.join(UNITS)}")
+    clusters = df["cluster"].astype(str).to_numpy() if "cluster" in df else None
+    cl_kw = {"clusters": clusters, "unit": unit, "split_by": split_by}
     if index.attribute == "role":
         from faro_core.fairness.role import role_items
 
@@ -454,7 +575,7 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
             m_cf, m_role = probe["m"], 2 * len(role_kinds)
             if m_cf and role_kinds:
                 cf = certify(batch, index, ["cf"], float(epsilon), delta * m_cf / (m_cf + m_role), min_count,
-                             cf_clip, bound, sizes=sizes)
+                             cf_clip, bound, sizes=sizes, **cl_kw)
                 delta_role = delta * m_role / (m_cf + m_role)
             else:
                 cf, delta_role = (probe if not role_kinds else None), delta
@@ -462,12 +583,14 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
             delta_role = delta
         if role_kinds:
             res = certify_role(role_items(df), role_kinds, float(epsilon), delta_role, bound, min_count,
-                               sizes=sizes)
+                               sizes=sizes, unit=unit, split_by=split_by)
             res = _combine(res, cf, delta)
         else:
-            res = certify(batch, index, ["cf"], float(epsilon), delta, min_count, cf_clip, bound, sizes=sizes)
+            res = certify(batch, index, ["cf"], float(epsilon), delta, min_count, cf_clip, bound, sizes=sizes,
+                          **cl_kw)
     else:
-        res = certify(batch, index, kinds, float(epsilon), delta, min_count, cf_clip, bound=bound, sizes=sizes)
+        res = certify(batch, index, kinds, float(epsilon), delta, min_count, cf_clip, bound=bound, sizes=sizes,
+                      **cl_kw)
     res.update(run_id=run.run_id, split=split, seconds=round(time.perf_counter() - t0, 3))
     if write:
         run.write("certificate.json", res)

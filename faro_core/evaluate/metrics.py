@@ -110,7 +110,9 @@ def load_split(run: Run, split: str = "test") -> pd.DataFrame:
         df = df[df["split"] == split]
     if df.empty:
         raise FaroError(f"run {run.run_id!r}: split {split!r} is empty")
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["split_by"] = (run.config or {}).get("split_by") or "item"
+    return df
 
 
 def scores_for_data(run: Run, source: str, format: str | None = None, group: str | None = None,
@@ -220,9 +222,19 @@ def _subset(batch: PairBatch, idx: np.ndarray, copy: np.ndarray | None = None) -
     t = torch.as_tensor(idx, dtype=torch.long)
     out = PairBatch(*(None if getattr(batch, f) is None else getattr(batch, f)[t] for f in batch.__dataclass_fields__))
     if out.role_item is not None and copy is not None:
+        # a cluster (a template) holds many items: each (drawn copy, item) gets its own code
         c = torch.as_tensor(copy, dtype=torch.long)
-        out.role_item = torch.where(out.role_item >= 0, c, out.role_item)
+        k = int(batch.role_item.max()) + 1 if len(batch.role_item) else 1
+        out.role_item = torch.where(out.role_item >= 0, c * k + out.role_item, out.role_item)
     return out
+
+
+def cluster_column(df: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """(cluster of each row, unit name): the split unit's ``cluster`` column where the scores frame has one
+    (runs trained since split units exist), else ``item_id`` (older runs, split by item)."""
+    if "cluster" in df.columns and df["cluster"].notna().all():
+        return df["cluster"].astype(str).to_numpy(), str(df.attrs.get("split_by") or "cluster")
+    return df["item_id"].astype(str).to_numpy(), "item"
 
 
 def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT_MIN_COUNT, n_boot: int = DEFAULT_BOOT,
@@ -230,7 +242,7 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT
     """All metrics of a scores frame with bootstrap intervals, and the chance level of the DP/EO violations.
 
     Returns ``{"pairs", "items", "metrics": {name: {"value", "lo", "hi"}}, "by_group": {group: {...}},
-    "bootstrap": {"n", "seed", "level", "unit": "item"}, "chance": {kind: {"observed", "chance_median",
+    "bootstrap": {"n", "seed", "level", "unit", "clusters"}, "chance": {kind: {"observed", "chance_median",
     "chance_p90", "p_value", "n_perm"}}}`` (``chance``: :func:`faro_core.fairness.chance.chance_violation`,
     left out when ``n_perm`` is 0).
     """
@@ -245,7 +257,8 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT
         return point_metrics(_subset(batch, idx, copy), gold[torch.as_tensor(idx, dtype=torch.long)], measure,
                              groups[idx], with_calibration)
 
-    metrics = cluster_bootstrap(on_rows, df["item_id"].astype(str).to_numpy(), point, n_boot, seed, LEVEL)
+    clusters, unit = cluster_column(df)
+    metrics = cluster_bootstrap(on_rows, clusters, point, n_boot, seed, LEVEL)
     flat = {k: v for k, v in metrics.items() if "[" not in k}
     by_group: dict[str, dict[str, Any]] = {}
     for k, v in metrics.items():
@@ -257,7 +270,8 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT
         by_group.setdefault(str(g), {})["pairs"] = int(len(sub))
         by_group[str(g)]["accuracy"] = float(np.mean(d > 0))
     out = {"pairs": int(len(df)), "items": int(df["item_id"].nunique()), "metrics": flat, "by_group": by_group,
-           "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": "item",
+           "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": unit,
+                         "clusters": int(len(set(clusters))),
                          "method": "BCa (scipy.stats.bootstrap)", "max_units": MAX_UNITS}}
     if index.attribute == "role":
         from faro_core.fairness.chance import ROLE_PERM, role_chance

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from faro_core.fairness.constraint_set import ConstraintSet
 from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, DemographicParity, EqualizedOdds
@@ -118,8 +119,14 @@ def _exact_dp_chance(x: np.ndarray) -> float:
     return float(np.sum(binom.pmf(b, n1, 0.5) * np.abs(2 * b - n1)) / (2 * n))
 
 
+def _clustered(items: Any) -> bool:
+    """Do the items carry a split-unit cluster coarser than the item (a template, say)?"""
+    return "cluster" in items.columns and bool(
+        (items["cluster"].astype(str) != items["item_id"].astype(str)).any())
+
+
 def role_chance(items: Any, kinds: list[str] | tuple[str, ...] = ("dp", "eo"), n_perm: int = ROLE_PERM,
-                seed: int = 0, strata: tuple[str, ...] = ("category", "question_polarity"),
+                seed: int = 0, strata: tuple[str, ...] | None = None,
                 chunk: int = 500) -> dict[str, dict[str, Any]]:
     """Chance level and permutation test of the role violations on held-out items.
 
@@ -128,35 +135,54 @@ def role_chance(items: Any, kinds: list[str] | tuple[str, ...] = ("dp", "eo"), n
 
     - DP, v = |mean x_dp - 1/2| over ambiguous items. Null: the reward does not tell the two roles apart, so
       within an item the biased and counter answers are exchangeable; swapping them maps x_dp to 1 - x_dp
-      (a tie stays 1/2). Each permutation swaps every item independently with probability 1/2.
+      (a tie stays 1/2). Each permutation swaps every item independently with probability 1/2 -- or, where
+      the items carry a ``cluster`` coarser than the item (a template), every *cluster* with probability
+      1/2, all its items together: items of one template are not independent draws, and the null
+      distribution must keep their dependence (the reported ``unit`` says which).
       ``chance_mean`` is the exact expected violation under this null, E |2B - n1| / (2n) with n1 untied
       items and B ~ Binomial(n1, 1/2) (about 0.4 / sqrt(n) without ties).
     - EO, v = |acc_biased - acc_counter| / 2 over disambiguated items whose correct answer is a group answer.
       The correct answer's role cannot be swapped within an item (the context fixes it), so the null is that
       accuracy does not depend on it: the items' roles are exchangeable among the items of one stratum
-      (``strata``, default category x question polarity), which keeps each stratum's counts of
-      biased-correct and counter-correct items; roles are permuted within strata, x_eo kept.
+      (``strata``; default: template x question polarity where the items carry a template ``cluster``, since
+      both disambiguated items of a family share their correct role, else category x question polarity),
+      which keeps each stratum's counts of biased-correct and counter-correct items; roles are permuted
+      within strata, x_eo kept.
       ``chance_mean`` is the mean of the permuted violations.
 
-    Returns ``{kind: {"observed", "chance_mean", "chance_median", "chance_p90", "p_value", "n_perm", "n"}}``;
+    Returns ``{kind: {"observed", "chance_mean", "chance_median", "chance_p90", "p_value", "n_perm", "n",
+    "permuted"}}`` (``permuted``: what was permuted, in words);
     ``p_value`` = (1 + #{null >= observed}) / (1 + n_perm). A kind with no items reports NaN.
     """
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, Any]] = {}
     nan = float("nan")
+    clustered = _clustered(items)
+    if strata is None:
+        strata = ("cluster", "question_polarity") if clustered else ("category", "question_polarity")
     if "dp" in kinds:
-        x = items["x_dp"].to_numpy(dtype=float)
-        x = x[~np.isnan(x)]
+        x_all = items["x_dp"].to_numpy(dtype=float)
+        amb = ~np.isnan(x_all)
+        x = x_all[amb]
+        cl = (pd.factorize(items.loc[amb, "cluster"].astype(str))[0] if clustered
+              else np.arange(len(x)))
         if len(x) == 0:
             out["dp"] = {"observed": nan, "chance_mean": nan, "chance_median": nan, "chance_p90": nan,
                          "p_value": nan, "n_perm": int(n_perm), "n": 0}
         else:
             c = x - 0.5
+            # the sum of c per cluster: flipping a cluster flips the sign of its sum
+            c_cl = np.bincount(cl, weights=c)
             observed = abs(float(c.mean()))
             null = np.concatenate([
-                np.abs(((rng.random((min(chunk, n_perm - i), len(x))) < 0.5) * 2.0 - 1.0) @ c) / len(x)
+                np.abs(((rng.random((min(chunk, n_perm - i), len(c_cl))) < 0.5) * 2.0 - 1.0) @ c_cl) / len(x)
                 for i in range(0, n_perm, chunk)]) if n_perm > 0 else np.zeros(0)
-            out["dp"] = _null_summary(observed, null, n_perm, len(x)) | {"chance_mean": _exact_dp_chance(x)}
+            exact = _exact_dp_chance(x) if not clustered else float(null.mean()) if len(null) else nan
+            out["dp"] = _null_summary(observed, null, n_perm, len(x)) | {
+                "chance_mean": exact, "clusters": int(len(c_cl)),
+                "permuted": (f"biased and counter answers swapped per template ({len(c_cl)} templates, all items "
+                             f"of a template together), {n_perm} permutations") if clustered else
+                            f"biased and counter answers swapped per item ({len(x)} items), {n_perm} permutations"}
     if "eo" in kinds:
         x = items["x_eo"].to_numpy(dtype=float)
         role = items["correct_role"].astype(str).to_numpy()
@@ -178,7 +204,9 @@ def role_chance(items: Any, kinds: list[str] | tuple[str, ...] = ("dp", "eo"), n
             null = np.concatenate([gap(permuted_within(is_b, anchors, min(chunk, n_perm - i), rng))
                                    for i in range(0, n_perm, chunk)]) if n_perm > 0 else np.zeros(0)
             out["eo"] = _null_summary(observed, null, n_perm, len(x)) | {
-                "chance_mean": float(null.mean()) if len(null) else nan}
+                "chance_mean": float(null.mean()) if len(null) else nan,
+                "permuted": f"correct-answer roles permuted among items within {' x '.join(cols) or 'all items'} "
+                            f"({int(anchors.max()) + 1 if len(anchors) else 0} strata), {n_perm} permutations"}
     return out
 
 

@@ -115,7 +115,7 @@ def role_codes(df: pd.DataFrame) -> tuple[Tensor, Tensor, Tensor]:
 # ---------------------------------------------------------------------------------------------------
 # the shared per-item table (numpy / pandas)
 # ---------------------------------------------------------------------------------------------------
-ITEM_COLUMNS = ["item_id", "split", "category", "context_condition", "question_polarity", "r_biased",
+ITEM_COLUMNS = ["item_id", "cluster", "split", "category", "context_condition", "question_polarity", "r_biased",
                 "r_counter", "r_unknown", "correct_role", "x_dp", "x_eo", "n_pairs"]
 
 
@@ -134,8 +134,8 @@ def role_items(scores: pd.DataFrame) -> pd.DataFrame:
     ``item_id, r_chosen, r_rejected, chosen_role, rejected_role`` (or the BBQ answer indices), ``gold``, and
     where present ``split, category, context_condition, question_polarity``).
 
-    Columns: ``item_id, split, category, context_condition, question_polarity`` (the item's; "" where the
-    frame has none), ``r_biased, r_counter, r_unknown`` (the reward of each answer: the mean over the item's
+    Columns: ``item_id``, ``cluster`` (the frame's split-unit cluster of the item, else its ``item_id``),
+    ``split, category, context_condition, question_polarity`` (the item's; "" where the frame has none), ``r_biased, r_counter, r_unknown`` (the reward of each answer: the mean over the item's
     pairs that hold it, NaN if none does), ``correct_role`` (``"biased" | "counter" | "unknown"``: the answer
     the gold label says is right; the observed chosen one where the frame has no gold), ``x_dp`` (ambiguous
     items: 1 if r_biased > r_counter, 1/2 on a tie, else 0; NaN otherwise), ``x_eo`` (disambiguated items:
@@ -177,6 +177,8 @@ def role_items(scores: pd.DataFrame) -> pd.DataFrame:
 
     for c in ("split", "category", "context_condition", "question_polarity"):
         out[c] = col(c)
+    # the split unit's cluster (a template, say); an item is its own cluster in frames without one
+    out["cluster"] = col("cluster") if "cluster" in first else out["item_id"].to_numpy()
     out["r_biased"] = wide["biased"].to_numpy()
     out["r_counter"] = wide["counter"].to_numpy()
     out["r_unknown"] = wide["unknown"].to_numpy()
@@ -248,7 +250,8 @@ def role_violations(items: pd.DataFrame, by: Sequence[str] | None = None, min_co
 
 
 def role_bootstrap(items: pd.DataFrame, n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """BCa intervals of :func:`role_violations`'s numbers, resampling items (seeded;
+    """BCa intervals of :func:`role_violations`'s numbers, resampling clusters (the items' ``cluster``
+    column: the split unit, a template say; items where there is none) (seeded;
     :func:`faro_core.intervals.cluster_bootstrap`).
 
     Returns ``{key: {"value", "lo", "hi", "method"[, "why"]}}`` for dp, eo and the raw rates and gaps."""
@@ -265,7 +268,8 @@ def role_bootstrap(items: pd.DataFrame, n_boot: int = 200, seed: int = 0, level:
         v = role_violations(items.iloc[rows])
         return {k: num(v[k]) for k in keys}
 
-    res = cluster_bootstrap(on_rows, np.arange(len(items)), {k: num(point[k]) for k in keys},
+    clusters = items["cluster"].astype(str).to_numpy() if "cluster" in items else np.arange(len(items))
+    res = cluster_bootstrap(on_rows, clusters, {k: num(point[k]) for k in keys},
                             n_boot if len(items) else 0, seed, level)
     out = {}
     for k in keys:
@@ -290,7 +294,9 @@ def role_report(scores: pd.DataFrame, n_boot: int = 200, seed: int = 0,
     if n_boot:
         boot = role_bootstrap(items, n_boot=n_boot, seed=seed)
         out["interval"] = {k: [v["lo"], v["hi"]] for k, v in boot.items()}
-        out["bootstrap"] = {"n": int(n_boot), "seed": int(seed), "unit": "item"}
+        unit = str(scores.attrs.get("split_by") or ("cluster" if "cluster" in scores else "item"))
+        out["bootstrap"] = {"n": int(n_boot), "seed": int(seed), "unit": unit,
+                            "clusters": int(items["cluster"].nunique()) if len(items) else 0}
     return out
 
 
