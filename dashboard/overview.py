@@ -67,8 +67,11 @@ with guard():
             st.caption(f"Note: {story['note']}.")
         c = story["certificate"]
         st.caption(f"Runs: BT `{story['bt_run']}`, {story['faro_family']} `{story['faro_run']}` (ε = "
-                   f"{story['epsilon']:g}, {story['split']} split). Certificate: {c['faro']['bound']} bounds at "
-                   f"δ = {c['faro']['delta']:g}. The Pareto page compares every constraint type.")
+                   f"{story['epsilon']:g}, {story['split']} split, split by {story.get('split_by', 'item')}). "
+                   f"Faro's run is picked by a rule fixed in advance: {story.get('rule', '')}. Certificate: "
+                   f"{c['faro']['bound']} at δ = {c['faro']['delta']:g}; it covers "
+                   f"{c['faro'].get('estimand') or 'held-out items drawn like these'}. The Pareto page compares "
+                   f"every constraint type.")
         if story["examples"]:
             st.subheader("Held-out examples")
             st.caption("Scores are in standard deviations within each question (only their order matters). "

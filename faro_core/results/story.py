@@ -61,10 +61,22 @@ def _is_role_dp(cfg: dict[str, Any]) -> bool:
     return "dp" in (cfg.get("constraints") or []) and cfg.get("attribute") == "role"
 
 
+PICK_RULE = ("the smallest ε among Faro's DP(role) runs whose gold-accuracy cost against BT (on the same "
+             "held-out questions) is at most 1 percentage point; if none is, the one with the smallest cost")
+MAX_COST = 0.01
+
+
+def _gold_of(run: Any) -> float:
+    m = run.read("metrics.json", {}) or {}
+    v = (m.get("test") or {}).get("gold_accuracy")
+    return float(v) if v is not None else math.nan
+
+
 def pick_runs(store: Any) -> tuple[Any, Any]:
-    """(BT run, Faro run) the story compares: the first finished BT run, and the finished Faro run with DP
-    in its constraints, preferring DP on the stereotype role, then a certified one, then ε = 0.05, then the
-    lowest held-out DP violation. :class:`FaroError` when either is missing."""
+    """(BT run, Faro run) the story compares: the first finished BT run, and among the finished Faro runs with
+    DP in their constraints (DP on the stereotype role first) trained on the same data draw as BT, the one
+    :data:`PICK_RULE` names (never chosen by its p-value or certificate). :class:`FaroError` when either is
+    missing."""
     from faro_core.results.table import family_label, run_table
 
     table = run_table(store)
@@ -74,14 +86,22 @@ def pick_runs(store: Any) -> tuple[Any, Any]:
     if bt.empty or faro.empty:
         raise FaroError("the story needs a finished BT run and a finished Faro run with a DP constraint "
                         "(faro demo builds both)")
+    b_run = store.get(bt.iloc[0]["run_id"])
+    bcfg = _config(b_run)
+    b_gold = _gold_of(b_run)
+    same = ("data", "skew", "data_seed", "split_by", "test_frac", "val_frac")
     cand = []
     for _, row in faro.iterrows():
-        cfg = _config(store.get(row["run_id"]))
-        cand.append((not _is_role_dp(cfg), row["certified"] is not True, abs(float(row["epsilon"]) - 0.05),
-                     float(row["viol_dp"]) if row["viol_dp"] == row["viol_dp"] else math.inf, row["run_id"]))
+        run = store.get(row["run_id"])
+        cfg = _config(run)
+        cost = b_gold - _gold_of(run)
+        cost = cost if cost == cost else math.inf
+        cand.append((not _is_role_dp(cfg), any(cfg.get(k) != bcfg.get(k) for k in same),
+                     cost > MAX_COST + 1e-12, cost if cost > MAX_COST + 1e-12 else 0.0, float(row["epsilon"]),
+                     row["run_id"]))
     best = sorted(cand)[0][-1]
     assert family_label(_config(store.get(best))).startswith("Faro-")
-    return store.get(bt.iloc[0]["run_id"]), store.get(best)
+    return b_run, store.get(best)
 
 
 def _item_texts(run: Any, item_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -104,11 +124,22 @@ def _item_texts(run: Any, item_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _rate(items: pd.DataFrame) -> dict[str, Any]:
-    x = items["x_dp"].dropna().to_numpy(dtype=float)
+    """P(r_biased > r_counter) over the ambiguous items, with its 95% interval: cluster-robust over the items'
+    clusters (templates) where they have clusters coarser than items, else exact (Clopper–Pearson)."""
+    from faro_core.evaluate.paired import cluster_mean_interval
+
+    amb = items[items["x_dp"].notna()]
+    x = amb["x_dp"].to_numpy(dtype=float)
     n = int(len(x))
     k = float(x.sum())
+    clustered = "cluster" in amb and bool((amb["cluster"].astype(str) != amb["item_id"].astype(str)).any())
+    if clustered:
+        r = cluster_mean_interval(x, amb["cluster"].to_numpy())
+        return {"value": r["value"], "lo": max(0.0, r["lo"]), "hi": min(1.0, r["hi"]), "n": n,
+                "clusters": r["clusters"], "interval": "cluster-robust t over templates"}
     lo, hi = _cp_interval(k, n)
-    return {"value": k / n if n else float("nan"), "lo": lo, "hi": hi, "n": n}
+    return {"value": k / n if n else float("nan"), "lo": lo, "hi": hi, "n": n, "clusters": n,
+            "interval": "Clopper–Pearson over items"}
 
 
 def _gold_accuracy(scores: pd.DataFrame) -> np.ndarray:
@@ -118,8 +149,15 @@ def _gold_accuracy(scores: pd.DataFrame) -> np.ndarray:
     return np.where(np.isnan(gold), np.nan, np.where(gold == 1.0, right, 1.0 - right))
 
 
-def _mean_ci(x: np.ndarray) -> dict[str, Any]:
-    x = x[~np.isnan(x)]
+def _mean_ci(x: np.ndarray, clusters: np.ndarray | None = None) -> dict[str, Any]:
+    """Mean with its 95% interval: cluster-robust t over ``clusters`` [n] where given, else normal."""
+    keep = ~np.isnan(x)
+    if clusters is not None:
+        from faro_core.evaluate.paired import cluster_mean_interval
+
+        r = cluster_mean_interval(x[keep], np.asarray(clusters)[keep])
+        return {"value": r["value"], "lo": r["lo"], "hi": r["hi"], "n": r["n"], "clusters": r["clusters"]}
+    x = x[keep]
     n = int(len(x))
     m = float(x.mean()) if n else float("nan")
     se = float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
@@ -215,32 +253,59 @@ def certified_at(upper: float) -> float | None:
     return next((e for e in EPSILON_LADDER if upper <= e), None)
 
 
+def _category_words(cats: list[str]) -> str:
+    words = [c.replace("_", " ").replace(" status", " status").lower() for c in cats]
+    return ", ".join(words[:-1]) + (" and " if len(words) > 1 else "") + words[-1] if words else ""
+
+
 def sentence(story: dict[str, Any]) -> str:
-    """The plain-language result (never "does not lower it": an increase or a tie is said as it is)."""
+    """The plain-language result, in the order of the claim: the two rates, the paired difference with its
+    interval (the claim "the bias went down" holds only when that interval is above 0), the certificate and
+    what it covers (or why there is none), and the accuracy cost. Words follow the numbers: an increase or a
+    tie is said as it is, and a difference whose interval crosses 0 is called not distinguishable."""
     b, f = story["rate"]["bt"], story["rate"]["faro"]
     eps = story["epsilon"]
     cert = story["certificate"]
     acc = story["accuracy"]
-    head = (f"When it must choose between the two people and the context does not say which one the question is "
-            f"about, the standard reward (BT) prefers the stereotyped answer in {_pct(b['value'])} of cases "
-            f"(95% interval {_pct(b['lo'])}–{_pct(b['hi'])}, {b['n']} held-out questions; 50% would be no "
-            f"preference). ")
-    if f["value"] < b["value"]:
-        head += (f"Faro's reward does so in {_pct(f['value'])} ({_pct(f['lo'])}–{_pct(f['hi'])}). ")
-    else:
-        head += (f"Faro's reward does so in {_pct(f['value'])} ({_pct(f['lo'])}–{_pct(f['hi'])}): on this data "
-                 f"it did not reduce the preference. ")
-    if cert["faro"].get("certified"):
-        head += (f"Faro's result is certified: with 95% confidence its rate is within {eps:g} of an even split "
-                 f"(upper bound {cert['faro']['upper']:.3f} ≤ ε = {eps:g}). ")
-    elif cert["faro"].get("upper") is not None:
-        need = cert["faro"].get("n_to_certify")
+    unseen = story.get("split_by") == "template"
+    where = ("questions from templates the model never saw" if unseen else "held-out questions")
+    cats = _category_words(story.get("categories") or [])
+    n_t = b.get("clusters")
+    head = (f"On {b['n']} ambiguous {where}" + (f" ({n_t} templates" if unseen and n_t else "")
+            + (f"; BBQ {cats}" if cats else "") + (")" if unseen and n_t else "")
+            + ", when the context does not say which of two people the question is about, the standard "
+            f"reward (BT) prefers the stereotyped person's answer in {_pct(b['value'])} of cases (95% interval "
+            f"{_pct(b['lo'])}–{_pct(b['hi'])}; 50% is no preference); Faro's reward in {_pct(f['value'])} "
+            f"({_pct(f['lo'])}–{_pct(f['hi'])}). ")
+    p = story.get("paired")
+    if p and p.get("lo") == p.get("lo"):
+        d, lo, hi = 100 * p["value"], 100 * p["lo"], 100 * p["hi"]
+        unit = f"over {p['clusters']} templates" if p.get("unit") == "template" else f"over {p['n']} items"
+        if lo > 0:
+            head += (f"On the same questions Faro's rate is {d:.1f} points lower (95% interval {lo:.1f} to "
+                     f"{hi:.1f}, {unit}). ")
+        elif hi < 0:
+            head += (f"On the same questions Faro's rate is {-d:.1f} points higher (95% interval {-hi:.1f} to "
+                     f"{-lo:.1f}, {unit}): Faro did not reduce the preference here. ")
+        else:
+            head += (f"On the same questions the difference is {d:+.1f} points (95% interval {lo:+.1f} to "
+                     f"{hi:+.1f}, {unit}): not distinguishable from no change. ")
+    covers = (" for questions from templates the model never saw" if unseen else "")
+    fc = cert["faro"]
+    if fc.get("why_not"):
+        head += f"No certificate: {fc['why_not']}. "
+    elif fc.get("certified"):
+        head += (f"Faro's result is certified{covers}: with 95% confidence its rate is within {eps:g} of an even "
+                 f"split (upper bound {fc['upper']:.3f} ≤ ε = {eps:g}). ")
+    elif fc.get("upper") is not None:
+        need = fc.get("n_to_certify")
         head += (f"It is not certified at ε = {eps:g}: the 95% upper bound of its distance from an even split is "
-                 f"{cert['faro']['upper']:.3f}" + (f"; about {int(need)} held-out questions would be needed at "
-                                                   f"this rate. " if need and math.isfinite(need) else ". "))
-        looser = certified_at(cert["faro"]["upper"])
+                 f"{fc['upper']:.3f}" + (f"; about {int(need)} held-out questions would be needed at this rate. "
+                                         if need and math.isfinite(need) else ". "))
+        looser = certified_at(fc["upper"])
         if looser is not None:
-            head += f"It is certified at ε = {looser:g} (the same bound, {cert['faro']['upper']:.3f} ≤ {looser:g}). "
+            head += (f"It is certified at ε = {looser:g}{covers} (the same bound, {fc['upper']:.3f} ≤ "
+                     f"{looser:g}). ")
     if cert["bt"].get("above_epsilon"):
         head += f"BT's bias is certifiably larger than {eps:g} (lower bound {cert['bt']['lower']:.3f}). "
     d = acc["difference"]
@@ -290,15 +355,25 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
     fcfg = _config(f_run)
     eps = float(fcfg.get("epsilon") or DEFAULT_EPSILON)
     eps = eps if math.isfinite(eps) else DEFAULT_EPSILON
+    split_by = fcfg.get("split_by") or "item"
     certs = {}
     for tag, items in (("bt", ib), ("faro", if_)):
-        c = certify_role(items, ["dp"], eps, delta=DELTA, by=None)
+        c = certify_role(items, ["dp"], eps, delta=DELTA, by=None, unit="cluster", split_by=split_by)
         row = (c.get("bounds") or [{}])[0]
         certs[tag] = {"certified": bool(c.get("certified")) if row else None, "above_epsilon": c.get("above_epsilon"),
                       "upper": row.get("upper"), "lower": row.get("lower"), "n_to_certify": row.get("n_to_certify"),
-                      "bound": c.get("bound"), "delta": DELTA}
+                      "bound": row.get("bound", c.get("bound")), "delta": DELTA, "estimand": c.get("estimand"),
+                      "why_not": c.get("why_not"), "clusters": row.get("clusters"), "n_eff": row.get("n_eff")}
+    from faro_core.evaluate.paired import paired_role_difference
+
+    try:
+        paired = paired_role_difference(ib, if_)
+    except FaroError:
+        paired = None
     ab, af = _gold_accuracy(sb), _gold_accuracy(sf)
-    merged = sb[["pair_id"]].assign(a=ab).merge(sf[["pair_id"]].assign(b=af), on="pair_id")
+    cols = ["pair_id", "cluster"] if "cluster" in sb else ["pair_id"]
+    merged = sb[cols].assign(a=ab).merge(sf[["pair_id"]].assign(b=af), on="pair_id")
+    diff_cl = merged["cluster"].astype(str).to_numpy() if "cluster" in merged and split_by != "item" else None
     good_ids, both_ids = _examples(ib, if_, n_examples)
     texts = _item_texts(b_run, good_ids + both_ids) if good_ids or both_ids else {}
     story: dict[str, Any] = {
@@ -307,7 +382,9 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
         "rate": {"bt": _rate(ib), "faro": _rate(if_)},
         "certificate": certs,
         "accuracy": {"bt": _mean_ci(ab), "faro": _mean_ci(af),
-                     "difference": _mean_ci((merged["b"] - merged["a"]).to_numpy(dtype=float))},
+                     "difference": _mean_ci((merged["b"] - merged["a"]).to_numpy(dtype=float), diff_cl)},
+        "paired": paired, "split_by": split_by, "rule": PICK_RULE,
+        "categories": sorted(str(c) for c in ib["category"].dropna().unique() if str(c)),
         "examples": [_example(i, ib, if_, texts, sb, "bt_stereotyped_faro_correct") for i in good_ids
                      if _top_of(ib, i) == "biased"]
         + [_example(i, ib, if_, texts, sb, "bt_leans_faro_not") for i in good_ids if _top_of(ib, i) != "biased"]

@@ -72,6 +72,7 @@ def config_columns(run: Any) -> dict[str, Any]:
         "constraint": ",".join(cfg.get("constraints") or []) or "none",
         "epsilon": float(eps) if eps is not None else math.inf, "fixed_lambda": cfg.get("fixed_lambda"),
         "seed": cfg.get("seed"), "status": run.status, "attribute": cfg.get("attribute") or "group",
+        "data_seed": cfg.get("data_seed", 0), "skew": cfg.get("skew", 0.0), "split_by": cfg.get("split_by") or "item",
     }
 
 
@@ -207,7 +208,7 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
     keys = ["family", "method", "constraint", "epsilon", "fixed_lambda"]
     t["fixed_lambda"] = t["fixed_lambda"].where(t["method"].isin(FIXED_LAMBDA_METHODS), np.nan)
     num = [c for c in t.columns if c not in keys and pd.api.types.is_numeric_dtype(t[c])
-           and not c.endswith(("_lo", "_hi")) and c not in ("seed",)]
+           and not c.endswith(("_lo", "_hi")) and c not in ("seed", "data_seed")]
     rows = []
     for k, g in t.groupby(keys, dropna=False, sort=False):
         r = dict(zip(keys, k))
@@ -224,9 +225,41 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def add_paired_vs_bt(table: pd.DataFrame, store: RunStore) -> pd.DataFrame:
+    """The table with ``dP_vs_bt`` (and ``_lo``, ``_hi``): for each finished role run, P_BT - P_run on the same
+    held-out items, with its cluster-robust interval (:func:`faro_core.evaluate.paired.paired_runs`), against
+    the BT run of the same data draw (data seed, skew) and training seed; NaN where there is none."""
+    from faro_core.errors import FaroError
+    from faro_core.evaluate.paired import paired_runs
+
+    out = table.copy()
+    for c in ("dP_vs_bt", "dP_vs_bt_lo", "dP_vs_bt_hi"):
+        out[c] = float("nan")
+    if out.empty or "attribute" not in out:
+        return out
+    done = out[(out["status"] == "done") & (out["attribute"] == "role")]
+    bt = done[done["method"] == "bt"]
+    for i, r in done.iterrows():
+        if r["method"] == "bt":
+            continue
+        match = bt[(bt["data_seed"] == r["data_seed"]) & (bt["skew"] == r["skew"]) & (bt["seed"] == r["seed"])]
+        if match.empty:
+            continue
+        try:
+            d = paired_runs(store.get(match.iloc[0]["run_id"]), store.get(r["run_id"]))
+        except FaroError:
+            continue
+        out.loc[i, ["dP_vs_bt", "dP_vs_bt_lo", "dP_vs_bt_hi"]] = [d["value"], d["lo"], d["hi"]]
+    return out
+
+
 def markdown_table(agg: pd.DataFrame) -> str:
-    """Markdown table of seed-aggregated rows: mean ± 95% CI half-width."""
+    """Markdown table of seed-aggregated rows: mean ± 95% CI half-width over seeds. Role runs add the signed
+    P(r_biased > r_counter) and the paired ΔP against BT (:func:`add_paired_vs_bt`)."""
     cols = ["gold_accuracy", "accuracy", "violation_dp", "violation_eo", "violation_cf", "ece"]
+    for extra in ("role_p_biased_over_counter", "dP_vs_bt"):
+        if extra in agg and agg[extra].notna().any():
+            cols.append(extra)
     head = "| model | eps | seeds | " + " | ".join(cols) + " | certified (dp/eo/cf) |"
     lines = [head, "|" + "---|" * (len(cols) + 4)]
     for _, r in agg.iterrows():

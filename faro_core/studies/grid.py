@@ -37,6 +37,9 @@ class SweepSpec:
     # True: each seed also redraws the data (``data_seed = seed``: the split and the skewed items), so seed
     # spread measures data noise as well as training noise; False: every seed shares ``base.data_seed``
     redraw_data: bool = False
+    # data draws (split and skewed items), crossed with ``seeds`` (training seeds): a grid can vary one and
+    # hold the other. None: ``base.data_seed`` alone (or, with ``redraw_data``, one draw per seed)
+    data_seeds: list[int] | None = None
     baselines: list[str] = field(default_factory=list)
     name: str = "sweep"
     n_boot: int = 100
@@ -97,7 +100,8 @@ def baseline_configs(base: FaroConfig, names: list[str], kinds: list[str], epsil
 
 
 def grid(spec: SweepSpec) -> list[FaroConfig]:
-    """Every config of the sweep: Faro on kind x epsilon x seed, then the baselines."""
+    """Every config of the sweep: Faro on kind x epsilon x seed, then the baselines; with ``data_seeds``,
+    that grid once per data draw (data seed outermost)."""
     bad = [k for k in spec.kinds if k not in KINDS]
     if bad:
         raise FaroError(f"unknown constraint kind(s) {bad}; choose from {', '.join(KINDS)}")
@@ -108,7 +112,13 @@ def grid(spec: SweepSpec) -> list[FaroConfig]:
     for c in baseline_configs(spec.base, spec.baselines, spec.kinds, spec.epsilons, spec.seeds):
         c.sweep = spec.name
         out.append(c)
+    if spec.redraw_data and spec.data_seeds is not None:
+        raise FaroError("give either data_seeds or redraw_data, not both")
     if spec.redraw_data:
         for c in out:
             c.data_seed = c.seed
+    elif spec.data_seeds is not None:
+        if not spec.data_seeds:
+            raise FaroError("data_seeds is empty")
+        out = [FaroConfig(**{**c.to_dict(), "data_seed": int(ds)}) for ds in spec.data_seeds for c in out]
     return out

@@ -27,7 +27,7 @@ from faro_core.evaluate.metrics import evaluate_run
 from faro_core.fairness.kinds import KINDS
 from faro_core.io import write_json, write_parquet
 from faro_core.results.pareto import pareto_summary
-from faro_core.results.table import aggregate, markdown_table, table_row
+from faro_core.results.table import add_paired_vs_bt, aggregate, markdown_table, table_row
 from faro_core.store.runs import CANCEL_FILE, RUN_ID_RE, Run, RunStore
 from faro_core.studies.executors import EXECUTORS
 from faro_core.studies.grid import SweepSpec, grid, run_id_for
@@ -227,6 +227,7 @@ def run_sweep(spec: SweepSpec, runs_dir: str | Path, workers: int = 2, executor:
                                lambda job, exc: failed_row(job, str(runs_dir), exc))
     order = {run_id_for(c): i for i, c in enumerate(configs)}
     table = pd.DataFrame(rows).sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    table = add_paired_vs_bt(table, RunStore(runs_dir))
     out_dir = Path(runs_dir) / SWEEPS_DIR / spec.name
     pareto = pareto_summary(table)
     write_sweep(table, pareto, out_dir)

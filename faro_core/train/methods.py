@@ -171,6 +171,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "#8c564b", post_process=_posthoc, oracle=True),
     Method("fixed_lambda", "Fixed λ", "fixed-lambda penalty, no dual ascent", "#e377c2", ALL_KINDS,
            constrained=True, fixed_lambda=True, head_constraint_batch=1024, grid="lambda"),
+    Method("select_only", "Selection only", "Faro's iterate selection (feasible on validation, else within "
+           "chance, else least violating) with the multipliers held at 0: it trains BT's path and picks its "
+           "iterate as Faro would, so against it Faro's gain is the penalty's, not the selection's", "#98df8a",
+           ALL_KINDS, constrained=True, config_method="fixed_lambda",
+           options=(("fixed_lambda", 0.0), ("constraint_batch_size", 0)), fixed_lambda=True, grid="epsilon"),
     Method("expgrad", "ExpGrad", "fairlearn ExponentiatedGradient, linear head", "#bcbd22", ("dp", "eo"),
            constrained=True, grid="epsilon", fit=_fit_expgrad),
     Method("expgrad_head", "ExpGrad (MLP head)", "fairlearn ExponentiatedGradient fitting Faro's MLP head",
