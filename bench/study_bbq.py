@@ -76,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dual-signal", choices=["auto", "strict", "proxy"], default="auto",
                     help="what Faro's dual step ascends on (default auto: smooth for DP/EO)")
     ap.add_argument("--out", default=None, help="report path stem (default bench/results/study_bbq[_quick])")
+    ap.add_argument("--rerender-chance", default=None, metavar="STEM",
+                    help="rewrite only the chance section of STEM.md from STEM.csv (no training)")
     args = ap.parse_args(argv)
     args.out = args.out or str(RESULTS / ("study_bbq_quick" if args.quick else "study_bbq"))
+    if args.rerender_chance:
+        return rerender_chance(Path(args.rerender_chance))
 
     bbq = SHARED_DATA / "bbq"
     if not bbq.exists():
@@ -159,7 +163,7 @@ def write_report(table: pd.DataFrame, spec, args, wall: float, t_train: float, o
                 "" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:g}")
             lines.append(f"| {r['family']} | {eps} | {_pm(r, 'crows_rate')} | {_pm(r, 'hh_accuracy')} |")
         lines.append("")
-    lines += [*chance_section(agg), ""]
+    lines += [*chance_section(agg, table), ""]
     lines += certificate_section(table), ""
     lines += ["## Pareto fronts (gold accuracy vs violation, seed means)", "",
               f"Hypervolume reference point: gold accuracy {pareto['reference']['gold_accuracy']}, violation "
@@ -186,23 +190,57 @@ def write_report(table: pd.DataFrame, spec, args, wall: float, t_train: float, o
     out.with_suffix(".md").write_text("\n".join(lines))
 
 
-def chance_section(agg: pd.DataFrame) -> list[str]:
-    """Each model's test-split DP/EO violation next to the chance level of its own selections."""
+def chance_section(agg: pd.DataFrame, table: pd.DataFrame | None = None) -> list[str]:
+    """Each model's test-split DP/EO violation next to the chance level of its own selections, and how many
+    seeds' permutation tests reject chance at 0.05 (p-values are counted per seed, never averaged)."""
     if "chance_dp" not in agg:
         return []
-    rows = ["## Violations against their chance level (test split, seed means)", "",
-            "Chance level: the median violation of the same selections with group labels permuted within each "
-            "anchor (`faro_core.fairness.chance`, 200 permutations); p: share of permutations at least as large "
-            "as the observed violation (seed mean). A violation near its chance level is what a reward that "
-            "ignores the group would show on cells of this size.", "",
-            "| model | eps | DP | DP chance | DP p | EO | EO chance | EO p |", "|---|---|---|---|---|---|---|---|"]
+    role = table is not None and "attribute" in table and (table["attribute"] == "role").any()
+    what = ("DP: the biased and counter answers swapped within each item (per template where the run splits by "
+            "template); EO: correct-answer roles permuted within category x polarity (template x polarity on "
+            "template splits); 2,000 permutations per run" if role else
+            "group labels permuted within each anchor, 200 permutations per run")
+    rows = ["## Violations against their chance level (test split)", "",
+            f"Chance level: the median violation of the same selections under the null ({what}; "
+            "`faro_core.fairness.chance`), seed mean. 'p < 0.05': seeds whose own permutation test rejects "
+            "chance at 0.05, out of the seeds (one test per seed; p-values are not averaged). A violation near "
+            "its chance level is what a reward that ignores the group would show on cells of this size.", "",
+            "| model | eps | DP | DP chance | DP p < 0.05 | EO | EO chance | EO p < 0.05 |",
+            "|---|---|---|---|---|---|---|---|"]
     for _, r in agg.iterrows():
         eps = f"λ={r['fixed_lambda']:g}" if r["method"] == "fixed_lambda" else (
             "" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:g}")
+        rej = {k: "–" for k in ("dp", "eo")}
+        if table is not None:
+            from faro_core.results.table import family_key
+
+            fam = table.assign(_f=table.apply(family_key, axis=1))
+            same = fam[(fam["_f"] == r["family"]) & np.isclose(fam["epsilon"].astype(float), float(r["epsilon"]),
+                                                                equal_nan=True)]
+            for k in ("dp", "eo"):
+                p = same[f"chance_p_{k}"].dropna()
+                rej[k] = f"{int((p < 0.05).sum())}/{len(p)}" if len(p) else "–"
         rows.append(f"| {r['family']} | {eps} | {_pm(r, 'violation_dp')} | {r['chance_dp']:.3f} | "
-                    f"{r['chance_p_dp']:.2f} | {_pm(r, 'violation_eo')} | {r['chance_eo']:.3f} | "
-                    f"{r['chance_p_eo']:.2f} |")
+                    f"{rej['dp']} | {_pm(r, 'violation_eo')} | {r['chance_eo']:.3f} | {rej['eo']} |")
     return rows
+
+
+def rerender_chance(stem: Path) -> int:
+    """Replace the chance section of ``stem.md`` by :func:`chance_section` of ``stem.csv`` (the runs' rows)."""
+    from faro_core.results.table import aggregate
+
+    md, csv = stem.with_suffix(".md"), stem.with_suffix(".csv")
+    table = pd.read_csv(csv)
+    text = md.read_text()
+    start = text.find("## Violations against their chance level")
+    if start < 0:
+        print(f"study_bbq: {md} has no chance section", file=sys.stderr)
+        return 1
+    end = text.find("\n## ", start + 3)
+    new = "\n".join(chance_section(aggregate(table), table)) + "\n\n"
+    md.write_text(text[:start] + new + (text[end + 1:] if end >= 0 else ""))
+    print(f"study_bbq: rewrote the chance section of {md}", file=sys.stderr)
+    return 0
 
 
 def certificate_section(table: pd.DataFrame) -> str:
