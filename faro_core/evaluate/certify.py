@@ -384,7 +384,9 @@ def _role_row(kind: str, x: tuple[np.ndarray, ...], bound: str, delta: float, ep
     certify. ``unit="item"``: every item an independent draw."""
     counts = tuple(rate_counts(v) for v in x)
     cl = clusters if clusters is not None else (None,) * len(x)
-    designs = [design_effect(v, c if unit == "cluster" else None) for v, c in zip(x, cl)]
+    clustered = unit == "cluster" and (split_by or "item") != "item" and clusters is not None
+    unit = "cluster" if clustered else "item"
+    designs = [design_effect(v, c if clustered else None) for v, c in zip(x, cl)]
     counts = tuple(_scaled(c, d["n_eff"] / max(d["n"], 1)) for c, d in zip(counts, designs))
     lo, up = (float(v) for v in role_interval(kind, counts, bound, delta))
     if kind == "dp":
@@ -409,14 +411,14 @@ def _role_row(kind: str, x: tuple[np.ndarray, ...], bound: str, delta: float, ep
     scale = float(scales_to_reach(upper_at, eps, v)[0]) if sizes else math.inf
     n_clusters = min(d["clusters"] for d in designs)
     row = {"name": f"{kind}[role]", "kind": kind, "cell": cell, "side": "|.|",
-           "bound": bound if unit == "item" else f"{bound} at the design-effect n_eff ({split_by or 'item'} clusters)",
+           "bound": bound if not clustered else f"{bound} at the design-effect n_eff ({split_by} clusters)",
            "empirical": v, "signed": gap, "upper": upper, "lower": lower, "slack": eps - upper,
            "n_group": n_group, "n_anchor": float(n), "driving_n": n_group, "n_items": int(n),
            "n_to_certify": _size(n, scale) if sizes else None, "_scale": scale, "epsilon": eps,
            "unit": unit, "clusters": int(n_clusters), "n_eff": float(sum(d["n_eff"] for d in designs)),
            "design_effect": float(max(d["design_effect"] for d in designs)),
            "estimand": estimand(unit, split_by), **extra}
-    if unit == "cluster" and (split_by or "item") != "item" and n_clusters < MIN_CLUSTERS:
+    if clustered and n_clusters < MIN_CLUSTERS:
         row["why_not"] = (f"only {n_clusters} {split_by} clusters held out (fewer than {MIN_CLUSTERS}): too few "
                           f"independent draws for a cluster-robust certificate")
     return row

@@ -74,6 +74,9 @@ def card_metadata(run: Any, record: dict[str, Any]) -> dict[str, Any]:
                    "max_upper_bound": _num(cert.get("max_upper")), "binding": cert.get("binding"),
                    "split": cert.get("split", "test"),
                    "bound": cert.get("bound"), "bound_type": bound_types(cert),
+                   "unit": cert.get("unit", "item"), "split_by": cert.get("split_by", cfg.get("split_by") or "item"),
+                   "estimand": cert.get("estimand") or "held-out items drawn like these",
+                   "why_not": cert.get("why_not"),
                    "by_kind": {k: {"certified": bool(v.get("certified")),
                                    "max_empirical": _num(v.get("max_empirical")),
                                    "max_upper_bound": _num(v.get("max_upper"))}
@@ -129,13 +132,15 @@ def card_text(run: Any, record: dict[str, Any]) -> str:
                   "```", "", "The input is the sentence pair (prompt, response), as in training.", ""]
     level = faro["interval"]["level"]
     lines += [f"## Held-out metrics ({faro['pairs']} pairs, {faro['items']} items; {level:.0%} bootstrap "
-              "intervals by item)", "", "| metric | value [interval] |", "|---|---|"]
+              f"intervals by {faro['interval']['unit']})", "", "| metric | value [interval] |", "|---|---|"]
     lines += [f"| {k} | {_fmt(m)} |" for k, m in faro["metrics"].items()]
     c = faro["certificate"]
     lines += ["", "## Fairness certificate", "",
               f"{'Certified' if c['certified'] else 'Not certified'} at eps = {c['epsilon']} with failure "
               f"probability delta = {c['delta']} over {c['one_sided_constraints']} one-sided constraints "
-              f"({c['split']} split); largest upper bound {c['max_upper_bound']} ({c['binding']}).", ""]
+              f"({c['split']} split); largest upper bound {c['max_upper_bound']} ({c['binding']}).", "",
+              f"What it covers: {c['estimand']} (independent draws: {c['unit']}s of the {c['split_by']} split)."
+              + (f" No certificate: {c['why_not']}." if c.get("why_not") else ""), ""]
     lines += [f"- {k.upper()}: {v}" for k, v in c["bound_type"].items()]
     if faro["posthoc_shifts_not_applied"]:
         lines += ["", "**Note:** this run is the post-processing baseline. Its per-(group, stratum) shifts need the "

@@ -165,9 +165,12 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     rows = []
     for r in runs:
         c = tables.certificate_summary(r)
+        raw = {} if c is None else c["raw"]
         rows.append({"run": r.run_id, "certificate": "not computed (run `faro certify`)" if c is None else
                      ("certified" if c["certified"] else "not certified" if c["certified"] is False else "—"),
-                     "epsilon": None if c is None else c.get("epsilon"), "delta": None if c is None else c.get("delta")})
+                     "epsilon": None if c is None else c.get("epsilon"), "delta": None if c is None else c.get("delta"),
+                     "covers": raw.get("estimand") or ("—" if c is None else "held-out items drawn like these"),
+                     "why not": raw.get("why_not") or ""})
     parts.append(_table(pd.DataFrame(rows)))
     parts.append(run_details(runs))
 
@@ -278,11 +281,12 @@ def run_details(runs: list[Any]) -> str:
                          + (f" · certifiably above ε: <b>{_esc(cert.get('above_epsilon'))}</b>"
                             if "above_epsilon" in cert else "")
                          + (f" · largest upper bound {_fmt(cert.get('max_upper'))}" if cert.get("max_upper") is not None
-                            else "") + "</p>")
+                            else "") + f"</p><p>Covers: {_esc(cert.get('estimand') or 'held-out items drawn like these')}"
+                         + (f" · no certificate: {_esc(cert['why_not'])}" if cert.get("why_not") else "") + "</p>")
             rows = pd.DataFrame(cert.get("bounds") or [])
             if not rows.empty:
                 keep = [c for c in ("name", "kind", "bound", "empirical", "lower", "upper", "slack", "n_group",
-                                    "n_anchor", "n_to_certify", "epsilon") if c in rows]
+                                    "n_anchor", "clusters", "n_eff", "n_to_certify", "epsilon") if c in rows]
                 inner.append(_table(rows[keep]))
         else:
             inner.append(f"<p class='muted'>No certificate yet: <code>faro certify {_esc(r.run_id)}</code>.</p>")
