@@ -568,7 +568,8 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
         assert rate["n"] == len(wins) and rate["value"] == pytest.approx(np.mean(wins))
         assert rate["lo"] < rate["value"] < rate["hi"]
         cert = story["certificate"][tag]
-        assert cert["bound"] == "clopper-pearson" and cert["upper"] >= abs(rate["value"] - 0.5) - 1e-9
+        assert cert["bound"].startswith("clopper-pearson") and cert["upper"] >= abs(rate["value"] - 0.5) - 1e-9
+        assert "templates the model never saw" in cert["estimand"] and cert["clusters"] == rate["clusters"]
         assert cert["certified"] == (cert["upper"] <= story["epsilon"])
         gold = sc["gold"].to_numpy(float)
         right = (sc["r_chosen"] > sc["r_rejected"]).to_numpy(float)
@@ -576,6 +577,12 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
         assert story["accuracy"][tag]["value"] == pytest.approx(acc)
     d = story["accuracy"]["difference"]["value"]
     assert d == pytest.approx(story["accuracy"]["faro"]["value"] - story["accuracy"]["bt"]["value"])
+    # the paired claim: Delta P = P_BT - P_Faro on the same questions, its interval over templates, in words
+    p = story["paired"]
+    assert p["value"] == pytest.approx(story["rate"]["bt"]["value"] - story["rate"]["faro"]["value"])
+    assert p["lo"] <= p["value"] <= p["hi"] and p["unit"] == "template"
+    assert "On the same questions" in story["sentence"] and "templates the model never saw" in story["sentence"]
+    assert story["split_by"] == "template" and "1 percentage point" in story["rule"]
     assert "does not lower" not in story["sentence"] and f"{100 * story['rate']['bt']['value']:.0f}%" in story["sentence"]
     for ex in story["examples"]:
         roles = [a["role"] for a in ex["answers"]]

@@ -219,3 +219,12 @@ def test_selection_only_trains_bt_path_and_selects_like_faro(tmp_path):
     assert len(lb) == len(ls) > 10 and np.allclose(lb, ls, rtol=0, atol=1e-6)
     assert max(s.get("lambda_max", 0.0) for s in sel.history()) == 0.0
     assert sel.read("metrics.json")["selected_by"] in ("feasible", "chance", "least_violating")
+
+
+def test_faro_sweep_takes_data_seeds():
+    from faro_core.cli import build_parser
+    from faro_core.cli.sweep_cmd import spec_from_args
+
+    args = build_parser().parse_args(["sweep", "--data-seeds", "0-2", "--seeds", "0,1", "--baselines", "bt"])
+    cfgs = grid(spec_from_args(args))
+    assert sorted({(c.data_seed, c.seed) for c in cfgs}) == [(d, s) for d in range(3) for s in range(2)]

@@ -46,9 +46,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
     base = config_from_args(args)
     kinds = [k.strip().lower() for k in args.constraints.split(",") if k.strip() and k.strip() != "none"]
+    data_seeds = parse_seeds(args.data_seeds) if getattr(args, "data_seeds", None) else None
     return SweepSpec(base=base, kinds=kinds, epsilons=parse_floats(args.epsilons), seeds=parse_seeds(args.seeds),
                      baselines=parse_baselines(args.baselines), name=args.name, n_boot=args.n_boot,
-                     delta=args.delta, certify_epsilon=args.certify_epsilon)
+                     delta=args.delta, certify_epsilon=args.certify_epsilon, data_seeds=data_seeds)
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
@@ -88,9 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "not set by the grid is a flag; --config FILE reads them from JSON.")
     p.add_argument("--constraints", default="dp", help="kinds to sweep, e.g. dp,eo,cf (default dp)")
     p.add_argument("--epsilons", default="0.1,0.05", help="comma-separated slacks (default 0.1,0.05)")
-    p.add_argument("--seeds", default="0", help="0,1,2 or 0-4 (default 0)")
+    p.add_argument("--seeds", default="0", help="training seeds: 0,1,2 or 0-4 (default 0)")
+    p.add_argument("--data-seeds", default=None, metavar="SEEDS",
+                   help="data draws (split and skewed items) crossed with --seeds: 0,1,2 or 0-9 (default: "
+                   "--data-seed alone)")
     p.add_argument("--baselines", default="none", help="all or some of bt,reweight,posthoc (oracle),fixed_lambda,"
-                   "expgrad,expgrad_head,group_dro,fair_reg")
+                   "select_only,expgrad,expgrad_head,group_dro,fair_reg")
     add_config_flags(p, for_sweep=True)
     add_store_args(p)
     p.add_argument("--name", default="sweep", help="sweep name (table in RUNS_DIR/_sweeps/NAME)")
