@@ -162,9 +162,12 @@ def ece_score(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = N_BINS) -> f
 
 
 def brier_score(y_true: np.ndarray, y_prob: np.ndarray) -> float:
-    """Mean squared error of the probability, (1/n) sum (p - y)^2."""
+    """Mean squared error of the probability, (1/n) sum (p - y)^2 (:func:`sklearn.metrics.brier_score_loss`);
+    NaN on no pairs."""
+    from sklearn.metrics import brier_score_loss
+
     y_true, y_prob = np.asarray(y_true, dtype=float), np.asarray(y_prob, dtype=float)
-    return float(np.mean((y_prob - y_true) ** 2)) if len(y_true) else float("nan")
+    return float(brier_score_loss(y_true, y_prob)) if len(y_true) else float("nan")
 
 
 def calibration_inputs(batch: PairBatch, gold: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """The Overview's story: is the stereotype bias there, did Faro remove it, is that certified, what did it cost.
 
-For BBQ-format data the default constraint is demographic parity on the stereotype *role* (issue #15): in an
+For BBQ-format data the default constraint is demographic parity on the stereotype *role*: in an
 ambiguous context (the text does not say which of the two people the question is about) a fair reward has
 no preference between the stereotyped person's answer and the other person's. :func:`build_story` compares
 the unconstrained Bradley–Terry reward (BT) with Faro's DP(role) reward on the held-out split:

@@ -143,7 +143,7 @@ class FaroConfig:
                                    "(default: BBQ-style data context_condition=ambig, else all)")
     dp_partner: bool = setting(True, "DP compares a response's selection against partners of the same kind, "
                                "naming no group or naming one ('split'), or pools both ('pool', the "
-                               "definition before 2026-11-27)", words={"split": True, "pool": False})
+                               "earlier definition; docs/DEFINITIONS.md)", words={"split": True, "pool": False})
     groups: list[str] | None = setting(None, "comma-separated group values to keep")
     skew: float = setting(0.0, "fraction rho of ambiguous items relabelled to the biased answer", range=UNIT)
     data_seed: int = setting(0, "seed of skew injection and splits (fixed across training seeds)",

@@ -56,7 +56,7 @@ def posthoc_shifts(df: pd.DataFrame, r_c: np.ndarray, r_r: np.ndarray,
     """Post-processing baseline: per (group, stratum) additive shift that equalizes each group's mean
     *pair-centered* reward ((r_self - r_other) / 2) with its stratum's, estimated on the training split, in
     the strata DP applies to (``scope``; None: all). Raw rewards carry per-prompt offsets that Bradley-Terry
-    never sees (see DemographicParity); shifting by raw means moved whole categories (gold accuracy 0.61)."""
+    never sees (see DemographicParity), so raw means would shift whole categories (docs/TRAINING.md)."""
     half = (np.asarray(r_c) - np.asarray(r_r)) / 2
     resp = pd.DataFrame({
         "g": list(df["chosen_group"]) + list(df["rejected_group"]),
