@@ -526,19 +526,8 @@ def test_typed_prompt_is_sampled_then_reranked_live(runs_dir: Path, monkeypatch:
         assert choices.loc[choices["model"] == rid, "text"].iloc[0] == best
 
 
-def _role_available() -> bool:
-    try:
-        from faro_core.data.bbq import response_role  # noqa: F401
-        from faro_core.fairness.role import role_items  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
-needs_role = pytest.mark.skipif(not _role_available(), reason="the stereotype-role attribute is not in this tree")
-
-
-@needs_role
 def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
     """The Overview's story, checked against the scores by hand: the stereotyped answer's win rate between the two
     people on ambiguous held-out items (ties 1/2), its exact interval, the certificate at Faro's ε, the accuracy
@@ -596,7 +585,6 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
     assert len([e for e in story["examples"] if e["kind"] == "both_stereotyped"]) <= 1
 
 
-@needs_role
 def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from faro_core.results import story as story_mod
     from faro_core.store.runs import RunStore
@@ -617,7 +605,6 @@ def test_overview_shows_the_story_first_and_the_runs_below(runs_dir: Path, monke
         [story_mod.example_caption(e) for e in cached["examples"]]
 
 
-@needs_role
 def test_groups_page_shows_rewards_by_role_and_the_within_item_margin(runs_dir: Path) -> None:
     from faro_core.fairness.role import role_items, role_violations
     from faro_core.results import views as explore

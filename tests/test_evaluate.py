@@ -17,8 +17,8 @@ from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 
 DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
-if not DEMO_MINI_DIR.is_dir():  # "demo-mini" is a source name, not a path: check the folder it names
-    pytest.skip("the shipped mini demo (data/demo_mini) is not present", allow_module_level=True)
+# tracked data: its absence is a broken checkout, a failure (tests/test_data.py), never a skip
+assert DEMO_MINI_DIR.is_dir(), f"the tracked mini demo {DEMO_MINI_DIR} is missing"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from faro_core.evaluate.twin_audit import (
     twin_stats,
     winobias_to_table,
 )
-from faro_core.paths import DEMO_MINI_DIR
 from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 
@@ -85,7 +84,6 @@ def test_twin_stats_by_hand() -> None:
 DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
 
 
-@pytest.mark.skipif(not DEMO_MINI_DIR.is_dir(), reason="the shipped mini demo (data/demo_mini) is not present")
 def test_cli_audit_twins_writes_audit_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = RunStore(tmp_path / "runs")
     cfg = FaroConfig(data=DATA, epochs=1, head_hidden=8, min_count=5, seed=0)
