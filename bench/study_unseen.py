@@ -147,9 +147,49 @@ def collect(runs_dir: Path) -> tuple[pd.DataFrame, dict[tuple[str, int, int], pd
                 row.update({f"cert{eps:g}": bool(c["certified"]), f"upper{eps:g}": r["upper"],
                             "clusters": r["clusters"], "n_eff": r["n_eff"], "deff": r["design_effect"],
                             f"why_not{eps:g}": r.get("why_not")})
+        if row["seed"] == 0 and arm in ("BT", "BT rho=0") or arm.startswith("Faro"):
+            late = late_items(run)
+            if late is not None:
+                lv = role_violations(late)
+                row.update(P_late=lv["p_biased_over_counter"], v_dp_late=lv["dp"], late_step=late.attrs["step"])
+                items[(arm + " (last iterate)", row["data_seed"], row["seed"])] = late
         rows.append(row)
         items[(arm, row["data_seed"], row["seed"])] = it
     return pd.DataFrame(rows).sort_values(["arm", "data_seed", "seed"]).reset_index(drop=True), items
+
+
+_DATA_MEMO: dict[tuple, pd.DataFrame] = {}
+
+
+def late_items(run: Any) -> pd.DataFrame | None:
+    """Role items of the run's test split scored by its *last checkpoint* (the weights ``ckpt_every`` steps or
+    fewer before the end: the iterate training converged to), instead of the selected iterate. None when the
+    run has no checkpoint."""
+    from safetensors.torch import load_file
+
+    from faro_core.fairness.role import role_items
+    from faro_core.models.reward import load_scorer
+    from faro_core.train.config import FaroConfig
+    from faro_core.train.inputs import load_training_data
+
+    ck = run.file("checkpoint")
+    if not (ck / "state.json").exists():
+        return None
+    state = json.loads((ck / "state.json").read_text())
+    tensors = load_file(str(ck / state["tensors"]))
+    scorer = load_scorer(run, device="cpu")
+    scorer.head.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    cfg = FaroConfig.from_dict(run.config)
+    key = (cfg.data, cfg.skew, cfg.data_seed, cfg.split_by, cfg.val_frac, cfg.test_frac)
+    if key not in _DATA_MEMO:
+        _DATA_MEMO[key] = load_training_data(cfg)[1]
+    df = _DATA_MEMO[key]
+    test = df[df["split"] == "test"].reset_index(drop=True)
+    test = test.assign(r_chosen=scorer.score(test["prompt"], test["chosen"]),
+                       r_rejected=scorer.score(test["prompt"], test["rejected"]))
+    it = role_items(test.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"]))
+    it.attrs["step"] = int(state["step"])
+    return it
 
 
 def paired_by_seed(items: dict, a: str, b: str) -> pd.DataFrame:
@@ -223,8 +263,17 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             if f"cert{eps:g}" in g:
                 arms[arm][f"certified_{eps:g}"] = int(g[f"cert{eps:g}"].fillna(False).sum())
     res["arms"] = arms
+    late = {}
+    for arm, g in main.groupby("arm"):
+        if "P_late" in g and g["P_late"].notna().any():
+            gl = g[g["P_late"].notna()]
+            late[arm] = {"seeds": int(len(gl)), "P": seed_level(list(gl["P_late"] - 0.5), "greater"),
+                         "v_dp": seed_level(list(gl["v_dp_late"]), "two-sided"),
+                         "step": int(gl["late_step"].min()), "P_per_seed": [round(float(x), 4) for x in gl["P_late"]]}
+    res["last_iterate"] = late
     pairs = {}
-    for a, b in (("BT", faro), ("Selection only", faro), ("BT", "Selection only")):
+    for a, b in (("BT", faro), ("Selection only", faro), ("BT", "Selection only"),
+                 ("BT (last iterate)", f"{faro} (last iterate)"), ("BT (last iterate)", "BT rho=0 (last iterate)")):
         ps = paired_by_seed(items, a, b)
         if ps.empty:
             continue
@@ -275,6 +324,16 @@ def markdown(res: dict[str, Any], t: pd.DataFrame) -> str:
                      f"{a.get('certified_0.05', '–')}/{a['seeds']} |")
     lines += ["", "Per-seed P: " + "; ".join(f"{arm}: {', '.join(f'{x:.3f}' for x in a['P_per_seed'])}"
                                                for arm, a in res["arms"].items()), ""]
+    if res.get("last_iterate"):
+        lines += ["## The same runs at their last iterate (last checkpoint, not the selected one)", "",
+                  "Each run's test split scored by its last checkpoint (step "
+                  f"{min(a['step'] for a in res['last_iterate'].values())} or later of 5,050): what training "
+                  "converges to, before validation selection picks an iterate.", "",
+                  "| arm | data seeds | P | p (P > ½) | v_DP | per seed |", "|---|---|---|---|---|---|"]
+        for arm, a in res["last_iterate"].items():
+            lines.append(f"| {arm} | {a['seeds']} | {_ci(a['P'], shift=0.5)} | {a['P']['p']:.3g} | {_ci(a['v_dp'])} | "
+                         f"{', '.join(f'{x:.3f}' for x in a['P_per_seed'])} |")
+        lines.append("")
     lines += ["## The paired claim: ΔP on the same held-out items", "",
               "Per seed: ΔP with its cluster-robust 95% interval over test templates. Seed level: mean of the "
               "per-seed ΔP [95% t interval], one-sided t test of ΔP > 0. Pooled: every seed's items together, "
