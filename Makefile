@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.faro-installed
 
-.PHONY: install dashboard demo test lint
+.PHONY: install dashboard demo test test-fast lint
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,3 +32,7 @@ test: install
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium unavailable: the browser test will skip"
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# The edit loop's subset: every module tests/conftest.py does not mark slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
