@@ -89,13 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", type=Path, default=Path("runs"))
     ap.add_argument("--no-pi-ref", action="store_true")
+    ap.add_argument("--no-features", action="store_true",
+                    help="keep the shipped features as they are (rebuild only the pi_ref scores, e.g. after the "
+                         "demo's test items changed)")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    entries = [build_features()]
+    old_entries = json.loads((OUT / MANIFEST).read_text())["files"] if (OUT / MANIFEST).exists() else []
+    if args.no_features:
+        entries = [{k: v for k, v in e.items() if k not in ("sha256", "bytes")} for e in old_entries
+                   if e["kind"] == "features" and (OUT / e["file"]).exists()]
+    else:
+        entries = [build_features()]
     pi = None if args.no_pi_ref else build_pi_ref(args.runs_dir)
-    if pi is None and (OUT / MANIFEST).exists():  # keep the scores already shipped
-        old = json.loads((OUT / MANIFEST).read_text())["files"]
-        pi = next(({k: v for k, v in e.items() if k not in ("sha256", "bytes")} for e in old
+    if pi is None and old_entries:  # keep the scores already shipped
+        pi = next(({k: v for k, v in e.items() if k not in ("sha256", "bytes")} for e in old_entries
                    if e["kind"] == "pi_ref" and (OUT / e["file"]).exists()), None)
     if pi:
         entries.append(pi)
