@@ -19,10 +19,15 @@ def _load(source: str, fmt: str | None, group: str | None, strata: tuple[str, ..
           columns: tuple[tuple[str, str], ...], mtime: float) -> tuple[dict, object]:
     from faro_core.data import load
     from faro_core.data.summary import summarize
+    from faro_core.errors import FaroError
+    from faro_core.train.config import default_split_by
 
     data = load(source, format=fmt, group=group or None, strata=list(strata) if strata is not None else None,
                 skew=skew, columns=dict(columns) or None)
-    return summarize(data), data.df.head(200)
+    try:  # clusters per split of the unit a run on this data splits by (template on BBQ-format data)
+        return summarize(data, split_by=default_split_by(source, fmt)), data.df.head(200)
+    except FaroError:  # too small to split: the summary without it (training says why)
+        return summarize(data), data.df.head(200)
 
 
 def group_names_editor(tags: list[str]) -> None:
@@ -99,9 +104,15 @@ with guard():
         gold_counts = summary.get("gold") or {}
         n_gold = sum(v for k, v in gold_counts.items() if k != "none") if isinstance(gold_counts, dict) else 0
         c4.metric("pairs with a gold label", n_gold)
-        c5, c6 = st.columns(2)
+        c5, c6, c7 = st.columns(3)
         c5.metric("counterfactual twins", summary.get("twins", 0))
         c6.metric("skewed pairs", summary.get("skewed", 0))
+        sp = summary.get("splits")
+        if sp:
+            c7.metric(f"test {sp['unit']}s (held out)", sp["clusters"]["test"],
+                      help=f"split by {sp['unit']}: train {sp['clusters']['train']}, validation "
+                           f"{sp['clusters']['val']}, test {sp['clusters']['test']} clusters; no cluster is in two "
+                           "splits, so held-out numbers cover clusters the model never saw")
         for w in summary.get("warnings") or []:
             st.warning(w)
         groups = summary.get("groups") or {}
