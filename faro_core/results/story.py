@@ -279,8 +279,8 @@ def sentence(story: dict[str, Any]) -> str:
             f"({_pct(f['lo'])}–{_pct(f['hi'])}). ")
     p = story.get("paired")
     if p and p.get("se") == 0 and p.get("value") == 0:
-        head += ("On the same questions Faro's reward ranks the two people exactly as BT's does: validation picked "
-                 "an iterate from before Faro's multipliers rose, so the penalty never acted on the returned model. ")
+        head += ("On the same questions Faro's reward ranks the two people exactly as BT's does: the iterate it "
+                 "returned is from before its multipliers rose (or they never did), so the penalty never acted on it. ")
     elif p and p.get("lo") == p.get("lo"):
         d, lo, hi = 100 * p["value"], 100 * p["lo"], 100 * p["hi"]
         unit = f"over {p['clusters']} templates" if p.get("unit") == "template" else f"over {p['n']} items"
