@@ -151,7 +151,8 @@ def collect(runs_dir: Path) -> tuple[pd.DataFrame, dict[tuple[str, int, int], pd
             late = late_items(run)
             if late is not None:
                 lv = role_violations(late)
-                row.update(P_late=lv["p_biased_over_counter"], v_dp_late=lv["dp"], late_step=late.attrs["step"])
+                row.update(P_late=lv["p_biased_over_counter"], v_dp_late=lv["dp"], late_step=late.attrs["step"],
+                           gold_late=late.attrs["gold"])
                 items[(arm + " (last iterate)", row["data_seed"], row["seed"])] = late
         rows.append(row)
         items[(arm, row["data_seed"], row["seed"])] = it
@@ -189,6 +190,10 @@ def late_items(run: Any) -> pd.DataFrame | None:
                        r_rejected=scorer.score(test["prompt"], test["rejected"]))
     it = role_items(test.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"]))
     it.attrs["step"] = int(state["step"])
+    gold = pd.to_numeric(test["gold"], errors="coerce").to_numpy(float)
+    right = (test["r_chosen"] > test["r_rejected"]).to_numpy(float)
+    keep = ~np.isnan(gold)
+    it.attrs["gold"] = float(np.mean(np.where(gold[keep] == 1.0, right[keep], 1.0 - right[keep])))
     return it
 
 
@@ -269,6 +274,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             gl = g[g["P_late"].notna()]
             late[arm] = {"seeds": int(len(gl)), "P": seed_level(list(gl["P_late"] - 0.5), "greater"),
                          "v_dp": seed_level(list(gl["v_dp_late"]), "two-sided"),
+                         "gold": seed_level(list(gl["gold_late"]), "two-sided"),
                          "step": int(gl["late_step"].min()), "P_per_seed": [round(float(x), 4) for x in gl["P_late"]]}
     res["last_iterate"] = late
     pairs = {}
@@ -329,10 +335,11 @@ def markdown(res: dict[str, Any], t: pd.DataFrame) -> str:
                   "Each run's test split scored by its last checkpoint (step "
                   f"{min(a['step'] for a in res['last_iterate'].values())} or later of 5,050): what training "
                   "converges to, before validation selection picks an iterate.", "",
-                  "| arm | data seeds | P | p (P > ½) | v_DP | per seed |", "|---|---|---|---|---|---|"]
+                  "| arm | data seeds | P | p (P > ½) | v_DP | gold accuracy | P per seed |",
+                  "|---|---|---|---|---|---|---|"]
         for arm, a in res["last_iterate"].items():
             lines.append(f"| {arm} | {a['seeds']} | {_ci(a['P'], shift=0.5)} | {a['P']['p']:.3g} | {_ci(a['v_dp'])} | "
-                         f"{', '.join(f'{x:.3f}' for x in a['P_per_seed'])} |")
+                         f"{_ci(a['gold'])} | {', '.join(f'{x:.3f}' for x in a['P_per_seed'])} |")
         lines.append("")
     lines += ["## The paired claim: ΔP on the same held-out items", "",
               "Per seed: ΔP with its cluster-robust 95% interval over test templates. Seed level: mean of the "
@@ -348,7 +355,7 @@ def markdown(res: dict[str, Any], t: pd.DataFrame) -> str:
     lines.append("")
     if f"BT - {faro}" in res["paired"]:
         lines += [f"Per seed, BT − {faro}:", "", "| data seed | ΔP | 95% CR interval | templates | items | "
-                  "design effect |", "|---|---|---|---|---|---|"]
+                  "design effect of the differences |", "|---|---|---|---|---|---|"]
         for r in res["paired"][f"BT - {faro}"]["per_seed"]:
             lines.append(f"| {r['data_seed']} | {r['dP']:.3f} | [{r['lo']:.3f}, {r['hi']:.3f}] | {r['clusters']} | "
                          f"{r['n']} | {r['deff']:.2f} |")
