@@ -251,7 +251,8 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
                members: list[Member], on_member: Callable[[Run], None] | None,
                on_step: Callable[[str, dict[str, Any]], None] | None, cancel_poll_s: float) -> None:
     first = todo[0][0]
-    torch.set_num_threads(1)  # as a solo head-mode run (see prepare_run): the members' products are small
+    # as a solo head-mode run (see _prepare): the members' products are small; encoding uses every idle core
+    torch.set_num_threads(1)
     data, df, index = inputs.load(first)
     backend = HeadBackend(first, df, progress, feature_cache=inputs.feature_cache)
     stack = _Stack(StackedHeads.seeded(int(backend.meta["in_dim"]), first.head_hidden, [c.seed for c, _ in todo]),

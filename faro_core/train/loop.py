@@ -119,7 +119,8 @@ def _prepare(config: FaroConfig, progress: bool, rank: int, world: int, inputs: 
     device = "cuda" if (config.mode == "full" and torch.cuda.is_available()) else "cpu"
     if config.mode == "head" and device == "cpu":
         # A head step is a few small matmuls: one thread is 4x faster than two when cores are shared
-        # (measured 12 ms vs 47 ms per 1024x384 MLP forward), and sweeps run one process per core.
+        # (measured 12 ms vs 47 ms per 1024x384 MLP forward), and sweeps run one process per core. The
+        # backend's feature encoding still uses every idle core (FeatureCache restores this one thread after).
         torch.set_num_threads(1)
     data, df, index = inputs.load(config)
     tens = PairTensors.from_frame(df, index)
