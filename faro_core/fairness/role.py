@@ -166,7 +166,10 @@ def role_items(scores: pd.DataFrame) -> pd.DataFrame:
         if r not in wide:
             wide[r] = np.nan
     wide = wide[wide["biased"].notna() & wide["counter"].notna()]
-    corr = long[long["correct"]].groupby("item_id")["role"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else None)
+    # the correct answer's role where the item's correct rows agree on it, else None (grouped, not a Python
+    # lambda per item: that took 0.12 s of a 2,400-pair frame's 0.2 s)
+    by_item = long[long["correct"]].groupby("item_id")["role"]
+    corr = by_item.first().astype(object).where(by_item.nunique() == 1, None)
     first = df.drop_duplicates("item_id").set_index(df.drop_duplicates("item_id")["item_id"].astype(str))
     out = pd.DataFrame({"item_id": wide.index.astype(str)})
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import math
 import sys
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -191,6 +193,9 @@ class RunLoop:
         self.better = IterateSelector(config, stepper.constraints, prep.index).better
         self.avg = IterateAverage(prep.model, config.average) if config.average and stepper.constraints else None
         self.pending: list[dict[str, Any]] = []
+        # the current iterate's rewards on a split's pairs (the batched engine memoizes it per shared slot)
+        self.score: Callable[[str, torch.Tensor], tuple[torch.Tensor, ...]] = (
+            lambda split, idx: split_rewards(prep.backend, prep.model, idx))
         self.last_progress = 0.0
         self.t0 = time.perf_counter()
 
@@ -213,7 +218,7 @@ class RunLoop:
         """Metrics of the current iterate on ``split`` (``_batch``: its pairs, for the chance tier)."""
         prep = self.prep
         idx = prep.split_idx[split]
-        batch = prep.tens.batch(idx, split_rewards(prep.backend, prep.model, idx))
+        batch = prep.tens.batch(idx, self.score(split, idx))
         out = split_metrics(batch, prep.stepper.constraints, prep.measure, gold_labels(prep.df, prep.tens, idx))
         out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
         return out
@@ -268,12 +273,14 @@ class RunLoop:
                 for r in rows:
                     self.on_step(r)
 
-    def finish(self) -> None:
-        """Load the selected iterate; on rank 0 score every pair and write the run's files."""
+    def finish(self, memo: dict[Any, Any] | None = None) -> None:
+        """Load the selected iterate; on rank 0 score every pair and write the run's files (``memo``: shared by
+        the members of a batch, so that members whose selected iterates score alike compute the role
+        report once)."""
         if self.best_state is not None:
             self.prep.model.load_state_dict(self.best_state)
         if self.rank == 0:
-            _finish(self.config, self.run, self.prep, self.best, self.step, self.total)
+            _finish(self.config, self.run, self.prep, self.best, self.step, self.total, memo)
 
 
 def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, world: int,
@@ -295,9 +302,10 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
 
 
 def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] | None, step: int,
-            total: int) -> None:
+            total: int, memo: dict[Any, Any] | None = None) -> None:
     """Score every pair of every split with the selected iterate (post-processed by the method, if it does),
-    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``."""
+    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``. ``memo``: role metrics by
+    (split, rewards' bytes, min_count), reused for equal rewards (a copy)."""
     df, tens, backend, model = prep.df, prep.tens, prep.backend, prep.model
     constraints = prep.stepper.constraints
     r_c, r_r, cf_c, cf_r = (t.numpy() for t in split_rewards(backend, model, torch.arange(len(df))))
@@ -318,7 +326,14 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
         idx = prep.split_idx[split]
         out = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure)
         if out and prep.index.attribute == "role":  # the raw rates, and the named-group violations for reference
-            out.update(role_metrics(df, tens, idx, rewards, prep.index, config.min_count))
+            if memo is None:
+                out.update(role_metrics(df, tens, idx, rewards, prep.index, config.min_count))
+            else:
+                key = (split, config.min_count, hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes()
+                                                                      for a in rewards)).digest())
+                if key not in memo:
+                    memo[key] = role_metrics(df, tens, idx, rewards, prep.index, config.min_count)
+                out.update(copy.deepcopy(memo[key]))
         return out
 
     metrics = {**metrics_for("val"), "split": "val", "selected_step": (best or {}).get("step", step),
