@@ -62,7 +62,7 @@ BATCH_KEYS = ("data", "format", "attribute", "role_columns", "group", "strata", 
 DEFAULT_MEMORY_MB = 2048  # host memory the stacked members of one batch may take (issue #17)
 # What the last batch of this process shared (read by bench/sweep_engine.py and the tests): members, the slots
 # they started in, and the member-steps against the slot-steps actually computed.
-LAST_BATCH: dict[str, int] = {}
+LAST_BATCH: dict[str, Any] = {}
 CANCEL_POLL_S = 0.5
 
 
@@ -323,7 +323,8 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     for m in members:  # a member's validation pass is scored once per slot and step
         m.loop.score = _memo_score(m, scored)
     LAST_BATCH.clear()
-    LAST_BATCH.update(members=len(members), start_slots=stack.heads.n_members, member_steps=0, slot_steps=0)
+    LAST_BATCH.update(members=len(members), start_slots=stack.heads.n_members, member_steps=0, slot_steps=0,
+                      dual_passes=0, by_kind={})
     while step < total and members:
         scored.clear()
         LAST_BATCH["member_steps"] += len(members)
@@ -412,6 +413,10 @@ def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], st
     for m in members:
         reps.setdefault(m.head.slot, m)
     order = [reps[k] for k in range(stack.heads.n_members)]
+    for m in order:  # the slot-steps computed, by the constraints that shape their rows (bench/sweep_engine.py)
+        c = LAST_BATCH.setdefault("by_kind", {}).setdefault(",".join(m.config.active_constraints) or "bt",
+                                                           {"steps": 0, "dual": 0})
+        c["steps"] += 1
     draws = [m.stepper.draw(step) for m in order]
     plans = [backend.row_plan(local, with_twins=m.stepper.need_twins) for m, (local, _, _) in zip(order, draws)]
     x = backend.x_all.index_select(0, torch.cat([rows for rows, _ in plans]))
@@ -438,6 +443,8 @@ def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], st
                 rw = dual_pass.get(m.head.slot)
                 if rw is None:
                     rw = dual_pass[m.head.slot] = m.stepper.dual_rewards()
+                    LAST_BATCH["dual_passes"] = LAST_BATCH.get("dual_passes", 0) + 1
+                    LAST_BATCH["by_kind"][",".join(m.config.active_constraints) or "bt"]["dual"] += 1
             m.stepper.dual_step(rewards=rw)
         outs.append(out)
     if dual_pass:

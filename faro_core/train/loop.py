@@ -304,11 +304,19 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
 def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] | None, step: int,
             total: int, memo: dict[Any, Any] | None = None) -> None:
     """Score every pair of every split with the selected iterate (post-processed by the method, if it does),
-    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``. ``memo``: role metrics by
-    (split, rewards' bytes, min_count), reused for equal rewards (a copy)."""
+    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``. ``memo``: the pairs' rewards by
+    the weights' bytes and role metrics by (split, min_count, rewards' bytes), reused for equal inputs."""
     df, tens, backend, model = prep.df, prep.tens, prep.backend, prep.model
     constraints = prep.stepper.constraints
-    r_c, r_r, cf_c, cf_r = (t.numpy() for t in split_rewards(backend, model, torch.arange(len(df))))
+    if memo is None:
+        scored = split_rewards(backend, model, torch.arange(len(df)))
+    else:  # members of a batch that selected the same weights score every pair once
+        key = ("scores", hashlib.sha1(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
+                                                for t in model.state_dict().values())).digest())
+        if key not in memo:
+            memo[key] = split_rewards(backend, model, torch.arange(len(df)))
+        scored = memo[key]
+    r_c, r_r, cf_c, cf_r = (t.numpy().copy() for t in scored)
     meta = dict(backend.meta)
     method = methods.get(config.method)
     pair_loss = prep.stepper.pair_loss
