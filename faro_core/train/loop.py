@@ -42,7 +42,14 @@ from faro_core.train.backends import (
 from faro_core.train.checkpoint import load_checkpoint, save_checkpoint
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
-from faro_core.train.outputs import data_record, gold_labels, role_metrics, split_metrics_of, write_scores
+from faro_core.train.outputs import (
+    data_record,
+    gold_labels,
+    role_metrics,
+    scores_frame,
+    split_metrics_of,
+    write_scores,
+)
 from faro_core.train.selection import VAL_LOG_KEYS, IterateAverage, IterateSelector, selected_by
 from faro_core.train.stepper import TrainStepper
 
@@ -326,7 +333,12 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
         r_c, r_r, extra = method.post_process(df, r_c, r_r, prep.index.dp_strata)
         meta.update(extra)
     rewards = (r_c, r_r, cf_c, cf_r)
-    write_scores(run, df, tens, rewards)
+    base = None
+    if memo is not None:  # the scores frame's attribute columns, built once per batch
+        base = memo.get("scores_frame")
+        if base is None:
+            base = memo["scores_frame"] = scores_frame(df)
+    write_scores(run, df, tens, rewards, base)
     backend.export(run, model)
     run.write("model.json", meta)
 
