@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from faro_core.errors import FaroError
+from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import PairTensors
 from faro_core.models.stacked import StackedHeads
 from faro_core.store.runs import Heartbeat, Run, RunStore
@@ -52,6 +53,7 @@ from faro_core.train.backends import HeadBackend, split_rewards, unstack_rewards
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
 from faro_core.train.loop import RunLoop, prepare_run, write_run_inputs
+from faro_core.train.outputs import gold_labels
 from faro_core.train.stepper import make_adam
 
 # Config fields that members of one batch must share: the data and features (one feature table), the head's
@@ -319,9 +321,10 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     bar = tqdm(total=total, initial=step, desc=f"batch of {len(members)}", unit="step", disable=not progress,
                file=sys.stderr)
     last_poll = time.monotonic()
-    scored: dict[tuple[int, str], Any] = {}
+    scored: dict[tuple[Any, ...], Any] = {}
     for m in members:  # a member's validation pass is scored once per slot and step
         m.loop.score = _memo_score(m, scored)
+        m.loop.metrics = _memo_metrics(m, scored)
     LAST_BATCH.clear()
     LAST_BATCH.update(members=len(members), start_slots=stack.heads.n_members, member_steps=0, slot_steps=0,
                       dual_passes=0, by_kind={})
@@ -392,7 +395,28 @@ def _fork(stack: _Stack, members: list[Member]) -> None:
         m.head.slot = m.stepper.opt.slot = n + i
 
 
-def _memo_score(member: Member, scored: dict[tuple[int, str], Any]) -> Callable[[str, torch.Tensor], Any]:
+def _memo_metrics(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[[Any, Any, torch.Tensor], Any]:
+    """``RunLoop.metrics`` for a member: ``split_metrics`` once per slot and split (members of a slot differ at
+    most in ``SHARE_FREE`` settings, of which only epsilon enters it), with ``max_excess`` and ``feasible``
+    recomputed from the slot's strict violations against this member's epsilons (the same formula)."""
+    def metrics(split: str, batch: Any, idx: torch.Tensor) -> dict[str, Any]:
+        prep = member.loop.prep
+        constraints = prep.stepper.constraints
+        key = (member.head.slot, split, "metrics")
+        if key not in scored:
+            scored[key] = (split_metrics(batch, constraints, prep.measure, gold_labels(prep.df, prep.tens, idx)),
+                           constraints.strict(batch) if constraints else None)
+        base, g = scored[key]
+        out = {**base, "violation": dict(base["violation"])}
+        if g is not None:
+            out["max_excess"] = float((g - constraints.epsilons()).max())
+            out["feasible"] = bool((g <= constraints.epsilons() + 1e-9).all())
+        return out
+
+    return metrics
+
+
+def _memo_score(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[[str, torch.Tensor], Any]:
     """``RunLoop.score`` for a member: its rewards on a split, computed once per slot (cleared every step)."""
     def score(split: str, idx: torch.Tensor) -> Any:
         key = (member.head.slot, split)

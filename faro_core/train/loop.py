@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from faro_core.errors import FaroError
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
-from faro_core.fairness.pairs import GroupIndex, PairTensors
+from faro_core.fairness.pairs import GroupIndex, PairBatch, PairTensors
 from faro_core.io import to_json, write_text
 from faro_core.store.runs import Heartbeat, Run, RunStore
 from faro_core.train import methods
@@ -203,6 +203,10 @@ class RunLoop:
         # the current iterate's rewards on a split's pairs (the batched engine memoizes it per shared slot)
         self.score: Callable[[str, torch.Tensor], tuple[torch.Tensor, ...]] = (
             lambda split, idx: split_rewards(prep.backend, prep.model, idx))
+        # and its metrics on them (memoized per shared slot too; the epsilon-dependent keys are the member's own)
+        self.metrics: Callable[[str, PairBatch, torch.Tensor], dict[str, Any]] = (
+            lambda split, batch, idx: split_metrics(batch, prep.stepper.constraints, prep.measure,
+                                                    gold_labels(prep.df, prep.tens, idx)))
         self.last_progress = 0.0
         self.t0 = time.perf_counter()
 
@@ -226,7 +230,7 @@ class RunLoop:
         prep = self.prep
         idx = prep.split_idx[split]
         batch = prep.tens.batch(idx, self.score(split, idx))
-        out = split_metrics(batch, prep.stepper.constraints, prep.measure, gold_labels(prep.df, prep.tens, idx))
+        out = self.metrics(split, batch, idx)
         out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
         return out
 
