@@ -13,14 +13,19 @@ pass over the training split); and once with the dual steps left out, which isol
 constraint (O(batch)). Full mode: MiniLM fine-tuned, batch 32, max length 128, dual step every 5 steps from
 the reward buffer, 1 thread (faster than 2 on these shared cores: see bench/vs_trl.py). Sides alternate
 (A B, B A, ...).
+The constraint is on the role attribute (BBQ's default, pinned), at epsilon 0 (at 0.05 its multipliers stayed
+0 for the bench's 240 head-mode steps: a step that never binds); the bench reports the Faro side's largest
+multiplier per mode and exits with status 1 when a side's constraint never binds (no cell, or multipliers
+that stay 0), instead of timing a plain Bradley-Terry step twice.
 Writes bench/results/overhead.md; with --json the last stdout line is
-``{"ratio_head": ..., "ratio_head_primal": ..., "ratio_full": ...}``.
+``{"ratio_head": ..., "ratio_head_primal": ..., "ratio_full": ..., "lambda_max_head": ..., "lambda_max_full": ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +40,9 @@ from _common import (
     paired_ratios,
     quartiles,
 )
+
+ATTRIBUTE = "role"  # BBQ's default attribute, pinned and stated
+EPSILON = 0.0  # binds from the first dual step: at 0.05 DP(role) on Religion stayed 0 over 240 head steps
 
 
 class StepBench:
@@ -52,12 +60,24 @@ class StepBench:
         self.dual_every = self.stepper.dual_every
         self.step = 0
         self.steps_per_call = 1
+        self.lambda_max = 0.0  # the largest multiplier of any step so far
 
     def __call__(self) -> None:
         """``steps_per_call`` training steps, exactly as the trainer's loop takes them (single process)."""
         for _ in range(self.steps_per_call):
-            self.stepper.finish_rows([self.stepper.log_row(self.stepper.step(self.step))])
+            row = self.stepper.finish_rows([self.stepper.log_row(self.stepper.step(self.step))])[0]
+            self.lambda_max = max(self.lambda_max, row.get("lambda_max", 0.0))
             self.step += 1
+
+    def binds(self) -> str | None:
+        """None when the constraint has cells to constrain and a multiplier rose above 0; else why not."""
+        cons = self.stepper.constraints.constraints
+        idle = [c.kind for c in cons if c.cell_mask is not None and not bool(c.cell_mask.any())]
+        if not cons or idle:
+            return f"no cell to constrain ({idle or 'no constraint'})"
+        if self.lambda_max <= 0:
+            return f"its multipliers stayed 0 over {self.step} steps"
+        return None
 
 
 def sides(mode: str, kind: str, batch: int | None, dual_every: int | None = None
@@ -68,7 +88,7 @@ def sides(mode: str, kind: str, batch: int | None, dual_every: int | None = None
     from faro_core.train.inputs import load_training_data
 
     data, fmt, label = bbq_source()
-    base = dict(data=data, format=fmt, mode=mode, epsilon=0.05, batch_size=batch)
+    base = dict(data=data, format=fmt, mode=mode, epsilon=EPSILON, batch_size=batch, attribute=ATTRIBUTE)
     faro_cfg = FaroConfig(**base, constraints=[kind], dual_every=dual_every).resolved()
     bt_cfg = FaroConfig(**base, constraints=[]).resolved()
     _, df, index = load_training_data(faro_cfg)
@@ -92,6 +112,17 @@ def measure(mode: str, kind: str, rounds: int, batch: int | None = None,
     return interleave(fns, rounds, warmup=2 if mode == "head" else 1), faro, label
 
 
+def check_binds(faro: StepBench, mode: str, kind: str, lambdas: dict[str, float]) -> bool:
+    """Record the Faro side's largest multiplier; False (after saying why on stderr) when it never binds."""
+    why = faro.binds()
+    if why is not None:
+        print(f"overhead: the {mode}-mode {kind.upper()}({ATTRIBUTE}) side never binds: {why}; its step would be "
+              f"plain Bradley-Terry's", file=sys.stderr)
+        return False
+    lambdas[mode] = faro.lambda_max
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -102,12 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     head_rounds, full_rounds = (10, 2) if args.quick else (100, 6)
     full_batch = 4 if args.quick else None
     rows, figs = [], {}
+    lambdas: dict[str, float] = {}
     label = ""
     torch.set_num_threads(1)  # what the trainer uses in head mode on CPU
     never = 10**9  # a dual step that never comes: the primal step's own overhead
     for key, dual, desc in (("ratio_head", None, "head (default: dual step every 20 steps on a fresh pass)"),
                             ("ratio_head_primal", never, "head, dual steps left out (primal step only)")):
         t, faro, label = measure("head", args.constraint, head_rounds, dual_every=dual)
+        if dual is None and not check_binds(faro, "head", args.constraint, lambdas):
+            return 1
         t = {k: [x / faro.steps_per_call for x in v] for k, v in t.items()}  # seconds per step
         r = paired_ratios(t["faro"], t["bt"])
         figs[key] = round(quartiles(r)[1], 4)
@@ -116,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                      fmt_spread(t["bt"], 1e3, 2), fmt_spread(t["faro"], 1e3, 2), fmt_spread(r, 1.0, 3),
                      "met" if figs[key] <= 1.03 else "not met"])
     t, faro, _ = measure("full", args.constraint, full_rounds, full_batch)
+    if not check_binds(faro, "full", args.constraint, lambdas):
+        return 1
     t = {k: [x / faro.steps_per_call for x in v] for k, v in t.items()}  # seconds per step
     r = paired_ratios(t["faro"], t["bt"])
     figs["ratio_full"] = round(quartiles(r)[1], 4)
@@ -123,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                  full_rounds * faro.steps_per_call,
                  fmt_spread(t["bt"], 1e3, 0), fmt_spread(t["faro"], 1e3, 0), fmt_spread(r, 1.0, 3),
                  "met" if figs["ratio_full"] <= 1.03 else "not met"])
-    body = (f"Time of one Faro training step ({args.constraint.upper()} constraint, ε = 0.05) over one plain "
+    figs.update({f"lambda_max_{m}": round(v, 5) for m, v in lambdas.items()}, attribute=ATTRIBUTE)
+    binds = ", ".join(f"{m} {v:.4g}" for m, v in lambdas.items())
+    body = (f"Time of one Faro training step ({args.constraint.upper()}({ATTRIBUTE}) constraint, ε = {EPSILON:g}; it "
+            f"binds: largest multiplier {binds}) over one plain "
             f"Bradley–Terry step: same model init, data ({label}), batch and optimizer; forward, loss, backward, "
             f"Adam step, dual step and log row; the two sides alternate call by call (A B, B A, ...), a call "
             f"being one dual period (20 steps in head mode, {faro.steps_per_call} in full mode), so each holds "

@@ -7,7 +7,12 @@ Same backbone (the embedded all-MiniLM-L6-v2 with a fresh scalar head, same seed
 pair truncated to the max length, tokenized once and handed to TRL pre-tokenized as ``chosen_ids`` /
 ``rejected_ids``; TRL's collator sends no token-type ids, which costs nothing), same batch size, max length,
 learning rate and one epoch. Three sides, interleaved per round (order rotated every round): Faro with no
-constraint, Faro with DP (epsilon 0.05), TRL. Throughput = pairs / second over the steady-state steps: the
+constraint, Faro with DP on the role attribute (epsilon 0, so that it binds from the first dual step: at
+epsilon 0.05 a fresh model's smooth DP(role) stays below epsilon for the whole short run and the multiplier
+never leaves 0; BBQ's default attribute, pinned), TRL. The
+training pairs are a seeded sample of whole items, so that DP(role), measured per item, has cells to
+constrain; the DP side's largest multiplier is reported, and a DP side whose multipliers never leave 0 (or
+that finds no cell) ends the bench with exit status 1 instead of reporting BT's throughput as DP's. Throughput = pairs / second over the steady-state steps: the
 window from the end of step 1 to the end of step N-1 (the first step warms up; Faro's last step also
 evaluates the validation split), timed on the host clock at each step's end on both sides: Faro's history
 rows carry it (``row["time"]``; the rows themselves reach ``on_step`` in groups of 10), TRL's by a
@@ -29,7 +34,7 @@ gradient checkpointing off; Faro autocasts to bf16 on a GPU by itself. The GPU c
 give 150 steps.)
 
 Writes bench/results/vs_trl.md (vs_trl_cuda.md with --device cuda); with --json the last stdout line is
-``{"throughput_ratio": ..., "throughput_ratio_dp": ...}``.
+``{"throughput_ratio": ..., "throughput_ratio_dp": ..., "dp_lambda_max": ...}``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -54,6 +60,8 @@ from _common import (
 )
 
 LR = 3e-5
+ATTRIBUTE = "role"  # BBQ's default attribute, pinned: the DP side must train a constraint that binds
+EPSILON = 0.0  # binds from the first dual step (at 0.05 the multiplier of these short runs stays 0)
 
 
 def bench_frame(n_pairs: int, n_eval: int, category: str = "Religion") -> tuple[Any, Any, Any, str]:
@@ -64,12 +72,16 @@ def bench_frame(n_pairs: int, n_eval: int, category: str = "Religion") -> tuple[
     from faro_core.train.inputs import load_training_data
 
     data, fmt, label = bbq_source(category)
-    d, df, index = load_training_data(FaroConfig(data=data, format=fmt, mode="full").resolved())
-    # a seeded random sample: consecutive BBQ pairs share contexts (similar lengths), so the first n would
-    # understate the padding a shuffled batch carries
+    d, df, index = load_training_data(FaroConfig(data=data, format=fmt, mode="full", attribute=ATTRIBUTE).resolved())
+    # a seeded random sample of whole items: consecutive BBQ pairs share contexts (similar lengths), so the
+    # first n would understate the padding a shuffled batch carries; and the role constraints are measured per
+    # item (both of its pairs), so a sample of single pairs leaves DP(role) no cell to constrain
     train = df[df["split"] == "train"]
-    parts = [train.sample(n=min(n_pairs, len(train)), random_state=0), df[df["split"] == "val"].head(n_eval),
-             df[df["split"] == "test"].head(n_eval)]
+    items = train["item_id"].drop_duplicates().sample(frac=1.0, random_state=0)
+    per_item = train.groupby("item_id").size()
+    keep = items[per_item.loc[items].cumsum().to_numpy() <= n_pairs]
+    parts = [train[train["item_id"].isin(set(keep))].sample(frac=1.0, random_state=0),
+             df[df["split"] == "val"].head(n_eval), df[df["split"] == "test"].head(n_eval)]
     import pandas as pd
 
     sub = pd.concat(parts, ignore_index=True)
@@ -86,6 +98,8 @@ class FaroSide:
         self.frame, self.constraints = frame, constraints
         self.batch, self.max_length, self.threads = batch, max_length, threads
         self.steps = 0
+        self.lambda_max = 0.0  # the largest multiplier of any step of any call
+        self.unconstrained: list[str] = []  # kinds that found no cell to constrain (constraints.json)
 
     def __call__(self) -> float:
         import torch
@@ -97,13 +111,17 @@ class FaroSide:
         data, df, index = self.frame
         stamps: list[float] = []
         inputs = TrainInputs(load=lambda config: (data, df.copy(deep=False), index))
+
+        def on_step(row: dict[str, Any]) -> None:
+            stamps.append(row["time"])  # the row's own step-end time: rows arrive in groups of 10
+            self.lambda_max = max(self.lambda_max, float(row.get("lambda_max", 0.0)))
+
         with tempfile.TemporaryDirectory(prefix="faro-bench-trl-") as root:
-            cfg = FaroConfig(mode="full", constraints=self.constraints, epsilon=0.05, epochs=1,
+            cfg = FaroConfig(mode="full", constraints=self.constraints, epsilon=EPSILON, epochs=1,
                              batch_size=self.batch, max_length=self.max_length, lr=LR, ckpt_every=0,
-                             min_count=5, seed=0)
-            # the rows' own step-end times: rows reach on_step in groups of 10 (one device read per group)
-            train(cfg, RunStore(root), progress=False, on_step=lambda row: stamps.append(row["time"]),
-                  inputs=inputs)
+                             min_count=5, seed=0, attribute=ATTRIBUTE)
+            run = train(cfg, RunStore(root), progress=False, on_step=on_step, inputs=inputs)
+            self.unconstrained = run.read("constraints.json")["cells"].get("unconstrained_kinds", [])
         self.steps = len(stamps)
         return stamps[-2] - stamps[0]
 
@@ -183,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tok, _ = load_sequence_classifier(resolve_backbone(None))
     train_df = df[df["split"] == "train"]
+    n_pairs = len(train_df)  # whole items: up to the pairs asked for
     enc = [tok(list(train_df["prompt"]), list(train_df[c]), truncation="longest_first",
                max_length=args.max_length)["input_ids"] for c in ("chosen", "rejected")]
     frame = (data, df, index)
@@ -192,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         "trl": TrlSide((enc[0], enc[1]), batch, args.max_length, args.device, args.threads),
     }
     t = interleave(sides, rounds, warmup=0, timer=lambda fn: fn())
+    dp = sides["faro_dp"]
+    assert isinstance(dp, FaroSide)
+    if dp.unconstrained or dp.lambda_max <= 0:  # a DP figure that is BT's in disguise: fail, loudly
+        print(f"vs_trl: the DP side's constraint never binds (largest multiplier {dp.lambda_max:g}, kinds with no "
+              f"cell: {dp.unconstrained}); its throughput would be plain Bradley-Terry's", file=sys.stderr)
+        return 1
     steps = math.ceil(n_pairs / batch)
     window_pairs = batch * (steps - 2)
     assert window_pairs > 0, "need at least 3 steps per run"
@@ -201,12 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     r = paired_ratios(pps["faro"], pps["trl"])
     r_dp = paired_ratios(pps["faro_dp"], pps["trl"])
     figs = {"throughput_ratio": round(quartiles(r)[1], 4), "throughput_ratio_dp": round(quartiles(r_dp)[1], 4),
-            "device": _device_name(args.device)}
+            "device": _device_name(args.device), "attribute": ATTRIBUTE, "dp_lambda_max": round(dp.lambda_max, 5)}
     rows = [["TRL RewardTrainer", fmt_spread(pps["trl"]), "1"],
             ["Faro, no constraint", fmt_spread(pps["faro"]), fmt_spread(r, 1.0, 3)],
-            ["Faro, DP (ε = 0.05)", fmt_spread(pps["faro_dp"]), fmt_spread(r_dp, 1.0, 3)]]
+            [f"Faro, DP({ATTRIBUTE}) (ε = {EPSILON:g}; largest multiplier {dp.lambda_max:.4g})", fmt_spread(pps["faro_dp"]),
+             fmt_spread(r_dp, 1.0, 3)]]
     met = all(figs[k] >= 1.25 for k in ("throughput_ratio", "throughput_ratio_dp"))
-    body = (f"Full-mode training throughput, {label}: {n_pairs} pairs, batch {batch}, max length {args.max_length}, "
+    body = (f"Full-mode training throughput, {label}: {n_pairs} pairs (whole items), attribute {ATTRIBUTE} "
+            f"(the DP side's constraint binds: its largest multiplier is {dp.lambda_max:.4g}), batch {batch}, max length {args.max_length}, "
             f"1 epoch, all-MiniLM-L6-v2 + scalar head, device {args.device}, {rounds} round(s) (order rotated every "
             f"round, so no side always runs first or in the middle). Pairs/s over steps 2..{steps - 1} of {steps}; median [IQR]; ratios per round. "
             f"TRL: `RewardConfig(bf16={args.device == 'cuda'}, gradient_checkpointing=False, "

@@ -277,3 +277,32 @@ def test_pareto_page_says_it_follows_training_runs(tmp_path, monkeypatch) -> Non
     run.set_status("interrupted")
     at = AppTest.from_file(str(page), default_timeout=60).run()
     assert not any("training: the front updates" in c.value for c in at.caption)
+
+
+# members that share their path: one seed, one kind, epsilons either side of where the multipliers rise, on
+# the role attribute (its item batches included); the loose members never leave lambda = 0
+SHARED = {f"{k}-{e:g}": FaroConfig(constraints=[k], epsilon=e, seed=0, attribute="role", **BASE)
+          for k in ("dp", "eo", "cf") for e in (0.02, 0.9)}
+
+
+def test_shared_members_equal_their_solo_runs(tmp_path) -> None:
+    """Members whose seed, data and settings match (epsilon aside) train as one slot while all their
+    multipliers are 0 and fork when one rises; each still equals its solo run bit for bit: rewards, weights,
+    selected step, metrics, history (times aside)."""
+    from faro_core.train import batched
+
+    solo, batch = RunStore(tmp_path / "solo"), RunStore(tmp_path / "batch")
+    train_batch(list(SHARED.values()), batch, list(SHARED), progress=False)
+    stats = dict(batched.LAST_BATCH)
+    assert stats["start_slots"] == 3 and stats["slot_steps"] < stats["member_steps"]
+    rose = []
+    for name, cfg in SHARED.items():
+        a, b = train(cfg, solo, run_id=name, progress=False), batch.get(name)
+        assert b.status == "done" and _max_dr(a, b) == 0.0
+        assert a.metrics() == b.metrics()
+        wa, wb = load_file(str(a.file("model.safetensors"))), load_file(str(b.file("model.safetensors")))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        strip = [{k: v for k, v in h.items() if k != "time"} for h in a.history()]
+        assert strip == [{k: v for k, v in h.items() if k != "time"} for h in b.history()]
+        rose.append(max(h["lambda_max"] for h in b.history()) > 0)
+    assert any(rose) and not all(rose), "some members fork, some stay on the shared path"

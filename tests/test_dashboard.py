@@ -83,7 +83,10 @@ def test_demo_is_idempotent(runs_dir: Path) -> None:
     out = build_demo(RunStore(runs_dir), demo_specs(epsilons=(0.05,), constraints=("dp", "cf"), epochs=2),
                      policy=False)
     assert out["built"] == [] and len(out["kept"]) == 3
-    assert {"demo-bt-s0", "demo-faro-dp-eps0.05-s0", "demo-faro-cf-eps0.05-s0"} <= set(os.listdir(runs_dir))
+    ids = {"demo-bt-s0", "demo-faro-dp-eps0.05-s0", "demo-faro-cf-eps0.05-s0"}
+    assert ids <= set(os.listdir(runs_dir))
+    # the first build trained its runs as one batch of the engine
+    assert all(sorted(RunStore(runs_dir).get(r).raw_status()["batch"]) == sorted(ids) for r in ids)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -22,6 +22,7 @@ import torch
 from faro_core.errors import FaroError
 from faro_core.io import write_safetensors
 from faro_core.models.shipped import shipped_features
+from faro_core.models.threads import encoding_threads
 from faro_core.paths import cache_dir, embedded_encoder, embedded_identity
 
 _LOCK = threading.Lock()
@@ -91,15 +92,20 @@ class FeatureCache:
     root : cache directory (default :func:`faro_core.paths.cache_dir`).
     max_length : tokens per (prompt, response) pair; longer pairs are truncated from the prompt side first.
     batch_size : encoding batch size.
+    threads : CPU threads of the encoder's passes (default :func:`~faro_core.models.threads.torch_threads`,
+        the idle cores); the caller's thread count is restored after each pass, so a head-mode trainer's
+        one-thread steps are unaffected.
     """
 
     def __init__(self, backbone: str | None = None, root: str | Path | None = None, max_length: int = 256,
-                 batch_size: int = 64, device: str | None = None, progress: bool = True) -> None:
+                 batch_size: int = 64, device: str | None = None, progress: bool = True,
+                 threads: int | None = None) -> None:
         self.backbone = resolve_backbone(backbone)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.progress = progress
+        self.threads = threads
         self.dir = Path(root or cache_dir()) / "features" / backbone_key(self.backbone)
         self._index: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
@@ -173,14 +179,15 @@ class FeatureCache:
         self._ensure_model()
         order = np.argsort([len(p) + len(r) for p, r in zip(prompts, responses)])  # less padding
         out = np.zeros((len(prompts), self._model.config.hidden_size), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            enc = self._tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
-                            truncation="longest_first", max_length=self.max_length, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            hidden = self._model(**enc).last_hidden_state
-            pooled = torch.nn.functional.normalize(mean_pool(hidden, enc["attention_mask"]), dim=-1)
-            out[idx] = pooled.float().cpu().numpy()
+        with encoding_threads(self.threads):  # every idle core; the caller's count is restored after
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self._tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
+                                truncation="longest_first", max_length=self.max_length, return_tensors="pt")
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                hidden = self._model(**enc).last_hidden_state
+                pooled = torch.nn.functional.normalize(mean_pool(hidden, enc["attention_mask"]), dim=-1)
+                out[idx] = pooled.float().cpu().numpy()
         return out
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str], flush_every: int = 2048) -> np.ndarray:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from faro_core.errors import FaroError
+from faro_core.models.threads import torch_threads
 from faro_core.paths import cache_dir, embedded_identity, embedded_lm_gguf
 
 DEFAULT_LM = "smollm2"
@@ -76,23 +77,6 @@ def lm_name(lm: str | None = None) -> str:
 
 def _cached_dir(lm: str | None) -> Path:
     return cache_dir() / "lm" / lm_key(lm)
-
-
-def torch_threads() -> int:
-    """Intra-op threads for CPU inference: ``$FARO_TORCH_THREADS`` if set, else the idle cores (≥ 1).
-
-    On a loaded machine fewer threads are much faster: OpenMP workers spin-wait for busy cores (measured on
-    2 cores with load 9: 32 tokens × 4 samples took 7.5 s with 1 thread, 52–82 s with 2).
-    """
-    env = os.environ.get("FARO_TORCH_THREADS")
-    if env:
-        return max(1, int(env))
-    n = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(n, int(round(n - load))))
 
 
 def _threads() -> None:

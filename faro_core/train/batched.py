@@ -33,6 +33,7 @@ can share a batch: :func:`batch_key`; how many fit in memory: :func:`plan_batche
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -43,14 +44,16 @@ import torch
 from tqdm.auto import tqdm
 
 from faro_core.errors import FaroError
+from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import PairTensors
 from faro_core.models.stacked import StackedHeads
 from faro_core.store.runs import Heartbeat, Run, RunStore
 from faro_core.train import methods
-from faro_core.train.backends import HeadBackend, unstack_rewards
+from faro_core.train.backends import HeadBackend, split_rewards, unstack_rewards
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
 from faro_core.train.loop import RunLoop, prepare_run, write_run_inputs
+from faro_core.train.outputs import gold_labels
 from faro_core.train.stepper import make_adam
 
 # Config fields that members of one batch must share: the data and features (one feature table), the head's
@@ -59,6 +62,9 @@ BATCH_KEYS = ("data", "format", "attribute", "role_columns", "group", "strata", 
               "skew", "data_seed", "split_by", "val_frac", "test_frac", "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
               "eval_every", "ckpt_every")
 DEFAULT_MEMORY_MB = 2048  # host memory the stacked members of one batch may take (issue #17)
+# What the last batch of this process shared (read by bench/sweep_engine.py and the tests): members, the slots
+# they started in, and the member-steps against the slot-steps actually computed.
+LAST_BATCH: dict[str, Any] = {}
 CANCEL_POLL_S = 0.5
 
 
@@ -122,6 +128,11 @@ class _Stack:
 
     def drop(self, keep: list[int]) -> None:
         """Keep only the slots ``keep`` (in order): weights and Adam state copied into a smaller stack."""
+        self.remap(keep)
+
+    def remap(self, keep: list[int]) -> None:
+        """New slot j is old slot ``keep[j]`` (weights and Adam state copied); a slot may appear twice (a
+        fork: two copies that go on separately) or not at all (dropped)."""
         old, old_opt = self.heads, self.opt
         self.heads = old.subset(keep)
         self.opt = make_adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -179,6 +190,24 @@ class MemberAdam:
             with torch.no_grad():
                 st["exp_avg"][self.slot].copy_(saved["exp_avg"])
                 st["exp_avg_sq"][self.slot].copy_(saved["exp_avg_sq"])
+
+
+# Config fields that do not enter a member's primal steps while all its multipliers are 0: the epsilon enters
+# only the dual step (and the penalty's constant lambda * eps, 0 while lambda is), the rest only what is
+# reported or which iterate is returned. Members equal on every other field share their weights (one slot).
+SHARE_FREE = ("epsilon", "name", "sweep", "select", "select_chance", "select_metric", "ckpt_every")
+
+
+def share_key(member: Member) -> tuple[Any, ...] | None:
+    """Members with equal keys, all multipliers 0 and the same start compute the same primal steps, bit for
+    bit, so they train as one slot of the stack (exact sharing); None: this member never shares (a fixed or
+    nonzero multiplier, an infinite epsilon, a training loss with state of its own, a reward buffer)."""
+    st = member.stepper
+    if (st.gda.fixed is not None or st.pair_loss is not None or st.weights is not None or st.use_buffer
+            or bool(st.gda.lam.any()) or not math.isfinite(member.config.epsilon)):
+        return None
+    d = member.config.to_dict()
+    return tuple((k, repr(v)) for k, v in sorted(d.items()) if k not in SHARE_FREE)
 
 
 @dataclass
@@ -251,7 +280,8 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
                members: list[Member], on_member: Callable[[Run], None] | None,
                on_step: Callable[[str, dict[str, Any]], None] | None, cancel_poll_s: float) -> None:
     first = todo[0][0]
-    torch.set_num_threads(1)  # as a solo head-mode run (see prepare_run): the members' products are small
+    # as a solo head-mode run (see _prepare): the members' products are small; encoding uses every idle core
+    torch.set_num_threads(1)
     data, df, index = inputs.load(first)
     backend = HeadBackend(first, df, progress, feature_cache=inputs.feature_cache)
     stack = _Stack(StackedHeads.seeded(int(backend.meta["in_dim"]), first.head_hidden, [c.seed for c, _ in todo]),
@@ -272,12 +302,18 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
         members.append(Member(cfg, run, RunLoop(cfg, run, prep, resume=resume, on_step=hook), head))
     if not members:
         return
-    if len(members) < len(todo):
-        _keep(stack, members, [m.head.slot for m in members])
     starts = {m.loop.step for m in members}
     if len(starts) > 1:
         raise FaroError(f"members resumed in one batch must share their checkpoint step, got {sorted(starts)}")
     step = starts.pop()
+    slots = [m.head.slot for m in members]
+    if step == 0:  # fresh members with one share key are one path until a multiplier leaves 0 (then: fork)
+        first_of: dict[Any, int] = {}
+        for i, m in enumerate(members):
+            key = share_key(m)
+            slots[i] = slots[first_of.setdefault(key, i)] if key is not None else slots[i]
+    if len(members) < len(todo) or len(set(slots)) < len(slots):
+        _keep(stack, members, slots)
     total = members[0].loop.total
     for m in members:
         m.stepper.prepare()
@@ -285,7 +321,17 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     bar = tqdm(total=total, initial=step, desc=f"batch of {len(members)}", unit="step", disable=not progress,
                file=sys.stderr)
     last_poll = time.monotonic()
+    scored: dict[tuple[Any, ...], Any] = {}
+    for m in members:  # a member's validation pass is scored once per slot and step
+        m.loop.score = _memo_score(m, scored)
+        m.loop.metrics = _memo_metrics(m, scored)
+    LAST_BATCH.clear()
+    LAST_BATCH.update(members=len(members), start_slots=stack.heads.n_members, member_steps=0, slot_steps=0,
+                      dual_passes=0, by_kind={})
     while step < total and members:
+        scored.clear()
+        LAST_BATCH["member_steps"] += len(members)
+        LAST_BATCH["slot_steps"] += stack.heads.n_members
         outs = _batched_step(stack, backend, members, step)
         step += 1
         for m, out in zip(members, outs):
@@ -302,9 +348,11 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
                 _keep(stack, members, [m.head.slot for m in members])
         bar.update(1)
     bar.close()
+    scored.clear()
+    memo: dict[Any, Any] = {}  # role metrics of equal final rewards (members that selected one shared iterate)
     for m in members:
         try:
-            m.loop.finish()
+            m.loop.finish(memo)
         except Exception as exc:  # noqa: BLE001 -- one member's failure to write must not lose the others
             m.run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
             continue
@@ -314,33 +362,115 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
 
 
 def _keep(stack: _Stack, members: list[Member], slots: list[int]) -> None:
-    """Shrink the stack to ``slots`` (the remaining members', in order) and renumber the members."""
-    stack.drop(slots)
-    for new, m in enumerate(members):
-        m.head.slot = new
-        m.stepper.opt.slot = new
+    """Remap the stack to the members' ``slots`` (old slot of each member, in order; members that share a
+    slot keep sharing one) and renumber the members."""
+    order = list(dict.fromkeys(slots))
+    new_of = {old: new for new, old in enumerate(order)}
+    stack.remap(order)
+    for m, old in zip(members, slots):
+        m.head.slot = new_of[old]
+        m.stepper.opt.slot = new_of[old]
+
+
+def _fork(stack: _Stack, members: list[Member]) -> None:
+    """After a dual step: a member that shares its slot and whose multipliers left 0 gets a slot of its own
+    (a copy of the shared weights and Adam state), so it goes on as its solo run would."""
+    by_slot: dict[int, list[Member]] = {}
+    for m in members:
+        by_slot.setdefault(m.head.slot, []).append(m)
+    leaving = []
+    for group in by_slot.values():
+        if len(group) < 2:
+            continue
+        moved = [m for m in group if bool(m.stepper.gda.lam.any())]
+        if len(moved) == len(group):  # all of them left 0: the first keeps the slot
+            moved = moved[1:]
+        leaving += moved
+    if not leaving:
+        return
+    n = stack.heads.n_members
+    keep = list(range(n)) + [m.head.slot for m in leaving]
+    stack.remap(keep)
+    for i, m in enumerate(leaving):
+        m.head.slot = m.stepper.opt.slot = n + i
+
+
+def _memo_metrics(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[[Any, Any, torch.Tensor], Any]:
+    """``RunLoop.metrics`` for a member: ``split_metrics`` once per slot and split (members of a slot differ at
+    most in ``SHARE_FREE`` settings, of which only epsilon enters it), with ``max_excess`` and ``feasible``
+    recomputed from the slot's strict violations against this member's epsilons (the same formula)."""
+    def metrics(split: str, batch: Any, idx: torch.Tensor) -> dict[str, Any]:
+        prep = member.loop.prep
+        constraints = prep.stepper.constraints
+        key = (member.head.slot, split, "metrics")
+        if key not in scored:
+            scored[key] = (split_metrics(batch, constraints, prep.measure, gold_labels(prep.df, prep.tens, idx)),
+                           constraints.strict(batch) if constraints else None)
+        base, g = scored[key]
+        out = {**base, "violation": dict(base["violation"])}
+        if g is not None:
+            out["max_excess"] = float((g - constraints.epsilons()).max())
+            out["feasible"] = bool((g <= constraints.epsilons() + 1e-9).all())
+        return out
+
+    return metrics
+
+
+def _memo_score(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[[str, torch.Tensor], Any]:
+    """``RunLoop.score`` for a member: its rewards on a split, computed once per slot (cleared every step)."""
+    def score(split: str, idx: torch.Tensor) -> Any:
+        key = (member.head.slot, split)
+        if key not in scored:
+            scored[key] = split_rewards(member.loop.prep.backend, member.head, idx)
+        return scored[key]
+
+    return score
 
 
 def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], step: int) -> list[dict[str, Any]]:
     """Training step ``step`` of every member: one gather, one forward of the stack, one backward, one Adam
     step, then each member's dual step when due. Returns each member's step record (as
     :meth:`TrainStepper.step` does)."""
-    draws = [m.stepper.draw(step) for m in members]
-    plans = [backend.row_plan(local, with_twins=m.stepper.need_twins) for m, (local, _, _) in zip(members, draws)]
+    # one representative per slot steps it (members of a slot compute the same step, bit for bit); every slot
+    # of the stack has one (the engine drops emptied slots)
+    reps: dict[int, Member] = {}
+    for m in members:
+        reps.setdefault(m.head.slot, m)
+    order = [reps[k] for k in range(stack.heads.n_members)]
+    for m in order:  # the slot-steps computed, by the constraints that shape their rows (bench/sweep_engine.py)
+        c = LAST_BATCH.setdefault("by_kind", {}).setdefault(",".join(m.config.active_constraints) or "bt",
+                                                           {"steps": 0, "dual": 0})
+        c["steps"] += 1
+    draws = [m.stepper.draw(step) for m in order]
+    plans = [backend.row_plan(local, with_twins=m.stepper.need_twins) for m, (local, _, _) in zip(order, draws)]
     x = backend.x_all.index_select(0, torch.cat([rows for rows, _ in plans]))
     blocks = list(x.split([len(rows) for rows, _ in plans]))
     rewards_all = stack.heads(blocks)
-    outs, total = [], None
-    for m, (local, n_bt, n_pair), (_, tw), r in zip(members, draws, plans, rewards_all):
+    losses, total = [], None
+    for m, (local, n_bt, n_pair), (_, tw), r in zip(order, draws, plans, rewards_all):
         rewards = tuple(t.float() for t in unstack_rewards(r, tw))
         loss, loss_bt = m.stepper.batch_loss(local, n_bt, n_pair, rewards)
         total = loss if total is None else total + loss
-        outs.append({"step": step + 1, "epoch": step // m.stepper.steps_per_epoch, "loss": loss, "loss_bt": loss_bt})
+        losses.append((loss, loss_bt))
     stack.opt.zero_grad(set_to_none=True)
     total.backward()
     stack.opt.step()
-    for m, out in zip(members, outs):
-        out["dual"] = m.stepper.dual_due(step)
+    outs = []
+    dual_pass: dict[int, Any] = {}
+    for m in members:
+        loss, loss_bt = losses[m.head.slot]
+        out = {"step": step + 1, "epoch": step // m.stepper.steps_per_epoch, "loss": loss, "loss_bt": loss_bt,
+               "dual": m.stepper.dual_due(step)}
         if out["dual"]:
-            m.stepper.dual_step()
+            rw = None
+            if m.stepper.exact_dual:  # the fresh pass, once per slot
+                rw = dual_pass.get(m.head.slot)
+                if rw is None:
+                    rw = dual_pass[m.head.slot] = m.stepper.dual_rewards()
+                    LAST_BATCH["dual_passes"] = LAST_BATCH.get("dual_passes", 0) + 1
+                    LAST_BATCH["by_kind"][",".join(m.config.active_constraints) or "bt"]["dual"] += 1
+            m.stepper.dual_step(rewards=rw)
+        outs.append(out)
+    if dual_pass:
+        _fork(stack, members)
     return outs

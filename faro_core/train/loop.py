@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import math
 import sys
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 from faro_core.errors import FaroError
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
-from faro_core.fairness.pairs import GroupIndex, PairTensors
+from faro_core.fairness.pairs import GroupIndex, PairBatch, PairTensors
 from faro_core.io import to_json, write_text
 from faro_core.store.runs import Heartbeat, Run, RunStore
 from faro_core.train import methods
@@ -40,7 +42,14 @@ from faro_core.train.backends import (
 from faro_core.train.checkpoint import load_checkpoint, save_checkpoint
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
-from faro_core.train.outputs import data_record, gold_labels, role_metrics, split_metrics_of, write_scores
+from faro_core.train.outputs import (
+    data_record,
+    gold_labels,
+    role_metrics,
+    scores_frame,
+    split_metrics_of,
+    write_scores,
+)
 from faro_core.train.selection import VAL_LOG_KEYS, IterateAverage, IterateSelector, selected_by
 from faro_core.train.stepper import TrainStepper
 
@@ -119,7 +128,8 @@ def _prepare(config: FaroConfig, progress: bool, rank: int, world: int, inputs: 
     device = "cuda" if (config.mode == "full" and torch.cuda.is_available()) else "cpu"
     if config.mode == "head" and device == "cpu":
         # A head step is a few small matmuls: one thread is 4x faster than two when cores are shared
-        # (measured 12 ms vs 47 ms per 1024x384 MLP forward), and sweeps run one process per core.
+        # (measured 12 ms vs 47 ms per 1024x384 MLP forward), and sweeps run one process per core. The
+        # backend's feature encoding still uses every idle core (FeatureCache restores this one thread after).
         torch.set_num_threads(1)
     data, df, index = inputs.load(config)
     tens = PairTensors.from_frame(df, index)
@@ -190,6 +200,13 @@ class RunLoop:
         self.better = IterateSelector(config, stepper.constraints, prep.index).better
         self.avg = IterateAverage(prep.model, config.average) if config.average and stepper.constraints else None
         self.pending: list[dict[str, Any]] = []
+        # the current iterate's rewards on a split's pairs (the batched engine memoizes it per shared slot)
+        self.score: Callable[[str, torch.Tensor], tuple[torch.Tensor, ...]] = (
+            lambda split, idx: split_rewards(prep.backend, prep.model, idx))
+        # and its metrics on them (memoized per shared slot too; the epsilon-dependent keys are the member's own)
+        self.metrics: Callable[[str, PairBatch, torch.Tensor], dict[str, Any]] = (
+            lambda split, batch, idx: split_metrics(batch, prep.stepper.constraints, prep.measure,
+                                                    gold_labels(prep.df, prep.tens, idx)))
         self.last_progress = 0.0
         self.t0 = time.perf_counter()
 
@@ -212,8 +229,8 @@ class RunLoop:
         """Metrics of the current iterate on ``split`` (``_batch``: its pairs, for the chance tier)."""
         prep = self.prep
         idx = prep.split_idx[split]
-        batch = prep.tens.batch(idx, split_rewards(prep.backend, prep.model, idx))
-        out = split_metrics(batch, prep.stepper.constraints, prep.measure, gold_labels(prep.df, prep.tens, idx))
+        batch = prep.tens.batch(idx, self.score(split, idx))
+        out = self.metrics(split, batch, idx)
         out["_batch"] = batch  # for the chance tier, computed only when it can change the choice (better())
         return out
 
@@ -267,12 +284,14 @@ class RunLoop:
                 for r in rows:
                     self.on_step(r)
 
-    def finish(self) -> None:
-        """Load the selected iterate; on rank 0 score every pair and write the run's files."""
+    def finish(self, memo: dict[Any, Any] | None = None) -> None:
+        """Load the selected iterate; on rank 0 score every pair and write the run's files (``memo``: shared by
+        the members of a batch, so that members whose selected iterates score alike compute the role
+        report once)."""
         if self.best_state is not None:
             self.prep.model.load_state_dict(self.best_state)
         if self.rank == 0:
-            _finish(self.config, self.run, self.prep, self.best, self.step, self.total)
+            _finish(self.config, self.run, self.prep, self.best, self.step, self.total, memo)
 
 
 def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, world: int,
@@ -294,12 +313,21 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
 
 
 def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] | None, step: int,
-            total: int) -> None:
+            total: int, memo: dict[Any, Any] | None = None) -> None:
     """Score every pair of every split with the selected iterate (post-processed by the method, if it does),
-    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``."""
+    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``. ``memo``: the pairs' rewards by
+    the weights' bytes and role metrics by (split, min_count, rewards' bytes), reused for equal inputs."""
     df, tens, backend, model = prep.df, prep.tens, prep.backend, prep.model
     constraints = prep.stepper.constraints
-    r_c, r_r, cf_c, cf_r = (t.numpy() for t in split_rewards(backend, model, torch.arange(len(df))))
+    if memo is None:
+        scored = split_rewards(backend, model, torch.arange(len(df)))
+    else:  # members of a batch that selected the same weights score every pair once
+        key = ("scores", hashlib.sha1(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
+                                                for t in model.state_dict().values())).digest())
+        if key not in memo:
+            memo[key] = split_rewards(backend, model, torch.arange(len(df)))
+        scored = memo[key]
+    r_c, r_r, cf_c, cf_r = (t.numpy().copy() for t in scored)
     meta = dict(backend.meta)
     method = methods.get(config.method)
     pair_loss = prep.stepper.pair_loss
@@ -309,7 +337,12 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
         r_c, r_r, extra = method.post_process(df, r_c, r_r, prep.index.dp_strata)
         meta.update(extra)
     rewards = (r_c, r_r, cf_c, cf_r)
-    write_scores(run, df, tens, rewards)
+    base = None
+    if memo is not None:  # the scores frame's attribute columns, built once per batch
+        base = memo.get("scores_frame")
+        if base is None:
+            base = memo["scores_frame"] = scores_frame(df)
+    write_scores(run, df, tens, rewards, base)
     backend.export(run, model)
     run.write("model.json", meta)
 
@@ -317,7 +350,14 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
         idx = prep.split_idx[split]
         out = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure)
         if out and prep.index.attribute == "role":  # the raw rates, and the named-group violations for reference
-            out.update(role_metrics(df, tens, idx, rewards, prep.index, config.min_count))
+            if memo is None:
+                out.update(role_metrics(df, tens, idx, rewards, prep.index, config.min_count))
+            else:
+                key = (split, config.min_count, hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes()
+                                                                      for a in rewards)).digest())
+                if key not in memo:
+                    memo[key] = role_metrics(df, tens, idx, rewards, prep.index, config.min_count)
+                out.update(copy.deepcopy(memo[key]))
         return out
 
     metrics = {**metrics_for("val"), "split": "val", "selected_step": (best or {}).get("step", step),

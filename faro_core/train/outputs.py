@@ -20,16 +20,24 @@ from faro_core.io import write_parquet
 from faro_core.store.runs import Run
 
 
-def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[np.ndarray, ...]) -> None:
-    """``scores.parquet``: every pair of every split with its rewards (r_chosen, r_rejected, cf_r_*; [N] each)
-    and attributes, text left out -- what evaluation reads instead of re-scoring."""
-    r_c, r_r, cf_c, cf_r = rewards
+def scores_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The attribute columns of ``scores.parquet`` (text left out; object columns as strings or None, since
+    Parquet needs one type per column): the same for every run on ``df``."""
     scores = df.drop(columns=["prompt", "chosen", "rejected", "cf_prompt", "cf_chosen", "cf_rejected"])
-    scores = scores.assign(r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r,
-                           order=tens.order.numpy())
-    for col in scores.columns:  # Parquet needs one type per column
+    for col in scores.columns:
         if scores[col].dtype == object:
             scores[col] = scores[col].map(lambda v: None if v is None else str(v))
+    return scores
+
+
+def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[np.ndarray, ...],
+                 base: pd.DataFrame | None = None) -> None:
+    """``scores.parquet``: every pair of every split with its rewards (r_chosen, r_rejected, cf_r_*; [N] each)
+    and attributes, text left out -- what evaluation reads instead of re-scoring. ``base``: ``scores_frame(df)``
+    when the caller has it (the members of a batch build it once)."""
+    r_c, r_r, cf_c, cf_r = rewards
+    scores = (scores_frame(df) if base is None else base).assign(
+        r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r, order=tens.order.numpy())
     write_parquet(run.file("scores.parquet"), scores)
 
 

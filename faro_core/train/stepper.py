@@ -189,15 +189,21 @@ class TrainStepper:
         """Does the dual player step after training step ``step`` (0-based)?"""
         return bool(self.dual_every) and (step + 1) % self.dual_every == 0
 
-    def dual_step(self) -> None:
+    def dual_rewards(self) -> tuple[torch.Tensor, ...]:
+        """The fresh pass an exact dual step reads: the training shard's rewards (head mode: each distinct
+        response scored once)."""
+        if isinstance(self.backend, HeadBackend):
+            return self.backend.unique_rewards(self.model, self.shard, with_twins=self.need_twins)
+        return split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
+
+    def dual_step(self, rewards: tuple[torch.Tensor, ...] | None = None) -> None:
         """The dual step on the training split's cell statistics: from a fresh pass (head mode: each distinct
-        response once) or from the reward buffer; the strict violations land in :attr:`g_strict`."""
+        response once; ``rewards``: that pass, already computed by :meth:`dual_rewards` -- the batched engine
+        scores it once for members that share their weights) or from the reward buffer; the strict violations
+        land in :attr:`g_strict`."""
         constraints, gda = self.constraints, self.gda
         if self.exact_dual:
-            if isinstance(self.backend, HeadBackend):  # each distinct response once
-                rw = self.backend.unique_rewards(self.model, self.shard, with_twins=self.need_twins)
-            else:
-                rw = split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
+            rw = rewards if rewards is not None else self.dual_rewards()
             self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
         else:
             mine = self.shard[self.seen[self.shard]]

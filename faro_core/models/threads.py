@@ -1,0 +1,50 @@
+"""How many CPU threads torch uses where: every idle core for encoders and language models, one for head steps.
+
+A frozen encoder's forward (MiniLM over a batch of 64 texts) is large matmuls that scale with cores; a head
+step is a few small ones that do not, and sweeps run one head-mode process per core. So the trainer sets one
+thread for its steps and :func:`encoding_threads` raises it for the encoder's passes only (measurements:
+docs/TRAINING.md, ``bench/cache.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+THREADS_ENV = "FARO_TORCH_THREADS"
+
+
+def torch_threads() -> int:
+    """Intra-op threads for CPU inference: ``$FARO_TORCH_THREADS`` if set, else the idle cores (>= 1).
+
+    Idle cores are the cores minus the 1-minute load average, rounded. On a loaded machine fewer threads are
+    much faster: OpenMP workers spin-wait for busy cores (measured on 2 cores with load 9: 32 tokens x 4
+    samples took 7.5 s with 1 thread, 52-82 s with 2).
+    """
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        return max(1, int(env))
+    n = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(n, int(round(n - load))))
+
+
+@contextlib.contextmanager
+def encoding_threads(threads: int | None = None) -> Iterator[int]:
+    """Run the block with ``threads`` torch threads (default :func:`torch_threads`), then restore the caller's
+    count (e.g. a head-mode trainer's one thread). Yields the count used."""
+    import torch  # lazily: this module is imported where torch need not be loaded (the policy layer)
+
+    before = torch.get_num_threads()
+    n = torch_threads() if threads is None else max(1, int(threads))
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
