@@ -143,3 +143,132 @@ def test_resume_refuses_a_checkpoint_without_dual_state(backbone, train_ds, tmp_
     again = make_trainer(backbone, role_config(tmp_path, max_steps=4), train_ds)
     with pytest.raises(FaroError, match="no faro_state.safetensors"):
         again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+# ------------------------------------------------------------------------------------------------ the run store
+def _eval_file(pairs, split: str, path: Path) -> Path:
+    cols = ["prompt", "chosen", "rejected", "pair_id", "item_id", "gold", "chosen_group", "rejected_group", "group",
+            "context_condition", "question_polarity", *ROLE_COLS]
+    pairs[pairs["split"] == split][cols].assign(split=split).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trl_run(backbone, pairs, train_ds, tmp_path_factory):
+    """A FairRewardTrainer script with the role attribute that writes its model into a run store."""
+    root = tmp_path_factory.mktemp("trl_store")
+    tok = AutoTokenizer.from_pretrained(backbone)
+    eval_ds = preference_dataset(pairs[pairs["split"] == "test"], tok, extra=ROLE_COLS)
+    cfg = role_config(root / "out", faro_runs_dir=str(root / "runs"), faro_run_id="trl-role")
+    tr = FairRewardTrainer(model=backbone, args=cfg, train_dataset=train_ds, eval_dataset=eval_ds,
+                           processing_class=tok)
+    tr.train()
+    return root, tr
+
+
+def test_a_trl_script_run_is_an_ordinary_run(trl_run, capsys, monkeypatch):
+    """The run appears in ``faro runs list``, certifies with ``faro certify``, and renders on the dashboard's
+    Overview (which says what it can show without a BT counterpart) and Groups pages."""
+    from streamlit.testing.v1 import AppTest
+
+    from faro_core.cli import main as faro_main
+    from faro_core.store.runs import RunStore
+
+    root, tr = trl_run
+    runs = root / "runs"
+    run = RunStore(runs).get("trl-role")
+    assert run.status == "done" and tr.faro_run.run_id == "trl-role"
+    imp = run.config["imported"]
+    assert imp["columns"]["attribute"] == "role" and imp["columns"]["role_columns"] == list(ROLE_COLS)
+    assert imp["columns"]["strata_columns"] == ["context_condition"] and imp["eval"]["cluster_column"] == "item_id"
+    assert imp["disjoint"]["checked_on"] == ["item_id", "pair_id"]
+    assert run.config["attribute"] == "role" and run.config["constraints"] == ["dp"]
+    assert run.metrics()["role"]["n_dp"] > 0 and any("lambda_max" in h for h in run.history())
+    assert faro_main(["runs", "list", "--runs-dir", str(runs)]) == 0
+    assert "trl-role" in capsys.readouterr().out
+    assert faro_main(["certify", "trl-role", "--runs-dir", str(runs), "--json"]) == 0
+    cert = json.loads(capsys.readouterr().out)
+    assert cert["bounds"] and any("role" in b["name"] for b in cert["bounds"])
+    assert faro_main(["eval", "trl-role", "--runs-dir", str(runs), "--json", "--n-boot", "20"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("FARO_RUNS_DIR", str(runs))
+    dash = Path(__file__).resolve().parent.parent / "dashboard"
+    over = AppTest.from_file(str(dash / "overview.py"), default_timeout=60).run()
+    assert not over.exception, [e.value for e in over.exception]
+    text = " ".join(m.value for m in over.markdown) + " ".join(i.value for i in over.info)
+    assert "imported from TRL" in text and "faro train" in text
+    groups = AppTest.from_file(str(dash / "pages" / "4_Groups.py"), default_timeout=60).run()
+    assert not groups.exception, [e.value for e in groups.exception]
+    assert not groups.error, [e.value for e in groups.error]
+
+
+def test_faro_import_scores_as_the_trainer_did_and_refuses_overlap(trl_run, pairs, tmp_path, capsys):
+    """``faro import DIR --eval-data`` turns the saved model into a run whose held-out rewards equal the trainer's
+    own scoring; evaluation data that overlaps the training pairs, a directory that is not a reward model and a
+    dataset without the named columns each give one line on stderr, exit 2, and write nothing."""
+    import pandas as pd
+
+    from faro_core.cli import main as faro_main
+    from faro_core.store.runs import RunStore
+
+    root, _ = trl_run
+    runs = tmp_path / "runs"
+    model = root / "out"
+    test = _eval_file(pairs, "test", tmp_path / "test.parquet")
+    base = ["import", str(model), "--runs-dir", str(runs), "--text", "pair", "--max-length", "64"]
+    assert faro_main([*base, "--eval-data", str(test), "--run-id", "imp"]) == 0
+    capsys.readouterr()
+    ours = pd.read_parquet(RunStore(runs).get("imp").file("scores.parquet")).set_index("pair_id")
+    theirs = pd.read_parquet(RunStore(root / "runs").get("trl-role").file("scores.parquet")).set_index("pair_id")
+    assert (ours["r_chosen"] - theirs.loc[ours.index, "r_chosen"]).abs().max() < 1e-5
+    assert RunStore(runs).get("imp").read("certificate.json") is not None
+
+    def refused(argv: list[str], match: str) -> None:
+        before = sorted(p.name for p in runs.iterdir())
+        assert faro_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and match in err, err
+        assert sorted(p.name for p in runs.iterdir()) == before
+
+    train = _eval_file(pairs, "train", tmp_path / "train.parquet")
+    refused([*base, "--eval-data", str(train)], "overlaps the training data")
+    mixed = tmp_path / "mixed.parquet"
+    pd.concat([pd.read_parquet(test), pd.read_parquet(train).head(3)]).to_parquet(mixed)
+    refused([*base, "--eval-data", str(mixed)], "overlaps the training data")
+    # the split column selects the held-out rows of a file that holds both
+    assert faro_main([*base, "--eval-data", str(mixed), "--split-column", "split", "--split", "test",
+                      "--run-id", "imp2"]) == 0
+    assert RunStore(runs).get("imp2").config["imported"]["eval"]["split_column"] == "split"
+    capsys.readouterr()
+    refused([*base, "--eval-data", str(test), "--role-columns", "a_role,b_role"], "no column(s)")
+    (tmp_path / "notamodel").mkdir()
+    refused(["import", str(tmp_path / "notamodel"), "--eval-data", str(test), "--runs-dir", str(runs)],
+            "not a reward model")
+    tok_only = tmp_path / "tok"
+    AutoTokenizer.from_pretrained(str(model)).save_pretrained(tok_only)
+    (tok_only / "config.json").write_text(json.dumps({"architectures": ["DistilBertModel"]}))
+    refused(["import", str(tok_only), "--eval-data", str(test), "--runs-dir", str(runs)], "not a reward model")
+
+
+# ------------------------------------------------------------------------------------------------------ logging
+def test_faro_metrics_reach_tensorboard(backbone, train_ds, tmp_path):
+    """``report_to="tensorboard"``: TRL's TensorBoard callback writes the faro/* metrics (prefixed ``train/``, as
+    transformers prefixes training logs) beside TRL's own."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = tmp_path / "tb"
+    cfg = role_config(tmp_path / "out", max_steps=6, **{**COMMON, "report_to": ["tensorboard"]})
+    cfg.logging_dir = str(logs)
+    tr = make_trainer(backbone, cfg, train_ds)
+    tr.train()
+    events = [p for p in Path(logs).rglob("events.out.tfevents.*")]
+    if not events:  # transformers >= 5 may put the writer under output_dir/runs
+        events = list(Path(tmp_path / "out").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    want = {"train/faro/penalty", "train/faro/lambda_max", "train/faro/lambda_max_dp", "train/faro/violation_dp"}
+    assert want <= tags, sorted(tags)
+    assert "train/loss" in tags and len(acc.Scalars("train/faro/lambda_max")) == 6

@@ -85,6 +85,9 @@ class FairRewardConfig(RewardConfig):
         "help": "CHOSEN,REJECTED columns with each response's role (biased / counter; default chosen_role,"
                 "rejected_role, or derived from BBQ answer indices)"})
     item_column: str = field(default="item_id", metadata={"help": "the item (question) a pair belongs to (role)"})
+    faro_runs_dir: str | None = field(default=None, metadata={
+        "help": "after training, write the model as a Faro run into this run store (scored on eval_dataset)"})
+    faro_run_id: str | None = field(default=None, metadata={"help": "id of that run (default: trl-<kinds>-<time>)"})
     label_column: str | None = field(default="gold", metadata={"help": "EO's true label (1.0: chosen is better)"})
     pair_id_column: str | None = field(default="pair_id", metadata={"help": "stable pair id (EO's order bit)"})
     dp_scope: str | None = field(default=None, metadata={"help": "where DP holds: COLUMN=V1|V2, or all"})
@@ -166,6 +169,24 @@ class FairRewardTrainer(RewardTrainer):
         self._faro_on = (isinstance(args, FairRewardConfig) and bool(args.constraints)
                          and math.isfinite(float(args.epsilon)))
         frame = None
+        self._faro_text: str | None = None
+        if isinstance(args, FairRewardConfig) and train_dataset is not None and hasattr(train_dataset, "column_names"):
+            cols = set(train_dataset.column_names or [])
+            # how TRL read the text: its own preprocessing of prompt/chosen/rejected strings (pre-tokenized ids or
+            # conversations: unknown here, faro import asks)
+            if "chosen_ids" not in cols and "chosen" in cols and len(train_dataset) and \
+                    isinstance(train_dataset[0]["chosen"], str):
+                self._faro_text = "concat"
+            if not self._faro_on:  # no constraint: TRL's trainer as is; the record still names the training pairs
+                n = len(train_dataset)
+                self.pair_ids = ([str(v) for v in train_dataset[args.pair_id_column]] if args.pair_id_column in cols
+                                 else [str(i) for i in range(n)])
+                self.item_ids = [str(v) for v in train_dataset[args.item_column]] if args.item_column in cols else None
+                self.strata_cols = self._strata(args, cols)
+                self.train_idx = torch.arange(n)
+            if args.faro_runs_dir and kwargs.get("eval_dataset") is None:
+                raise FaroError("faro_runs_dir needs an eval_dataset: the held-out pairs (with the group columns) "
+                                "the run is evaluated and certified on")
         self._faro_raw_twins: dict[str, list[Any]] | None = None
         if self._faro_on:
             if not isinstance(train_dataset, Dataset):
@@ -299,6 +320,61 @@ class FairRewardTrainer(RewardTrainer):
         self.data_collator = _WithPairIndex(self.data_collator, twins, self.processing_class.pad_token_id)
         self.add_callback(_DualStep(self))
 
+    # -- the run store -----------------------------------------------------------------------------------
+    def train(self, *a: Any, **kw: Any) -> Any:
+        out = super().train(*a, **kw)
+        if isinstance(self.args, FairRewardConfig) and self.args.faro_runs_dir and self.args.should_save:
+            self.faro_run = self.to_run_store(self.args.faro_runs_dir, self.args.faro_run_id)
+        return out
+
+    def to_run_store(self, runs_dir: str | Path, run_id: str | None = None) -> Any:
+        """Save the model and write it as a finished Faro run scored on ``eval_dataset`` (TRL's preprocessed ids,
+        exactly what the model reads; :func:`faro_core.integrations.trl_import.write_run`). The evaluation pairs
+        must be disjoint from the training pairs (pair and item ids). Returns the run."""
+        from faro_core.integrations.trl_import import check_disjoint, columns_of, write_run
+
+        if self.eval_dataset is None or isinstance(self.eval_dataset, dict):
+            raise FaroError("the run store needs one eval_dataset (held-out pairs with the group columns)")
+        out = Path(self.args.output_dir)
+        self.save_model(str(out))
+        record = json.loads((out / DUAL_FILE).read_text())
+        ev = self.eval_dataset
+        df = self._group_frame(ev, self.args)
+        strata_cols = list(df.attrs["strata_cols"])
+        df["cf_chosen"] = None
+        df["cf_rejected"] = None
+        if "item_id" not in df:  # the bootstrap's clusters: each pair its own without an item column
+            df["item_id"] = df["pair_id"]
+        disjoint = check_disjoint(df, record, None, "eval_dataset")
+        rewards = self._score_ids(list(ev["chosen_ids"]), list(ev["rejected_ids"]))
+        nan = np.full(len(df), np.nan, dtype=np.float32)
+        cols = columns_of(record, {})
+        return write_run(out, record, cols, list(self.args.constraints), float(self.args.epsilon), "eval_dataset",
+                         {"source": "FairRewardTrainer eval_dataset"}, df, strata_cols, (*rewards, nan, nan),
+                         self._faro_text, int(self.args.max_length or 512), disjoint,
+                         {"data": "eval_dataset", "format": None, "split_column": None, "split": None,
+                          "train_data": None}, runs_dir=runs_dir, run_id=run_id,
+                         log_history=list(self.state.log_history))
+
+    @torch.no_grad()
+    def _score_ids(self, chosen: list[list[int]], rejected: list[list[int]], batch: int = 64
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards of pre-tokenized pairs, padded as TRL's collator pads them."""
+        model = self.model
+        was = model.training
+        model.eval()
+        dev = next(model.parameters()).device
+        base = self.data_collator.base if isinstance(self.data_collator, _WithPairIndex) else self.data_collator
+        r_c, r_r = [], []
+        for i in range(0, len(chosen), batch):
+            enc = base([{"chosen_ids": c, "rejected_ids": r} for c, r in zip(chosen[i:i + batch], rejected[i:i + batch])])
+            lg = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)).logits
+            a, b = torch.chunk(lg.squeeze(-1).float().cpu(), chunks=2)
+            r_c.append(a)
+            r_r.append(b)
+        model.train(was)
+        return torch.cat(r_c).numpy(), torch.cat(r_r).numpy()
+
     @staticmethod
     def _raw_twins(ds: Any) -> dict[str, list[Any]]:
         """The twins of the pairs that have them, as a preference dataset's columns (with the pair index)."""
@@ -406,22 +482,30 @@ class FairRewardTrainer(RewardTrainer):
         continue exactly: multipliers, the dual player's running statistics, the reward buffer). Called for
         every TRL checkpoint too, so each ``checkpoint-N`` carries the dual state of step N."""
         super().save_model(output_dir, _internal_call=_internal_call)
-        if self._faro_on and self.args.should_save:
+        if isinstance(self.args, FairRewardConfig) and self.args.should_save and hasattr(self, "train_idx"):
             from safetensors.torch import save_file
 
             out = Path(output_dir or self.args.output_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / DUAL_FILE).write_text(json.dumps(self.faro_record(), indent=1) + "\n")
-            save_file({k: v.contiguous() for k, v in self.faro_state().items()}, str(out / STATE_FILE))
+            if self._faro_on:
+                save_file({k: v.contiguous() for k, v in self.faro_state().items()}, str(out / STATE_FILE))
 
     def faro_record(self) -> dict[str, Any]:
         """What ``faro_dual.json`` holds: enough for ``faro import`` to rebuild the run's constraints."""
         a = self.args
-        return {"constraints": self.constraint_set.names(), "kinds": list(a.constraints),
+        if not self._faro_on:
+            return {"constraints": [], "kinds": [], "text": self._faro_text, "epsilon": [], "eps": None,
+                    "lambda": [], "violation": [], "index": None, "step": int(self.state.global_step),
+                    **self._record_common()}
+        return {"constraints": self.constraint_set.names(), "kinds": list(a.constraints), "text": self._faro_text,
                 "epsilon": self.constraint_set.epsilons().tolist(), "eps": float(a.epsilon),
                 "lambda": self.gda.lam.tolist(), "violation": self.g_strict.tolist(),
-                "index": self.group_index.to_dict(), "step": int(self.state.global_step),
-                "columns": {"attribute": a.attribute, "role_columns": a.role_columns, "item_column": a.item_column,
+                "index": self.group_index.to_dict(), "step": int(self.state.global_step), **self._record_common()}
+
+    def _record_common(self) -> dict[str, Any]:
+        a = self.args
+        return {"columns": {"attribute": a.attribute, "role_columns": a.role_columns, "item_column": a.item_column,
                             "chosen_group_column": a.chosen_group_column,
                             "rejected_group_column": a.rejected_group_column,
                             "attribute_column": a.attribute_column, "strata_columns": self.strata_cols,
