@@ -55,7 +55,10 @@ with guard():
         story = _story(runs_root(), store_signature(runs_root()))
     except FaroError as exc:
         story = None
-        st.info(f"No before/after story yet: {exc}.")
+        from faro_core.integrations.trl_import import imported_note, is_imported
+
+        done_imported = [r for r in store().list() if r.status == "done" and is_imported(r.config)]
+        st.info(imported_note(done_imported[-1]) if done_imported else f"No before/after story yet: {exc}.")
     if story:
         from faro_core.results.plots import story_svg
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "policy_cmd",
     "report_cmd",
     "export_cmd",
+    "import_cmd",
     "runs_cmd",
     "demo_cmd",
 )

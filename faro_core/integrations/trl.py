@@ -52,6 +52,8 @@ from trl import RewardConfig, RewardTrainer
 
 from faro_core.errors import FaroError
 
+DUAL_FILE = "faro_dual.json"  # constraint names, multipliers, index, columns: beside every saved model
+STATE_FILE = "faro_state.safetensors"  # the dual state a resumed run continues from
 INDEX_COL = "faro_pair_index"  # row of each training pair in the trainer's attribute tensors
 TWIN_KEY = "faro_twins"
 
@@ -75,7 +77,17 @@ class FairRewardConfig(RewardConfig):
     chosen_group_column: str = field(default="chosen_group", metadata={"help": "group the chosen response names"})
     rejected_group_column: str = field(default="rejected_group",
                                        metadata={"help": "group the rejected response names"})
-    strata_columns: list[str] = field(default_factory=list, metadata={"help": "conditioning columns"})
+    strata_columns: list[str] | None = field(default=None, metadata={
+        "help": "conditioning columns (default: none; with attribute=role, context_condition where present)"})
+    attribute: str = field(default="group", metadata={
+        "help": "DP/EO's sensitive attribute: group (the group a response names) or role (its stereotype role)"})
+    role_columns: list[str] | None = field(default=None, metadata={
+        "help": "CHOSEN,REJECTED columns with each response's role (biased / counter; default chosen_role,"
+                "rejected_role, or derived from BBQ answer indices)"})
+    item_column: str = field(default="item_id", metadata={"help": "the item (question) a pair belongs to (role)"})
+    faro_runs_dir: str | None = field(default=None, metadata={
+        "help": "after training, write the model as a Faro run into this run store (scored on eval_dataset)"})
+    faro_run_id: str | None = field(default=None, metadata={"help": "id of that run (default: trl-<kinds>-<time>)"})
     label_column: str | None = field(default="gold", metadata={"help": "EO's true label (1.0: chosen is better)"})
     pair_id_column: str | None = field(default="pair_id", metadata={"help": "stable pair id (EO's order bit)"})
     dp_scope: str | None = field(default=None, metadata={"help": "where DP holds: COLUMN=V1|V2, or all"})
@@ -99,6 +111,15 @@ class FairRewardConfig(RewardConfig):
             raise FaroError(f"epsilon must be >= 0 (or inf), got {self.epsilon}")
         if self.dual_every < 1:
             raise FaroError(f"dual_every must be >= 1, got {self.dual_every}")
+        if self.attribute not in ("group", "role"):
+            raise FaroError(f"attribute must be 'group' or 'role', got {self.attribute!r}")
+        if isinstance(self.role_columns, str):
+            self.role_columns = [c.strip() for c in self.role_columns.split(",") if c.strip()]
+        if self.role_columns is not None and len(self.role_columns) != 2:
+            raise FaroError(f"role_columns takes two columns (the chosen and the rejected response's role), got "
+                            f"{self.role_columns}")
+        if isinstance(self.strata_columns, str):
+            self.strata_columns = [c.strip() for c in self.strata_columns.split(",") if c.strip()]
 
 
 class _DualStep(TrainerCallback):
@@ -108,6 +129,7 @@ class _DualStep(TrainerCallback):
         self.trainer = trainer
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._faro_micro = 0
         if state.global_step % self.trainer.args.dual_every == 0:
             self.trainer.dual_step()
 
@@ -147,6 +169,24 @@ class FairRewardTrainer(RewardTrainer):
         self._faro_on = (isinstance(args, FairRewardConfig) and bool(args.constraints)
                          and math.isfinite(float(args.epsilon)))
         frame = None
+        self._faro_text: str | None = None
+        if isinstance(args, FairRewardConfig) and train_dataset is not None and hasattr(train_dataset, "column_names"):
+            cols = set(train_dataset.column_names or [])
+            # how TRL read the text: its own preprocessing of prompt/chosen/rejected strings (pre-tokenized ids or
+            # conversations: unknown here, faro import asks)
+            if "chosen_ids" not in cols and "chosen" in cols and len(train_dataset) and \
+                    isinstance(train_dataset[0]["chosen"], str):
+                self._faro_text = "concat"
+            if not self._faro_on:  # no constraint: TRL's trainer as is; the record still names the training pairs
+                n = len(train_dataset)
+                self.pair_ids = ([str(v) for v in train_dataset[args.pair_id_column]] if args.pair_id_column in cols
+                                 else [str(i) for i in range(n)])
+                self.item_ids = [str(v) for v in train_dataset[args.item_column]] if args.item_column in cols else None
+                self.strata_cols = self._strata(args, cols)
+                self.train_idx = torch.arange(n)
+            if args.faro_runs_dir and kwargs.get("eval_dataset") is None:
+                raise FaroError("faro_runs_dir needs an eval_dataset: the held-out pairs (with the group columns) "
+                                "the run is evaluated and certified on")
         self._faro_raw_twins: dict[str, list[Any]] | None = None
         if self._faro_on:
             if not isinstance(train_dataset, Dataset):
@@ -162,13 +202,26 @@ class FairRewardTrainer(RewardTrainer):
 
     # -- set-up ------------------------------------------------------------------------------------------
     @staticmethod
+    def _strata(args: FairRewardConfig, cols: set[str]) -> list[str]:
+        """The conditioning columns: as named; when none are named, ``context_condition`` for the role
+        attribute where the dataset has it (as ``faro train --attribute role``: DP(role) on the ambiguous
+        items, EO(role) on the disambiguated ones; :func:`faro_core.fairness.role.role_strata`), else none."""
+        if args.strata_columns is not None:
+            return list(args.strata_columns)
+        from faro_core.fairness.role import role_strata
+
+        return role_strata(sorted(cols)) if args.attribute == "role" else []
+
+    @staticmethod
     def _group_frame(ds: Any, args: FairRewardConfig) -> pd.DataFrame:
         """The pairs' attributes under Faro's column names (see the module docstring)."""
         cols = set(ds.column_names)
-        need = {"dp": [args.chosen_group_column, args.rejected_group_column], "eo": [args.attribute_column],
-                "cf": [args.attribute_column]}
+        strata_cols = FairRewardTrainer._strata(args, cols)
+        role = args.attribute == "role"
+        need = {"dp": [args.item_column] if role else [args.chosen_group_column, args.rejected_group_column],
+                "eo": [args.item_column] if role else [args.attribute_column], "cf": [args.attribute_column]}
         missing = sorted({c for k in args.constraints for c in need[k] if c not in cols}
-                         | {c for c in args.strata_columns if c not in cols})
+                         | {c for c in strata_cols if c not in cols})
         if missing:
             raise FaroError(f"the training dataset has no column(s) {missing} (columns: {sorted(cols)}); name the "
                             "group columns in FairRewardConfig")
@@ -184,8 +237,18 @@ class FairRewardTrainer(RewardTrainer):
             "pair_id": [str(p) for p in col(args.pair_id_column)] if args.pair_id_column in cols
             else [str(i) for i in range(n)],
         })
-        for c in args.strata_columns:
+        for c in strata_cols:
             df[c] = col(c)
+        if args.item_column in cols:
+            df["item_id"] = [str(v) for v in col(args.item_column)]
+        if role:
+            from faro_core.fairness.role import BBQ_INDEX_COLUMNS, ROLE_COLUMNS, add_role_columns
+
+            src = [c for c in (args.role_columns or [*ROLE_COLUMNS, *BBQ_INDEX_COLUMNS]) if c in cols]
+            roles = add_role_columns(pd.DataFrame({c: col(c) for c in src}), args.role_columns,
+                                     name="the training dataset")
+            df["chosen_role"] = roles["chosen_role"].to_numpy()
+            df["rejected_role"] = roles["rejected_role"].to_numpy()
         has_twin_text = {"cf_chosen", "cf_rejected"} <= cols
         has_twin_ids = {"cf_chosen_ids", "cf_rejected_ids"} <= cols
         if "cf" in args.constraints and not (has_twin_text or has_twin_ids):
@@ -199,21 +262,26 @@ class FairRewardTrainer(RewardTrainer):
             ok = [False] * n
         df["cf_chosen"] = np.where(ok, "x", None)
         df["cf_rejected"] = np.where(ok, "x", None)
+        df.attrs["strata_cols"] = strata_cols
         return df
 
     def _faro_setup(self, df: pd.DataFrame) -> None:
         from faro_core.fairness.constraint_set import ConstraintSet
         from faro_core.fairness.pairs import GroupIndex, PairTensors, dp_strata_in_scope, stratum_labels
+        from faro_core.fairness.role import ITEM_TERMS
         from faro_core.train.backends import all_reduce_sum
         from faro_core.train.proxy_gda import ProxyGDA
+        from faro_core.train.role_batches import RoleItemBatches
 
         args = self.args
-        strata_cols = list(args.strata_columns)
+        strata_cols = list(df.attrs["strata_cols"])
+        self.strata_cols = strata_cols
         df["stratum"] = stratum_labels(df, strata_cols).to_numpy()
         resp = sorted(set(df["chosen_group"].dropna()) | set(df["rejected_group"].dropna()))
         index = GroupIndex(response_groups=resp, pair_groups=sorted(set(df["group"].dropna())),
                            strata=sorted(df["stratum"].unique()),
-                           dp_strata=dp_strata_in_scope(df, strata_cols, args.dp_scope), dp_partner=args.dp_partner)
+                           dp_strata=dp_strata_in_scope(df, strata_cols, args.dp_scope), dp_partner=args.dp_partner,
+                           attribute=args.attribute)
         self.group_index = index
         self.constraint_set = ConstraintSet.parse(args.constraints, float(args.epsilon), index, args.min_count)
         empty = [c.kind for c in self.constraint_set.constraints if not c.names()]
@@ -222,6 +290,8 @@ class FairRewardTrainer(RewardTrainer):
                             f"(DP: {args.chosen_group_column}/{args.rejected_group_column}, EO/CF: "
                             f"{args.attribute_column}) or no twins (CF)")
         self.pair_tensors = PairTensors.from_frame(df, index)
+        self.pair_ids = list(df["pair_id"])
+        self.item_ids = list(df["item_id"]) if "item_id" in df else None
         n = len(df)
         # the pairs TRL kept (it drops pairs longer than max_length): the training split of the constraints
         self.train_idx = torch.as_tensor(np.asarray(self.train_dataset[INDEX_COL], dtype=np.int64))
@@ -237,9 +307,73 @@ class FairRewardTrainer(RewardTrainer):
         self.seen = torch.zeros(n, dtype=torch.bool)
         self.g_strict = torch.zeros(len(self.constraint_set))
         self.need_twins = "cf" in args.constraints
+        # the role constraints' item terms need whole items: a batch of training items per step, as faro train
+        role_cons = [c for c in self.constraint_set.constraints if c.term_key()[0] in ITEM_TERMS]
+        self.role_batches = None
+        self._faro_micro = 0
+        if role_cons:
+            bs = min(int(args.per_device_train_batch_size), len(tr))
+            self.role_batches = RoleItemBatches(self.pair_tensors, tr, role_cons, n_items=bs, seed=args.seed)
+            self._pair_ids_tok = dict(zip((int(i) for i in self.train_dataset[INDEX_COL]),
+                                          zip(self.train_dataset["chosen_ids"], self.train_dataset["rejected_ids"])))
         twins = self._tokenized_twins() if self.need_twins else None
         self.data_collator = _WithPairIndex(self.data_collator, twins, self.processing_class.pad_token_id)
         self.add_callback(_DualStep(self))
+
+    # -- the run store -----------------------------------------------------------------------------------
+    def train(self, *a: Any, **kw: Any) -> Any:
+        out = super().train(*a, **kw)
+        if isinstance(self.args, FairRewardConfig) and self.args.faro_runs_dir and self.args.should_save:
+            self.faro_run = self.to_run_store(self.args.faro_runs_dir, self.args.faro_run_id)
+        return out
+
+    def to_run_store(self, runs_dir: str | Path, run_id: str | None = None) -> Any:
+        """Save the model and write it as a finished Faro run scored on ``eval_dataset`` (TRL's preprocessed ids,
+        exactly what the model reads; :func:`faro_core.integrations.trl_import.write_run`). The evaluation pairs
+        must be disjoint from the training pairs (pair and item ids). Returns the run."""
+        from faro_core.integrations.trl_import import check_disjoint, columns_of, write_run
+
+        if self.eval_dataset is None or isinstance(self.eval_dataset, dict):
+            raise FaroError("the run store needs one eval_dataset (held-out pairs with the group columns)")
+        out = Path(self.args.output_dir)
+        self.save_model(str(out))
+        record = json.loads((out / DUAL_FILE).read_text())
+        ev = self.eval_dataset
+        df = self._group_frame(ev, self.args)
+        strata_cols = list(df.attrs["strata_cols"])
+        df["cf_chosen"] = None
+        df["cf_rejected"] = None
+        if "item_id" not in df:  # the bootstrap's clusters: each pair its own without an item column
+            df["item_id"] = df["pair_id"]
+        disjoint = check_disjoint(df, record, None, "eval_dataset")
+        rewards = self._score_ids(list(ev["chosen_ids"]), list(ev["rejected_ids"]))
+        nan = np.full(len(df), np.nan, dtype=np.float32)
+        cols = columns_of(record, {})
+        return write_run(out, record, cols, list(self.args.constraints), float(self.args.epsilon), "eval_dataset",
+                         {"source": "FairRewardTrainer eval_dataset"}, df, strata_cols, (*rewards, nan, nan),
+                         self._faro_text, int(self.args.max_length or 512), disjoint,
+                         {"data": "eval_dataset", "format": None, "split_column": None, "split": None,
+                          "train_data": None}, runs_dir=runs_dir, run_id=run_id,
+                         log_history=list(self.state.log_history))
+
+    @torch.no_grad()
+    def _score_ids(self, chosen: list[list[int]], rejected: list[list[int]], batch: int = 64
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards of pre-tokenized pairs, padded as TRL's collator pads them."""
+        model = self.model
+        was = model.training
+        model.eval()
+        dev = next(model.parameters()).device
+        base = self.data_collator.base if isinstance(self.data_collator, _WithPairIndex) else self.data_collator
+        r_c, r_r = [], []
+        for i in range(0, len(chosen), batch):
+            enc = base([{"chosen_ids": c, "rejected_ids": r} for c, r in zip(chosen[i:i + batch], rejected[i:i + batch])])
+            lg = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)).logits
+            a, b = torch.chunk(lg.squeeze(-1).float().cpu(), chunks=2)
+            r_c.append(a)
+            r_r.append(b)
+        model.train(was)
+        return torch.cat(r_c).numpy(), torch.cat(r_r).numpy()
 
     @staticmethod
     def _raw_twins(ds: Any) -> dict[str, list[Any]]:
@@ -296,6 +430,8 @@ class FairRewardTrainer(RewardTrainer):
         for k, r in enumerate((r_c, r_r, cf_c, cf_r)):
             self.buf[k][cpu_idx] = r.detach().float().cpu()
         self.seen[cpu_idx] = True
+        if self.role_batches is not None:
+            penalty = penalty + self._item_penalty(model)
         m = self._metrics["train"]
         m["faro/penalty"].append(float(penalty.detach()))
         m["faro/lambda_max"].append(float(self.gda.lam.max()) if len(self.gda.lam) else 0.0)
@@ -306,6 +442,28 @@ class FairRewardTrainer(RewardTrainer):
             m[f"faro/violation_{kind}"].append(float(self.g_strict[sel].max()))
         loss = loss + penalty
         return (loss, outputs) if return_outputs else loss
+
+    def _item_penalty(self, model: Any) -> torch.Tensor:
+        """The role constraints' item terms on this step's batch of whole training items (drawn by
+        :class:`~faro_core.train.role_batches.RoleItemBatches`, seeded by the step, so a resumed run replays it),
+        scored in a forward of their own: :meth:`ProxyGDA.item_penalty`, as ``faro train`` adds it. Their
+        rewards go into the buffer (chosen and rejected only: the role batch scores no twins)."""
+        ga = max(1, int(self.args.gradient_accumulation_steps))
+        ridx = self.role_batches.draw(int(self.state.global_step) * ga + self._faro_micro)
+        self._faro_micro += 1
+        if len(ridx) == 0:
+            return torch.zeros(())
+        ids = [self._pair_ids_tok[int(i)] for i in ridx.tolist()]
+        enc = self.data_collator.base([{"chosen_ids": c, "rejected_ids": r} for c, r in ids])
+        dev = next(model.parameters()).device
+        out = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev), use_cache=False)
+        r_c, r_r = (t.float() for t in torch.chunk(out.logits.squeeze(-1), chunks=2))
+        nan = torch.full_like(r_c, float("nan"))
+        batch = self.pair_tensors.batch(ridx, (r_c, r_r, nan, nan))  # PairTensors moves to the rewards' device
+        self.buf[0][ridx] = r_c.detach().cpu()
+        self.buf[1][ridx] = r_r.detach().cpu()
+        self.seen[ridx] = True
+        return self.gda.item_penalty(batch, ridx, self.role_batches.factor)
 
     @torch.no_grad()
     def dual_step(self) -> torch.Tensor:
@@ -319,14 +477,84 @@ class FairRewardTrainer(RewardTrainer):
         return self.g_strict
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """TRL's model, plus (with constraints) ``faro_dual.json`` (constraint names, multipliers, last violations,
+        the group index and the columns named) and ``faro_state.safetensors`` (what a resumed run needs to
+        continue exactly: multipliers, the dual player's running statistics, the reward buffer). Called for
+        every TRL checkpoint too, so each ``checkpoint-N`` carries the dual state of step N."""
         super().save_model(output_dir, _internal_call=_internal_call)
-        if self._faro_on and self.args.should_save:
+        if isinstance(self.args, FairRewardConfig) and self.args.should_save and hasattr(self, "train_idx"):
+            from safetensors.torch import save_file
+
             out = Path(output_dir or self.args.output_dir)
             out.mkdir(parents=True, exist_ok=True)
-            (out / "faro_dual.json").write_text(json.dumps({
-                "constraints": self.constraint_set.names(), "epsilon": self.constraint_set.epsilons().tolist(),
+            (out / DUAL_FILE).write_text(json.dumps(self.faro_record(), indent=1) + "\n")
+            if self._faro_on:
+                save_file({k: v.contiguous() for k, v in self.faro_state().items()}, str(out / STATE_FILE))
+
+    def faro_record(self) -> dict[str, Any]:
+        """What ``faro_dual.json`` holds: enough for ``faro import`` to rebuild the run's constraints."""
+        a = self.args
+        if not self._faro_on:
+            return {"constraints": [], "kinds": [], "text": self._faro_text, "epsilon": [], "eps": None,
+                    "lambda": [], "violation": [], "index": None, "step": int(self.state.global_step),
+                    **self._record_common()}
+        return {"constraints": self.constraint_set.names(), "kinds": list(a.constraints), "text": self._faro_text,
+                "epsilon": self.constraint_set.epsilons().tolist(), "eps": float(a.epsilon),
                 "lambda": self.gda.lam.tolist(), "violation": self.g_strict.tolist(),
-                "index": self.group_index.to_dict()}, indent=1) + "\n")
+                "index": self.group_index.to_dict(), "step": int(self.state.global_step), **self._record_common()}
+
+    def _record_common(self) -> dict[str, Any]:
+        a = self.args
+        return {"columns": {"attribute": a.attribute, "role_columns": a.role_columns, "item_column": a.item_column,
+                            "chosen_group_column": a.chosen_group_column,
+                            "rejected_group_column": a.rejected_group_column,
+                            "attribute_column": a.attribute_column, "strata_columns": self.strata_cols,
+                            "label_column": a.label_column, "pair_id_column": a.pair_id_column},
+                "settings": {"min_count": a.min_count, "dual_lr": a.dual_lr, "dual_every": a.dual_every,
+                             "lambda_max": a.lambda_max, "dual_signal": a.dual_signal, "ema": a.ema,
+                             "dp_scope": a.dp_scope, "dp_partner": a.dp_partner, "seed": a.seed,
+                             "learning_rate": a.learning_rate,
+                             "per_device_train_batch_size": a.per_device_train_batch_size,
+                             "max_length": a.max_length},
+                # the training pairs' ids: faro import checks that evaluation data is disjoint from them
+                "pair_ids_from": "column" if a.pair_id_column in self.train_dataset.column_names else "row",
+                "train_pair_ids": [self.pair_ids[i] for i in self.train_idx.tolist()],
+                "train_item_ids": ([self.item_ids[i] for i in self.train_idx.tolist()]
+                                   if self.item_ids is not None else None)}
+
+    def faro_state(self) -> dict[str, torch.Tensor]:
+        """The constraint state of this step as tensors: ProxyGDA's (multipliers ``lam``, ``last_strict`` and
+        the running cell statistics ``running.*``; plain projected ascent has no other optimiser state), the
+        last strict violations ``g_strict`` and the reward buffer ``buf0..3`` / ``seen`` the dual step reads."""
+        out = {f"gda.{k}": v.detach().cpu() for k, v in self.gda.state_tensors().items()}
+        out.update({"g_strict": self.g_strict.detach().cpu(), "seen": self.seen.to(torch.uint8),
+                    **{f"buf{k}": b.detach().cpu() for k, b in enumerate(self.buf)}})
+        return out
+
+    def load_faro_state(self, folder: str | Path) -> None:
+        """Restore :meth:`faro_state` from a checkpoint folder (a :class:`FaroError` if it has none, or one of
+        other constraints)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        path, rec = folder / STATE_FILE, folder / DUAL_FILE
+        if not path.exists() or not rec.exists():
+            raise FaroError(f"checkpoint {folder} has no {STATE_FILE}: it was not saved by a FairRewardTrainer with "
+                            "constraints, so its multipliers cannot be restored")
+        names = json.loads(rec.read_text()).get("constraints")
+        if names != self.constraint_set.names():
+            raise FaroError(f"checkpoint {folder} holds the dual state of other constraints ({len(names or [])} "
+                            f"one-sided constraints, this run has {len(self.constraint_set.names())})")
+        t = load_file(str(path))
+        self.gda.load_state_tensors({k[len("gda."):]: v for k, v in t.items() if k.startswith("gda.")})
+        self.g_strict = t["g_strict"].clone()
+        self.seen = t["seen"].to(torch.bool)
+        self.buf = [t[f"buf{k}"].clone() for k in range(4)]
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self._faro_on:
+            self.load_faro_state(resume_from_checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -71,16 +71,24 @@ def load_sequence_classifier(backbone: str, device: str | None = None):
 
 
 def score_full(model: nn.Module, tok: Any, prompts: Sequence[str], responses: Sequence[str], max_length: int,
-               batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Rewards [n] of a sequence-classification reward model on (prompt, response) pairs."""
+               batch_size: int = 64, device: str = "cpu", text: str = "pair") -> np.ndarray:
+    """Rewards [n] of a sequence-classification reward model on (prompt, response) pairs, read as ``text`` says:
+    ``"pair"`` the sentence pair (Faro's training), ``"concat"`` one sequence ``prompt + response + eos`` (TRL's
+    preprocessing of its standard text format, ``RewardTrainer._prepare_dataset``), truncated to ``max_length``."""
     out = np.zeros(len(prompts), dtype=np.float32)
     order = np.argsort([len(p) + len(r) for p, r in zip(prompts, responses)])
+    eos = tok.eos_token or ""
     model.eval()
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
-                      truncation="longest_first", max_length=max_length, return_tensors="pt").to(device)
+            if text == "concat":
+                seqs = [prompts[i] + responses[i] for i in idx]
+                enc = tok([s if s.endswith(eos) else s + eos for s in seqs], padding=True, truncation=True,
+                          max_length=max_length, return_tensors="pt").to(device)
+            else:
+                enc = tok([prompts[i] for i in idx], [responses[i] for i in idx], padding=True,
+                          truncation="longest_first", max_length=max_length, return_tensors="pt").to(device)
             out[idx] = model(**enc).logits.squeeze(-1).float().cpu().numpy()
     return out
 
@@ -94,8 +102,8 @@ class RewardScorer:
 
     def __init__(self, mode: str, max_length: int, head: HeadRewardModel | None = None,
                  cache: Any = None, model: nn.Module | None = None, tok: Any = None,
-                 shifts: dict[str, float] | None = None, device: str = "cpu") -> None:
-        self.mode, self.max_length = mode, max_length
+                 shifts: dict[str, float] | None = None, device: str = "cpu", text: str = "pair") -> None:
+        self.mode, self.max_length, self.text = mode, max_length, text
         self.head, self.cache, self.model, self.tok = head, cache, model, tok
         self.shifts = shifts or {}
         self.device = device
@@ -114,7 +122,8 @@ class RewardScorer:
             with torch.no_grad():
                 r = self.head(feats).numpy().astype(np.float32)
         else:
-            r = score_full(self.model, self.tok, prompts, responses, self.max_length, device=self.device)
+            r = score_full(self.model, self.tok, prompts, responses, self.max_length, device=self.device,
+                           text=self.text)
         if self.shifts and response_groups is not None:
             st = list(strata) if strata is not None else ["all"] * len(r)
             r = r + np.array([self.shifts.get(f"{g}|{s}", 0.0) if g is not None else 0.0
@@ -143,7 +152,8 @@ def load_scorer(run: Any, device: str | None = None) -> RewardScorer:
     if not export.exists():
         raise RunError(f"run {run.run_id!r} has no exported model directory {export}")
     tok, model = load_sequence_classifier(str(export), device)
-    return RewardScorer("full", meta["max_length"], model=model, tok=tok, shifts=meta.get("shifts"), device=device)
+    return RewardScorer("full", meta["max_length"], model=model, tok=tok, shifts=meta.get("shifts"), device=device,
+                        text=meta.get("text", "pair"))
 
 
 def length_buckets(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
