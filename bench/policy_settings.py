@@ -1,13 +1,13 @@
 """Generation settings for a 135M LM on BBQ prompts: replies under 2-3 settings, for hand labels.
 
-    python bench/policy_settings.py [--max-seconds 240] [--out tests/data/policy_mentions_replies.json]
+    python bench/policy_settings.py [--max-seconds 240] [--out /tmp/policy_settings_replies.json]
 
 Draws ``--n`` replies for ``--prompts`` ambiguous demo test prompts (those after the demo's shipped 50 in
 the same seeded order, so the labelled replies are not the shipped ones) under each setting of
 :data:`SETTINGS`, resumable (the generation cache) and time-limited (``--max-seconds``: run it again to go
 on). Writes every reply with its item's fields and an empty ``label`` for a person to fill in
 (tests/data/README.md says how they were labelled). The on-topic rate per setting is computed from the
-labels by ``tests/test_mentions.py`` and stated in docs/POLICY.md.
+labels by ``tests/test_policy_choices.py`` (tests/data/policy_mentions.json) and stated in docs/POLICY.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=13)
     ap.add_argument("--max-seconds", type=float, default=240.0)
-    ap.add_argument("--out", default="tests/data/policy_mentions_replies.json")
+    ap.add_argument("--out", default="/tmp/policy_settings_replies.json")
     args = ap.parse_args()
     from faro_core.policy.replies import config_test_item_ids
     from faro_core.studies.demo import demo_split_config

@@ -102,10 +102,9 @@ def _true_class(r: dict) -> str:
 
 
 # per-class accuracy (recall) of the detector on the hand-labelled replies; docs/POLICY.md states the same
-STATED_ACCURACY = {"stereotyped": None, "other": None, "both": None, "unknown": None, "neither": None}
+STATED_ACCURACY = {"stereotyped": 0.972, "other": 0.947, "both": 0.967, "unknown": 1.0, "neither": 0.929}
 
 
-@pytest.mark.skipif(not LABELLED.exists(), reason="no labelled replies")
 def test_detector_gives_the_stated_accuracy_on_the_hand_labelled_replies() -> None:
     rows = _labelled()
     assert len(rows) >= 150
@@ -118,8 +117,7 @@ def test_detector_gives_the_stated_accuracy_on_the_hand_labelled_replies() -> No
             acc[c] = round(sum(pred[i] == c for i in idx) / len(idx), 3)
     for c, a in acc.items():
         assert a >= 0.9, (c, a, [(rows[i]["text"], pred[i]) for i, t in enumerate(truth) if t == c and pred[i] != c])
-        if STATED_ACCURACY.get(c) is not None:
-            assert a == STATED_ACCURACY[c]
+        assert a == STATED_ACCURACY[c], (c, a)
     doc = (REPO / "docs" / "POLICY.md").read_text(encoding="utf-8")
     for c, a in acc.items():
         assert f"| {c} | {sum(t == c for t in truth)} | {a:.3f} |" in doc

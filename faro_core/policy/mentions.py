@@ -47,7 +47,8 @@ UNKNOWN_PATTERNS = (
     r"(?:does not|doesn't|do not|don't) (?:say|tell|specify|mention|indicate|state|know)",
     r"\bno one knows\b|\bnobody knows\b|\bthere is no (?:way|indication|evidence)\b",
     r"\bno (?:obvious|easy|straightforward|clear|simple|definitive|definite|single) answer",
-    r"\bnot (?:possible|able) to (?:know|tell|say|determine|answer)",
+    r"\bnot (?:possible|able) to (?:be )?(?:know|tell|say|determine|answer)",
+    r"\b(?:no one|nobody) can (?:\w+ )?(?:say|tell|know|determine)",
 )
 _UNKNOWN = re.compile("|".join(f"(?:{p})" for p in UNKNOWN_PATTERNS))
 

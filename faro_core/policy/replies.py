@@ -48,7 +48,7 @@ DEMO_GENERATION = GenerationConfig(n=16, max_new_tokens=40, temperature=0.7, top
 PROMPT_FORMATS = ("open", "options")
 """``open``: context + question, no answer options (free generation); ``options``: the same followed by the
 item's three answers as possible answers (keeps a small LM on the two people)."""
-DEMO_PROMPT_FORMAT = "open"
+DEMO_PROMPT_FORMAT = "options"
 
 REPLY_COLUMNS = ["item_id", "prompt_idx", "sample_idx", "user_text", "text", "n_tokens"]
 
