@@ -236,3 +236,25 @@ def test_generate_replies_resumes_in_chunks() -> None:
     done, missing = generate_replies(prompts, cfg, progress=False, generate_fn=fake)
     assert missing == 0 and len(done) == 6 and list(done["item_id"].unique()) == ["a", "b", "c"]
     assert done["prompt_idx"].tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_faro_policy_generate_draws_replies_for_the_demo_prompts_and_resumes(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI with the LM replaced by fixed replies (sampling is the LM's job, tested in test_policy)."""
+    import faro_core.policy.generate as gen
+    from faro_core.cli import main
+
+    def fake(texts, config, lm=None, prompt_batch=1):  # noqa: ANN001, ANN202
+        return pd.DataFrame({"sample_idx": range(config.n), "user_text": texts[0],
+                             "text": [f"reply {i}" for i in range(config.n)], "n_tokens": 2, "seconds": 0.0})
+
+    monkeypatch.setattr(gen, "generate", fake)
+    (tmp_path / "runs").mkdir()
+    args = ["policy", "generate", "--runs-dir", str(tmp_path / "runs"), "--prompts", "5", "--n", "2"]
+    assert main(args + ["--max-seconds", "-1"]) == 3  # stopped before the first prompt: run again to go on
+    out = tmp_path / "replies.parquet"
+    assert main(args + ["--out", str(out)]) == 0
+    df = pd.read_parquet(out)
+    assert len(df) == 10 and df["prompt_idx"].nunique() == 5
+    assert df["user_text"].str.contains("Possible answers: ").all()  # the demo's prompt format
+    assert df["item_id"].str.split("-").str[0].nunique() == 5  # round-robin over the five categories

@@ -87,8 +87,8 @@ def reward_induced_section(chosen: list[str], table: pd.DataFrame) -> None:
         return
     fam = dict(zip(table["run_id"], table["family"]))
     eps = dict(zip(table["run_id"], table["epsilon"]))
-    labels = {r: (fam.get(r, r) if fam.get(r) == "BT" else f"{fam.get(r, r)} ε = {eps.get(r):g}")
-              for r in ri["models"] if r in fam}
+    labels = {r: (fam[r] if fam[r] == "BT" or not isinstance(eps.get(r), int | float) or eps[r] != eps[r]
+                  else f"{fam[r]} ε = {eps[r]:g}") for r in ri["models"] if r in fam}
     ov = overview_run(runs_root())
     faro = [r for r in ri["models"] if r != ri.get("baseline")]
     run = ov if ov in ri["models"] else (next((r for r in chosen if r in faro), faro[0] if faro else None))

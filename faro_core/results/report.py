@@ -260,7 +260,8 @@ def reward_induced_text(runs: list[Any], table: pd.DataFrame, faro_run: str | No
             continue
         fam = dict(zip(table["run_id"], table["family"]))
         eps = dict(zip(table["run_id"], table["epsilon"]))
-        labels = {r: (fam[r] if fam[r] == "BT" else f"{fam[r]} ε = {eps[r]:g}") for r in ri["models"] if r in fam}
+        labels = {r: (fam[r] if fam[r] == "BT" or not isinstance(eps.get(r), int | float) or eps[r] != eps[r]
+                      else f"{fam[r]} ε = {eps[r]:g}") for r in ri["models"] if r in fam}
         return reward_induced_sentence(ri, target, labels)
     return None
 

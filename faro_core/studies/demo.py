@@ -135,8 +135,7 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
     if policy and policy_available():
         runs = [store.get(s.run_id) for s in specs]
         generate = generate and _shipped_replies_exist()
-        todo = [r for r in runs if not r.file("policy.json").exists()
-                or (generate and not r.file("policy_generations.parquet").exists())]
+        todo = runs if any(_policy_stale(r, generate) for r in runs) else []  # compared with each other
         if todo:
             t1 = time.time()
             try:
@@ -146,6 +145,16 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
             out["policy_seconds"] = round(time.time() - t1, 2)
     out["seconds"] = round(time.time() - t0, 2)
     return out
+
+
+def _policy_stale(run: Any, generate: bool) -> bool:
+    """A run's policy results need (re)building: none yet, written before the reward-induced bias existed,
+    or (``generate``) without generations scored from the shipped replies."""
+    pol = run.read("policy.json") if run.file("policy.json").exists() else None
+    if not pol or "reward_induced" not in pol:
+        return True
+    return generate and not (run.file("policy_generations.parquet").exists()
+                             and (pol.get("generation") or {}).get("shipped"))
 
 
 def _shipped_replies_exist() -> bool:
