@@ -29,6 +29,7 @@ ALLOWED = frozenset({
     # identity terms BBQ itself uses
     "gay", "gays", "lesbian", "lesbians", "queer", "queers", "bisexual", "transsexual", "homosexual",
     "homo", "jew", "jews", "jewish", "muslim", "muslims", "christian", "black", "asian", "african",
+    "schizophrenia", "schizophrenic", "autistic", "disabled",
     # ordinary words on the list
     "god", "gods", "hell", "kill", "killed", "killing", "fat", "ugly", "pot", "weed", "hemp", "womb", "ovum",
     "oral", "sex", "sexual", "sexy", "hiv", "pee", "lust", "rum", "pawn", "maxi", "len", "loin", "lech", "teat",
