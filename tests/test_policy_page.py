@@ -75,8 +75,10 @@ def test_policy_page_states_the_reward_induced_bias_and_counts_choices_by_role(s
     assert "**4 prompts**" in text
     captions = " ".join(c.value for c in at.caption)
     assert "hides 4 of 16 replies" in captions  # the planted profane reply of each prompt
-    assert "names the stereotyped person" in captions or "names the other person" in captions or \
-        "says it cannot be determined" in captions
+    from faro_core.policy.mentions import CLASS_WORDS
+
+    assert any(w in captions for w in CLASS_WORDS.values())  # each card says what its reply names, in words
+    assert "reward " in captions and " sd · " in captions
     at.checkbox[0].check().run()  # only where choices differ
     assert not at.exception
 
