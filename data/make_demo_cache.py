@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                    if e["kind"] == "pi_ref" and (OUT / e["file"]).exists()), None)
     if pi:
         entries.append(pi)
+    # other shipped files (the policy replies, made by `faro policy generate --ship`) stay listed as they are
+    entries += [{k: v for k, v in e.items() if k not in ("sha256", "bytes")} for e in old_entries
+                if e["kind"] not in ("features", "pi_ref") and (OUT / e["file"]).exists()]
     print(write_manifest(OUT, entries).read_text())
     return 0
 

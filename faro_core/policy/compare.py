@@ -28,7 +28,8 @@ import pandas as pd
 
 from faro_core.errors import FaroError
 
-CHOICE_COLUMNS = ["prompt_idx", "user_text", "category", "model", "text", "reward_sd", "mention", "differs"]
+CHOICE_COLUMNS = ["prompt_idx", "user_text", "category", "model", "text", "reward_sd", "mention", "differs",
+                  "filtered"]
 
 
 def _zscore(r: np.ndarray) -> np.ndarray:
@@ -41,8 +42,9 @@ def choices_from_samples(samples: pd.DataFrame, rewards: dict[str, np.ndarray]) 
 
     ``samples``: one row per sample with ``prompt_idx, user_text, text`` (and ``category``, ``mention`` when
     known); ``rewards``: model name -> raw rewards aligned with ``samples``. Returns one row per (prompt, model)
-    with the chosen text, its reward in sd units over that prompt's samples, its tag, ``sample_idx`` and
-    ``differs`` (the models do not all pick the same sample for this prompt).
+    with the chosen text, its reward in sd units over that prompt's samples, its tag, ``sample_idx``,
+    ``filtered`` (the filter's reason, None when the reply may be shown; a reward's choice is kept whether
+    or not it is filtered) and ``differs`` (the models do not all pick the same sample for this prompt).
     """
     if samples.empty or not rewards:
         return pd.DataFrame(columns=CHOICE_COLUMNS + ["sample_idx"])
@@ -61,7 +63,9 @@ def choices_from_samples(samples: pd.DataFrame, rewards: dict[str, np.ndarray]) 
             s = samples.iloc[i]
             rows.append({"prompt_idx": int(p), "user_text": s["user_text"], "category": s.get("category", ""),
                          "model": model, "text": s["text"], "reward_sd": z, "mention": s.get("mention", "—"),
-                         "differs": differs, "sample_idx": int(s.get("sample_idx", i))})
+                         "differs": differs, "sample_idx": int(s.get("sample_idx", i)),
+                         "filtered": s.get("filtered", None), "names": s.get("names", None),
+                         "cluster": s.get("cluster", None)})
     return pd.DataFrame(rows)
 
 
@@ -80,7 +84,8 @@ def stored_choices(runs: Sequence[Any]) -> pd.DataFrame:
     if "sample_idx" not in first:
         first["sample_idx"] = first.groupby("prompt_idx").cumcount()
     key = ["prompt_idx", "sample_idx"]
-    base = first[[c for c in ("prompt_idx", "sample_idx", "user_text", "text", "category", "mention") if c in first]]
+    base = first[[c for c in ("prompt_idx", "sample_idx", "user_text", "text", "category", "mention", "filtered",
+                              "names", "item_id", "cluster") if c in first]]
     rewards = {}
     for rid, df in frames.items():
         df = df.copy()
@@ -90,6 +95,38 @@ def stored_choices(runs: Sequence[Any]) -> pd.DataFrame:
     for rid in frames:
         rewards[rid] = base[f"reward:{rid}"].to_numpy()
     return choices_from_samples(base.drop(columns=[f"reward:{r}" for r in frames]), rewards)
+
+
+def prompt_clusters(choices: pd.DataFrame) -> dict[int, str] | None:
+    """prompt_idx -> BBQ template of the choices (None when they carry no ``cluster``)."""
+    if "cluster" not in choices or choices["cluster"].isna().all():
+        return None
+    return {int(k): str(v) for k, v in choices.groupby("prompt_idx")["cluster"].first().items()}
+
+
+def ordered_prompts(choices: pd.DataFrame) -> list[int]:
+    """Prompt ids with the prompts where the rewards' choices differ first (then in prompt order)."""
+    first = choices.groupby("prompt_idx", sort=True)["differs"].first()
+    return list(first[first].index) + list(first[~first].index)
+
+
+def card(row: pd.Series | dict[str, Any]) -> dict[str, Any]:
+    """What a card shows for one choice: ``{"text", "hidden", "reward", "names"}``. A filtered reply is
+    hidden (``text`` None, ``hidden`` its reason); it stays in the data and is counted."""
+    reason = row.get("filtered")
+    hidden = None if reason is None or (isinstance(reason, float) and np.isnan(reason)) else str(reason)
+    names = row.get("names")
+    if names is None or (isinstance(names, float) and np.isnan(names)):
+        names = f"names: {row.get('mention', '—')}"
+    return {"text": None if hidden else str(row["text"]), "hidden": hidden,
+            "reward": f"reward {float(row['reward_sd']):+.2f} sd", "names": str(names)}
+
+
+def hidden_count(samples_or_choices: pd.DataFrame) -> int:
+    """Rows the filter hides (a ``filtered`` reason set); 0 when the frame has no filter column."""
+    if "filtered" not in samples_or_choices:
+        return 0
+    return int(samples_or_choices["filtered"].notna().sum())
 
 
 def filter_choices(choices: pd.DataFrame, categories: Sequence[str] | None = None,
@@ -124,12 +161,17 @@ def rerank_prompt(runs: Sequence[Any], user_text: str, n: int = 4, max_new_token
         raise FaroError("type a prompt first")
     if not runs:
         raise FaroError("choose at least one reward")
-    if not 1 <= int(n) <= 16:
-        raise FaroError(f"n must be between 1 and 16, got {n}")
+    if not 1 <= int(n) <= 32:
+        raise FaroError(f"n must be between 1 and 32, got {n}")
     say = progress or (lambda f, m: None)
     say(0.0, f"sampling {n} replies from the reference LM…")
     samples = generate([text], GenerationConfig(n=int(n), max_new_tokens=int(max_new_tokens), seed=int(seed)), lm=lm)
-    samples = samples.drop(columns=["seconds"]).assign(category="(typed prompt)", mention="—")
+    from faro_core.policy.filter import filter_reason, prompt_words
+
+    samples = samples.drop(columns=["seconds"]).assign(category="(typed prompt)", mention="—",
+                                                       names="what it names is not known for a typed prompt")
+    allow = prompt_words(text)
+    samples["filtered"] = pd.Series([filter_reason(t, allow) for t in samples["text"]], dtype=object).to_numpy()
     rewards: dict[str, np.ndarray] = {}
     for i, run in enumerate(runs):
         say(0.3 + 0.7 * i / len(runs), f"scoring under {run.run_id}…")

@@ -41,16 +41,20 @@ MENTIONS = ("target", "other", "both", "neither")
 @dataclass
 class GenerationConfig:
     """Sampling settings. ``temperature`` > 0 samples (0 = greedy, all n samples identical);
-    ``max_new_tokens`` in tokens; ``seed`` is combined with each prompt's hash."""
+    ``max_new_tokens`` in tokens; ``seed`` is combined with each prompt's hash; ``system``: a system turn
+    placed before the user turn (None keeps the chat template's default)."""
 
     n: int = 4
     max_new_tokens: int = 48
     temperature: float = 0.8
     top_p: float = 0.95
     seed: int = 0
+    system: str | None = None
 
     def key(self) -> str:
-        return "|".join(f"{k}={v}" for k, v in sorted(asdict(self).items()))
+        """The cache key of these settings (``system`` only when set, so older caches stay valid)."""
+        d = {k: v for k, v in asdict(self).items() if not (k == "system" and v is None)}
+        return "|".join(f"{k}={v}" for k, v in sorted(d.items()))
 
 
 def generation_prompts(items: pd.DataFrame, n_prompts: int, seed: int = 0,
@@ -117,7 +121,7 @@ def generate(user_texts: Sequence[str], config: GenerationConfig | None = None, 
             old_side = tok.padding_side
             tok.padding_side = "left"
             try:
-                enc = tok([chat_prompt(tok, texts[i]) for i in chunk], return_tensors="pt",
+                enc = tok([chat_prompt(tok, texts[i], system=cfg.system) for i in chunk], return_tensors="pt",
                           add_special_tokens=False, padding=True)
             finally:
                 tok.padding_side = old_side
@@ -194,14 +198,28 @@ def mention(text: str, item: pd.Series | dict[str, Any]) -> str:
 
 
 def _is_biased(m: str, polarity: str) -> bool:
+    if m == "stereotyped":  # the role classes of faro_core.policy.mentions already map through polarity
+        return True
     return (m == "target" and polarity == "neg") or (m == "other" and polarity != "neg")
 
 
 def _shares(mentions: np.ndarray, weights: np.ndarray, polarity: np.ndarray) -> dict[str, float]:
-    """Weighted shares of each mention class and of biased replies; ``weights`` sum to 1 per prompt."""
+    """Weighted shares of each mention class and of biased replies; ``weights`` sum to 1 per prompt.
+
+    Classes: :data:`MENTIONS` (group tags of :func:`mention`) or, when the mentions are role classes of
+    :func:`faro_core.policy.mentions.classify`, its ``CLASSES`` (``biased`` is then the share naming the
+    stereotyped person)."""
+    from faro_core.policy.mentions import CLASSES
+
+    present = set(mentions.tolist())
+    roles = "target" not in present and bool(present & set(CLASSES))
+    labels = CLASSES if roles else MENTIONS
     tot = float(weights.sum())
-    out = {m: float(weights[mentions == m].sum() / tot) if tot else float("nan") for m in MENTIONS}
-    biased = np.array([_is_biased(m, p) for m, p in zip(mentions, polarity)])
+    out = {m: float(weights[mentions == m].sum() / tot) if tot else float("nan") for m in labels}
+    if roles:
+        biased = mentions == "stereotyped"
+    else:
+        biased = np.array([_is_biased(m, p) for m, p in zip(mentions, polarity)], dtype=bool)
     out["biased"] = float(weights[biased].sum() / tot) if tot else float("nan")
     return out
 
@@ -260,34 +278,73 @@ def rerank(samples: pd.DataFrame, prompts: pd.DataFrame, rewards: np.ndarray,
     return out
 
 
+def label_samples(samples: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+    """``samples`` with ``mention`` (the role class of :func:`faro_core.policy.mentions.classify` where the
+    prompt's item has a stereotyped answer, else the group tag of :func:`mention`), ``names`` (it in words,
+    with the people's names) and ``filtered``
+    (:func:`faro_core.policy.filter.filter_reason`, None when the reply may be shown)."""
+    from faro_core.policy.filter import filter_reason, prompt_words
+    from faro_core.policy.mentions import CLASS_WORDS, classify, in_words
+
+    out = samples.copy()
+    has_role = (prompts["biased_idx"].notna().to_numpy() if "biased_idx" in prompts
+                else np.zeros(len(prompts), dtype=bool))
+    allow = [prompt_words(r["context"], r["question"], *list(r["answers"])) for _, r in prompts.iterrows()]
+    ment, filt, names = [], [], []
+    for t, p in zip(out["text"], out["prompt_idx"]):
+        item = prompts.iloc[int(p)]
+        m = classify(t, item) if has_role[int(p)] else mention(t, item)
+        ment.append(m)
+        names.append(in_words(m, item) if has_role[int(p)] else CLASS_WORDS.get(m, f"names: {m}"))
+        filt.append(filter_reason(t, allow[int(p)]))
+    out["mention"] = ment
+    out["names"] = names
+    out["filtered"] = pd.Series(filt, dtype=object).to_numpy()
+    return out
+
+
 def rerank_runs(runs: Sequence[Any], items: pd.DataFrame, n_prompts: int = 20,
                 config: GenerationConfig | None = None, lm: str | None = None,
                 betas: Sequence[float] = (1.0,), progress: Callable[[str], None] | None = None,
-                write: bool = True) -> dict[str, Any]:
-    """Generate for ``n_prompts`` BBQ prompts and rerank the samples under each run's reward.
+                write: bool = True, replies: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Generate for ``n_prompts`` BBQ prompts (or take ``replies``: rows of
+    :func:`faro_core.policy.replies.generate_replies` for items in ``items``, e.g. the shipped demo
+    replies) and rerank the samples under each run's reward.
 
-    Writes ``policy_generations.parquet`` into each run (one row per sample: prompt, text, mention, the
-    run's reward, best-of-n flag and softmax weight per β) when ``write``. Returns the JSON summary:
-    ``{"n_prompts", "n", "config", "seconds", "samples": shares, "by_group": {g: shares},
-    "models": {run_id: rerank summary}}``.
+    Writes ``policy_generations.parquet`` into each run (one row per sample: prompt, text, mention,
+    filtered, the run's reward, best-of-n flag and softmax weight per β) when ``write``. Returns the JSON
+    summary: ``{"n_prompts", "n", "config", "seconds", "samples": shares, "by_group": {g: shares},
+    "models": {run_id: rerank summary}, "filtered": {reason: count}}``.
     """
     from faro_core.policy.evaluate import reward_prompt, run_scorer
 
     say = progress or (lambda s: None)
     cfg = config or GenerationConfig()
-    prompts = generation_prompts(items, n_prompts, seed=cfg.seed)
-    say(f"generating {cfg.n} samples × {len(prompts)} prompts")
     t0 = time.time()
-    samples = generate(list(prompts["user_text"]), cfg, lm=lm)
+    if replies is None:
+        prompts = generation_prompts(items, n_prompts, seed=cfg.seed)
+        say(f"generating {cfg.n} samples × {len(prompts)} prompts")
+        samples = generate(list(prompts["user_text"]), cfg, lm=lm)
+        samples["item_id"] = prompts["item_id"].to_numpy()[samples["prompt_idx"].to_numpy()]
+        samples["category"] = prompts["category"].astype(str).to_numpy()[samples["prompt_idx"].to_numpy()]
+    else:
+        from faro_core.policy.replies import attach_items
+
+        samples, prompts = attach_items(replies, items)
+        samples = samples.assign(seconds=0.0)
+        say(f"scoring {len(samples)} shipped replies to {len(prompts)} prompts")
     seconds = time.time() - t0
-    samples["item_id"] = prompts["item_id"].to_numpy()[samples["prompt_idx"].to_numpy()]
-    samples["category"] = prompts["category"].astype(str).to_numpy()[samples["prompt_idx"].to_numpy()]
-    samples["mention"] = [mention(t, prompts.iloc[p]) for t, p in zip(samples["text"], samples["prompt_idx"])]
+    samples = label_samples(samples, prompts)
     pidx = samples["prompt_idx"].to_numpy()
+    from faro_core.policy.evaluate import item_clusters
+
+    samples["cluster"] = item_clusters(prompts)[pidx]
     pol = prompts["question_polarity"].astype(str).to_numpy()[pidx]
     ones = np.ones(len(samples))
     summary: dict[str, Any] = {
-        "n_prompts": int(len(prompts)), "n": cfg.n, "config": asdict(cfg), "seconds": seconds,
+        "n_prompts": int(len(prompts)), "n": int(samples.groupby("prompt_idx").size().max()),
+        "config": asdict(cfg), "seconds": seconds, "shipped": replies is not None,
+        "filtered": {str(k): int(v) for k, v in samples["filtered"].dropna().value_counts().items()},
         "generation_seconds": float(samples.drop_duplicates("prompt_idx")["seconds"].sum()),
         "samples": _shares(samples["mention"].to_numpy(), ones, pol),
         "by_group": {g: _shares(samples["mention"].to_numpy()[m], ones[m], pol[m])
@@ -296,11 +353,14 @@ def rerank_runs(runs: Sequence[Any], items: pd.DataFrame, n_prompts: int = 20,
         "models": {},
     }
     rprompts = reward_prompt(prompts)
+    all_rewards: dict[str, np.ndarray] = {}
     for run in runs:
         scorer = run_scorer(run)
         r = np.asarray(scorer.score([rprompts[p] for p in pidx], list(samples["text"])), dtype=np.float64)
+        all_rewards[run.run_id] = r
         res = rerank(samples, prompts, r, betas=betas)
         best, weights = res.pop("best"), res.pop("weights")
+        res["best_filtered"] = int(samples["filtered"].notna().to_numpy()[best].sum())
         summary["models"][run.run_id] = res
         if write:
             df = samples.drop(columns=["seconds"]).copy()
@@ -309,5 +369,13 @@ def rerank_runs(runs: Sequence[Any], items: pd.DataFrame, n_prompts: int = 20,
             for b, w in weights.items():
                 df[f"softmax_weight_beta_{b:g}"] = w
             write_parquet(run.file("policy_generations.parquet"), df)
+    if all_rewards and "biased_idx" in prompts:
+        from faro_core.policy.choices import role_counts
+        from faro_core.policy.compare import choices_from_samples
+
+        bt = next((r.run_id for r in runs if str((r.read("config.json", {}) or {}).get("method", "")).lower()
+                   == "bt"), None)
+        clusters = dict(enumerate(item_clusters(prompts)))
+        summary["role_counts"] = role_counts(choices_from_samples(samples, all_rewards), clusters, baseline=bt)
     summary["examples"] = samples.head(3 * cfg.n)[["prompt_idx", "user_text", "text", "mention"]].to_dict("records")
     return summary

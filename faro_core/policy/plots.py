@@ -120,3 +120,30 @@ def accuracy_kl_figure(result: Mapping[str, Any]) -> Any:
     fig.update_layout(xaxis_title="KL(π‖π_ref) (nats per item)", yaxis_title="BBQ accuracy",
                       template="plotly_white", height=420, title="accuracy vs KL")
     return fig
+
+
+def role_counts_figure(rc: Mapping[str, Any], labels: Mapping[str, str] | None = None,
+                       colors: Mapping[str, str] | None = None) -> Any:
+    """Share of each reward's best-of-n choices in each class (in words), with the cluster-robust 95 %
+    intervals of :func:`faro_core.policy.choices.role_counts` as error bars; one bar group per class."""
+    import plotly.graph_objects as go
+
+    from faro_core.policy.mentions import CLASS_WORDS
+
+    fig = go.Figure()
+    classes = list(rc["classes"])
+    x = [CLASS_WORDS[c] for c in classes]
+    for model, e in rc["models"].items():
+        v = [e["shares"][c]["value"] for c in classes]
+        lo = [e["shares"][c]["lo"] for c in classes]
+        hi = [e["shares"][c]["hi"] for c in classes]
+        fig.add_trace(go.Bar(
+            x=x, y=v, name=(labels or {}).get(model, model),
+            marker_color=(colors or {}).get(model),
+            error_y=dict(type="data", symmetric=False,
+                         array=[h - a if np.isfinite(h) else 0 for h, a in zip(hi, v)],
+                         arrayminus=[a - lw if np.isfinite(lw) else 0 for lw, a in zip(lo, v)])))
+    fig.update_layout(barmode="group", height=360, margin=dict(l=40, r=10, t=40, b=40),
+                      title=f"What each reward's best-of-n reply names ({rc['n_prompts']} prompts)",
+                      yaxis_title="share of prompts", legend_title_text="reward")
+    return fig

@@ -222,6 +222,9 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
                      "reward, as β varies.</p>")
         colors = {r: pg.method_color(f) for r, f in zip(table["run_id"], table["family"])}
         parts.append(fig(pg.policy_figure(frame, "s_amb", colors=colors)))
+        sentence = reward_induced_text(pol_runs, table, story.get("faro_run") if story else None)
+        if sentence:
+            parts.append(f"<p class='reward-induced'>{_esc(sentence)}</p>")
         gen_runs = [r for r in pol_runs if r.file("policy_generations.parquet").exists()][:3]
         if gen_runs:
             gen = views.generations_side_by_side(gen_runs, n_prompts=3)
@@ -243,6 +246,27 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
     body = "\n".join(parts)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>")
+
+
+def reward_induced_text(runs: list[Any], table: pd.DataFrame, faro_run: str | None = None) -> str | None:
+    """The reward-induced bias sentence (:func:`faro_core.policy.evaluate.reward_induced_sentence`) for
+    ``faro_run`` (the story's; else the first Faro run with policy results), None without one."""
+    from faro_core.policy.evaluate import reward_induced_sentence
+
+    for run in runs:
+        ri = (run.read("policy.json") or {}).get("reward_induced")
+        if not ri or not ri.get("models"):
+            continue
+        faro = [r for r in ri["models"] if r != ri.get("baseline")]
+        target = faro_run if faro_run in ri["models"] else (faro[0] if faro else None)
+        if target is None:
+            continue
+        fam = dict(zip(table["run_id"], table["family"]))
+        eps = dict(zip(table["run_id"], table["epsilon"]))
+        labels = {r: (fam[r] if fam[r] == "BT" or not isinstance(eps.get(r), int | float) or eps[r] != eps[r]
+                      else f"{fam[r]} ε = {eps[r]:g}") for r in ri["models"] if r in fam}
+        return reward_induced_sentence(ri, target, labels)
+    return None
 
 
 def report_story(store: RunStore, table: pd.DataFrame) -> dict[str, Any] | None:

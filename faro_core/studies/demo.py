@@ -43,6 +43,11 @@ DEMO_POLICY_ITEMS = 600  # test items the policy stage evaluates (their pi_ref s
 DEMO_GRID: tuple[tuple[str, float], ...] = (("dp", 0.02), ("dp", 0.05), ("dp", 0.1), ("eo", 0.05), ("cf", 0.05))
 
 
+def demo_split_config() -> FaroConfig:
+    """The config whose data split the demo runs share (their template-held-out test split)."""
+    return FaroConfig(data="demo", skew=DEMO_SKEW, test_frac=DEMO_TEST_FRAC)
+
+
 @dataclass(frozen=True)
 class DemoSpec:
     """One demo run: its fixed id and the training config overrides."""
@@ -92,7 +97,8 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
     """Build the demo sweep into ``store`` where missing; return what was built and what was kept.
 
     ``policy``: also compute ``policy.json`` (Gibbs policy on the demo BBQ items) for runs that lack it, when
-    the policy stage exists; ``generate``: also sample ``n_prompts`` generations and rerank them.
+    the policy stage exists; ``generate``: also score the shipped best-of-n replies under each reward
+    (:mod:`faro_core.policy.replies`; ``n_prompts`` is not used: the shipped replies set the prompts).
     Policy failures are reported in the result (``policy_error``), not raised: the reward runs stay usable.
     """
     store = store or RunStore()
@@ -148,8 +154,8 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
         out["story_error"] = f"{type(exc).__name__}: {exc}"
     if policy and policy_available():
         runs = [store.get(s.run_id) for s in specs]
-        todo = [r for r in runs if not r.file("policy.json").exists()
-                or (generate and not r.file("policy_generations.parquet").exists())]
+        generate = generate and _shipped_replies_exist()
+        todo = runs if any(_policy_stale(r, generate) for r in runs) else []  # compared with each other
         if todo:
             t1 = time.time()
             try:
@@ -159,6 +165,22 @@ def build_demo(store: RunStore | None = None, specs: list[DemoSpec] | None = Non
             out["policy_seconds"] = round(time.time() - t1, 2)
     out["seconds"] = round(time.time() - t0, 2)
     return out
+
+
+def _policy_stale(run: Any, generate: bool) -> bool:
+    """A run's policy results need (re)building: none yet, written before the reward-induced bias existed,
+    or (``generate``) without generations scored from the shipped replies."""
+    pol = run.read("policy.json") if run.file("policy.json").exists() else None
+    if not pol or "reward_induced" not in pol:
+        return True
+    return generate and not (run.file("policy_generations.parquet").exists()
+                             and (pol.get("generation") or {}).get("shipped"))
+
+
+def _shipped_replies_exist() -> bool:
+    from faro_core.policy.replies import shipped_replies
+
+    return shipped_replies() is not None
 
 
 def _certify(runs: list[Any], say: Callable[[str], None]) -> dict[str, Any]:
@@ -188,12 +210,15 @@ def _build_policy(runs: list[Any], generate: bool, limit: int | None, n_prompts:
     result = evaluate_policies(runs, items, betas=list(DEFAULT_BETAS), progress=say)
     result.update({"data": "demo", "split": "test"})
     write_policy(runs, result)  # policy results first: generation on a CPU is the slow part
-    if generate:
-        from faro_core.policy.generate import GenerationConfig, rerank_runs
+    if generate:  # score the shipped replies (generating them takes ~15 min on 2 cores)
+        from faro_core.policy.generate import rerank_runs
+        from faro_core.policy.replies import DEMO_GENERATION, replies_key, shipped_replies
 
-        say(f"policy: generating for {n_prompts} prompts (set --no-generate to skip)")
-        result["generation"] = rerank_runs(runs, items, n_prompts=n_prompts,
-                                           config=GenerationConfig(n=3, max_new_tokens=32, seed=0),
-                                           betas=list(DEFAULT_BETAS), progress=say)
-        write_policy(runs, result)
+        replies = shipped_replies()
+        if replies is None:
+            say(f"policy: no shipped replies for key {replies_key()}; `faro policy generate RUN...` makes them")
+        else:
+            result["generation"] = rerank_runs(runs, load_items("demo"), config=DEMO_GENERATION,
+                                               betas=list(DEFAULT_BETAS), progress=say, replies=replies)
+            write_policy(runs, result)
     return [r.run_id for r in runs]
