@@ -31,8 +31,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
 
 
 def test_registry_and_parse() -> None:
-    assert set(BASELINES) == {"bt", "reweight", "posthoc", "fixed_lambda", "expgrad", "expgrad_head", "group_dro",
-                              "fair_reg"}
+    assert set(BASELINES) == {"bt", "reweight", "posthoc", "fixed_lambda", "select_only", "expgrad", "expgrad_head",
+                              "group_dro", "fair_reg"}
     assert parse_baselines("all") == list(BASELINES) and parse_baselines("none") == []
     with pytest.raises(FaroError):
         parse_baselines("bt,magic")

@@ -38,8 +38,9 @@ def test_run_id_is_stable_across_added_options() -> None:
     keeps older behaviour, or every finished run of every sweep would be retrained."""
     # runs from before the DP partner split and the chance tier of selection keep their ids when asked for
     # the old behaviour
-    # (and before the stereotype-role attribute, which the embedded demo now defaults to)
-    old = FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0, attribute="group")
+    # (and before the stereotype-role attribute and template splits, which the embedded demo now defaults to)
+    old = FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0, attribute="group",
+                     split_by="item")
     assert run_id_for(old) == "faro-dp-eps0.05-s0-ab8b87eef0"
     assert run_id_for(FaroConfig(constraints=["dp"], epsilon=0.05, dp_partner=False, select_chance=0.0)) != \
         "faro-dp-eps0.05-s0-ab8b87eef0"
