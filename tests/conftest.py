@@ -21,6 +21,7 @@ SLOW_MODULES = {
     "test_browser", "test_package", "test_crash", "test_concurrency", "test_dashboard", "test_ray_launch",
     "test_batched", "test_trl", "test_export", "test_policy", "test_fuzz", "test_baselines", "test_sweep",
     "test_role", "test_bold", "test_train", "test_cli_runs", "test_config", "test_safety",
+    "test_trl_agreement", "test_trl_workflow", "test_policy_page",
 }
 
 
