@@ -294,50 +294,45 @@ def default_attribute(data: str | None, format: str | None = None, role_columns:
     detected as BBQ) and on a table that names its role columns, :data:`DEMO_ATTRIBUTE` on the embedded demo,
     else ``"group"``. Detection reads the source's first record (no network: a hub id that is not a local path
     counts as not BBQ-format)."""
-    from pathlib import Path
 
     if role_columns:
         return "role"
-    fmt = format
     if data is None or str(data) == "demo":
         return DEMO_ATTRIBUTE
     if str(data) == "demo-mini":
         return MINI_DEMO_ATTRIBUTE
-    if fmt == "demo":
+    if format == "demo":
         return DEMO_ATTRIBUTE
-    if fmt is None:
-        if not Path(str(data)).exists():
-            return "group"
-        from faro_core.data import detect_format
-
-        try:
-            fmt = detect_format(data)
-        except FaroError:
-            return "group"
-    return "role" if fmt in ("bbq", "demo") else "group"
+    return "role" if _bbq_format(data, format) else "group"
 
 
 def default_split_by(data: str | None, format: str | None = None) -> str:
     """The split unit a config that names none gets: ``template`` on BBQ-format data (the embedded demo
     included: held-out questions come from templates the model never saw), else ``item``. The mini demo has
     4 templates per category, too few to hold out: it splits by item."""
-    from pathlib import Path
-
     if str(data) == "demo-mini":
         return "item"
     if data is None or str(data) == "demo" or format == "demo":
         return "template"
+    return "template" if _bbq_format(data, format) else "item"
+
+
+def _bbq_format(data: str, format: str | None) -> bool:
+    """Is ``data`` BBQ-format (``format``, or else detected from the source's first record)? A source that is
+    not a local path (a hub id) counts as not BBQ-format: no network here."""
+    from pathlib import Path
+
     fmt = format
     if fmt is None:
         if not Path(str(data)).exists():
-            return "item"
+            return False
         from faro_core.data import detect_format
 
         try:
             fmt = detect_format(data)
         except FaroError:
-            return "item"
-    return "template" if fmt in ("bbq", "demo") else "item"
+            return False
+    return fmt in ("bbq", "demo")
 
 
 def _unit_kind(unit: str) -> str:
