@@ -31,8 +31,8 @@ lint: install
 test: install
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium unavailable: the browser test will skip"
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadgroup tests
 
 # The edit loop's subset: every module tests/conftest.py does not mark slow.
 test-fast: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadgroup -m "not slow" tests

@@ -6,6 +6,10 @@
 - ``make test-fast`` runs ``-m "not slow"``: every test of a module in :data:`SLOW_MODULES` (they build
   dashboards, train many runs, kill processes, install wheels or start servers) is marked ``slow`` here, so
   the modules need no marker of their own.
+- Parallel runs (``pytest -n 2``, what ``make test`` does): each module's tests stay on one worker (``--dist
+  loadgroup`` with a group per module), so a module's fixtures are built once; the modules that start a local
+  Ray head share one group, so two Ray heads never start at once. The heaviest modules are scheduled first,
+  so the two workers finish together.
 """
 
 from __future__ import annotations
@@ -25,10 +29,21 @@ SLOW_MODULES = {
 }
 
 
+# modules that must not run beside each other on two workers: they start a local Ray head
+SHARED_GROUPS = {"test_ray_launch": "ray", "test_sweep": "ray"}
+# the longest modules (seconds measured on 2 cores), first in the schedule; the rest keep their order
+HEAVY_FIRST = ("test_batched", "test_package", "test_dashboard", "test_export", "test_train", "test_baselines",
+               "test_crash", "test_policy", "test_ray_launch", "test_sweep", "test_browser", "test_trl_workflow")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if Path(str(item.fspath)).stem in SLOW_MODULES:
+        stem = Path(str(item.fspath)).stem
+        if stem in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(stem, stem)))
+    rank = {stem: i for i, stem in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda it: rank.get(Path(str(it.fspath)).stem, len(rank)))  # stable: file order within
 
 
 @pytest.fixture(scope="session")
