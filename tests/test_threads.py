@@ -57,3 +57,22 @@ def test_encoding_uses_all_cores_and_restores_the_callers_thread(tmp_path, monke
             assert n == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_training_gives_the_caller_its_thread_count_back(tmp_path) -> None:
+    """A head-mode run takes one thread for its steps and gives the caller's count back when ``train`` returns
+    (the count is process state: left at 1 it slowed, and changed the float order of, whatever the process ran
+    next, e.g. the TRL agreement test after the head-mode tests)."""
+    from faro_core.store.runs import RunStore
+    from faro_core.train import FaroConfig, train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+        train(FaroConfig(data="demo-mini", epochs=1, batch_size=256), RunStore(tmp_path / "runs"), progress=False,
+              on_step=lambda row: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,7 +1,8 @@
 """faro_core.integrations.trl (issue #19): FairRewardTrainer is TRL's RewardTrainer plus Faro's constraints, and
 Faro rewards plug into TRL's online trainers.
 
-CPU, tiny: the embedded MiniLM, BBQ's "old" pairs of the demo (about 90 training pairs), a few steps.
+CPU, tiny: a 2-layer DistilBERT built locally (tests/trl_fixture.py), BBQ's "old" pairs of the demo (about 90
+training pairs), a few steps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from transformers import AutoTokenizer  # noqa: E402
 from trl import RewardConfig, RewardTrainer  # noqa: E402
 
 from faro_core.integrations.trl import FairRewardConfig, FairRewardTrainer, reward_function  # noqa: E402
-from faro_core.paths import embedded_encoder  # noqa: E402
 from faro_core.store.runs import RunStore  # noqa: E402
 from faro_core.train import FaroConfig, train  # noqa: E402
 from faro_core.train.inputs import load_training_data  # noqa: E402
@@ -54,13 +54,18 @@ def bbq_old():
 
 
 def test_without_constraints_it_is_trls_reward_trainer(bbq_old, tmp_path):
-    tok = AutoTokenizer.from_pretrained(embedded_encoder())
+    """Same loss, batches, dropout draws and weights as TRL's own trainer (the tiny backbone with dropout on:
+    the two must consume the random stream identically)."""
+    from trl_fixture import tiny_backbone
+
+    backbone = tiny_backbone(tmp_path / "tiny", dropout=0.1)
+    tok = AutoTokenizer.from_pretrained(backbone)
     ds = preference_dataset(bbq_old[bbq_old["split"] == "train"], tok)
     kw = dict(COMMON, max_steps=3, per_device_train_batch_size=16)
-    plain = RewardTrainer(model=embedded_encoder(), args=RewardConfig(output_dir=str(tmp_path / "a"), **kw),
+    plain = RewardTrainer(model=backbone, args=RewardConfig(output_dir=str(tmp_path / "a"), **kw),
                           train_dataset=ds, processing_class=tok)
     plain.train()
-    fair = FairRewardTrainer(model=embedded_encoder(), args=FairRewardConfig(output_dir=str(tmp_path / "b"), **kw),
+    fair = FairRewardTrainer(model=backbone, args=FairRewardConfig(output_dir=str(tmp_path / "b"), **kw),
                              train_dataset=ds, processing_class=tok)
     fair.train()
     a, b = plain.model.state_dict(), fair.model.state_dict()

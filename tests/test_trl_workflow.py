@@ -54,15 +54,16 @@ def make_trainer(backbone: str, cfg: FairRewardConfig, ds) -> FairRewardTrainer:
 
 
 # ---------------------------------------------------------------------------------------------------------- role
-def test_role_attribute_uses_faro_trains_role_constraints(backbone, train_ds, tmp_path):
+def test_role_attribute_uses_faro_trains_role_constraints(trl_run):
     """``attribute="role"`` builds the same constraint objects as ``faro train --attribute role`` (RoleParity on the
-    ambiguous items, one cell per DP stratum), draws whole items for the item terms, and its multiplier moves."""
+    ambiguous items, one cell per DP stratum), draws whole items for the item terms, its multiplier moves, and the
+    saved ``faro_dual.json`` names the role columns (the trainer of the run-store script, :func:`trl_run`)."""
     from faro_core.fairness.constraint_set import ConstraintSet
     from faro_core.fairness.role import RoleParity
     from faro_core.train import FaroConfig
     from faro_core.train.inputs import load_training_data
 
-    tr = make_trainer(backbone, role_config(tmp_path), train_ds)
+    root, tr = trl_run
     assert tr.group_index.attribute == "role" and tr.strata_cols == ["context_condition"]
     assert [type(c) for c in tr.constraint_set.constraints] == [RoleParity]
     _, _, index = load_training_data(FaroConfig(groups=["old"], attribute="role"))
@@ -70,11 +71,9 @@ def test_role_attribute_uses_faro_trains_role_constraints(backbone, train_ds, tm
     assert tr.constraint_set.names() == ours.names() == ["dp[role|ambig]+", "dp[role|ambig]-"]
     assert tr.group_index.dp_strata == index.dp_strata == ["ambig"]
     assert len(tr.role_batches) > 0  # training items with both a biased and a counter answer
-    tr.train()
     lam = [h["faro/lambda_max_dp"] for h in tr.state.log_history if "faro/lambda_max_dp" in h]
     assert max(lam) > 0
-    tr.save_model()
-    rec = json.loads((tmp_path / "faro_dual.json").read_text())
+    rec = json.loads((root / "out" / "faro_dual.json").read_text())
     assert rec["columns"]["attribute"] == "role" and rec["columns"]["role_columns"] == list(ROLE_COLS)
     assert rec["index"]["attribute"] == "role" and rec["columns"]["strata_columns"] == ["context_condition"]
 
@@ -100,17 +99,17 @@ class _StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-def test_resume_from_a_checkpoint_is_bit_identical(backbone, train_ds, tmp_path):
+def test_resume_from_a_checkpoint_is_bit_identical(trl_run, backbone, train_ds, tmp_path):
     """Interrupted at checkpoint-8 (of 18 steps) and resumed with ``resume_from_checkpoint``: the same final weights
-    and multipliers as the uninterrupted run, bit for bit (CPU, same seed). The checkpoint holds the dual state
-    in safetensors + JSON, and the multipliers are nonzero when it is written (else restoring them proves
-    nothing)."""
+    and multipliers as the uninterrupted run, bit for bit (CPU, same seed). The uninterrupted run is the run-store
+    script's trainer (:func:`trl_run`: the same settings; it differs only in where it saves, which draws no random
+    numbers). The checkpoint holds the dual state in safetensors + JSON, and the multipliers are nonzero when it
+    is written (else restoring them proves nothing)."""
     from safetensors.torch import load_file
     from test_safety import assert_safe_formats
 
     kw = dict(save_strategy="steps", save_steps=4)
-    full = make_trainer(backbone, role_config(tmp_path / "full", **kw), train_ds)
-    full.train()
+    _, full = trl_run
     cut = make_trainer(backbone, role_config(tmp_path / "cut", **kw), train_ds)
     cut.add_callback(_StopAt(8))
     cut.train()

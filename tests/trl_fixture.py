@@ -24,8 +24,9 @@ COMMON: dict[str, Any] = dict(lr_scheduler_type="constant", weight_decay=0.0, ma
                               max_length=None, dataloader_num_workers=0, warmup_steps=0)
 
 
-def tiny_backbone(folder: Path) -> str:
-    """Save the tiny reward backbone (model with its head, tokenizer) under ``folder``; returns its path."""
+def tiny_backbone(folder: Path, dropout: float = 0.0) -> str:
+    """Save the tiny reward backbone (model with its head, tokenizer) under ``folder``; returns its path.
+    ``dropout``: of every layer (0: the trainers draw no random numbers after their data order)."""
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
@@ -36,7 +37,8 @@ def tiny_backbone(folder: Path) -> str:
         return str(folder)
     tok = AutoTokenizer.from_pretrained(embedded_encoder(), model_input_names=["input_ids", "attention_mask"])
     cfg = DistilBertConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                           max_position_embeddings=128, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
+                           max_position_embeddings=128, dropout=dropout, attention_dropout=dropout,
+                           seq_classif_dropout=dropout,
                            num_labels=1, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     model = DistilBertForSequenceClassification(cfg)

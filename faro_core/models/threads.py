@@ -3,7 +3,8 @@
 A frozen encoder's forward (MiniLM over a batch of 64 texts) is large matmuls that scale with cores; a head
 step is a few small ones that do not, and sweeps run one head-mode process per core. So the trainer sets one
 thread for its steps and :func:`encoding_threads` raises it for the encoder's passes only (measurements:
-docs/TRAINING.md, ``bench/cache.py``).
+docs/TRAINING.md, ``bench/cache.py``); :func:`kept_threads` gives the caller its own count back when training
+returns.
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def encoding_threads(threads: int | None = None) -> Iterator[int]:
         torch.set_num_threads(n)
     try:
         yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def kept_threads() -> Iterator[None]:
+    """Run the block, then restore the caller's torch thread count, whatever the block set (a head-mode trainer
+    sets one thread for its steps; the count is process state, so without this it would outlive the call and
+    slow, or change the float order of, whatever the caller runs next)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)

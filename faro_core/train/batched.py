@@ -47,6 +47,7 @@ from faro_core.errors import FaroError
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import PairTensors
 from faro_core.models.stacked import StackedHeads
+from faro_core.models.threads import kept_threads
 from faro_core.store.runs import Heartbeat, Run, RunStore
 from faro_core.train import methods
 from faro_core.train.backends import HeadBackend, split_rewards, unstack_rewards
@@ -265,7 +266,7 @@ def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], 
         run.set_status("running", world_size=1, batch=[r.run_id for _, r in todo])
     members: list[Member] = []
     try:
-        with Heartbeat(*[r for _, r in todo]):
+        with kept_threads(), Heartbeat(*[r for _, r in todo]):
             _fit_batch(todo, resume, progress, inputs, members, on_member, on_step, cancel_poll_s)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)

@@ -30,6 +30,7 @@ from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import GroupIndex, PairBatch, PairTensors
 from faro_core.io import to_json, write_text
+from faro_core.models.threads import kept_threads
 from faro_core.store.runs import Heartbeat, Run, RunStore
 from faro_core.train import methods
 from faro_core.train.backends import (
@@ -91,7 +92,7 @@ def train(config: FaroConfig | None, store: RunStore | None = None, run_id: str 
     if rank == 0:
         run.set_status("running", world_size=world)
     try:
-        with Heartbeat(run) if rank == 0 else contextlib.nullcontext():
+        with kept_threads(), Heartbeat(run) if rank == 0 else contextlib.nullcontext():
             method = methods.get(config.method)
             if method.fit is not None:
                 method.fit(config, run, progress and rank == 0, inputs)
