@@ -360,6 +360,7 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     LAST_BATCH.update(members=len(members), start_slots=stack.n_members, member_steps=0, slot_steps=0,
                       dual_passes=0, by_kind={})
     n_threads = batch_threads(len(members))  # slots fork as training goes: up to one per member
+    LAST_BATCH["threads"] = n_threads
     pool = ThreadPoolExecutor(n_threads, thread_name_prefix="faro-batch", initializer=_worker_init) \
         if n_threads > 1 else None
     try:
