@@ -80,6 +80,7 @@ def test_member_equals_its_solo_run(solo_and_batch, name: str) -> None:
     solo, batch = (s.get(name) for s in solo_and_batch)
     assert batch.status == "done"
     assert _max_dr(solo, batch) <= 1e-5
+    pd.testing.assert_frame_equal(_scores(solo), _scores(batch))  # the batch writes its frames' tables once
     ms, mb = solo.metrics(), batch.metrics()
     assert mb["selected_step"] == ms["selected_step"] and mb["selected_by"] == ms["selected_by"]
     assert mb == ms

@@ -349,7 +349,7 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
         base = memo.get("scores_frame")
         if base is None:
             base = memo["scores_frame"] = scores_frame(df)
-    write_scores(run, df, tens, rewards, base)
+    write_scores(run, df, tens, rewards, base, cache=memo)
     backend.export(run, model)
     run.write("model.json", meta)
 
