@@ -48,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from faro_core.errors import FaroError
+from faro_core.fairness.chance import PERMUTED_KINDS
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import PairTensors
 from faro_core.io import one_sync
@@ -231,6 +232,7 @@ class Member:
     run: Run
     loop: RunLoop
     head: MemberHead
+    selector: Any = None  # its IterateSelector (the engine's, with the memoized chance test)
 
     @property
     def stepper(self) -> Any:
@@ -352,9 +354,9 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     for m in members:  # a member's validation pass is scored (and tested against chance) once per slot and step
         m.loop.score = _memo_score(m, scored)
         m.loop.metrics = _memo_metrics(m, scored)
-        selector = IterateSelector(m.config, m.stepper.constraints, m.loop.prep.index,
-                                   chance_test=_memo_chance(m, scored))
-        m.loop.better = selector.better
+        m.selector = IterateSelector(m.config, m.stepper.constraints, m.loop.prep.index,
+                                     chance_test=_memo_chance(m, scored))
+        m.loop.better = m.selector.better
         m.loop.checkpoint = ckpts.append
     LAST_BATCH.clear()
     LAST_BATCH.update(members=len(members), start_slots=stack.n_members, member_steps=0, slot_steps=0,
@@ -494,6 +496,27 @@ def _prefetch_validation(members: list[Member], scored: dict[tuple[Any, ...], An
             _memo_metrics(m, scored)("val", *_val_batch(m, scored))
 
     list(pool.map(work, reps.values()))
+    # then the chance tier's p-values that the members' selection will ask for (the same condition as
+    # IterateSelector.better's, on the same metrics), once per slot and kinds
+    need: dict[tuple[Any, ...], Member] = {}
+    for m in members:
+        cfg, constraints = m.config, m.stepper.constraints
+        if cfg.select == "last" or not constraints or cfg.select_chance <= 0:
+            continue
+        val = _memo_metrics(m, scored)("val", *_val_batch(m, scored))
+        ref, tier = m.loop.best, IterateSelector.tier
+        if val["feasible"] or not (ref is None or tier(ref) == 0 or (tier(ref) == 1 and m.selector.fits_better(val, ref))):
+            continue
+        g, eps = scored[(m.head.slot, "val", "metrics")][1], constraints.epsilons()
+        missed = {k for k, gi, e in zip(constraints.kinds(), g.tolist(), eps.tolist()) if gi > e + 1e-9}
+        if missed and missed <= set(PERMUTED_KINDS):
+            need.setdefault((m.head.slot, "chance", tuple(sorted(missed)), cfg.seed, cfg.min_count), m)
+
+    def chance(item: tuple[tuple[Any, ...], Member]) -> None:
+        key, m = item
+        scored[key] = chance_p_values(_val_batch(m, scored)[0], key[2], m.loop.prep.index, m.config)
+
+    list(pool.map(chance, [(k, m) for k, m in need.items() if k not in scored]))
 
 
 def _val_batch(m: Member, scored: dict[tuple[Any, ...], Any]) -> tuple[Any, torch.Tensor]:
