@@ -233,7 +233,6 @@ class Member:
     loop: RunLoop
     head: MemberHead
     selector: Any = None  # its IterateSelector (the engine's, with the memoized chance test)
-    cost: float = 0.0  # seconds its slot's steps took lately (a moving average), to balance the threads
 
     @property
     def stepper(self) -> Any:
@@ -544,7 +543,6 @@ def _slot_step(stack: _Stack, backend: HeadBackend, group: list[Member], step: i
     every member of the slot takes its dual step when due (on the slot's one fresh pass). Returns (loss,
     Bradley-Terry loss, whether a fresh dual pass ran). Slots share nothing that this writes, so different
     slots run in different threads."""
-    t0 = time.perf_counter()
     rep = group[0]
     slot, st = rep.head.slot, rep.stepper
     local, n_bt, n_pair = st.draw(step)
@@ -562,10 +560,6 @@ def _slot_step(stack: _Stack, backend: HeadBackend, group: list[Member], step: i
             if m.stepper.exact_dual and rw is None:  # the fresh pass, once per slot
                 rw = m.stepper.dual_rewards()
             m.stepper.dual_step(rewards=rw if m.stepper.exact_dual else None)
-    took = time.perf_counter() - t0
-    cost = took if rep.cost <= 0 else 0.9 * rep.cost + 0.1 * took
-    for m in group:  # a member that forks later starts from its slot's cost
-        m.cost = cost
     return loss, loss_bt, rw is not None
 
 
@@ -600,12 +594,8 @@ def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], st
     if n_workers < 2 or len(order) < 2:
         results = [_slot_step(stack, backend, g, step) for g in order]
     else:
-        # longest first onto the least loaded thread: a slot's cost is the time its steps took lately, or
-        # before its first step its kind's guess (rows scored: CF adds twins, the role constraints items)
-        known = [g[0].cost for g in order if g[0].cost > 0]
-        unit = (sum(known) / len(known) / 2.0) if known else 1.0
-        cost = [(g[0].cost if g[0].cost > 0 else unit * _KIND_COST.get(k.split(",")[0], 1.0), i)
-                for i, (g, k) in enumerate(zip(order, kind))]
+        # longest first onto the least loaded thread; a slot's cost ~ its kind's rows (CF twins, role items)
+        cost = [(_KIND_COST.get(k.split(",")[0], 1.0), i) for i, k in enumerate(kind)]
         shares: list[list[int]] = [[] for _ in range(n_workers)]
         load = [0.0] * n_workers
         for c, i in sorted(cost, reverse=True):
