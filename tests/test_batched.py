@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from faro_core.models.threads import THREADS_ENV
 from faro_core.store.runs import RunStore
 from faro_core.train import FaroConfig, train
 from faro_core.train.batched import DEFAULT_MEMORY_MB, batchable, member_bytes, plan_batches, train_batch
@@ -42,12 +45,30 @@ def _max_dr(a, b) -> float:
     return out
 
 
+@contextlib.contextmanager
+def two_threads():
+    """The engine's slots stepped by two threads, whatever this machine's cores (the threaded path)."""
+    before = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = "2"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(THREADS_ENV)
+        else:
+            os.environ[THREADS_ENV] = before
+
+
 @pytest.fixture(scope="module")
 def solo_and_batch(tmp_path_factory) -> tuple[RunStore, RunStore]:
+    from faro_core.train import batched
+
     solo, batch = RunStore(tmp_path_factory.mktemp("solo")), RunStore(tmp_path_factory.mktemp("batch"))
     for name, cfg in MEMBERS.items():
         train(cfg, solo, run_id=name, progress=False)
-    train_batch(list(MEMBERS.values()), batch, list(MEMBERS), progress=False)
+    with two_threads():
+        train_batch(list(MEMBERS.values()), batch, list(MEMBERS), progress=False)
+    assert batched.LAST_BATCH["threads"] == 2
     return solo, batch
 
 
@@ -59,6 +80,7 @@ def test_member_equals_its_solo_run(solo_and_batch, name: str) -> None:
     solo, batch = (s.get(name) for s in solo_and_batch)
     assert batch.status == "done"
     assert _max_dr(solo, batch) <= 1e-5
+    pd.testing.assert_frame_equal(_scores(solo), _scores(batch))  # the batch writes its frames' tables once
     ms, mb = solo.metrics(), batch.metrics()
     assert mb["selected_step"] == ms["selected_step"] and mb["selected_by"] == ms["selected_by"]
     assert mb == ms
@@ -292,7 +314,8 @@ def test_shared_members_equal_their_solo_runs(tmp_path) -> None:
     from faro_core.train import batched
 
     solo, batch = RunStore(tmp_path / "solo"), RunStore(tmp_path / "batch")
-    train_batch(list(SHARED.values()), batch, list(SHARED), progress=False)
+    with two_threads():
+        train_batch(list(SHARED.values()), batch, list(SHARED), progress=False)
     stats = dict(batched.LAST_BATCH)
     assert stats["start_slots"] == 3 and stats["slot_steps"] < stats["member_steps"]
     rose = []
@@ -306,3 +329,30 @@ def test_shared_members_equal_their_solo_runs(tmp_path) -> None:
         assert strip == [{k: v for k, v in h.items() if k != "time"} for h in b.history()]
         rose.append(max(h["lambda_max"] for h in b.history()) > 0)
     assert any(rose) and not all(rose), "some members fork, some stay on the shared path"
+
+
+def test_one_sync_defers_each_files_fsync_to_one_sync(tmp_path, monkeypatch) -> None:
+    """Inside ``one_sync`` (what the engine wraps its members' files and checkpoints in) atomic writes skip
+    their own fsync and one sync of the file system follows; outside, every write is fsynced; heartbeats and
+    progress are written without one."""
+    from faro_core import io
+
+    calls = {"fsync": 0, "syncfs": 0}
+    real_fsync = os.fsync
+    monkeypatch.setattr(io.os, "fsync", lambda fd: (calls.__setitem__("fsync", calls["fsync"] + 1), real_fsync(fd)))
+    monkeypatch.setattr(io, "_syncfs", lambda path: calls.__setitem__("syncfs", calls["syncfs"] + 1))
+    io.write_json(tmp_path / "a.json", {"a": 1})
+    assert calls == {"fsync": 1, "syncfs": 0}
+    with io.one_sync(tmp_path):
+        with io.one_sync(tmp_path):  # nested: one sync at the outermost end
+            for i in range(5):
+                io.write_json(tmp_path / f"b{i}.json", {"i": i})
+        assert calls == {"fsync": 1, "syncfs": 0}
+    assert calls == {"fsync": 1, "syncfs": 1}
+    assert io.read_json(tmp_path / "b4.json") == {"i": 4} and not list(tmp_path.glob(".*.tmp"))
+    run = RunStore(tmp_path / "runs").create({"name": "x"}, run_id="x")
+    run.set_status("running")
+    before = dict(calls)
+    run.heartbeat()
+    run.set_progress(3, 10)
+    assert calls == before and run.progress()["step"] == 3

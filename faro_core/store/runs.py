@@ -94,8 +94,10 @@ class Run:
         p = self.path / name
         return read_json(p) if p.exists() else default
 
-    def write(self, name: str, obj: Any) -> None:
-        write_json(self.path / name, obj)
+    def write(self, name: str, obj: Any, durable: bool = True) -> None:
+        """Atomically write a JSON file of this run (``durable=False``: without an fsync, for files rewritten
+        all the time; :func:`faro_core.io.write_json`)."""
+        write_json(self.path / name, obj, durable=durable)
 
     # --- status ------------------------------------------------------------------------------
     def raw_status(self) -> dict[str, Any]:
@@ -131,7 +133,9 @@ class Run:
         st = self.raw_status()
         if st.get("status") == "running":
             st["heartbeat"] = time.time()
-            self.write("status.json", st)
+            # atomic but not fsynced: rewritten every few seconds, and a heartbeat lost to a power failure
+            # only makes the run read as interrupted sooner
+            self.write("status.json", st, durable=False)
 
     # --- cancelling one member of a batch (its process trains others too, so it is asked, not killed) ---
     def request_cancel(self) -> None:
@@ -149,7 +153,10 @@ class Run:
 
     def set_progress(self, step: int, total_steps: int, **extra: Any) -> None:
         frac = step / total_steps if total_steps else 0.0
-        self.write("progress.json", {"step": step, "total_steps": total_steps, "fraction": frac, **extra})
+        # atomic, not fsynced: rewritten every half second while a run trains (the final one is written
+        # after the run's files, before its durable "done" status)
+        self.write("progress.json", {"step": step, "total_steps": total_steps, "fraction": frac, **extra},
+                   durable=False)
 
     def log(self, rows: list[dict[str, Any]]) -> None:
         append_jsonl(self.path / "history.jsonl", rows)

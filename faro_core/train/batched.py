@@ -33,28 +33,36 @@ can share a batch: :func:`batch_key`; how many fit in memory: :func:`plan_batche
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from faro_core.errors import FaroError
+from faro_core.fairness.chance import PERMUTED_KINDS
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import PairTensors
-from faro_core.models.stacked import StackedHeads
-from faro_core.models.threads import kept_threads
+from faro_core.io import one_sync
+from faro_core.models.reward import HeadRewardModel
+from faro_core.models.threads import THREADS_ENV, kept_threads
 from faro_core.store.runs import Heartbeat, Run, RunStore
 from faro_core.train import methods
 from faro_core.train.backends import HeadBackend, split_rewards, unstack_rewards
+from faro_core.train.checkpoint import save_checkpoints
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
 from faro_core.train.loop import RunLoop, prepare_run, write_run_inputs
 from faro_core.train.outputs import gold_labels
+from faro_core.train.selection import IterateSelector, chance_p_values, within_chance
 from faro_core.train.stepper import make_adam
 
 # Config fields that members of one batch must share: the data and features (one feature table), the head's
@@ -67,6 +75,9 @@ DEFAULT_MEMORY_MB = 2048  # host memory the stacked members of one batch may tak
 # they started in, and the member-steps against the slot-steps actually computed.
 LAST_BATCH: dict[str, Any] = {}
 CANCEL_POLL_S = 0.5
+# relative cost of a slot's step by its first constraint's kind (rows scored: CF adds twins, the role
+# constraints a batch of whole items), for spreading slots over threads; only the balance depends on it
+_KIND_COST = {"bt": 1.0, "cf": 2.0, "dp": 3.0, "eo": 3.0}
 
 
 def batchable(config: FaroConfig) -> bool:
@@ -121,76 +132,78 @@ def plan_batches(configs: list[FaroConfig], memory_mb: float = DEFAULT_MEMORY_MB
 # a member seen as one head and one optimizer (what the solo loop's checkpoints and selection use)
 # ---------------------------------------------------------------------------------------------------
 class _Stack:
-    """The batch's stacked heads and their Adam, and which member sits in which slot."""
+    """The batch's heads, one per slot (a ``HeadRewardModel`` each, so a slot computes exactly what a solo
+    run's model does), each with its own Adam (a solo run's optimizer), and which member sits in which slot."""
 
-    def __init__(self, heads: StackedHeads, lr: float, weight_decay: float) -> None:
-        self.heads, self.lr, self.weight_decay = heads, lr, weight_decay
-        self.opt = make_adam(heads.parameters(), lr=lr, weight_decay=weight_decay)
+    def __init__(self, heads: list[torch.nn.Module], lr: float, weight_decay: float) -> None:
+        self.lr, self.weight_decay = lr, weight_decay
+        self.heads = list(heads)
+        self.opts = [make_adam(h.parameters(), lr=lr, weight_decay=weight_decay) for h in self.heads]
 
-    def drop(self, keep: list[int]) -> None:
-        """Keep only the slots ``keep`` (in order): weights and Adam state copied into a smaller stack."""
-        self.remap(keep)
+    @classmethod
+    def seeded(cls, in_dim: int, hidden: int, seeds: list[int], lr: float, weight_decay: float) -> _Stack:
+        """Fresh heads, slot m initialized exactly as a solo run's ``HeadRewardModel(in_dim, hidden)`` right
+        after ``torch.manual_seed(seeds[m])``."""
+        heads = []
+        for s in seeds:
+            torch.manual_seed(int(s))
+            heads.append(HeadRewardModel(in_dim, hidden))
+        return cls(heads, lr, weight_decay)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.heads)
 
     def remap(self, keep: list[int]) -> None:
-        """New slot j is old slot ``keep[j]`` (weights and Adam state copied); a slot may appear twice (a
-        fork: two copies that go on separately) or not at all (dropped)."""
-        old, old_opt = self.heads, self.opt
-        self.heads = old.subset(keep)
-        self.opt = make_adam(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        idx = torch.tensor(keep, dtype=torch.long)
-        for p_old, p_new in zip(old.parameters(), self.heads.parameters()):
-            st = old_opt.state.get(p_old)
-            if st:
-                self.opt.state[p_new] = {k: (v.clone() if k == "step" else v.index_select(0, idx))
-                                         for k, v in st.items()}
+        """New slot j is old slot ``keep[j]``; a slot may appear twice (a fork: its later copies get copied
+        weights and Adam state and go on separately) or not at all (dropped)."""
+        heads, opts, seen = [], [], set()
+        for k in keep:
+            if k not in seen:
+                seen.add(k)
+                heads.append(self.heads[k])
+                opts.append(self.opts[k])
+                continue
+            head = copy.deepcopy(self.heads[k])
+            opt = make_adam(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            for p_old, p_new in zip(self.heads[k].parameters(), head.parameters()):
+                st = self.opts[k].state.get(p_old)
+                if st:
+                    opt.state[p_new] = {name: v.clone() for name, v in st.items()}
+            heads.append(head)
+            opts.append(opt)
+        self.heads, self.opts = heads, opts
 
 
 class MemberHead(torch.nn.Module):
-    """Member ``slot`` of a stack as one ``HeadRewardModel``: its forward, and a ``state_dict`` /
-    ``load_state_dict`` in ``HeadRewardModel``'s format, read from and written to its slices."""
+    """Member ``slot`` of a stack as one ``HeadRewardModel``: the slot's head (its forward, ``state_dict`` and
+    ``load_state_dict``), followed through forks and drops."""
 
     def __init__(self, stack: _Stack, slot: int) -> None:
         super().__init__()
         self.stack, self.slot = stack, slot
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stack.heads.member_forward(self.slot, x)
+        return self.stack.heads[self.slot](x)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return self.stack.heads.member_state(self.slot)
+        return self.stack.heads[self.slot].state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False) -> Any:
-        self.stack.heads.load_member(self.slot, state)
+        return self.stack.heads[self.slot].load_state_dict(state)
 
 
 class MemberAdam:
-    """Member ``slot``'s view of the stack's Adam: ``state_dict`` / ``load_state_dict`` in the format of a
-    solo run's ``torch.optim.Adam`` over a ``HeadRewardModel`` (parameters in the same order)."""
+    """Member ``slot``'s optimizer: the slot's Adam (``state_dict`` / ``load_state_dict`` as a solo run's)."""
 
     def __init__(self, stack: _Stack, slot: int) -> None:
         self.stack, self.slot = stack, slot
 
     def state_dict(self) -> dict[str, Any]:
-        sd = self.stack.opt.state_dict()
-        state = {pid: {k: (v.clone() if k == "step" else v[self.slot].clone()) for k, v in st.items()}
-                 for pid, st in sd["state"].items()}
-        return {"state": state, "param_groups": sd["param_groups"]}
+        return self.stack.opts[self.slot].state_dict()
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        opt = self.stack.opt
-        for pid, p in enumerate(self.stack.heads.parameters()):
-            saved = sd["state"].get(pid)
-            if not saved:
-                continue
-            st = opt.state[p]
-            if not st:
-                st["step"] = saved["step"].clone()
-                st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-            elif not torch.equal(st["step"], saved["step"]):
-                raise FaroError("members resumed in one batch must share their checkpoint step")
-            with torch.no_grad():
-                st["exp_avg"][self.slot].copy_(saved["exp_avg"])
-                st["exp_avg_sq"][self.slot].copy_(saved["exp_avg_sq"])
+        self.stack.opts[self.slot].load_state_dict(sd)
 
 
 # Config fields that do not enter a member's primal steps while all its multipliers are 0: the epsilon enters
@@ -219,6 +232,7 @@ class Member:
     run: Run
     loop: RunLoop
     head: MemberHead
+    selector: Any = None  # its IterateSelector (the engine's, with the memoized chance test)
 
     @property
     def stepper(self) -> Any:
@@ -243,6 +257,34 @@ def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], 
     data and features come from (as for :func:`~faro_core.train.loop.train`).
     """
     inputs = inputs or TrainInputs()
+    store.root.mkdir(parents=True, exist_ok=True)
+    with one_sync(store.root):  # the members' first files: one sync for all of them
+        runs, todo = _create_members(configs, store, run_ids, resume)
+    if not todo:
+        return runs
+    keys = {batch_key(c) for c, _ in todo}
+    if len(keys) > 1 or not all(batchable(c) for c, _ in todo):
+        raise FaroError("train_batch: the members must be batchable head-mode configs with one batch key")
+    with one_sync(store.root):
+        for _, run in todo:
+            run.set_status("running", world_size=1, batch=[r.run_id for _, r in todo])
+    members: list[Member] = []
+    try:
+        with kept_threads(), Heartbeat(*[r for _, r in todo]):  # the caller's thread count comes back
+            _fit_batch(todo, resume, progress, inputs, members, on_member, on_step, cancel_poll_s, store.root)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        for _, run in todo:
+            if run.raw_status().get("status") == "running":
+                run.set_status("interrupted" if interrupted else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return runs
+
+
+def _create_members(configs: list[FaroConfig], store: RunStore, run_ids: list[str], resume: bool
+                    ) -> tuple[list[Run], list[tuple[FaroConfig, Run]]]:
+    """(every member's run, the (config, run) of those left to train): runs created, or with ``resume``
+    reopened (a done one is left as it is)."""
     runs, todo = [], []
     for cfg, rid in zip(configs, run_ids):
         if resume and store.has(rid):
@@ -257,50 +299,34 @@ def train_batch(configs: list[FaroConfig], store: RunStore, run_ids: list[str], 
             run = store.create(cfg.stored_dict(), run_id=rid)
         runs.append(run)
         todo.append((cfg, run))
-    if not todo:
-        return runs
-    keys = {batch_key(c) for c, _ in todo}
-    if len(keys) > 1 or not all(batchable(c) for c, _ in todo):
-        raise FaroError("train_batch: the members must be batchable head-mode configs with one batch key")
-    for _, run in todo:
-        run.set_status("running", world_size=1, batch=[r.run_id for _, r in todo])
-    members: list[Member] = []
-    try:
-        with kept_threads(), Heartbeat(*[r for _, r in todo]):
-            _fit_batch(todo, resume, progress, inputs, members, on_member, on_step, cancel_poll_s)
-    except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        for _, run in todo:
-            if run.raw_status().get("status") == "running":
-                run.set_status("interrupted" if interrupted else "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    return runs
+    return runs, todo
 
 
 def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool, inputs: TrainInputs,
                members: list[Member], on_member: Callable[[Run], None] | None,
-               on_step: Callable[[str, dict[str, Any]], None] | None, cancel_poll_s: float) -> None:
+               on_step: Callable[[str, dict[str, Any]], None] | None, cancel_poll_s: float, root: Path) -> None:
     first = todo[0][0]
     # as a solo head-mode run (see _prepare): the members' products are small; encoding uses every idle core
     torch.set_num_threads(1)
     data, df, index = inputs.load(first)
     backend = HeadBackend(first, df, progress, feature_cache=inputs.feature_cache)
-    stack = _Stack(StackedHeads.seeded(int(backend.meta["in_dim"]), first.head_hidden, [c.seed for c, _ in todo]),
-                   lr=first.lr, weight_decay=first.weight_decay)
+    stack = _Stack.seeded(int(backend.meta["in_dim"]), first.head_hidden, [c.seed for c, _ in todo],
+                          lr=first.lr, weight_decay=first.weight_decay)
     split_idx = split_indices(df)
     if len(split_idx["train"]) == 0:
         raise FaroError("the training split is empty")
     shared = (data, df, index, PairTensors.from_frame(df, index), split_idx, backend)
-    for slot, (cfg, run) in enumerate(todo):
-        head = MemberHead(stack, slot)
-        try:
-            prep = prepare_run(cfg, *shared, model=head, opt=MemberAdam(stack, slot))
-        except FaroError as exc:  # e.g. a constraint with nothing to compare: this member fails, not the batch
-            run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
-            continue
-        write_run_inputs(run, prep)
-        hook = (lambda row, rid=run.run_id: on_step(rid, row)) if on_step else None
-        members.append(Member(cfg, run, RunLoop(cfg, run, prep, resume=resume, on_step=hook), head))
+    with one_sync(root):
+        for slot, (cfg, run) in enumerate(todo):
+            head = MemberHead(stack, slot)
+            try:
+                prep = prepare_run(cfg, *shared, model=head, opt=MemberAdam(stack, slot))
+            except FaroError as exc:  # e.g. a constraint with nothing to compare: this member fails, not the batch
+                run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            write_run_inputs(run, prep)
+            hook = (lambda row, rid=run.run_id: on_step(rid, row)) if on_step else None
+            members.append(Member(cfg, run, RunLoop(cfg, run, prep, resume=resume, on_step=hook), head))
     if not members:
         return
     starts = {m.loop.step for m in members}
@@ -318,46 +344,72 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     total = members[0].loop.total
     for m in members:
         m.stepper.prepare()
-    stack.heads.train()
+    for h in stack.heads:
+        h.train()
     bar = tqdm(total=total, initial=step, desc=f"batch of {len(members)}", unit="step", disable=not progress,
                file=sys.stderr)
     last_poll = time.monotonic()
     scored: dict[tuple[Any, ...], Any] = {}
-    for m in members:  # a member's validation pass is scored once per slot and step
+    ckpts: list[tuple[Any, ...]] = []  # the members' checkpoints of this step, written together
+    for m in members:  # a member's validation pass is scored (and tested against chance) once per slot and step
         m.loop.score = _memo_score(m, scored)
         m.loop.metrics = _memo_metrics(m, scored)
+        m.selector = IterateSelector(m.config, m.stepper.constraints, m.loop.prep.index,
+                                     chance_test=_memo_chance(m, scored))
+        m.loop.better = m.selector.better
+        m.loop.checkpoint = ckpts.append
     LAST_BATCH.clear()
-    LAST_BATCH.update(members=len(members), start_slots=stack.heads.n_members, member_steps=0, slot_steps=0,
+    LAST_BATCH.update(members=len(members), start_slots=stack.n_members, member_steps=0, slot_steps=0,
                       dual_passes=0, by_kind={})
-    while step < total and members:
-        scored.clear()
-        LAST_BATCH["member_steps"] += len(members)
-        LAST_BATCH["slot_steps"] += stack.heads.n_members
-        outs = _batched_step(stack, backend, members, step)
-        step += 1
-        for m, out in zip(members, outs):
-            m.loop.after_step(out)
-        if time.monotonic() - last_poll >= cancel_poll_s:
-            last_poll = time.monotonic()
-            cancelled = [m for m in members if m.run.cancel_requested()]
-            if cancelled:
-                for m in cancelled:
-                    m.loop.flush()
-                    m.run.set_status("interrupted", error="cancelled by the user")
-                    m.run.clear_cancel()
-                members[:] = [m for m in members if m not in cancelled]
-                _keep(stack, members, [m.head.slot for m in members])
-        bar.update(1)
+    n_threads = batch_threads(len(members))  # slots fork as training goes: up to one per member
+    LAST_BATCH["threads"] = n_threads
+    pool = ThreadPoolExecutor(n_threads, thread_name_prefix="faro-batch", initializer=_worker_init) \
+        if n_threads > 1 else None
+    try:
+        while step < total and members:
+            scored.clear()
+            LAST_BATCH["member_steps"] += len(members)
+            LAST_BATCH["slot_steps"] += stack.n_members
+            outs = _batched_step(stack, backend, members, step, pool)
+            step += 1
+            loop0 = members[0].loop  # eval_every and total are batch keys: every member evaluates together
+            if pool is not None and (step % loop0.eval_every == 0 or step == loop0.total):
+                _prefetch_validation(members, scored, pool)
+            for m, out in zip(members, outs):
+                m.loop.after_step(out)
+            if ckpts:
+                save_checkpoints(ckpts)
+                ckpts.clear()
+            if time.monotonic() - last_poll >= cancel_poll_s:
+                last_poll = time.monotonic()
+                cancelled = [m for m in members if m.run.cancel_requested()]
+                if cancelled:
+                    for m in cancelled:
+                        m.loop.flush()
+                        m.run.set_status("interrupted", error="cancelled by the user")
+                        m.run.clear_cancel()
+                    members[:] = [m for m in members if m not in cancelled]
+                    _keep(stack, members, [m.head.slot for m in members])
+            bar.update(1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     bar.close()
     scored.clear()
     memo: dict[Any, Any] = {}  # role metrics of equal final rewards (members that selected one shared iterate)
-    for m in members:
-        try:
-            m.loop.finish(memo)
-        except Exception as exc:  # noqa: BLE001 -- one member's failure to write must not lose the others
-            m.run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
-            continue
-        m.run.set_status("done")
+    finished = []
+    with one_sync(root):  # every member's files, then one sync, then the statuses that say they are done
+        for m in members:
+            try:
+                m.loop.finish(memo)
+            except Exception as exc:  # noqa: BLE001 -- one member's failure to write must not lose the others
+                m.run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            finished.append(m)
+    with one_sync(root):
+        for m in finished:
+            m.run.set_status("done")
+    for m in finished:
         if on_member:
             on_member(m.run)
 
@@ -389,7 +441,7 @@ def _fork(stack: _Stack, members: list[Member]) -> None:
         leaving += moved
     if not leaving:
         return
-    n = stack.heads.n_members
+    n = stack.n_members
     keep = list(range(n)) + [m.head.slot for m in leaving]
     stack.remap(keep)
     for i, m in enumerate(leaving):
@@ -417,6 +469,63 @@ def _memo_metrics(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callabl
     return metrics
 
 
+def _memo_chance(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[..., bool]:
+    """The chance tier's test for a member (:func:`~faro_core.train.selection.within_chance`) with its p-values
+    computed once per slot, kinds, seed and ``min_count`` in a step (they depend on nothing else)."""
+    def p_values(batch: Any, kinds: tuple[str, ...], index: Any, config: FaroConfig) -> dict[str, float]:
+        key = (member.head.slot, "chance", kinds, config.seed, config.min_count)
+        if key not in scored:
+            scored[key] = chance_p_values(batch, kinds, index, config)
+        return scored[key]
+
+    def test(batch: Any, constraints: Any, index: Any, config: FaroConfig) -> bool:
+        return within_chance(batch, constraints, index, config, p_values=p_values)
+
+    return test
+
+
+def _prefetch_validation(members: list[Member], scored: dict[tuple[Any, ...], Any], pool: ThreadPoolExecutor) -> None:
+    """Score every slot's validation pairs and their slot-level metrics in the pool's threads, into ``scored``
+    under the keys :func:`_memo_score` and :func:`_memo_metrics` read (the same values they would compute)."""
+    reps: dict[int, Member] = {}
+    for m in members:
+        reps.setdefault(m.head.slot, m)
+
+    def work(m: Member) -> None:
+        with torch.no_grad():
+            _memo_metrics(m, scored)("val", *_val_batch(m, scored))
+
+    list(pool.map(work, reps.values()))
+    # then the chance tier's p-values that the members' selection will ask for (the same condition as
+    # IterateSelector.better's, on the same metrics), once per slot and kinds
+    need: dict[tuple[Any, ...], Member] = {}
+    for m in members:
+        cfg, constraints = m.config, m.stepper.constraints
+        if cfg.select == "last" or not constraints or cfg.select_chance <= 0:
+            continue
+        val = _memo_metrics(m, scored)("val", *_val_batch(m, scored))
+        ref, tier = m.loop.best, IterateSelector.tier
+        if val["feasible"] or not (ref is None or tier(ref) == 0 or (tier(ref) == 1 and m.selector.fits_better(val, ref))):
+            continue
+        g, eps = scored[(m.head.slot, "val", "metrics")][1], constraints.epsilons()
+        missed = {k for k, gi, e in zip(constraints.kinds(), g.tolist(), eps.tolist()) if gi > e + 1e-9}
+        if missed and missed <= set(PERMUTED_KINDS):
+            need.setdefault((m.head.slot, "chance", tuple(sorted(missed)), cfg.seed, cfg.min_count), m)
+
+    def chance(item: tuple[tuple[Any, ...], Member]) -> None:
+        key, m = item
+        scored[key] = chance_p_values(_val_batch(m, scored)[0], key[2], m.loop.prep.index, m.config)
+
+    list(pool.map(chance, [(k, m) for k, m in need.items() if k not in scored]))
+
+
+def _val_batch(m: Member, scored: dict[tuple[Any, ...], Any]) -> tuple[Any, torch.Tensor]:
+    """(validation batch with the slot's rewards, its pair indices), as :meth:`RunLoop.evaluate` builds it."""
+    prep = m.loop.prep
+    idx = prep.split_idx["val"]
+    return prep.tens.batch(idx, _memo_score(m, scored)("val", idx)), idx
+
+
 def _memo_score(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[[str, torch.Tensor], Any]:
     """``RunLoop.score`` for a member: its rewards on a split, computed once per slot (cleared every step)."""
     def score(split: str, idx: torch.Tensor) -> Any:
@@ -428,50 +537,86 @@ def _memo_score(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[
     return score
 
 
-def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], step: int) -> list[dict[str, Any]]:
-    """Training step ``step`` of every member: one gather, one forward of the stack, one backward, one Adam
-    step, then each member's dual step when due. Returns each member's step record (as
-    :meth:`TrainStepper.step` does)."""
+def _slot_step(stack: _Stack, backend: HeadBackend, group: list[Member], step: int) -> tuple[Any, ...]:
+    """Training step ``step`` of one slot, exactly as :meth:`TrainStepper.step` runs it for a solo run: the
+    representative (``group[0]``) draws its batch, its head scores it, its loss, backward and Adam step, then
+    every member of the slot takes its dual step when due (on the slot's one fresh pass). Returns (loss,
+    Bradley-Terry loss, whether a fresh dual pass ran). Slots share nothing that this writes, so different
+    slots run in different threads."""
+    rep = group[0]
+    slot, st = rep.head.slot, rep.stepper
+    local, n_bt, n_pair = st.draw(step)
+    rows, tw = backend.row_plan(local, with_twins=st.need_twins)
+    r = stack.heads[slot](backend.x_all.index_select(0, rows))
+    rewards = tuple(t.float() for t in unstack_rewards(r, tw))
+    loss, loss_bt = st.batch_loss(local, n_bt, n_pair, rewards)
+    opt = stack.opts[slot]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    rw = None
+    for m in group:
+        if m.stepper.dual_due(step):
+            if m.stepper.exact_dual and rw is None:  # the fresh pass, once per slot
+                rw = m.stepper.dual_rewards()
+            m.stepper.dual_step(rewards=rw if m.stepper.exact_dual else None)
+    return loss, loss_bt, rw is not None
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # each slot's products on one thread, as a solo head-mode run's
+
+
+def batch_threads(n_slots: int) -> int:
+    """Threads that step a batch's slots in parallel: ``$FARO_TORCH_THREADS`` if set, else the machine's cores,
+    at most one per slot (each thread runs its slots' products on one torch thread, so a slot's arithmetic
+    is the same whichever thread runs it)."""
+    env = os.environ.get(THREADS_ENV)
+    n = max(1, int(env)) if env else (os.cpu_count() or 1)
+    return max(1, min(n, n_slots))
+
+
+def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], step: int,
+                  pool: ThreadPoolExecutor | None) -> list[dict[str, Any]]:
+    """Training step ``step`` of every member: each slot's step (:func:`_slot_step`), the slots spread over the
+    pool's threads (each thread takes a share of the slots, balanced by the rows they scored last), then the
+    forks. Returns each member's step record (as :meth:`TrainStepper.step` does)."""
     # one representative per slot steps it (members of a slot compute the same step, bit for bit); every slot
     # of the stack has one (the engine drops emptied slots)
-    reps: dict[int, Member] = {}
+    groups: dict[int, list[Member]] = {}
     for m in members:
-        reps.setdefault(m.head.slot, m)
-    order = [reps[k] for k in range(stack.heads.n_members)]
-    for m in order:  # the slot-steps computed, by the constraints that shape their rows (bench/sweep_engine.py)
-        c = LAST_BATCH.setdefault("by_kind", {}).setdefault(",".join(m.config.active_constraints) or "bt",
-                                                           {"steps": 0, "dual": 0})
-        c["steps"] += 1
-    draws = [m.stepper.draw(step) for m in order]
-    plans = [backend.row_plan(local, with_twins=m.stepper.need_twins) for m, (local, _, _) in zip(order, draws)]
-    x = backend.x_all.index_select(0, torch.cat([rows for rows, _ in plans]))
-    blocks = list(x.split([len(rows) for rows, _ in plans]))
-    rewards_all = stack.heads(blocks)
-    losses, total = [], None
-    for m, (local, n_bt, n_pair), (_, tw), r in zip(order, draws, plans, rewards_all):
-        rewards = tuple(t.float() for t in unstack_rewards(r, tw))
-        loss, loss_bt = m.stepper.batch_loss(local, n_bt, n_pair, rewards)
-        total = loss if total is None else total + loss
-        losses.append((loss, loss_bt))
-    stack.opt.zero_grad(set_to_none=True)
-    total.backward()
-    stack.opt.step()
+        groups.setdefault(m.head.slot, []).append(m)
+    order = [groups[k] for k in range(stack.n_members)]
+    kind = [",".join(g[0].config.active_constraints) or "bt" for g in order]
+    for k in kind:  # the slot-steps computed, by the constraints that shape their rows (bench/sweep_engine.py)
+        LAST_BATCH.setdefault("by_kind", {}).setdefault(k, {"steps": 0, "dual": 0})["steps"] += 1
+    n_workers = pool._max_workers if pool is not None else 1  # noqa: SLF001 -- the pool's size, as built
+    if n_workers < 2 or len(order) < 2:
+        results = [_slot_step(stack, backend, g, step) for g in order]
+    else:
+        # longest first onto the least loaded thread; a slot's cost ~ its kind's rows (CF twins, role items)
+        cost = [(_KIND_COST.get(k.split(",")[0], 1.0), i) for i, k in enumerate(kind)]
+        shares: list[list[int]] = [[] for _ in range(n_workers)]
+        load = [0.0] * n_workers
+        for c, i in sorted(cost, reverse=True):
+            w = load.index(min(load))
+            shares[w].append(i)
+            load[w] += c
+        futures = [pool.submit(lambda ids: [(i, _slot_step(stack, backend, order[i], step)) for i in ids], ids)
+                   for ids in shares if ids]
+        results = [None] * len(order)  # type: ignore[list-item]
+        for f in futures:
+            for i, res in f.result():
+                results[i] = res
     outs = []
-    dual_pass: dict[int, Any] = {}
+    for k, res in zip(kind, results):
+        if res[2]:
+            LAST_BATCH["dual_passes"] = LAST_BATCH.get("dual_passes", 0) + 1
+            LAST_BATCH["by_kind"][k]["dual"] += 1
     for m in members:
-        loss, loss_bt = losses[m.head.slot]
-        out = {"step": step + 1, "epoch": step // m.stepper.steps_per_epoch, "loss": loss, "loss_bt": loss_bt,
-               "dual": m.stepper.dual_due(step)}
-        if out["dual"]:
-            rw = None
-            if m.stepper.exact_dual:  # the fresh pass, once per slot
-                rw = dual_pass.get(m.head.slot)
-                if rw is None:
-                    rw = dual_pass[m.head.slot] = m.stepper.dual_rewards()
-                    LAST_BATCH["dual_passes"] = LAST_BATCH.get("dual_passes", 0) + 1
-                    LAST_BATCH["by_kind"][",".join(m.config.active_constraints) or "bt"]["dual"] += 1
-            m.stepper.dual_step(rewards=rw)
-        outs.append(out)
-    if dual_pass:
+        loss, loss_bt, _ = results[m.head.slot]
+        outs.append({"step": step + 1, "epoch": step // m.stepper.steps_per_epoch, "loss": loss,
+                     "loss_bt": loss_bt, "dual": m.stepper.dual_due(step)})
+    if any(o["dual"] for o in outs):
         _fork(stack, members)
     return outs

@@ -208,6 +208,8 @@ class RunLoop:
         self.metrics: Callable[[str, PairBatch, torch.Tensor], dict[str, Any]] = (
             lambda split, batch, idx: split_metrics(batch, prep.stepper.constraints, prep.measure,
                                                     gold_labels(prep.df, prep.tens, idx)))
+        # writes a checkpoint (the batched engine collects its members' and writes them together)
+        self.checkpoint: Callable[[tuple[Any, ...]], None] = lambda args: save_checkpoint(*args)
         self.last_progress = 0.0
         self.t0 = time.perf_counter()
 
@@ -268,8 +270,13 @@ class RunLoop:
         if len(self.pending) >= LOG_EVERY or "val" in row or ckpt_now or step == self.total:
             self.flush()
         if self.rank == 0 and ckpt_now:
-            save_checkpoint(self.run, model, stepper.opt, stepper.gda, {"step": step, "best": self.best},
-                            self.best_state, stepper.buffer_state())
+            self.checkpoint(self.checkpoint_args())
+
+    def checkpoint_args(self) -> tuple[Any, ...]:
+        """What :func:`~faro_core.train.checkpoint.save_checkpoint` takes for this run's checkpoint now."""
+        stepper = self.prep.stepper
+        return (self.run, self.prep.model, stepper.opt, stepper.gda, {"step": self.step, "best": self.best},
+                self.best_state, stepper.buffer_state())
 
     def flush(self) -> None:
         """Write the pending history rows (progress at most every 0.5 s, and at the end: an fsynced file per
@@ -343,19 +350,36 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
         base = memo.get("scores_frame")
         if base is None:
             base = memo["scores_frame"] = scores_frame(df)
-    write_scores(run, df, tens, rewards, base)
+    write_scores(run, df, tens, rewards, base, cache=memo)
     backend.export(run, model)
     run.write("model.json", meta)
 
+    digest = (hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in rewards)).digest()
+              if memo is not None else b"")
+
     def metrics_for(split: str) -> dict[str, Any]:
         idx = prep.split_idx[split]
-        out = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure)
+        if memo is None:
+            out = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure)
+        else:  # once per distinct rewards and constraints; the epsilon-dependent keys are the member's own
+            key = ("split", split, digest, tuple(constraints.names()), config.min_count, config.temperature)
+            if key not in memo:
+                base = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure)
+                g = None
+                if base and constraints:
+                    rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
+                    g = constraints.strict(tens.batch(idx, rw))
+                memo[key] = (base, g)
+            base, g = memo[key]
+            out = copy.deepcopy(base)
+            if g is not None:
+                out["max_excess"] = float((g - constraints.epsilons()).max())
+                out["feasible"] = bool((g <= constraints.epsilons() + 1e-9).all())
         if out and prep.index.attribute == "role":  # the raw rates, and the named-group violations for reference
             if memo is None:
                 out.update(role_metrics(df, tens, idx, rewards, prep.index, config.min_count))
             else:
-                key = (split, config.min_count, hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes()
-                                                                      for a in rewards)).digest())
+                key = (split, config.min_count, digest)
                 if key not in memo:
                     memo[key] = role_metrics(df, tens, idx, rewards, prep.index, config.min_count)
                 out.update(copy.deepcopy(memo[key]))

@@ -16,7 +16,7 @@ from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import GroupIndex, PairTensors
 from faro_core.fairness.role import role_report
-from faro_core.io import write_parquet
+from faro_core.io import write_parquet, write_parquet_table
 from faro_core.store.runs import Run
 
 
@@ -30,15 +30,37 @@ def scores_frame(df: pd.DataFrame) -> pd.DataFrame:
     return scores
 
 
+SCORE_COLUMNS = ("r_chosen", "r_rejected", "cf_r_chosen", "cf_r_rejected")
+
+
 def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[np.ndarray, ...],
-                 base: pd.DataFrame | None = None) -> None:
+                 base: pd.DataFrame | None = None, cache: dict[str, Any] | None = None) -> None:
     """``scores.parquet``: every pair of every split with its rewards (r_chosen, r_rejected, cf_r_*; [N] each)
     and attributes, text left out -- what evaluation reads instead of re-scoring. ``base``: ``scores_frame(df)``
-    when the caller has it (the members of a batch build it once)."""
-    r_c, r_r, cf_c, cf_r = rewards
-    scores = (scores_frame(df) if base is None else base).assign(
-        r_chosen=r_c, r_rejected=r_r, cf_r_chosen=cf_c, cf_r_rejected=cf_r, order=tens.order.numpy())
-    write_parquet(run.file("scores.parquet"), scores)
+    when the caller has it (the members of a batch build it once). ``cache``: a dict shared by runs on the same
+    ``df`` (the members of a batch): the first call keeps its Arrow table there, later calls swap in their
+    reward columns (same schema and metadata, so the same file as converting their own frame)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = cache.get("scores_table") if cache is not None else None
+    if table is None:
+        scores = (scores_frame(df) if base is None else base).assign(
+            **dict(zip(SCORE_COLUMNS, rewards)), order=tens.order.numpy())
+        if cache is None:
+            write_parquet(run.file("scores.parquet"), scores)
+            return
+        table = cache["scores_table"] = pa.Table.from_pandas(scores, preserve_index=False)
+    else:
+        for name, values in zip(SCORE_COLUMNS, rewards):
+            i = table.schema.get_field_index(name)
+            column = pa.array(np.asarray(values), from_pandas=True)
+            if column.type != table.schema.field(i).type:  # another dtype than the first run's: convert afresh
+                cache.pop("scores_table")
+                write_scores(run, df, tens, rewards, base)
+                return
+            table = table.set_column(i, table.schema.field(i), column)
+    write_parquet_table(run.file("scores.parquet"), table, pq)
 
 
 def data_record(data: Any, split_idx: dict[str, torch.Tensor], backend: Any) -> dict[str, Any]:

@@ -32,21 +32,32 @@ VAL_LOG_KEYS = ("accuracy", "loss", "gold_accuracy", "violation", "feasible", "w
 CHANCE_PERMUTATIONS = 50  # per validation pass of a run that is not feasible: ~0.04 s on BBQ's 3,116 pairs
 
 
-def within_chance(batch: PairBatch, constraints: ConstraintSet, index: GroupIndex, config: FaroConfig) -> bool:
+def chance_p_values(batch: PairBatch, kinds: tuple[str, ...], index: GroupIndex, config: FaroConfig
+                    ) -> dict[str, float]:
+    """Group-permutation p-values of the ``kinds`` violations on ``batch`` (:data:`CHANCE_PERMUTATIONS`
+    permutations, seeded by ``config.seed``): the role test with ``--attribute role``, else
+    :func:`~faro_core.fairness.chance.chance_violation`. Depends on the batch's rewards, the kinds, the seed
+    and ``min_count`` only (so members of a batch that share their weights share it)."""
+    if index.attribute == "role":
+        res = role_chance(batch_role_items(batch, index), kinds=sorted(kinds), n_perm=CHANCE_PERMUTATIONS,
+                          seed=config.seed, strata=("stratum",))
+    else:
+        res = chance_violation(batch, index, kinds=sorted(kinds), min_count=config.min_count,
+                               n_perm=CHANCE_PERMUTATIONS, seed=config.seed)
+    return {k: r["p_value"] for k, r in res.items()}
+
+
+def within_chance(batch: PairBatch, constraints: ConstraintSet, index: GroupIndex, config: FaroConfig,
+                  p_values: Callable[..., dict[str, float]] = chance_p_values) -> bool:
     """True when every trained constraint that misses its epsilon on ``batch`` is DP or EO and its violation is
-    indistinguishable from chance: group-permutation p-value (:func:`~faro_core.fairness.chance.chance_violation`,
-    :data:`CHANCE_PERMUTATIONS` permutations) >= ``config.select_chance``."""
+    indistinguishable from chance: group-permutation p-value (:func:`chance_p_values`) >= ``config.select_chance``.
+    ``p_values``: the p-value function (the batched engine passes a memoized one)."""
     g, eps = constraints.strict(batch), constraints.epsilons()
     missed = {k for k, gi, e in zip(constraints.kinds(), g.tolist(), eps.tolist()) if gi > e + 1e-9}
     if not missed or not missed <= set(PERMUTED_KINDS):
         return False
-    if index.attribute == "role":
-        res = role_chance(batch_role_items(batch, index), kinds=sorted(missed), n_perm=CHANCE_PERMUTATIONS,
-                          seed=config.seed, strata=("stratum",))
-        return all(r["p_value"] >= config.select_chance for r in res.values())
-    res = chance_violation(batch, index, kinds=sorted(missed), min_count=config.min_count,
-                           n_perm=CHANCE_PERMUTATIONS, seed=config.seed)
-    return all(r["p_value"] >= config.select_chance for r in res.values())
+    res = p_values(batch, tuple(sorted(missed)), index, config)
+    return all(p >= config.select_chance for p in res.values())
 
 
 class IterateSelector:
