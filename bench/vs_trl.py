@@ -34,7 +34,9 @@ gradient checkpointing off; Faro autocasts to bf16 on a GPU by itself. The GPU c
 give 150 steps.)
 
 Writes bench/results/vs_trl.md (vs_trl_cuda.md with --device cuda); with --json the last stdout line is
-``{"throughput_ratio": ..., "throughput_ratio_dp": ..., "dp_lambda_max": ...}``.
+``{"throughput_ratio": ..., "throughput_ratio_dp": ..., "dp_lambda_max": ...}``. The DP side draws its
+Bradley-Terry batches by whole items (as every role run does) and its role terms read that batch's rewards, so its
+window counts the pairs its own steps drew (``TrainStepper.draw``), batch size give or take one item per step.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class FaroSide:
 
         torch.set_num_threads(self.threads)
         from faro_core.store.runs import RunStore
-        from faro_core.train import FaroConfig, TrainInputs, train
+        from faro_core.train import TrainInputs, train
 
         data, df, index = self.frame
         stamps: list[float] = []
@@ -117,13 +119,30 @@ class FaroSide:
             self.lambda_max = max(self.lambda_max, float(row.get("lambda_max", 0.0)))
 
         with tempfile.TemporaryDirectory(prefix="faro-bench-trl-") as root:
-            cfg = FaroConfig(mode="full", constraints=self.constraints, epsilon=EPSILON, epochs=1,
-                             batch_size=self.batch, max_length=self.max_length, lr=LR, ckpt_every=0,
-                             min_count=5, seed=0, attribute=ATTRIBUTE)
-            run = train(cfg, RunStore(root), progress=False, on_step=on_step, inputs=inputs)
+            run = train(self.config(), RunStore(root), progress=False, on_step=on_step, inputs=inputs)
             self.unconstrained = run.read("constraints.json")["cells"].get("unconstrained_kinds", [])
         self.steps = len(stamps)
         return stamps[-2] - stamps[0]
+
+    def config(self) -> Any:
+        from faro_core.train import FaroConfig
+
+        return FaroConfig(mode="full", constraints=self.constraints, epsilon=EPSILON, epochs=1,
+                          batch_size=self.batch, max_length=self.max_length, lr=LR, ckpt_every=0,
+                          min_count=5, seed=0, attribute=ATTRIBUTE)
+
+    def window_pairs(self, steps: int) -> int:
+        """Pairs of steps 2..``steps``-1, the timed window, read off the trainer's own draw: a run with a role
+        constraint draws its batches by whole items, so they hold ``batch`` pairs give or take one item."""
+        import torch
+
+        from faro_core.fairness.pairs import PairTensors
+        from faro_core.train.stepper import TrainStepper
+
+        _, df, index = self.frame
+        cfg = self.config().resolved()
+        st = TrainStepper(cfg, df, index, PairTensors.from_frame(df, index), backend=None, model=torch.nn.Linear(1, 1))
+        return sum(st.draw(k)[1] for k in range(1, steps - 1))
 
 
 class TrlSide:
@@ -222,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     assert window_pairs > 0, "need at least 3 steps per run"
     for k, s in sides.items():
         assert getattr(s, "steps", steps) == steps, (k, getattr(s, "steps", None), steps)
-    pps = {k: [window_pairs / x for x in v] for k, v in t.items()}
+    window = {k: s.window_pairs(steps) if isinstance(s, FaroSide) else window_pairs for k, s in sides.items()}
+    pps = {k: [window[k] / x for x in v] for k, v in t.items()}
     r = paired_ratios(pps["faro"], pps["trl"])
     r_dp = paired_ratios(pps["faro_dp"], pps["trl"])
     figs = {"throughput_ratio": round(quartiles(r)[1], 4), "throughput_ratio_dp": round(quartiles(r_dp)[1], 4),
@@ -235,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     body = (f"Full-mode training throughput, {label}: {n_pairs} pairs (whole items), attribute {ATTRIBUTE} "
             f"(the DP side's constraint binds: its largest multiplier is {dp.lambda_max:.4g}), batch {batch}, max length {args.max_length}, "
             f"1 epoch, all-MiniLM-L6-v2 + scalar head, device {args.device}, {rounds} round(s) (order rotated every "
-            f"round, so no side always runs first or in the middle). Pairs/s over steps 2..{steps - 1} of {steps}; median [IQR]; ratios per round. "
+            f"round, so no side always runs first or in the middle). Pairs/s over steps 2..{steps - 1} of {steps} "
+            f"({window_pairs} pairs; the DP side draws its batches by whole items, so its window holds the "
+            f"{window['faro_dp']} pairs its own steps drew); median [IQR]; ratios per round. "
             f"TRL: `RewardConfig(bf16={args.device == 'cuda'}, gradient_checkpointing=False, "
             f"use_cpu={args.device == 'cpu'})`, pre-tokenized identical ids; {args.threads} torch thread(s) on both "
             f"sides. {machine_line()}.\n\n"

@@ -229,6 +229,93 @@ def test_item_batches_are_an_unbiased_estimate_of_the_item_penalty():
     assert cos > 0.95
 
 
+def test_bt_batches_by_whole_items_cover_the_epoch_and_estimate_the_item_penalty():
+    """With a role constraint the Bradley-Terry batches are drawn by whole items: an epoch's ``steps_per_epoch``
+    batches hold every training pair once, no item is split between batches, a batch holds ``batch_size`` pairs
+    give or take one item, a resumed run replays the epoch; and the item penalty on them, scaled by the batches
+    per epoch, averages over an epoch to the full-split gradient (the in-gradient scale is the batch's, so close
+    rather than equal)."""
+    from faro_core.fairness.pairs import PairTensors
+    from faro_core.train.role_batches import ItemBatches
+
+    df = random_items(200, seed=2).assign(split="train")
+    index = _role_index(df)
+    tens = PairTensors.from_frame(df.assign(cf_chosen=None, cf_rejected=None, cf_prompt=None, pair_id=df["pair_id"]),
+                                  index)
+    shard = torch.arange(len(df))
+    item = tens.role_item.clone()
+    item[::7] = -1  # pairs of no role item: drawn on their own
+    bs, steps = 32, math.ceil(len(df) / 32)
+    ib = ItemBatches(shard, item, bs, steps, seed=3)
+    assert ib.factor == steps
+    for epoch in (0, 1):
+        batches = [ib.draw(epoch * steps + k) for k in range(steps)]
+        assert sorted(torch.cat(batches).tolist()) == list(range(len(df)))
+        where = {int(i): k for k, b in enumerate(batches) for i in b}
+        for code in set(item[item >= 0].tolist()):
+            assert len({where[int(i)] for i in torch.nonzero(item == code).flatten()}) == 1
+        assert all(bs - 1 <= len(b) <= bs + 1 for b in batches[:-1]) and 0 < len(batches[-1]) <= bs + 1
+    assert not torch.equal(ib.draw(0), ib.draw(steps))  # a new order each epoch
+    assert torch.equal(ItemBatches(shard, item, bs, steps, seed=3).draw(steps + 2), ib.draw(steps + 2))
+
+    batch, _ = frame_to_batch(df, index)
+    cs = ConstraintSet([RoleParity(epsilon=0.0, min_count=1).bind(index)])
+    cs.fix_cells(batch)
+    gda = ProxyGDA(cs)
+    gda.lam = torch.tensor([0.3, 0.0])
+    gda.set_pairs(batch, n_train=len(df))
+
+    def grad(idx: torch.Tensor, factor: float) -> torch.Tensor:
+        r = torch.from_numpy(np.concatenate([df["r_chosen"].to_numpy(), df["r_rejected"].to_numpy()])).float()
+        r.requires_grad_(True)
+        n = len(df)
+        b = tens.batch(idx, (r[:n][idx], r[n:][idx], torch.full((len(idx),), math.nan),
+                             torch.full((len(idx),), math.nan)))
+        gda.item_penalty(b, idx, factor).backward()
+        return r.grad
+
+    whole = ItemBatches(shard, tens.role_item, bs, steps, seed=3)  # every pair in its item (the trainer's case)
+    full = grad(shard, 1.0)
+    mean = torch.stack([grad(whole.draw(s), whole.factor) for s in range(4 * steps)]).mean(0)
+    cos = float(torch.nn.functional.cosine_similarity(full, mean, dim=0))
+    assert cos > 0.95
+
+
+def test_a_role_step_scores_its_item_terms_on_its_bt_batch():
+    """A DP(role) step draws no pairs besides its Bradley-Terry batch: the batch holds its role items whole and
+    the penalty's gradient reaches exactly the pairs of its ambiguous items, from the same rewards; a step with no
+    constraint still draws the epoch permutation's slice (plain Bradley-Terry is unchanged)."""
+    from faro_core.fairness.pairs import PairTensors
+    from faro_core.train import FaroConfig
+    from faro_core.train.inputs import load_training_data
+    from faro_core.train.stepper import TrainStepper
+
+    cfg = FaroConfig(data="demo-mini", constraints=["dp"], epsilon=0.0, attribute="role", min_count=10,
+                     batch_size=64).resolved()
+    _, df, index = load_training_data(cfg)
+    tens = PairTensors.from_frame(df, index)
+    st = TrainStepper(cfg, df, index, tens, backend=None, model=torch.nn.Linear(1, 1))
+    local, n_bt, n_pair = st.draw(3)
+    assert n_bt == n_pair == len(local) and abs(len(local) - 64) <= 2
+    codes = tens.role_item[local]
+    assert bool((codes >= 0).any())
+    for code in set(codes[codes >= 0].tolist()):  # every training pair of the batch's role items
+        assert set(st.shard[tens.role_item[st.shard] == code].tolist()) <= set(local.tolist())
+    st.gda.lam = torch.tensor([0.3, 0.0])
+    st.gda.refresh()
+    r = [torch.randn(len(local), generator=torch.Generator().manual_seed(k)).requires_grad_(True) for k in (0, 1)]
+    nan = torch.full((len(local),), math.nan)
+    loss, loss_bt = st.batch_loss(local, n_bt, n_pair, (r[0], r[1], nan, nan))
+    (loss - loss_bt).backward()
+    touched = (r[0].grad != 0) | (r[1].grad != 0)
+    ambig = torch.from_numpy(df["context_condition"].to_numpy() == "ambig")[local] & (codes >= 0)
+    assert bool(touched.any()) and torch.equal(touched, ambig)
+    bt_cfg = FaroConfig(data="demo-mini", constraints=[], attribute="role", batch_size=64).resolved()
+    bt = TrainStepper(bt_cfg, df, index, tens, backend=None, model=torch.nn.Linear(1, 1))
+    perm = bt.shard[torch.randperm(len(bt.shard), generator=torch.Generator().manual_seed(0 * 100_003 + 0))]
+    assert torch.equal(bt.draw(3)[0], perm[3 * 64:4 * 64])
+
+
 def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
     """The mini demo with every eligible ambiguous item relabelled to its biased answer: BT (last iterate of 30
     epochs) ranks the biased answer above the counter one in 66% of the 180 ambiguous training items (v_DP

@@ -114,9 +114,11 @@ class ProxyGDA:
     def item_penalty(self, batch: PairBatch, idx: Tensor, factor: float) -> Tensor:
         """The linearized penalty's item terms (the role constraints, :mod:`faro_core.fairness.role`) on a batch
         of whole items: ``factor * sum_i coef_i phi_i`` with phi_i the smooth term of pair i's item, i.e.
-        ``factor * sum_k coef_k psi_k``; ``idx`` [B] are the pairs' global indices and ``factor`` = (training
-        items the batch is drawn from) / (items in the batch), which makes it an unbiased estimate of the
-        population term. The fixed-penalty hinge (not linear) uses the batch's own cell rates instead."""
+        ``factor * sum_k coef_k psi_k``; ``idx`` [B] are the pairs' global indices and ``factor`` the sampling
+        scale that makes it an unbiased estimate of the population term (``faro train``'s Bradley-Terry batches
+        by whole items: batches per epoch x processes, :class:`~faro_core.train.role_batches.ItemBatches`;
+        ``FairRewardTrainer``'s separate item draw: items in the pool / items drawn). The fixed-penalty hinge
+        (not linear) uses the batch's own cell rates instead."""
         zero = batch.r_chosen.new_zeros(())
         role = [(c, sl) for c, sl in zip(self.constraints.constraints, self._slices())
                 if c.term_key()[0] in ITEM_TERMS]

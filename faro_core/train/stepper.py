@@ -18,7 +18,7 @@ from faro_core.train import methods
 from faro_core.train.backends import HeadBackend, all_reduce_sum, split_rewards, to_device
 from faro_core.train.config import FaroConfig
 from faro_core.train.proxy_gda import ProxyGDA
-from faro_core.train.role_batches import RoleItemBatches
+from faro_core.train.role_batches import ItemBatches
 
 
 def make_adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -95,10 +95,12 @@ class TrainStepper:
         # They live on the rewards' device: a per-step copy to the host would stall a GPU every step.
         self.buf = [torch.zeros(len(df)) for _ in range(4)]
         self.seen = torch.zeros(len(df), dtype=torch.bool)
+        # role constraints: the Bradley-Terry batch is drawn by whole items, and the role terms read its rewards
         role_cons = [c for c in self.constraints.constraints if c.term_key()[0] in ITEM_TERMS]
-        self.role_batches = None
+        self.item_batches = None
         if role_cons:
-            self.role_batches = RoleItemBatches(tens, self.shard, role_cons, n_items=bs, seed=config.seed)
+            self.item_batches = ItemBatches(self.shard, tens.role_item[self.shard], self.bs_local,
+                                            self.steps_per_epoch, config.seed, world)
         if self.constraints and fixed is None:
             self.gda.set_pairs(tens.batch(torch.arange(len(df)), (zero, zero, twin_or_nan, twin_or_nan)), n_train)
 
@@ -135,12 +137,17 @@ class TrainStepper:
     def draw(self, step: int) -> tuple[torch.Tensor, int, int]:
         """(pair indices, n_bt, n_pair) of training step ``step`` (0-based): this process's Bradley-Terry batch
         (the first ``n_bt``), seeded by (seed, epoch) so a resumed run replays it, then the constraint batch
-        (up to ``n_pair``), then the role batch."""
+        (up to ``n_pair`` = the length). With a role constraint the Bradley-Terry batch holds whole items
+        (:class:`~faro_core.train.role_batches.ItemBatches`); otherwise it is a slice of the epoch's
+        permutation of the shard's pairs."""
         config = self.config
         epoch, pos = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        perm = self.shard[torch.randperm(len(self.shard), generator=g)]
-        local = perm[pos * self.bs_local:(pos + 1) * self.bs_local]
+        if self.item_batches is not None:
+            local = self.item_batches.draw(step)
+        else:
+            g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            perm = self.shard[torch.randperm(len(self.shard), generator=g)]
+            local = perm[pos * self.bs_local:(pos + 1) * self.bs_local]
         n_bt = len(local)
         if self.constraints and self.cbs:
             # An extra constraint batch (seeded by step, so resume replays it): the fixed-penalty baseline's
@@ -148,17 +155,15 @@ class TrainStepper:
             gc = torch.Generator().manual_seed(config.seed * 7_919 + step)
             local = torch.cat([local, self.shard[torch.randperm(len(self.shard),
                                                                 generator=gc)[:math.ceil(self.cbs / self.world)]]])
-        n_pair = len(local)  # pairs of the pair-level terms; the role batch's pairs follow (no BT loss)
-        if self.role_batches is not None:
-            local = torch.cat([local, self.role_batches.draw(step)])
-        return local, n_bt, n_pair
+        return local, n_bt, len(local)
 
     def batch_loss(self, local: torch.Tensor, n_bt: int, n_pair: int, rewards: tuple[torch.Tensor, ...]
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, Bradley-Terry loss) of the batch ``local`` (from :meth:`draw`) given its rewards (r_chosen,
         r_rejected, cf_chosen, cf_rejected; [len(local)] each): BT on the first ``n_bt`` pairs (weighted by the
         method's example weights), the pair-level constraint penalty on the first ``n_pair`` and the role
-        constraints' item terms on the rest; the reward buffer is filled when used."""
+        constraints' item terms on the Bradley-Terry pairs (whole items, scored by the same forward); the reward
+        buffer is filled when used."""
         constraints, gda = self.constraints, self.gda
         r_c, r_r = rewards[0][:n_bt], rewards[1][:n_bt]
         # the batch's indices on the rewards' device, copied once (asynchronously) for the penalty and the buffer
@@ -175,10 +180,12 @@ class TrainStepper:
                 loss = fit + gda.penalty(self.tens.batch(local[:n_pair], head))
             else:  # the linearized penalty needs the rewards only
                 loss = fit + gda.penalty(PairBatch(*head[:2], *([None] * 6), *head[2:]), local_dev[:n_pair])
-            if self.role_batches is not None:  # the role constraints' item terms, on the role batch
-                tail = tuple(r[n_pair:] for r in rewards)
-                loss = loss + gda.item_penalty(self.tens.batch(local[n_pair:], tail), local[n_pair:],
-                                               self.role_batches.factor)
+            if self.item_batches is not None and gda.fixed is None and n_bt:
+                # the role constraints' item terms, on the Bradley-Terry batch's whole items (the fixed-lambda
+                # hinge above holds them already, with the batch's own cell rates)
+                head_bt = tuple(r[:n_bt] for r in rewards)
+                loss = loss + gda.item_penalty(self.tens.batch(local[:n_bt], head_bt), local[:n_bt],
+                                               self.item_batches.factor)
             if self.use_buffer:
                 self._fill(local, rewards, local_dev)
         else:
