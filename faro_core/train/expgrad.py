@@ -41,8 +41,8 @@ from faro_core.store.runs import Run
 from faro_core.train.backends import HeadBackend, split_rewards
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
+from faro_core.train.optim import make_adam
 from faro_core.train.outputs import data_record, split_metrics_of, write_scores
-from faro_core.train.stepper import make_adam
 
 MAX_ITER = 30
 LR_C = 1.0
