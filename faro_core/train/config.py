@@ -142,8 +142,8 @@ class FaroConfig:
     dp_scope: str | None = setting(None, "where DP holds: COLUMN=V1|V2 over a strata column, or 'all' "
                                    "(default: BBQ-style data context_condition=ambig, else all)")
     dp_partner: bool = setting(True, "DP compares a response's selection against partners of the same kind, "
-                               "naming no group or naming one ('split'), or pools both ('pool', the "
-                               "earlier definition; docs/DEFINITIONS.md)", words={"split": True, "pool": False})
+                               "naming no group or naming one ('split'), or pools both ('pool'; "
+                               "docs/DEFINITIONS.md)", words={"split": True, "pool": False})
     groups: list[str] | None = setting(None, "comma-separated group values to keep")
     skew: float = setting(0.0, "fraction rho of ambiguous items relabelled to the biased answer", range=UNIT)
     data_seed: int = setting(0, "seed of skew injection and splits (fixed across training seeds)",

@@ -86,7 +86,7 @@ OTHER_COLOR = "#17becf"
 
 
 def baselines() -> tuple[str, ...]:
-    """The baselines a sweep can add now: every entry of :data:`SPECS` but Faro."""
+    """The baselines a sweep can add: every entry of :data:`SPECS` but Faro."""
     return tuple(n for n in SPECS if n != "faro")
 
 
