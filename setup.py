@@ -14,5 +14,5 @@ setup(
               "faro_core.demo_data", "faro_core.demo_mini"],
     package_dir={"faro_core.demo_data": "data/demo_bbq", "faro_core.demo_mini": "data/demo_mini"},
     # the report's plotly.js bundle: the HTML report is self-contained and works offline
-    package_data={"faro_core.demo_data": ["**/*"], "faro_core.demo_mini": ["**/*"], "faro_core.results": ["assets/*"]},
+    package_data={"faro_core.demo_data": ["**/*"], "faro_core.demo_mini": ["**/*"], "faro_core.results": ["assets/*", "templates/*"]},
 )

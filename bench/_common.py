@@ -9,6 +9,7 @@ Ratios are the median of the per-round ratios A_i / B_i of one run.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("FARO_BENCH_RESULTS") or ROOT / "bench" / "results")  # python -m bench sets it
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -6,7 +6,6 @@ store; policy results are computed with a uniform π_ref (no LM) and a few synth
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from markupsafe import escape  # the report's templates escape as Jinja2 does
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["app.py", "pages/1_Data.py", "pages/2_Train.py", "pages/3_Pareto.py", "pages/4_Groups.py",
@@ -211,7 +211,7 @@ def test_report_page_and_cli(runs_dir: Path, tmp_path: Path) -> None:
     text = out.read_text()
     assert "<script src=" not in text  # plotly inline, no CDN
     assert "Summary" in text and "demo-faro-dp-eps0.05-s0" in text and "Certificates" in text
-    assert "Are the gaps more than chance?" in text and html.escape(lines[0]) in text
+    assert "Are the gaps more than chance?" in text and escape(lines[0]) in text
     res = subprocess.run([sys.executable, "-m", "faro_core", "report", "nope", "--out", str(out)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert res.returncode == 2 and "unknown run" in res.stderr
@@ -379,13 +379,13 @@ def test_report_small_with_plotly_once_and_each_runs_certificate(runs_dir: Path)
     assert text.count("class='faro-fig-spec'") >= 3  # the fronts, per-group views, policy
     assert "Constraint types side by side" in text and "bound: <b>" in text and "95% interval" in text
     cfg = json.dumps(store.get("demo-faro-dp-eps0.05-s0").config, indent=1, sort_keys=True, default=str)
-    assert html.escape(cfg) in text  # each run's config
+    assert escape(cfg) in text  # each run's config
     from faro_core.data.labels import group_label, label_map
 
     groups = (store.get("demo-bt-s0").read("data.json") or {}).get("groups") or {}
     labels = label_map(store.root)
     for tag in groups:  # the data table names each group in words, its tag beside
-        assert f"<td>{html.escape(group_label(tag, labels))}</td><td>{html.escape(str(tag))}</td>" in text
+        assert f"<td>{escape(group_label(tag, labels))}</td><td>{escape(str(tag))}</td>" in text
 
 
 def test_report_page_previews_inline(runs_dir: Path) -> None:

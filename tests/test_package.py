@@ -62,8 +62,9 @@ def test_wheel_in_a_fresh_venv_trains_evaluates_and_reports_outside_the_repo(tmp
     demo = {f"{pkg.replace('.', '/')}/{p.relative_to(src / 'data' / folder).as_posix()}"
             for folder, pkg in SHIPPED_DATA.items() for p in (src / "data" / folder).rglob("*") if p.is_file()}
     assert demo and demo <= names, sorted(demo - names)[:10]
-    assets = {p.relative_to(src).as_posix() for p in (src / "faro_core" / "results" / "assets").iterdir()}
-    assert assets and assets <= names, sorted(assets - names)  # the report's plotly.js bundle
+    for folder in ("assets", "templates"):  # the report's plotly.js bundle and its Jinja2 templates
+        assets = {p.relative_to(src).as_posix() for p in (src / "faro_core" / "results" / folder).iterdir()}
+        assert assets and assets <= names, sorted(assets - names)
 
     venv = tmp_path / "venv"
     try:

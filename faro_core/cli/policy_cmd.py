@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N items (seeded sample)")
     p.add_argument("--lm", default=None, help="reference causal LM: hub id or path (default embedded SmolLM2)")
     p.add_argument("--lm-dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="π_ref precision: float32 (exact) or bfloat16 (~4x faster on AMX CPUs, ~0.15 nats noise)")
+                   help="π_ref precision: float32 (exact) or bfloat16 (faster on CPUs with AMX, approximate; docs/POLICY.md)")
     p.add_argument("--normalize", choices=("sum", "mean"), default="sum",
                    help="π_ref answer score: summed (default) or per-token mean log-likelihood")
     p.add_argument("--generate", action="store_true", help="also sample n replies per prompt and rerank them")

@@ -24,15 +24,11 @@ from torch import Tensor
 
 from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch
 from faro_core.fairness.penalty import huber, margin_scale
+from faro_core.fairness.scatter import scatter_sum
 
 # Cells with fewer members (or anchor members) than this are not estimated: FaroConfig.min_count's default,
 # spelled here because this layer sits below the config (tests/test_config.py checks they agree).
 DEFAULT_MIN_COUNT = 30
-
-
-def _scatter(values: Tensor, index: Tensor, size: int) -> Tensor:
-    out = torch.zeros(size, dtype=values.dtype, device=values.device)
-    return out.index_add(0, index, values)
 
 
 class Constraint:
@@ -134,7 +130,7 @@ class Constraint:
         if not n_anchor:
             return per_cell, per_cell.new_zeros(0)
         anchor = torch.arange(c) % n_anchor
-        return per_cell, _scatter(lam_c / cnt_ref.clamp_min(1.0), anchor, n_anchor)
+        return per_cell, scatter_sum(lam_c / cnt_ref.clamp_min(1.0), anchor, n_anchor)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(epsilon={self.epsilon})"
@@ -165,9 +161,9 @@ class _AnchoredRate(Constraint):
             sel = (score > 0).to(score.dtype)
         cell = g * n_a + a
         ones = torch.ones_like(sel)
-        num_a, cnt_a = _scatter(sel, a, n_a), _scatter(ones, a, n_a)
+        num_a, cnt_a = scatter_sum(sel, a, n_a), scatter_sum(ones, a, n_a)
         anchor_of_cell = torch.arange(size, device=sel.device) % n_a
-        return CellStats(_scatter(sel, cell, size), _scatter(ones, cell, size).detach(),
+        return CellStats(scatter_sum(sel, cell, size), scatter_sum(ones, cell, size).detach(),
                          num_a[anchor_of_cell], cnt_a[anchor_of_cell].detach())
 
     def strict_members(self, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor, int, int]:
@@ -346,8 +342,8 @@ class CounterfactualFairness(Constraint):
         a = torch.cat([batch.group[m], batch.group[m]])
         cell = torch.where(a >= 0, a, torch.full_like(a, k))
         ones = torch.ones_like(dev)
-        num = _scatter(dev, cell, k + 1)
-        cnt = _scatter(ones, cell, k + 1)
+        num = scatter_sum(dev, cell, k + 1)
+        cnt = scatter_sum(ones, cell, k + 1)
         num = torch.cat([num[:k], dev.sum().reshape(1)])
         cnt = torch.cat([cnt[:k], torch.tensor([float(dev.numel())], dtype=dev.dtype, device=dev.device)])
         zero = torch.zeros_like(num)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from faro_core.errors import FaroError
+from faro_core.fairness.role_columns import role_codes
 
 
 @dataclass
@@ -185,9 +186,6 @@ class PairTensors:
             twin &= df["cf_prompt"].notna()
         role: dict[str, torch.Tensor] = {}
         if index.attribute == "role":
-            # function-level: faro_core.fairness.role builds on this module (its constraints take PairBatch)
-            from faro_core.fairness.role import role_codes
-
             role = dict(zip(("role_item", "chosen_role", "rejected_role"), role_codes(df)))
         return cls(
             **role,

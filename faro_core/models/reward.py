@@ -175,8 +175,8 @@ def length_buckets(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
 
 def pad_encodings(encs: Sequence[dict[str, list[int]]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
     """Pad pre-tokenized sequences into [n, longest] int64 tensors: the same tensors as the tokenizer's
-    ``pad(..., return_tensors="pt")`` (pad id for ``input_ids``, 0 elsewhere) at an eighth of its cost
-    (0.13 ms vs 1.0 ms for 64 BBQ sequences; it is paid every training step)."""
+    ``pad(..., return_tensors="pt")`` (pad id for ``input_ids``, 0 elsewhere), at a fraction of its cost (it is
+    paid every training step; timing: docs/RESULTS.md)."""
     lens = [len(e["input_ids"]) for e in encs]
     width = max(lens)
     cols = [slice(width - n, width) if side == "left" else slice(0, n) for n in lens]

@@ -13,13 +13,10 @@ stacked tensors updates them all (Adam is element-wise, so each member's update 
 
 Exactness: on a CPU member m is computed with exactly the operations a ``HeadRewardModel`` uses (``F.linear``
 is ``addmm(b, x, W^T)``), on its own slices of the stacked weights, so its rewards, gradients and updates are
-bit for bit those of a solo run, whatever the other members. A batched ``torch.bmm`` is not: measured
-(torch 2.13, MKL), for the 1-output layer a stack of one takes another kernel than a stack of two or more
-(differences of 2e-5 in a forward, which training amplifies to 1e-2 in rewards after 300 steps), and its
-weight gradient differs from ``nn.Linear``'s in the last bits. On a CPU ``bmm`` itself loops over the
-members' products (M = 30 heads of 384x256 on 256 rows: 33.1 ms with ``bmm``, 33.2 ms as a loop of ``mm``),
-so the per-member products cost nothing against it (head mode trains on the CPU; a GPU path, one
-``baddbmm`` per layer, would be exact only to float rounding).
+bit for bit those of a solo run, whatever the other members. A batched ``torch.bmm`` would not be (its
+kernel depends on the stack's size), and on a CPU it costs what the per-member products cost; a GPU path, one
+``baddbmm`` per layer, would be exact only to float rounding (measurements: docs/TRAINING.md, "Batched
+sweeps").
 
 ``state_dict`` of a stack of one (and :meth:`member_state` of any member) uses ``HeadRewardModel``'s keys
 and shapes (``net.0.weight`` ...), so exported models and checkpoints keep their format and load into a

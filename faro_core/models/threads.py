@@ -19,9 +19,8 @@ THREADS_ENV = "FARO_TORCH_THREADS"
 def torch_threads() -> int:
     """Intra-op threads for CPU inference: ``$FARO_TORCH_THREADS`` if set, else the idle cores (>= 1).
 
-    Idle cores are the cores minus the 1-minute load average, rounded. On a loaded machine fewer threads are
-    much faster: OpenMP workers spin-wait for busy cores (measured on 2 cores with load 9: 32 tokens x 4
-    samples took 7.5 s with 1 thread, 52-82 s with 2).
+    Idle cores are the cores minus the 1-minute load average, rounded: on a loaded machine OpenMP workers
+    spin-wait for busy cores, so fewer threads are faster (measurements: docs/POLICY.md).
     """
     env = os.environ.get(THREADS_ENV)
     if env:

@@ -8,14 +8,15 @@ summary a non-expert can follow. Shared by the dashboard's Report page and ``far
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
+from markupsafe import Markup
 
 from faro_core.errors import FaroError
 from faro_core.fairness.kinds import KIND_LABEL
@@ -34,28 +35,30 @@ th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}.summary{bac
 """
 
 
-def _esc(x: Any) -> str:
-    return html.escape(str(x))
+# Every tag and static sentence of the report lives in templates/ (package data); autoescape is on, so run
+# names, group names, prompts and every other value from a run store or a dataset are text, never markup.
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("faro_core.results", "templates"), autoescape=True,
+                          trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
+    """A table cell's text: ``—`` for a missing value, a float to ``nd`` places (``∞``), else ``str``."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
     if isinstance(x, float):
         return "∞" if math.isinf(x) else f"{x:.{nd}f}"
-    return _esc(x)
+    return str(x)
 
 
-def _table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
-    return f"<table><tr>{head}</tr>{body}</table>"
+_ENV.filters["fmt"] = _fmt
 
 
 def plain_summary(table: pd.DataFrame) -> list[str]:
-    """Sentences a non-expert can follow: what the numbers say about bias before and after."""
-    out = ["A <b>reward model</b> scores answers; a chatbot trained on it learns to give high-scoring answers. "
-           "If the scores favour answers about some groups of people over others, the chatbot inherits that bias."]
+    """Sentences a non-expert can follow: what the numbers say about bias before and after (HTML: markup with
+    every inserted value escaped)."""
+    out = [Markup("A <b>reward model</b> scores answers; a chatbot trained on it learns to give high-scoring "
+                  "answers. If the scores favour answers about some groups of people over others, the chatbot "
+                  "inherits that bias.")]
     heads = pareto.headline(table)
     names = {"dp": "how often answers about each group get a high score",
              "eo": "how often the model picks the right answer, group by group",
@@ -64,18 +67,26 @@ def plain_summary(table: pd.DataFrame) -> list[str]:
         drop = h["bt_violation"] - h["faro_violation"]
         rel = drop / h["bt_violation"] if h["bt_violation"] > 0 else 0.0
         acc = h["faro_accuracy"] - h["bt_accuracy"]
-        out.append(
-            f"<b>{KIND_LABEL[kind].capitalize()}</b> ({names[kind]}): the standard model's largest gap "
-            f"between a group and everyone was <b>{h['bt_violation']:.3f}</b>; with Faro (ε = {h['faro_epsilon']:g}) "
-            f"it is <b>{h['faro_violation']:.3f}</b> ({rel:.0%} {'smaller' if drop >= 0 else 'larger'}), while "
-            f"accuracy changed by {acc * 100:+.1f} percentage points ({h['bt_accuracy']:.1%} → "
-            f"{h['faro_accuracy']:.1%}) on the {h['split']} split.")
+        out.append(Markup(
+            "<b>{kind}</b> ({name}): the standard model's largest gap between a group and everyone was "
+            "<b>{bt:.3f}</b>; with Faro (ε = {eps:g}) it is <b>{faro:.3f}</b> ({rel:.0%} {direction}), while "
+            "accuracy changed by {acc:+.1f} percentage points ({bt_acc:.1%} → {faro_acc:.1%}) on the {split} "
+            "split.").format(kind=KIND_LABEL[kind].capitalize(), name=names[kind], bt=h["bt_violation"],
+                             eps=h["faro_epsilon"], faro=h["faro_violation"], rel=rel,
+                             direction="smaller" if drop >= 0 else "larger", acc=acc * 100,
+                             bt_acc=h["bt_accuracy"], faro_acc=h["faro_accuracy"], split=h["split"]))
     if len(heads) == 0:
-        out.append("No unconstrained baseline and constrained run finished on the same data yet, so no "
-                   "before/after comparison can be made.")
-    out.append("ε is the largest gap we allow; a smaller ε asks for more fairness and usually costs some accuracy. "
-               "A <b>certificate</b> means the gap stays below ε on held-out data with 95% confidence.")
+        out.append(Markup("No unconstrained baseline and constrained run finished on the same data yet, so no "
+                          "before/after comparison can be made."))
+    out.append(Markup("ε is the largest gap we allow; a smaller ε asks for more fairness and usually costs some "
+                      "accuracy. A <b>certificate</b> means the gap stays below ε on held-out data with 95% "
+                      "confidence."))
     return out
+
+
+EXAMPLE_KINDS = {"bt_stereotyped_faro_correct": "where Faro corrects BT",
+                 "bt_leans_faro_not": "where BT leans to the stereotyped person and Faro does not",
+                 "both_stereotyped": "where both are wrong (shown for honesty)"}
 
 
 def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairness report",
@@ -94,74 +105,51 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
 
     labels = label_map(store.root)
 
-    def fig(f: Any) -> str:
-        return figure_block(f)  # drawn by plotly_loader(): plotly.js inline once, compressed, no CDN
+    def fig(f: Any) -> Markup:
+        return Markup(figure_block(f))  # drawn by plotly_loader(): plotly.js inline once, compressed, no CDN
 
-    parts: list[str] = [f"<h1>{_esc(title)}</h1><p class='muted'>generated {time.strftime('%Y-%m-%d %H:%M')} "
-                        f"from run store <code>{_esc(store.root)}</code> · {len(runs)} runs</p>"]
+    ctx: dict[str, Any] = {"title": title, "css": Markup(CSS), "generated": time.strftime("%Y-%m-%d %H:%M"),
+                           "store_root": store.root, "n_runs": len(runs)}
     story = report_story(store, table)
+    ctx["story"] = None
     if story is not None:
         from faro_core.results.story import example_caption, example_table
 
-        parts.append(f"<h2>Does the reward prefer the stereotype?</h2><div class='summary'><p><b>"
-                     f"{_esc(story['headline'])}</b></p><p>{_esc(story['sentence'])}</p></div>")
-        parts.append(fig(pg.story_figure(story)))
-        if story.get("note"):
-            parts.append(f"<p class='muted'>Note: {_esc(story['note'])}.</p>")
-        for i, ex in enumerate(story["examples"], start=1):
-            what = {"bt_stereotyped_faro_correct": "where Faro corrects BT",
-                    "bt_leans_faro_not": "where BT leans to the stereotyped person and Faro does not",
-                    "both_stereotyped": "where both are wrong (shown for honesty)"}[ex["kind"]]
-            parts.append(f"<h3>Held-out example {i} · {_esc(ex['category'])} · {what}</h3><p>{_esc(ex['prompt'])}</p>"
-                         + _table(example_table(ex)) + f"<p class='muted'>{_esc(example_caption(ex))}</p>")
-    parts.append("<h2>Summary</h2><div class='summary'>" + "".join(f"<p>{s}</p>" for s in plain_summary(table))
-                 + "</div>")
+        ctx["story"] = {"headline": story["headline"], "sentence": story["sentence"],
+                        "figure": fig(pg.story_figure(story)), "note": story.get("note"),
+                        "examples": [{"category": ex["category"], "what": EXAMPLE_KINDS[ex["kind"]],
+                                      "prompt": ex["prompt"], "table": example_table(ex),
+                                      "caption": example_caption(ex)} for ex in story["examples"]]}
+    ctx["summary"] = plain_summary(table)
 
     # chance levels (from `faro eval`): is a held-out gap more than noise on cells of this size?
-    chance = [(r.run_id, line) for r in runs for line in views.chance_lines(r)]
-    if chance:
-        parts.append("<h2>Are the gaps more than chance?</h2><p>A gap measured on small groups is never exactly "
-                     "zero. For each evaluated run, the gap a model that ignores the group would show on the same "
-                     "held-out data:</p><ul>" + "".join(f"<li><code>{_esc(rid)}</code>: {_esc(line)}</li>"
-                                                       for rid, line in chance) + "</ul>")
+    ctx["chance"] = [(r.run_id, line) for r in runs for line in views.chance_lines(r)]
 
     # data and groups
     data_info = runs[0].read("data.json") or {}
-    parts.append("<h2>Data and groups</h2>")
+    ctx["data"] = None
     if data_info:
         pairs = data_info.get("pairs") or {}
-        parts.append(f"<p>Dataset <b>{_esc(data_info.get('name'))}</b>: {sum(pairs.values())} preference pairs "
-                     f"(train {pairs.get('train')}, validation {pairs.get('val')}, test {pairs.get('test')}); "
-                     f"conditioning on {_esc(', '.join(data_info.get('strata') or []) or 'nothing')}.</p>")
         groups = data_info.get("groups") or {}
-        if groups:
-            parts.append(_table(pd.DataFrame({"group": [group_label(g, labels) for g in groups], "tag": list(groups),
-                                              "pairs": list(groups.values()),
-                                              "": ["small" if n < SMALL_GROUP_N else "" for n in groups.values()]})))
-            if any(n < SMALL_GROUP_N for n in groups.values()):
-                parts.append(f"<p class='muted'>“small”: fewer than {SMALL_GROUP_N} pairs; kept, but its rates "
-                             "are noisy.</p>")
-    else:
-        parts.append("<p class='muted'>data.json not found in the first run.</p>")
+        ctx["data"] = {
+            "name": data_info.get("name"), "pairs": pairs, "n_pairs": sum(pairs.values()),
+            "strata": data_info.get("strata") or [], "small_n": SMALL_GROUP_N,
+            "any_small": any(n < SMALL_GROUP_N for n in groups.values()),
+            "groups": pd.DataFrame({"group": [group_label(g, labels) for g in groups], "tag": list(groups),
+                                    "pairs": list(groups.values()),
+                                    "": ["small" if n < SMALL_GROUP_N else "" for n in groups.values()]})
+            if groups else None}
 
     # what was trained
-    parts.append("<h2>What was trained</h2><p>Each run is a reward model; BT is the standard (unconstrained) "
-                 "model, Faro-X is trained under constraint X with slack ε.</p>")
     cols = ["run_id", "status", "family", "epsilon", "seed", "epochs", "accuracy", "gold_accuracy",
             "violation_dp", "violation_eo", "violation_cf", "certified"]
-    parts.append(_table(table[cols]))
+    ctx["runs_table"] = table[cols]
 
     # front
-    parts.append("<h2>Constraint types side by side</h2><p>Accuracy against each notion's violation, one panel "
-                 "per notion on one accuracy axis. BT and the baselines appear in every panel, each Faro run in the "
-                 "panel of the notion it was trained for; ★ marks a certified run, bars are ±1 sd over seeds.</p>")
-    fronts = pareto.constraint_fronts(done)
-    parts.append(fig(pg.fronts_figure(fronts)))
-    parts.append("<p>Every run's held-out violation of each notion, whatever it was trained for (the cost of one "
-                 "constraint on the others):</p>" + _table(tables.cross_violations(done)))
+    ctx["fronts_figure"] = fig(pg.fronts_figure(pareto.constraint_fronts(done)))
+    ctx["cross_violations"] = tables.cross_violations(done)
 
     # certificates
-    parts.append("<h2>Certificates</h2>")
     rows = []
     for r in runs:
         c = tables.certificate_summary(r)
@@ -171,15 +159,15 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
                      "epsilon": None if c is None else c.get("epsilon"), "delta": None if c is None else c.get("delta"),
                      "covers": raw.get("estimand") or ("—" if c is None else "held-out items drawn like these"),
                      "why not": raw.get("why_not") or ""})
-    parts.append(_table(pd.DataFrame(rows)))
-    parts.append(run_details(runs))
+    ctx["certificates"] = pd.DataFrame(rows)
+    ctx["run_details"] = Markup(run_details(runs))
 
     # per-group plots
     bt_ids = list(done.loc[done["family"] == "BT", "run_id"])
     faro_ids = list(done.loc[done["family"] != "BT", "run_id"])
     before = before or (bt_ids[0] if bt_ids else None)
     after = after or (faro_ids[0] if faro_ids else None)
-    parts.append("<h2>Per-group view</h2>")
+    ctx["per_group"] = None
     if before and after:
         sb, sa = views.load_scores(store.get(before)), views.load_scores(store.get(after))
         fam = dict(zip(table["run_id"], table["family"]))
@@ -189,63 +177,50 @@ def build_report(store: RunStore, run_ids: list[str], title: str = "Faro fairnes
         rw = {name_b: views.with_group_captions(rb, labels, counts=sizes),
               name_a: views.with_group_captions(ra, labels, counts=sizes)}
         roles = {name_b: views.role_rewards(sb), name_a: views.role_rewards(sa)}
+        role_figures = []
         if not roles[name_b].empty:
             amb = {k: v[v["context_condition"] == "ambig"] for k, v in roles.items()}
             margins = {k: m[m["context_condition"] == "ambig"]
                        for k, m in ((name_b, views.role_margins(sb)), (name_a, views.role_margins(sa)))}
-            parts.append("<p>By stereotype role, in ambiguous questions: each answer's reward within its question "
-                         "(left half the standard model, right half Faro), and the stereotyped answer's margin over "
-                         "the other person's (n = questions).</p>")
-            parts.append(fig(pg.role_violin(amb)))
-            parts.append(fig(pg.margin_histogram(margins)))
-        parts.append(f"<p>Reward distributions per group, standard model (left half) vs Faro (right half). "
-                     f"Spread of group mean rewards: {views.bias_gap(sb):.3f} → {views.bias_gap(sa):.3f} sd.</p>")
-        parts.append(fig(pg.violin_before_after(rw)))
+            role_figures = [fig(pg.role_violin(amb)), fig(pg.margin_histogram(margins))]
         acc = {}
         for name, sc in ((name_b, sb), (name_a, sa)):
             a = views.group_accuracy(sc, "category")
             acc[name] = a.assign(category=[f"{c} (n={n})" for c, n in zip(a["category"], a["n"])])
-        parts.append(fig(pg.group_accuracy_bars(acc, "category")))
-        parts.append(fig(pg.reliability_figure({fam.get(before, "BT"): views.reliability(sb),
-                                                fam.get(after, "Faro"): views.reliability(sa)})))
-    else:
-        parts.append("<p class='muted'>Needs one finished BT run and one finished Faro run among the chosen runs.</p>")
+        ctx["per_group"] = {
+            "role_figures": role_figures, "gap_before": views.bias_gap(sb), "gap_after": views.bias_gap(sa),
+            "figures": [fig(pg.violin_before_after(rw)), fig(pg.group_accuracy_bars(acc, "category")),
+                        fig(pg.reliability_figure({fam.get(before, "BT"): views.reliability(sb),
+                                                   fam.get(after, "Faro"): views.reliability(sa)}))]}
 
     # policy and generations
-    parts.append("<h2>Policy and example generations</h2>")
     pol_runs = [r for r in runs if r.file("policy.json").exists()]
+    ctx["policy"] = None
     if pol_runs:
         frames = [views.policy_frame(r) for r in pol_runs]
         ref = frames[0][frames[0]["model"] == "reference LM"]
         frame = pd.concat([ref] + [f[f["model"] != "reference LM"] for f in frames], ignore_index=True)
-        parts.append("<p>BBQ bias score in ambiguous contexts (s_AMB, 0 = unbiased) of the policy built on each "
-                     "reward, as β varies.</p>")
         colors = {r: pg.method_color(f) for r, f in zip(table["run_id"], table["family"])}
-        parts.append(fig(pg.policy_figure(frame, "s_amb", colors=colors)))
-        sentence = reward_induced_text(pol_runs, table, story.get("faro_run") if story else None)
-        if sentence:
-            parts.append(f"<p class='reward-induced'>{_esc(sentence)}</p>")
+        policy: dict[str, Any] = {
+            "figure": fig(pg.policy_figure(frame, "s_amb", colors=colors)),
+            "sentence": reward_induced_text(pol_runs, table, story.get("faro_run") if story else None),
+            "generations": []}
         gen_runs = [r for r in pol_runs if r.file("policy_generations.parquet").exists()][:3]
         if gen_runs:
             gen = views.generations_side_by_side(gen_runs, n_prompts=3)
             for _pidx, g in gen.groupby("prompt_idx"):
-                parts.append(f"<p><b>Prompt:</b> {_esc(g['user_text'].iloc[0])}</p>")
                 show = g[["text"] + [c for c in g.columns if c.startswith(("reward:", "best:"))]]
-                rows_html = []
-                for _, row in show.iterrows():
-                    picks = [c for c in show.columns if c.startswith("best:") and bool(row[c])]
-                    cls = " class='changed'" if picks and len(picks) < len(gen_runs) else ""
-                    rows_html.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
-                parts.append("<table><tr>" + "".join(f"<th>{_esc(c)}</th>" for c in show.columns) + "</tr>"
-                             + "".join(rows_html) + "</table>")
-            parts.append("<p class='muted'>Highlighted: a sample picked as best by only some of the rewards.</p>")
-    else:
-        parts.append("<p class='muted'>Policy results not computed yet — run `faro policy RUN…`.</p>")
+                picks = [[c for c in show.columns if c.startswith("best:") and bool(row[c])]
+                         for _, row in show.iterrows()]
+                policy["generations"].append({
+                    "prompt": g["user_text"].iloc[0], "columns": list(show.columns),
+                    # highlighted: a sample picked as best by only some of the rewards
+                    "rows": [(bool(p) and len(p) < len(gen_runs), list(row))
+                             for p, row in zip(picks, show.itertuples(index=False))]})
+        ctx["policy"] = policy
 
-    parts.append(plotly_loader())
-    body = "\n".join(parts)
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>{body}</body></html>")
+    ctx["loader"] = Markup(plotly_loader())
+    return _ENV.get_template("report.html.j2").render(ctx)
 
 
 def reward_induced_text(runs: list[Any], table: pd.DataFrame, faro_run: str | None = None) -> str | None:
@@ -293,37 +268,28 @@ def report_story(store: RunStore, table: pd.DataFrame) -> dict[str, Any] | None:
 def run_details(runs: list[Any]) -> str:
     """Per run: its config, its certificate (bound type, every row's empirical value and bounds) and its
     held-out metrics with intervals (``eval.json``), as collapsible HTML sections."""
-    out = ["<h2>Each run: config, certificate, intervals</h2>"]
+    details = []
     for r in runs:
         cert = r.read("certificate.json") or {}
         ev = (r.read("eval.json") or {}).get("metrics") or {}
-        inner = [f"<h3>Config</h3><pre>{_esc(json.dumps(r.config, indent=1, sort_keys=True, default=str))}</pre>"]
+        d: dict[str, Any] = {"run_id": r.run_id, "status": r.status, "cert": None, "intervals": None,
+                             "config_json": json.dumps(r.config, indent=1, sort_keys=True, default=str)}
         if cert:
-            bound = cert.get("bound") or "hoeffding (the only bound before variance-adaptive ones)"
-            inner.append(f"<h3>Certificate</h3><p>bound: <b>{_esc(bound)}</b> · δ = {_fmt(cert.get('delta'))} · "
-                         f"ε = {_fmt(cert.get('epsilon'))} · certified: <b>{_esc(cert.get('certified'))}</b>"
-                         + (f" · certifiably above ε: <b>{_esc(cert.get('above_epsilon'))}</b>"
-                            if "above_epsilon" in cert else "")
-                         + (f" · largest upper bound {_fmt(cert.get('max_upper'))}" if cert.get("max_upper") is not None
-                            else "") + f"</p><p>Covers: {_esc(cert.get('estimand') or 'held-out items drawn like these')}"
-                         + (f" · no certificate: {_esc(cert['why_not'])}" if cert.get("why_not") else "") + "</p>")
             rows = pd.DataFrame(cert.get("bounds") or [])
-            if not rows.empty:
-                keep = [c for c in ("name", "kind", "bound", "empirical", "lower", "upper", "slack", "n_group",
-                                    "n_anchor", "clusters", "n_eff", "n_to_certify", "epsilon") if c in rows]
-                inner.append(_table(rows[keep]))
-        else:
-            inner.append(f"<p class='muted'>No certificate yet: <code>faro certify {_esc(r.run_id)}</code>.</p>")
+            keep = [c for c in ("name", "kind", "bound", "empirical", "lower", "upper", "slack", "n_group",
+                                "n_anchor", "clusters", "n_eff", "n_to_certify", "epsilon") if c in rows]
+            d["cert"] = {"bound": cert.get("bound") or "hoeffding (the only bound before variance-adaptive ones)",
+                         "delta": cert.get("delta"), "epsilon": cert.get("epsilon"),
+                         "certified": cert.get("certified"), "has_above": "above_epsilon" in cert,
+                         "above_epsilon": cert.get("above_epsilon"), "max_upper": cert.get("max_upper"),
+                         "estimand": cert.get("estimand") or "held-out items drawn like these",
+                         "why_not": cert.get("why_not"), "bounds": None if rows.empty else rows[keep]}
         if ev:
-            iv = pd.DataFrame([{"metric": k, "value": v.get("value"), "95% interval": (
+            d["intervals"] = pd.DataFrame([{"metric": k, "value": v.get("value"), "95% interval": (
                 f"[{_fmt(v.get('lo'))}, {_fmt(v.get('hi'))}]" if v.get("lo") is not None else "—")}
                 for k, v in ev.items() if isinstance(v, dict)])
-            inner.append("<h3>Held-out metrics with intervals</h3>" + _table(iv))
-        else:
-            inner.append(f"<p class='muted'>No intervals yet: <code>faro eval {_esc(r.run_id)}</code>.</p>")
-        out.append(f"<details><summary><code>{_esc(r.run_id)}</code> — {_esc(r.status)}</summary>"
-                   + "".join(inner) + "</details>")
-    return "".join(out)
+        details.append(d)
+    return _ENV.get_template("run_details.html.j2").render(details=details)
 
 
 def pareto_figure_for(points: pd.DataFrame, kind: str) -> Any:

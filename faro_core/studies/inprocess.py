@@ -68,7 +68,7 @@ class SharedInputs(TrainInputs):
 
 def _memo_encode(fc: Any) -> Callable[..., Any]:
     """``fc.encode`` remembering its results for the texts of this sweep: every run of a data configuration
-    asks for the same texts, and hashing them into cache keys cost ~55 ms per run on one BBQ category. Keyed by
+    asks for the same texts, so their cache keys are hashed once per sweep (docs/TRAINING.md). Keyed by
     the texts themselves (the runs' frames share their string objects, so hashing and comparing is cheap)."""
     raw, seen = fc.encode, {}
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from faro_core.errors import FaroError
 from faro_core.fairness.kinds import KINDS
-from faro_core.train.methods import CONFIG_METHODS, METHODS  # torch-free: faro --help builds every flag fast
+from faro_core.train.method_spec import CONFIG_METHODS, SPECS  # torch-free: faro --help is fast
 
 CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
 MODES = ("head", "full")
@@ -142,8 +142,8 @@ class FaroConfig:
     dp_scope: str | None = setting(None, "where DP holds: COLUMN=V1|V2 over a strata column, or 'all' "
                                    "(default: BBQ-style data context_condition=ambig, else all)")
     dp_partner: bool = setting(True, "DP compares a response's selection against partners of the same kind, "
-                               "naming no group or naming one ('split'), or pools both ('pool', the "
-                               "earlier definition; docs/DEFINITIONS.md)", words={"split": True, "pool": False})
+                               "naming no group or naming one ('split'), or pools both ('pool'; "
+                               "docs/DEFINITIONS.md)", words={"split": True, "pool": False})
     groups: list[str] | None = setting(None, "comma-separated group values to keep")
     skew: float = setting(0.0, "fraction rho of ambiguous items relabelled to the biased answer", range=UNIT)
     data_seed: int = setting(0, "seed of skew injection and splits (fixed across training seeds)",
@@ -252,7 +252,7 @@ class FaroConfig:
                 setattr(out, f.name, by_mode[out.mode])
         if out.constraint_batch_size is None:
             # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
-            out.constraint_batch_size = METHODS[out.method].head_constraint_batch if head else 0
+            out.constraint_batch_size = SPECS[out.method].head_constraint_batch if head else 0
         if out.name is None:
             tag = "bt" if out.method == "faro" and not out.active_constraints else out.method
             if out.method == "faro" and out.active_constraints:
@@ -263,7 +263,7 @@ class FaroConfig:
     @property
     def active_constraints(self) -> list[str]:
         """Constraints that can bind: none when epsilon is infinite or the method ignores them."""
-        if not METHODS[self.method].constrained or not math.isfinite(self.epsilon):
+        if not SPECS[self.method].constrained or not math.isfinite(self.epsilon):
             return []
         return list(self.constraints)
 

@@ -13,8 +13,8 @@ observed labels; Faro measures its own DP/EO on the result like for any run). ``
 With ``expgrad_base="head"`` the model fitted each round is the same head as Faro's (an MLP reward r on
 features, ``head_hidden`` units), as a pair classifier P(y1 > y2) = sigma(r(phi1) - r(phi2)) trained by weighted
 Bradley-Terry on the round's relabelled, reweighted pairs (:class:`PairHeadClassifier`: same optimiser, batch,
-learning rate and epochs as a Faro head run). That compares the two fairness methods on one model class:
-the linear head reaches ~0.63 gold accuracy on BBQ where the MLP head reaches ~0.82. The mixture
+learning rate and epochs as a Faro head run). That compares the two fairness methods on one model class
+(the linear head is a weaker model: docs/EVALUATION.md). The mixture
 sum_t q_t r_t of MLP heads is again one MLP head, with the rounds' hidden units side by side
 (:func:`mixture_head`), so the result is still an ordinary reward model.
 
@@ -41,8 +41,8 @@ from faro_core.store.runs import Run
 from faro_core.train.backends import HeadBackend, split_rewards
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
+from faro_core.train.optim import make_adam
 from faro_core.train.outputs import data_record, split_metrics_of, write_scores
-from faro_core.train.stepper import make_adam
 
 MAX_ITER = 30
 LR_C = 1.0

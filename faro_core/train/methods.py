@@ -1,31 +1,37 @@
 """Training methods: Faro and the baselines it is compared with (DESIGN §9), one registry entry each.
 
-A :class:`Method` says everything the rest of Faro needs to know about a method: its label and colour
-(tables, plots, reports; ``kind_colors`` where its constraint kinds are told apart), which constraint kinds
-it takes and whether the run's constraints bind (``constrained``), whether its multipliers are fixed (``fixed_lambda``), its per-pair example weights, its
-training loss when it is not Bradley-Terry (``loss``: a factory of a :mod:`faro_core.train.losses` object),
-its post-processing of the final rewards, a replacement fit (a method that is not gradient descent on the
-trainer's loop), whether it is an ``oracle`` (it reads what a deployed reward cannot know, so it is a
-reference point, not a baseline to beat), and how a sweep grid expands it (``grid``: one run per seed, per (kind, lambda, seed) or per
-(kind, epsilon, seed)). Adding a method is one entry in :data:`METHODS`.
-
-``name`` is the sweep/table name; ``config_method`` the value of ``FaroConfig.method`` (``expgrad_head`` is
-``method="expgrad"`` with ``expgrad_base="head"``, set by ``options``).
+A :class:`Method` is a method's :class:`~faro_core.train.method_spec.MethodSpec` (name, label, colour, kinds,
+constrained, fixed multipliers, oracle, grid expansion: what the rest of Faro needs to know, torch-free) plus
+its behaviour: its per-pair example weights, its training loss when it is not Bradley-Terry (``loss``: a
+factory of a :mod:`faro_core.train.losses` object), its post-processing of the final rewards, and a
+replacement fit (a method that is not gradient descent on the trainer's loop). Adding a method is one spec in
+:data:`~faro_core.train.method_spec.SPECS` and, if it behaves differently from Bradley-Terry, one entry in
+:data:`BEHAVIOUR`; :data:`METHODS` joins the two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from faro_core.errors import FaroError
-from faro_core.fairness.kinds import KINDS
+from faro_core.train.method_spec import (  # noqa: F401 (re-exported: the registry's names, one import away)
+    ALL_KINDS,
+    BASELINES,
+    CONFIG_METHODS,
+    OTHER_COLOR,
+    SPECS,
+    MethodSpec,
+    baselines,
+    color,
+    method_of,
+)
+from faro_core.train.method_spec import get as spec_of
 
-if TYPE_CHECKING:  # the config imports this module (for the list of methods); only its type is needed here
+if TYPE_CHECKING:  # type-only: this module is imported before torch and the trainer's modules are needed
     import torch
 
     from faro_core.store.runs import Run
@@ -127,99 +133,31 @@ def _alpha_fair_loss(config: FaroConfig, df: pd.DataFrame) -> Any:
 
 
 @dataclass(frozen=True)
-class Method:
-    """One training method (see the module docstring)."""
+class Method(MethodSpec):
+    """One training method: its :class:`~faro_core.train.method_spec.MethodSpec` plus its behaviour (see the
+    module docstring); a field left None is Bradley-Terry's (no weights, BT loss, no post-processing, the loop)."""
 
-    name: str
-    label: str
-    description: str
-    color: str
-    kinds: tuple[str, ...] = ()
-    constrained: bool = False
-    config_method: str = ""
-    options: tuple[tuple[str, object], ...] = ()
-    fixed_lambda: bool = False
-    head_constraint_batch: int = 0
-    grid: str = "seed"
     example_weights: Callable[[pd.DataFrame], torch.Tensor] | None = None
     post_process: Callable[[pd.DataFrame, np.ndarray, np.ndarray, list[str] | None],
                            tuple[np.ndarray, np.ndarray, dict[str, Any]]] | None = None
     fit: Callable[[FaroConfig, Run, bool, TrainInputs], None] | None = None
     loss: Callable[[FaroConfig, pd.DataFrame], Any] | None = None
-    oracle: bool = False
-    # its head-mode runs can train as members of one batch (faro_core.train.batched): every per-run part of
-    # the method lives in the TrainStepper (loss, weights, multipliers) and the loop; a ``fit`` never batches
-    batches: bool = True
-    kind_colors: tuple[tuple[str, str], ...] = ()  # a colour per constraint kind, where the kinds differ
-
-    @property
-    def method(self) -> str:
-        """The ``FaroConfig.method`` value of this entry."""
-        return self.config_method or self.name
 
 
-ALL_KINDS = KINDS
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("faro", "Faro", "ProxyGDA: Bradley-Terry under DP / EO / CF constraints", "#1f77b4", ALL_KINDS,
-           constrained=True, grid="epsilon", kind_colors=(("dp", "#1f77b4"), ("eo", "#2ca02c"), ("cf", "#9467bd"))),
-    Method("bt", "BT", "unconstrained Bradley-Terry", "#7f7f7f"),
-    Method("reweight", "Reweighting", "group reweighting of the loss (pre-processing)", "#ff7f0e",
-           example_weights=reweighing_weights),
-    Method("posthoc", "Post-hoc shift (oracle)", "per-group reward shift to equal means (post-processing); an "
-           "oracle: it reads each response's group (with --attribute role, its stereotype role) when scoring, "
-           "which a deployed reward does not know, so it is a reference point, not a baseline to dominate",
-           "#8c564b", post_process=_posthoc, oracle=True),
-    Method("fixed_lambda", "Fixed λ", "fixed-lambda penalty, no dual ascent", "#e377c2", ALL_KINDS,
-           constrained=True, fixed_lambda=True, head_constraint_batch=1024, grid="lambda"),
-    Method("select_only", "Selection only", "Faro's iterate selection (feasible on validation, else within "
-           "chance, else least violating) with the multipliers held at 0: it trains BT's path and picks its "
-           "iterate as Faro would, so against it Faro's gain is the penalty's, not the selection's", "#98df8a",
-           ALL_KINDS, constrained=True, config_method="fixed_lambda",
-           options=(("fixed_lambda", 0.0), ("constraint_batch_size", 0)), fixed_lambda=True, grid="epsilon"),
-    Method("expgrad", "ExpGrad", "fairlearn ExponentiatedGradient, linear head", "#bcbd22", ("dp", "eo"),
-           constrained=True, grid="epsilon", fit=_fit_expgrad),
-    Method("expgrad_head", "ExpGrad (MLP head)", "fairlearn ExponentiatedGradient fitting Faro's MLP head",
-           "#dbdb8d", ("dp", "eo"), constrained=True, config_method="expgrad", options=(("expgrad_base", "head"),),
-           grid="epsilon", fit=_fit_expgrad),
-    Method("group_dro", "Group DRO", "group DRO on the Bradley-Terry loss: the worst group's loss, group weights "
-           "by exponentiated gradient (as in group-robust preference optimisation)", "#d62728",
-           loss=_group_dro_loss),
-    Method("fair_reg", "α-fair regulariser", "Bradley-Terry minus an alpha-fair utility of the batch's "
-           "sigma(margins); no group labels (after Towards Reward Fairness in RLHF, ACL 2025)", "#393b79",
-           loss=_alpha_fair_loss),
-)}
-CONFIG_METHODS = tuple(dict.fromkeys(m.method for m in METHODS.values()))  # valid values of FaroConfig.method
-
-BASELINES = tuple(n for n in METHODS if n != "faro")
-
-
-def baselines() -> tuple[str, ...]:
-    """The baselines a sweep can add now: every entry of :data:`METHODS` but Faro."""
-    return tuple(n for n in METHODS if n != "faro")
-OTHER_COLOR = "#17becf"
+# The behaviour of each method that has any; every other field comes from its spec.
+BEHAVIOUR: dict[str, dict[str, Callable[..., Any]]] = {
+    "reweight": {"example_weights": reweighing_weights},
+    "posthoc": {"post_process": _posthoc},
+    "expgrad": {"fit": _fit_expgrad},
+    "expgrad_head": {"fit": _fit_expgrad},
+    "group_dro": {"loss": _group_dro_loss},
+    "fair_reg": {"loss": _alpha_fair_loss},
+}
+METHODS: dict[str, Method] = {
+    name: Method(**{f.name: getattr(spec, f.name) for f in fields(MethodSpec)}, **BEHAVIOUR.get(name, {}))
+    for name, spec in SPECS.items()}
 
 
 def get(method: str) -> Method:
     """The registry entry of ``method`` (a :data:`METHODS` key or a ``FaroConfig.method`` value)."""
-    if method not in METHODS:
-        raise FaroError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    return METHODS[method]
-
-
-def method_of(cfg: dict[str, Any]) -> str:
-    """The registry name of a stored config: its ``method``, refined by the entries' ``options``
-    (``method="expgrad", expgrad_base="head"`` -> ``expgrad_head``)."""
-    method = cfg.get("method") or "faro"
-    for m in METHODS.values():
-        if m.config_method == method and m.options and all(cfg.get(k) == v for k, v in m.options):
-            return m.name
-    return method
-
-
-def color(method: str, kind: str = "") -> str:
-    """The one colour of ``method`` (a registry name) in every figure; ``kind``: its first constraint kind,
-    for a method whose kinds have their own colours (Faro-DP, Faro-EO, Faro-CF). Unknown: :data:`OTHER_COLOR`."""
-    m = METHODS.get(method)
-    if m is None:
-        return OTHER_COLOR
-    return dict(m.kind_colors).get(kind, m.color)
+    return METHODS[spec_of(method).name]

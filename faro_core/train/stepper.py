@@ -17,18 +17,9 @@ from faro_core.models.reward import bt_loss
 from faro_core.train import methods
 from faro_core.train.backends import HeadBackend, all_reduce_sum, split_rewards, to_device
 from faro_core.train.config import FaroConfig
+from faro_core.train.optim import make_adam
 from faro_core.train.proxy_gda import ProxyGDA
 from faro_core.train.role_batches import ItemBatches
-
-
-def make_adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam with the fused implementation where PyTorch has one (CPU and CUDA float32): one kernel for the
-    whole update; the same update up to float rounding (speed: docs/TRAINING.md)."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 class TrainStepper:
