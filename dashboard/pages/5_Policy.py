@@ -154,7 +154,14 @@ with guard():
         st.info(f"Policy results are not computed yet — run `faro policy RUN… --runs-dir {store().root}` "
                 "(or `faro demo`).")
         st.stop()
-    default = [r for r in with_pol if "bt" in r][:1] + [r for r in with_pol if "bt" not in r][:2]
+    from common import runs_root
+
+    # BT, the Overview's Faro run (the pair the page's counts compare), then one more reward
+    fam_of = dict(zip(table["run_id"], table["family"]))
+    bt_runs = [r for r in with_pol if fam_of.get(r) == "BT"] or [r for r in with_pol if "bt" in r]
+    ov = overview_run(runs_root())
+    default = bt_runs[:1] + ([ov] if ov in with_pol and ov not in bt_runs else [])
+    default += [r for r in with_pol if r not in default and r not in bt_runs][:3 - len(default)]
     chosen = st.multiselect("Rewards", with_pol, default=default or with_pol[:3],
                             format_func=lambda r: run_label(table, r))
     if not chosen:
