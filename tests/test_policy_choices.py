@@ -189,6 +189,14 @@ def test_reward_induced_bias_is_zero_without_a_reward_and_follows_its_strength()
     s = reward_induced_sentence(ri, "half", {"bt": "BT", "half": "Faro-DP ε = 0.05"})
     assert "`half`" in s and "`bt`" in s and "Faro-DP ε = 0.05" in s and "β = 1" in s
     assert f"{m['half']['at_beta']['value']:+.3f}" in s and "removes" in s and "matched KL" in s
+    # a BT that adds nothing distinguishable from 0: no share of it is stated (it would divide by ~0)
+    # (BT pushes towards the stereotyped answer in half the templates and away from it in the other half)
+    sign = np.where(items["question_index"].astype(int).to_numpy() < 6, 1.0, -1.0)[:, None]
+    flat = reward_induced_bias(log_ref, {"bt": sign * bias, "half": 0.5 * bias}, items, baseline="bt", n_boot=200)
+    assert flat["models"]["bt"]["at_beta"]["lo"] < 0 < flat["models"]["bt"]["at_beta"]["hi"]
+    assert np.isfinite(flat["models"]["half"]["removed_at_beta"]["value"])  # computable, but not meaningful
+    s0 = reward_induced_sentence(flat, "half", {"bt": "BT"})
+    assert "removes" not in s0 and "removing" not in s0 and "not distinguishable from 0" in s0
 
 
 # ------------------------------------------------------------------------------------------------ shipped replies

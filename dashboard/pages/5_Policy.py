@@ -76,7 +76,7 @@ def reward_induced_section(chosen: list[str], table: pd.DataFrame) -> None:
     chosen Faro run), and a table for every chosen reward."""
     from common import runs_root
 
-    from faro_core.policy.evaluate import reward_induced_sentence
+    from faro_core.policy.evaluate import reward_induced_sentence, share_is_stated
 
     ri = None
     for r in chosen:
@@ -104,11 +104,16 @@ def reward_induced_section(chosen: list[str], table: pd.DataFrame) -> None:
                                                f"{m['at_beta']['hi']:+.3f}]",
                "adds at matched KL": (f"{m['at_kl']['value']:+.3f} [{m['at_kl']['lo']:+.3f}, {m['at_kl']['hi']:+.3f}]"
                                       if np.isfinite(m["at_kl"]["value"]) else "n/a")}
-        for key, name in (("removed_at_beta", "share of BT's removed (β)"),
-                          ("removed_at_kl", "share of BT's removed (KL)")):
+        base = ri["models"].get(ri.get("baseline"), {})
+        for key, point, name in (("removed_at_beta", "at_beta", "share of BT's removed (β)"),
+                                 ("removed_at_kl", "at_kl", "share of BT's removed (KL)")):
             v = m.get(key)
-            row[name] = (f"{100 * v['value']:.0f} % [{100 * v['lo']:.0f}, {100 * v['hi']:.0f}]"
-                         if v and np.isfinite(v["value"]) and r != ri.get("baseline") else "—")
+            if not v or not np.isfinite(v["value"]) or r == ri.get("baseline"):
+                row[name] = "—"
+            elif not share_is_stated(base.get(point)):
+                row[name] = "— (BT adds ≈ 0)"
+            else:
+                row[name] = f"{100 * v['value']:.0f} % [{100 * v['lo']:.0f}, {100 * v['hi']:.0f}]"
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
