@@ -122,10 +122,20 @@ def print_numbers(res: dict[str, Any]) -> None:
               f"{ri.get('clusters', '?')} templates; π_ref's s_AMB {ri['s_amb_ref']:.3f}; β = {ri['beta']:g}; "
               f"matched KL {ri.get('kl_target', float('nan')):.4f} nats):")
         print(f"  {'reward':<20} {'run':<32} {'at β':<26} {'at matched KL (β)':<34} {'removes (β)':<20} removes (KL)")
+        from faro_core.policy.evaluate import share_is_stated
+
+        base = ri["models"].get(ri.get("baseline"), {})
+
+        def removed(r: str, m: dict[str, Any], point: str) -> str:
+            if r == ri.get("baseline"):
+                return "—"
+            if not share_is_stated(base.get(point)):
+                return "— (BT adds ≈ 0)"
+            return _iv(m.get(f"removed_{point}", {}), pct=True)
+
         for r, m in ri["models"].items():
             kl = f"{_iv(m['at_kl'], sign=True)} ({m['at_kl'].get('beta', float('nan')):.2f})"
-            rb = "—" if r == ri.get("baseline") else _iv(m.get("removed_at_beta", {}), pct=True)
-            rk = "—" if r == ri.get("baseline") else _iv(m.get("removed_at_kl", {}), pct=True)
+            rb, rk = removed(r, m, "at_beta"), removed(r, m, "at_kl")
             print(f"  {lab.get(r, r):<20} {r:<32} {_iv(m['at_beta'], sign=True):<26} {kl:<34} {rb:<20} {rk}")
     if res.get("sentence"):
         print(f"\nPolicy page: {res['sentence']}")

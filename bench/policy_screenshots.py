@@ -3,7 +3,7 @@
     python bench/policy_screenshots.py RUNS_DIR [--out docs/screenshots]
 
 Serves the dashboard on RUNS_DIR (read only; e.g. the store ``faro demo --runs-dir DIR`` builds) and writes
-``policy.png`` (the page as it opens: the BBQ scores at β, what the reward adds, then the generations
+``policy_default.png`` (the page as it opens: the BBQ scores at β, what the reward adds, then the generations
 compared with the choices counted by role and the first cards) and ``policy_differ.png`` (the generations
 section with "Only where choices differ" ticked). Debian's /usr/bin/chromium via playwright, as
 tests/test_browser.py. The viewport is tall enough that Streamlit renders the whole page without its inner
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 if page.query_selector('[data-testid="stException"]') is not None:
                     raise SystemExit(page.inner_text('[data-testid="stException"]')[:500])
                 bottom = _card_bottom(page, DEFAULT_CARDS) + 16
-                page.screenshot(path=str(args.out / "policy.png"), clip={"x": 0, "y": 0, "width": WIDTH,
+                page.screenshot(path=str(args.out / "policy_default.png"), clip={"x": 0, "y": 0, "width": WIDTH,
                                                                         "height": bottom})
                 page.get_by_text("Only where choices differ", exact=True).click()
                 wait_ready(page, settle_s=3.0)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 browser.close()
     finally:
         stop_server(proc)
-    for name in ("policy.png", "policy_differ.png"):
+    for name in ("policy_default.png", "policy_differ.png"):
         p = args.out / name
         print(f"{p} ({p.stat().st_size} bytes)")
     return 0
