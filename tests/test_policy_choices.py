@@ -189,30 +189,52 @@ def test_reward_induced_bias_is_zero_without_a_reward_and_follows_its_strength()
     s = reward_induced_sentence(ri, "half", {"bt": "BT", "half": "Faro-DP ε = 0.05"})
     assert "`half`" in s and "`bt`" in s and "Faro-DP ε = 0.05" in s and "β = 1" in s
     assert f"{m['half']['at_beta']['value']:+.3f}" in s and "removes" in s and "matched KL" in s
+    # a BT that adds nothing distinguishable from 0: no share of it is stated (it would divide by ~0)
+    # (BT pushes towards the stereotyped answer in half the templates and away from it in the other half)
+    sign = np.where(items["question_index"].astype(int).to_numpy() < 6, 1.0, -1.0)[:, None]
+    flat = reward_induced_bias(log_ref, {"bt": sign * bias, "half": 0.5 * bias}, items, baseline="bt", n_boot=200)
+    assert flat["models"]["bt"]["at_beta"]["lo"] < 0 < flat["models"]["bt"]["at_beta"]["hi"]
+    assert np.isfinite(flat["models"]["half"]["removed_at_beta"]["value"])  # computable, but not meaningful
+    s0 = reward_induced_sentence(flat, "half", {"bt": "BT"})
+    assert "removes" not in s0 and "removing" not in s0 and "not distinguishable from 0" in s0
 
 
 # ------------------------------------------------------------------------------------------------ shipped replies
-SHIPPED_PROMPTS = 28
+SHIPPED_PROMPTS = 50
 
 
 def test_shipped_demo_replies_have_16_replies_per_prompt_and_are_verified(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from faro_core.models import shipped
     from faro_core.paths import DEMO_DATA_DIR
-    from faro_core.policy.replies import DEMO_GENERATION, REPLY_COLUMNS, replies_key, shipped_replies
+    from faro_core.policy.replies import (
+        DEMO_GENERATION,
+        DEMO_N_PROMPTS,
+        REPLY_COLUMNS,
+        replies_key,
+        shipped_replies,
+    )
 
     manifest = json.loads((DEMO_DATA_DIR / "cache" / "manifest.json").read_text())
     entry = next((e for e in manifest["files"] if e["kind"] == "replies"), None)
-    if entry is None:
-        pytest.skip("no shipped replies in this checkout")
+    assert entry is not None, "the demo ships its policy replies (faro policy generate --ship)"
     assert entry["key"] == replies_key(None, DEMO_GENERATION)
     assert entry["bytes"] <= 1_000_000
     df = shipped_replies()
     assert df is not None and list(df.columns) == REPLY_COLUMNS
     per = df.groupby("prompt_idx").size()
-    # 28 of the demo's 50 prompts were generated in the time there was (docs/POLICY.md); `faro policy generate
-    # --ship` completes them
-    assert len(per) == entry["prompts"] >= SHIPPED_PROMPTS and per.min() >= DEMO_GENERATION.n >= 16
+    # every one of the demo's prompts (>= 50, the issue's floor), each with exactly n >= 16 replies
+    assert len(per) == entry["prompts"] == DEMO_N_PROMPTS >= SHIPPED_PROMPTS
+    assert per.min() == per.max() == DEMO_GENERATION.n >= 16 and entry["rows"] == len(df) == len(per) * per.min()
+    assert list(per.index) == list(range(len(per))) and df["text"].str.len().gt(0).mean() > 0.9
+    # they answer the demo's own prompts: ambiguous items of its current test split, in the seeded order
+    from faro_core.policy.replies import config_test_item_ids, demo_prompt_items
+    from faro_core.studies.demo import demo_split_config
+
+    want = demo_prompt_items(config_test_item_ids(demo_split_config()))
+    got = df.drop_duplicates("prompt_idx").sort_values("prompt_idx")
+    assert list(got["item_id"]) == list(want["item_id"].astype(str))
+    assert list(got["user_text"]) == list(want["user_text"])
     # an edited copy is not used
     folder = tmp_path / "cache"
     shutil.copytree(DEMO_DATA_DIR / "cache", folder, ignore=shutil.ignore_patterns("*.safetensors"))

@@ -63,10 +63,14 @@ def _app():  # noqa: ANN202
 
 
 def test_policy_page_states_the_reward_induced_bias_and_counts_choices_by_role(store_dir: Path) -> None:
+    import json
+
     from faro_core.store.runs import RunStore
 
     at = _app().run()
     assert not at.exception, [e.value for e in at.exception]
+    story = json.loads((store_dir / "story.json").read_text())
+    assert at.multiselect[0].value[:2] == [story["bt_run"], story["faro_run"]]  # the Overview's pair by default
     text = " ".join(m.value for m in at.markdown)
     assert "What the reward adds to the reference LM's bias" in text
     assert "`demo-bt-s0`" in text and "`demo-faro-dp-eps0.05-s0`" in text and "at β = 1" in text

@@ -76,7 +76,7 @@ def reward_induced_section(chosen: list[str], table: pd.DataFrame) -> None:
     chosen Faro run), and a table for every chosen reward."""
     from common import runs_root
 
-    from faro_core.policy.evaluate import reward_induced_sentence
+    from faro_core.policy.evaluate import reward_induced_sentence, share_is_stated
 
     ri = None
     for r in chosen:
@@ -104,11 +104,16 @@ def reward_induced_section(chosen: list[str], table: pd.DataFrame) -> None:
                                                f"{m['at_beta']['hi']:+.3f}]",
                "adds at matched KL": (f"{m['at_kl']['value']:+.3f} [{m['at_kl']['lo']:+.3f}, {m['at_kl']['hi']:+.3f}]"
                                       if np.isfinite(m["at_kl"]["value"]) else "n/a")}
-        for key, name in (("removed_at_beta", "share of BT's removed (β)"),
-                          ("removed_at_kl", "share of BT's removed (KL)")):
+        base = ri["models"].get(ri.get("baseline"), {})
+        for key, point, name in (("removed_at_beta", "at_beta", "share of BT's removed (β)"),
+                                 ("removed_at_kl", "at_kl", "share of BT's removed (KL)")):
             v = m.get(key)
-            row[name] = (f"{100 * v['value']:.0f} % [{100 * v['lo']:.0f}, {100 * v['hi']:.0f}]"
-                         if v and np.isfinite(v["value"]) and r != ri.get("baseline") else "—")
+            if not v or not np.isfinite(v["value"]) or r == ri.get("baseline"):
+                row[name] = "—"
+            elif not share_is_stated(base.get(point)):
+                row[name] = "— (BT adds ≈ 0)"
+            else:
+                row[name] = f"{100 * v['value']:.0f} % [{100 * v['lo']:.0f}, {100 * v['hi']:.0f}]"
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
@@ -154,7 +159,14 @@ with guard():
         st.info(f"Policy results are not computed yet — run `faro policy RUN… --runs-dir {store().root}` "
                 "(or `faro demo`).")
         st.stop()
-    default = [r for r in with_pol if "bt" in r][:1] + [r for r in with_pol if "bt" not in r][:2]
+    from common import runs_root
+
+    # BT, the Overview's Faro run (the pair the page's counts compare), then one more reward
+    fam_of = dict(zip(table["run_id"], table["family"]))
+    bt_runs = [r for r in with_pol if fam_of.get(r) == "BT"] or [r for r in with_pol if "bt" in r]
+    ov = overview_run(runs_root())
+    default = bt_runs[:1] + ([ov] if ov in with_pol and ov not in bt_runs else [])
+    default += [r for r in with_pol if r not in default and r not in bt_runs][:3 - len(default)]
     chosen = st.multiselect("Rewards", with_pol, default=default or with_pol[:3],
                             format_func=lambda r: run_label(table, r))
     if not chosen:

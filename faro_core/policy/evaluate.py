@@ -351,6 +351,17 @@ def _f(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"
 
 
+def share_is_stated(baseline_point: dict[str, float] | None) -> bool:
+    """Whether a share of the baseline's Δ removed is worth stating: the baseline's Δ (one of its
+    ``at_beta`` / ``at_kl`` entries) has a 95 % interval that excludes 0. When it does not, ``1 − Δ/Δ_BT``
+    divides by a number that may be 0 and its interval spans thousands of percent; the page and the
+    sentence then say so instead of printing it."""
+    if not baseline_point:
+        return False
+    lo, hi = baseline_point.get("lo", float("nan")), baseline_point.get("hi", float("nan"))
+    return bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0))
+
+
 def reward_induced_sentence(ri: dict[str, Any], run: str, labels: dict[str, str] | None = None) -> str:
     """The reward-induced bias of ``run`` against the baseline in words, with its numbers and both runs
     named (``labels``: run id -> a name such as "Faro-DP ε = 0.05")."""
@@ -373,16 +384,19 @@ def reward_induced_sentence(ri: dict[str, Any], run: str, labels: dict[str, str]
         return head + f"{name(run)} adds {iv(m['at_beta'])} to s_AMB (95 % template-bootstrap interval)."
     parts = [f"{name(base)} adds {iv(b['at_beta'])} and {name(run)} adds {iv(m['at_beta'])}"]
     rb = m.get("removed_at_beta")
-    if rb and np.isfinite(rb["value"]):
+    if rb and np.isfinite(rb["value"]) and share_is_stated(b["at_beta"]):
         parts.append(f"so {name(run)} removes {100 * rb['value']:.0f} % "
                      f"[{100 * rb['lo']:.0f}, {100 * rb['hi']:.0f}] of what BT adds")
     text = head + ", ".join(parts) + "."
+    if not share_is_stated(b["at_beta"]):
+        text += (" BT's addition is not distinguishable from 0 here (its interval includes 0), so no share of it"
+                 " removed is stated.")
     ak, bk = m.get("at_kl", {}), b.get("at_kl", {})
     if np.isfinite(ak.get("value", float("nan"))) and np.isfinite(ri.get("kl_target", float("nan"))):
         rk = m.get("removed_at_kl", {})
         text += (f" At matched KL ({ri['kl_target']:.3f} nats, BT's at β = {beta:g}; {name(run)} at "
                  f"β = {ak['beta']:.2f}) it adds {iv(ak)} against BT's {iv(bk)}")
-        if rk and np.isfinite(rk.get("value", float("nan"))):
+        if rk and np.isfinite(rk.get("value", float("nan"))) and share_is_stated(bk):
             text += f", removing {100 * rk['value']:.0f} % [{100 * rk['lo']:.0f}, {100 * rk['hi']:.0f}]"
         text += "."
     text += " (Positive: the policy follows the stereotype more than the reference LM does.)"
