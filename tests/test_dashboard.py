@@ -567,6 +567,13 @@ def test_story_numbers_follow_from_the_scores(runs_dir: Path) -> None:
         right = (sc["r_chosen"] > sc["r_rejected"]).to_numpy(float)
         acc = np.nanmean(np.where(np.isnan(gold), np.nan, np.where(gold == 1, right, 1 - right)))  # gold-less: out
         assert story["accuracy"][tag]["value"] == pytest.approx(acc)
+        # template split: the bar's interval is cluster-robust over the same templates as the difference's
+        from faro_core.evaluate.paired import cluster_mean_interval
+
+        keep = ~np.isnan(gold)
+        ci = cluster_mean_interval(np.where(gold == 1, right, 1 - right)[keep], sc["cluster"].astype(str).to_numpy()[keep])
+        assert story["accuracy"][tag]["clusters"] == ci["clusters"] == story["accuracy"]["difference"]["clusters"]
+        assert (story["accuracy"][tag]["lo"], story["accuracy"][tag]["hi"]) == pytest.approx((ci["lo"], ci["hi"]))
     d = story["accuracy"]["difference"]["value"]
     assert d == pytest.approx(story["accuracy"]["faro"]["value"] - story["accuracy"]["bt"]["value"])
     # the paired claim: Delta P = P_BT - P_Faro on the same questions, its interval over templates, in words

@@ -25,8 +25,8 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         split_item_ids,
         write_policy,
     )
-    from faro_core.policy.generate import rerank_runs
     from faro_core.policy.replies import demo_prompt_items
+    from faro_core.policy.rerank import rerank_runs
     from faro_core.store.runs import RunStore
     from faro_core.studies.demo import build_demo, demo_specs
 

@@ -114,7 +114,8 @@ def run_policy(args: argparse.Namespace) -> int:
                                dtype=args.lm_dtype)
     result.update({"data": source or "demo", "split": args.split})
     if args.generate:
-        from faro_core.policy.generate import GenerationConfig, rerank_runs
+        from faro_core.policy.generate import GenerationConfig
+        from faro_core.policy.rerank import rerank_runs
 
         gcfg = GenerationConfig(n=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                 top_p=args.top_p, seed=args.seed)
@@ -207,7 +208,6 @@ def generation_settings(args: argparse.Namespace) -> Any:
 
 def _generate(args: argparse.Namespace, store: Any) -> int:
     from faro_core.policy.evaluate import load_items, run_data_source, split_item_ids
-    from faro_core.policy.generate import rerank_runs
     from faro_core.policy.gibbs import DEFAULT_BETAS
     from faro_core.policy.replies import (
         DEMO_N_PROMPTS,
@@ -218,6 +218,7 @@ def _generate(args: argparse.Namespace, store: Any) -> int:
         replies_key,
         ship_replies,
     )
+    from faro_core.policy.rerank import rerank_runs
 
     runs = [store.get(r) for r in dict.fromkeys(args.runs[1:])]
     cfg = generation_settings(args)

@@ -203,7 +203,7 @@ def _is_biased(m: str, polarity: str) -> bool:
     return (m == "target" and polarity == "neg") or (m == "other" and polarity != "neg")
 
 
-def _shares(mentions: np.ndarray, weights: np.ndarray, polarity: np.ndarray) -> dict[str, float]:
+def mention_shares(mentions: np.ndarray, weights: np.ndarray, polarity: np.ndarray) -> dict[str, float]:
     """Weighted shares of each mention class and of biased replies; ``weights`` sum to 1 per prompt.
 
     Classes: :data:`MENTIONS` (group tags of :func:`mention`) or, when the mentions are role classes of
@@ -231,7 +231,7 @@ def rerank(samples: pd.DataFrame, prompts: pd.DataFrame, rewards: np.ndarray,
     ``samples``: rows of :func:`generate` with a ``mention`` column; ``prompts``: the prompt items (row i is
     ``prompt_idx`` i); ``rewards``: raw rewards ``[len(samples)]``. β in sd units of these rewards.
     Returns ``{"best_of_n": shares, "softmax": {β: shares}, "by_group": {g: {"samples", "best_of_n",
-    "softmax"}}, "weights": {β: array}, "best": bool array}`` (shares as in :func:`_shares`).
+    "softmax"}}, "weights": {β: array}, "best": bool array}`` (shares as in :func:`mention_shares`).
     """
     r = np.asarray(rewards, dtype=np.float64)
     z = (r - r.mean()) / (r.std() if r.std() > 0 else 1.0)
@@ -257,8 +257,8 @@ def rerank(samples: pd.DataFrame, prompts: pd.DataFrame, rewards: np.ndarray,
     pol = prompts["question_polarity"].astype(str).to_numpy()[pidx]
     uniform = np.ones(len(samples))
     out: dict[str, Any] = {
-        "best_of_n": _shares(mentions, best.astype(float), pol),
-        "softmax": {str(b): _shares(mentions, w, pol) for b, w in weights.items()},
+        "best_of_n": mention_shares(mentions, best.astype(float), pol),
+        "softmax": {str(b): mention_shares(mentions, w, pol) for b, w in weights.items()},
         "mean_reward_best": float(z[best].mean()) if best.any() else float("nan"),
         "mean_reward_samples": float(z.mean()) if len(z) else float("nan"),
     }
@@ -269,9 +269,9 @@ def rerank(samples: pd.DataFrame, prompts: pd.DataFrame, rewards: np.ndarray,
             m = grp == g
             out["by_group"][g] = {
                 "n_prompts": int(len(set(pidx[m]))),
-                "samples": _shares(mentions[m], uniform[m], pol[m]),
-                "best_of_n": _shares(mentions[m], best[m].astype(float), pol[m]),
-                "softmax": {str(b): _shares(mentions[m], w[m], pol[m]) for b, w in weights.items()},
+                "samples": mention_shares(mentions[m], uniform[m], pol[m]),
+                "best_of_n": mention_shares(mentions[m], best[m].astype(float), pol[m]),
+                "softmax": {str(b): mention_shares(mentions[m], w[m], pol[m]) for b, w in weights.items()},
             }
     out["best"] = best
     out["weights"] = weights
@@ -301,81 +301,3 @@ def label_samples(samples: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
     out["names"] = names
     out["filtered"] = pd.Series(filt, dtype=object).to_numpy()
     return out
-
-
-def rerank_runs(runs: Sequence[Any], items: pd.DataFrame, n_prompts: int = 20,
-                config: GenerationConfig | None = None, lm: str | None = None,
-                betas: Sequence[float] = (1.0,), progress: Callable[[str], None] | None = None,
-                write: bool = True, replies: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Generate for ``n_prompts`` BBQ prompts (or take ``replies``: rows of
-    :func:`faro_core.policy.replies.generate_replies` for items in ``items``, e.g. the shipped demo
-    replies) and rerank the samples under each run's reward.
-
-    Writes ``policy_generations.parquet`` into each run (one row per sample: prompt, text, mention,
-    filtered, the run's reward, best-of-n flag and softmax weight per β) when ``write``. Returns the JSON
-    summary: ``{"n_prompts", "n", "config", "seconds", "samples": shares, "by_group": {g: shares},
-    "models": {run_id: rerank summary}, "filtered": {reason: count}}``.
-    """
-    from faro_core.policy.evaluate import reward_prompt, run_scorer
-
-    say = progress or (lambda s: None)
-    cfg = config or GenerationConfig()
-    t0 = time.time()
-    if replies is None:
-        prompts = generation_prompts(items, n_prompts, seed=cfg.seed)
-        say(f"generating {cfg.n} samples × {len(prompts)} prompts")
-        samples = generate(list(prompts["user_text"]), cfg, lm=lm)
-        samples["item_id"] = prompts["item_id"].to_numpy()[samples["prompt_idx"].to_numpy()]
-        samples["category"] = prompts["category"].astype(str).to_numpy()[samples["prompt_idx"].to_numpy()]
-    else:
-        from faro_core.policy.replies import attach_items
-
-        samples, prompts = attach_items(replies, items)
-        samples = samples.assign(seconds=0.0)
-        say(f"scoring {len(samples)} shipped replies to {len(prompts)} prompts")
-    seconds = time.time() - t0
-    samples = label_samples(samples, prompts)
-    pidx = samples["prompt_idx"].to_numpy()
-    from faro_core.policy.evaluate import item_clusters
-
-    samples["cluster"] = item_clusters(prompts)[pidx]
-    pol = prompts["question_polarity"].astype(str).to_numpy()[pidx]
-    ones = np.ones(len(samples))
-    summary: dict[str, Any] = {
-        "n_prompts": int(len(prompts)), "n": int(samples.groupby("prompt_idx").size().max()),
-        "config": asdict(cfg), "seconds": seconds, "shipped": replies is not None,
-        "filtered": {str(k): int(v) for k, v in samples["filtered"].dropna().value_counts().items()},
-        "generation_seconds": float(samples.drop_duplicates("prompt_idx")["seconds"].sum()),
-        "samples": _shares(samples["mention"].to_numpy(), ones, pol),
-        "by_group": {g: _shares(samples["mention"].to_numpy()[m], ones[m], pol[m])
-                     for g in sorted(samples["category"].unique())
-                     for m in [samples["category"].to_numpy() == g]},
-        "models": {},
-    }
-    rprompts = reward_prompt(prompts)
-    all_rewards: dict[str, np.ndarray] = {}
-    for run in runs:
-        scorer = run_scorer(run)
-        r = np.asarray(scorer.score([rprompts[p] for p in pidx], list(samples["text"])), dtype=np.float64)
-        all_rewards[run.run_id] = r
-        res = rerank(samples, prompts, r, betas=betas)
-        best, weights = res.pop("best"), res.pop("weights")
-        res["best_filtered"] = int(samples["filtered"].notna().to_numpy()[best].sum())
-        summary["models"][run.run_id] = res
-        if write:
-            df = samples.drop(columns=["seconds"]).copy()
-            df["reward"] = r
-            df["best_of_n"] = best
-            for b, w in weights.items():
-                df[f"softmax_weight_beta_{b:g}"] = w
-            write_parquet(run.file("policy_generations.parquet"), df)
-    if all_rewards and "biased_idx" in prompts:
-        from faro_core.policy.choices import role_counts
-        from faro_core.policy.compare import choices_from_samples
-
-        bt = next((r.run_id for r in runs if str((r.read("config.json", {}) or {}).get("method", "")).lower()
-                   == "bt"), None)
-        clusters = dict(enumerate(item_clusters(prompts)))
-        summary["role_counts"] = role_counts(choices_from_samples(samples, all_rewards), clusters, baseline=bt)
-    summary["examples"] = samples.head(3 * cfg.n)[["prompt_idx", "user_text", "text", "mention"]].to_dict("records")
-    return summary

@@ -431,8 +431,9 @@ def story_svg(story: dict[str, Any], width: int = 960, height: int = 330) -> str
         for i, (v, name, col) in enumerate(zip(vals, names, colors)):
             bx = x0 + 40 + bw * (0.5 + 1.5 * i)
             yv, ylo, yhi = y(v["value"]), y(v["lo"]), y(v["hi"])
+            over = f" from {v['clusters']} templates" if v.get("clusters") and v["clusters"] != v["n"] else ""
             tip = (f"{name}: {100 * v['value']:.1f}% (95% interval {100 * v['lo']:.1f}–{100 * v['hi']:.1f}%, "
-                   f"n={v['n']} {unit})")
+                   f"n={v['n']} {unit}{over})")
             out.append(f"<g><title>{_h.escape(tip)}</title>"
                        f"<rect x='{bx:.1f}' y='{yv:.1f}' width='{bw:.1f}' height='{bottom - yv:.1f}' fill='{col}'/>"
                        f"<line x1='{bx + bw / 2:.1f}' x2='{bx + bw / 2:.1f}' y1='{ylo:.1f}' y2='{yhi:.1f}' "

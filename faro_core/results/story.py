@@ -377,6 +377,9 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
     cols = ["pair_id", "cluster"] if "cluster" in sb else ["pair_id"]
     merged = sb[cols].assign(a=ab).merge(sf[["pair_id"]].assign(b=af), on="pair_id")
     diff_cl = merged["cluster"].astype(str).to_numpy() if "cluster" in merged and split_by != "item" else None
+    # each reward's accuracy over the same clusters as the difference: bars as wide as the claim they support
+    cl_b = sb["cluster"].astype(str).to_numpy() if diff_cl is not None else None
+    cl_f = sf["cluster"].astype(str).to_numpy() if diff_cl is not None and "cluster" in sf else None
     good_ids, both_ids = _examples(ib, if_, n_examples)
     texts = _item_texts(b_run, good_ids + both_ids) if good_ids or both_ids else {}
     story: dict[str, Any] = {
@@ -384,7 +387,7 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
         "bt_run": b_run.run_id, "faro_run": f_run.run_id, "faro_family": family_label(fcfg),
         "rate": {"bt": _rate(ib), "faro": _rate(if_)},
         "certificate": certs,
-        "accuracy": {"bt": _mean_ci(ab), "faro": _mean_ci(af),
+        "accuracy": {"bt": _mean_ci(ab, cl_b), "faro": _mean_ci(af, cl_f),
                      "difference": _mean_ci((merged["b"] - merged["a"]).to_numpy(dtype=float), diff_cl)},
         "paired": paired, "split_by": split_by, "rule": PICK_RULE,
         "categories": sorted(str(c) for c in ib["category"].dropna().unique() if str(c)),

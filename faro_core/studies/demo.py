@@ -211,8 +211,8 @@ def _build_policy(runs: list[Any], generate: bool, limit: int | None, n_prompts:
     result.update({"data": "demo", "split": "test"})
     write_policy(runs, result)  # policy results first: generation on a CPU is the slow part
     if generate:  # score the shipped replies (generating them takes ~15 min on 2 cores)
-        from faro_core.policy.generate import rerank_runs
         from faro_core.policy.replies import DEMO_GENERATION, replies_key, shipped_replies
+        from faro_core.policy.rerank import rerank_runs
 
         replies = shipped_replies()
         if replies is None:
