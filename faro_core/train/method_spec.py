@@ -65,7 +65,8 @@ SPECS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("fixed_lambda", "Fixed λ", "fixed-lambda penalty, no dual ascent", "#e377c2", ALL_KINDS,
                constrained=True, fixed_lambda=True, head_constraint_batch=1024, grid="lambda"),
     MethodSpec("select_only", "Selection only", "Faro's iterate selection (feasible on validation, else within "
-               "chance, else least violating) with the multipliers held at 0: it trains BT's path and picks its "
+               "chance, else least violating) with the multipliers held at 0: it trains Faro's path before its "
+               "multipliers rise (Faro's batches: whole items under a role constraint, else BT's) and picks its "
                "iterate as Faro would, so against it Faro's gain is the penalty's, not the selection's",
                "#98df8a", ALL_KINDS, constrained=True, config_method="fixed_lambda",
                options=(("fixed_lambda", 0.0), ("constraint_batch_size", 0)), fixed_lambda=True, grid="epsilon"),
