@@ -5,6 +5,8 @@ trained run where Faro-DP(role) lowers the role violation."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -195,6 +197,29 @@ def test_linearized_item_penalty_equals_the_lagrangian_up_to_a_constant(cls):
     assert v_l == pytest.approx(v_i + const, abs=1e-5)
 
 
+def _item_penalty_grad(df: pd.DataFrame, index: Any, tens: Any) -> tuple[Callable[[torch.Tensor, float], torch.Tensor],
+                                                                          list[Any]]:
+    """(grad, constraints): grad(idx, factor) is the gradient of DP(role)'s item penalty (lambda 0.3, epsilon 0) on the pairs ``idx``
+    scaled by ``factor``, with respect to every pair's stored rewards [2N]."""
+    batch, _ = frame_to_batch(df, index)
+    cs = ConstraintSet([RoleParity(epsilon=0.0, min_count=1).bind(index)])
+    cs.fix_cells(batch)
+    gda = ProxyGDA(cs)
+    gda.lam = torch.tensor([0.3, 0.0])
+    gda.set_pairs(batch, n_train=len(df))
+
+    def grad(idx: torch.Tensor, factor: float) -> torch.Tensor:
+        r = torch.from_numpy(np.concatenate([df["r_chosen"].to_numpy(), df["r_rejected"].to_numpy()])).float()
+        r.requires_grad_(True)
+        n = len(df)
+        b = tens.batch(idx, (r[:n][idx], r[n:][idx], torch.full((len(idx),), math.nan),
+                             torch.full((len(idx),), math.nan)))
+        gda.item_penalty(b, idx, factor).backward()
+        return r.grad
+
+    return grad, cs.constraints
+
+
 def test_item_batches_are_an_unbiased_estimate_of_the_item_penalty():
     """Random batches of whole items, scaled by (pool / batch), average to the full-split penalty gradient
     (the in-gradient scale is the batch's, so close rather than equal)."""
@@ -205,23 +230,9 @@ def test_item_batches_are_an_unbiased_estimate_of_the_item_penalty():
     index = _role_index(df)
     tens = PairTensors.from_frame(df.assign(cf_chosen=None, cf_rejected=None, cf_prompt=None, pair_id=df["pair_id"]),
                                   index)
-    batch, _ = frame_to_batch(df, index)
-    cs = ConstraintSet([RoleParity(epsilon=0.0, min_count=1).bind(index)])
-    cs.fix_cells(batch)
-    gda = ProxyGDA(cs)
-    gda.lam = torch.tensor([0.3, 0.0])
-    gda.set_pairs(batch, n_train=len(df))
-    rb = RoleItemBatches(tens, torch.arange(len(df)), cs.constraints, n_items=20, seed=0)
+    grad, constraints = _item_penalty_grad(df, index, tens)
+    rb = RoleItemBatches(tens, torch.arange(len(df)), constraints, n_items=20, seed=0)
     assert len(rb) == 100 and rb.factor == 5.0
-
-    def grad(idx: torch.Tensor, factor: float) -> torch.Tensor:
-        r = torch.from_numpy(np.concatenate([df["r_chosen"].to_numpy(), df["r_rejected"].to_numpy()])).float()
-        r.requires_grad_(True)
-        n = len(df)
-        b = tens.batch(idx, (r[:n][idx], r[n:][idx], torch.full((len(idx),), math.nan),
-                             torch.full((len(idx),), math.nan)))
-        gda.item_penalty(b, idx, factor).backward()
-        return r.grad
 
     full = grad(torch.arange(len(df)), 1.0)
     mean = torch.stack([grad(rb.draw(s), rb.factor) for s in range(300)]).mean(0)
@@ -258,21 +269,7 @@ def test_bt_batches_by_whole_items_cover_the_epoch_and_estimate_the_item_penalty
     assert not torch.equal(ib.draw(0), ib.draw(steps))  # a new order each epoch
     assert torch.equal(ItemBatches(shard, item, bs, steps, seed=3).draw(steps + 2), ib.draw(steps + 2))
 
-    batch, _ = frame_to_batch(df, index)
-    cs = ConstraintSet([RoleParity(epsilon=0.0, min_count=1).bind(index)])
-    cs.fix_cells(batch)
-    gda = ProxyGDA(cs)
-    gda.lam = torch.tensor([0.3, 0.0])
-    gda.set_pairs(batch, n_train=len(df))
-
-    def grad(idx: torch.Tensor, factor: float) -> torch.Tensor:
-        r = torch.from_numpy(np.concatenate([df["r_chosen"].to_numpy(), df["r_rejected"].to_numpy()])).float()
-        r.requires_grad_(True)
-        n = len(df)
-        b = tens.batch(idx, (r[:n][idx], r[n:][idx], torch.full((len(idx),), math.nan),
-                             torch.full((len(idx),), math.nan)))
-        gda.item_penalty(b, idx, factor).backward()
-        return r.grad
+    grad, _ = _item_penalty_grad(df, index, tens)
 
     whole = ItemBatches(shard, tens.role_item, bs, steps, seed=3)  # every pair in its item (the trainer's case)
     full = grad(shard, 1.0)

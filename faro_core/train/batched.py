@@ -3,27 +3,18 @@
 ``train_batch(configs, store, run_ids)`` trains M head-mode runs in lockstep in one process and writes each
 to the run store as an ordinary run (same files, run ids and JSON keys as :func:`~faro_core.train.loop.train`).
 
-One step of the batch:
-
-1. each member draws its own batch (:meth:`TrainStepper.draw`: its seed, its batch order, its constraint
-   batch) and names its feature rows (chosen, rejected, and its twins when it trains CF);
-2. one gather: the members' row indices, concatenated, select rows of the feature table in one
-   ``index_select``; member m's block of the result is its ``[R_m, d]`` rows. Members whose batch orders
-   differ simply name different rows, and a member's twins only add to its own block, so the blocks differ
-   in content and length but are all scored by one call of :class:`~faro_core.models.stacked.StackedHeads`
-   (the heads' weights stacked ``[M, ...]``);
-3. each member's loss from its own rewards (:meth:`TrainStepper.batch_loss`: Bradley-Terry, its weights, its
-   multipliers' penalty), one backward of their sum (the sum hands each member its own gradient), one Adam
-   step over the stacked weights (element-wise, so per-member Adam state);
-4. each member's dual step when due, on its own statistics (:meth:`TrainStepper.dual_step`).
-
-After each step every member's :class:`~faro_core.train.loop.RunLoop` does what the solo loop does: history,
-validation and iterate selection, progress, checkpoints. So a member is its solo run, bit for bit on a CPU
-(:mod:`faro_core.models.stacked`): same rewards on every pair, same selected iterate, same checkpoints, and a
-member interrupted in a batch resumes solo (``faro train --resume``) or in a batch to the same result.
+One step of the batch: members that share a path (same seed and data, multipliers all 0) share one slot, and
+a slot forks at the dual step where their multipliers first differ. Each slot is an ordinary
+:class:`~faro_core.models.reward.HeadRewardModel` with its own Adam, stepped as a solo run steps
+(:class:`TrainStepper`: draw, forward, loss, backward, Adam, dual step when due) on one torch thread; the slots
+are spread over one worker thread per core. After each step every member's
+:class:`~faro_core.train.loop.RunLoop` does what the solo loop does: history, validation and iterate
+selection, progress, checkpoints (written for all members with one sync). So a member is its solo run, bit for
+bit on a CPU: same rewards on every pair, same selected iterate, same checkpoints, and a member interrupted in a
+batch resumes solo (``faro train --resume``) or in a batch to the same result.
 
 Cancelling a member (:meth:`Run.request_cancel`, what the dashboard's cancel does for a batch member) stops
-its updates at the next step: it leaves the stack, is marked ``interrupted`` and keeps its last checkpoint,
+its updates at the next step: it leaves the batch, is marked ``interrupted`` and keeps its last checkpoint,
 while the others go on. A kill of the process leaves every unfinished member ``interrupted`` (their status
 names the batch's process), each with its own last checkpoint.
 
@@ -70,7 +61,7 @@ from faro_core.train.stepper import make_adam
 BATCH_KEYS = ("data", "format", "attribute", "role_columns", "group", "strata", "dp_scope", "dp_partner", "groups",
               "skew", "data_seed", "split_by", "val_frac", "test_frac", "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
               "eval_every", "ckpt_every")
-DEFAULT_MEMORY_MB = 2048  # host memory the stacked members of one batch may take (issue #17)
+DEFAULT_MEMORY_MB = 2048  # host memory the members of one batch may take (docs/TRAINING.md)
 # What the last batch of this process shared (read by bench/sweep_engine.py and the tests): members, the slots
 # they started in, and the member-steps against the slot-steps actually computed.
 LAST_BATCH: dict[str, Any] = {}
