@@ -21,6 +21,8 @@ from faro_core.fairness.pairs import GroupIndex
 from faro_core.fairness.role import (
     RoleOdds,
     RoleParity,
+    _item_arrays,
+    _violations,
     add_role_columns,
     role_items,
     role_report,
@@ -121,6 +123,26 @@ def test_role_items_and_violations_by_hand():
     rep = role_report(hand_table(), n_boot=50, min_count=1)
     lo, hi = rep["interval"]["dp"]
     assert lo <= rep["dp"] <= hi and rep["cells"]["Age"]["dp"] == pytest.approx(0.125)
+
+
+def test_the_item_table_ignores_row_order_and_the_bootstrap_reads_what_the_frame_path_gives():
+    frame = hand_table()
+    frame.loc[0, "r_chosen"] = math.nan  # a missing reward: the answer's mean is over the rewards present
+    items = role_items(frame)
+    assert items["item_id"].tolist() == sorted(items["item_id"])
+    shuffled = role_items(frame.sample(frac=1.0, random_state=3))
+    pd.testing.assert_frame_equal(items, shuffled)
+    assert items.set_index("item_id").loc["a1", "r_unknown"] == 2.0  # its other pair's reward
+    # a resample's numbers (the bootstrap's numpy path) equal role_violations of the resampled frame
+    rng = np.random.default_rng(0)
+    cols = _item_arrays(items)
+    for _ in range(5):
+        rows = rng.integers(0, len(items), len(items))
+        fast = _violations({k: a[rows] for k, a in cols.items()}, np.ones(len(rows), dtype=bool), 1)
+        assert fast == role_violations(items.iloc[rows].reset_index(drop=True))
+    by_cell = role_violations(items.assign(category=["Age", "Race"] * 4), by=["category"])
+    assert list(by_cell["cells"]) == ["Age", "Race"]
+    assert by_cell["cells"]["Race"] == role_violations(items.iloc[1::2].reset_index(drop=True))
 
 
 def _role_index(df: pd.DataFrame) -> GroupIndex:

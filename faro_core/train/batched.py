@@ -52,7 +52,7 @@ from faro_core.train.checkpoint import save_checkpoints
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs, split_indices
 from faro_core.train.loop import RunLoop, prepare_run, write_run_inputs
-from faro_core.train.outputs import gold_labels
+from faro_core.train.outputs import data_record, gold_labels
 from faro_core.train.selection import IterateSelector, chance_p_values, within_chance
 from faro_core.train.stepper import make_adam
 
@@ -307,6 +307,7 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     if len(split_idx["train"]) == 0:
         raise FaroError("the training split is empty")
     shared = (data, df, index, PairTensors.from_frame(df, index), split_idx, backend)
+    record = data_record(data, split_idx, backend)  # data.json: the same for every member
     with one_sync(root):
         for slot, (cfg, run) in enumerate(todo):
             head = MemberHead(stack, slot)
@@ -315,7 +316,7 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
             except FaroError as exc:  # e.g. a constraint with nothing to compare: this member fails, not the batch
                 run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
                 continue
-            write_run_inputs(run, prep)
+            write_run_inputs(run, prep, record)
             hook = (lambda row, rid=run.run_id: on_step(rid, row)) if on_step else None
             members.append(Member(cfg, run, RunLoop(cfg, run, prep, resume=resume, on_step=hook), head))
     if not members:

@@ -46,6 +46,7 @@ from faro_core.train.inputs import TrainInputs, split_indices
 from faro_core.train.outputs import (
     data_record,
     gold_labels,
+    role_frame,
     role_metrics,
     scores_frame,
     split_metrics_of,
@@ -166,15 +167,15 @@ def prepare_run(config: FaroConfig, data: Any, df: pd.DataFrame, index: GroupInd
     return prep
 
 
-def write_run_inputs(run: Run, prep: _Prepared) -> None:
+def write_run_inputs(run: Run, prep: _Prepared, record: dict[str, Any] | None = None) -> None:
     """``constraints.json`` (names, epsilons, index, cell counts, which one-sided constraints bind) and
-    ``data.json``."""
+    ``data.json`` (``record``: its content where the caller has it, :func:`data_record` of ``prep``)."""
     constraints = prep.stepper.constraints
     run.write("constraints.json", {"names": constraints.names(), "epsilon": constraints.epsilons().tolist(),
                                    "index": prep.index.to_dict(), "cells": prep.cell_counts,
                                    "constrained": [bool(v) for c in constraints.constraints for v in
                                                    (c.cell_mask.tolist() * (2 if c.two_sided else 1))]})
-    run.write("data.json", data_record(prep.data, prep.split_idx, prep.backend))
+    run.write("data.json", record if record is not None else data_record(prep.data, prep.split_idx, prep.backend))
 
 
 class RunLoop:
@@ -381,7 +382,10 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
             else:
                 key = (split, config.min_count, digest)
                 if key not in memo:
-                    memo[key] = role_metrics(df, tens, idx, rewards, prep.index, config.min_count)
+                    if ("role_frame", split) not in memo:
+                        memo["role_frame", split] = role_frame(df, idx)
+                    memo[key] = role_metrics(df, tens, idx, rewards, prep.index, config.min_count,
+                                             memo["role_frame", split])
                 out.update(copy.deepcopy(memo[key]))
         return out
 

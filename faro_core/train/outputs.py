@@ -15,7 +15,7 @@ import torch
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import GroupIndex, PairTensors
-from faro_core.fairness.role import role_report
+from faro_core.fairness.role import ITEM_INPUTS, role_report
 from faro_core.io import write_parquet, write_parquet_table
 from faro_core.store.runs import Run
 
@@ -86,13 +86,20 @@ def split_metrics_of(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rew
     return split_metrics(tens.batch(idx, rw), constraints, measure, gold_labels(df, tens, idx))
 
 
+def role_frame(df: pd.DataFrame, idx: torch.Tensor) -> pd.DataFrame:
+    """The columns of the pairs ``idx`` that :func:`~faro_core.fairness.role.role_items` reads, rewards aside."""
+    cols = [c for c in ITEM_INPUTS if c in df and c not in ("r_chosen", "r_rejected")]  # not all 30: a take per column
+    return df[cols].iloc[idx.numpy()]
+
+
 def role_metrics(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards: tuple[np.ndarray, ...],
-                 index: GroupIndex, min_count: int) -> dict[str, Any]:
+                 index: GroupIndex, min_count: int, frame: pd.DataFrame | None = None) -> dict[str, Any]:
     """With ``--attribute role``: the raw role rates of the pairs ``idx`` (``role``,
     :func:`~faro_core.fairness.role.role_report`) and their named-group violations for reference
-    (``violation_group``)."""
+    (``violation_group``). ``frame``: :func:`role_frame` of ``idx``, where the caller keeps it."""
     rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
-    rows = df.iloc[idx.numpy()].assign(r_chosen=rw[0].numpy(), r_rejected=rw[1].numpy())
+    frame = role_frame(df, idx) if frame is None else frame
+    rows = frame.assign(r_chosen=rw[0].numpy(), r_rejected=rw[1].numpy())
     group_index = dataclasses.replace(index, attribute="group")
     measure = all_constraints(group_index, min_count)
     return {"role": role_report(rows, n_boot=0),
