@@ -26,7 +26,7 @@ dashboard: demo
 	$(BIN)/streamlit run dashboard/app.py
 
 lint: install
-	$(BIN)/ruff check faro_core dashboard tests bench data
+	$(BIN)/ruff check faro_core dashboard tests bench tools
 	# copied code: pylint's duplicate-code check alone (its settings: pyproject.toml [tool.pylint.similarities])
 	$(BIN)/pylint --disable=all --enable=R0801 --score=n faro_core dashboard bench
 
