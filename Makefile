@@ -26,9 +26,9 @@ dashboard: demo
 	$(BIN)/streamlit run dashboard/app.py
 
 lint: install
-	$(BIN)/ruff check faro_core dashboard tests bench data
+	$(BIN)/ruff check faro_core dashboard tests bench tools
 	# copied code: pylint's duplicate-code check alone (its settings: pyproject.toml [tool.pylint.similarities])
-	$(BIN)/pylint --disable=all --enable=R0801 --score=n faro_core dashboard bench
+	$(BIN)/pylint --disable=all --enable=R0801 --score=n faro_core dashboard bench tools
 
 test: install
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \

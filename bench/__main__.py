@@ -1,10 +1,11 @@
 """One runner for the benchmarks: ``python -m bench list | run NAME... | all [--tier speed|study|gpu]``.
 
-Each benchmark stays a script that runs on its own (``python bench/NAME.py ...``); the runner knows, from the
-table :data:`BENCHMARKS`, how to ask each for its quick size, its JSON figures, its markdown and its run store,
-and owns the shared flags:
+A benchmark is a module ``bench/NAME.py`` that exports one object, ``BENCH`` (a
+:class:`_common.Benchmark`: its flags, its run and its tables); the runner finds them there, so adding a
+benchmark touches its own module only, and each stays a script that runs on its own (``python bench/NAME.py
+...``). The runner owns the shared flags:
 
-- ``--quick``: the script's own quick size (its ``--quick``, or the arguments its entry names);
+- ``--quick``: the script's own quick size (its ``--quick``, or the arguments its object names);
 - ``--json PATH``: also write every run's figures there, as one object keyed by benchmark;
 - ``--runs-dir DIR``: the run store of the benchmarks that train (``DIR/NAME``);
 - ``--results-dir DIR``: where ``NAME.md`` and ``NAME.json`` go (default ``bench/results``).
@@ -18,73 +19,48 @@ docs/RESULTS.md (``bench/performance.py``, then ``bench/readme.py``) when the re
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+BENCH_DIR = ROOT / "bench"
+RESULTS = BENCH_DIR / "results"
 RESULTS_ENV = "FARO_BENCH_RESULTS"  # read by bench/_common.py: where the scripts that write results put them
-TIERS = ("speed", "study", "gpu")
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))  # the scripts import their helpers as ``_common``
+
+from _common import TIERS, Benchmark  # noqa: E402
 
 
-@dataclass(frozen=True)
-class Benchmark:
-    """How the runner drives one script ``bench/<name>.py``.
+def benchmarks(folder: Path = BENCH_DIR) -> dict[str, Benchmark]:
+    """Every benchmark: the ``BENCH`` of each module of ``folder`` that defines one, by tier then name.
 
-    ``json``: ``"flag"`` (``--json`` prints the figures as the last stdout line), ``"path"`` (``--json PATH``
-    writes them) or ``""`` (none); ``md``: the script's flag that takes the markdown's path (``"--out"``,
-    ``"--md"``), or ``""`` (its stdout is the markdown); ``quick``: the arguments of its quick size (empty: it
-    has none); ``runs_dir``: it takes ``--runs-dir``; ``args``: arguments it always needs.
-    """
-
-    name: str
-    tier: str
-    what: str
-    quick: tuple[str, ...] = ("--quick",)
-    json: str = "flag"
-    md: str = ""
-    runs_dir: bool = False
-    args: tuple[str, ...] = ()
-
-
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("overhead", "speed", "Faro's constrained step over a plain BT step (goal <= 1.03)"),
-    Benchmark("sweep_engine", "speed", "the batched sweep engine: 30 members against one BT run"),
-    Benchmark("sweep_prefix", "speed", "the training prefix an epsilon sweep shares with lambda = 0"),
-    Benchmark("vs_fairlearn", "speed", "Faro's head-mode sweep against fairlearn's ExponentiatedGradient"),
-    Benchmark("vs_trl", "speed", "Faro full mode against TRL's RewardTrainer (throughput)"),
-    Benchmark("scaling", "speed", "a head-mode step's time and memory against batch, groups and data size"),
-    Benchmark("cache", "speed", "feature cache reuse and encoding throughput"),
-    Benchmark("dashboard_latency", "speed", "dashboard start to the first interactive page (Chromium)",
-              runs_dir=True),
-    Benchmark("generation_speed", "speed", "the reference LM's generation speed on BBQ prompts",
-              quick=("--prompts", "4"), json="", md="--out"),
-    Benchmark("certify_margins", "study", "margins and coverage of the certificate's bounds",
-              quick=("--reps", "20"), json=""),
-    Benchmark("trainer_bbq", "study", "BT against Faro-DP/EO/CF on BBQ with skew 0.3", quick=("--epochs", "2"),
-              md="--out", runs_dir=True),
-    Benchmark("study_bbq", "study", "Faro against BT and every baseline on BBQ (the study)", json="",
-              runs_dir=True),
-    Benchmark("study_unseen", "study", "the unseen-templates study (train and report)", quick=(), json="",
-              runs_dir=True, args=("all",)),
-    Benchmark("policy_bbq", "study", "fairness transfer from the reward to the KL-regularized policy",
-              quick=("--limit", "40", "--generate", "0"), json="", md="--out", runs_dir=True),
-    Benchmark("bbq_build_validate", "study", "faro data bbq-build against the published BBQ files", quick=(),
-              json="path", md="--md"),
-    Benchmark("policy_rloo", "gpu", "RLOO fine-tuning of SmolLM2 with BT against Faro rewards", quick=(), json="",
-              md="--out", runs_dir=True),
-)}
+    A module whose text has no ``BENCH = `` line (a helper, bench/performance.py, bench/readme.py, the
+    scripts that analyse a given store) is not imported. Raises ``ValueError`` when a module's object names
+    another module."""
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_") or "\nBENCH = " not in path.read_text(encoding="utf-8"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        b = module.BENCH
+        if b.name != path.stem:
+            raise ValueError(f"{path}: its BENCH is named {b.name!r}, not {path.stem!r}")
+        found.append(b)
+    return {b.name: b for b in sorted(found, key=lambda b: (TIERS.index(b.tier), b.name))}
 
 
-def command(b: Benchmark, quick: bool, results: Path, runs_dir: Path | None) -> list[str]:
-    """The script's command line for one run."""
-    argv = [sys.executable, str(ROOT / "bench" / f"{b.name}.py"), *b.args]
+def command(b: Benchmark, quick: bool, results: Path, runs_dir: Path | None, folder: Path = BENCH_DIR) -> list[str]:
+    """The script's command line for one run (``folder/NAME.py``, whose ``__main__`` calls ``BENCH.run``)."""
+    argv = [sys.executable, str(folder / f"{b.name}.py"), *b.args]
     if quick:
         argv += b.quick
     if b.json == "flag":
@@ -98,10 +74,12 @@ def command(b: Benchmark, quick: bool, results: Path, runs_dir: Path | None) -> 
     return argv
 
 
-def run(b: Benchmark, quick: bool = False, results: Path = RESULTS, runs_dir: Path | None = None) -> dict[str, Any]:
-    """Run one benchmark (its output passes through) and write ``results/NAME.{md,json}``; its figures."""
+def run(b: Benchmark, quick: bool = False, results: Path = RESULTS, runs_dir: Path | None = None,
+        folder: Path = BENCH_DIR) -> dict[str, Any]:
+    """Run one benchmark in a fresh process (its output passes through) and write ``results/NAME.{md,json}``;
+    its figures."""
     results.mkdir(parents=True, exist_ok=True)
-    argv = command(b, quick, results, runs_dir)
+    argv = command(b, quick, results, runs_dir, folder)
     print(f"$ {' '.join(argv[1:])}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -134,7 +112,7 @@ def run(b: Benchmark, quick: bool = False, results: Path = RESULTS, runs_dir: Pa
 def refresh_results_page() -> None:
     """Regenerate docs/RESULTS.md's generated part: PERFORMANCE.md from the figures, then every include block."""
     for script in ("performance.py", "readme.py"):
-        subprocess.run([sys.executable, str(ROOT / "bench" / script)], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, str(BENCH_DIR / script)], cwd=ROOT, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,17 +131,18 @@ def main(argv: list[str] | None = None) -> int:
                            "docs/RESULTS.md")
     p_all.add_argument("--tier", choices=TIERS, default="speed")
     args = ap.parse_args(argv)
+    known = benchmarks()
     if args.cmd == "list":
-        for b in BENCHMARKS.values():
+        for b in known.values():
             print(f"{b.name:20s} {b.tier:6s} {b.what}")
         return 0
     if args.cmd == "run":
-        unknown = [n for n in args.names if n not in BENCHMARKS]
+        unknown = [n for n in args.names if n not in known]
         if unknown:
             ap.error(f"unknown benchmark(s) {', '.join(unknown)}; see python -m bench list")
-        chosen = [BENCHMARKS[n] for n in args.names]
+        chosen = [known[n] for n in args.names]
     else:
-        chosen = [b for b in BENCHMARKS.values() if b.tier == args.tier]
+        chosen = [b for b in known.values() if b.tier == args.tier]
     out = {b.name: run(b, args.quick, args.results_dir, args.runs_dir) for b in chosen}
     if args.json is not None:
         args.json.write_text(json.dumps(out, sort_keys=True, indent=1, default=str) + "\n")

@@ -1,4 +1,6 @@
-"""Shared helpers of the speed benchmarks (bench/overhead.py, vs_trl.py, vs_fairlearn.py, cache.py, scaling.py).
+"""Shared helpers of the benchmarks: :class:`Benchmark`, the object each benchmark module exports as ``BENCH``
+(what ``python -m bench`` reads), and the timing and table helpers of the speed benchmarks (bench/overhead.py,
+vs_trl.py, vs_fairlearn.py, cache.py, scaling.py).
 
 Timing discipline: the sides of a comparison are run interleaved (A B, then B A, ...: rotating the order
 cancels position effects), so load from other jobs on the shared cores hits both alike,
@@ -14,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,47 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("FARO_BENCH_RESULTS") or ROOT / "bench" / "results")  # python -m bench sets it
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+TIERS = ("speed", "study", "gpu")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What a benchmark module ``bench/<name>.py`` exports as ``BENCH``: its flags, its run and its tables.
+    ``python -m bench`` finds every benchmark through this object (there is no other list).
+
+    - ``name`` (the module's), ``tier`` (one of :data:`TIERS`), ``what`` (one line for ``python -m bench list``).
+    - Flags, how the runner's shared flags reach the script: ``quick``, the arguments of its quick size (empty:
+      it has none); ``json``, ``"flag"`` (``--json`` prints the figures as the last stdout line), ``"path"``
+      (``--json PATH`` writes them) or ``""`` (it has no figures); ``md``, the flag that takes its markdown's
+      path (``"--out"``, ``"--md"``) or ``""`` (its stdout is the markdown); ``runs_dir``, whether it takes
+      ``--runs-dir``; ``args``, arguments it always needs.
+    - ``run``: the entry point, reading its arguments from ``sys.argv[1:]`` and returning an exit status (None
+      is 0); ``python bench/<name>.py`` and the runner (in a fresh process per benchmark) both call it.
+    - ``tables``: the markdown files under ``bench/results/`` that hold its tables on docs/RESULTS.md (the
+      runner's ``<name>.md`` and those of the variants named in the docs; the speed tier's reach the page
+      through bench/performance.py's PERFORMANCE.md).
+    """
+
+    name: str
+    tier: str
+    what: str
+    run: Callable[[], int | None]
+    quick: tuple[str, ...] = ("--quick",)
+    json: str = "flag"
+    md: str = ""
+    runs_dir: bool = False
+    args: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise ValueError(f"benchmark {self.name}: tier {self.tier!r} is not one of {TIERS}")
+        if self.json not in ("flag", "path", ""):
+            raise ValueError(f"benchmark {self.name}: json {self.json!r} is not 'flag', 'path' or ''")
+        if not self.tables:
+            object.__setattr__(self, "tables", (f"{self.name}.md",))
 
 
 def bbq_source(category: str = "Religion") -> tuple[str | None, str | None, str]:

@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import Benchmark  # noqa: E402
+
 from faro_core.data.bbq import load_bbq_items  # noqa: E402
 from faro_core.data.bbq_build import (  # noqa: E402
     Vocabulary,
@@ -117,5 +119,8 @@ def main() -> int:
     return 0
 
 
+BENCH = Benchmark("bbq_build_validate", "study", "faro data bbq-build against the published BBQ files",
+                  run=main, quick=(), json="path", md="--md")
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

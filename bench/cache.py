@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import (
+    Benchmark,
     bbq_source,
     finish,
     fmt_spread,
@@ -210,5 +211,7 @@ def all_line_missing() -> str:
     return "The shared BBQ folder is absent: no extrapolation."
 
 
+BENCH = Benchmark("cache", "speed", "feature cache reuse and encoding throughput", run=main)
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

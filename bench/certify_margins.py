@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _common import Benchmark  # noqa: E402
+
 from faro_core.evaluate.bounds import BOUNDS, rate_bounds  # noqa: E402
 from faro_core.evaluate.certify import anchored_bounds, role_interval  # noqa: E402
 
@@ -97,5 +99,8 @@ def main() -> None:
     (results / "certify_margins.md").write_text(text)
 
 
+BENCH = Benchmark("certify_margins", "study", "margins and coverage of the certificate's bounds",
+                  run=main, quick=("--reps", "20"), json="")
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(BENCH.run())

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dashboard"))
 sys.path.insert(0, str(ROOT))
 
+from _common import Benchmark  # noqa: E402
 from serve import launch_browser, start_server, stop_server, wait_health, wait_ready  # noqa: E402
 
 # the Overview's new content: the story's chart (an SVG) drawn, or, without a story, its explanation
@@ -104,5 +105,8 @@ def main() -> int:
     return 0
 
 
+BENCH = Benchmark("dashboard_latency", "speed", "dashboard start to the first interactive page (Chromium)",
+                  run=main, runs_dir=True)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCH.run())

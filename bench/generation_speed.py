@@ -15,6 +15,8 @@ import platform
 import time
 from pathlib import Path
 
+from _common import Benchmark
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -79,5 +81,8 @@ def main() -> None:
                       "threads": torch.get_num_threads(), "load_avg": round(load1, 2)}))
 
 
+BENCH = Benchmark("generation_speed", "speed", "the reference LM's generation speed on BBQ prompts",
+                  run=main, quick=("--prompts", "4"), json="", md="--out")
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(BENCH.run())

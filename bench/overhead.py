@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from _common import (
+    Benchmark,
     bbq_source,
     finish,
     fmt_spread,
@@ -201,5 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("overhead", "speed", "Faro's constrained step over a plain BT step (goal <= 1.03)",
+                  run=main)
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

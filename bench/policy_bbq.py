@@ -30,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import Benchmark  # noqa: E402
+
 from faro_core.paths import SHARED_DATA  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -48,29 +50,26 @@ def say(msg: str) -> None:
 
 def train_models(store: Any, data: str, skew: float, epsilon: float, seed: int, retrain: bool,
                  epochs: int | None, only: list[str] | None = None) -> list[Any]:
-    """BT + Faro-DP/EO/CF in head mode (or the ``only`` names); a finished run with the same name and data
-    is reused."""
-    from faro_core.train import FaroConfig, train
+    """BT + Faro-DP/EO/CF in head mode (or the ``only`` names), each trained as a sweep does
+    (:func:`faro_core.studies.sweep.train_or_resume`: a finished run is reused, an interrupted one resumes).
+    A stored run of the same name on other data, or any with ``retrain``, is left alone: the model trains
+    under a new id."""
+    from faro_core.studies.sweep import train_or_resume
+    from faro_core.train import FaroConfig
 
     runs = []
     for name, method, cons in MODELS:
         if only is not None and name not in only:
             continue
         rid = f"policy-{name}-skew{skew:g}-eps{epsilon:g}-seed{seed}"
-        if store.has(rid) and not retrain:
-            run = store.get(rid)
-            cfg = run.config
-            if run.status == "done" and cfg.get("data") == data and float(cfg.get("skew", -1)) == skew:
-                say(f"reusing run {rid}")
-                runs.append(run)
-                continue
+        if store.has(rid) and (retrain or store.get(rid).config.get("data") != data):
             rid = f"{rid}-{int(time.time())}"
         cfg = FaroConfig(name=name, data=data, skew=skew, constraints=cons, method=method,
                          epsilon=epsilon if cons else math.inf, mode="head", seed=seed, epochs=epochs)
         t0 = time.time()
-        say(f"training {rid} ({method} {cons or ''})")
-        runs.append(train(cfg, store, run_id=rid, progress=False))
-        say(f"trained {rid} in {time.time() - t0:.0f} s")
+        run, was_done = train_or_resume(cfg, store, run_id=rid)
+        say(f"reusing run {rid}" if was_done else f"trained {rid} ({method} {cons or ''}) in {time.time() - t0:.0f} s")
+        runs.append(run)
     return runs
 
 
@@ -354,5 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("policy_bbq", "study", "fairness transfer from the reward to the KL-regularized policy",
+                  run=main, quick=("--limit", "40", "--generate", "0"), json="", md="--out", runs_dir=True,
+                  tables=("policy_bbq.md", "policy_bbq_role.md"))
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCH.run())

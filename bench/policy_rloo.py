@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import Benchmark  # noqa: E402
+
 from faro_core.paths import SHARED_DATA  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -93,5 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("policy_rloo", "gpu", "RLOO fine-tuning of SmolLM2 with BT against Faro rewards", run=main,
+                  quick=(), json="", md="--out", runs_dir=True, tables=("policy_rloo_h200.md",))
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCH.run())

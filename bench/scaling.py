@@ -25,7 +25,7 @@ import subprocess
 import sys
 from typing import Any
 
-from _common import ROOT, finish, machine_line, md_table, quartiles
+from _common import ROOT, Benchmark, finish, machine_line, md_table, quartiles
 
 STRATA = 4
 DIM = 384
@@ -193,5 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("scaling", "speed", "a head-mode step's time and memory against batch, groups and data size",
+                  run=main)
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

@@ -27,6 +27,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import Benchmark  # noqa: E402
+
 from faro_core.paths import SHARED_DATA  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -266,5 +268,10 @@ def _pm(r: pd.Series, c: str) -> str:
     return f"{v:.3f}" if ci is None or ci != ci else f"{v:.3f} ± {ci:.3f}"
 
 
+BENCH = Benchmark("study_bbq", "study", "Faro against BT and every baseline on BBQ (the study)", run=main,
+                  json="", runs_dir=True,
+                  tables=("study_bbq.md", "study_bbq_quick.md", "study_bbq_dp.md", "study_bbq_role.md",
+                          "study_bbq_role_eo_cf.md"))
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCH.run())

@@ -44,6 +44,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import Benchmark  # noqa: E402
+
 from faro_core.paths import SHARED_DATA  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -397,5 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("study_unseen", "study", "the unseen-templates study (train and report)",
+                  run=main, quick=(), json="", runs_dir=True, args=("all",))
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCH.run())

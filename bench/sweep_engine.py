@@ -42,7 +42,7 @@ import threading
 import time
 from typing import Any
 
-from _common import bbq_source, finish, fmt_spread, interleave, machine_line, md_table, quartiles
+from _common import Benchmark, bbq_source, finish, fmt_spread, interleave, machine_line, md_table, quartiles
 
 ATTRIBUTE = "role"  # BBQ's default attribute, pinned
 EPSILONS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5]
@@ -271,5 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("sweep_engine", "speed", "the batched sweep engine: 30 members against one BT run",
+                  run=main)
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

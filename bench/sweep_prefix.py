@@ -22,7 +22,7 @@ import tempfile
 from typing import Any
 
 import torch
-from _common import RESULTS, bbq_source, finish, machine_line, md_table
+from _common import RESULTS, Benchmark, bbq_source, finish, machine_line, md_table
 
 EPSILONS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5]
 
@@ -102,5 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("sweep_prefix", "speed", "the training prefix an epsilon sweep shares with lambda = 0",
+                  run=main)
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

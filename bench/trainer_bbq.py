@@ -3,7 +3,8 @@
     python bench/trainer_bbq.py [--epsilon 0.05] [--seed 0] [--strata question_polarity,context_condition]
                                 [--attribute group|role] [--runs-dir runs/trainer_bbq] [--json]
 
-Trains each model unless a finished run with the same id is in the store, then prints a table (violations are
+Trains each model as a sweep does (:func:`faro_core.studies.sweep.train_or_resume`: a finished run with the
+same id is kept, an interrupted one resumes from its checkpoint, any other is trained afresh), then prints a table (violations are
 the largest one-sided violation over the cells with at least ``min_count`` members) and writes
 ``bench/results/trainer_bbq.md``. With ``--attribute role`` DP and EO are the stereotype-role violations
 (:mod:`faro_core.fairness.role`: v_DP = |P(r_biased > r_counter) - 1/2| over ambiguous items, v_EO =
@@ -23,11 +24,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import Benchmark  # noqa: E402
+
 from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index  # noqa: E402
 from faro_core.fairness.chance import chance_violation  # noqa: E402
 from faro_core.paths import SHARED_DATA  # noqa: E402
-from faro_core.store.runs import RunStore  # noqa: E402
-from faro_core.train import FaroConfig, train  # noqa: E402
+from faro_core.store.runs import Run, RunStore  # noqa: E402
+from faro_core.studies.sweep import train_or_resume  # noqa: E402
+from faro_core.train import FaroConfig  # noqa: E402
+
+
+def train_seconds(run: Run) -> float:
+    """The seconds a finished run trained (from its status file)."""
+    st = run.read("status.json", {})
+    return st.get("finished", 0) - st.get("started", 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,17 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         cons = [] if model == "bt" else [model]
         run_id = f"{model}-eps{args.epsilon:g}-skew{args.skew:g}-s{args.seed}-{tag}".replace(",", "+")
         t0 = time.perf_counter()
-        if store.has(run_id) and store.get(run_id).status == "done":
-            run = store.get(run_id)
-            seconds = run.read("status.json", {}).get("finished", 0) - run.read("status.json", {}).get("started", 0)
-        else:
-            cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
-                             seed=args.seed, strata=strata, epochs=args.epochs, attribute="group")
-            if store.has(run_id):
-                run = train(None, store, run_id=run_id, resume=True, progress=False)
-            else:
-                run = train(cfg, store, run_id=run_id, progress=False)
-            seconds = time.perf_counter() - t0
+        cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
+                         seed=args.seed, strata=strata, epochs=args.epochs, attribute="group")
+        run, was_done = train_or_resume(cfg, store, run_id=run_id)
+        seconds = train_seconds(run) if was_done else time.perf_counter() - t0
         m = run.metrics()
         v, t = m.get("violation", {}), m.get("test", {}).get("violation", {})
         tr = m.get("train", {}).get("violation", {})
@@ -151,16 +154,10 @@ def role_table(args: argparse.Namespace) -> int:
         run_id = (f"{model}-eps{args.epsilon:g}-skew{args.skew:g}-s{args.seed}-{tag}-role"
                   f"{tune if model != 'bt' else ''}").replace(",", "+")
         t0 = time.perf_counter()
-        if store.has(run_id) and store.get(run_id).status == "done":
-            run = store.get(run_id)
-            st = run.read("status.json", {})
-            seconds = st.get("finished", 0) - st.get("started", 0)
-        else:
-            cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
-                             seed=args.seed, strata=strata, epochs=args.epochs, attribute="role", **over)
-            run = (train(None, store, run_id=run_id, resume=True, progress=False) if store.has(run_id)
-                   else train(cfg, store, run_id=run_id, progress=False))
-            seconds = time.perf_counter() - t0
+        cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
+                         seed=args.seed, strata=strata, epochs=args.epochs, attribute="role", **over)
+        run, was_done = train_or_resume(cfg, store, run_id=run_id)
+        seconds = train_seconds(run) if was_done else time.perf_counter() - t0
         m = run.metrics()
         label = "BT" if model == "bt" else f"Faro-{model.upper()}" + ("(role)" if model in ("dp", "eo") else "")
         sp = {"val": m, "test": m.get("test", {})}
@@ -209,5 +206,8 @@ def role_table(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH = Benchmark("trainer_bbq", "study", "BT against Faro-DP/EO/CF on BBQ with skew 0.3",
+                  run=main, quick=("--epochs", "2"), md="--out", runs_dir=True)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(BENCH.run())

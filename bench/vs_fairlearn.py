@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _common import RESULTS, bbq_source, finish, fmt_spread, machine_line, md_table
+from _common import RESULTS, Benchmark, bbq_source, finish, fmt_spread, machine_line, md_table
 
 EPSILONS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5]
 WARMUP_EPSILON = 0.04  # not in either grid
@@ -311,5 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("vs_fairlearn", "speed", "Faro's head-mode sweep against fairlearn's ExponentiatedGradient",
+                  run=main)
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

@@ -51,6 +51,7 @@ from collections.abc import Callable
 from typing import Any
 
 from _common import (
+    Benchmark,
     bbq_source,
     finish,
     fmt_spread,
@@ -288,5 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+BENCH = Benchmark("vs_trl", "speed", "Faro full mode against TRL's RewardTrainer (throughput)", run=main)
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.run())

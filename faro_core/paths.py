@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from importlib import resources
 from pathlib import Path
 
 from faro_core.errors import FaroError
@@ -29,17 +30,15 @@ def _package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-# data/<folder> in a checkout -> the data-only package an installed wheel carries it as (setup.py maps them)
-SHIPPED_DATA = {"demo_bbq": "faro_core.demo_data", "demo_mini": "faro_core.demo_mini"}
-
-
-def demo_data_dir(folder: str = "demo_bbq") -> Path:
-    """Embedded data: ``data/<folder>`` beside the package in a checkout, else the copy an installed wheel
-    carries as a data-only package (:data:`SHIPPED_DATA`)."""
-    checkout = REPO_ROOT / "data" / folder
-    if checkout.is_dir():
-        return checkout
-    return _package_dir(SHIPPED_DATA[folder]) or checkout
+def asset_dir(name: str) -> Path:
+    """``faro_core/assets/<name>``: a folder of data shipped inside the package (the demo items and their
+    caches), located through :mod:`importlib.resources`, so a checkout, an editable install and an installed
+    wheel read the same folder. Raises :class:`FaroError` when the package is imported from an archive (a
+    zip) rather than from files."""
+    folder = resources.files("faro_core") / "assets" / name
+    if not isinstance(folder, Path):
+        raise FaroError(f"faro_core is imported from an archive; its data folder {name!r} needs an unpacked install")
+    return folder
 
 
 def embedded_encoder() -> str:
@@ -98,7 +97,7 @@ def embedded_identity(path: str) -> str | None:
     return None
 
 
-DEMO_DATA_DIR = demo_data_dir("demo_bbq")  # a BBQ subset: the default data and the demo sweep's
-DEMO_MINI_DIR = demo_data_dir("demo_mini")  # 512 self-made BBQ-format items, for fast tests
+DEMO_DATA_DIR = asset_dir("demo_bbq")  # a BBQ subset: the default data and the demo sweep's
+DEMO_MINI_DIR = asset_dir("demo_mini")  # 512 self-made BBQ-format items, for fast tests
 EMBEDDED_SOURCES = {"demo": DEMO_DATA_DIR, "demo-mini": DEMO_MINI_DIR}
 """Source names that resolve to data shipped with Faro."""

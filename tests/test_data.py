@@ -243,6 +243,21 @@ def test_mini_demo_data_schema_and_coverage() -> None:
     assert (DEMO_MINI_DIR / "LICENSE.md").exists()
 
 
+def test_mini_demo_is_what_its_maker_writes(tmp_path) -> None:
+    """tools/make_demo_mini.py (seeded) rewrites the shipped mini demo byte for byte."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_demo_mini", REPO_ROOT / "tools" / "make_demo_mini.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.OUT.resolve() == DEMO_MINI_DIR.resolve()  # its default target is the folder the package reads
+    mod.main(tmp_path)
+    made = sorted(f.name for f in tmp_path.glob("*.jsonl"))
+    assert made == sorted(f.name for f in DEMO_MINI_DIR.glob("*.jsonl")) and made
+    for name in made:
+        assert (tmp_path / name).read_bytes() == (DEMO_MINI_DIR / name).read_bytes(), name
+
+
 def test_demo_is_a_seeded_bbq_subset_with_attribution() -> None:
     """The default data: half of each published BBQ category, records unchanged, attributed (CC BY 4.0)."""
     import gzip
@@ -263,7 +278,7 @@ def test_demo_is_a_seeded_bbq_subset_with_attribution() -> None:
         pytest.skip(f"{published} absent: cannot compare with the published BBQ files")
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_demo_bbq", REPO_ROOT / "data" / "make_demo_bbq.py")
+    spec = importlib.util.spec_from_file_location("make_demo_bbq", REPO_ROOT / "tools" / "make_demo_bbq.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     for f in files:  # regenerating from the published files gives the shipped records, byte for byte

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from faro_core.cli import main
-from faro_core.paths import REPO_ROOT, SHARED_DATA
+from faro_core.paths import DEMO_MINI_DIR, REPO_ROOT, SHARED_DATA
 
 BBQ_DIR = SHARED_DATA / "bbq"
 
@@ -144,7 +144,7 @@ def test_bad_duplicate_ids(capsys, tmp_path) -> None:
     pd.DataFrame({"pair_id": ["x", "y", "x"], "prompt": ["p"] * 3, "chosen": ["a"] * 3,
                   "rejected": ["b"] * 3}).to_csv(f, index=False)
     _assert_bad(capsys, [str(f)], "dup.csv", "duplicate", "'x'")
-    demo = sorted((REPO_ROOT / "data" / "demo_mini").glob("*.jsonl"))[0]
+    demo = sorted(DEMO_MINI_DIR.glob("*.jsonl"))[0]
     b = tmp_path / "bbq"
     b.mkdir()
     text = demo.read_text(encoding="utf-8")

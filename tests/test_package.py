@@ -57,11 +57,10 @@ def test_wheel_in_a_fresh_venv_trains_evaluates_and_reports_outside_the_repo(tmp
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(src).as_posix() for p in (src / "faro_core").rglob("*.py")}
     assert modules <= names, sorted(modules - names)[:10]
-    from faro_core.paths import SHIPPED_DATA
-
-    demo = {f"{pkg.replace('.', '/')}/{p.relative_to(src / 'data' / folder).as_posix()}"
-            for folder, pkg in SHIPPED_DATA.items() for p in (src / "data" / folder).rglob("*") if p.is_file()}
-    assert demo and demo <= names, sorted(demo - names)[:10]
+    demo = {p.relative_to(src).as_posix() for p in (src / "faro_core" / "assets").rglob("*") if p.is_file()}
+    assert {"faro_core/assets/demo_bbq/LICENSE.md", "faro_core/assets/demo_bbq/cache/manifest.json",
+            "faro_core/assets/demo_mini/README.md"} <= demo
+    assert demo <= names, sorted(demo - names)[:10]
     for folder in ("assets", "templates"):  # the report's plotly.js bundle and its Jinja2 templates
         assets = {p.relative_to(src).as_posix() for p in (src / "faro_core" / "results" / folder).iterdir()}
         assert assets and assets <= names, sorted(assets - names)
@@ -82,10 +81,18 @@ def test_wheel_in_a_fresh_venv_trains_evaluates_and_reports_outside_the_repo(tmp
         outside.mkdir()
         t = time.perf_counter()
         where = _run([str(py), "-c", "import faro_core, faro_core.paths as p, torch; print(faro_core.__file__); "
-                      "print(p.DEMO_DATA_DIR); print(torch.__version__)"], outside, env).stdout.split()
+                      "print(p.DEMO_DATA_DIR); print(torch.__version__); print(p.DEMO_MINI_DIR)"], outside,
+                     env).stdout.split()
         assert "site-packages" in where[0] and str(REPO_ROOT) not in where[0], where
         assert "site-packages" in where[1] and Path(where[1], "LICENSE.md").exists(), where
         assert where[2].startswith("2.13.0"), where  # -c requirements.txt kept the local CPU wheel
+        assert "site-packages" in where[3] and Path(where[3], "README.md").exists(), where
+        # the installed copy of the shipped caches, found in place and verified against their manifest
+        shipped = _run([str(py), "-c", "from faro_core.models.shipped import _entries, shipped_dirs, shipped_files; "
+                        "es = _entries(shipped_dirs()[0]); "
+                        "print(len(es), sum(bool(shipped_files(e['kind'], e['key'])) for e in es))"], outside, env)
+        listed, verified = map(int, shipped.stdout.split()[-2:])
+        assert listed >= 2 and verified == listed, shipped.stdout
         times["first import"] = time.perf_counter() - t
 
         t = time.perf_counter()

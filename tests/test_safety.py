@@ -33,7 +33,7 @@ tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 ROOT = Path(__file__).resolve().parent.parent
 SAFE_SUFFIXES = (".safetensors", ".json", ".jsonl", ".parquet", ".arrow")
 TEXT_OK = {"launch.log", "chat_template.jinja"}  # plain text, never deserialized into objects
-SOURCE_DIRS = ("faro_core", "dashboard", "bench", "scripts", "data")
+SOURCE_DIRS = ("faro_core", "dashboard", "bench", "tools")
 
 
 def _tree(root: Path) -> dict[str, str]:

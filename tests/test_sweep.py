@@ -15,7 +15,7 @@ from faro_core.paths import DEMO_MINI_DIR
 from faro_core.results.pareto import hypervolume, pareto_front
 from faro_core.store.runs import RunStore
 from faro_core.studies.grid import SweepSpec, grid, run_id_for
-from faro_core.studies.sweep import run_sweep
+from faro_core.studies.sweep import plan_run, run_sweep
 from faro_core.train import FaroConfig
 
 DATA = "demo-mini"  # 512 shipped items: trainer mechanics, not the demo's findings
@@ -120,6 +120,22 @@ def test_failed_run_is_retrained(tmp_path: Path) -> None:
     run.set_status("failed", error="boom")
     res = run_sweep(spec, tmp_path, workers=1)
     assert res["skipped"] == 0 and store.get(rid).status == "done"
+
+
+def test_plan_run_under_a_named_run_id(tmp_path: Path) -> None:
+    """The bench scripts that name their runs (bench/trainer_bbq.py, policy_bbq.py) follow the sweep's rule:
+    done is kept, interrupted with a checkpoint resumes, anything else is removed and trained afresh."""
+    store = RunStore(tmp_path)
+    assert plan_run(BASE, store, "named") == "fresh"
+    store.create(BASE.resolved().to_dict(), run_id="named").set_status("failed", error="boom")
+    assert plan_run(BASE, store, "named") == "fresh" and not store.has("named")
+    run = store.create(BASE.resolved().to_dict(), run_id="named")
+    run.set_status("interrupted")
+    run.file("checkpoint").mkdir()
+    assert plan_run(BASE, store, "named") == "resume"
+    run.set_status("done")
+    assert plan_run(BASE, store, "named") == "done"
+    assert plan_run(BASE, store) == "fresh"  # without the name: the config's own id, another run
 
 
 def test_sweep_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

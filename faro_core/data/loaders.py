@@ -2,7 +2,7 @@
 
 Formats (``format=``; auto-detected from the path when not given):
 
-- ``demo``: the embedded BBQ-format demo items (``data/demo_bbq/``); also ``source=None`` / ``"demo"``.
+- ``demo``: the embedded BBQ-format demo items (``faro_core/assets/demo_bbq/``); also ``source=None`` / ``"demo"``.
 - ``bbq``: a folder of BBQ category ``.jsonl`` files, or one category file (see :mod:`faro_core.data.bbq`).
 - ``crows``: CrowS-Pairs CSV. One pair per row: prompt = :data:`~faro_core.data.benchmarks.CROWS_PROMPT`, chosen = ``sent_less`` (the
   less stereotypical sentence, preferred as the fair label), rejected = ``sent_more``; group = category =
@@ -112,8 +112,8 @@ def load_bbq(path: str | Path, twins: bool = True, name: str = "bbq") -> Prefere
 
 
 def load_demo(twins: bool = True, name: str = "demo") -> PreferenceData:
-    """Data shipped with Faro: ``"demo"`` (``data/demo_bbq/``, a subset of BBQ) or ``"demo-mini"``
-    (``data/demo_mini/``, 512 self-made BBQ-format items)."""
+    """Data shipped with Faro: ``"demo"`` (``faro_core/assets/demo_bbq/``, a subset of BBQ) or ``"demo-mini"``
+    (``faro_core/assets/demo_mini/``, 512 self-made BBQ-format items)."""
     if name not in EMBEDDED_SOURCES:
         raise DataError(f"unknown embedded data {name!r}; expected one of {sorted(EMBEDDED_SOURCES)}")
     folder = EMBEDDED_SOURCES[name]

@@ -1,6 +1,6 @@
 """Caches shipped with Faro's demo data: encoder features and reference-LM scores, verified on load.
 
-A shipped cache folder (``data/demo_bbq/cache/``) holds files and a ``manifest.json``::
+A shipped cache folder (``faro_core/assets/demo_bbq/cache/``) holds files and a ``manifest.json``::
 
     {"version": 1, "files": [{"file": ..., "kind": "features" | "pi_ref", "key": <cache key>,
                               "max_length": <int, features only>, "rows": <int>, "sha256": <hex>}, ...]}

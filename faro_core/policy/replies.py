@@ -7,7 +7,7 @@ round-robin over categories), with ``DEMO_GENERATION.n`` replies each from the e
 :data:`DEMO_GENERATION` (chosen by measurement, docs/POLICY.md).
 
 Generating 800 replies takes ~15 min on 2 CPU cores, so the replies ship with the demo data as
-``data/demo_bbq/cache/replies-<key>.parquet`` (columns ``item_id, prompt_idx, sample_idx, user_text, text,
+``faro_core/assets/demo_bbq/cache/replies-<key>.parquet`` (columns ``item_id, prompt_idx, sample_idx, user_text, text,
 n_tokens``), listed in the cache manifest with kind ``replies`` and verified by SHA-256 like the shipped
 features (:mod:`faro_core.models.shipped`). ``<key>`` is :func:`replies_key`: the LM's
 :func:`~faro_core.policy.lm.lm_key` and a hash of the generation settings, the prompt format and the

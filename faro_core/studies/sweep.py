@@ -39,11 +39,12 @@ from faro_core.train.loop import train
 SWEEPS_DIR = "_sweeps"
 
 
-def plan_run(config: FaroConfig, store: RunStore) -> str:
-    """What a sweep does with the run of ``config`` (its deterministic id): ``"done"`` (kept as is),
-    ``"resume"`` (interrupted with a checkpoint) or ``"fresh"`` (anything else -- failed, queued, interrupted
-    before its first checkpoint -- its directory removed: trained from scratch). The one place that rule lives."""
-    rid = run_id_for(config)
+def plan_run(config: FaroConfig, store: RunStore, run_id: str | None = None) -> str:
+    """What a sweep does with the run of ``config`` (its deterministic id, or ``run_id`` where the caller names
+    its runs): ``"done"`` (kept as is), ``"resume"`` (interrupted with a checkpoint) or ``"fresh"`` (anything
+    else -- failed, queued, interrupted before its first checkpoint -- its directory removed: trained from
+    scratch). The one place that rule lives."""
+    rid = run_id or run_id_for(config)
     if not store.has(rid):
         return "fresh"
     run = store.get(rid)
@@ -55,11 +56,12 @@ def plan_run(config: FaroConfig, store: RunStore) -> str:
     return "fresh"
 
 
-def train_or_resume(config: FaroConfig, store: RunStore, inputs: TrainInputs | None = None) -> tuple[Run, bool]:
-    """(run, was_done): the run of ``config`` under its deterministic id, trained only as far as needed
-    (:func:`plan_run`)."""
-    rid = run_id_for(config)
-    action = plan_run(config, store)
+def train_or_resume(config: FaroConfig, store: RunStore, inputs: TrainInputs | None = None,
+                    run_id: str | None = None) -> tuple[Run, bool]:
+    """(run, was_done): the run of ``config`` under its deterministic id (or ``run_id``), trained only as far
+    as needed (:func:`plan_run`)."""
+    rid = run_id or run_id_for(config)
+    action = plan_run(config, store, rid)
     if action == "done":
         return store.get(rid), True
     if action == "resume":

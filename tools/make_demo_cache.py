@@ -1,6 +1,6 @@
-"""(Maintainers) rebuild the caches shipped with the demo data: ``data/demo_bbq/cache/``.
+"""(Maintainers) rebuild the caches shipped with the demo data: ``faro_core/assets/demo_bbq/cache/``.
 
-    python data/make_demo_cache.py [--runs-dir DIR]
+    python tools/make_demo_cache.py [--runs-dir DIR]
 
 1. Features of every (prompt, answer) text of the demo items and their counterfactual twins under the
    embedded encoder (max_length 256, head mode's), stored as float32 safetensors keyed like the on-disk

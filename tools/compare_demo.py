@@ -1,7 +1,7 @@
 """Are two demo stores the same results? Every run's ``metrics.json`` key for key, its selected step and the
 rewards of every scored pair (max |Δr| over ``scores.parquet``), plus ``model.json`` and ``constraints.json``.
 
-    python bench/compare_demo.py OLD_RUNS_DIR NEW_RUNS_DIR [--runs demo-bt-s0,...] [--json]
+    python tools/compare_demo.py OLD_RUNS_DIR NEW_RUNS_DIR [--runs demo-bt-s0,...] [--json]
 
 Default runs: every ``demo-*`` run of OLD. Exit status 0 when every compared run is equal (max |Δr| = 0),
 1 otherwise; one table row per run.

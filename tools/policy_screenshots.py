@@ -1,6 +1,6 @@
 """(Docs) the Policy page's two screenshots for docs/DASHBOARD.md, from a demo store, in headless Chromium.
 
-    python bench/policy_screenshots.py RUNS_DIR [--out docs/screenshots]
+    python tools/policy_screenshots.py RUNS_DIR [--out docs/screenshots]
 
 Serves the dashboard on RUNS_DIR (read only; e.g. the store ``faro demo --runs-dir DIR`` builds) and writes
 ``policy_default.png`` (the page as it opens: the BBQ scores at β, what the reward adds, then the generations

@@ -1,6 +1,6 @@
-"""Write Faro's demo data: a seeded subset of the published BBQ files, ``data/demo_bbq/<Category>.jsonl.gz``.
+"""Write Faro's demo data: a seeded subset of the published BBQ files, ``faro_core/assets/demo_bbq/<Category>.jsonl.gz``.
 
-    python data/make_demo_bbq.py BBQ_DIR [--fraction 0.5] [--seed 2026]
+    python tools/make_demo_bbq.py BBQ_DIR [--fraction 0.5] [--seed 2026]
 
 ``BBQ_DIR`` holds BBQ's published category files (``<Category>.jsonl``, from nyu-mll/BBQ, CC BY 4.0). Each
 category keeps ``round(fraction * n)`` of its items, drawn by ``numpy.random.default_rng(seed)``; the records
@@ -8,7 +8,7 @@ are copied byte for byte (only the selection is Faro's), in their original order
 demo needs to *measure* a bias: with a 30% test split it holds ~780 ambiguous held-out items, enough for a
 Clopper-Pearson margin of ~0.035 on the stereotype-role parity (docs/DATA.md). Deterministic for a seed.
 
-After writing the data, ``python data/make_demo_cache.py`` rebuilds the shipped feature and pi_ref caches.
+After writing the data, ``python tools/make_demo_cache.py`` rebuilds the shipped feature and pi_ref caches.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parent / "demo_bbq"
+OUT = Path(__file__).resolve().parent.parent / "faro_core" / "assets" / "demo_bbq"  # the checkout's copy
 SEED = 2026
 FRACTION = 0.5
 

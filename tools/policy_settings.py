@@ -1,6 +1,6 @@
 """Generation settings for a 135M LM on BBQ prompts: replies under 2-3 settings, for hand labels.
 
-    python bench/policy_settings.py [--max-seconds 240] [--out /tmp/policy_settings_replies.json]
+    python tools/policy_settings.py [--max-seconds 240] [--out /tmp/policy_settings_replies.json]
 
 Draws ``--n`` replies for ``--prompts`` ambiguous demo test prompts (those after the demo's shipped 50 in
 the same seeded order, so the labelled replies are not the shipped ones) under each setting of

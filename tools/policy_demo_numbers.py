@@ -1,6 +1,6 @@
 """The Policy page's numbers on a demo store, as docs/DASHBOARD.md states them.
 
-    python bench/policy_demo_numbers.py RUNS_DIR [--json]
+    python tools/policy_demo_numbers.py RUNS_DIR [--json]
 
 RUNS_DIR: a store built by ``faro demo`` (e.g. ``faro demo --runs-dir /tmp/policy_demo``). Reads only what
 the store holds (``story.json``: the Overview's BT and Faro runs; each run's ``policy.json`` and

@@ -1,4 +1,4 @@
-"""Generate Faro's own demo data in BBQ's format: ``data/demo_mini/<Category>.jsonl``.
+"""Generate Faro's own demo data in BBQ's format: ``faro_core/assets/demo_mini/<Category>.jsonl``.
 
 The templates, names and settings below were written for Faro (they are not taken from BBQ); only the
 *schema* follows BBQ (Parrish et al. 2022) so that the same loader reads both. Each template tells a short
@@ -7,8 +7,8 @@ and its non-negative counterpart. Every (template, pair of people) gives 8 items
 both mention orders x two question polarities (answer: unknown), and the disambiguated context where the
 stereotyped person (or the other person) does the negative thing x two polarities.
 
-Run ``python data/make_demo_mini.py`` (deterministic, seed 2024) to rewrite the files.
-License of the generated data: CC BY 4.0 (see data/demo_mini/LICENSE.md).
+Run ``python tools/make_demo_mini.py`` (deterministic, seed 2024) to rewrite the files.
+License of the generated data: CC BY 4.0 (see faro_core/assets/demo_mini/LICENSE.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "demo_mini"
+OUT = Path(__file__).resolve().parent.parent / "faro_core" / "assets" / "demo_mini"  # the checkout's copy
 SEED = 2024
 UNKNOWN = ["Can't be determined", "Not enough information", "Unknown", "Cannot be answered",
            "Not known", "Can't tell", "Undetermined"]
@@ -236,18 +236,19 @@ def make_category(category: str, rng: random.Random) -> list[dict]:
     return items
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def main(out: Path = OUT) -> None:
+    """Write every category's items to ``out/<Category>.jsonl``."""
+    out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(SEED)
     total = 0
     for category in TEMPLATES:
         items = make_category(category, rng)
-        with open(OUT / f"{category}.jsonl", "w", encoding="utf-8") as fh:
+        with open(out / f"{category}.jsonl", "w", encoding="utf-8") as fh:
             for it in items:
                 fh.write(json.dumps(it, ensure_ascii=False) + "\n")
         total += len(items)
         print(f"{category}: {len(items)} items")
-    print(f"total: {total} items in {OUT}")
+    print(f"total: {total} items in {out}")
 
 
 if __name__ == "__main__":
