@@ -27,7 +27,13 @@ from typing import Any
 
 from faro_core.errors import FaroError
 from faro_core.fairness.kinds import KINDS
-from faro_core.train.method_spec import CONFIG_METHODS, SPECS  # torch-free: faro --help is fast
+from faro_core.train.method_spec import (  # torch-free: faro --help is fast
+    CONFIG_METHODS,
+    SPECS,
+    check_kinds,
+    method_of,
+    run_name,
+)
 
 CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
 MODES = ("head", "full")
@@ -233,6 +239,7 @@ class FaroConfig:
         test = self.test_frac if self.test_frac is not None else setting_of("test_frac").metadata["by_split"][kind]
         if val + test >= 1:
             raise FaroError(f"val_frac + test_frac must be < 1, got {val} + {test}")
+        check_kinds(method_of({"method": self.method, "expgrad_base": self.expgrad_base}), self.constraints)
 
     def resolved(self) -> FaroConfig:
         """A copy with the mode-dependent defaults (``by_mode``) and the name filled in."""
@@ -254,10 +261,7 @@ class FaroConfig:
             # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
             out.constraint_batch_size = SPECS[out.method].head_constraint_batch if head else 0
         if out.name is None:
-            tag = "bt" if out.method == "faro" and not out.active_constraints else out.method
-            if out.method == "faro" and out.active_constraints:
-                tag = "faro-" + "+".join(out.constraints)
-            out.name = f"{tag}-eps{out.epsilon:g}" if out.constraints and tag != "bt" else tag
+            out.name = run_name(out.method, out.constraints, out.epsilon, out.active_constraints)
         return out
 
     @property
