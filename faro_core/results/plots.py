@@ -31,11 +31,8 @@ def method_color(name: str) -> str:
     base = str(name).split(" (")[0].split(" · ")[0].strip()
     if base == "reference LM":
         return REFERENCE_COLOR
-    known = _FAMILY_COLORS.get(base)
+    known = methods.family_colors().get(base)
     return known or PALETTE[zlib.crc32(str(name).split(" (")[0].strip().encode()) % len(PALETTE)]
-
-
-_FAMILY_COLORS = methods.family_colors()
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +127,26 @@ SPECS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("fair_reg", "α-fair regulariser", "Bradley-Terry minus an alpha-fair utility of the batch's "
                "sigma(margins); no group labels (after Towards Reward Fairness in RLHF, ACL 2025)", "#393b79"),
 )}
-CONFIG_METHODS = tuple(dict.fromkeys(m.method for m in SPECS.values()))  # valid values of FaroConfig.method
+
+
+class _ConfigMethods(Sequence[str]):
+    """The valid values of ``FaroConfig.method``, read from :data:`SPECS` at each use (an entry added to it,
+    a test's toy method included, is a valid method at once)."""
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.method for m in SPECS.values()))
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+CONFIG_METHODS: Sequence[str] = _ConfigMethods()  # valid values of FaroConfig.method
 
 PRIMARY = next(n for n, m in SPECS.items() if m.primary)  # the method Faro proposes ("faro")
 REFERENCE = next(n for n, m in SPECS.items() if m.reference)  # the unconstrained reference ("bt")
