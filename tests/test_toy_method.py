@@ -27,7 +27,8 @@ def toy_weights(df: pd.DataFrame) -> torch.Tensor:
 
 @pytest.fixture
 def toy(monkeypatch: pytest.MonkeyPatch) -> method_spec.MethodSpec:
-    # step 1: the spec in method_spec.SPECS; step 2: its behaviour, bound into methods.METHODS
+    # step 1: the spec in method_spec.SPECS; step 2: its behaviour in methods.BEHAVIOUR, bound into
+    # methods.METHODS (built from both at import, which has happened: the test binds the entry itself)
     monkeypatch.setitem(method_spec.SPECS, TOY.name, TOY)
     monkeypatch.setitem(methods.BEHAVIOUR, TOY.name, {"example_weights": toy_weights})
     monkeypatch.setitem(methods.METHODS, TOY.name, methods.bind(TOY, **methods.BEHAVIOUR[TOY.name]))

@@ -349,6 +349,8 @@ def migrate_config(d: dict[str, Any]) -> dict[str, Any]:
     Version 1 (no ``config_version`` key) and 2 have the same fields; in every version, a field the config
     lacks takes its :data:`LEGACY_DEFAULTS` value (how the run behaved before the field existed), and keys
     that are not fields (``run_id``, ``config_version``) are dropped. A config newer than this code is refused.
+    ``method`` is read as stored: BT's two spellings (``bt``, and ``faro`` with no constraint that can bind)
+    are one method (:func:`faro_core.train.method_spec.identity`) and each keeps the run id it was stored with.
     """
     if not isinstance(d, dict):
         raise FaroError(f"a config must be a JSON object, got {type(d).__name__}")

@@ -5,7 +5,15 @@ A spec names a method and says how the rest of Faro treats it: its label and col
 run's constraints bind (``constrained``), whether its multipliers are fixed (``fixed_lambda``), whether it is an
 ``oracle`` (it reads what a deployed reward cannot know, so it is a reference point, not a baseline to beat),
 whether its head-mode runs batch, and how a sweep grid expands it (``grid``: one run per seed, per (kind,
-lambda, seed) or per (kind, epsilon, seed)).
+lambda, seed) or per (kind, epsilon, seed): :data:`GRIDS`, :meth:`MethodSpec.configs`), what it is when no
+constraint binds (``unconstrained_as``: Faro at epsilon = inf is BT), whether its family label names its kinds
+(``label_kinds``), and which entries are the reference (``reference``: BT) and the primary method
+(``primary``: Faro).
+
+Every other module asks this one what a method is: :func:`identity` of a stored config, :func:`is_reference`,
+:func:`is_primary`, :func:`display_label`, :func:`display_color`, :func:`family_colors`, :func:`run_name`,
+:func:`by_lambda`, :func:`check_kinds`; none compares a method name to a string literal
+(``tests/test_layering.py``).
 
 This module imports nothing from Faro but the kinds' keys, so the config and ``faro --help`` read it without
 torch. The behaviour (example weights, losses, post-processing, a replacement fit) binds to these specs in
