@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from _common import Benchmark  # noqa: E402
 
 from faro_core.paths import SHARED_DATA  # noqa: E402
+from faro_core.train.method_spec import is_reference  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODELS = (  # name, method, constraints
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", "(– : that reward's policy never reaches this KL on the β grid.)", ""]
 
     # ---- transfer verdict
-    bt = next((r.run_id for r in runs if (r.config.get("method") == "bt" or not r.config.get("constraints"))), None)
+    bt = next((r.run_id for r in runs if is_reference(r.config)), None)
     verdict = []
     if bt:
         for run in runs:

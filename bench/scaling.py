@@ -82,6 +82,7 @@ def run_point(p: dict[str, Any]) -> dict[str, Any]:
     from overhead import StepBench
 
     from faro_core.train import FaroConfig
+    from faro_core.train.method_spec import REFERENCE
 
     torch.set_num_threads(1)
     df, index = synth_frame(p["n"], p["k"])
@@ -93,8 +94,8 @@ def run_point(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("dual_source"):
         base["dual_source"] = p["dual_source"]
     sides: dict[str, StepBench] = {}
-    for kind in ("bt", "dp", "eo", "cf"):
-        cfg = FaroConfig.from_dict({**base, "constraints": [] if kind == "bt" else [kind]}).resolved()
+    for kind in (REFERENCE, "dp", "eo", "cf"):  # BT: the primary method with no constraint
+        cfg = FaroConfig.from_dict({**base, "constraints": [] if kind == REFERENCE else [kind]}).resolved()
         sides[kind] = StepBench(cfg, df, index, be, copy.deepcopy(be.model))
         sides[kind].steps_per_call = 20  # one dual step per call at dual_every = 20
     rss = {}

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from _common import Benchmark  # noqa: E402
 
 from faro_core.paths import SHARED_DATA  # noqa: E402
+from faro_core.train.method_spec import PRIMARY, REFERENCE, by_lambda  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -161,7 +162,7 @@ def write_report(table: pd.DataFrame, spec, args, wall: float, t_train: float, o
         lines += ["## Audits", "", "| model | eps | CrowS stereotype rate (0.5 = unbiased) | HH-RLHF accuracy |",
                   "|---|---|---|---|"]
         for _, r in agg.iterrows():
-            eps = f"λ={r['fixed_lambda']:g}" if r["method"] == "fixed_lambda" else (
+            eps = f"λ={r['fixed_lambda']:g}" if by_lambda(r["method"]) else (
                 "" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:g}")
             lines.append(f"| {r['family']} | {eps} | {_pm(r, 'crows_rate')} | {_pm(r, 'hh_accuracy')} |")
         lines.append("")
@@ -210,7 +211,7 @@ def chance_section(agg: pd.DataFrame, table: pd.DataFrame | None = None) -> list
             "| model | eps | DP | DP chance | DP p < 0.05 | EO | EO chance | EO p < 0.05 |",
             "|---|---|---|---|---|---|---|---|"]
     for _, r in agg.iterrows():
-        eps = f"λ={r['fixed_lambda']:g}" if r["method"] == "fixed_lambda" else (
+        eps = f"λ={r['fixed_lambda']:g}" if by_lambda(r["method"]) else (
             "" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:g}")
         rej = {k: "–" for k in ("dp", "eo")}
         if table is not None:
@@ -247,8 +248,8 @@ def rerender_chance(stem: Path) -> int:
 
 def certificate_section(table: pd.DataFrame) -> str:
     """Faro-DP at eps = 0.05 vs plain BT, DP certificate at eps = 0.05 on each seed's test split."""
-    f = table[(table["method"] == "faro") & (table["constraint"] == "dp") & (np.isclose(table["epsilon"], 0.05))]
-    b = table[table["method"] == "bt"]
+    f = table[(table["method"] == PRIMARY) & (table["constraint"] == "dp") & (np.isclose(table["epsilon"], 0.05))]
+    b = table[table["method"] == REFERENCE]
     rows = ["## Certificate at ε = 0.05 (DP): Faro-DP vs BT", "",
             "| model | seeds certified | max empirical DP violation | max upper bound (95%) |", "|---|---|---|---|"]
     for name, t in (("Faro-DP ε=0.05", f), ("BT", b)):

@@ -19,13 +19,16 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from faro_core.train.method_spec import REFERENCE, SPECS, display_label, is_primary, is_reference  # noqa: E402
+
 
 def family(config: dict) -> str:
-    if config["method"] == "bt":
-        return "BT"
-    if config["method"] != "faro":
+    if is_reference(config):
+        return SPECS[REFERENCE].label
+    if not is_primary(config):
         return config["method"]
-    return f"Faro-{config['constraints'][0].upper()} eps={config['epsilon']:g}"
+    return f"{display_label({**config, 'constraints': config['constraints'][:1]})} eps={config['epsilon']:g}"
 
 
 def run_row(path: Path) -> dict:

@@ -104,14 +104,14 @@ def train(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 def arm_of(cfg: dict[str, Any]) -> str:
-    from faro_core.train.methods import method_of
+    from faro_core.train.methods import REFERENCE, SPECS, identity, is_primary, is_reference
 
-    m = method_of(cfg)
-    if m == "faro" and not cfg.get("constraints"):
-        m = "bt"
-    if m == "bt":
-        return "BT rho=0" if float(cfg["skew"]) == 0.0 else "BT"
-    return {"faro": f"Faro-DP eps={cfg['epsilon']:g}", "select_only": "Selection only"}.get(m, m)
+    if is_reference(cfg):
+        return SPECS[REFERENCE].label + (" rho=0" if float(cfg["skew"]) == 0.0 else "")
+    if is_primary(cfg):
+        return f"Faro-DP eps={cfg['epsilon']:g}"
+    m = identity(cfg)
+    return {"select_only": SPECS["select_only"].label}.get(m, m)
 
 
 def collect(runs_dir: Path) -> tuple[pd.DataFrame, dict[tuple[str, int, int], pd.DataFrame]]:

@@ -104,11 +104,12 @@ def floor_per_kind(base: dict[str, Any], inputs: Any, kinds: list[str], repeats:
     from faro_core.fairness.pairs import PairTensors
     from faro_core.train import FaroConfig
     from faro_core.train.backends import HeadBackend
+    from faro_core.train.method_spec import REFERENCE
     from faro_core.train.stepper import TrainStepper, make_adam
 
     out = {}
     for kind in kinds:
-        cfg = FaroConfig(**base, method="bt") if kind == "bt" else FaroConfig(**base, constraints=kind.split(","),
+        cfg = FaroConfig(**base, method=REFERENCE) if kind == REFERENCE else FaroConfig(**base, constraints=kind.split(","),
                                                                                epsilon=0.05)
         cfg = cfg.resolved()
         _, df, index = inputs.load(cfg)

@@ -32,6 +32,7 @@ from faro_core.paths import SHARED_DATA  # noqa: E402
 from faro_core.store.runs import Run, RunStore  # noqa: E402
 from faro_core.studies.sweep import train_or_resume  # noqa: E402
 from faro_core.train import FaroConfig  # noqa: E402
+from faro_core.train.method_spec import PRIMARY, REFERENCE, display_label  # noqa: E402
 
 
 def train_seconds(run: Run) -> float:
@@ -39,6 +40,10 @@ def train_seconds(run: Run) -> float:
     st = run.read("status.json", {})
     return st.get("finished", 0) - st.get("started", 0)
 
+
+def family(cons: list[str], epsilon: float) -> str:
+    """The table label of a run of the primary method under ``cons`` (none: BT), from the method registry."""
+    return display_label({"method": PRIMARY, "constraints": cons, "epsilon": epsilon})
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = "-".join(strata) if strata else "default"
     rows, chance_rows, out = [], [], {}
     for model in args.models.split(","):
-        cons = [] if model == "bt" else [model]
+        cons = [] if model == REFERENCE else [model]  # BT: the primary method with no constraint
         run_id = f"{model}-eps{args.epsilon:g}-skew{args.skew:g}-s{args.seed}-{tag}".replace(",", "+")
         t0 = time.perf_counter()
         cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
@@ -90,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
             chance[split] = chance_violation(batch, run_index(run), min_count=int(run.config.get("min_count", 30)),
                                              n_perm=200, seed=0)
         out[model]["chance"] = chance
-        label = "BT" if model == "bt" else "Faro-" + model.upper()
+        label = family(cons, args.epsilon)
         chance_rows.append(f"| {label} | " + " | ".join(
             f"{c[k]['observed']:.3f} ({c[k]['chance_median']:.3f}, {c[k]['chance_p90']:.3f}; p {c[k]['p_value']:.2f})"
             for sp in ("val", "test") for c in [chance[sp]] for k in ("dp", "eo")) + " |")
         fmt = lambda d, k: f"{d[k]:.3f}" if d.get(k) is not None else "–"  # noqa: E731
-        rows.append(f"| {'BT' if model == 'bt' else 'Faro-' + model.upper()} | {fmt(v, 'dp')} | {fmt(v, 'eo')} | "
+        rows.append(f"| {label} | {fmt(v, 'dp')} | {fmt(v, 'eo')} | "
                     f"{fmt(v, 'cf')} | {fmt(t, 'dp')} | {fmt(t, 'eo')} | {fmt(t, 'cf')} | "
                     f"{m.get('gold_accuracy', float('nan')):.3f} | {m.get('test', {}).get('gold_accuracy', float('nan')):.3f} | "
                     f"{'yes' if m.get('feasible') else 'no'} | {fmt(tr, 'dp')} / {fmt(tr, 'eo')} / {fmt(tr, 'cf')} | "
@@ -150,16 +155,16 @@ def role_table(args: argparse.Namespace) -> int:
     rows, chance_rows, out = [], [], {}
     f3 = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for model in args.models.split(","):
-        cons = [] if model == "bt" else [model]
+        cons = [] if model == REFERENCE else [model]  # BT: the primary method with no constraint
         run_id = (f"{model}-eps{args.epsilon:g}-skew{args.skew:g}-s{args.seed}-{tag}-role"
-                  f"{tune if model != 'bt' else ''}").replace(",", "+")
+                  f"{tune if model != REFERENCE else ''}").replace(",", "+")
         t0 = time.perf_counter()
         cfg = FaroConfig(data=args.data, skew=args.skew, constraints=cons, epsilon=args.epsilon,
                          seed=args.seed, strata=strata, epochs=args.epochs, attribute="role", **over)
         run, was_done = train_or_resume(cfg, store, run_id=run_id)
         seconds = train_seconds(run) if was_done else time.perf_counter() - t0
         m = run.metrics()
-        label = "BT" if model == "bt" else f"Faro-{model.upper()}" + ("(role)" if model in ("dp", "eo") else "")
+        label = family(cons, args.epsilon) + ("(role)" if model in ("dp", "eo") else "")
         sp = {"val": m, "test": m.get("test", {})}
         chance = {}
         for split in ("val", "test"):

@@ -42,6 +42,7 @@ from _common import RESULTS, Benchmark, bbq_source, finish, fmt_spread, machine_
 EPSILONS = [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5]
 WARMUP_EPSILON = 0.04  # not in either grid
 QUICK_EPSILONS = [0.05, 0.2]
+FARO_SIDE = "faro"  # the side column of the comparison: Faro's runs (not a method name: fairlearn is the other side)
 
 
 def dominated(front: pd.DataFrame, others: pd.DataFrame, acc: str = "gold_accuracy",
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = pd.DataFrame(rows)
-    faro, fl = table[table["side"] == "faro"], table[table["side"] == "fairlearn"]
+    faro, fl = table[table["side"] == FARO_SIDE], table[table["side"] == "fairlearn"]
     fl_lin = table[table["side"] == "fairlearn_linear"]
     faro_eo = faro[faro["constraint"] == "eo"]
     front = faro_eo.iloc[pareto_front(faro_eo["gold_accuracy"].to_numpy(), faro_eo["violation_eo"].to_numpy())]

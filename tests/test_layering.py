@@ -246,3 +246,87 @@ def test_one_way_imports_are_no_cycle(tmp_path: Path) -> None:
                       "faro_core/train/c.py": "import numpy\nfrom faro_core.errors import FaroError\n",
                       "faro_core/errors.py": ""})
     assert cycle_problems(tmp_path) == []
+
+
+# --- method names are the registry's: no module compares one to a string literal ---------------------------
+# Which method a run is, its label and its colour come from faro_core.train.method_spec (identity,
+# is_reference, display_label, ...); a comparison such as ``cfg["method"] == "bt"`` elsewhere is a second
+# definition of a method. Only the registry modules may spell the names.
+METHOD_REGISTRY_MODULES = ("faro_core/train/method_spec.py", "faro_core/train/methods.py")
+
+
+def method_names() -> set[str]:
+    """The names a comparison may not spell: the registry's keys and its ``FaroConfig.method`` values."""
+    from faro_core.train.method_spec import SPECS
+
+    return set(SPECS) | {m.method for m in SPECS.values()}
+
+
+def _literals(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def literal_comparisons(tree: ast.AST, names: set[str] | frozenset[str]) -> list[tuple[int, str]]:
+    """(line, name) for each comparison in ``tree`` of anything to a string literal in ``names``, in either
+    order: ``x == "n"``, ``"n" != x`` (``.get(...) == "n"`` included), ``x in ("n", ...)`` / ``not in`` a
+    tuple, list or set literal, and ``"n" in x``. Each link of a chained comparison counts."""
+    out = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        left = node.left
+        for op, right in zip(node.ops, node.comparators):
+            found: list[str] = []
+            if isinstance(op, (ast.Eq, ast.NotEq)):
+                found = [v for side in (left, right) if isinstance(side, ast.Constant) for v in _literals(side)]
+            elif isinstance(op, (ast.In, ast.NotIn)):
+                found = _literals(left) if isinstance(left, ast.Constant) else []
+                found += _literals(right) if isinstance(right, (ast.Tuple, ast.List, ast.Set)) else []
+            out |= {(node.lineno, v) for v in found if v in names}
+            left = right
+    return sorted(out)
+
+
+def method_literal_problems(root: Path, names: set[str]) -> list[str]:
+    """One line per comparison of a method name to a literal in ``faro_core/``, ``dashboard/`` and ``bench/``
+    under ``root``, the registry modules left out."""
+    problems = []
+    for top in ("faro_core", "dashboard", "bench"):
+        for path in sorted((root / top).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel in METHOD_REGISTRY_MODULES:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            problems += [f"{rel}:{line}: compares method name {name!r} to a literal (ask "
+                         f"faro_core.train.method_spec)" for line, name in literal_comparisons(tree, names)]
+    return problems
+
+
+def test_no_method_name_is_compared_to_a_literal() -> None:
+    problems = method_literal_problems(REPO, method_names())
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("text", [
+    'if cfg["method"] == "bt":\n    pass\n',
+    'ok = "faro" != method\n',
+    'ok = cfg.get("method") == "posthoc"\n',
+    'ok = m in ("reweight", "other")\n',
+    'ok = m not in ["fixed_lambda"]\n',
+    'ok = "expgrad" in kinds\n',
+    'ok = 0 < x == "bt"\n',
+])
+def test_a_planted_method_literal_is_caught(tmp_path: Path, text: str) -> None:
+    _plant(tmp_path, {"bench/planted.py": text, "faro_core/train/method_spec.py": 'x = m == "bt"\n'})
+    (problem,) = method_literal_problems(tmp_path, method_names())
+    assert problem.startswith("bench/planted.py:"), problem
+
+
+def test_method_names_elsewhere_are_no_comparison() -> None:
+    tree = ast.parse('d = {"bt": 1}\nm = "faro"\nf(method="bt")\nok = kind == "dp"\nok = m == REFERENCE\n'
+                     'ok = x in kinds\n')
+    assert literal_comparisons(tree, method_names()) == []

@@ -17,6 +17,7 @@ from faro_core.results.plots import curves_figure  # noqa: E402
 from faro_core.store.runs import new_run_id  # noqa: E402
 from faro_core.train import launch  # noqa: E402
 from faro_core.train.config import MODES, default_of, parse_values, setting_of  # noqa: E402
+from faro_core.train.method_spec import REFERENCE, SPECS  # noqa: E402
 
 page("Train")
 st.title("Train")
@@ -70,8 +71,8 @@ with guard():
         attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
         st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
         c1, c2, c3 = st.columns([2, 1, 1])
-        kinds = c1.multiselect("Constraint type(s)", ["bt", "dp", "eo", "cf"], default=["bt", "dp"],
-                               format_func=lambda k: "BT (none)" if k == "bt" else k.upper(),
+        kinds = c1.multiselect("Constraint type(s)", [REFERENCE, "dp", "eo", "cf"], default=[REFERENCE, "dp"],
+                               format_func=lambda k: f"{SPECS[k].label} (none)" if k == REFERENCE else k.upper(),
                                help="one run per constraint type (BT = unconstrained baseline)")
         eps_text = c2.text_input("ε (one value or a grid)", value=f"{default_of('epsilon'):g}",
                                  help=setting_of("epsilon").metadata["help"])
@@ -91,7 +92,7 @@ with guard():
         seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        grid = parse_values("epsilon", eps_text) if [k for k in kinds if k != "bt"] else []
+        grid = parse_values("epsilon", eps_text) if [k for k in kinds if k != REFERENCE] else []
         plan = launch.plan_runs(kinds, grid, int(seeds), combine)
         common = dict(epochs=int(epochs), backbone=backbone or None, data=data.get("source"),
                       group=data.get("group"), strata=data["strata"].split(",") if data.get("strata") else None,
@@ -103,8 +104,8 @@ with guard():
         one_kind_each = all("," not in (p["constraint"] or "") for p in plan)
         if target == "local-cpu" and mode == "head" and len(plan) > 1 and one_kind_each:
             # a grid: one batched `faro sweep` process trains every member (each still its own run)
-            argv = launch.sweep_argv(str(store().root), new_run_id("ui"), [k for k in kinds if k != "bt"], grid,
-                                     seeds=int(seeds), bt="bt" in kinds, mode=mode, **common)
+            argv = launch.sweep_argv(str(store().root), new_run_id("ui"), [k for k in kinds if k != REFERENCE], grid,
+                                     seeds=int(seeds), bt=REFERENCE in kinds, mode=mode, **common)
             launched = launch.launch_sweep(store(), argv, sweep_run_ids(argv))
             st.success(f"launched a grid of {len(launched)} runs on {TARGET_LABEL[target]}, trained as one "
                        "batch: " + ", ".join(f"`{r}`" for r in launched))

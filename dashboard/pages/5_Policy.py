@@ -14,6 +14,7 @@ from common import guard, no_runs_message, page, policy, run_label, run_table, s
 
 from faro_core.policy import compare  # noqa: E402
 from faro_core.results.plots import method_color, policy_figure  # noqa: E402
+from faro_core.train.method_spec import is_reference  # noqa: E402
 
 page("Policy")
 st.title("Does fairness transfer to the policy?")
@@ -162,8 +163,8 @@ with guard():
     from common import runs_root
 
     # BT, the Overview's Faro run (the pair the page's counts compare), then one more reward
-    fam_of = dict(zip(table["run_id"], table["family"]))
-    bt_runs = [r for r in with_pol if fam_of.get(r) == "BT"] or [r for r in with_pol if "bt" in r]
+    bt_of = {r: is_reference(store().get(r).read("config.json", {}) or {}) for r in with_pol}
+    bt_runs = [r for r in with_pol if bt_of[r]]
     ov = overview_run(runs_root())
     default = bt_runs[:1] + ([ov] if ov in with_pol and ov not in bt_runs else [])
     default += [r for r in with_pol if r not in default and r not in bt_runs][:3 - len(default)]

@@ -30,6 +30,16 @@ def bt_loss(r_chosen: Tensor, r_rejected: Tensor, weight: Tensor | None = None) 
     return (nll * weight).sum() / weight.sum()
 
 
+
+def shift_rewards(r: np.ndarray, groups: Sequence[str | None], strata: Sequence[str],
+                  shifts: dict[str, float]) -> np.ndarray:
+    """The post-processing shift (the ``posthoc`` method's, :func:`faro_core.train.methods.posthoc_shifts`),
+    the one place it is applied: each reward plus the shift of its (group its response names, stratum),
+    keyed ``"group|stratum"``; a response naming no group (None), or a cell without a shift, is unchanged."""
+    add = np.array([shifts.get(f"{g}|{s}", 0.0) if g is not None else 0.0 for g, s in zip(groups, strata)],
+                   dtype=np.float32)
+    return np.asarray(r) + add
+
 class HeadRewardModel(nn.Module):
     """Scalar reward head on features. x [B, d] -> r [B].
 
@@ -125,9 +135,8 @@ class RewardScorer:
             r = score_full(self.model, self.tok, prompts, responses, self.max_length, device=self.device,
                            text=self.text)
         if self.shifts and response_groups is not None:
-            st = list(strata) if strata is not None else ["all"] * len(r)
-            r = r + np.array([self.shifts.get(f"{g}|{s}", 0.0) if g is not None else 0.0
-                              for g, s in zip(response_groups, st)], dtype=np.float32)
+            r = shift_rewards(r, response_groups, list(strata) if strata is not None else ["all"] * len(r),
+                              self.shifts)
         return r
 
 

@@ -30,6 +30,7 @@ from faro_core.policy.gibbs import DEFAULT_BETAS, policy_sweep, reward_bias, sta
 from faro_core.policy.lm import lm_name
 from faro_core.policy.reference import reference_logprobs
 from faro_core.store.runs import Run
+from faro_core.train.method_spec import is_reference
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -191,8 +192,7 @@ def evaluate_policies(runs: Sequence[Run], items: pd.DataFrame, betas: Sequence[
         entry.update({k: cfg.get(k) for k in ("method", "constraints", "epsilon", "name")})
         entry["reward_sd"] = float(np.std(raw))
         models[run.run_id] = entry
-    bt = next((r.run_id for r in runs if str((r.read("config.json", {}) or {}).get("method", "")).lower() == "bt"),
-              None)
+    bt = next((r.run_id for r in runs if is_reference(r.read("config.json", {}) or {})), None)
     return {
         "reward_induced": reward_induced_bias(log_ref, standardized, items, baseline=bt),
         "lm": lm_name(lm),

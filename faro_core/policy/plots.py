@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from faro_core.train.method_spec import PRIMARY
+
 
 def _betas(m: Mapping[str, Any]) -> list[float]:
     return [math.inf if b is None else float(b) for b in m["betas"]]
@@ -32,7 +34,7 @@ def _label(name: str, m: Mapping[str, Any]) -> str:
         return "reference LM"
     cons = m.get("constraints") or []
     meth = m.get("method") or ""
-    if meth == "faro" and cons:
+    if meth == PRIMARY and cons:  # the primary method's run names its kinds and epsilon
         eps = m.get("epsilon")
         return f"Faro-{'/'.join(c.upper() for c in cons)} (ε={eps}) · {name}" if eps is not None else name
     return f"{meth.upper() or 'run'} · {name}" if meth else name

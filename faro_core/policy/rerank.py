@@ -21,6 +21,7 @@ from faro_core.policy.generate import (
     mention_shares,
     rerank,
 )
+from faro_core.train.method_spec import is_reference
 
 
 def rerank_runs(runs: Sequence[Any], items: pd.DataFrame, n_prompts: int = 20,
@@ -93,8 +94,7 @@ def rerank_runs(runs: Sequence[Any], items: pd.DataFrame, n_prompts: int = 20,
         from faro_core.policy.choices import role_counts
         from faro_core.policy.compare import choices_from_samples
 
-        bt = next((r.run_id for r in runs if str((r.read("config.json", {}) or {}).get("method", "")).lower()
-                   == "bt"), None)
+        bt = next((r.run_id for r in runs if is_reference(r.read("config.json", {}) or {})), None)
         clusters = dict(enumerate(item_clusters(prompts)))
         summary["role_counts"] = role_counts(choices_from_samples(samples, all_rewards), clusters, baseline=bt)
     summary["examples"] = samples.head(3 * cfg.n)[["prompt_idx", "user_text", "text", "mention"]].to_dict("records")

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from faro_core.results.table import family_method
 from faro_core.train import methods
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
@@ -24,29 +23,16 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 REFERENCE_COLOR = "#333333"  # the reference LM in policy figures (not a method)
 
 
-def method_of_label(name: str) -> tuple[str, str]:
-    """(registry method, first constraint kind or "") of a run label, a family label or a family key:
-    ``"BT (demo-bt-s0)"`` -> ``("bt", "")``, ``"Faro-DP+CF"`` -> ``("faro", "dp")``, ``"fixed_lambda-eo"`` ->
-    ``("fixed_lambda", "eo")``; an unknown name is returned as its own method."""
-    base = str(name).split(" (")[0].split(" · ")[0].strip()
-    if base.startswith("Faro-"):
-        return "faro", base[5:].split("+")[0].lower()
-    if base[:1].isupper() or " " in base:
-        return family_method(base), ""
-    method, _, kinds = base.partition("-")
-    return method, kinds.split("+")[0]
-
-
 def method_color(name: str) -> str:
-    """The one colour of a method in every figure and page (:func:`faro_core.train.methods.color`: Faro's
-    colour depends on its first constraint kind). ``name``: anything :func:`method_of_label` reads. An
-    unknown name gets a colour fixed by its text (the same in every process, unlike ``hash``)."""
-    if str(name).split(" (")[0].strip() == "reference LM":
+    """The one colour of a method in every figure and page. ``name``: a family label or family key as the
+    registry makes them (:func:`faro_core.train.method_spec.family_colors`: ``BT``, ``Faro-DP+CF``,
+    ``fixed_lambda-eo``), optionally followed by `` (run id)`` or `` · run id``. Another name gets a colour fixed
+    by its text (the same in every process, unlike ``hash``)."""
+    base = str(name).split(" (")[0].split(" · ")[0].strip()
+    if base == "reference LM":
         return REFERENCE_COLOR
-    method, kind = method_of_label(name)
-    if method in methods.METHODS:
-        return methods.color(method, kind)
-    return PALETTE[zlib.crc32(str(name).split(" (")[0].strip().encode()) % len(PALETTE)]
+    known = methods.family_colors().get(base)
+    return known or PALETTE[zlib.crc32(str(name).split(" (")[0].strip().encode()) % len(PALETTE)]
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, **kw: Any) -> go.Figure:

@@ -38,23 +38,14 @@ def method_label(cfg: dict[str, Any]) -> str:
 
 
 def family_label(cfg: dict[str, Any]) -> str:
-    """Display family of a run: ``BT``, ``Faro-DP``, ``Faro-DP+CF``, or the method's label."""
-    method = method_label({**cfg, "method": cfg.get("method") or "faro"})
-    cons = [c for c in (cfg.get("constraints") or []) if c]
-    eps = cfg.get("epsilon")
-    unconstrained = not cons or eps is None or (isinstance(eps, float) and not math.isfinite(eps))
-    if method == "bt" or (method == "faro" and unconstrained):
-        return methods.METHODS["bt"].label
-    if method == "faro":
-        return "Faro-" + "+".join(c.upper() for c in cons)
-    return methods.METHODS[method].label if method in methods.METHODS else method
+    """Display family of a run: ``BT``, ``Faro-DP``, ``Faro-DP+CF``, or the method's label
+    (:func:`faro_core.train.method_spec.display_label`)."""
+    return methods.display_label({**cfg, "method": cfg.get("method") or methods.PRIMARY})
 
 
-def family_method(label: str) -> str:
-    """The registry name behind a family label (``Faro-DP`` -> ``faro``); the label itself if unknown."""
-    if label.startswith("Faro-"):
-        return "faro"
-    return next((m.name for m in methods.METHODS.values() if m.label == label), label)
+def family_color(cfg: dict[str, Any]) -> str:
+    """The colour of a run's family in every figure (:func:`faro_core.train.method_spec.display_color`)."""
+    return methods.display_color({**cfg, "method": cfg.get("method") or methods.PRIMARY})
 
 
 def family_key(row: dict[str, Any] | pd.Series) -> str:
@@ -152,7 +143,7 @@ def run_table(store: RunStore) -> pd.DataFrame:
         viol = test.get("violation") or {}
         cert = certificate_summary(run)
         eps = cfg.get("epsilon")
-        if family_label(cfg) == "BT":
+        if methods.is_reference({**cfg, "method": cfg.get("method") or methods.PRIMARY}):
             eps = None  # unconstrained: ε = ∞ whatever the config's default says
         rows.append({
             "run_id": run.run_id, "status": run.status, "family": family_label(cfg),
@@ -238,10 +229,9 @@ def add_paired_vs_bt(table: pd.DataFrame, store: RunStore) -> pd.DataFrame:
     if out.empty or "attribute" not in out:
         return out
     done = out[(out["status"] == "done") & (out["attribute"] == "role")]
-    bt = done[done["method"] == "bt"]
-    for i, r in done.iterrows():
-        if r["method"] == "bt":
-            continue
+    is_bt = done["method"] == methods.REFERENCE  # the sweep table's method column: the registry name as configured
+    bt = done[is_bt]
+    for i, r in done[~is_bt].iterrows():
         match = bt[(bt["data_seed"] == r["data_seed"]) & (bt["skew"] == r["skew"]) & (bt["seed"] == r["seed"])]
         if match.empty:
             continue

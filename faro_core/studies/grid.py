@@ -2,23 +2,22 @@
 deterministic run ids.
 
 Run ids are ``<name>-s<seed>-<10 hex of the SHA-1 of the resolved config>``, so running the same sweep
-again finds its runs. How a baseline expands is its registry entry's ``grid``
-(:mod:`faro_core.train.methods`): one run per seed (unconstrained methods), per (kind, lambda, seed)
-(``fixed_lambda``; its epsilon, used only to select the iterate, is the smallest of the sweep's), or per
-(kind it supports, epsilon, seed).
+again finds its runs. How a baseline expands is its spec's (:meth:`MethodSpec.configs
+<faro_core.train.method_spec.MethodSpec.configs>`, by its ``grid``): one run per seed (unconstrained
+methods), per (kind, lambda, seed) (``fixed_lambda``; its epsilon, used only to select the iterate, is the
+smallest of the sweep's), or per (kind it supports, epsilon, seed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 
 from faro_core.errors import FaroError
 from faro_core.fairness.kinds import KINDS
 from faro_core.train.config import LEGACY_DEFAULTS, FaroConfig
-from faro_core.train.methods import METHODS, baselines
+from faro_core.train.methods import METHODS, PRIMARY, baselines
 
 FIXED_LAMBDAS = (1.0, 5.0)
 # Config fields added after sweeps were run, with the default that reproduces the older behaviour (hashed into
@@ -73,31 +72,8 @@ def baseline_configs(base: FaroConfig, names: list[str], kinds: list[str], epsil
     ``grid`` says; see the module docstring)."""
     d = base.to_dict()
     d.pop("name", None)
-    out: list[FaroConfig] = []
-    finite = [e for e in epsilons if math.isfinite(e)] or [0.05]
-    for name in names:
-        m = METHODS[name]
-        for seed in seeds:
-            if m.grid == "seed":
-                out.append(FaroConfig(**{**d, "method": m.method, **dict(m.options), "constraints": [],
-                                         "epsilon": math.inf, "seed": seed}))
-            elif m.grid == "lambda":
-                for k in kinds:
-                    if k not in m.kinds:
-                        continue
-                    for lam in fixed_lambdas:
-                        out.append(FaroConfig(**{**d, "method": m.method, **dict(m.options), "constraints": [k],
-                                                 "epsilon": min(finite), "fixed_lambda": lam, "seed": seed,
-                                                 "name": f"{name}-{k}-lam{lam:g}"}))
-            else:
-                for k in kinds:
-                    if k not in m.kinds:
-                        continue
-                    for eps in finite:
-                        out.append(FaroConfig(**{**d, "method": m.method, **dict(m.options), "constraints": [k],
-                                                 "epsilon": eps, "seed": seed, "name": f"{name}-{k}-eps{eps:g}"}))
-    return out
-
+    return [FaroConfig(**{**d, **o, "seed": seed})
+            for name in names for seed in seeds for o in METHODS[name].configs(kinds, epsilons, fixed_lambdas)]
 
 def grid(spec: SweepSpec) -> list[FaroConfig]:
     """Every config of the sweep: Faro on kind x epsilon x seed, then the baselines; with ``data_seeds``,
@@ -107,7 +83,7 @@ def grid(spec: SweepSpec) -> list[FaroConfig]:
         raise FaroError(f"unknown constraint kind(s) {bad}; choose from {', '.join(KINDS)}")
     d = spec.base.to_dict()
     d.pop("name", None)
-    out = [FaroConfig(**{**d, "method": "faro", "constraints": [k], "epsilon": e, "seed": s, "sweep": spec.name})
+    out = [FaroConfig(**{**d, "method": PRIMARY, "constraints": [k], "epsilon": e, "seed": s, "sweep": spec.name})
            for k in spec.kinds for e in spec.epsilons for s in spec.seeds]
     for c in baseline_configs(spec.base, spec.baselines, spec.kinds, spec.epsilons, spec.seeds):
         c.sweep = spec.name

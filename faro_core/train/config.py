@@ -27,7 +27,13 @@ from typing import Any
 
 from faro_core.errors import FaroError
 from faro_core.fairness.kinds import KINDS
-from faro_core.train.method_spec import CONFIG_METHODS, SPECS  # torch-free: faro --help is fast
+from faro_core.train.method_spec import (  # torch-free: faro --help is fast
+    CONFIG_METHODS,
+    SPECS,
+    check_kinds,
+    method_of,
+    run_name,
+)
 
 CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
 MODES = ("head", "full")
@@ -233,6 +239,7 @@ class FaroConfig:
         test = self.test_frac if self.test_frac is not None else setting_of("test_frac").metadata["by_split"][kind]
         if val + test >= 1:
             raise FaroError(f"val_frac + test_frac must be < 1, got {val} + {test}")
+        check_kinds(method_of({"method": self.method, "expgrad_base": self.expgrad_base}), self.constraints)
 
     def resolved(self) -> FaroConfig:
         """A copy with the mode-dependent defaults (``by_mode``) and the name filled in."""
@@ -254,10 +261,7 @@ class FaroConfig:
             # the linearized penalty is unbiased on the BT batch; only the fixed-lambda hinge needs more
             out.constraint_batch_size = SPECS[out.method].head_constraint_batch if head else 0
         if out.name is None:
-            tag = "bt" if out.method == "faro" and not out.active_constraints else out.method
-            if out.method == "faro" and out.active_constraints:
-                tag = "faro-" + "+".join(out.constraints)
-            out.name = f"{tag}-eps{out.epsilon:g}" if out.constraints and tag != "bt" else tag
+            out.name = run_name(out.method, out.constraints, out.epsilon, out.active_constraints)
         return out
 
     @property
@@ -345,6 +349,8 @@ def migrate_config(d: dict[str, Any]) -> dict[str, Any]:
     Version 1 (no ``config_version`` key) and 2 have the same fields; in every version, a field the config
     lacks takes its :data:`LEGACY_DEFAULTS` value (how the run behaved before the field existed), and keys
     that are not fields (``run_id``, ``config_version``) are dropped. A config newer than this code is refused.
+    ``method`` is read as stored: BT's two spellings (``bt``, and ``faro`` with no constraint that can bind)
+    are one method (:func:`faro_core.train.method_spec.identity`) and each keeps the run id it was stored with.
     """
     if not isinstance(d, dict):
         raise FaroError(f"a config must be a JSON object, got {type(d).__name__}")

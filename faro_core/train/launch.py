@@ -25,6 +25,7 @@ from faro_core.errors import FaroError, RunError
 from faro_core.io import read_json, write_json
 from faro_core.store.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
 from faro_core.train.config import FaroConfig
+from faro_core.train.method_spec import PRIMARY, REFERENCE
 
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
@@ -150,10 +151,11 @@ def launch_train(store: RunStore, run_id: str | None = None, config: FaroConfig 
 
 def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, combine: bool = False
               ) -> list[dict[str, Any]]:
-    """The runs a launch form asks for: ``kinds`` holds ``"bt"`` (the unconstrained baseline, once per seed)
-    and constraint kinds; each kind gets one run per ε and seed, or, with ``combine``, one run under all the
-    chosen kinds together (``"dp,eo"``) per ε and seed. Returns :func:`launch_train` keyword sets."""
-    cons = [k for k in kinds if k != "bt"]
+    """The runs a launch form asks for: ``kinds`` holds ``"bt"`` (:data:`~faro_core.train.method_spec.REFERENCE`,
+    the unconstrained baseline, once per seed) and constraint kinds; each kind gets one run of the primary
+    method per ε and seed, or, with ``combine``, one run under all the chosen kinds together (``"dp,eo"``) per
+    ε and seed. Returns :func:`launch_train` keyword sets."""
+    cons = [k for k in kinds if k != REFERENCE]
     bad = [k for k in cons if k not in ("dp", "eo", "cf")]
     if bad:
         raise FaroError(f"unknown constraint kind(s) {bad}; choose from bt, dp, eo, cf")
@@ -164,10 +166,10 @@ def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, c
     groups = [",".join(cons)] if combine and len(cons) > 1 else cons
     out = []
     for seed in range(int(seeds)):
-        if "bt" in kinds:
-            out.append({"constraint": None, "epsilon": float("inf"), "method": "bt", "seed": seed})
+        if REFERENCE in kinds:
+            out.append({"constraint": None, "epsilon": float("inf"), "method": REFERENCE, "seed": seed})
         for c in groups:
-            out += [{"constraint": c, "epsilon": float(e), "method": "faro", "seed": seed} for e in epsilons]
+            out += [{"constraint": c, "epsilon": float(e), "method": PRIMARY, "seed": seed} for e in epsilons]
     return out
 
 

@@ -23,10 +23,21 @@ from faro_core.train.method_spec import (  # noqa: F401 (re-exported: the regist
     BASELINES,
     CONFIG_METHODS,
     OTHER_COLOR,
+    PRIMARY,
+    REFERENCE,
     SPECS,
     MethodSpec,
     baselines,
+    by_lambda,
+    check_kinds,
     color,
+    display_color,
+    display_label,
+    family_colors,
+    identity,
+    is_primary,
+    is_reference,
+    is_unconstrained,
     method_of,
 )
 from faro_core.train.method_spec import get as spec_of
@@ -77,9 +88,11 @@ def posthoc_shifts(df: pd.DataFrame, r_c: np.ndarray, r_r: np.ndarray,
 
 
 def apply_shifts(df: pd.DataFrame, r: np.ndarray, group_col: str, shifts: dict[str, float]) -> np.ndarray:
-    add = np.array([shifts.get(f"{g}|{s}", 0.0) if g is not None else 0.0
-                    for g, s in zip(df[group_col], df["stratum"])], dtype=np.float32)
-    return r + add
+    """``r`` shifted by :func:`~faro_core.models.reward.shift_rewards`, each pair's group read from
+    ``group_col`` and its stratum from ``stratum``."""
+    from faro_core.models.reward import shift_rewards  # function-level: reward.py loads torch
+
+    return shift_rewards(r, list(df[group_col]), list(df["stratum"]), shifts)
 
 
 def _fit_expgrad(config: FaroConfig, run: Run, progress: bool, inputs: TrainInputs) -> None:
@@ -153,9 +166,14 @@ BEHAVIOUR: dict[str, dict[str, Callable[..., Any]]] = {
     "group_dro": {"loss": _group_dro_loss},
     "fair_reg": {"loss": _alpha_fair_loss},
 }
-METHODS: dict[str, Method] = {
-    name: Method(**{f.name: getattr(spec, f.name) for f in fields(MethodSpec)}, **BEHAVIOUR.get(name, {}))
-    for name, spec in SPECS.items()}
+
+
+def bind(spec: MethodSpec, **behaviour: Callable[..., Any]) -> Method:
+    """The registry entry of ``spec`` with ``behaviour`` (:class:`Method`'s behaviour fields by name)."""
+    return Method(**{f.name: getattr(spec, f.name) for f in fields(MethodSpec)}, **behaviour)
+
+
+METHODS: dict[str, Method] = {name: bind(spec, **BEHAVIOUR.get(name, {})) for name, spec in SPECS.items()}
 
 
 def get(method: str) -> Method:
