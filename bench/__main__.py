@@ -61,14 +61,15 @@ def benchmarks(folder: Path = BENCH_DIR) -> dict[str, Benchmark]:
 def command(b: Benchmark, quick: bool, results: Path, runs_dir: Path | None, folder: Path = BENCH_DIR) -> list[str]:
     """The script's command line for one run (``folder/NAME.py``, whose ``__main__`` calls ``BENCH.run``)."""
     argv = [sys.executable, str(folder / f"{b.name}.py"), *b.args]
+    stem = b.results_name(quick)
     if quick:
         argv += b.quick
     if b.json == "flag":
         argv.append("--json")
     elif b.json == "path":
-        argv += ["--json", str(results / f"{b.name}.json")]
+        argv += ["--json", str(results / f"{stem}.json")]
     if b.md:
-        argv += [b.md, str(results / f"{b.name}.md")]
+        argv += [b.md, str(results / f"{stem}.md")]
     if b.runs_dir and runs_dir is not None:
         argv += ["--runs-dir", str(runs_dir / b.name)]
     return argv
@@ -76,9 +77,10 @@ def command(b: Benchmark, quick: bool, results: Path, runs_dir: Path | None, fol
 
 def run(b: Benchmark, quick: bool = False, results: Path = RESULTS, runs_dir: Path | None = None,
         folder: Path = BENCH_DIR) -> dict[str, Any]:
-    """Run one benchmark in a fresh process (its output passes through) and write ``results/NAME.{md,json}``;
-    its figures."""
+    """Run one benchmark in a fresh process (its output passes through) and write ``results/NAME.{md,json}``
+    (:meth:`Benchmark.results_name`); its figures."""
     results.mkdir(parents=True, exist_ok=True)
+    stem = b.results_name(quick)
     argv = command(b, quick, results, runs_dir, folder)
     print(f"$ {' '.join(argv[1:])}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -97,15 +99,15 @@ def run(b: Benchmark, quick: bool = False, results: Path = RESULTS, runs_dir: Pa
             lines = lines[:-1]
         except json.JSONDecodeError:
             figures = None
-    elif b.json == "path" and (results / f"{b.name}.json").exists():
-        figures = json.loads((results / f"{b.name}.json").read_text())
+    elif b.json == "path" and (results / f"{stem}.json").exists():
+        figures = json.loads((results / f"{stem}.json").read_text())
     if code != 0:
         raise SystemExit(f"bench: {b.name} failed (exit code {code})")
     if not b.md:
-        (results / f"{b.name}.md").write_text("".join(lines).strip() + "\n")
+        (results / f"{stem}.md").write_text("".join(lines).strip() + "\n")
     if figures is None:
         figures = {"benchmark": b.name, "argv": argv[1:], "seconds": round(seconds, 1), "exit_code": code}
-    (results / f"{b.name}.json").write_text(json.dumps(figures, sort_keys=True, indent=1, default=str) + "\n")
+    (results / f"{stem}.json").write_text(json.dumps(figures, sort_keys=True, indent=1, default=str) + "\n")
     return figures
 
 

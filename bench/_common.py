@@ -45,6 +45,9 @@ class Benchmark:
     - ``tables``: the markdown files under ``bench/results/`` that hold its tables on docs/RESULTS.md (the
       runner's ``<name>.md`` and those of the variants named in the docs; the speed tier's reach the page
       through bench/performance.py's PERFORMANCE.md).
+    - ``full_name``: where a full-length run's results go when they must not replace the quick run's (both
+      carry goals: ``sweep_engine``'s ratio is stated at ``--quick``, its efficiency at full length); the
+      script writes under the same name.
     """
 
     name: str
@@ -57,6 +60,11 @@ class Benchmark:
     runs_dir: bool = False
     args: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
+    full_name: str = ""
+
+    def results_name(self, quick: bool) -> str:
+        """The stem of this run's ``bench/results`` files: ``full_name`` for a full-length run, where set."""
+        return self.full_name if self.full_name and not quick else self.name
 
     def __post_init__(self) -> None:
         if self.tier not in TIERS:
@@ -64,7 +72,8 @@ class Benchmark:
         if self.json not in ("flag", "path", ""):
             raise ValueError(f"benchmark {self.name}: json {self.json!r} is not 'flag', 'path' or ''")
         if not self.tables:
-            object.__setattr__(self, "tables", (f"{self.name}.md",))
+            full = (f"{self.full_name}.md",) if self.full_name else ()
+            object.__setattr__(self, "tables", (f"{self.name}.md", *full))
 
 
 def bbq_source(category: str = "Religion") -> tuple[str | None, str | None, str]:

@@ -137,6 +137,19 @@ def floor_per_kind(base: dict[str, Any], inputs: Any, kinds: list[str], repeats:
     return out
 
 
+def goal_line(quick: bool, epochs: int, ratio: float, ratios: list[float], efficiency: float) -> str:
+    """The goals this run's length measures: ``ratio_30_vs_one`` <= 6 at ``--quick``, ``efficiency`` >= 0.7 at 10
+    epochs (the other figure reported beside it)."""
+    per_round = ", ".join(f"{r:.2f}" for r in ratios)
+    eff = f"`efficiency` = floor / batched = **{efficiency:.3f}**"
+    if quick:
+        return (f"Goal (`--quick`): `ratio_30_vs_one` ≤ 6: **{'met' if ratio <= 6 else 'not met'}** ({ratio:.2f}; "
+                f"per round {per_round}). {eff} (its goal, ≥ 0.7, is stated at 10 epochs).")
+    verdict = ("met" if efficiency >= 0.7 else "not met") if epochs == 10 else f"not measured here ({epochs} epochs)"
+    return (f"Goal at 10 epochs: `efficiency` ≥ 0.7: **{verdict}** ({efficiency:.3f}). `ratio_30_vs_one` "
+            f"{ratio:.2f} (per round {per_round}; its goal, ≤ 6, is stated at `--quick`).")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     import torch
@@ -243,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             f"before timing. {rounds} timed rounds, sides interleaved, seconds median [IQR]; the ratio is median "
             f"over median. {machine_line()}; 1-min load average {load_start:.2f} at the start.\n\n"
             + md_table(["side", "seconds", "÷ one BT run"], rows)
-            + f"\n\nGoal (`--quick`): `ratio_30_vs_one` ≤ 6: **{'met' if ratio <= 6 else 'not met'}** ({ratio:.2f}; "
-            f"per round {', '.join(f'{r:.2f}' for r in ratios)}). `efficiency` = floor / batched = "
-            f"**{efficiency:.3f}** (goal ≥ 0.7 at 10 epochs); the engine steps its slots in {threads} thread(s), one "
+            + "\n\n" + goal_line(args.quick, epochs, ratio, ratios, efficiency) + f" The engine steps its slots in {threads} thread(s), one "
             f"per core, so per core the efficiency is floor / {threads} / batched = {efficiency_core:.3f}. {shared} of the 30 members started on another member's "
             f"path; the batch computed {last['slot_steps']} slot-steps for {last['member_steps']} member-steps and "
             f"{last['dual_passes']} dual passes (without sharing, the members' step arithmetic alone would be "
@@ -257,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             "features and earlier grids' allocator caches are in the baseline); 'estimate': what "
             "`plan_batches` budgets for the grid (`member_bytes` × members).\n\n"
             + "Produced by `python bench/sweep_engine.py" + (" --quick" if args.quick else "") + "`.")
-    finish("sweep_engine", "Batched sweep engine: 30 members vs one BT run, members/s, memory", body,
+    finish(BENCH.results_name(args.quick), "Batched sweep engine: 30 members vs one BT run, members/s, memory", body,
            {"ratio_30_vs_one": round(ratio, 3), "ratio_30_serial_vs_one": round(med["serial"] / med["one"], 3),
             "floor_s": round(floor_s, 3), "efficiency": round(efficiency, 4), "shared_members": shared,
             "threads": threads, "efficiency_per_core": round(efficiency_core, 4),
@@ -273,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 BENCH = Benchmark("sweep_engine", "speed", "the batched sweep engine: 30 members against one BT run",
-                  run=main)
+                  run=main, full_name="sweep_engine_full")
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.run())

@@ -78,7 +78,7 @@ def test_every_benchmark_table_is_on_the_results_page(runner) -> None:
     for b in known.values():
         for table in b.tables:
             on_page = f"<!-- include: bench/results/{table} -->" in page
-            summarized = b.tier == "speed" and table == f"{b.name}.md" and b.name in performance.ORDER
+            summarized = b.tier == "speed" and table.removesuffix(".md") in performance.ORDER
             assert on_page or summarized, f"{b.name}: {table} is not on docs/RESULTS.md"
 
 
@@ -117,6 +117,23 @@ def test_a_module_that_exports_bench_is_a_benchmark(runner, tmp_path: Path) -> N
     (folder / "other.py").write_text(TOY.format(bench=str(ROOT / "bench")))  # BENCH named toy, module other
     with pytest.raises(ValueError, match="named 'toy', not 'other'"):
         runner.benchmarks(folder)
+
+
+def test_a_full_length_run_keeps_the_quick_runs_results_where_told(runner, tmp_path: Path) -> None:
+    """sweep_engine states one goal at --quick and another at full length: a full run writes its own files."""
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "toy.py").write_text(TOY.format(bench=str(ROOT / "bench")).replace(
+        'json="")', 'json="", full_name="toy_full")'))
+    toy = runner.benchmarks(folder)["toy"]
+    assert toy.tables == ("toy.md", "toy_full.md")
+    results = tmp_path / "results"
+    runner.run(toy, quick=True, results=results, folder=folder)
+    assert sorted(p.name for p in results.iterdir()) == ["toy.json", "toy.md"]
+    runner.run(toy, quick=False, results=results, folder=folder)
+    assert sorted(p.name for p in results.iterdir()) == ["toy.json", "toy.md", "toy_full.json", "toy_full.md"]
+    assert json.loads((results / "toy.json").read_text())["argv"][-1] == "--fast"
+    assert runner.benchmarks()["sweep_engine"].results_name(False) == "sweep_engine_full"
 
 
 def test_a_benchmark_object_rejects_an_unknown_tier_or_json_mode(runner) -> None:
