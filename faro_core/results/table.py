@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faro_core.fairness.attributes import is_per_item
 from faro_core.fairness.kinds import KINDS
 from faro_core.store.runs import Run, RunStore
 from faro_core.train import methods
@@ -237,7 +238,7 @@ def add_paired_vs_bt(table: pd.DataFrame, store: RunStore) -> pd.DataFrame:
         out[c] = float("nan")
     if out.empty or "attribute" not in out:
         return out
-    done = out[(out["status"] == "done") & (out["attribute"] == "role")]
+    done = out[(out["status"] == "done") & out["attribute"].map(is_per_item).astype(bool)]
     bt = done[done["method"] == "bt"]
     for i, r in done.iterrows():
         if r["method"] == "bt":
