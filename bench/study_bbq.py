@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from _common import Benchmark  # noqa: E402
 
+from faro_core.fairness.attributes import is_per_item  # noqa: E402
 from faro_core.paths import SHARED_DATA  # noqa: E402
 from faro_core.train.method_spec import PRIMARY, REFERENCE, by_lambda  # noqa: E402
 
@@ -198,7 +199,7 @@ def chance_section(agg: pd.DataFrame, table: pd.DataFrame | None = None) -> list
     seeds' permutation tests reject chance at 0.05 (p-values are counted per seed, never averaged)."""
     if "chance_dp" not in agg:
         return []
-    role = table is not None and "attribute" in table and (table["attribute"] == "role").any()
+    role = table is not None and "attribute" in table and bool(table["attribute"].map(is_per_item).any())
     what = ("DP: the biased and counter answers swapped within each item (per template where the run splits by "
             "template); EO: correct-answer roles permuted within category x polarity (template x polarity on "
             "template splits); 2,000 permutations per run" if role else

@@ -118,7 +118,7 @@ def collect(runs_dir: Path) -> tuple[pd.DataFrame, dict[tuple[str, int, int], pd
     """One row per finished study run, and each run's role items (ambiguous and disambiguated)."""
     from faro_core.evaluate.certify import certify_run
     from faro_core.evaluate.metrics import load_split
-    from faro_core.fairness.role import role_items, role_violations
+    from faro_core.fairness.role_stats import role_items, role_violations
     from faro_core.store.runs import RunStore
 
     store = RunStore(runs_dir)
@@ -170,7 +170,7 @@ def late_items(run: Any) -> pd.DataFrame | None:
     run has no checkpoint."""
     from safetensors.torch import load_file
 
-    from faro_core.fairness.role import role_items
+    from faro_core.fairness.role_stats import role_items
     from faro_core.models.reward import load_scorer
     from faro_core.train.config import FaroConfig
     from faro_core.train.inputs import load_training_data

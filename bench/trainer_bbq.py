@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from _common import Benchmark  # noqa: E402
 
 from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index  # noqa: E402
+from faro_core.fairness.attributes import attribute_strategy  # noqa: E402
 from faro_core.fairness.chance import chance_violation  # noqa: E402
 from faro_core.paths import SHARED_DATA  # noqa: E402
 from faro_core.store.runs import Run, RunStore  # noqa: E402
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data).exists():
         print(f"skipped: {args.data} is absent", file=sys.stderr)
         return 0
-    if args.attribute == "role":
+    if attribute_strategy(args.attribute).per_item:
         return role_table(args)
     args.out = args.out or str(ROOT / "bench" / "results" / "trainer_bbq.md")
     store = RunStore(args.runs_dir)
@@ -145,7 +146,7 @@ def role_table(args: argparse.Namespace) -> int:
     """The role-attribute table: BT vs Faro-DP(role) / Faro-EO(role) (and CF), validation and test."""
     from faro_core.evaluate.metrics import load_split
     from faro_core.fairness.chance import role_chance
-    from faro_core.fairness.role import role_items
+    from faro_core.fairness.role_stats import role_items
 
     out_path = args.out or str(ROOT / "bench" / "results" / "trainer_bbq_role.md")
     store = RunStore(args.runs_dir)

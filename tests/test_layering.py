@@ -330,3 +330,108 @@ def test_method_names_elsewhere_are_no_comparison() -> None:
     tree = ast.parse('d = {"bt": 1}\nm = "faro"\nf(method="bt")\nok = kind == "dp"\nok = m == REFERENCE\n'
                      'ok = x in kinds\n')
     assert literal_comparisons(tree, method_names()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attribute names are not compared outside the attribute strategies: a caller asks the strategy
+# (faro_core.fairness.attributes) what it needs instead of testing ``attribute == "role"``. Self-contained.
+# ---------------------------------------------------------------------------------------------------------------
+ATTRIBUTE_SCANNED = ("faro_core", "dashboard", "bench")
+ATTRIBUTE_STRATEGY_MODULES = frozenset({  # where an attribute's own name may be spelled and compared
+    "faro_core/fairness/attributes.py", "faro_core/fairness/role.py", "faro_core/fairness/role_columns.py",
+    "faro_core/fairness/role_stats.py", "faro_core/fairness/role_constraint.py"})
+
+
+def attribute_literal_names() -> frozenset[str]:
+    """The names a comparison may not test: the built-in attributes and every registered strategy's."""
+    from faro_core.fairness.attributes import attribute_names
+
+    return frozenset({"group", "role", *attribute_names()})
+
+
+def _about_attribute(node: ast.AST) -> bool:
+    """An expression about the attribute: a name, attribute, subscript or call whose text says ``attribute``
+    (``index.attribute``, ``cfg.get("attribute")``, ``table["attribute"]``, ``args.attribute``)."""
+    return isinstance(node, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) and "attribute" in ast.unparse(node)
+
+
+def _names_a_literal(node: ast.AST, names: frozenset[str]) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+
+
+def _holds_a_literal(node: ast.AST, names: frozenset[str]) -> bool:
+    return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(_names_a_literal(e, names) for e in node.elts)
+
+
+def attribute_name_comparisons(tree: ast.AST, names: frozenset[str]) -> list[tuple[int, str]]:
+    """(line, source) of every comparison in ``tree`` of an expression about the attribute with one of ``names``:
+    ``==`` / ``!=`` against the name in either order, ``in`` / ``not in`` a literal tuple, list or set holding
+    it, or the name ``in`` the expression."""
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for op, a, b in zip(node.ops, operands, operands[1:]):
+            if isinstance(op, (ast.Eq, ast.NotEq)):
+                hit = (_about_attribute(a) and _names_a_literal(b, names)) or (
+                    _about_attribute(b) and _names_a_literal(a, names))
+            elif isinstance(op, (ast.In, ast.NotIn)):
+                hit = (_about_attribute(a) and _holds_a_literal(b, names)) or (
+                    _names_a_literal(a, names) and _about_attribute(b))
+            else:
+                hit = False
+            if hit:
+                out.append((node.lineno, ast.unparse(node)))
+                break
+    return out
+
+
+def attribute_branches(root: Path, names: frozenset[str]) -> list[str]:
+    """``path:line: source`` of every attribute-name comparison under ``root``'s scanned folders, outside
+    :data:`ATTRIBUTE_STRATEGY_MODULES`."""
+    problems = []
+    for top in ATTRIBUTE_SCANNED:
+        for path in sorted((root / top).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel in ATTRIBUTE_STRATEGY_MODULES:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            problems += [f"{rel}:{line}: {text}" for line, text in attribute_name_comparisons(tree, names)]
+    return problems
+
+
+def test_no_attribute_name_is_compared_outside_the_strategies() -> None:
+    problems = attribute_branches(REPO, attribute_literal_names())
+    assert not problems, ("ask the attribute's strategy (faro_core.fairness.attributes) instead of comparing "
+                          "its name:\n" + "\n".join(problems))
+
+
+@pytest.mark.parametrize("text", [
+    'if index.attribute == "role":\n    pass\n',
+    'role = "role" == args.attribute\n',  # the name first
+    'x = cfg.get("attribute") == "role"\n',
+    'x = cfg.get("attribute") != "group"\n',
+    'if self.attribute not in ("group", "role"):\n    pass\n',
+    'x = config.attribute in ["role"]\n',
+    'x = (table["attribute"] == "role").any()\n',
+    'x = "role" in run_attributes\n',
+    'x = 0 < 1 and attribute == "group"\n',
+])
+def test_a_planted_attribute_comparison_is_caught(tmp_path: Path, text: str) -> None:
+    _plant(tmp_path, {"faro_core/evaluate/planted.py": text, "bench/fine.py": 'x = {"role": "user"}\n'})
+    (problem,) = attribute_branches(tmp_path, attribute_literal_names())
+    assert problem.startswith("faro_core/evaluate/planted.py:"), problem
+
+
+def test_what_is_no_attribute_branch(tmp_path: Path) -> None:
+    """Chat roles, dict keys, other names' literals, comparisons with the registry and the strategy modules
+    themselves pass; a user's registered name counts like the built-in ones."""
+    fine = ('msgs = [{"role": "user"}]\nok = m.get("role") == "assistant"\nby = "group"\nok = by == "group"\n'
+            'ok = kind == "dp"\nok = index.attribute in attribute_names()\nok = story["role"] == "biased"\n'
+            'ok = "attribute" in table\n')
+    _plant(tmp_path, {"dashboard/pages/fine.py": fine, "bench/fine.py": 'ok = args.attribute == "mine"\n',
+                      "faro_core/fairness/attributes.py": 'ok = self.attribute == "role"\n'})
+    assert attribute_branches(tmp_path, attribute_literal_names()) == []
+    (problem,) = attribute_branches(tmp_path, attribute_literal_names() | {"mine"})
+    assert problem.startswith("bench/fine.py:1:"), problem

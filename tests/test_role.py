@@ -21,13 +21,12 @@ from faro_core.fairness.pairs import GroupIndex
 from faro_core.fairness.role import (
     RoleOdds,
     RoleParity,
-    _item_arrays,
-    _violations,
     add_role_columns,
     role_items,
     role_report,
     role_violations,
 )
+from faro_core.fairness.role_stats import _item_arrays, _violations
 from faro_core.train.proxy_gda import ProxyGDA
 
 U, B, C = None, "biased", "counter"

@@ -66,7 +66,7 @@ with guard():
     tab0, tab1, tab2, tab3, tab4 = st.tabs(["Stereotype role", "Violin by group", "ECDF", "Accuracy",
                                             "Reliability"])
     with tab0:
-        from faro_core.fairness.role import role_items, role_violations
+        from faro_core.fairness.role_stats import role_items, role_violations
 
         roles = {name_b: results.role_rewards(s_before), name_a: results.role_rewards(s_after)}
         if roles[name_b].empty:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from faro_core.fairness.attributes import attribute_names
 from faro_core.io import to_json
 
 
@@ -58,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=None, help="token limit when scoring (default: recorded, else 512)")
     p.add_argument("--constraint", default=None, help="kinds to certify: dp,eo,cf (default: the trained ones)")
     p.add_argument("--epsilon", type=float, default=None, help="slack to certify (default: the trained one)")
-    p.add_argument("--attribute", default=None, choices=["group", "role"], help="DP/EO's attribute (default: recorded)")
+    p.add_argument("--attribute", default=None, choices=attribute_names(),
+                   help="DP/EO's attribute (default: recorded)")
     p.add_argument("--role-columns", default=None, help="CHOSEN,REJECTED role columns (attribute role)")
     p.add_argument("--group-columns", default=None, help="CHOSEN,REJECTED columns with each response's group (DP)")
     p.add_argument("--group", default=None, help="the pair-level sensitive attribute column (EO, CF)")

@@ -49,6 +49,7 @@ from faro_core.evaluate.bounds import (
     rate_bounds,
     scales_to_reach,
 )
+from faro_core.fairness.attributes import attribute_strategy
 from faro_core.fairness.constraint_set import CONSTRAINT_TYPES
 from faro_core.fairness.constraints import DEFAULT_MIN_COUNT, Constraint, CounterfactualFairness
 from faro_core.fairness.pairs import GroupIndex, PairBatch
@@ -545,9 +546,9 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
 
     ``kinds`` default to the run's trained constraints, or dp, eo and cf for an unconstrained run;
     ``epsilon`` defaults to the run's (0.05 if it has none); ``bound``: see :func:`certify`. A run trained
-    with ``attribute = "role"`` gets the role certificate (:func:`certify_role`) for DP and EO, on the items
-    of its held-out split (:func:`faro_core.fairness.role.role_items`), and CF's rows by named group beside
-    them, under one union bound over all m one-sided bounds.
+    with a per-item attribute (``role``) gets the role certificate (:func:`certify_role`) for DP and EO, on the
+    item table of its held-out split (:meth:`~faro_core.fairness.attributes.Attribute.items`), and CF's rows
+    by named group beside them, under one union bound over all m one-sided bounds.
     """
     from faro_core.evaluate.metrics import frame_to_batch, load_split, run_index
 
@@ -567,9 +568,8 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
         raise FaroError(f"unknown certificate unit {unit!r}; choose from {', '.join(UNITS)}")
     clusters = df["cluster"].astype(str).to_numpy() if "cluster" in df else None
     cl_kw = {"clusters": clusters, "unit": unit, "split_by": split_by}
-    if index.attribute == "role":
-        from faro_core.fairness.role import role_items
-
+    attribute = attribute_strategy(index.attribute)
+    if attribute.per_item:
         role_kinds = [k for k in kinds if k in ROLE_KINDS]
         cf = None
         if "cf" in kinds:  # CF's cells by named group: count them first, to share the union bound
@@ -584,7 +584,7 @@ def certify_run(run: Run, delta: float = DEFAULT_DELTA, epsilon: float | None = 
         else:
             delta_role = delta
         if role_kinds:
-            res = certify_role(role_items(df), role_kinds, float(epsilon), delta_role, bound, min_count,
+            res = certify_role(attribute.items(df), role_kinds, float(epsilon), delta_role, bound, min_count,
                                sizes=sizes, unit=unit, split_by=split_by)
             res = _combine(res, cf, delta)
         else:

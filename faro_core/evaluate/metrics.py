@@ -29,6 +29,7 @@ import torch
 
 from faro_core.data import load
 from faro_core.errors import FaroError, RunError
+from faro_core.fairness.attributes import attribute_strategy
 from faro_core.fairness.chance import chance_violation
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.constraints import DEFAULT_MIN_COUNT
@@ -276,13 +277,13 @@ def evaluate_frame(df: pd.DataFrame, index: GroupIndex, min_count: int = DEFAULT
            "bootstrap": {"n": int(n_boot), "seed": int(seed), "level": LEVEL, "unit": unit,
                          "clusters": int(len(set(clusters))),
                          "method": "BCa (scipy.stats.bootstrap)", "max_units": MAX_UNITS}}
-    if index.attribute == "role":
+    attribute = attribute_strategy(index.attribute)
+    if attribute.per_item:  # the item table's violations, stored under "role"
         from faro_core.fairness.chance import ROLE_PERM, role_chance
-        from faro_core.fairness.role import role_items, role_report
 
-        out["role"] = role_report(df, n_boot=n_boot, seed=seed)
+        out["role"] = attribute.report(df, n_boot=n_boot, seed=seed)
         if n_perm:  # within-item role swaps; enough permutations that p < 0.01 is resolvable
-            out["chance"] = role_chance(role_items(df), n_perm=max(n_perm, ROLE_PERM), seed=seed)
+            out["chance"] = role_chance(attribute.items(df), n_perm=max(n_perm, ROLE_PERM), seed=seed)
     elif n_perm:
         out["chance"] = chance_violation(batch, index, min_count=min_count, n_perm=n_perm, seed=seed)
     return out

@@ -98,7 +98,7 @@ def paired_runs(run_a: Any, run_b: Any, split: str = "test") -> dict[str, Any]:
     """:func:`paired_role_difference` of two finished role runs on their ``split`` (``run_a`` minus
     ``run_b``; the runs' ids under ``a`` and ``b``)."""
     from faro_core.evaluate.metrics import load_split
-    from faro_core.fairness.role import role_items
+    from faro_core.fairness.role_stats import role_items
 
     res = paired_role_difference(role_items(load_split(run_a, split)), role_items(load_split(run_b, split)))
     return {**res, "a": run_a.run_id, "b": run_b.run_id, "split": split}

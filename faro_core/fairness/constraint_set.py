@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from faro_core.errors import FaroError
+from faro_core.fairness.attributes import attribute_strategy
 from faro_core.fairness.constraints import (
     DEFAULT_MIN_COUNT,
     Constraint,
@@ -23,13 +24,16 @@ from faro_core.fairness.constraints import (
     EqualizedOdds,
 )
 from faro_core.fairness.pairs import CellStats, GroupIndex, PairBatch
-from faro_core.fairness.role import ROLE_CONSTRAINT_TYPES
+from faro_core.fairness.role_constraint import RoleOdds, RoleParity
 
 CONSTRAINT_TYPES: dict[str, type[Constraint]] = {
     "dp": DemographicParity,
     "eo": EqualizedOdds,
     "cf": CounterfactualFairness,
 }
+# Every constraint class an attribute's ``constraint_classes`` may name (fairness.attributes sits below them).
+CONSTRAINT_CLASSES: dict[str, type[Constraint]] = {
+    c.__name__: c for c in (DemographicParity, EqualizedOdds, CounterfactualFairness, RoleParity, RoleOdds)}
 
 
 class ConstraintSet:
@@ -127,11 +131,11 @@ class ConstraintSet:
 
 
 def constraint_types(index: GroupIndex) -> dict[str, type[Constraint]]:
-    """The constraint class of each kind for the index's attribute: DP and EO by named group, or by
-    stereotype role (:mod:`faro_core.fairness.role`); CF either way."""
-    if index.attribute == "role":
-        return {**CONSTRAINT_TYPES, **ROLE_CONSTRAINT_TYPES}
-    return CONSTRAINT_TYPES
+    """The constraint class of each kind for the index's attribute, as its strategy names them
+    (:attr:`faro_core.fairness.attributes.Attribute.constraint_classes`: DP and EO by named group, or by
+    stereotype role; CF by named group either way), in the order the strategy gives."""
+    named = attribute_strategy(index.attribute).constraint_classes
+    return {k: CONSTRAINT_CLASSES[c] if isinstance(c, str) else c for k, c in named.items()}
 
 
 def all_constraints(index: GroupIndex, min_count: int = DEFAULT_MIN_COUNT) -> ConstraintSet:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from faro_core.errors import FaroError
-from faro_core.fairness.role_columns import role_codes
+from faro_core.fairness.attributes import DEFAULT_ATTRIBUTE, attribute_strategy
 
 
 @dataclass
@@ -32,12 +32,13 @@ class GroupIndex:
     strata: list[str] = field(default_factory=lambda: ["all"])  # conditioning cells (DP, EO)
     dp_strata: list[str] | None = None  # strata where DP applies (None: all); see DemographicParity
     dp_partner: bool = True  # DP compares responses against the same kind of partner (see DemographicParity)
-    attribute: str = "group"  # DP/EO's sensitive attribute: the named group, or the stereotype role (fairness.role)
+    attribute: str = DEFAULT_ATTRIBUTE  # DP/EO's sensitive attribute, a name in fairness.attributes.ATTRIBUTES
 
     def to_dict(self) -> dict[str, list[str] | bool | str | None]:
         out = {"response_groups": self.response_groups, "pair_groups": self.pair_groups, "strata": self.strata,
                "dp_strata": self.dp_strata, "dp_partner": self.dp_partner}
-        return {**out, "attribute": self.attribute} if self.attribute != "group" else out
+        # the default is left out, so the index of a run that predates the attribute reads the same
+        return {**out, "attribute": self.attribute} if self.attribute != DEFAULT_ATTRIBUTE else out
 
     def dp_partner_kinds(self) -> list[str]:
         """DP's partner conditions: ``["vs-none", "vs-group"]`` (partner names no group / names one), or
@@ -161,7 +162,7 @@ class PairTensors:
     label: torch.Tensor
     order: torch.Tensor
     has_twin: torch.Tensor
-    role_item: torch.Tensor | None = None  # role codes (--attribute role): see faro_core.fairness.role
+    role_item: torch.Tensor | None = None  # codes of a per-item attribute (Attribute.pair_codes): role's
     chosen_role: torch.Tensor | None = None
     rejected_role: torch.Tensor | None = None
 
@@ -184,11 +185,8 @@ class PairTensors:
         twin = df["cf_chosen"].notna() & df["cf_rejected"].notna()
         if "cf_prompt" in df:
             twin &= df["cf_prompt"].notna()
-        role: dict[str, torch.Tensor] = {}
-        if index.attribute == "role":
-            role = dict(zip(("role_item", "chosen_role", "rejected_role"), role_codes(df)))
         return cls(
-            **role,
+            **attribute_strategy(index.attribute).pair_codes(df),
             chosen_group=codes(df["chosen_group"], index.response_groups),
             rejected_group=codes(df["rejected_group"], index.response_groups),
             group=codes(df["group"], index.pair_groups),

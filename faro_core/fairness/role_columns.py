@@ -3,8 +3,9 @@
 A pair frame carries the role of each response in ``chosen_role`` / ``rejected_role`` (``"biased"``,
 ``"counter"`` or None: the response names neither person, the "unknown" answer); :func:`add_role_columns`
 derives them from a table's own columns or from the BBQ answer indices, and :func:`role_codes` turns them into
-the integer codes :class:`~faro_core.fairness.pairs.PairTensors` carries. Statistics and constraints on roles
-live in :mod:`faro_core.fairness.role`; this module needs neither.
+the integer codes :class:`~faro_core.fairness.pairs.PairTensors` carries; :func:`role_strata` gives the strata
+a role run conditions on by default. Statistics on roles live in :mod:`faro_core.fairness.role_stats`,
+constraints in :mod:`faro_core.fairness.role_constraint`; this module needs neither.
 """
 
 from __future__ import annotations
@@ -87,3 +88,11 @@ def role_codes(df: pd.DataFrame) -> tuple[Tensor, Tensor, Tensor]:
     item[ok] = codes
     cr, rr = np.where(ok, cr, -1), np.where(ok, rr, -1)
     return torch.from_numpy(item), torch.from_numpy(cr), torch.from_numpy(rr)
+
+
+def role_strata(strata: Sequence[str]) -> list[str]:
+    """The strata a role run conditions on when the config names none: BBQ's ``context_condition`` alone (DP
+    on the ambiguous items, EO on the disambiguated ones, each pooled over polarity and category: the biased
+    answer already follows the question's polarity), or none on data without it. ``--strata`` adds category
+    or polarity; cells under ``min_count`` items are then not constrained."""
+    return ["context_condition"] if "context_condition" in strata else []

@@ -51,6 +51,7 @@ from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
 from faro_core.errors import FaroError
+from faro_core.fairness.attributes import attribute_names, attribute_strategy
 
 DUAL_FILE = "faro_dual.json"  # constraint names, multipliers, index, columns: beside every saved model
 STATE_FILE = "faro_state.safetensors"  # the dual state a resumed run continues from
@@ -111,8 +112,8 @@ class FairRewardConfig(RewardConfig):
             raise FaroError(f"epsilon must be >= 0 (or inf), got {self.epsilon}")
         if self.dual_every < 1:
             raise FaroError(f"dual_every must be >= 1, got {self.dual_every}")
-        if self.attribute not in ("group", "role"):
-            raise FaroError(f"attribute must be 'group' or 'role', got {self.attribute!r}")
+        if self.attribute not in attribute_names():
+            raise FaroError(f"attribute must be one of {', '.join(attribute_names())}, got {self.attribute!r}")
         if isinstance(self.role_columns, str):
             self.role_columns = [c.strip() for c in self.role_columns.split(",") if c.strip()]
         if self.role_columns is not None and len(self.role_columns) != 2:
@@ -205,21 +206,21 @@ class FairRewardTrainer(RewardTrainer):
     def _strata(args: FairRewardConfig, cols: set[str]) -> list[str]:
         """The conditioning columns: as named; when none are named, ``context_condition`` for the role
         attribute where the dataset has it (as ``faro train --attribute role``: DP(role) on the ambiguous
-        items, EO(role) on the disambiguated ones; :func:`faro_core.fairness.role.role_strata`), else none."""
+        items, EO(role) on the disambiguated ones; :meth:`~faro_core.fairness.attributes.Attribute.default_strata`),
+        else none."""
         if args.strata_columns is not None:
             return list(args.strata_columns)
-        from faro_core.fairness.role import role_strata
-
-        return role_strata(sorted(cols)) if args.attribute == "role" else []
+        return attribute_strategy(args.attribute).default_strata(sorted(cols)) or []
 
     @staticmethod
     def _group_frame(ds: Any, args: FairRewardConfig) -> pd.DataFrame:
         """The pairs' attributes under Faro's column names (see the module docstring)."""
         cols = set(ds.column_names)
         strata_cols = FairRewardTrainer._strata(args, cols)
-        role = args.attribute == "role"
-        need = {"dp": [args.item_column] if role else [args.chosen_group_column, args.rejected_group_column],
-                "eo": [args.item_column] if role else [args.attribute_column], "cf": [args.attribute_column]}
+        attribute = attribute_strategy(args.attribute)
+        named = {"chosen_group": args.chosen_group_column, "rejected_group": args.rejected_group_column,
+                 "group": args.attribute_column, "item_id": args.item_column}
+        need = {k: [named[c] for c in attribute.frame_columns(k)] for k in args.constraints}
         missing = sorted({c for k in args.constraints for c in need[k] if c not in cols}
                          | {c for c in strata_cols if c not in cols})
         if missing:
@@ -241,14 +242,12 @@ class FairRewardTrainer(RewardTrainer):
             df[c] = col(c)
         if args.item_column in cols:
             df["item_id"] = [str(v) for v in col(args.item_column)]
-        if role:
-            from faro_core.fairness.role import BBQ_INDEX_COLUMNS, ROLE_COLUMNS, add_role_columns
-
-            src = [c for c in (args.role_columns or [*ROLE_COLUMNS, *BBQ_INDEX_COLUMNS]) if c in cols]
-            roles = add_role_columns(pd.DataFrame({c: col(c) for c in src}), args.role_columns,
-                                     name="the training dataset")
-            df["chosen_role"] = roles["chosen_role"].to_numpy()
-            df["rejected_role"] = roles["rejected_role"].to_numpy()
+        if attribute.prepared_columns:  # the response-level attribute's columns (role: chosen_role, rejected_role)
+            src = [c for c in attribute.source_columns(args.role_columns) if c in cols]
+            prepared = attribute.prepare(pd.DataFrame({c: col(c) for c in src}), args.role_columns,
+                                         name="the training dataset")
+            for c in attribute.prepared_columns:
+                df[c] = prepared[c].to_numpy()
         has_twin_text = {"cf_chosen", "cf_rejected"} <= cols
         has_twin_ids = {"cf_chosen_ids", "cf_rejected_ids"} <= cols
         if "cf" in args.constraints and not (has_twin_text or has_twin_ids):
@@ -268,7 +267,7 @@ class FairRewardTrainer(RewardTrainer):
     def _faro_setup(self, df: pd.DataFrame) -> None:
         from faro_core.fairness.constraint_set import ConstraintSet
         from faro_core.fairness.pairs import GroupIndex, PairTensors, dp_strata_in_scope, stratum_labels
-        from faro_core.fairness.role import ITEM_TERMS
+        from faro_core.fairness.role_constraint import ITEM_TERMS
         from faro_core.train.backends import all_reduce_sum
         from faro_core.train.proxy_gda import ProxyGDA
         from faro_core.train.role_batches import RoleItemBatches

@@ -96,21 +96,14 @@ def eval_frame(source: str, cols: dict[str, Any], kinds: list[str], format: str 
     rows with ``split_column == split`` when given. A :class:`FaroError` names what is missing."""
     from faro_core.data import load
     from faro_core.data.readers import read_table
-    from faro_core.fairness.role import BBQ_INDEX_COLUMNS, ROLE_COLUMNS, add_role_columns, role_strata
+    from faro_core.fairness.attributes import attribute_strategy
 
     path = Path(source)
     named = {"chosen_group": cols["chosen_group_column"], "rejected_group": cols["rejected_group_column"],
              "group": cols["attribute_column"], "item_id": cols["item_column"], "pair_id": cols["pair_id_column"],
              "gold": cols["label_column"]}
-    role = cols["attribute"] == "role"
-    needed = set()
-    for k in kinds:
-        if k == "cf" or (k == "eo" and not role):
-            needed.add("group")
-        elif k == "dp" and not role:
-            needed |= {"chosen_group", "rejected_group"}
-        else:
-            needed.add("item_id")
+    attribute = attribute_strategy(cols["attribute"])
+    needed = {c for k in kinds for c in attribute.frame_columns(k)}
     if path.is_file():  # a table: check the named columns before loading anything
         raw_cols = set(map(str, read_table(path).columns))
         want = {named[k] for k in needed if named[k]} | set(cols["strata_columns"] or [])
@@ -138,14 +131,11 @@ def eval_frame(source: str, cols: dict[str, Any], kinds: list[str], format: str 
                         f"are absent or empty")
     strata = cols["strata_columns"]
     if strata is None:
-        strata = role_strata(list(df.columns)) if role else []
+        strata = attribute.default_strata(list(df.columns)) or []
     absent = [c for c in strata if c not in df]
     if absent:
         raise FaroError(f"{source}: no strata column(s) {absent}")
-    if role:
-        src = [c for c in (cols["role_columns"] or [*ROLE_COLUMNS, *BBQ_INDEX_COLUMNS]) if c in df]
-        df = add_role_columns(df, cols["role_columns"], name=str(source)) if src or cols["role_columns"] else \
-            add_role_columns(df, None, name=str(source))
+    df = attribute.prepare(df, cols["role_columns"], name=str(source))
     return data, df, list(strata)
 
 
@@ -303,8 +293,7 @@ def write_run(model_dir: str | Path, record: dict[str, Any] | None, cols: dict[s
     cons = ConstraintSet.parse(kinds if math.isfinite(eps) else [], eps, index, min_count)
     idx = torch.arange(len(df))
     test = split_metrics_of(df, tens, idx, rewards, cons, all_constraints(index, min_count))
-    if index.attribute == "role":
-        test.update(role_metrics(df, tens, idx, rewards, index, min_count))
+    test.update(role_metrics(df, tens, idx, rewards, index, min_count))  # {} unless the attribute is per item
 
     cfg = FaroConfig(name=f"trl-{'-'.join(kinds) or 'bt'}", data=source.get("data"), format=source.get("format"),
                      attribute=cols["attribute"], role_columns=cols["role_columns"], group=cols["attribute_column"],
@@ -365,7 +354,7 @@ def imported_note(run: Any) -> str:
     cert = run.read("certificate.json") or {}
     viol = ", ".join(f"{k.upper()} {v:.3f}" for k, v in (m.get("violation") or {}).items() if v is not None)
     cols = cfg["imported"].get("columns") or {}
-    attr = "--attribute role " if cols.get("attribute") == "role" else ""
+    attr = f"--attribute {cols['attribute']} " if cols.get("attribute") else ""
     acc = f"{m['accuracy']:.3f}" if m.get("accuracy") is not None else "n/a"
     return (f"Run `{run.run_id}` was imported from TRL: it has no BT counterpart trained on the same data, so there "
             f"is no before/after story. What it shows: held-out accuracy {acc}, violations {viol or 'n/a'} on "

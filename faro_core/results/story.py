@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from faro_core.errors import FaroError
+from faro_core.fairness.attributes import is_per_item
 
 STORY_FILE = "story.json"
 DEFAULT_EPSILON = 0.05
@@ -58,7 +59,8 @@ def _config(run: Any) -> dict[str, Any]:
 
 
 def _is_role_dp(cfg: dict[str, Any]) -> bool:
-    return "dp" in (cfg.get("constraints") or []) and cfg.get("attribute") == "role"
+    """A DP run on a per-item attribute (the stereotype role): what the story compares against BT."""
+    return "dp" in (cfg.get("constraints") or []) and is_per_item(cfg.get("attribute"))
 
 
 PICK_RULE = ("the smallest ε among Faro's DP(role) runs whose gold-accuracy cost against BT (on the same "
@@ -340,7 +342,7 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
     from faro_core.results.views import load_scores
 
     try:
-        from faro_core.fairness.role import role_items
+        from faro_core.fairness.role_stats import role_items
     except ImportError:
         raise FaroError("the stereotype-role attribute (faro_core.fairness.role) is not installed") from None
 
@@ -396,7 +398,7 @@ def build_story(store: Any, bt: str | None = None, faro: str | None = None, spli
         + [_example(i, ib, if_, texts, sb, "bt_leans_faro_not") for i in good_ids if _top_of(ib, i) != "biased"]
         + [_example(i, ib, if_, texts, sb, "both_stereotyped") for i in both_ids],
     }
-    if story["attribute"] != "role":
+    if not is_per_item(story["attribute"]):
         story["note"] = (f"{f_run.run_id} was trained under DP on the named group, not on the stereotype role; "
                          "train with --attribute role for the default constraint of BBQ-format data")
     story["sentence"] = sentence(story)

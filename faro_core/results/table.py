@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faro_core.fairness.attributes import is_per_item
 from faro_core.fairness.kinds import KINDS
 from faro_core.store.runs import Run, RunStore
 from faro_core.train import methods
@@ -228,7 +229,7 @@ def add_paired_vs_bt(table: pd.DataFrame, store: RunStore) -> pd.DataFrame:
         out[c] = float("nan")
     if out.empty or "attribute" not in out:
         return out
-    done = out[(out["status"] == "done") & (out["attribute"] == "role")]
+    done = out[(out["status"] == "done") & out["attribute"].map(is_per_item).astype(bool)]
     is_bt = done["method"] == methods.REFERENCE  # the sweep table's method column: the registry name as configured
     bt = done[is_bt]
     for i, r in done[~is_bt].iterrows():

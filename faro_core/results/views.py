@@ -250,7 +250,7 @@ def role_rewards(scores: pd.DataFrame) -> pd.DataFrame:
     context_condition, role ("biased" | "counter" | "unknown"), reward (the answer's reward minus the item's mean
     over its answers, divided by the split's sd of those deviations: a reward's offset per prompt is arbitrary).
     Items without both people's answers are left out (:func:`faro_core.fairness.role.role_items`)."""
-    from faro_core.fairness.role import role_items
+    from faro_core.fairness.role_stats import role_items
 
     items = role_items(scores)
     if items.empty:

@@ -26,6 +26,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from faro_core.errors import FaroError
+from faro_core.fairness.attributes import attribute_names
 from faro_core.fairness.kinds import KINDS
 from faro_core.train.method_spec import (  # torch-free: faro --help is fast
     CONFIG_METHODS,
@@ -37,7 +38,7 @@ from faro_core.train.method_spec import (  # torch-free: faro --help is fast
 
 CONFIG_VERSION = 2  # 1: configs stored before config_version existed (read as version 1)
 MODES = ("head", "full")
-ATTRIBUTES = ("group", "role")
+ATTRIBUTES = attribute_names()  # the registered strategies (faro_core.fairness.attributes), torch-free
 # Every BBQ-format source defaults to the stereotype role, the embedded demo included.
 DEMO_ATTRIBUTE = "role"  # the embedded demo (a BBQ subset): its first screen is DP on the stereotype role
 # The 512-item mini demo holds ~38 ambiguous held-out items, too few for role rates; it stays the named-group

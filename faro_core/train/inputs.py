@@ -17,8 +17,8 @@ import torch
 
 from faro_core.data import load
 from faro_core.data.splits import split_by
+from faro_core.fairness.attributes import attribute_strategy
 from faro_core.fairness.pairs import GroupIndex, dp_strata_in_scope, stratum_labels
-from faro_core.fairness.role import add_role_columns, role_strata
 from faro_core.models.features import FeatureCache
 from faro_core.train.config import FaroConfig, default_attribute, default_split_by
 
@@ -31,10 +31,11 @@ def load_training_data(config: FaroConfig) -> tuple[Any, pd.DataFrame, GroupInde
     data = load(config.data, format=config.format, group=config.group, strata=config.strata,
                 skew=config.skew, seed=config.data_seed, groups=config.groups)
     attribute = config.attribute or default_attribute(config.data, config.format, config.role_columns)
-    if attribute == "role":
-        data.df = add_role_columns(data.df, config.role_columns, name=data.name)
-        if config.strata is None:
-            data.strata = role_strata(data.strata)
+    strategy = attribute_strategy(attribute)
+    data.df = strategy.prepare(data.df, config.role_columns, name=data.name)
+    strata = strategy.default_strata(data.strata)
+    if config.strata is None and strata is not None:
+        data.strata = strata
     unit = config.split_by or default_split_by(config.data, config.format)
     parts = split_by(data, unit, config.val_frac, config.test_frac, seed=config.data_seed)
     frames = [p.df.assign(split=name) for name, p in parts.items() if len(p.df)]

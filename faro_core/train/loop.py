@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from faro_core.errors import FaroError
+from faro_core.fairness.attributes import attribute_strategy
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import GroupIndex, PairBatch, PairTensors
@@ -376,7 +377,7 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
             if g is not None:
                 out["max_excess"] = float((g - constraints.epsilons()).max())
                 out["feasible"] = bool((g <= constraints.epsilons() + 1e-9).all())
-        if out and prep.index.attribute == "role":  # the raw rates, and the named-group violations for reference
+        if out and attribute_strategy(prep.index.attribute).per_item:  # raw rates; named-group violations too
             if memo is None:
                 out.update(role_metrics(df, tens, idx, rewards, prep.index, config.min_count))
             else:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from faro_core.fairness.attributes import attribute_strategy
 from faro_core.train.method_spec import (  # noqa: F401 (re-exported: the registry's names, one import away)
     ALL_KINDS,
     BASELINES,
@@ -113,14 +114,10 @@ def _posthoc(df: pd.DataFrame, r_c: np.ndarray, r_r: np.ndarray, dp_strata: list
 
 
 def dro_groups(df: pd.DataFrame, config: FaroConfig) -> tuple[np.ndarray, list[str]]:
-    """(group code per pair [N], group names) for group DRO: the run's attribute groups. With
-    ``attribute = "role"``, the role of the chosen response (``biased``, ``counter``, or ``unknown``:
-    the pair's label says which answer is better, so a group is the pairs whose preferred answer plays
-    that role); else the pair's named group (``group``), pairs without one forming ``(none)``."""
-    if config.attribute == "role" and "chosen_role" in df:
-        g = df["chosen_role"].fillna("unknown").astype(str)
-    else:
-        g = df["group"].fillna("(none)").astype(str) if "group" in df else pd.Series(["(none)"] * len(df))
+    """(group code per pair [N], group names) for group DRO: the run's attribute groups
+    (:meth:`~faro_core.fairness.attributes.Attribute.dro_labels`: with ``attribute = "role"``, the role of
+    the chosen response; else the pair's named group, pairs without one forming ``(none)``)."""
+    g = attribute_strategy(config.attribute).dro_labels(df)
     codes, names = pd.factorize(g, sort=True)
     return codes.astype(np.int64), [str(n) for n in names]
 

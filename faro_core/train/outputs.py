@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from faro_core.fairness.attributes import GROUP, attribute_strategy
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import GroupIndex, PairTensors
-from faro_core.fairness.role import ITEM_INPUTS, role_report
+from faro_core.fairness.role_stats import ITEM_INPUTS
 from faro_core.io import write_parquet, write_parquet_table
 from faro_core.store.runs import Run
 
@@ -94,14 +95,18 @@ def role_frame(df: pd.DataFrame, idx: torch.Tensor) -> pd.DataFrame:
 
 def role_metrics(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards: tuple[np.ndarray, ...],
                  index: GroupIndex, min_count: int, frame: pd.DataFrame | None = None) -> dict[str, Any]:
-    """With ``--attribute role``: the raw role rates of the pairs ``idx`` (``role``,
-    :func:`~faro_core.fairness.role.role_report`) and their named-group violations for reference
-    (``violation_group``). ``frame``: :func:`role_frame` of ``idx``, where the caller keeps it."""
+    """For a per-item attribute (``--attribute role``): the raw rates of the pairs ``idx`` on the item table
+    (``role``, :meth:`~faro_core.fairness.attributes.Attribute.report`) and their named-group violations for
+    reference (``violation_group``); ``{}`` for an attribute measured per pair. ``frame``: :func:`role_frame`
+    of ``idx``, where the caller keeps it."""
+    attribute = attribute_strategy(index.attribute)
+    if not attribute.per_item:
+        return {}
     rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
     frame = role_frame(df, idx) if frame is None else frame
     rows = frame.assign(r_chosen=rw[0].numpy(), r_rejected=rw[1].numpy())
-    group_index = dataclasses.replace(index, attribute="group")
+    group_index = dataclasses.replace(index, attribute=GROUP.name)
     measure = all_constraints(group_index, min_count)
-    return {"role": role_report(rows, n_boot=0),
+    return {"role": attribute.report(rows, n_boot=0),
             "violation_group": split_metrics(tens.batch(idx, rw), ConstraintSet([]), measure,
                                              gold_labels(df, tens, idx))["violation"]}

@@ -30,7 +30,7 @@ from torch import Tensor
 from faro_core.fairness.constraint_set import ConstraintSet
 from faro_core.fairness.pairs import CellStats, PairBatch
 from faro_core.fairness.penalty import coef_dot_pair_term
-from faro_core.fairness.role import ITEM_TERMS, item_term
+from faro_core.fairness.role_constraint import ITEM_TERMS, item_term
 from faro_core.train.config import default_of
 
 

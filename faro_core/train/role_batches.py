@@ -90,7 +90,7 @@ class RoleItemBatches:
     """
 
     def __init__(self, tens, train_idx: torch.Tensor, constraints: list, n_items: int, seed: int) -> None:
-        from faro_core.fairness.role import ItemTable
+        from faro_core.fairness.role_constraint import ItemTable
 
         zero = torch.zeros(len(train_idx))
         tab = ItemTable(tens.batch(train_idx, (zero, zero, zero, zero)))

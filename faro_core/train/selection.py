@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
+from faro_core.fairness.attributes import attribute_strategy
 from faro_core.fairness.chance import PERMUTED_KINDS, chance_violation, role_chance
 from faro_core.fairness.constraint_set import ConstraintSet
 from faro_core.fairness.pairs import GroupIndex, PairBatch
-from faro_core.fairness.role import batch_role_items
+from faro_core.fairness.role_constraint import batch_role_items
 from faro_core.train.config import FaroConfig
 
 
@@ -35,10 +36,11 @@ CHANCE_PERMUTATIONS = 50  # per validation pass of a run that is not feasible: ~
 def chance_p_values(batch: PairBatch, kinds: tuple[str, ...], index: GroupIndex, config: FaroConfig
                     ) -> dict[str, float]:
     """Group-permutation p-values of the ``kinds`` violations on ``batch`` (:data:`CHANCE_PERMUTATIONS`
-    permutations, seeded by ``config.seed``): the role test with ``--attribute role``, else
+    permutations, seeded by ``config.seed``): the item-level role test for a per-item attribute
+    (``--attribute role``), else
     :func:`~faro_core.fairness.chance.chance_violation`. Depends on the batch's rewards, the kinds, the seed
     and ``min_count`` only (so members of a batch that share their weights share it)."""
-    if index.attribute == "role":
+    if attribute_strategy(index.attribute).per_item:
         res = role_chance(batch_role_items(batch, index), kinds=sorted(kinds), n_perm=CHANCE_PERMUTATIONS,
                           seed=config.seed, strata=("stratum",))
     else:

@@ -12,7 +12,7 @@ import torch
 from faro_core.errors import FaroError
 from faro_core.fairness.constraint_set import ConstraintSet
 from faro_core.fairness.pairs import GroupIndex, PairBatch, PairTensors
-from faro_core.fairness.role import ITEM_TERMS
+from faro_core.fairness.role_constraint import ITEM_TERMS
 from faro_core.models.reward import bt_loss
 from faro_core.train import methods
 from faro_core.train.backends import HeadBackend, all_reduce_sum, split_rewards, to_device
