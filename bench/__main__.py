@@ -83,6 +83,7 @@ def run(b: Benchmark, quick: bool = False, results: Path = RESULTS, runs_dir: Pa
     stem = b.results_name(quick)
     argv = command(b, quick, results, runs_dir, folder)
     print(f"$ {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+    started = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, RESULTS_ENV: str(results)})
@@ -103,8 +104,9 @@ def run(b: Benchmark, quick: bool = False, results: Path = RESULTS, runs_dir: Pa
         figures = json.loads((results / f"{stem}.json").read_text())
     if code != 0:
         raise SystemExit(f"bench: {b.name} failed (exit code {code})")
-    if not b.md:
-        (results / f"{stem}.md").write_text("".join(lines).strip() + "\n")
+    md = results / f"{stem}.md"
+    if not b.md and not (md.exists() and md.stat().st_mtime >= started):  # the script did not write its own
+        md.write_text("".join(lines).strip() + "\n")
     if figures is None:
         figures = {"benchmark": b.name, "argv": argv[1:], "seconds": round(seconds, 1), "exit_code": code}
     (results / f"{stem}.json").write_text(json.dumps(figures, sort_keys=True, indent=1, default=str) + "\n")

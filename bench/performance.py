@@ -126,6 +126,7 @@ def main() -> int:
         rows.append([what, shown, goal, verdict,
                      "`bench/vs_trl.py --device cuda`" if script == "vs_trl_cuda" else
                      "`python -m bench run sweep_engine` (full length)" if script == "sweep_engine_full" else
+                     "`python -m bench run sweep_engine --quick`" if script == "sweep_engine" else
                      f"`python -m bench run {script}`"])
     parts = ["## Performance", "",
              "Measured on a 2-core CPU machine shared with other jobs. Every comparison runs its sides "
