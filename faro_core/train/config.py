@@ -541,6 +541,11 @@ def parse_text(name: str, text: str) -> Any:
     return _checked(f, value)
 
 
+def check_value(name: str, value: Any) -> Any:
+    """``value`` as setting ``name`` stores it (range and choices checked), or :class:`FaroError`."""
+    return _checked(setting_of(name), value)
+
+
 def parse_values(name: str, text: str) -> list[Any]:
     """Several values of setting ``name`` separated by commas or semicolons (a grid: ``0.02, 0.05, inf``)."""
     parts = [p for p in str(text).replace(";", ",").split(",") if p.strip()]
