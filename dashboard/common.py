@@ -194,3 +194,28 @@ def refresh_as_runs_finish(table: pd.DataFrame, every_s: float = 3.0) -> None:
             st.rerun()
 
     watch()
+
+
+def render_widget(container: Any, w: Any, key: str | None = None) -> Any:
+    """Render a :class:`faro_core.train.forms.Widget` in ``container`` (``st``, a column, a form); returns the
+    widget's raw value (:func:`faro_core.train.forms.value_of` turns it into the field's value). Keyed
+    ``w-NAME`` unless ``key`` is given."""
+    key = key or f"w-{w.name}"
+    if w.kind == "text":
+        return container.text_input(w.label, value=w.initial, help=w.help, placeholder=w.placeholder, key=key)
+    if w.kind in ("number", "count"):
+        return container.number_input(w.label, min_value=w.min, max_value=w.max, value=w.initial, step=w.step,
+                                      help=w.help, key=key)
+    if w.kind == "slider":
+        return container.slider(w.label, w.min, w.max, w.initial, w.step, help=w.help, key=key)
+    if w.kind in ("select", "radio"):
+        fn = container.selectbox if w.kind == "select" else container.radio
+        extra = {"horizontal": True} if w.kind == "radio" else {}
+        return fn(w.label, list(w.options), index=w.options.index(w.initial), format_func=w.label_of, help=w.help,
+                  key=key, **extra)
+    if w.kind == "multiselect":
+        return container.multiselect(w.label, list(w.options), default=w.initial, format_func=w.label_of,
+                                     help=w.help, key=key)
+    if w.kind == "checkbox":
+        return container.checkbox(w.label, value=w.initial, help=w.help, key=key)
+    raise ValueError(f"widget {w.name}: the page builds kind {w.kind!r} itself")

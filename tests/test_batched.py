@@ -224,13 +224,14 @@ def test_launched_grid_is_one_batch_cancel_one_member(tmp_path) -> None:
     import time
 
     from faro_core.cli import main as faro_main
-    from faro_core.cli.sweep_cmd import sweep_run_ids
+    from faro_core.studies.grid import SweepSpec
+    from faro_core.studies.sweep import launch_spec
     from faro_core.train import launch
 
     store = RunStore(tmp_path / "runs")
-    argv = launch.sweep_argv(str(store.root), "ui", ["dp", "cf"], [0.05], seeds=1, bt=True, epochs=80, data="demo-mini",
-                             strata=["question_polarity"])
-    ids = launch.launch_sweep(store, argv, sweep_run_ids(argv))
+    spec = SweepSpec(base=FaroConfig(epochs=80, data="demo-mini", strata=["question_polarity"]), kinds=["dp", "cf"],
+                     epsilons=[0.05], seeds=[0], baselines=["bt"], name="ui")
+    ids = launch_spec(store, spec)
     assert len(ids) == 3
     pids = {launch.launch_info(store, r)["pid"] for r in ids}
     assert len(pids) == 1, "one process for the batch"
@@ -264,10 +265,12 @@ def test_train_page_grid_launch_is_one_batch(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path / "runs"))
     page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "2_Train.py"
     at = AppTest.from_file(str(page), default_timeout=60)
-    at.session_state["data_choice"] = {"source": "demo-mini"}  # as the Data page sets it
+    at.session_state["data_choice"] = {"data": "demo-mini"}  # as the Data page sets it
     at.run()
-    at.multiselect[0].set_value(["bt", "dp"])
-    at.number_input[0].set_value(1)
+    at.multiselect(key="w-kinds").set_value(["dp"])
+    at.multiselect(key="w-baselines").set_value(["bt"])
+    at.text_input(key="w-epsilons").set_value("0.05")
+    at.number_input(key="w-epochs").set_value(1)
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
     assert at.success and "one batch" in at.success[0].value

@@ -118,13 +118,15 @@ def test_dashboard_train_form_defaults_come_from_the_config(tmp_path, monkeypatc
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
+    from faro_core.studies.grid import SweepSpec
+
     monkeypatch.setenv("FARO_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(str(ROOT / "dashboard" / "pages" / "2_Train.py"), default_timeout=60).run()
     assert not at.exception
-    assert at.number_input[0].value == default_of("epochs", "head")
-    assert at.text_input[0].value == f"{default_of('epsilon'):g}"
-    assert at.selectbox[0].value == default_of("mode")
-    at.text_input[0].input("0.05, -1")
+    assert at.number_input(key="w-epochs").value == default_of("epochs", "head")
+    assert at.text_input(key="w-epsilons").value == ", ".join(f"{e:g}" for e in SweepSpec(FaroConfig()).epsilons)
+    assert at.selectbox(key="w-mode").value == default_of("mode")
+    at.text_input(key="w-epsilons").input("0.05, -1")
     at.button[0].click().run()
     assert any("epsilon must be >= 0 (--epsilon), got -1.0" in e.value for e in at.error), [e.value for e in at.error]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing launched
@@ -197,21 +199,23 @@ def test_launcher_passes_the_config_as_a_file(tmp_path):
 
 
 def test_a_launched_grid_passes_its_settings_as_a_file(tmp_path):
-    """The dashboard's grid launch (one batched faro sweep): the shared settings go to base_config.json, the
-    command line spells only the grid, and a value out of range is refused before anything is written."""
-    from faro_core.cli.sweep_cmd import sweep_run_ids
-    from faro_core.train import launch
+    """The dashboard's grid launch (one batched faro sweep of a SweepSpec): the shared settings go to
+    base_config.json, the command line spells only the grid, and a bad grid is refused before anything is
+    written."""
+    from faro_core.studies.grid import SweepSpec, grid, run_id_for
+    from faro_core.studies.sweep import sweep_argv
 
-    argv = launch.sweep_argv(str(tmp_path), "ui", ["dp"], [0.05, 0.1], seeds=2, bt=True, epochs=7,
-                             strata=["question_polarity"], dp_partner=False)
+    spec = SweepSpec(base=FaroConfig(epochs=7, strata=["question_polarity"], dp_partner=False), kinds=["dp"],
+                     epsilons=[0.05, 0.1], seeds=[0, 1], baselines=["bt"], name="ui")
+    argv = sweep_argv(spec, tmp_path)
     path = argv[argv.index("--config") + 1]
     assert not {"--epochs", "--strata", "--dp-partner", "--mode"} & set(argv)
     base = FaroConfig.from_dict(json.loads(Path(path).read_text()))
     assert (base.epochs, base.strata, base.dp_partner) == (7, ["question_polarity"], False)
-    ids = sweep_run_ids(argv)  # read back through the CLI's own parser: the grid and its base
+    ids = [run_id_for(c) for c in grid(spec)]
     assert len(ids) == 6 and all(i.split("-s")[0] in ("bt", "faro-dp-eps0.05", "faro-dp-eps0.1") for i in ids)
-    with pytest.raises(FaroError, match="epochs"):
-        launch.sweep_argv(str(tmp_path / "bad"), "ui", ["dp"], [0.05], epochs=0)
+    with pytest.raises(FaroError, match="constraint kind"):
+        sweep_argv(SweepSpec(base=FaroConfig(), kinds=["xx"], name="bad"), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 
 

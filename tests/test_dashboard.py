@@ -137,9 +137,11 @@ def test_train_page_launch_finishes_and_shows_on_pareto(runs_dir: Path) -> None:
 
     at = _app("pages/2_Train.py").run()
     _ok(at)
-    assert at.multiselect[0].options == ["BT (none)", "DP", "EO", "CF"]
-    at.multiselect[0].set_value(["bt"])
-    at.number_input[0].set_value(1)
+    assert at.multiselect(key="w-kinds").options == ["DP", "EO", "CF"]
+    assert at.multiselect(key="w-baselines").options[0] == "BT"
+    at.multiselect(key="w-kinds").set_value([])
+    at.multiselect(key="w-baselines").set_value(["bt"])
+    at.number_input(key="w-epochs").set_value(1)
     at.button[0].click().run()
     _ok(at)
     assert at.success, "no launch confirmation"
@@ -449,8 +451,9 @@ def test_two_sessions_launch_at_once_and_both_finish(runs_dir: Path, tmp_path: P
         at = _app("pages/2_Train.py")
         at.session_state["runs_dir"] = str(root)
         at.run()
-        at.multiselect[0].set_value(["bt"])
-        at.number_input[0].set_value(1)
+        at.multiselect(key="w-kinds").set_value([])
+        at.multiselect(key="w-baselines").set_value(["bt"])
+        at.number_input(key="w-epochs").set_value(1)
         sessions.append(at)
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []

@@ -416,7 +416,7 @@ def test_data_page_offers_the_attribute_and_the_train_page_passes_it(tmp_path, m
     page = Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "1_Data.py"
     at = AppTest.from_file(str(page), default_timeout=60).run()
     radio = next(r for r in at.radio if r.label.startswith("Sensitive attribute"))
-    assert radio.options == ["data default", "role", "group"]
+    assert radio.options == ["data default", "group", "role"]
     radio.set_value("role").run()
     assert not at.exception and at.session_state["data_choice"]["attribute"] == "role"
     # the Train page launches with the chosen attribute
@@ -425,8 +425,9 @@ def test_data_page_offers_the_attribute_and_the_train_page_passes_it(tmp_path, m
     seen: list[dict] = []
     monkeypatch.setattr(launch, "launch_train", lambda store, **kw: seen.append(kw) or "r-1")
     tp = AppTest.from_file(str(page.parent / "2_Train.py"), default_timeout=60)
-    tp.session_state["data_choice"] = {"source": "demo", "attribute": "role"}
+    tp.session_state["data_choice"] = {"data": "demo", "attribute": "role"}
     tp.run()
-    tp.multiselect[0].set_value(["dp"])  # one run: launch_train (a grid of several goes to one batched sweep)
+    tp.multiselect(key="w-kinds").set_value(["dp"])  # one run: launch_train (a grid goes to one batched sweep)
+    tp.text_input(key="w-epsilons").set_value("0.05")
     tp.button[0].click().run()
     assert not tp.exception and seen and all(kw["config"].attribute == "role" for kw in seen)

@@ -8,7 +8,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import group_labels, guard, page, runs_root  # noqa: E402
+from common import group_labels, guard, page, render_widget, runs_root  # noqa: E402
+
+from faro_core.train.forms import values_of, widgets  # noqa: E402
 
 page("Data")
 st.title("Data")
@@ -52,7 +54,10 @@ def group_names_editor(tags: list[str]) -> None:
 
 
 with guard():
-    kind = st.radio("Source", ["demo data", "folder or file path", "upload", "hub id"], horizontal=True)
+    shown = widgets("data")  # the FaroConfig fields this page sets (their `show="data"`), in field order
+    source_w = next(w for w in shown if w.kind == "source")
+    kind = st.radio(source_w.label, ["demo data", "folder or file path", "upload", "hub id"], horizontal=True,
+                    help=source_w.help)
     source: str | None = "demo"
     if kind == "folder or file path":
         source = st.text_input("Path (BBQ folder, CSV, JSONL or Parquet)", value="", key="data_path")
@@ -65,38 +70,23 @@ with guard():
             source = str(save_upload(up.name, up.getvalue()))
     elif kind == "hub id":
         source = st.text_input("Hugging Face hub id (needs network)", value="")
-    c1, c2, c3 = st.columns(3)
-    group = c1.text_input("Group column (pair-level sensitive attribute)", value="",
-                          help="empty: the loader's default (BBQ: the group the item is about)")
-    strata_txt = c2.text_input("Strata columns (comma-separated)", value="",
-                               help="conditioning columns; empty: the loader's default")
-    gold = c3.text_input("Gold-label column (generic tables)", value="", help="maps to `gold`")
-    skew = st.slider("Skew ρ: share of ambiguous BBQ items relabelled to the stereotyped answer", 0.0, 1.0, 0.0, 0.05)
-    dp_scope = st.text_input("Where demographic parity applies (COLUMN=VALUE, or 'all')", value="",
-                             help="empty: BBQ-style data, ambiguous contexts only (context_condition=ambig), "
-                                  "where the evidence leaves the answer open; other data, everywhere. The column "
-                                  "must be a strata column.")
-    attribute = st.radio("Sensitive attribute for DP and EO", ["data default", "role", "group"], horizontal=True,
-                         help="role: each answer's stereotype role (biased: agrees with the stereotype for this "
-                              "question; counter: the other person; 'unknown': none), compared within each item; "
-                              "the default on BBQ-format data. group: the group the answer names. "
-                              "docs/TRAINING.md, 'The stereotype-role attribute'.")
-    dp_partner = st.radio("Demographic parity compares each answer's win rate against",
-                          ["answers with the same kind of opponent", "all answers, pooled"], horizontal=True,
-                          help="same kind (default): wins over an answer naming no group (BBQ: 'unknown') and "
-                               "wins over another group's answer are rated separately; pooled, a group's rate "
-                               "mixes the two and measures which opponents it drew (docs/TRAINING.md).")
-    st.session_state["data_choice"] = {"source": source, "group": group or None,
-                                       "strata": strata_txt or None, "skew": skew, "dp_scope": dp_scope or None,
-                                       "dp_partner": dp_partner.startswith("answers with"),
-                                       "attribute": None if attribute == "data default" else attribute}
+    simple = [w for w in shown if w.kind not in ("source", "groups")]
+    texts = [w for w in simple if w.kind == "text"]
+    cols = st.columns(len(texts) + 1)
+    raw = {w.name: render_widget(c, w) for c, w in zip(cols, texts)}
+    gold = cols[-1].text_input("Gold-label column (generic tables)", value="", help="maps to `gold`")
+    raw.update({w.name: render_widget(st, w) for w in simple if w.kind != "text"})
+    # FaroConfig keyword arguments: the Train page builds its configs from them as they are
+    choice = {source_w.name: source, **values_of(simple, raw)}
+    st.session_state["data_choice"] = choice
     if not source:
         st.info("Choose a file, path or hub id to load.")
     else:
-        strata = tuple(s.strip() for s in strata_txt.split(",") if s.strip()) if strata_txt else None
+        strata = tuple(choice["strata"]) if choice.get("strata") else None
         columns = (("gold", gold),) if gold else ()
         mtime = Path(source).stat().st_mtime if Path(source).exists() else 0.0
-        summary, preview = _load(source, None, group, strata, skew, columns, mtime)
+        summary, preview = _load(source, None, choice.get("group"), strata, choice.get("skew") or 0.0, columns,
+                                 mtime)
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("pairs", summary.get("pairs", len(preview)))
         c2.metric("items", summary.get("items", "—"))

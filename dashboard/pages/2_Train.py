@@ -10,14 +10,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
-from common import guard, history, page, store  # noqa: E402
+from common import guard, history, page, render_widget, store  # noqa: E402
 
-from faro_core.cli.sweep_cmd import sweep_run_ids  # noqa: E402
+from faro_core.errors import FaroError  # noqa: E402
 from faro_core.results.plots import curves_figure  # noqa: E402
 from faro_core.store.runs import new_run_id  # noqa: E402
+from faro_core.studies.grid import SweepSpec, grid  # noqa: E402
+from faro_core.studies.sweep import launch_spec  # noqa: E402
 from faro_core.train import launch  # noqa: E402
-from faro_core.train.config import MODES, default_of, parse_values, setting_of  # noqa: E402
-from faro_core.train.method_spec import REFERENCE, SPECS  # noqa: E402
+from faro_core.train.config import FaroConfig  # noqa: E402
+from faro_core.train.forms import values_of, widgets  # noqa: E402
 
 page("Train")
 st.title("Train")
@@ -62,55 +64,43 @@ def show_compute() -> dict:
 
 
 with guard():
-    data = st.session_state.get("data_choice") or {"source": "demo"}
+    data = st.session_state.get("data_choice") or {}  # FaroConfig settings chosen on the Data page
     res = show_compute()
     targets = ["local-cpu", "local-gpu", "ray"]
     missing = ([] if res["cuda"] else ["no local GPU here"]) + ([] if res["ray"] else ["no Ray cluster (set RAY_ADDRESS)"])
+    grid_ws = widgets("train", SweepSpec)  # the grid: SweepSpec's fields shown here
+    config_ws = widgets("train")  # the FaroConfig fields shown here
     with st.form("launch"):
         groups_txt = f" · groups: {', '.join(data['groups'])}" if data.get("groups") else ""
         attr_txt = f" · attribute: {data['attribute']}" if data.get("attribute") else ""
-        st.write(f"Data: **{data.get('source') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
-        c1, c2, c3 = st.columns([2, 1, 1])
-        kinds = c1.multiselect("Constraint type(s)", [REFERENCE, "dp", "eo", "cf"], default=[REFERENCE, "dp"],
-                               format_func=lambda k: f"{SPECS[k].label} (none)" if k == REFERENCE else k.upper(),
-                               help="one run per constraint type (BT = unconstrained baseline)")
-        eps_text = c2.text_input("ε (one value or a grid)", value=f"{default_of('epsilon'):g}",
-                                 help=setting_of("epsilon").metadata["help"])
-        combine = c3.checkbox("Combine in one run", value=False,
-                              help="e.g. DP and EO together: one run constrained by every chosen type")
-        c3, c4, c5, c6 = st.columns(4)
-        target = c3.radio("Where", targets, format_func=lambda t: TARGET_LABEL[t],
-                          help="local GPU: full mode (the backbone is fine-tuned, bf16); Ray: one CPU per run, "
-                               "and one GPU for full-mode runs.")
+        st.write(f"Data: **{data.get('data') or 'demo'}**{groups_txt}{attr_txt} (change it on the Data page)")
+        raw = {w.name: render_widget(c, w) for c, w in zip(st.columns(len(grid_ws)), grid_ws)}
+        cols = st.columns(1 + len(config_ws))
+        target = cols[0].radio("Where", targets, format_func=lambda t: TARGET_LABEL[t],
+                               help="local GPU: full mode (the backbone is fine-tuned, bf16); Ray: one CPU per run, "
+                                    "and one GPU for full-mode runs.")
         if missing:
-            c3.caption("; ".join(missing) + ": launching there says why it cannot")
-        mode = c4.selectbox("Mode", list(MODES), index=MODES.index(default_of("mode")), help="head: frozen backbone, cached features (CPU, seconds); "
-                                                           "full: fine-tune the backbone (GPU)")
-        backbone = c4.text_input("Backbone", value="", placeholder="embedded all-MiniLM-L6-v2")
-        epochs = c5.number_input("Epochs", min_value=int(setting_of("epochs").metadata["range"].lo), max_value=500,
-                                 value=default_of("epochs", "head"), help="passes over the training split")
-        seeds = c6.number_input("Seeds", min_value=1, max_value=10, value=1)
+            cols[0].caption("; ".join(missing) + ": launching there says why it cannot")
+        raw.update({w.name: render_widget(c, w) for c, w in zip(cols[1:], config_ws)})
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
-        grid = parse_values("epsilon", eps_text) if [k for k in kinds if k != REFERENCE] else []
-        plan = launch.plan_runs(kinds, grid, int(seeds), combine)
-        common = dict(epochs=int(epochs), backbone=backbone or None, data=data.get("source"),
-                      group=data.get("group"), strata=data["strata"].split(",") if data.get("strata") else None,
-                      skew=float(data.get("skew") or 0.0), dp_scope=data.get("dp_scope"),
-                      dp_partner=bool(data.get("dp_partner", default_of("dp_partner"))), groups=data.get("groups"),
-                      attribute=data.get("attribute"))
+        settings = {**data, **values_of(config_ws, raw)}
+        if target == "local-gpu":
+            settings["mode"] = "full"
         # every run's config is built and validated first: one value out of range launches nothing
-        configs = [launch.launch_config(mode="full" if target == "local-gpu" else mode, **common, **p) for p in plan]
-        one_kind_each = all("," not in (p["constraint"] or "") for p in plan)
-        if target == "local-cpu" and mode == "head" and len(plan) > 1 and one_kind_each:
+        spec = SweepSpec(base=launch.launch_config(**settings), name=new_run_id("ui"), **values_of(grid_ws, raw))
+        configs = grid(spec)
+        if not configs:
+            raise FaroError("choose at least one constraint type or baseline")
+        if target == "local-cpu" and spec.base.mode == "head" and len(configs) > 1 and not (
+                spec.combine and len(spec.kinds) > 1):
             # a grid: one batched `faro sweep` process trains every member (each still its own run)
-            argv = launch.sweep_argv(str(store().root), new_run_id("ui"), [k for k in kinds if k != REFERENCE], grid,
-                                     seeds=int(seeds), bt=REFERENCE in kinds, mode=mode, **common)
-            launched = launch.launch_sweep(store(), argv, sweep_run_ids(argv))
+            launched = launch_spec(store(), spec)
             st.success(f"launched a grid of {len(launched)} runs on {TARGET_LABEL[target]}, trained as one "
                        "batch: " + ", ".join(f"`{r}`" for r in launched))
         else:
-            launched = [launch.launch_train(store(), config=c, target=target) for c in configs]
+            launched = [launch.launch_train(store(), config=FaroConfig(**{**c.to_dict(), "sweep": None}),
+                                            target=target) for c in configs]
             st.success(f"launched {len(launched)} run(s) on {TARGET_LABEL[target]}: "
                        + ", ".join(f"`{r}`" for r in launched))
         st.session_state["watch"] = launched[0]

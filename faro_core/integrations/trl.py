@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from trl import RewardConfig, RewardTrainer
 
 from faro_core.errors import FaroError
 from faro_core.fairness.attributes import attribute_names, attribute_strategy
+from faro_core.train.config import FaroConfig, check_value, default_of
 
 DUAL_FILE = "faro_dual.json"  # constraint names, multipliers, index, columns: beside every saved model
 STATE_FILE = "faro_state.safetensors"  # the dual state a resumed run continues from
@@ -59,49 +61,69 @@ INDEX_COL = "faro_pair_index"  # row of each training pair in the trainer's attr
 TWIN_KEY = "faro_twins"
 
 
-@dataclass
+def faro_trl_fields() -> list[tuple[str, Any, Any, str]]:
+    """(name, type, dataclass field, FaroConfig setting) of every :class:`~faro_core.train.config.FaroConfig`
+    setting classified ``trl``: its TRL-facing ``name`` (default: the setting's), its help, and its default --
+    the classified ``default``, else the setting's, a mode-dependent one as in full mode (TRL fine-tunes the
+    backbone). The type admits None only where None means something to the trainer (a None default, or a
+    ``none_word`` such as ``lambda_max=None``: no cap)."""
+    hints = typing.get_type_hints(FaroConfig)
+    out = []
+    for f in fields(FaroConfig):
+        trl = f.metadata["trl"]
+        if trl is None:
+            continue
+        default = trl.get("default", default_of(f.name, mode="full"))
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if default is not None and not f.metadata.get("none_word") and len(args) == 1 and args != [tp]:
+            tp = args[0]  # an optional type whose None the trainer has no meaning for: required
+        md = {"help": trl.get("help", f.metadata["help"])}  # HfArgumentParser passes metadata to argparse
+        fld = field(default_factory=list, metadata=md) if default == [] else field(default=default, metadata=md)
+        out.append((trl.get("name", f.name), tp, fld, f.name))
+    return out
+
+
+FARO_SETTINGS: dict[str, str] = {}  # FairRewardConfig field -> the FaroConfig setting it is generated from
+
+
+def _with_faro_settings(cls: type) -> type:
+    """``cls`` as a dataclass, with :func:`faro_trl_fields` added after its own fields."""
+    for name, tp, fld, setting in faro_trl_fields():
+        cls.__annotations__[name] = tp
+        setattr(cls, name, fld)
+        FARO_SETTINGS[name] = setting
+    return dataclass(cls)
+
+
+@_with_faro_settings
 class FairRewardConfig(RewardConfig):
     """TRL's ``RewardConfig`` plus the fairness constraints, the dataset's group columns and the dual settings.
 
-    ``constraints``: kinds among ``dp``, ``eo``, ``cf`` (empty: plain TRL); ``epsilon``: slack of every one-sided
-    constraint; ``min_count``: cells with fewer training members are not constrained. Dual player: ``dual_lr``
-    (eta_lambda), ``dual_every`` (optimizer steps between dual steps), ``lambda_max`` (cap per multiplier),
-    ``dual_signal`` (``auto``: smooth DP/EO, strict CF; ``strict``; ``proxy``), ``ema`` (momentum of the dual
-    statistics). ``dp_scope``: where DP holds (``COLUMN=V1|V2`` over a strata column, ``all``, or None: BBQ's
-    ambiguous contexts when ``context_condition`` is a stratum, else all); ``dp_partner``: see
-    :class:`faro_core.constraints.DemographicParity`.
+    The Faro settings are generated from :class:`~faro_core.train.config.FaroConfig` (each field classified
+    ``trl``; :func:`faro_trl_fields`), with the same help and range checks: ``constraints`` (kinds among
+    ``dp``, ``eo``, ``cf``; empty: plain TRL), ``epsilon`` (slack of every one-sided constraint), ``min_count``,
+    ``attribute`` / ``role_columns``, ``attribute_column`` (FaroConfig's ``group``), ``strata_columns``
+    (``strata``), ``dp_scope``, ``dp_partner`` and the dual player's ``dual_lr``, ``dual_every``,
+    ``lambda_max``, ``dual_signal``, ``ema``. Declared here: the dataset's other column names and the run store.
     """
 
-    constraints: list[str] = field(default_factory=list, metadata={"help": "fairness constraints: dp, eo, cf"})
-    epsilon: float = field(default=0.05, metadata={"help": "slack of every one-sided constraint"})
-    attribute_column: str = field(default="group", metadata={"help": "pair-level sensitive attribute (EO, CF)"})
     chosen_group_column: str = field(default="chosen_group", metadata={"help": "group the chosen response names"})
     rejected_group_column: str = field(default="rejected_group",
                                        metadata={"help": "group the rejected response names"})
-    strata_columns: list[str] | None = field(default=None, metadata={
-        "help": "conditioning columns (default: none; with attribute=role, context_condition where present)"})
-    attribute: str = field(default="group", metadata={
-        "help": "DP/EO's sensitive attribute: group (the group a response names) or role (its stereotype role)"})
-    role_columns: list[str] | None = field(default=None, metadata={
-        "help": "CHOSEN,REJECTED columns with each response's role (biased / counter; default chosen_role,"
-                "rejected_role, or derived from BBQ answer indices)"})
     item_column: str = field(default="item_id", metadata={"help": "the item (question) a pair belongs to (role)"})
     faro_runs_dir: str | None = field(default=None, metadata={
         "help": "after training, write the model as a Faro run into this run store (scored on eval_dataset)"})
     faro_run_id: str | None = field(default=None, metadata={"help": "id of that run (default: trl-<kinds>-<time>)"})
     label_column: str | None = field(default="gold", metadata={"help": "EO's true label (1.0: chosen is better)"})
     pair_id_column: str | None = field(default="pair_id", metadata={"help": "stable pair id (EO's order bit)"})
-    dp_scope: str | None = field(default=None, metadata={"help": "where DP holds: COLUMN=V1|V2, or all"})
-    dp_partner: bool = field(default=True, metadata={"help": "DP compares against the same kind of partner"})
-    min_count: int = field(default=30, metadata={"help": "smallest constrained cell"})
-    dual_lr: float = field(default=0.1, metadata={"help": "dual step size"})
-    dual_every: int = field(default=5, metadata={"help": "optimizer steps between dual steps"})
-    lambda_max: float | None = field(default=0.3, metadata={"help": "cap on each multiplier"})
-    dual_signal: str = field(default="auto", metadata={"help": "auto | strict | proxy"})
-    ema: float = field(default=0.0, metadata={"help": "momentum of the dual statistics"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        hints = typing.get_type_hints(type(self))
+        unset = [n for n in FARO_SETTINGS if getattr(self, n) is None and type(None) not in typing.get_args(hints[n])]
+        if unset:
+            raise FaroError(f"{unset[0]} must be set (FairRewardConfig), got None")
         if isinstance(self.constraints, str):
             self.constraints = [c for c in self.constraints.split(",")]
         self.constraints = [c.strip().lower() for c in self.constraints if c.strip() and c.strip() != "none"]
@@ -121,6 +143,8 @@ class FairRewardConfig(RewardConfig):
                             f"{self.role_columns}")
         if isinstance(self.strata_columns, str):
             self.strata_columns = [c.strip() for c in self.strata_columns.split(",") if c.strip()]
+        for name, setting in FARO_SETTINGS.items():  # the generated Faro settings: FaroConfig's checks
+            setattr(self, name, check_value(setting, getattr(self, name)))
 
 
 class _DualStep(TrainerCallback):

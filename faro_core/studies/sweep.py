@@ -30,7 +30,7 @@ from faro_core.results.pareto import pareto_summary
 from faro_core.results.table import add_paired_vs_bt, aggregate, markdown_table, table_row
 from faro_core.store.runs import CANCEL_FILE, RUN_ID_RE, Run, RunStore
 from faro_core.studies.executors import EXECUTORS
-from faro_core.studies.grid import SweepSpec, grid, run_id_for
+from faro_core.studies.grid import SweepSpec, grid, run_id_for, spec_flags
 from faro_core.train.checkpoint import checkpoint_step
 from faro_core.train.config import FaroConfig
 from faro_core.train.inputs import TrainInputs
@@ -208,6 +208,33 @@ def check_sweep_name(name: str) -> None:
         raise FaroError(f"invalid sweep name {name!r}: use letters, digits, '.', '_' and '-' only "
                         f"(no '/' or '..')")
 
+
+
+SWEEP_CONFIG_FILE = "base_config.json"
+
+
+def sweep_argv(spec: SweepSpec, runs_dir: str | Path) -> list[str]:
+    """The ``faro sweep`` command line that trains ``spec`` (batched engine). ``spec.base`` is written to
+    ``RUNS_DIR/_sweeps/NAME/base_config.json`` and read with ``--config``; the grid is spelled by the flags
+    generated from ``SweepSpec``'s fields (:func:`~faro_core.studies.grid.spec_flags`), so the command reads
+    back exactly ``spec``."""
+    check_sweep_name(spec.name)
+    grid(spec)  # a bad grid is refused before anything is written
+    folder = Path(runs_dir) / SWEEPS_DIR / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SWEEP_CONFIG_FILE, spec.base.stored_dict())
+    return [sys.executable, "-m", "faro_core", "sweep", "--config", str(folder / SWEEP_CONFIG_FILE), "--runs-dir",
+            str(runs_dir), *spec_flags(spec), "--engine", "batched", "--quiet", "--json"]
+
+
+def launch_spec(store: RunStore, spec: SweepSpec) -> list[str]:
+    """Start ``spec`` as one background ``faro sweep`` process (:func:`sweep_argv`; one batched job trains
+    every member, each still its own run: :func:`faro_core.train.launch.launch_sweep`). Returns the members'
+    run ids, computed from the grid itself."""
+    from faro_core.train.launch import launch_sweep
+
+    ids = [run_id_for(c) for c in grid(spec)]
+    return launch_sweep(store, sweep_argv(spec, store.root), ids)
 
 def run_sweep(spec: SweepSpec, runs_dir: str | Path, workers: int = 2, executor: str = "local",
               on_done: Callable[[dict[str, Any]], None] | None = None, engine: str = "batched",

@@ -49,7 +49,7 @@ from faro_core.store.runs import Heartbeat, Run, RunStore
 from faro_core.train import methods
 from faro_core.train.backends import HeadBackend, split_rewards, unstack_rewards
 from faro_core.train.checkpoint import save_checkpoints
-from faro_core.train.config import FaroConfig
+from faro_core.train.config import FaroConfig, fields_where
 from faro_core.train.inputs import TrainInputs, split_indices
 from faro_core.train.loop import RunLoop, prepare_run, write_run_inputs
 from faro_core.train.outputs import data_record, gold_labels
@@ -57,10 +57,9 @@ from faro_core.train.selection import IterateSelector, chance_p_values, within_c
 from faro_core.train.stepper import make_adam
 
 # Config fields that members of one batch must share: the data and features (one feature table), the head's
-# shape (one stack), the optimizer's settings (one Adam over the stack) and the step schedule (lockstep).
-BATCH_KEYS = ("data", "format", "attribute", "role_columns", "group", "strata", "dp_scope", "dp_partner", "groups",
-              "skew", "data_seed", "split_by", "val_frac", "test_frac", "mode", "backbone", "max_length", "head_hidden", "epochs", "batch_size", "lr", "weight_decay",
-              "eval_every", "ckpt_every")
+# shape (one stack), the optimizer's settings (one Adam over the stack) and the step schedule (lockstep). Each
+# field says so itself (``batch=True`` in faro_core/train/config.py).
+BATCH_KEYS = fields_where("batch", True)
 DEFAULT_MEMORY_MB = 2048  # host memory the members of one batch may take (docs/TRAINING.md)
 # What the last batch of this process shared (read by bench/sweep_engine.py and the tests): members, the slots
 # they started in, and the member-steps against the slot-steps actually computed.

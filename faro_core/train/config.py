@@ -1,22 +1,26 @@
 """Training configuration: every setting of one reward-model training, defined once.
 
 Each :class:`FaroConfig` field carries, as dataclass field metadata (the way TRL's configs carry their help),
-its help text, its valid range or choices, its CLI flag and, where it depends on the mode, its head/full
-defaults. From that one definition:
+its help text, its valid range or choices, its CLI flag, where it depends on the mode its head/full defaults,
+and its classification: whether it is hashed into the run id, whether the members of one batch share it, which
+dashboard form shows it, and whether ``FairRewardConfig`` has it (:func:`setting`). From that one definition:
 
 - ``faro train`` / ``faro sweep`` generate their flags (:mod:`faro_core.cli.config_flags`);
 - ``faro train --config FILE`` reads a JSON config (what the launcher writes) through :func:`migrate_config`;
-- the dashboard's Train page builds its form into a ``FaroConfig`` (defaults and bounds from :func:`setting_of`);
+- the dashboard's Train and Data pages render the widgets :mod:`faro_core.train.forms` describes;
+- run ids hash :data:`RUN_ID_FIELDS` and the :data:`LEGACY_DEFAULTS` fields off their legacy value;
+- :data:`faro_core.train.batched.BATCH_KEYS` and ``FairRewardConfig``'s Faro fields are generated;
 - construction validates every field, so a value out of range is one :class:`FaroError` line everywhere
   (exit 2 on the CLI, ``st.error`` on the dashboard, an exception before any process starts in the launcher).
 
 Stored configs (``config.json``) carry ``config_version``; :func:`migrate_config` reads any older one.
 
-**Adding a field** ``x``: declare it below with :func:`setting` (help, range or choices). If runs stored before
-it behaved as if ``x`` had another value ``v``, add ``"x": v`` to :data:`LEGACY_DEFAULTS` -- that one line
-makes old configs read ``x = v`` and keeps their run ids (``x`` is hashed only when it differs from ``v``).
-A field that changes what is trained and has no legacy value goes into :data:`RUN_ID_FIELDS` (which changes
-every run id: avoid). ``tests/test_config.py`` fails until the field is in exactly one of those places.
+**Adding a field** ``x``: declare it below with :func:`setting` (help, range or choices) and its
+classification. If runs stored before it behaved as if ``x`` had another value ``v``, classify it
+``run_id=Legacy(v)``: old configs read ``x = v`` and keep their run ids (``x`` is hashed only when it differs
+from ``v``). ``run_id=HASHED`` for a field that changes what is trained and has no legacy value changes every
+run id: avoid. A field without its classification fails at import (:func:`check_classified`;
+``tests/test_settings.py``).
 """
 
 from __future__ import annotations
@@ -45,25 +49,18 @@ DEMO_ATTRIBUTE = "role"  # the embedded demo (a BBQ subset): its first screen is
 # example (and the data the trainer-mechanics tests were measured on).
 MINI_DEMO_ATTRIBUTE = "group"
 
-# Fields added after runs were stored, with the value that reproduces the older behaviour: a stored config
-# without the field ran that way (so a resumed old run keeps its rule), and run ids leave the field out at
-# that value (so finished sweeps keep their ids).
-LEGACY_DEFAULTS: dict[str, object] = {"average": 0.0, "dp_partner": False, "select_chance": 0.0,
-                                      "expgrad_base": "linear", "select_metric": "accuracy",
-                                      "attribute": "group", "role_columns": None,
-                                      "dro_eta": 0.05, "fair_alpha": 2.0, "fair_weight": 1.0,
-                                      "split_by": "item"}
-# Fields that tag a run without changing what is trained: never hashed into run ids.
-UNHASHED_FIELDS: tuple[str, ...] = ("sweep",)
-# Fields always hashed into a run id (from the resolved config), as of config_version 1. With LEGACY_DEFAULTS
-# and UNHASHED_FIELDS this lists every field once (tests/test_config.py).
-RUN_ID_FIELDS: tuple[str, ...] = (
-    "name", "data", "format", "group", "strata", "dp_scope", "groups", "skew", "data_seed", "val_frac",
-    "test_frac", "constraints", "epsilon", "min_count", "temperature", "method", "fixed_lambda", "mode",
-    "backbone", "head_hidden", "max_length", "epochs", "batch_size", "constraint_batch_size", "lr",
-    "weight_decay", "dual_lr", "ema", "dual_signal", "lambda_max", "dual_every", "dual_source", "eval_every",
-    "ckpt_every", "select", "seed",
-)
+HASHED, UNHASHED = "hashed", "unhashed"  # a field's ``run_id`` classification (or a :class:`Legacy`)
+SHOWN_ON = ("train", "data", None)  # a field's ``show``: the dashboard page whose form shows it, or none
+CLASSIFICATION = ("run_id", "batch", "show")  # what every field's metadata must say (:func:`check_classified`)
+
+
+@dataclass(frozen=True)
+class Legacy:
+    """A field added after runs were stored: ``value`` reproduces the older behaviour. A stored config without
+    the field reads it as ``value`` (a resumed old run keeps its rule), and run ids leave the field out at
+    ``value`` (finished sweeps keep their ids)."""
+
+    value: Any
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,9 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MI
             range: Range | None = None, choices: tuple[str, ...] | None = None,
             by_mode: dict[str, Any] | None = None, flag: str | None = None, aliases: tuple[str, ...] = (),
             none_word: str | None = None, words: dict[str, Any] | None = None, sweep: bool = True,
-            by_split: dict[str, Any] | None = None) -> Any:
+            by_split: dict[str, Any] | None = None, run_id: str | Legacy, batch: bool, show: str | None,
+            label: str = "", widget: str | None = None, labels: dict[str, str] | None = None,
+            trl: dict[str, Any] | None = None) -> Any:
     """A :class:`FaroConfig` field with its contract.
 
     ``help``: one line for ``--help`` and the dashboard; ``range``/``choices``: the valid values (None is valid
@@ -112,9 +111,24 @@ def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MI
     that sets None on the CLI; ``words``: CLI words mapped to values (``--dp-partner split|pool``);
     ``sweep``: also a flag of ``faro sweep`` (False for what the sweep grid itself sets); ``by_split``: the
     value a None default resolves to per split unit kind (item, template, column).
+
+    Its classification (keyword-only, no default: a field that does not say is an error):
+
+    - ``run_id``: :data:`HASHED` (always in the run id), :data:`UNHASHED` (tags a run without changing what is
+      trained) or ``Legacy(v)`` (added after runs were stored; hashed only off ``v``, see :class:`Legacy`);
+    - ``batch``: shared by every member of one batch (:data:`faro_core.train.batched.BATCH_KEYS`: one feature
+      table, one head shape, one optimizer, one step schedule);
+    - ``show``: the dashboard form showing it (``"train"``, ``"data"``, or None), with its ``label`` there,
+      ``widget`` (the kind, where not implied by the type: ``radio``, or ``source`` / ``groups`` that the page
+      builds from its own state) and ``labels`` (words shown for ``words``/``choices``;
+      :mod:`faro_core.train.forms`);
+    - ``trl``: also a field of ``FairRewardConfig`` (:mod:`faro_core.integrations.trl`), with the TRL-facing
+      ``name``, ``default`` and ``help`` where they differ (None: not one).
     """
     md = {"help": help, "range": range, "choices": choices, "by_mode": by_mode, "flag": flag,
-          "aliases": aliases, "none_word": none_word, "words": words, "sweep": sweep, "by_split": by_split}
+          "aliases": aliases, "none_word": none_word, "words": words, "sweep": sweep, "by_split": by_split,
+          "run_id": run_id, "batch": batch, "show": show, "label": label, "widget": widget, "labels": labels,
+          "trl": trl}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=md)
     return field(default=default, metadata=md)
@@ -132,102 +146,148 @@ class FaroConfig:
 
     # --- data -------------------------------------------------------------------------------------------
     name: str | None = setting(None, "run name, the prefix of the run id (default: from method, kinds, eps)",
-                               sweep=False)
+                               sweep=False, run_id=HASHED, batch=False, show=None)
     data: str | None = setting(None, "source: 'demo' (default), a BBQ folder, a CSV/JSONL/Parquet file, or a "
-                               "hub id")
+                               "hub id", run_id=HASHED, batch=True, show="data", label="Source",
+                               widget="source")
     format: str | None = setting(None, "bbq|crows|hh|trl|csv|jsonl|parquet|demo (default: detected from the "
-                                 "source)")
+                                 "source)", run_id=HASHED, batch=True, show=None)
     attribute: str | None = setting(None, "DP/EO's sensitive attribute: 'group' (the group a response names) or "
                                     "'role' (its stereotype role: biased, counter, or neither) (default: role on "
                                     "BBQ-format data, else group; see faro_core.fairness.role)",
-                                    choices=ATTRIBUTES)
+                                    choices=ATTRIBUTES, run_id=Legacy("group"), batch=True, show="data",
+                                    label="Sensitive attribute for DP and EO", widget="radio",
+                                    trl={"default": "group"})
     role_columns: list[str] | None = setting(None, "a table's own CHOSEN,REJECTED columns with each response's "
                                              "role (values biased / counter; default chosen_role,rejected_role, "
-                                             "or derived from BBQ answer indices)")
-    group: str | None = setting(None, "column holding the pair-level sensitive attribute")
-    strata: list[str] | None = setting(None, "comma-separated conditioning columns (default: the source's)")
+                                             "or derived from BBQ answer indices)", run_id=Legacy(None),
+                                             batch=True, show=None, trl={})
+    group: str | None = setting(None, "column holding the pair-level sensitive attribute", run_id=HASHED,
+                                batch=True, show="data",
+                                label="Group column (pair-level sensitive attribute)",
+                                trl={"name": "attribute_column", "default": "group"})
+    strata: list[str] | None = setting(None, "comma-separated conditioning columns (default: the source's)",
+                                       run_id=HASHED, batch=True, show="data",
+                                       label="Strata columns (comma-separated)",
+                                       trl={"name": "strata_columns", "help": "conditioning columns (default: "
+                                            "none; with attribute=role, context_condition where present)"})
     dp_scope: str | None = setting(None, "where DP holds: COLUMN=V1|V2 over a strata column, or 'all' "
-                                   "(default: BBQ-style data context_condition=ambig, else all)")
+                                   "(default: BBQ-style data context_condition=ambig, else all)",
+                                   run_id=HASHED, batch=True, show="data",
+                                   label="Where demographic parity applies (COLUMN=V1|V2, or 'all')", trl={})
     dp_partner: bool = setting(True, "DP compares a response's selection against partners of the same kind, "
                                "naming no group or naming one ('split'), or pools both ('pool'; "
-                               "docs/DEFINITIONS.md)", words={"split": True, "pool": False})
-    groups: list[str] | None = setting(None, "comma-separated group values to keep")
-    skew: float = setting(0.0, "fraction rho of ambiguous items relabelled to the biased answer", range=UNIT)
+                               "docs/DEFINITIONS.md)", words={"split": True, "pool": False},
+                               run_id=Legacy(False), batch=True, show="data",
+                               label="Demographic parity compares each answer's win rate against",
+                               labels={"split": "answers with the same kind of opponent",
+                                       "pool": "all answers, pooled"},
+                               trl={})
+    groups: list[str] | None = setting(None, "comma-separated group values to keep", run_id=HASHED,
+                                       batch=True, show="data", label="Groups", widget="groups")
+    skew: float = setting(0.0, "fraction rho of ambiguous items relabelled to the biased answer", range=UNIT,
+                          run_id=HASHED, batch=True, show="data",
+                          label="Skew ρ: share of ambiguous BBQ items relabelled to the stereotyped answer")
     data_seed: int = setting(0, "seed of skew injection and splits (fixed across training seeds)",
-                             range=NON_NEGATIVE)
+                             range=NON_NEGATIVE, run_id=HASHED, batch=True, show=None)
     split_by: str | None = setting(None, "unit no two splits share: template (BBQ's category x question_index: "
                                    "the test split holds templates the model never saw), item, or column:NAME "
-                                   "(default: template on BBQ-format data, else item)")
+                                   "(default: template on BBQ-format data, else item)", run_id=Legacy("item"),
+                                   batch=True, show=None)
     val_frac: float | None = setting(None, "fraction of split units (items, templates, ...) in the validation "
                                      "split", range=UNIT_OPEN, by_split={"item": 0.15, "template": 0.2,
-                                                                         "column": 0.2})
+                                                                         "column": 0.2}, run_id=HASHED,
+                                     batch=True, show=None)
     test_frac: float | None = setting(None, "fraction of split units in the test split", range=UNIT_OPEN,
-                                      by_split={"item": 0.15, "template": 0.2, "column": 0.2})
+                                      by_split={"item": 0.15, "template": 0.2, "column": 0.2}, run_id=HASHED,
+                                      batch=True, show=None)
     # --- fairness ---------------------------------------------------------------------------------------
     constraints: list[str] = setting(default_factory=list, help="none|dp|eo|cf, or several: dp,cf",
-                                     choices=KINDS, flag="--constraint", none_word="none", sweep=False)
-    epsilon: float = setting(0.05, "slack eps of every constraint (inf: none)", range=NON_NEGATIVE, sweep=False)
-    min_count: int = setting(30, "cells with fewer training members are not constrained", range=AT_LEAST_1)
+                                     choices=KINDS, flag="--constraint", none_word="none", sweep=False,
+                                     run_id=HASHED, batch=False, show=None, trl={})
+    epsilon: float = setting(0.05, "slack eps of every constraint (inf: none)", range=NON_NEGATIVE, sweep=False,
+                             run_id=HASHED, batch=False, show=None, trl={})
+    min_count: int = setting(30, "cells with fewer training members are not constrained", range=AT_LEAST_1,
+                             run_id=HASHED, batch=False, show=None, trl={})
     temperature: dict[str, float] | None = setting(
         None, "proxy sharpness per kind, e.g. dp=0.25,cf=0.1 (default: each constraint's own)",
-        range=POSITIVE, none_word="none")
+        range=POSITIVE, none_word="none", run_id=HASHED, batch=False, show=None)
     # --- method -----------------------------------------------------------------------------------------
-    method: str = setting("faro", "faro (ProxyGDA) or a baseline", choices=CONFIG_METHODS, sweep=False)
+    method: str = setting("faro", "faro (ProxyGDA) or a baseline", choices=CONFIG_METHODS, sweep=False,
+                          run_id=HASHED, batch=False, show=None)
     fixed_lambda: float = setting(1.0, "multiplier of the fixed_lambda baseline", range=NON_NEGATIVE,
-                                  sweep=False)
+                                  sweep=False, run_id=HASHED, batch=False, show=None)
     expgrad_base: str = setting("linear", "model the expgrad baseline fits each round: linear (logistic "
                                 "regression on feature differences) or head (the same MLP head as Faro's)",
-                                choices=("linear", "head"), sweep=False)
+                                choices=("linear", "head"), sweep=False, run_id=Legacy("linear"), batch=False,
+                                show=None)
     dro_eta: float = setting(0.05, "group_dro baseline: step of the exponentiated-gradient group weights "
-                             "(faro_core.train.losses)", range=POSITIVE)
+                             "(faro_core.train.losses)", range=POSITIVE, run_id=Legacy(0.05), batch=False,
+                             show=None)
     fair_alpha: float = setting(2.0, "fair_reg baseline: alpha of the alpha-fair utility of sigma(margin) "
-                                "(1: BT only; larger: closer to max-min)", range=NON_NEGATIVE)
+                                "(1: BT only; larger: closer to max-min)", range=NON_NEGATIVE,
+                                run_id=Legacy(2.0), batch=False, show=None)
     fair_weight: float = setting(1.0, "fair_reg baseline: weight lambda of the alpha-fair utility",
-                                 range=NON_NEGATIVE)
+                                 range=NON_NEGATIVE, run_id=Legacy(1.0), batch=False, show=None)
     # --- model ------------------------------------------------------------------------------------------
     mode: str = setting("head", "head: frozen backbone, cached features; full: fine-tune the backbone",
-                        choices=MODES)
-    backbone: str | None = setting(None, "hub id or local path (default: embedded all-MiniLM-L6-v2)")
-    head_hidden: int = setting(256, "hidden width of the reward head (0: linear head)", range=NON_NEGATIVE)
+                        choices=MODES, run_id=HASHED, batch=True, show="train", label="Mode")
+    backbone: str | None = setting(None, "hub id or local path (default: embedded all-MiniLM-L6-v2)",
+                                   run_id=HASHED, batch=True, show="train", label="Backbone")
+    head_hidden: int = setting(256, "hidden width of the reward head (0: linear head)", range=NON_NEGATIVE,
+                               run_id=HASHED, batch=True, show=None)
     max_length: int | None = setting(None, "tokens per response", range=AT_LEAST_1,
-                                     by_mode={"head": 256, "full": 128})
+                                     by_mode={"head": 256, "full": 128}, run_id=HASHED, batch=True, show=None)
     # --- optimisation -----------------------------------------------------------------------------------
     epochs: int | None = setting(None, "passes over the training split", range=AT_LEAST_1,
-                                 by_mode={"head": 50, "full": 1})
+                                 by_mode={"head": 50, "full": 1}, run_id=HASHED, batch=True, show="train",
+                                 label="Epochs")
     batch_size: int | None = setting(None, "pairs in the Bradley-Terry batch (the linearized penalty is "
                                      "estimated on the same batch)", range=AT_LEAST_1,
-                                     by_mode={"head": 128, "full": 32})
+                                     by_mode={"head": 128, "full": 32}, run_id=HASHED, batch=True, show=None)
     constraint_batch_size: int | None = setting(
         None, "extra pairs drawn each step for the constraint terms (default 0; 1024 for the fixed-lambda "
-        "hinge in head mode)", range=NON_NEGATIVE)
-    lr: float | None = setting(None, "learning rate", range=POSITIVE, by_mode={"head": 3e-3, "full": 3e-5})
-    weight_decay: float = setting(0.0, "AdamW weight decay", range=NON_NEGATIVE)
+        "hinge in head mode)", range=NON_NEGATIVE, run_id=HASHED, batch=False, show=None)
+    lr: float | None = setting(None, "learning rate", range=POSITIVE, by_mode={"head": 3e-3, "full": 3e-5},
+                               run_id=HASHED, batch=True, show=None)
+    weight_decay: float = setting(0.0, "AdamW weight decay", range=NON_NEGATIVE, run_id=HASHED, batch=True,
+                                  show=None)
     dual_lr: float = setting(0.1, "dual step size eta_lambda (small: the primal player must settle between "
-                             "dual steps)", range=POSITIVE)
+                             "dual steps)", range=POSITIVE, run_id=HASHED, batch=False, show=None, trl={})
     ema: float = setting(0.0, "momentum of running sums of dual statistics (0: the buffer alone)",
-                         range=UNIT_OPEN)
+                         range=UNIT_OPEN, run_id=HASHED, batch=False, show=None, trl={})
     dual_signal: str = setting("auto", "what the dual step ascends on: strict or proxy (smooth) statistics; "
-                               "auto: smooth for DP/EO, strict for CF", choices=("auto", "strict", "proxy"))
+                               "auto: smooth for DP/EO, strict for CF", choices=("auto", "strict", "proxy"),
+                               run_id=HASHED, batch=False, show=None, trl={})
     lambda_max: float | None = setting(0.3, "cap on each multiplier (none: no cap)", range=POSITIVE,
-                                       none_word="none")
+                                       none_word="none", run_id=HASHED, batch=False, show=None, trl={})
     dual_every: int | None = setting(None, "dual step every N steps on the training split's statistics (on "
                                      "small data with few steps per epoch, lower it)", range=AT_LEAST_1,
-                                     by_mode={"head": 20, "full": 5})
+                                     by_mode={"head": 20, "full": 5}, run_id=HASHED, batch=False, show=None,
+                                     trl={})
     dual_source: str = setting("auto", "statistics of the dual step: exact (a fresh pass over the training "
                                "split), buffer (each pair's latest rewards); auto: exact in head mode",
-                               choices=("auto", "exact", "buffer"))
-    eval_every: int = setting(0, "validation every N steps (0: each epoch)", range=NON_NEGATIVE)
-    ckpt_every: int = setting(50, "checkpoint every N steps (0: never)", range=NON_NEGATIVE)
+                               choices=("auto", "exact", "buffer"), run_id=HASHED, batch=False, show=None)
+    eval_every: int = setting(0, "validation every N steps (0: each epoch)", range=NON_NEGATIVE,
+                              run_id=HASHED, batch=True, show=None)
+    ckpt_every: int = setting(50, "checkpoint every N steps (0: never)", range=NON_NEGATIVE, run_id=HASHED,
+                              batch=True, show=None)
     select: str = setting("best", "iterate returned: best (feasible on validation, else indistinguishable "
-                          "from chance, else least violating) or last", choices=("best", "last"))
+                          "from chance, else least violating) or last", choices=("best", "last"),
+                          run_id=HASHED, batch=False, show=None)
     select_chance: float = setting(0.05, "permutation p-value at or above which a validation DP/EO violation "
-                                   "counts as chance (0: that tier off)", range=UNIT_OPEN)
+                                   "counts as chance (0: that tier off)", range=UNIT_OPEN, run_id=Legacy(0.0),
+                                   batch=False, show=None)
     select_metric: str = setting("accuracy", "what ranks iterates within a tier: validation accuracy or "
-                                 "Bradley-Terry loss", choices=("accuracy", "loss"))
+                                 "Bradley-Terry loss", choices=("accuracy", "loss"),
+                                 run_id=Legacy("accuracy"), batch=False, show=None)
     average: float = setting(0.0, "per-step decay of an exponential moving average of the weights, one more "
-                             "candidate for select (0: off; constrained runs only)", range=UNIT_OPEN)
-    seed: int = setting(0, "training seed", range=NON_NEGATIVE, sweep=False)
-    sweep: str | None = setting(None, "tag: the sweep this run belongs to", sweep=False)
+                             "candidate for select (0: off; constrained runs only)", range=UNIT_OPEN,
+                             run_id=Legacy(0.0), batch=False, show=None)
+    seed: int = setting(0, "training seed", range=NON_NEGATIVE, sweep=False, run_id=HASHED, batch=False,
+                        show=None)
+    sweep: str | None = setting(None, "tag: the sweep this run belongs to", sweep=False, run_id=UNHASHED,
+                                batch=False, show=None)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -293,6 +353,44 @@ class FaroConfig:
         """A stored config of any version (see :func:`migrate_config`)."""
         return cls(**migrate_config(d))
 
+
+
+def check_classified(cls: type) -> None:
+    """Raise :class:`FaroError` unless every field of the dataclass ``cls`` carries its classification
+    (:data:`CLASSIFICATION`, as :func:`setting` writes it) with valid values, and a field shown on a form has
+    its label."""
+    for f in fields(cls):
+        md = f.metadata
+        missing = [k for k in CLASSIFICATION if k not in md]
+        if missing:
+            raise FaroError(f"{cls.__name__}.{f.name} is not classified: its metadata lacks {', '.join(missing)} "
+                            "(declare it with faro_core.train.config.setting)")
+        if not (md["run_id"] in (HASHED, UNHASHED) or isinstance(md["run_id"], Legacy)):
+            raise FaroError(f"{cls.__name__}.{f.name}: run_id must be HASHED, UNHASHED or Legacy(v), got "
+                            f"{md['run_id']!r}")
+        if not isinstance(md["batch"], bool):
+            raise FaroError(f"{cls.__name__}.{f.name}: batch must be True or False, got {md['batch']!r}")
+        if md["show"] not in SHOWN_ON or (md["show"] and not md.get("label")):
+            raise FaroError(f"{cls.__name__}.{f.name}: show must be one of {SHOWN_ON} (with a label), got "
+                            f"{md['show']!r}")
+
+
+def legacy_defaults(cls: type = FaroConfig) -> dict[str, object]:
+    """Each ``Legacy(v)`` field of ``cls`` with ``v``."""
+    return {f.name: f.metadata["run_id"].value for f in fields(cls) if isinstance(f.metadata["run_id"], Legacy)}
+
+
+def fields_where(key: str, value: Any, cls: type = FaroConfig) -> tuple[str, ...]:
+    """The fields of ``cls`` whose classification ``key`` is ``value``, in declaration order."""
+    return tuple(f.name for f in fields(cls) if f.metadata[key] == value)
+
+
+check_classified(FaroConfig)
+# Derived from the fields' classification (the one place it is written): run ids hash RUN_ID_FIELDS of the
+# resolved config, plus each LEGACY_DEFAULTS field off its legacy value; UNHASHED_FIELDS never.
+LEGACY_DEFAULTS: dict[str, object] = legacy_defaults()
+UNHASHED_FIELDS: tuple[str, ...] = fields_where("run_id", UNHASHED)
+RUN_ID_FIELDS: tuple[str, ...] = fields_where("run_id", HASHED)
 
 def default_attribute(data: str | None, format: str | None = None, role_columns: list[str] | None = None) -> str:
     """The attribute a config that names none gets: ``"role"`` on BBQ-format data (format ``bbq``, or a path
@@ -448,6 +546,11 @@ def parse_text(name: str, text: str) -> Any:
     else:
         value = s
     return _checked(f, value)
+
+
+def check_value(name: str, value: Any) -> Any:
+    """``value`` as setting ``name`` stores it (range and choices checked), or :class:`FaroError`."""
+    return _checked(setting_of(name), value)
 
 
 def parse_values(name: str, text: str) -> list[Any]:

@@ -11,14 +11,12 @@ exists.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from faro_core.errors import FaroError, RunError
@@ -173,33 +171,12 @@ def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, c
     return out
 
 
-SWEEP_CONFIG_FILE = "base_config.json"
-
-
-def sweep_argv(runs_dir: str, name: str, kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1,
-               bt: bool = False, mode: str = "head", **settings: Any) -> list[str]:
-    """The ``faro sweep`` command line of a grid (kinds x epsilons x seeds 0..seeds-1, plus BT per seed),
-    trained by the default batched engine. The shared settings (``mode`` and ``settings``: FaroConfig field
-    names) are validated into a base :class:`FaroConfig` and written to
-    ``RUNS_DIR/_sweeps/NAME/base_config.json``, which the command reads with ``--config``; only the grid is
-    spelled as flags."""
-    base = launch_config(mode=mode, **settings)
-    folder = Path(runs_dir) / "_sweeps" / validate_run_id(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / SWEEP_CONFIG_FILE, base.stored_dict())
-    eps = ",".join("inf" if not math.isfinite(e) else f"{e:g}" for e in epsilons)
-    return [sys.executable, "-m", "faro_core", "sweep", "--config", str(folder / SWEEP_CONFIG_FILE), "--runs-dir",
-            str(runs_dir), "--name", name, "--constraints", ",".join(kinds) or "none", "--epsilons", eps,
-            "--seeds", f"0-{int(seeds) - 1}", "--baselines", "bt" if bt else "none", "--engine", "batched",
-            "--quiet", "--json"]
-
-
 def launch_sweep(store: RunStore, argv: Sequence[str], ids: Sequence[str]) -> list[str]:
     """Start a ``faro sweep`` (one batched job: one process trains every member) detached; each member's run
     directory gets a ``launch.json`` naming the process and the batch, so the queue shows every member with
     its own progress and :func:`cancel` stops one member without stopping the others. Members already done
-    are left as they are (the sweep skips them). ``ids``: the members' run ids
-    (:func:`faro_core.cli.sweep_cmd.sweep_run_ids` of ``argv``). Returns them."""
+    are left as they are (the sweep skips them). ``ids``: the members' run ids (the grid's; built by
+    :func:`faro_core.studies.sweep.launch_spec`). Returns them."""
     ids = list(ids)
     todo = [r for r in ids if not (store.has(r) and store.get(r).status == "done")]
     for rid in todo:
