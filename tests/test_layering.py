@@ -10,6 +10,7 @@ layer check cannot see one between modules of one package).
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -270,40 +271,55 @@ def _literals(node: ast.AST) -> list[str]:
     return []
 
 
-def literal_comparisons(tree: ast.AST, names: set[str] | frozenset[str]) -> list[tuple[int, str]]:
+def literal_comparisons(tree: ast.AST, names: set[str] | frozenset[str],
+                        about: Callable[[ast.AST], bool] | None = None) -> list[tuple[int, str]]:
     """(line, name) for each comparison in ``tree`` of anything to a string literal in ``names``, in either
     order: ``x == "n"``, ``"n" != x`` (``.get(...) == "n"`` included), ``x in ("n", ...)`` / ``not in`` a
-    tuple, list or set literal, and ``"n" in x``. Each link of a chained comparison counts."""
+    tuple, list or set literal, and ``"n" in x``. Each link of a chained comparison counts. With ``about``,
+    only comparisons whose other operand it accepts (an expression about the attribute, say)."""
     out = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Compare):
             continue
         left = node.left
         for op, right in zip(node.ops, node.comparators):
-            found: list[str] = []
+            pairs: list[tuple[list[str], ast.AST]] = []  # (literals on one side, the other operand)
             if isinstance(op, (ast.Eq, ast.NotEq)):
-                found = [v for side in (left, right) if isinstance(side, ast.Constant) for v in _literals(side)]
+                pairs = [(_literals(x), y) for x, y in ((left, right), (right, left)) if isinstance(x, ast.Constant)]
             elif isinstance(op, (ast.In, ast.NotIn)):
-                found = _literals(left) if isinstance(left, ast.Constant) else []
-                found += _literals(right) if isinstance(right, (ast.Tuple, ast.List, ast.Set)) else []
-            out |= {(node.lineno, v) for v in found if v in names}
+                if isinstance(left, ast.Constant):
+                    pairs.append((_literals(left), right))
+                if isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+                    pairs.append((_literals(right), left))
+            out |= {(node.lineno, v) for found, other in pairs if about is None or about(other)
+                    for v in found if v in names}
             left = right
     return sorted(out)
 
 
-def method_literal_problems(root: Path, names: set[str]) -> list[str]:
-    """One line per comparison of a method name to a literal in ``faro_core/``, ``dashboard/`` and ``bench/``
-    under ``root``, the registry modules left out."""
+def literal_problems(root: Path, names: set[str] | frozenset[str], skip: Collection[str], what: str,
+                     about: Callable[[ast.AST], bool] | None = None) -> list[str]:
+    """One line per line with :func:`literal_comparisons` hits in ``faro_core/``, ``dashboard/`` and ``bench/`` under
+    ``root``, the modules ``skip`` (repository-relative) left out; ``what`` says whose name and where to ask."""
     problems = []
     for top in ("faro_core", "dashboard", "bench"):
         for path in sorted((root / top).rglob("*.py")):
             rel = path.relative_to(root).as_posix()
-            if rel in METHOD_REGISTRY_MODULES:
+            if rel in skip:
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-            problems += [f"{rel}:{line}: compares method name {name!r} to a literal (ask "
-                         f"faro_core.train.method_spec)" for line, name in literal_comparisons(tree, names)]
+            by_line: dict[int, list[str]] = {}
+            for line, name in literal_comparisons(tree, names, about):
+                by_line.setdefault(line, []).append(repr(name))
+            problems += [f"{rel}:{line}: compares {what.format(name=', '.join(found))}"
+                         for line, found in by_line.items()]
     return problems
+
+
+def method_literal_problems(root: Path, names: set[str]) -> list[str]:
+    """One line per comparison of a method name to a literal, the registry modules left out."""
+    return literal_problems(root, names, METHOD_REGISTRY_MODULES,
+                            "method name {name} to a literal (ask faro_core.train.method_spec)")
 
 
 def test_no_method_name_is_compared_to_a_literal() -> None:
@@ -336,7 +352,6 @@ def test_method_names_elsewhere_are_no_comparison() -> None:
 # Attribute names are not compared outside the attribute strategies: a caller asks the strategy
 # (faro_core.fairness.attributes) what it needs instead of testing ``attribute == "role"``. Self-contained.
 # ---------------------------------------------------------------------------------------------------------------
-ATTRIBUTE_SCANNED = ("faro_core", "dashboard", "bench")
 ATTRIBUTE_STRATEGY_MODULES = frozenset({  # where an attribute's own name may be spelled and compared
     "faro_core/fairness/attributes.py", "faro_core/fairness/role.py", "faro_core/fairness/role_columns.py",
     "faro_core/fairness/role_stats.py", "faro_core/fairness/role_constraint.py"})
@@ -355,50 +370,11 @@ def _about_attribute(node: ast.AST) -> bool:
     return isinstance(node, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) and "attribute" in ast.unparse(node)
 
 
-def _names_a_literal(node: ast.AST, names: frozenset[str]) -> bool:
-    return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
-
-
-def _holds_a_literal(node: ast.AST, names: frozenset[str]) -> bool:
-    return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(_names_a_literal(e, names) for e in node.elts)
-
-
-def attribute_name_comparisons(tree: ast.AST, names: frozenset[str]) -> list[tuple[int, str]]:
-    """(line, source) of every comparison in ``tree`` of an expression about the attribute with one of ``names``:
-    ``==`` / ``!=`` against the name in either order, ``in`` / ``not in`` a literal tuple, list or set holding
-    it, or the name ``in`` the expression."""
-    out = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Compare):
-            continue
-        operands = [node.left, *node.comparators]
-        for op, a, b in zip(node.ops, operands, operands[1:]):
-            if isinstance(op, (ast.Eq, ast.NotEq)):
-                hit = (_about_attribute(a) and _names_a_literal(b, names)) or (
-                    _about_attribute(b) and _names_a_literal(a, names))
-            elif isinstance(op, (ast.In, ast.NotIn)):
-                hit = (_about_attribute(a) and _holds_a_literal(b, names)) or (
-                    _names_a_literal(a, names) and _about_attribute(b))
-            else:
-                hit = False
-            if hit:
-                out.append((node.lineno, ast.unparse(node)))
-                break
-    return out
-
-
 def attribute_branches(root: Path, names: frozenset[str]) -> list[str]:
-    """``path:line: source`` of every attribute-name comparison under ``root``'s scanned folders, outside
+    """``path:line: ...`` of every comparison of an expression about the attribute with one of ``names``, outside
     :data:`ATTRIBUTE_STRATEGY_MODULES`."""
-    problems = []
-    for top in ATTRIBUTE_SCANNED:
-        for path in sorted((root / top).rglob("*.py")):
-            rel = path.relative_to(root).as_posix()
-            if rel in ATTRIBUTE_STRATEGY_MODULES:
-                continue
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-            problems += [f"{rel}:{line}: {text}" for line, text in attribute_name_comparisons(tree, names)]
-    return problems
+    return literal_problems(root, names, ATTRIBUTE_STRATEGY_MODULES,
+                            "attribute name {name} to an expression about the attribute", about=_about_attribute)
 
 
 def test_no_attribute_name_is_compared_outside_the_strategies() -> None:
