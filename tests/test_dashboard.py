@@ -417,15 +417,20 @@ def test_train_page_shows_compute_and_where_runs_go(runs_dir: Path) -> None:
 
 def test_launch_plans_combine_constraints_and_refuse_missing_gpus() -> None:
     from faro_core.errors import FaroError
+    from faro_core.studies.grid import SweepSpec, grid
     from faro_core.train import launch
+    from faro_core.train.config import FaroConfig
 
-    plan = launch.plan_runs(["bt", "dp", "eo"], [0.05, 0.1], seeds=2, combine=True)
-    assert [(p["constraint"], p["epsilon"], p["seed"]) for p in plan] == [
-        (None, float("inf"), 0), ("dp,eo", 0.05, 0), ("dp,eo", 0.1, 0),
-        (None, float("inf"), 1), ("dp,eo", 0.05, 1), ("dp,eo", 0.1, 1)]
-    assert [p["constraint"] for p in launch.plan_runs(["dp", "eo"], [0.05])] == ["dp", "eo"]
+    def plan(**kw: object) -> list[tuple[object, ...]]:  # the Train page's grid: a SweepSpec
+        return [(c.method, c.constraints, c.epsilon, c.seed) for c in grid(SweepSpec(base=FaroConfig(), **kw))]
+
+    combined = plan(kinds=["dp", "eo"], epsilons=[0.05, 0.1], seeds=[0, 1], baselines=["bt"], combine=True)
+    assert sorted(r for r in combined if r[0] == "faro") == [
+        ("faro", ["dp", "eo"], e, s) for e in (0.05, 0.1) for s in (0, 1)]
+    assert sorted(r[3] for r in combined if r[0] == "bt") == [0, 1]  # BT once per seed
+    assert [r[1] for r in plan(kinds=["dp", "eo"], epsilons=[0.05])] == [["dp"], ["eo"]]  # apart by default
     with pytest.raises(FaroError, match="unknown constraint"):
-        launch.plan_runs(["dp", "xx"], [0.05])
+        plan(kinds=["dp", "xx"], epsilons=[0.05])
     cfg = launch.launch_config(constraint="dp,eo", groups=["F", "M"])  # what a combined plan row launches
     assert cfg.constraints == ["dp", "eo"] and cfg.groups == ["F", "M"]
     import torch

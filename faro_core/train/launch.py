@@ -23,7 +23,6 @@ from faro_core.errors import FaroError, RunError
 from faro_core.io import read_json, write_json
 from faro_core.store.runs import Run, RunStore, _pid_alive, new_run_id, validate_run_id
 from faro_core.train.config import FaroConfig
-from faro_core.train.method_spec import PRIMARY, REFERENCE
 
 LAUNCH_FILE = "launch.json"
 LOG_FILE = "launch.log"
@@ -38,7 +37,7 @@ def train_argv(run_id: str, runs_dir: str, config_path: str, extra: Sequence[str
 
 def launch_config(config: FaroConfig | None = None, **kw: Any) -> FaroConfig:
     """The validated config of one launched run: ``config`` itself, or one built from ``kw`` (FaroConfig field
-    names; ``constraint="dp"`` or ``"dp,eo"`` is accepted for ``constraints``, as :func:`plan_runs` writes it).
+    names; ``constraint="dp"`` or ``"dp,eo"`` is accepted for ``constraints``).
     A value outside a field's range raises :class:`FaroError` here, before any process starts."""
     if config is not None:
         if kw:
@@ -145,30 +144,6 @@ def launch_train(store: RunStore, run_id: str | None = None, config: FaroConfig 
                 *argv[3:]]
     launch(store, argv, run_id, env=env, target=target, files={CONFIG_FILE: cfg.stored_dict()})
     return run_id
-
-
-def plan_runs(kinds: Sequence[str], epsilons: Sequence[float], seeds: int = 1, combine: bool = False
-              ) -> list[dict[str, Any]]:
-    """The runs a launch form asks for: ``kinds`` holds ``"bt"`` (:data:`~faro_core.train.method_spec.REFERENCE`,
-    the unconstrained baseline, once per seed) and constraint kinds; each kind gets one run of the primary
-    method per ε and seed, or, with ``combine``, one run under all the chosen kinds together (``"dp,eo"``) per
-    ε and seed. Returns :func:`launch_train` keyword sets."""
-    cons = [k for k in kinds if k != REFERENCE]
-    bad = [k for k in cons if k not in ("dp", "eo", "cf")]
-    if bad:
-        raise FaroError(f"unknown constraint kind(s) {bad}; choose from bt, dp, eo, cf")
-    if not kinds:
-        raise FaroError("choose at least one constraint type (or BT)")
-    if cons and not epsilons:
-        raise FaroError("give at least one ε for the constrained runs")
-    groups = [",".join(cons)] if combine and len(cons) > 1 else cons
-    out = []
-    for seed in range(int(seeds)):
-        if REFERENCE in kinds:
-            out.append({"constraint": None, "epsilon": float("inf"), "method": REFERENCE, "seed": seed})
-        for c in groups:
-            out += [{"constraint": c, "epsilon": float(e), "method": PRIMARY, "seed": seed} for e in epsilons]
-    return out
 
 
 def launch_sweep(store: RunStore, argv: Sequence[str], ids: Sequence[str]) -> list[str]:
