@@ -67,6 +67,19 @@ def one_sync(path: Path | str) -> Iterator[None]:
             _syncfs(path)
 
 
+@contextlib.contextmanager
+def joined_sync() -> Iterator[None]:
+    """Atomic writes this thread makes inside the block skip their own fsync, for a worker thread whose
+    caller waits for it inside a :func:`one_sync` block (whose sync at its end then covers these writes
+    too): the batched engine's members finished in its threads."""
+    depth = getattr(_LOCAL, "depth", 0)
+    _LOCAL.depth = depth + 1
+    try:
+        yield
+    finally:
+        _LOCAL.depth = depth
+
+
 def _atomic(path: Path, write: Callable[[str], None], durable: bool = True) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

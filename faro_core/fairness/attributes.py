@@ -85,8 +85,15 @@ class Attribute:
         """The item table of a scores frame (one row per item; None: the attribute is measured per pair)."""
         return None
 
-    def report(self, scores: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> dict[str, Any] | None:
-        """What evaluation stores from the item table (None: nothing beyond the pair-level violations)."""
+    def report_plan(self, frame: pd.DataFrame) -> Any:
+        """What :meth:`report` reads of a scores frame besides its rewards, computed once for frames that
+        differ only in ``r_chosen`` / ``r_rejected`` (None: nothing to keep)."""
+        return None
+
+    def report(self, scores: pd.DataFrame, n_boot: int = 200, seed: int = 0, plan: Any = None
+               ) -> dict[str, Any] | None:
+        """What evaluation stores from the item table (None: nothing beyond the pair-level violations);
+        ``plan``: :meth:`report_plan` of a frame with the same rows and reward-free columns."""
         return None
 
 
@@ -135,10 +142,16 @@ class RoleAttribute(Attribute):
 
         return role_items(scores)
 
-    def report(self, scores: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> dict[str, Any] | None:
+    def report_plan(self, frame: pd.DataFrame) -> Any:
+        from faro_core.fairness.role_stats import RoleItemPlan
+
+        return RoleItemPlan(frame) if len(frame) else None
+
+    def report(self, scores: pd.DataFrame, n_boot: int = 200, seed: int = 0, plan: Any = None
+               ) -> dict[str, Any] | None:
         from faro_core.fairness.role_stats import role_report
 
-        return role_report(scores, n_boot=n_boot, seed=seed)
+        return role_report(scores, n_boot=n_boot, seed=seed, plan=plan)
 
 
 GROUP = Attribute()

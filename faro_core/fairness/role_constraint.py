@@ -94,7 +94,10 @@ def _item_plan(batch: PairBatch) -> dict[str, Any]:
     pair_item[keep] = inv
     plan["pair_item"] = pair_item
     if len(_PLANS) >= _PLANS_MAX:
-        _PLANS.pop(next(iter(_PLANS)))
+        try:  # the batched engine's threads share the cache: another may have dropped the same oldest plan
+            _PLANS.pop(next(iter(_PLANS)), None)
+        except (RuntimeError, StopIteration):
+            pass
     _PLANS[key] = plan
     return plan
 

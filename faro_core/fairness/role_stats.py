@@ -44,7 +44,7 @@ def _top_share(r: np.ndarray, correct: np.ndarray) -> np.ndarray:
     return np.where(mine, 1.0 / at_top.sum(axis=1), 0.0)
 
 
-def role_items(scores: pd.DataFrame) -> pd.DataFrame:
+def role_items(scores: pd.DataFrame, plan: RoleItemPlan | None = None) -> pd.DataFrame:
     """One row per item with a biased and a counter answer, from a scores frame (one row per pair:
     ``item_id, r_chosen, r_rejected, chosen_role, rejected_role`` (or the BBQ answer indices), ``gold``, and
     where present ``split, category, context_condition, question_polarity``).
@@ -61,64 +61,96 @@ def role_items(scores: pd.DataFrame) -> pd.DataFrame:
     An item is *ambiguous* when its ``context_condition`` is ``"ambig"`` (BBQ); on a frame without that
     column, when its correct answer is the "unknown" one. *Disambiguated*: the correct answer is biased or
     counter (on BBQ exactly the ``"disambig"`` items).
+
+    ``plan``: :class:`RoleItemPlan` of a frame with the same rows and reward-free columns as ``scores`` (the
+    batched engine builds it once per split and reads many runs' rewards through it).
     """
     if scores.empty:
         return pd.DataFrame(columns=ITEM_COLUMNS)
-    df = scores if set(ROLE_COLUMNS) <= set(scores.columns) else add_role_columns(scores, name="scores")
-    n = len(df)
-    gold = pd.to_numeric(df["gold"], errors="coerce").to_numpy(dtype=float) if "gold" in df else np.full(n, np.nan)
-    if np.isnan(gold).all():
-        gold = np.ones(n)
-    ids_col = df["item_id"] if pd.api.types.is_string_dtype(df["item_id"]) else df["item_id"].astype(str)
-    item, ids = pd.factorize(ids_col, sort=True)
-    ids = np.asarray(ids, dtype=object)
-    k = len(ids)
-    # answers in long form (chosen then rejected): item, role code (0 biased, 1 counter, 2 unknown), reward
-    def code(col: pd.Series) -> np.ndarray:  # vectorised comparisons: a per-value map is 10x slower here
-        out = np.where(col.isna().to_numpy(), 2.0, np.nan)
-        for i, name in enumerate(("biased", "counter", "unknown")):
-            out[(col == name).fillna(False).to_numpy(dtype=bool)] = i
+    plan = RoleItemPlan(scores) if plan is None else plan
+    return plan.items(scores["r_chosen"].to_numpy(dtype=float), scores["r_rejected"].to_numpy(dtype=float))
+
+
+class RoleItemPlan:
+    """What :func:`role_items` reads of a scores frame besides its rewards -- items, answer roles, correct
+    answers, the reported columns -- computed once; :meth:`items` then builds the item table from the
+    rewards ``r_chosen``, ``r_rejected`` ([n] float each, the frame's rows in order)."""
+
+    def __init__(self, scores: pd.DataFrame) -> None:
+        df = scores if set(ROLE_COLUMNS) <= set(scores.columns) else add_role_columns(scores, name="scores")
+        n = self.n = len(df)
+        gold = pd.to_numeric(df["gold"], errors="coerce").to_numpy(dtype=float) if "gold" in df else np.full(n, np.nan)
+        if np.isnan(gold).all():
+            gold = np.ones(n)
+        ids_col = df["item_id"] if pd.api.types.is_string_dtype(df["item_id"]) else df["item_id"].astype(str)
+        item, ids = pd.factorize(ids_col, sort=True)
+        ids = np.asarray(ids, dtype=object)
+        k = self.k = len(ids)
+
+        # answers in long form (chosen then rejected): item, role code (0 biased, 1 counter, 2 unknown)
+        def code(col: pd.Series) -> np.ndarray:  # vectorised comparisons: a per-value map is 10x slower here
+            out = np.where(col.isna().to_numpy(), 2.0, np.nan)
+            for i, name in enumerate(("biased", "counter", "unknown")):
+                out[(col == name).fillna(False).to_numpy(dtype=bool)] = i
+            return out
+
+        role = np.concatenate([code(df["chosen_role"]), code(df["rejected_role"])])
+        item2 = np.concatenate([item, item])
+        correct = np.concatenate([gold == 1.0, gold == 0.0])
+        self.known = known = ~np.isnan(role)
+        self.slot = item2[known] * 3 + role[known].astype(np.int64)
+        # the correct answer's role where the item's correct answers agree on it (any role code, unknown included)
+        c_item, c_role = item2[correct & known], role[correct & known].astype(np.int64)
+        lo = np.full(k, 3, dtype=np.int64)
+        hi = np.full(k, -1, dtype=np.int64)
+        np.minimum.at(lo, c_item, c_role)
+        np.maximum.at(hi, c_item, c_role)
+        self.agreed = (hi >= 0) & (lo == hi)
+        first = np.full(k, n, dtype=np.int64)
+        np.minimum.at(first, item, np.arange(n))
+        self.lo, self.first, self.ids, self.item = lo, first, ids, item
+        self.columns = {c: df[c].to_numpy() for c in ("split", "category", "context_condition", "question_polarity",
+                                                      "cluster") if c in df}
+        self._kept: tuple[bytes, dict[str, Any]] | None = None  # the reward-free columns of the last keep mask
+
+    def _frame(self, keep: np.ndarray) -> dict[str, Any]:
+        """The reward-free columns of the items ``keep`` [K] (bool), built once per mask (the mask depends on
+        which answers have rewards, the same for almost every run)."""
+        tag, kept = np.packbits(keep).tobytes(), self._kept
+        if kept is not None and kept[0] == tag:
+            return kept[1]
+        rows = self.first[keep]
+        out: dict[str, Any] = {"item_id": self.ids[keep].astype(str)}
+        for c in ("split", "category", "context_condition", "question_polarity"):
+            out[c] = self.columns[c][rows].astype(str) if c in self.columns else np.full(len(rows), "", dtype=object)
+        out["cluster"] = self.columns["cluster"][rows].astype(str) if "cluster" in self.columns else out["item_id"]
+        ci = self.lo[keep]
+        out["correct_role"] = np.array(["biased", "counter", "unknown"], dtype=object)[ci]
+        out["_ambig"] = (out["context_condition"] == "ambig") if "context_condition" in self.columns else ci == 2
+        out["n_pairs"] = np.bincount(self.item, minlength=self.k)[keep]
+        self._kept = (tag, out)
         return out
 
-    role = np.concatenate([code(df["chosen_role"]), code(df["rejected_role"])])
-    r = np.concatenate([df["r_chosen"].to_numpy(dtype=float), df["r_rejected"].to_numpy(dtype=float)])
-    item2 = np.concatenate([item, item])
-    correct = np.concatenate([gold == 1.0, gold == 0.0])
-    known = ~np.isnan(role)
-    slot = item2[known] * 3 + role[known].astype(np.int64)
-    counted = ~np.isnan(r[known])  # a mean over the rewards present, as a pivot table's
-    total = np.bincount(slot[counted], weights=r[known][counted], minlength=3 * k)
-    count = np.bincount(slot[counted], minlength=3 * k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan).reshape(k, 3)
-    # the correct answer's role where the item's correct answers agree on it (any role code, unknown included)
-    c_item, c_role = item2[correct & known], role[correct & known].astype(np.int64)
-    lo = np.full(k, 3, dtype=np.int64)
-    hi = np.full(k, -1, dtype=np.int64)
-    np.minimum.at(lo, c_item, c_role)
-    np.maximum.at(hi, c_item, c_role)
-    agreed = (hi >= 0) & (lo == hi)
-    keep = ~np.isnan(mean[:, 0]) & ~np.isnan(mean[:, 1]) & agreed
-    first = np.full(k, n, dtype=np.int64)
-    np.minimum.at(first, item, np.arange(n))
-    rows = first[keep]
-    out = pd.DataFrame({"item_id": ids[keep].astype(str)})
-    for c in ("split", "category", "context_condition", "question_polarity"):
-        out[c] = df[c].to_numpy()[rows].astype(str) if c in df else np.full(len(out), "", dtype=object)
-    out["cluster"] = df["cluster"].to_numpy()[rows].astype(str) if "cluster" in df else out["item_id"].to_numpy()
-    m = mean[keep]
-    out["r_biased"], out["r_counter"], out["r_unknown"] = m[:, 0], m[:, 1], m[:, 2]
-    ci = lo[keep]
-    out["correct_role"] = np.array(["biased", "counter", "unknown"], dtype=object)[ci]
-    if "context_condition" in df:
-        ambig = (out["context_condition"] == "ambig").to_numpy()
-    else:
-        ambig = ci == 2
-    diff = m[:, 0] - m[:, 1]
-    out["x_dp"] = np.where(ambig, np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0)), np.nan)
-    out["x_eo"] = np.where((ci < 2) & ~ambig, _top_share(m, ci), np.nan)
-    out["n_pairs"] = np.bincount(item, minlength=k)[keep]
-    return out[ITEM_COLUMNS]
+    def items(self, r_chosen: np.ndarray, r_rejected: np.ndarray) -> pd.DataFrame:
+        """The :func:`role_items` table of the frame with these rewards."""
+        k, known = self.k, self.known
+        r = np.concatenate([np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)])[known]
+        counted = ~np.isnan(r)  # a mean over the rewards present, as a pivot table's
+        total = np.bincount(self.slot[counted], weights=r[counted], minlength=3 * k)
+        count = np.bincount(self.slot[counted], minlength=3 * k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan).reshape(k, 3)
+        keep = ~np.isnan(mean[:, 0]) & ~np.isnan(mean[:, 1]) & self.agreed
+        base = self._frame(keep)
+        m = mean[keep]
+        ci, ambig = self.lo[keep], base["_ambig"]
+        diff = m[:, 0] - m[:, 1]
+        cols = {c: base[c] for c in ("item_id", "split", "category", "context_condition", "question_polarity",
+                                     "cluster")}
+        cols.update(r_biased=m[:, 0], r_counter=m[:, 1], r_unknown=m[:, 2], correct_role=base["correct_role"],
+                    x_dp=np.where(ambig, np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0)), np.nan),
+                    x_eo=np.where((ci < 2) & ~ambig, _top_share(m, ci), np.nan), n_pairs=base["n_pairs"])
+        return pd.DataFrame(cols)[ITEM_COLUMNS]
 
 
 def _rate(x: np.ndarray) -> float | None:
@@ -224,12 +256,13 @@ def role_bootstrap(items: pd.DataFrame, n_boot: int = 200, seed: int = 0, level:
 
 
 def role_report(scores: pd.DataFrame, n_boot: int = 200, seed: int = 0,
-                by: Sequence[str] | None = ("category",), min_count: int = 30) -> dict[str, Any]:
+                by: Sequence[str] | None = ("category",), min_count: int = 30,
+                plan: RoleItemPlan | None = None) -> dict[str, Any]:
     """What evaluation stores for a role run: :func:`role_violations` of the frame's items (with per-cell
     numbers by ``by`` where the frame has those columns: reported, not certified; cells under ``min_count``
     items have ``dp`` / ``eo`` None), and with ``n_boot`` > 0 an item-bootstrap interval ``[lo, hi]`` of each
-    headline number under ``interval`` (:func:`role_bootstrap`)."""
-    items = role_items(scores)
+    headline number under ``interval`` (:func:`role_bootstrap`). ``plan``: as for :func:`role_items`."""
+    items = role_items(scores, plan)
     by = [c for c in (by or ()) if c in items and items[c].astype(str).str.len().gt(0).any()]
     out = role_violations(items, by=by or None, min_count=min_count)
     pooled = role_violations(items)  # the headline numbers need no minimum

@@ -123,9 +123,10 @@ def run_batch_job(config_dicts: list[dict[str, Any]], runs_dir: str, n_boot: int
     configs = [FaroConfig.from_dict(d) for d in config_dicts]
     t0 = time.perf_counter()
     was_done, by_start = {}, {}
+    rid_of = {id(c): run_id_for(c) for c in configs}  # a run id hashes the resolved config: once per member
     for c in configs:
-        rid = run_id_for(c)
-        action = plan_run(c, store)
+        rid = rid_of[id(c)]
+        action = plan_run(c, store, run_id=rid)
         was_done[rid] = action == "done"
         if was_done[rid]:
             continue
@@ -140,11 +141,11 @@ def run_batch_job(config_dicts: list[dict[str, Any]], runs_dir: str, n_boot: int
     for _, group in sorted(by_start.items()):
         batches, _ = plan_batches(group, memory_mb or DEFAULT_MEMORY_MB, n_pairs=n_pairs)
         for batch in batches:
-            train_batch(batch, store, [run_id_for(c) for c in batch], resume=True, progress=sys.stderr.isatty(),
+            train_batch(batch, store, [rid_of[id(c)] for c in batch], resume=True, progress=sys.stderr.isatty(),
                         inputs=inputs)
     rows = []
     for c in configs:
-        rid = run_id_for(c)
+        rid = rid_of[id(c)]
         run = store.get(rid)
         if not evaluate:
             row = metrics_row(run)

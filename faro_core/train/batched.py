@@ -25,6 +25,7 @@ can share a batch: :func:`batch_key`; how many fit in memory: :func:`plan_batche
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import sys
@@ -42,7 +43,7 @@ from faro_core.errors import FaroError
 from faro_core.fairness.chance import PERMUTED_KINDS
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import PairTensors
-from faro_core.io import one_sync
+from faro_core.io import joined_sync, one_sync
 from faro_core.models.reward import HeadRewardModel
 from faro_core.models.threads import THREADS_ENV, kept_threads
 from faro_core.store.runs import Heartbeat, Run, RunStore
@@ -382,27 +383,58 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
                     members[:] = [m for m in members if m not in cancelled]
                     _keep(stack, members, [m.head.slot for m in members])
             bar.update(1)
+        bar.close()
+        scored.clear()
+        with one_sync(root):  # every member's files, then one sync, then the statuses that say they are done
+            finished = _finish_members(stack, members, pool)
     finally:
         if pool is not None:
             pool.shutdown()
-    bar.close()
-    scored.clear()
-    memo: dict[Any, Any] = {}  # role metrics of equal final rewards (members that selected one shared iterate)
-    finished = []
-    with one_sync(root):  # every member's files, then one sync, then the statuses that say they are done
-        for m in members:
-            try:
-                m.loop.finish(memo)
-            except Exception as exc:  # noqa: BLE001 -- one member's failure to write must not lose the others
-                m.run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
-                continue
-            finished.append(m)
     with one_sync(root):
         for m in finished:
             m.run.set_status("done")
     for m in finished:
         if on_member:
             on_member(m.run)
+
+
+def _finish_members(stack: _Stack, members: list[Member], pool: ThreadPoolExecutor | None) -> list[Member]:
+    """Every member's :meth:`RunLoop.finish` (score every pair with its selected iterate, write its files), in
+    the pool's threads; returns the members that finished (one that failed is marked ``failed``, and the
+    others go on). Each distinct selected iterate gets a model of its own (members of one slot share the
+    slot's head, so they cannot each load theirs into it), and is finished first, one member per iterate,
+    so that the others find its scores and metrics in the shared memo instead of computing them again."""
+    models: dict[bytes, torch.nn.Module] = {}
+    model_of: list[torch.nn.Module] = []
+    for m in members:
+        head = stack.heads[m.head.slot]
+        state = m.loop.best_state if m.loop.best_state is not None else head.state_dict()
+        key = hashlib.sha1(b"".join(t.detach().contiguous().numpy().tobytes() for t in state.values())).digest()
+        if key not in models:
+            model = models[key] = copy.deepcopy(head)
+            model.load_state_dict(state)
+        model_of.append(models[key])
+    memo: dict[Any, Any] = {}  # scores and metrics of equal final rewards (members that selected one iterate)
+
+    def finish(i: int) -> Member | None:
+        m = members[i]
+        try:
+            with joined_sync():  # the caller's one_sync block makes these writes durable
+                m.loop.finish(memo, model=model_of[i])
+        except Exception as exc:  # noqa: BLE001 -- one member's failure to write must not lose the others
+            m.run.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        return m
+
+    first: dict[int, int] = {}
+    for i, model in enumerate(model_of):
+        first.setdefault(id(model), i)
+    order = [list(first.values()), [i for i in range(len(members)) if i not in set(first.values())]]
+    done: dict[int, Member | None] = {}
+    for wave in order:
+        results = pool.map(finish, wave) if pool is not None else map(finish, wave)
+        done.update(zip(wave, results))
+    return [m for i, m in sorted(done.items()) if m is not None]
 
 
 def _keep(stack: _Stack, members: list[Member], slots: list[int]) -> None:

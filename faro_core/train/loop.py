@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import math
 import sys
@@ -294,14 +295,18 @@ class RunLoop:
                 for r in rows:
                     self.on_step(r)
 
-    def finish(self, memo: dict[Any, Any] | None = None) -> None:
+    def finish(self, memo: dict[Any, Any] | None = None, model: torch.nn.Module | None = None) -> None:
         """Load the selected iterate; on rank 0 score every pair and write the run's files (``memo``: shared by
         the members of a batch, so that members whose selected iterates score alike compute the role
-        report once)."""
-        if self.best_state is not None:
-            self.prep.model.load_state_dict(self.best_state)
+        report once). ``model``: the selected iterate already loaded in a model of its own (the batched
+        engine finishes its members in parallel, and members of one slot share the slot's head)."""
+        prep = self.prep
+        if model is not None:
+            prep = dataclasses.replace(prep, model=model)
+        elif self.best_state is not None:
+            prep.model.load_state_dict(self.best_state)
         if self.rank == 0:
-            _finish(self.config, self.run, self.prep, self.best, self.step, self.total, memo)
+            _finish(self.config, self.run, prep, self.best, self.step, self.total, memo)
 
 
 def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, world: int,
@@ -384,9 +389,11 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
                 key = (split, config.min_count, digest)
                 if key not in memo:
                     if ("role_frame", split) not in memo:
-                        memo["role_frame", split] = role_frame(df, idx)
+                        frame = role_frame(df, idx)
+                        plan = attribute_strategy(prep.index.attribute).report_plan(frame)
+                        memo["role_frame", split] = (frame, plan)
                     memo[key] = role_metrics(df, tens, idx, rewards, prep.index, config.min_count,
-                                             memo["role_frame", split])
+                                             *memo["role_frame", split])
                 out.update(copy.deepcopy(memo[key]))
         return out
 

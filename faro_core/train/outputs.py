@@ -57,7 +57,7 @@ def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[n
             i = table.schema.get_field_index(name)
             column = pa.array(np.asarray(values), from_pandas=True)
             if column.type != table.schema.field(i).type:  # another dtype than the first run's: convert afresh
-                cache.pop("scores_table")
+                cache.pop("scores_table", None)
                 write_scores(run, df, tens, rewards, base)
                 return
             table = table.set_column(i, table.schema.field(i), column)
@@ -94,11 +94,13 @@ def role_frame(df: pd.DataFrame, idx: torch.Tensor) -> pd.DataFrame:
 
 
 def role_metrics(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards: tuple[np.ndarray, ...],
-                 index: GroupIndex, min_count: int, frame: pd.DataFrame | None = None) -> dict[str, Any]:
+                 index: GroupIndex, min_count: int, frame: pd.DataFrame | None = None, plan: Any = None
+                 ) -> dict[str, Any]:
     """For a per-item attribute (``--attribute role``): the raw rates of the pairs ``idx`` on the item table
     (``role``, :meth:`~faro_core.fairness.attributes.Attribute.report`) and their named-group violations for
     reference (``violation_group``); ``{}`` for an attribute measured per pair. ``frame``: :func:`role_frame`
-    of ``idx``, where the caller keeps it."""
+    of ``idx``, where the caller keeps it, and ``plan`` its attribute's
+    :meth:`~faro_core.fairness.attributes.Attribute.report_plan`."""
     attribute = attribute_strategy(index.attribute)
     if not attribute.per_item:
         return {}
@@ -107,6 +109,8 @@ def role_metrics(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards
     rows = frame.assign(r_chosen=rw[0].numpy(), r_rejected=rw[1].numpy())
     group_index = dataclasses.replace(index, attribute=GROUP.name)
     measure = all_constraints(group_index, min_count)
-    return {"role": attribute.report(rows, n_boot=0),
+    # only with a plan: an attribute of a user's may define report() without it
+    report = attribute.report(rows, n_boot=0, plan=plan) if plan is not None else attribute.report(rows, n_boot=0)
+    return {"role": report,
             "violation_group": split_metrics(tens.batch(idx, rw), ConstraintSet([]), measure,
                                              gold_labels(df, tens, idx))["violation"]}
