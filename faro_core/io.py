@@ -137,17 +137,14 @@ def write_text(path: Path | str, text: str) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def write_bytes(path: Path | str, data: bytes) -> None:
+    """Atomically write ``data`` (a file already encoded in one of the safe formats, e.g. Parquet bytes)."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
 def write_parquet(path: Path | str, df: Any) -> None:
     """Atomically write a pandas DataFrame as Parquet."""
     _atomic(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def write_parquet_table(path: Path | str, table: Any, pq: Any = None) -> None:
-    """Atomically write a pyarrow Table as Parquet (what :func:`write_parquet` writes for the frame it came
-    from: pandas converts the frame to this table and writes it with the same defaults)."""
-    if pq is None:
-        import pyarrow.parquet as pq
-    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, compression="snappy"))
 
 
 def write_safetensors(path: Path | str, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:

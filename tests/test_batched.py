@@ -353,6 +353,11 @@ def test_one_sync_defers_each_files_fsync_to_one_sync(tmp_path, monkeypatch) -> 
         assert calls == {"fsync": 1, "syncfs": 0}
     assert calls == {"fsync": 1, "syncfs": 1}
     assert io.read_json(tmp_path / "b4.json") == {"i": 4} and not list(tmp_path.glob(".*.tmp"))
+    # a worker thread's writes inside joined_sync (the engine finishing its members in its threads, inside
+    # the caller's one_sync) skip their fsync and leave the sync to the caller's block
+    with io.joined_sync():
+        io.write_json(tmp_path / "c.json", {"c": 1})
+    assert calls == {"fsync": 1, "syncfs": 1} and io.read_json(tmp_path / "c.json") == {"c": 1}
     run = RunStore(tmp_path / "runs").create({"name": "x"}, run_id="x")
     run.set_status("running")
     before = dict(calls)

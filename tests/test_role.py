@@ -26,7 +26,7 @@ from faro_core.fairness.role import (
     role_report,
     role_violations,
 )
-from faro_core.fairness.role_stats import _item_arrays, _violations
+from faro_core.fairness.role_stats import RoleItemPlan, _item_arrays, _violations
 from faro_core.train.proxy_gda import ProxyGDA
 
 U, B, C = None, "biased", "counter"
@@ -142,6 +142,22 @@ def test_the_item_table_ignores_row_order_and_the_bootstrap_reads_what_the_frame
     by_cell = role_violations(items.assign(category=["Age", "Race"] * 4), by=["category"])
     assert list(by_cell["cells"]) == ["Age", "Race"]
     assert by_cell["cells"]["Race"] == role_violations(items.iloc[1::2].reset_index(drop=True))
+
+
+def test_an_item_plan_reads_other_rewards_as_the_frame_path_does():
+    """The batched engine builds a RoleItemPlan once per split and reads each member's rewards through it: the
+    item table and the report equal the frame path's for any rewards, ties and missing ones included (the
+    plan rebuilds its reward-free columns when another set of items keeps both answers)."""
+    frame = hand_table()
+    plan = RoleItemPlan(frame.drop(columns=["r_chosen", "r_rejected"]))
+    rng = np.random.default_rng(1)
+    for trial in range(6):
+        rewards = rng.normal(size=(2, len(frame))).round(trial % 3)  # rounding to 0 decimals makes ties
+        if trial >= 3:
+            rewards[0, rng.integers(0, len(frame), 3)] = math.nan  # answers without a reward: fewer items
+        rows = frame.assign(r_chosen=rewards[0], r_rejected=rewards[1])
+        pd.testing.assert_frame_equal(role_items(rows, plan), role_items(rows))
+        assert role_report(rows, n_boot=20, plan=plan) == role_report(rows, n_boot=20)
 
 
 def _role_index(df: pd.DataFrame) -> GroupIndex:

@@ -71,6 +71,9 @@ def role_items(scores: pd.DataFrame, plan: RoleItemPlan | None = None) -> pd.Dat
     return plan.items(scores["r_chosen"].to_numpy(dtype=float), scores["r_rejected"].to_numpy(dtype=float))
 
 
+_TEXT_COLUMNS = ("item_id", "split", "category", "context_condition", "question_polarity", "cluster", "correct_role")
+
+
 class RoleItemPlan:
     """What :func:`role_items` reads of a scores frame besides its rewards -- items, answer roles, correct
     answers, the reported columns -- computed once; :meth:`items` then builds the item table from the
@@ -128,6 +131,9 @@ class RoleItemPlan:
         out["correct_role"] = np.array(["biased", "counter", "unknown"], dtype=object)[ci]
         out["_ambig"] = (out["context_condition"] == "ambig") if "context_condition" in self.columns else ci == 2
         out["n_pairs"] = np.bincount(self.item, minlength=self.k)[keep]
+        # the text columns as the table's own column arrays, converted once (not at every items())
+        text = pd.DataFrame({c: out[c] for c in _TEXT_COLUMNS})
+        out.update({c: text[c].array for c in _TEXT_COLUMNS})
         self._kept = (tag, out)
         return out
 

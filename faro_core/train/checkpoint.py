@@ -5,13 +5,14 @@ with two file-system syncs in all instead of two fsyncs per run, keeping that or
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from faro_core.io import one_sync, read_json, write_json, write_safetensors
+from faro_core.io import joined_sync, one_sync, read_json, write_json, write_safetensors
 from faro_core.store.runs import Run
 from faro_core.train.proxy_gda import ProxyGDA
 
@@ -53,11 +54,13 @@ def save_checkpoint(run: Run, model: torch.nn.Module, opt: torch.optim.Optimizer
 
 
 def save_checkpoints(items: list[tuple[Run, torch.nn.Module, Any, ProxyGDA, dict[str, Any],
-                                       dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]]) -> None:
+                                       dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]],
+                     pool: Executor | None = None) -> None:
     """The checkpoints of several runs (each item: what :func:`save_checkpoint` takes), each run's files exactly
     as :func:`save_checkpoint` writes them, with two syncs in all (:func:`faro_core.io.one_sync`): every
     run's tensors file, one sync, then every run's ``state.json``, one sync, so that no ``state.json`` reaches
-    the disk before the tensors it names; then the older tensors files go."""
+    the disk before the tensors it names; then the older tensors files go. ``pool``: threads that write the
+    tensors files (all of them are written before the sync that follows)."""
     if len(items) == 1:
         save_checkpoint(*items[0])
         return
@@ -66,9 +69,13 @@ def save_checkpoints(items: list[tuple[Run, torch.nn.Module, Any, ProxyGDA, dict
     files = [(run.file("checkpoint"), *_checkpoint_files(*rest)) for run, *rest in items]
     for ckpt, _, _, _ in files:
         ckpt.mkdir(parents=True, exist_ok=True)
+
+    def write(file: tuple[Path, str, dict[str, torch.Tensor], dict[str, Any]]) -> None:
+        with joined_sync():  # the block below syncs them
+            write_safetensors(file[0] / file[1], file[2])
+
     with one_sync(files[0][0]):
-        for ckpt, name, tensors, _ in files:
-            write_safetensors(ckpt / name, tensors)
+        list(pool.map(write, files) if pool is not None else map(write, files))
     with one_sync(files[0][0]):
         for ckpt, _, _, meta in files:
             write_json(ckpt / "state.json", meta)

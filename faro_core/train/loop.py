@@ -282,12 +282,12 @@ class RunLoop:
                 self.best_state, stepper.buffer_state())
 
     def flush(self) -> None:
-        """Write the pending history rows (progress at most every 0.5 s, and at the end: an fsynced file per
-        step cost ~7%)."""
+        """Write the pending history rows (progress at most every 0.5 s: an fsynced file per step cost ~7%; the
+        last step's progress is written by :meth:`finish`, after the run's files)."""
         rows, self.pending = self.prep.stepper.finish_rows(self.pending), []
         if self.rank == 0 and rows:
             self.run.log(rows)
-            if time.monotonic() - self.last_progress > 0.5 or self.step == self.total:
+            if time.monotonic() - self.last_progress > 0.5 and self.step < self.total:
                 self.run.set_progress(self.step, self.total,
                                       epoch=(self.step - 1) // self.prep.stepper.steps_per_epoch)
                 self.last_progress = time.monotonic()

@@ -6,6 +6,7 @@ Shared by the training loop and the methods that replace it (:mod:`faro_core.tra
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
 from faro_core.fairness.metrics import split_metrics
 from faro_core.fairness.pairs import GroupIndex, PairTensors
 from faro_core.fairness.role_stats import ITEM_INPUTS
-from faro_core.io import write_parquet, write_parquet_table
+from faro_core.io import write_bytes, write_parquet
 from faro_core.store.runs import Run
 
 
@@ -44,6 +45,12 @@ def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[n
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    key = None
+    if cache is not None:  # members whose selected iterates score alike write the same file: its bytes, once
+        key = ("scores_bytes", hashlib.sha1(b"".join(np.ascontiguousarray(r).tobytes() for r in rewards)).digest())
+        if key in cache:
+            write_bytes(run.file("scores.parquet"), cache[key])
+            return
     table = cache.get("scores_table") if cache is not None else None
     if table is None:
         scores = (scores_frame(df) if base is None else base).assign(
@@ -61,7 +68,10 @@ def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[n
                 write_scores(run, df, tens, rewards, base)
                 return
             table = table.set_column(i, table.schema.field(i), column)
-    write_parquet_table(run.file("scores.parquet"), table, pq)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")  # the bytes pq.write_table writes to a file
+    data = cache[key] = sink.getvalue().to_pybytes()
+    write_bytes(run.file("scores.parquet"), data)
 
 
 def data_record(data: Any, split_idx: dict[str, torch.Tensor], backend: Any) -> dict[str, Any]:
