@@ -359,21 +359,24 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     pool = ThreadPoolExecutor(n_threads, thread_name_prefix="faro-batch", initializer=_worker_init) \
         if n_threads > 1 else None
     try:
+        flight = None  # the next step, when it runs in the pool while the members book this one
         while step < total and members:
             scored.clear()
-            LAST_BATCH["member_steps"] += len(members)
-            LAST_BATCH["slot_steps"] += stack.n_members
-            outs = _batched_step(stack, backend, members, step, pool)
+            outs = _collect_step(stack, flight or _submit_step(stack, backend, members, step, pool))
             step += 1
             loop0 = members[0].loop  # eval_every and total are batch keys: every member evaluates together
             if pool is not None and (step % loop0.eval_every == 0 or step == loop0.total):
                 _prefetch_validation(members, scored, pool)
+            poll = time.monotonic() - last_poll >= cancel_poll_s
+            flight = None
+            if pool is not None and not poll and step < total and _quiet_after(members, step):
+                flight = _submit_step(stack, backend, members, step, pool)
             for m, out in zip(members, outs):
                 m.loop.after_step(out)
             if ckpts:
                 save_checkpoints(ckpts, pool)
                 ckpts.clear()
-            if time.monotonic() - last_poll >= cancel_poll_s:
+            if poll:
                 last_poll = time.monotonic()
                 cancelled = [m for m in members if m.run.cancel_requested()]
                 if cancelled:
@@ -561,17 +564,33 @@ def _memo_score(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[
     return score
 
 
-def _slot_step(stack: _Stack, backend: HeadBackend, group: list[Member], step: int) -> tuple[Any, ...]:
+def _draw_key(st: Any) -> tuple[Any, ...]:
+    """What :meth:`TrainStepper.draw` and the rows it scores depend on besides the step (members of one batch
+    share data, split, batch size and schedule): slots with equal keys draw the same pairs every step."""
+    return (st.config.seed, st.item_batches is not None, bool(st.constraints), st.cbs, st.bs_local,
+            st.steps_per_epoch, st.need_twins)
+
+
+def _slot_step(stack: _Stack, backend: HeadBackend, group: list[Member], step: int,
+               draws: dict[tuple[Any, ...], Any] | None = None) -> tuple[Any, ...]:
     """Training step ``step`` of one slot, exactly as :meth:`TrainStepper.step` runs it for a solo run: the
     representative (``group[0]``) draws its batch, its head scores it, its loss, backward and Adam step, then
     every member of the slot takes its dual step when due (on the slot's one fresh pass). Returns (loss,
     Bradley-Terry loss, whether a fresh dual pass ran). Slots share nothing that this writes, so different
-    slots run in different threads."""
+    slots run in different threads. ``draws``: the step's batches and gathered feature rows by
+    :func:`_draw_key`, shared by the slots of this step (read-only; a slot that finds none adds its own)."""
     rep = group[0]
     slot, st = rep.head.slot, rep.stepper
-    local, n_bt, n_pair = st.draw(step)
-    rows, tw = backend.row_plan(local, with_twins=st.need_twins)
-    r = stack.heads[slot](backend.x_all.index_select(0, rows))
+    key = _draw_key(st)
+    drawn = draws.get(key) if draws is not None else None
+    if drawn is None:
+        local, n_bt, n_pair = st.draw(step)
+        rows, tw = backend.row_plan(local, with_twins=st.need_twins)
+        drawn = (local, n_bt, n_pair, tw, backend.x_all.index_select(0, rows))
+        if draws is not None:
+            draws.setdefault(key, drawn)
+    local, n_bt, n_pair, tw, x = drawn
+    r = stack.heads[slot](x)
     rewards = tuple(t.float() for t in unstack_rewards(r, tw))
     loss, loss_bt = st.batch_loss(local, n_bt, n_pair, rewards)
     opt = stack.opts[slot]
@@ -600,11 +619,22 @@ def batch_threads(n_slots: int) -> int:
     return max(1, min(n, n_slots))
 
 
-def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], step: int,
-                  pool: ThreadPoolExecutor | None) -> list[dict[str, Any]]:
-    """Training step ``step`` of every member: each slot's step (:func:`_slot_step`), the slots spread over the
-    pool's threads (each thread takes a share of the slots, balanced by the rows they scored last), then the
-    forks. Returns each member's step record (as :meth:`TrainStepper.step` does)."""
+@dataclass
+class _StepInFlight:
+    """A batched step submitted to the pool (:func:`_submit_step`), collected by :func:`_collect_step`."""
+
+    step: int
+    members: list[Member]
+    kind: list[str]
+    results: list[Any]
+    futures: list[Any]
+
+
+def _submit_step(stack: _Stack, backend: HeadBackend, members: list[Member], step: int,
+                 pool: ThreadPoolExecutor | None) -> _StepInFlight:
+    """Start training step ``step`` of every member: each slot's step (:func:`_slot_step`), the slots spread over
+    the pool's threads (each thread a share of the slots, balanced by their kinds' costs); without a pool (or
+    with one slot) the step runs here."""
     # one representative per slot steps it (members of a slot compute the same step, bit for bit); every slot
     # of the stack has one (the engine drops emptied slots)
     groups: dict[int, list[Member]] = {}
@@ -614,33 +644,57 @@ def _batched_step(stack: _Stack, backend: HeadBackend, members: list[Member], st
     kind = [",".join(g[0].config.active_constraints) or "bt" for g in order]
     for k in kind:  # the slot-steps computed, by the constraints that shape their rows (bench/sweep_engine.py)
         LAST_BATCH.setdefault("by_kind", {}).setdefault(k, {"steps": 0, "dual": 0})["steps"] += 1
+    LAST_BATCH["member_steps"] = LAST_BATCH.get("member_steps", 0) + len(members)
+    LAST_BATCH["slot_steps"] = LAST_BATCH.get("slot_steps", 0) + stack.n_members
     n_workers = pool._max_workers if pool is not None else 1  # noqa: SLF001 -- the pool's size, as built
-    if n_workers < 2 or len(order) < 2:
-        results = [_slot_step(stack, backend, g, step) for g in order]
-    else:
-        # longest first onto the least loaded thread; a slot's cost ~ its kind's rows (CF twins, role items)
-        cost = [(_KIND_COST.get(k.split(",")[0], 1.0), i) for i, k in enumerate(kind)]
-        shares: list[list[int]] = [[] for _ in range(n_workers)]
-        load = [0.0] * n_workers
-        for c, i in sorted(cost, reverse=True):
-            w = load.index(min(load))
-            shares[w].append(i)
-            load[w] += c
-        futures = [pool.submit(lambda ids: [(i, _slot_step(stack, backend, order[i], step)) for i in ids], ids)
-                   for ids in shares if ids]
-        results = [None] * len(order)  # type: ignore[list-item]
-        for f in futures:
-            for i, res in f.result():
-                results[i] = res
-    outs = []
-    for k, res in zip(kind, results):
+    draws: dict[tuple[Any, ...], Any] = {}  # this step's batches, drawn once per _draw_key
+    flight = _StepInFlight(step, list(members), kind, [None] * len(order), [])
+    if pool is None or n_workers < 2 or len(order) < 2:
+        flight.results = [_slot_step(stack, backend, g, step, draws) for g in order]
+        return flight
+    # longest first onto the least loaded thread; a slot's cost ~ its kind's (CF twins, role items)
+    cost = [(_KIND_COST.get(k.split(",")[0], 1.0), i) for i, k in enumerate(kind)]
+    shares: list[list[int]] = [[] for _ in range(n_workers)]
+    load = [0.0] * n_workers
+    for c, i in sorted(cost, reverse=True):
+        w = load.index(min(load))
+        shares[w].append(i)
+        load[w] += c
+    flight.futures = [pool.submit(lambda ids: [(i, _slot_step(stack, backend, order[i], step, draws)) for i in ids],
+                                  ids) for ids in shares if ids]
+    return flight
+
+
+def _collect_step(stack: _Stack, flight: _StepInFlight) -> list[dict[str, Any]]:
+    """Wait for a submitted step, then the forks. Returns each member's step record (as
+    :meth:`TrainStepper.step` does)."""
+    for f in flight.futures:
+        for i, res in f.result():
+            flight.results[i] = res
+    step, members = flight.step, flight.members
+    for k, res in zip(flight.kind, flight.results):
         if res[2]:
             LAST_BATCH["dual_passes"] = LAST_BATCH.get("dual_passes", 0) + 1
             LAST_BATCH["by_kind"][k]["dual"] += 1
+    outs = []
     for m in members:
-        loss, loss_bt, _ = results[m.head.slot]
+        loss, loss_bt, _ = flight.results[m.head.slot]
         outs.append({"step": step + 1, "epoch": step // m.stepper.steps_per_epoch, "loss": loss,
                      "loss_bt": loss_bt, "dual": m.stepper.dual_due(step)})
     if any(o["dual"] for o in outs):
         _fork(stack, members)
     return outs
+
+
+def _quiet_after(members: list[Member], step: int) -> bool:
+    """Can step ``step`` (0-based) run while the members book the step before it? Yes when booking that step
+    reads nothing the next one writes: no member evaluates or checkpoints after it (both read the weights),
+    and no member's dual step is due in the next one (it moves the multipliers the history rows log)."""
+    loop0 = members[0].loop  # eval_every and total are batch keys
+    if step % loop0.eval_every == 0 or step >= loop0.total:
+        return False
+    for m in members:
+        every = m.config.ckpt_every
+        if (every and step % every == 0) or m.stepper.dual_due(step):
+            return False
+    return True
