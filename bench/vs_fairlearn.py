@@ -1,4 +1,5 @@
-"""Faro head-mode sweep vs fairlearn ExponentiatedGradient: wall time and fronts (goal: ratio <= 0.05, Faro's
+"""Faro head-mode sweep vs fairlearn ExponentiatedGradient: wall time and fronts (goal: ratio <= 0.1 at full length,
+issue #24 (an earlier goal was 0.05), Faro's
 front not dominated under its own selection and under fairlearn's, the last iterate).
 
     python bench/vs_fairlearn.py [--quick] [--epochs N] [--json]
@@ -287,9 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             + "\n\nTest split, gold accuracy / EO violation:\n\n"
             + md_table(["ε", "Faro-EO", "Faro-EO, last iterate", "fairlearn EO, MLP head",
                         "fairlearn EO, logistic regression"], pts)
-            + f"\n\nGoal ≤ 0.05: **{'met' if ratio <= 0.05 else 'not met'}** against fairlearn fitting the same "
-            f"MLP head ({ratio:.3f} under Faro's selection, {ratio_last:.3f} with the last iterate); "
-            f"**{'met' if ratio_lin <= 0.05 else 'not met'}** against fairlearn fitting "
+            + f"\n\nGoal ≤ 0.1 (at full length; an earlier goal was 0.05): "
+            f"**{'met' if ratio <= 0.1 else 'not met'}** against fairlearn fitting the same "
+            f"MLP head ({ratio:.3f} under Faro's selection, {ratio_last:.3f} with the last iterate; "
+            f"≤ 0.05: {'met' if ratio <= 0.05 else 'not met'}); "
+            f"**{'met' if ratio_lin <= 0.1 else 'not met'}** against fairlearn fitting "
             f"logistic regression ({ratio_lin:.3f}), whose models are much less accurate. Faro's EO front "
             f"({len(front)} points) is **{'dominated' if is_dom else 'not dominated'}** by fairlearn's points "
             "(either side). With the same selection as fairlearn's (the last iterate, `select=\"last\"`) "

@@ -9,7 +9,9 @@ a slot forks at the dual step where their multipliers first differ. Each slot is
 (:class:`TrainStepper`: draw, forward, loss, backward, Adam, dual step when due) on one torch thread; the slots
 are spread over one worker thread per core. After each step every member's
 :class:`~faro_core.train.loop.RunLoop` does what the solo loop does: history, validation and iterate
-selection, progress, checkpoints (written for all members with one sync). So a member is its solo run, bit for
+selection, progress, checkpoints (written for all members with one sync), while the next step already runs
+in the pool where that bookkeeping reads nothing the step writes; at the end the members are scored and
+written in the pool's threads, each distinct selected iterate once. So a member is its solo run, bit for
 bit on a CPU: same rewards on every pair, same selected iterate, same checkpoints, and a member interrupted in a
 batch resumes solo (``faro train --resume``) or in a batch to the same result.
 
@@ -433,7 +435,8 @@ def _finish_members(stack: _Stack, members: list[Member], pool: ThreadPoolExecut
     first: dict[int, int] = {}
     for i, model in enumerate(model_of):
         first.setdefault(id(model), i)
-    order = [list(first.values()), [i for i in range(len(members)) if i not in set(first.values())]]
+    leads = set(first.values())
+    order = [sorted(leads), [i for i in range(len(members)) if i not in leads]]
     done: dict[int, Member | None] = {}
     for wave in order:
         results = pool.map(finish, wave) if pool is not None else map(finish, wave)
