@@ -300,13 +300,21 @@ class RunLoop:
         the members of a batch, so that members whose selected iterates score alike compute the role
         report once). ``model``: the selected iterate already loaded in a model of its own (the batched
         engine finishes its members in parallel, and members of one slot share the slot's head)."""
+        if self.rank == 0:
+            write_final(self.config, self.run, self.final_outputs(memo, model), memo)
+        elif self.best_state is not None:
+            self.prep.model.load_state_dict(self.best_state)
+
+    def final_outputs(self, memo: dict[Any, Any] | None = None, model: torch.nn.Module | None = None
+                      ) -> FinalOutputs:
+        """What :meth:`finish` writes, computed (:func:`final_outputs`) with the selected iterate (loaded into
+        the run's model, or ``model`` holding it already)."""
         prep = self.prep
         if model is not None:
             prep = dataclasses.replace(prep, model=model)
         elif self.best_state is not None:
             prep.model.load_state_dict(self.best_state)
-        if self.rank == 0:
-            _finish(self.config, self.run, prep, self.best, self.step, self.total, memo)
+        return final_outputs(self.config, prep, self.best, self.step, self.total, memo)
 
 
 def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, world: int,
@@ -327,21 +335,41 @@ def _fit(config: FaroConfig, run: Run, resume: bool, progress: bool, rank: int, 
     loop.finish()
 
 
-def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] | None, step: int,
-            total: int, memo: dict[Any, Any] | None = None) -> None:
-    """Score every pair of every split with the selected iterate (post-processed by the method, if it does),
-    write ``scores.parquet``, the model, ``model.json`` and ``metrics.json``. ``memo``: the pairs' rewards by
-    the weights' bytes and role metrics by (split, min_count, rewards' bytes), reused for equal inputs."""
+def final_rewards(backend: Any, model: torch.nn.Module, n_pairs: int, memo: dict[Any, Any] | None = None
+                  ) -> tuple[torch.Tensor, ...]:
+    """The rewards of every pair (r_chosen, r_rejected, cf_chosen, cf_rejected; [n_pairs] each) under
+    ``model``, which a finished run stores. ``memo``: shared by the members of a batch, so that members
+    whose selected weights are equal score every pair once (keyed by the weights' bytes)."""
+    if memo is None:
+        return split_rewards(backend, model, torch.arange(n_pairs))
+    key = ("scores", hashlib.sha1(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
+                                            for t in model.state_dict().values())).digest())
+    if key not in memo:
+        memo[key] = split_rewards(backend, model, torch.arange(n_pairs))
+    return memo[key]
+
+
+@dataclass
+class FinalOutputs:
+    """What a finished run writes, computed (:func:`final_outputs`) before it is written (:func:`write_final`):
+    every pair's rewards ([N] arrays: r_chosen, r_rejected, cf_chosen, cf_rejected), ``model.json`` and
+    ``metrics.json``, and the run's prepared state with the model that scored them."""
+
+    prep: _Prepared
+    rewards: tuple[np.ndarray, ...]
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def final_outputs(config: FaroConfig, prep: _Prepared, best: dict[str, Any] | None, step: int, total: int,
+                  memo: dict[Any, Any] | None = None) -> FinalOutputs:
+    """What a finished run writes, before it is written: every pair scored with ``prep.model`` (post-processed
+    by the method, if it does), ``model.json`` and every split's metrics. ``memo``: shared by the members of a
+    batch, the pairs' rewards by the weights' bytes and the metrics by the rewards' bytes, reused for equal
+    inputs."""
     df, tens, backend, model = prep.df, prep.tens, prep.backend, prep.model
     constraints = prep.stepper.constraints
-    if memo is None:
-        scored = split_rewards(backend, model, torch.arange(len(df)))
-    else:  # members of a batch that selected the same weights score every pair once
-        key = ("scores", hashlib.sha1(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
-                                                for t in model.state_dict().values())).digest())
-        if key not in memo:
-            memo[key] = split_rewards(backend, model, torch.arange(len(df)))
-        scored = memo[key]
+    scored = final_rewards(backend, model, len(df), memo)
     r_c, r_r, cf_c, cf_r = (t.numpy().copy() for t in scored)
     meta = dict(backend.meta)
     method = methods.get(config.method)
@@ -352,14 +380,6 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
         r_c, r_r, extra = method.post_process(df, r_c, r_r, prep.index.dp_strata)
         meta.update(extra)
     rewards = (r_c, r_r, cf_c, cf_r)
-    base = None
-    if memo is not None:  # the scores frame's attribute columns, built once per batch
-        base = memo.get("scores_frame")
-        if base is None:
-            base = memo["scores_frame"] = scores_frame(df)
-    write_scores(run, df, tens, rewards, base, cache=memo)
-    backend.export(run, model)
-    run.write("model.json", meta)
 
     digest = (hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in rewards)).digest()
               if memo is not None else b"")
@@ -404,5 +424,20 @@ def _finish(config: FaroConfig, run: Run, prep: _Prepared, best: dict[str, Any] 
                "constraints": config.active_constraints,
                "epsilon": config.epsilon if math.isfinite(config.epsilon) else None,
                "method": config.method}
-    run.write("metrics.json", metrics)
-    run.set_progress(total, total, epoch=config.epochs)
+    return FinalOutputs(prep, rewards, meta, metrics)
+
+
+def write_final(config: FaroConfig, run: Run, out: FinalOutputs, memo: dict[Any, Any] | None = None) -> None:
+    """Write what :func:`final_outputs` computed: ``scores.parquet``, the model, ``model.json``, ``metrics.json``
+    and the final progress (``memo``: the batch's shared scores frame and encoded Parquet files)."""
+    df = out.prep.df
+    base = None
+    if memo is not None:  # the scores frame's attribute columns, built once per batch
+        base = memo.get("scores_frame")
+        if base is None:
+            base = memo["scores_frame"] = scores_frame(df)
+    write_scores(run, df, out.prep.tens, out.rewards, base, cache=memo)
+    out.prep.backend.export(run, out.prep.model)
+    run.write("model.json", out.meta)
+    run.write("metrics.json", out.metrics)
+    run.set_progress(out.metrics["steps"], out.metrics["steps"], epoch=config.epochs)
