@@ -17,7 +17,8 @@ would pay it once). Timed, each in this process, the sides interleaved over 3 ro
 dual step's no-grad pass over the training split -- timed by a micro-bench of those operations in this
 process (per constraint kind: the rows its step draws), times the slot-steps and dual passes the batched run
 actually computed (:data:`faro_core.train.batched.LAST_BATCH`), so paths that members share are counted once.
-``efficiency = floor_s / batched_s``; ``shared_members``: members that started on another member's path. The
+``efficiency = floor_s / batched_s``, both measured in each round (the micro-bench is a side of the interleaved
+rounds) and the median over rounds reported; ``shared_members``: members that started on another member's path. The
 engine steps its slots in one thread per core (``threads``; each on one torch thread, so the arithmetic is the
 floor's), so the floor on all those cores is ``floor_s / threads`` and ``efficiency_per_core`` = that over
 ``batched_s``.
@@ -98,7 +99,7 @@ def grid_of(n: int, base: dict[str, Any]) -> list[Any]:
     raise ValueError(n)
 
 
-def floor_per_kind(base: dict[str, Any], inputs: Any, kinds: list[str], repeats: int = 30) -> dict[str, dict[str, float]]:
+def floor_per_kind(base: dict[str, Any], inputs: Any, kinds: list[str], repeats: int = 60) -> dict[str, dict[str, float]]:
     """Seconds of one head step's arithmetic (gather, forward, backward, Adam step) on the rows a member of each
     kind draws, and of one exact dual pass (no-grad forward of the training split's distinct rows)."""
     from faro_core.fairness.pairs import PairTensors
@@ -212,12 +213,20 @@ def main(argv: list[str] | None = None) -> int:
                 train(FaroConfig.from_dict(d), s, run_id=run_id_for(FaroConfig.from_dict(d)), progress=False,
                       inputs=inputs)
 
-        times = interleave({"one": one_bt, "dp": one_dp, "batched": batched30}, rounds, warmup=0)
+        micros: list[dict[str, dict[str, float]]] = []
+
+        def floor_side() -> None:  # the micro-bench in every round, beside the batched run it is compared with
+            micros.append(floor_per_kind(base, inputs, sorted(KINDS)))
+
+        times = interleave({"one": one_bt, "dp": one_dp, "batched": batched30, "floor": floor_side}, rounds,
+                           warmup=0)
         times["serial"] = interleave({"serial": serial30}, 1, warmup=0)["serial"]
         last = stats[-1]
-        micro = floor_per_kind(base, inputs, sorted(last["by_kind"]))
-        floor_s = sum(c["steps"] * micro[k]["step_s"] + c["dual"] * micro[k]["dual_s"]
-                      for k, c in last["by_kind"].items())
+        floors = [sum(c["steps"] * m[k]["step_s"] + c["dual"] * m[k]["dual_s"] for k, c in st["by_kind"].items())
+                  for m, st in zip(micros, stats)]
+        floor_s = quartiles(floors)[1]
+        micro = {k: {f: quartiles([m[k][f] for m in micros])[1] for f in micros[0][k]} for k in micros[0]}
+        efficiencies = [f / b for f, b in zip(floors, times["batched"])]
         solo_floor = sum(micro[k]["step_s"] * (last["member_steps"] / len(sweep30))
                          for k in [",".join(FaroConfig.from_dict(d).resolved().active_constraints) or "bt"
                                    for d in sweep30])
@@ -236,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: quartiles(v)[1] for k, v in times.items()}
     ratios = [b / o for b, o in zip(times["batched"], times["one"])]
     ratio = med["batched"] / med["one"]
-    efficiency = floor_s / med["batched"]
+    efficiency = quartiles(efficiencies)[1]  # per round: floor and batched run measured in the same round
     threads = batch_threads(len(sweep30))
-    efficiency_core = floor_s / threads / med["batched"]
+    efficiency_core = efficiency / threads
     shared = int(last["members"] - last["start_slots"])
     peak = max(g["peak_mb"] for g in per_grid.values())
     rows = [["one BT run", fmt_spread(times["one"], 1.0, 2), "1.00"],
@@ -260,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             f"per core, so per core the efficiency is floor / {threads} / batched = {efficiency_core:.3f}. {shared} of the 30 members started on another member's "
             f"path; the batch computed {last['slot_steps']} slot-steps for {last['member_steps']} member-steps and "
             f"{last['dual_passes']} dual passes (without sharing, the members' step arithmetic alone would be "
-            f"{solo_floor:.2f} s).\n\nFloor micro-bench (this process, one head, 1 thread):\n\n"
+            f"{solo_floor:.2f} s). The floor is measured in every round beside that round's batched run (the "
+            f"machine's speed drifts between rounds); `efficiency` is the median over rounds of floor / batched "
+            f"({', '.join(f'{e:.3f}' for e in efficiencies)}).\n\nFloor micro-bench (this process, one head, "
+            f"1 thread; medians over rounds):\n\n"
             + md_table(["kind", "rows / step", "step ms", "dual pass ms", "slot-steps", "dual passes"], micro_rows)
             + "\n\nBatched grids (one batch each, one run):\n\n"
             + md_table(["members", "seconds", "members/s", "peak RSS MB", "added MB", "estimate MB"], grid_rows)
@@ -271,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     finish(BENCH.results_name(args.quick), "Batched sweep engine: 30 members vs one BT run, members/s, memory", body,
            {"ratio_30_vs_one": round(ratio, 3), "ratio_30_serial_vs_one": round(med["serial"] / med["one"], 3),
             "floor_s": round(floor_s, 3), "efficiency": round(efficiency, 4), "shared_members": shared,
+            "efficiency_by_round": [round(e, 4) for e in efficiencies],
             "threads": threads, "efficiency_per_core": round(efficiency_core, 4),
             "batched_s": round(med["batched"], 3), "one_dp_s": round(med["dp"], 3), "attribute": ATTRIBUTE,
             "slot_steps": last["slot_steps"], "member_steps": last["member_steps"], "load_start": round(load_start, 2),
