@@ -134,6 +134,30 @@ def test_cancel_one_member_the_others_go_on(tmp_path) -> None:
     assert done.metrics() == ref_dp.metrics() and _max_dr(done, ref_dp) == 0.0
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_member_whose_final_pass_fails_fails_alone(tmp_path, monkeypatch, threads) -> None:
+    """The final pass (scoring, metrics, files) of one member raising marks that member failed with the error;
+    the others' files are written and they are done, whether the pass runs on one thread or in the pool."""
+    from faro_core.train import batched
+
+    real = batched.write_final
+
+    def broken(config, run, out, memo=None):
+        if run.run_id == "eo":
+            raise OSError("disk full (planted)")
+        return real(config, run, out, memo)
+
+    monkeypatch.setattr(batched, "write_final", broken)
+    monkeypatch.setenv(THREADS_ENV, threads)
+    store = RunStore(tmp_path / "runs")
+    train_batch([MEMBERS["bt"], MEMBERS["eo"], MEMBERS["cf"]], store, ["bt", "eo", "cf"], progress=False)
+    eo = store.get("eo")
+    assert eo.status == "failed" and "disk full (planted)" in eo.raw_status()["error"]
+    for name in ("bt", "cf"):
+        run = store.get(name)
+        assert run.status == "done" and run.file("metrics.json").exists() and run.file("scores.parquet").exists()
+
+
 def test_batchable_and_memory_plan() -> None:
     assert batchable(MEMBERS["dp"]) and batchable(MEMBERS["bt"])
     assert not batchable(FaroConfig(method="expgrad", constraints=["eo"]))

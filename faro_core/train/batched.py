@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import math
 import os
 import sys
@@ -447,8 +448,8 @@ def _finish_members(stack: _Stack, members: list[Member], pool: ThreadPoolExecut
     first: dict[int, int] = {}
     for i, model in enumerate(model_of):
         first.setdefault(id(model), i)
-    leads = sorted(set(first.values()))
-    rest = [i for i in range(len(members)) if i not in set(leads)]
+    lead_set = set(first.values())
+    leads, rest = sorted(lead_set), [i for i in range(len(members)) if i not in lead_set]
     done: dict[int, Member | None] = {}
     if pool is None:
         for i in leads + rest:
@@ -458,12 +459,15 @@ def _finish_members(stack: _Stack, members: list[Member], pool: ThreadPoolExecut
 
     def score(i: int) -> int:
         prep = members[i].loop.prep
-        final_rewards(prep.backend, model_of[i], len(prep.df), memo)
+        try:
+            final_rewards(prep.backend, model_of[i], len(prep.df), memo)
+        except Exception:  # noqa: BLE001 -- outputs(i) meets the error again and fails that member alone
+            pass
         return i
 
     writes: dict[int, Any] = {}
     arrived = (future.result() for future in as_completed([pool.submit(score, i) for i in leads]))
-    for i in [*arrived, *rest]:
+    for i in itertools.chain(arrived, rest):  # each lead as its scores arrive, then the others
         out = outputs(i)
         if out is None:
             done[i] = None
