@@ -52,22 +52,6 @@ def _syncfs(path: Path | str) -> None:
 
 
 @contextlib.contextmanager
-def one_sync(path: Path | str) -> Iterator[None]:
-    """Atomic writes this thread makes inside the block skip their own fsync; on leaving the outermost block
-    (also on an error) one sync of the file system holding ``path`` (an existing file or directory) makes them
-    durable. Atomicity is unchanged; only the point at which the files survive a power failure moves to the
-    end of the block."""
-    depth = getattr(_LOCAL, "depth", 0)
-    _LOCAL.depth = depth + 1
-    try:
-        yield
-    finally:
-        _LOCAL.depth = depth
-        if depth == 0:
-            _syncfs(path)
-
-
-@contextlib.contextmanager
 def joined_sync() -> Iterator[None]:
     """Atomic writes this thread makes inside the block skip their own fsync, for a worker thread whose
     caller waits for it inside a :func:`one_sync` block (whose sync at its end then covers these writes
@@ -78,6 +62,21 @@ def joined_sync() -> Iterator[None]:
         yield
     finally:
         _LOCAL.depth = depth
+
+
+@contextlib.contextmanager
+def one_sync(path: Path | str) -> Iterator[None]:
+    """Atomic writes this thread makes inside the block skip their own fsync; on leaving the outermost block
+    (also on an error) one sync of the file system holding ``path`` (an existing file or directory) makes them
+    durable. Atomicity is unchanged; only the point at which the files survive a power failure moves to the
+    end of the block."""
+    outermost = not getattr(_LOCAL, "depth", 0)
+    try:
+        with joined_sync():
+            yield
+    finally:
+        if outermost:
+            _syncfs(path)
 
 
 def _atomic(path: Path, write: Callable[[str], None], durable: bool = True) -> None:

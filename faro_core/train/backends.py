@@ -86,6 +86,7 @@ class HeadBackend:
         self.x_all = torch.cat([x_c, x_r, x_cfc, x_cfr])
         self.x_c, self.x_r, self.x_cfc, self.x_cfr = self.x_all.view(4, n, d).unbind(0)
         self.n_pairs, self.has_twin = n, has_twin
+        self._every_row = torch.arange(len(self.x_all))  # the row plan of every pair, in order
         self._plans: dict[bool, tuple[torch.Tensor, ...]] = {}  # unique_rewards' row maps
 
     @classmethod
@@ -111,15 +112,9 @@ class HeadBackend:
     def rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True) -> tuple[torch.Tensor, ...]:
         # One forward pass over chosen, rejected and twins: fewer calls, and DDP sees one forward per backward.
         rows, tw = self.row_plan(idx, with_twins)
-        every = len(rows) == len(self.x_all) and torch.equal(rows, self._every_row())
+        every = len(rows) == len(self.x_all) and torch.equal(rows, self._every_row)
         # all rows in order (a whole small data set: the final scoring): the features as they are, not a copy
         return unstack_rewards(model(self.x_all if every else self.x_all.index_select(0, rows)), tw)
-
-    def _every_row(self) -> torch.Tensor:
-        every = getattr(self, "_rows_in_order", None)
-        if every is None or len(every) != len(self.x_all):
-            every = self._rows_in_order = torch.arange(len(self.x_all))
-        return every
 
     @torch.no_grad()
     def unique_rewards(self, model: torch.nn.Module, idx: torch.Tensor, with_twins: bool = True,
