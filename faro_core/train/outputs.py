@@ -41,7 +41,8 @@ def write_scores(run: Run, df: pd.DataFrame, tens: PairTensors, rewards: tuple[n
     and attributes, text left out -- what evaluation reads instead of re-scoring. ``base``: ``scores_frame(df)``
     when the caller has it (the members of a batch build it once). ``cache``: a dict shared by runs on the same
     ``df`` (the members of a batch): the first call keeps its Arrow table there, later calls swap in their
-    reward columns (same schema and metadata, so the same file as converting their own frame)."""
+    reward columns (same schema and metadata, so the same file as converting their own frame), and a file's
+    encoded bytes are kept by its rewards, so members with equal rewards write them without encoding again."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
