@@ -182,6 +182,46 @@ def test_dual_step_ascends_on_its_recorded_signal():
     assert gda.lam.max() > 0
 
 
+def test_dual_step_like_a_slot_mate_equals_its_own_step():
+    """Two players on one batch whose constraints differ only in epsilon (members of one batched slot): the
+    second stepping ``like=`` the first ends exactly where its own step would -- statistics, signal, strict
+    violations, multipliers, coefficients -- over several steps with running statistics; a player that did not
+    start from the same statistics computes its own (and without a batch says so)."""
+    from faro_core.train.proxy_gda import ProxyGDA
+
+    def player(eps: float) -> ProxyGDA:
+        cs = ConstraintSet.parse("dp,cf", eps, IDX_POOLED, min_count=1)
+        cs.fix_cells(b)
+        gda = ProxyGDA(cs, dual_lr=0.5, ema=0.5, lambda_max=None)
+        gda.set_pairs(b, 2)
+        return gda
+
+    b = batch([3.0, 1.0], [2.0, 1.5], cg=[0, 0], rg=[1, 1], g=[0, 0], cf_c=[2.5, 1.0], cf_r=[2.0, 1.5])
+    lead = player(0.01)
+    # a mate with another epsilon (its multipliers step apart) and one with the lead's (equal multipliers: the
+    # lead's coefficients are shared), each against a player stepping alone
+    pairs = [(player(0.02), player(0.02)), (player(0.01), player(0.01))]
+    for mate, _ in pairs:
+        mate.pairs = lead.pairs
+    for shift in (0.0, 0.3, -0.7):
+        b.r_chosen = b.r_chosen + shift
+        lead.dual_step(b)
+        for mate, alone in pairs:
+            mate.dual_step(None, like=lead)
+            alone.dual_step(b)
+            assert mate.running is lead.running  # shared, then replaced (never changed in place) at the next step
+            for name in ("last_strict", "last_signal", "lam"):
+                assert torch.equal(getattr(mate, name), getattr(alone, name)), name
+            assert mate.coef.keys() == alone.coef.keys()
+            assert all(torch.equal(mate.coef[k], alone.coef[k]) for k in alone.coef)
+            assert mate._const == alone._const
+        assert pairs[0][0].lam.max() > 0 and not torch.equal(pairs[0][0].lam, lead.lam)  # apart
+        assert pairs[1][0].coef is lead.coef and lead.lam.max() > 0  # equal multipliers, shared coefficients
+    mate, alone = pairs[0]
+    with pytest.raises(ValueError, match="needs a batch"):
+        alone.dual_step(None, like=lead)  # not from the same statistics: it has to compute, and has nothing to
+
+
 def _random_pairs(n: int, seed: int, dp_partner: bool = True) -> tuple[PairBatch, GroupIndex]:
     gen = torch.Generator().manual_seed(seed)
     idx = GroupIndex(response_groups=["A", "B", "C"], pair_groups=["A", "B", "C"], strata=["neg,ambig", "neg,dis",

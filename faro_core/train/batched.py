@@ -325,6 +325,11 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
             members.append(Member(cfg, run, RunLoop(cfg, run, prep, resume=resume, on_step=hook), head))
     if not members:
         return
+    pairs_of: dict[int, Any] = {}  # one object for the equal pair attributes of members on one data set (their
+    for m in members:  # dual players then share coefficients where their multipliers are equal)
+        gda = m.stepper.gda
+        if gda.pairs is not None:
+            gda.pairs = pairs_of.setdefault(id(m.stepper.tens), gda.pairs)
     starts = {m.loop.step for m in members}
     if len(starts) > 1:
         raise FaroError(f"members resumed in one batch must share their checkpoint step, got {sorted(starts)}")
@@ -638,12 +643,14 @@ def _slot_step(stack: _Stack, backend: HeadBackend, group: list[Member], step: i
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    rw = None
+    rw, lead = None, None
     for m in group:
         if m.stepper.dual_due(step):
             if m.stepper.exact_dual and rw is None:  # the fresh pass, once per slot
                 rw = m.stepper.dual_rewards()
-            m.stepper.dual_step(rewards=rw if m.stepper.exact_dual else None)
+            # members of a slot differ only in epsilon (share_key): the first one's statistics are theirs too
+            m.stepper.dual_step(rewards=rw if m.stepper.exact_dual else None, like=lead)
+            lead = lead or (m.stepper if m.stepper.exact_dual else None)
     return loss, loss_bt, rw is not None
 
 

@@ -60,6 +60,7 @@ class ProxyGDA:
         self.eps = constraints.epsilons()
         self.lam = torch.full((m,), float(fixed_lambda) if fixed_lambda is not None else 0.0)
         self.running: dict[str, list[CellStats]] | None = None
+        self.running_before: dict[str, list[CellStats]] | None = None  # what the last dual step started from
         self.last_strict = torch.zeros(m)
         self.last_signal = torch.zeros(m)  # the violations the last dual step ascended on (see dual_step)
         self.pairs: PairBatch | None = None
@@ -146,8 +147,14 @@ class ProxyGDA:
         return out
 
     @torch.no_grad()
-    def dual_step(self, batch: PairBatch) -> Tensor:
+    def dual_step(self, batch: PairBatch | None, like: ProxyGDA | None = None) -> Tensor:
         """Take the dual ascent step from the batch's statistics. Returns the strict violations g [m].
+
+        ``like``: a player that has just taken this step on the same batch, from the same running statistics
+        (the object this player holds: members of one batched slot share them, :mod:`faro_core.train.batched`),
+        with the same constraints up to their epsilons. Its statistics are this player's too, bit for bit, so
+        they are taken instead of computed again (``batch`` is then unused); only the multipliers step apart.
+        Without that shared start the statistics are computed.
 
         ``dual_signal="strict"`` (Cotter et al.'s proxy-Lagrangian) ascends on strict statistics for every
         constraint; ``"proxy"`` on the smooth ones, the same quantities the primal player descends on (a plain
@@ -158,25 +165,39 @@ class ProxyGDA:
         """
         if not self.constraints:
             return self.last_strict
-        running = self.running or {}
-        values = {}
-        for sig in ("strict", "proxy"):
-            stats = [s.detach() for s in self.constraints.cell_stats(batch, smooth=sig == "proxy")]
-            stats = [CellStats.from_stacked(self.reduce(s.stacked().float()).cpu()) for s in stats]
-            if sig in running:
-                stats = [r.scaled(self.ema) + s for r, s in zip(running[sig], stats)]
-            running[sig] = stats
-            values[sig] = self.constraints.values(stats, min_count=1).float()
-        self.running = running
-        self.last_strict = values["strict"]
-        if self.dual_signal == "auto":
-            cf = torch.tensor([k == "cf" for k in self.constraints.kinds()])
-            self.last_signal = torch.where(cf, values["strict"], values["proxy"])
+        before = self.running
+        if like is not None and like.running_before is before and like.ema == self.ema \
+                and like.dual_signal == self.dual_signal and like.constraints.names() == self.constraints.names():
+            # the running statistics are replaced, never changed in place, so sharing them is safe
+            self.running, self.last_strict, self.last_signal = like.running, like.last_strict, like.last_signal
         else:
-            self.last_signal = values[self.dual_signal]
+            like = None
+            if batch is None:
+                raise ValueError("dual_step needs a batch unless `like` stepped from this player's statistics")
+            running = dict(before or {})
+            values = {}
+            for sig in ("strict", "proxy"):
+                stats = [s.detach() for s in self.constraints.cell_stats(batch, smooth=sig == "proxy")]
+                stats = [CellStats.from_stacked(self.reduce(s.stacked().float()).cpu()) for s in stats]
+                if sig in running:
+                    stats = [r.scaled(self.ema) + s for r, s in zip(running[sig], stats)]
+                running[sig] = stats
+                values[sig] = self.constraints.values(stats, min_count=1).float()
+            self.running = running
+            self.last_strict = values["strict"]
+            if self.dual_signal == "auto":
+                cf = torch.tensor([k == "cf" for k in self.constraints.kinds()])
+                self.last_signal = torch.where(cf, values["strict"], values["proxy"])
+            else:
+                self.last_signal = values[self.dual_signal]
+        self.running_before = before
         if self.fixed is None:
             self.lam = (self.lam + self.dual_lr * (self.last_signal - self.eps)).clamp(0.0, self.lambda_max)
-            self.refresh()
+            if like is not None and like.fixed is None and like.pairs is self.pairs and torch.equal(like.lam, self.lam):
+                self.coef, self._dev = like.coef, {}  # equal multipliers on the same pairs: equal coefficients
+                self._const = float((self.lam * self.eps).sum())
+            else:
+                self.refresh()
         return self.last_strict
 
     # -- checkpointing -----------------------------------------------------------------------------

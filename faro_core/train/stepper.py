@@ -194,15 +194,20 @@ class TrainStepper:
             return self.backend.unique_rewards(self.model, self.shard, with_twins=self.need_twins)
         return split_rewards(self.backend, self.model, self.shard, with_twins=self.need_twins)
 
-    def dual_step(self, rewards: tuple[torch.Tensor, ...] | None = None) -> None:
+    def dual_step(self, rewards: tuple[torch.Tensor, ...] | None = None, like: TrainStepper | None = None) -> None:
         """The dual step on the training split's cell statistics: from a fresh pass (head mode: each distinct
         response once; ``rewards``: that pass, already computed by :meth:`dual_rewards` -- the batched engine
         scores it once for members that share their weights) or from the reward buffer; the strict violations
-        land in :attr:`g_strict`."""
+        land in :attr:`g_strict`. ``like``: a member of the same batched slot that has just taken this step on
+        the same ``rewards`` (:meth:`ProxyGDA.dual_step`: its statistics are reused where they are provably
+        this stepper's too)."""
         constraints, gda = self.constraints, self.gda
         if self.exact_dual:
             rw = rewards if rewards is not None else self.dual_rewards()
-            self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
+            if like is not None and like.gda.running_before is gda.running and torch.equal(like.shard, self.shard):
+                self.g_strict = gda.dual_step(None, like=like.gda)
+            else:
+                self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
         else:
             mine = self.shard[self.seen[self.shard]]
             self.g_strict = gda.dual_step(self.tens.batch(mine, tuple(b[to_device(mine, b.device)] for b in self.buf)))
