@@ -17,8 +17,9 @@ from faro_core.models.reward import bt_loss
 
 
 def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: ConstraintSet,
-                  gold: torch.Tensor) -> dict[str, Any]:
-    """Accuracy (observed and gold), violations of every kind, feasibility of the trained constraints."""
+                  gold: torch.Tensor, strict: torch.Tensor | None = None) -> dict[str, Any]:
+    """Accuracy (observed and gold), violations of every kind, feasibility of the trained constraints.
+    ``strict``: ``constraints.strict(batch)`` where the caller has computed it already."""
     d = batch.r_chosen - batch.r_rejected
     out: dict[str, Any] = {"pairs": len(batch), "accuracy": float((d > 0).float().mean()),
                            "loss": float(bt_loss(batch.r_chosen, batch.r_rejected))}
@@ -36,7 +37,7 @@ def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: Constra
             viol.pop(c.kind, None)
     out["violation"] = viol
     if constraints:
-        g = constraints.strict(batch)
+        g = constraints.strict(batch) if strict is None else strict
         out["max_excess"] = float((g - constraints.epsilons()).max())
         out["feasible"] = bool((g <= constraints.epsilons() + 1e-9).all())
     else:

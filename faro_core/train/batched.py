@@ -351,10 +351,11 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
                file=sys.stderr)
     last_poll = time.monotonic()
     scored: dict[tuple[Any, ...], Any] = {}
+    golds: dict[str, torch.Tensor] = {}
     ckpts: list[tuple[Any, ...]] = []  # the members' checkpoints of this step, written together
     for m in members:  # a member's validation pass is scored (and tested against chance) once per slot and step
         m.loop.score = _memo_score(m, scored)
-        m.loop.metrics = _memo_metrics(m, scored)
+        m.loop.metrics = _memo_metrics(m, scored, golds)
         m.selector = IterateSelector(m.config, m.stepper.constraints, m.loop.prep.index,
                                      chance_test=_memo_chance(m, scored))
         m.loop.better = m.selector.better
@@ -516,17 +517,22 @@ def _fork(stack: _Stack, members: list[Member]) -> None:
         m.head.slot = m.stepper.opt.slot = n + i
 
 
-def _memo_metrics(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[[Any, Any, torch.Tensor], Any]:
+def _memo_metrics(member: Member, scored: dict[tuple[Any, ...], Any], golds: dict[str, torch.Tensor]
+                  ) -> Callable[[Any, Any, torch.Tensor], Any]:
     """``RunLoop.metrics`` for a member: ``split_metrics`` once per slot and split (members of a slot differ at
     most in ``SHARE_FREE`` settings, of which only epsilon enters it), with ``max_excess`` and ``feasible``
-    recomputed from the slot's strict violations against this member's epsilons (the same formula)."""
+    recomputed from the slot's strict violations against this member's epsilons (the same formula). ``golds``:
+    the batch's gold labels by split (its members share the data), filled on first use."""
     def metrics(split: str, batch: Any, idx: torch.Tensor) -> dict[str, Any]:
         prep = member.loop.prep
         constraints = prep.stepper.constraints
         key = (member.head.slot, split, "metrics")
         if key not in scored:
-            scored[key] = (split_metrics(batch, constraints, prep.measure, gold_labels(prep.df, prep.tens, idx)),
-                           constraints.strict(batch) if constraints else None)
+            g = constraints.strict(batch) if constraints else None
+            gold = golds.get(split)
+            if gold is None or len(gold) != len(idx):  # a split's pairs are fixed: its gold labels, once
+                gold = golds[split] = gold_labels(prep.df, prep.tens, idx)
+            scored[key] = (split_metrics(batch, constraints, prep.measure, gold, strict=g), g)
         base, g = scored[key]
         out = {**base, "violation": dict(base["violation"])}
         if g is not None:
@@ -568,7 +574,7 @@ def _prefetch_validation(members: list[Member], scored: dict[tuple[Any, ...], An
     for future in as_completed([pool.submit(score, m) for m in reps.values()]):
         m = future.result()
         with torch.no_grad():
-            _memo_metrics(m, scored)("val", *_val_batch(m, scored))
+            m.loop.metrics("val", *_val_batch(m, scored))  # the memoized metrics (_memo_metrics)
     # then the chance tier's p-values that the members' selection will ask for (the same condition as
     # IterateSelector.better's, on the same metrics), once per slot and kinds
     need: dict[tuple[Any, ...], Member] = {}
@@ -576,7 +582,7 @@ def _prefetch_validation(members: list[Member], scored: dict[tuple[Any, ...], An
         cfg, constraints = m.config, m.stepper.constraints
         if cfg.select == "last" or not constraints or cfg.select_chance <= 0:
             continue
-        val = _memo_metrics(m, scored)("val", *_val_batch(m, scored))
+        val = m.loop.metrics("val", *_val_batch(m, scored))  # the memoized metrics (_memo_metrics)
         ref, tier = m.loop.best, IterateSelector.tier
         if val["feasible"] or not (ref is None or tier(ref) == 0 or (tier(ref) == 1 and m.selector.fits_better(val, ref))):
             continue

@@ -391,12 +391,7 @@ def final_outputs(config: FaroConfig, prep: _Prepared, best: dict[str, Any] | No
         else:  # once per distinct rewards and constraints; the epsilon-dependent keys are the member's own
             key = ("split", split, digest, tuple(constraints.names()), config.min_count, config.temperature)
             if key not in memo:
-                base = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure)
-                g = None
-                if base and constraints:
-                    rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
-                    g = constraints.strict(tens.batch(idx, rw))
-                memo[key] = (base, g)
+                memo[key] = split_metrics_of(df, tens, idx, rewards, constraints, prep.measure, with_strict=True)
             base, g = memo[key]
             out = copy.deepcopy(base)
             if g is not None:

@@ -89,13 +89,18 @@ def gold_labels(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor) -> torch
 
 
 def split_metrics_of(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards: tuple[np.ndarray, ...],
-                     constraints: ConstraintSet, measure: ConstraintSet) -> dict[str, Any]:
+                     constraints: ConstraintSet, measure: ConstraintSet, with_strict: bool = False
+                     ) -> dict[str, Any] | tuple[dict[str, Any], torch.Tensor | None]:
     """:func:`~faro_core.fairness.metrics.split_metrics` of the pairs ``idx`` from final rewards ([N] arrays
-    over all pairs); ``{}`` for an empty split."""
+    over all pairs); ``{}`` for an empty split. ``with_strict``: also return the trained constraints' strict
+    violations on those pairs (None without constraints or pairs), as ``(metrics, g)``."""
     if len(idx) == 0:
-        return {}
+        return ({}, None) if with_strict else {}
     rw = tuple(torch.from_numpy(np.asarray(a)[idx.numpy()]).float() for a in rewards)
-    return split_metrics(tens.batch(idx, rw), constraints, measure, gold_labels(df, tens, idx))
+    batch = tens.batch(idx, rw)
+    g = constraints.strict(batch) if constraints else None
+    out = split_metrics(batch, constraints, measure, gold_labels(df, tens, idx), strict=g)
+    return (out, g) if with_strict else out
 
 
 def role_frame(df: pd.DataFrame, idx: torch.Tensor) -> pd.DataFrame:

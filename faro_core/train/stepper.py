@@ -78,6 +78,7 @@ class TrainStepper:
         self.steps_per_epoch = math.ceil(n_train / bs)
         self.g_strict = torch.zeros(len(self.constraints))
         self._viol = self.constraints.max_by_kind(self.g_strict)  # log summaries, refreshed at dual steps
+        self._lam_max: tuple[torch.Tensor | None, float] = (None, 0.0)  # (multipliers, their max) for log_row
         # head mode: a fresh no-grad pass over the split for each dual step (cheap there). Dual steps on a
         # buffer of each pair's latest rewards (no extra pass; what full mode uses) made the multipliers
         # overshoot on BBQ (training-split DP 0.81, against 0.10 with fresh statistics).
@@ -246,7 +247,10 @@ class TrainStepper:
                                "bt_loss": out["loss_bt"].detach()}
         if self.constraints:
             row["violation"] = dict(self._viol)
-            row["lambda_max"] = float(self.gda.lam.max())
+            lam = self.gda.lam
+            if self._lam_max[0] is not lam:  # the multipliers are replaced at a dual step, never changed in place
+                self._lam_max = (lam, float(lam.max()))
+            row["lambda_max"] = self._lam_max[1]
             if out["dual"] or out["step"] == 1:
                 row["lambda"] = [round(v, 5) for v in self.gda.lam.tolist()]
                 row["g"] = [round(v, 5) for v in self.g_strict.tolist()]
