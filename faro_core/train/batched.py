@@ -34,7 +34,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ DEFAULT_MEMORY_MB = 2048  # host memory the members of one batch may take (docs/
 # What the last batch of this process shared (read by bench/sweep_engine.py and the tests): members, the slots
 # they started in, and the member-steps against the slot-steps actually computed.
 LAST_BATCH: dict[str, Any] = {}
+_STEPPING = "stepping"  # in a step's memo (``scored``): the next step runs while this one is booked
 CANCEL_POLL_S = 0.5
 # relative cost of a slot's step by its first constraint's kind, for spreading slots over threads (only the
 # balance depends on it): measured on BBQ Religion, one thread, a CF step (twins: twice the rows) and a
@@ -350,12 +351,16 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     bar = tqdm(total=total, initial=step, desc=f"batch of {len(members)}", unit="step", disable=not progress,
                file=sys.stderr)
     last_poll = time.monotonic()
-    scored: dict[tuple[Any, ...], Any] = {}
+    scored: dict[Any, Any] = {}
     golds: dict[str, torch.Tensor] = {}
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}  # each slot's weights at this evaluation
     ckpts: list[tuple[Any, ...]] = []  # the members' checkpoints of this step, written together
+    n_threads = pool_threads = batch_threads(len(members))  # slots fork as training goes: up to one per member
     for m in members:  # a member's validation pass is scored (and tested against chance) once per slot and step
         m.loop.score = _memo_score(m, scored)
         m.loop.metrics = _memo_metrics(m, scored, golds)
+        if pool_threads > 1:  # the selected weights: the slot's copy taken by _score_validation
+            m.loop.snapshot = (lambda m=m: snapshots[m.head.slot])
         m.selector = IterateSelector(m.config, m.stepper.constraints, m.loop.prep.index,
                                      chance_test=_memo_chance(m, scored))
         m.loop.better = m.selector.better
@@ -363,7 +368,6 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     LAST_BATCH.clear()
     LAST_BATCH.update(members=len(members), start_slots=stack.n_members, member_steps=0, slot_steps=0,
                       dual_passes=0, by_kind={})
-    n_threads = batch_threads(len(members))  # slots fork as training goes: up to one per member
     LAST_BATCH["threads"] = n_threads
     pool = ThreadPoolExecutor(n_threads, thread_name_prefix="faro-batch", initializer=_worker_init) \
         if n_threads > 1 else None
@@ -374,14 +378,21 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
             outs = _collect_step(stack, flight or _submit_step(stack, backend, members, step, pool))
             step += 1
             loop0 = members[0].loop  # eval_every and total are batch keys: every member evaluates together
+            scoring = {}  # each slot's validation scoring (and copy of its weights), in the pool
             if pool is not None and (step % loop0.eval_every == 0 or step == loop0.total):
-                _prefetch_validation(members, scored, pool)
+                scoring = _score_validation(members, scored, snapshots, pool)
+            rows = [m.loop.log_step(out) for m, out in zip(members, outs)]  # before a dual step moves lambda
             poll = time.monotonic() - last_poll >= cancel_poll_s
             flight = None
             if pool is not None and not poll and step < total and _quiet_after(members, step):
-                flight = _submit_step(stack, backend, members, step, pool)
-            for m, out in zip(members, outs):
-                m.loop.after_step(out)
+                # each slot steps once its validation pass and weights' copy are taken: the booking below reads
+                # those, the rows above and the members' settings, none of which the step writes
+                flight = _submit_step(stack, backend, members, step, pool, after=scoring)
+                scored[_STEPPING] = True
+            if scoring:
+                _measure_validation(members, scored, scoring, None if flight is not None else pool)
+            for m, row in zip(members, rows):
+                m.loop.book_step(row)
             if ckpts:
                 save_checkpoints(ckpts, pool)
                 ckpts.clear()
@@ -558,31 +569,45 @@ def _memo_chance(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable
     return test
 
 
-def _prefetch_validation(members: list[Member], scored: dict[tuple[Any, ...], Any], pool: ThreadPoolExecutor) -> None:
-    """Score every slot's validation pairs in the pool's threads and their slot-level metrics here as each
-    slot's scores arrive, into ``scored`` under the keys :func:`_memo_score` and :func:`_memo_metrics` read
-    (the same values they would compute). The metrics are many small operations that hold the GIL: two
-    threads computing them slowed each other down (12 ms per slot against 5.4 on one thread, BBQ Religion)."""
+def _score_validation(members: list[Member], scored: dict[Any, Any], snapshots: dict[int, dict[str, torch.Tensor]],
+                      pool: ThreadPoolExecutor) -> dict[int, Future[Member]]:
+    """Score every slot's validation pairs in the pool's threads, into ``scored`` under the key
+    :func:`_memo_score` reads, and copy each slot's weights into ``snapshots`` (what a member that selects this
+    iterate keeps: one copy per slot instead of one per member). Returns each slot's task: the slot's next
+    step may run once its task is done (:func:`_submit_step`'s ``after``)."""
     reps: dict[int, Member] = {}
     for m in members:
         reps.setdefault(m.head.slot, m)
+    snapshots.clear()
 
-    def score(m: Member) -> Member:
-        _val_batch(m, scored)  # the products, out of the GIL
+    def score(m: Member) -> Member:  # the products, out of the GIL; what _memo_score would compute
+        prep = m.loop.prep
+        scored[(m.head.slot, "val")] = split_rewards(prep.backend, m.head, prep.split_idx["val"])
+        snapshots[m.head.slot] = copy.deepcopy(m.head.state_dict())
         return m
 
-    for future in as_completed([pool.submit(score, m) for m in reps.values()]):
+    return {slot: pool.submit(score, m) for slot, m in reps.items()}
+
+
+def _measure_validation(members: list[Member], scored: dict[Any, Any], scoring: dict[int, Future[Member]],
+                        pool: ThreadPoolExecutor | None) -> None:
+    """The slot-level validation metrics of :func:`_score_validation`'s scores, here as each slot's scores
+    arrive, into ``scored`` under the keys :func:`_memo_metrics` reads (the same values it would compute),
+    then the chance tier's p-values that the members' selection will ask for (in ``pool``'s threads, or here
+    while the pool runs the next step). The metrics are many small operations that hold the GIL: two threads
+    computing them slowed each other down (12 ms per slot against 5.4 on one thread, BBQ Religion)."""
+    for future in as_completed(scoring.values()):
         m = future.result()
         with torch.no_grad():
             m.loop.metrics("val", *_val_batch(m, scored))  # the memoized metrics (_memo_metrics)
-    # then the chance tier's p-values that the members' selection will ask for (the same condition as
-    # IterateSelector.better's, on the same metrics), once per slot and kinds
+    # the chance tier's p-values (the same condition as IterateSelector.better's, on the same metrics), once
+    # per slot and kinds
     need: dict[tuple[Any, ...], Member] = {}
     for m in members:
         cfg, constraints = m.config, m.stepper.constraints
         if cfg.select == "last" or not constraints or cfg.select_chance <= 0:
             continue
-        val = m.loop.metrics("val", *_val_batch(m, scored))  # the memoized metrics (_memo_metrics)
+        val = m.loop.metrics("val", *_val_batch(m, scored))
         ref, tier = m.loop.best, IterateSelector.tier
         if val["feasible"] or not (ref is None or tier(ref) == 0 or (tier(ref) == 1 and m.selector.fits_better(val, ref))):
             continue
@@ -595,7 +620,8 @@ def _prefetch_validation(members: list[Member], scored: dict[tuple[Any, ...], An
         key, m = item
         scored[key] = chance_p_values(_val_batch(m, scored)[0], key[2], m.loop.prep.index, m.config)
 
-    list(pool.map(chance, [(k, m) for k, m in need.items() if k not in scored]))
+    todo = [(k, m) for k, m in need.items() if k not in scored]
+    list(pool.map(chance, todo) if pool is not None else map(chance, todo))
 
 
 def _val_batch(m: Member, scored: dict[tuple[Any, ...], Any]) -> tuple[Any, torch.Tensor]:
@@ -610,6 +636,8 @@ def _memo_score(member: Member, scored: dict[tuple[Any, ...], Any]) -> Callable[
     def score(split: str, idx: torch.Tensor) -> Any:
         key = (member.head.slot, split)
         if key not in scored:
+            if scored.get(_STEPPING):  # the next step is changing the weights: they cannot be read now
+                raise RuntimeError(f"slot {key[0]}'s {split} scores were not taken before its next step")
             scored[key] = split_rewards(member.loop.prep.backend, member.head, idx)
         return scored[key]
 
@@ -685,10 +713,11 @@ class _StepInFlight:
 
 
 def _submit_step(stack: _Stack, backend: HeadBackend, members: list[Member], step: int,
-                 pool: ThreadPoolExecutor | None) -> _StepInFlight:
+                 pool: ThreadPoolExecutor | None, after: dict[int, Future[Any]] | None = None) -> _StepInFlight:
     """Start training step ``step`` of every member: each slot's step (:func:`_slot_step`), the slots spread over
     the pool's threads (each thread a share of the slots, balanced by their kinds' costs); without a pool (or
-    with one slot) the step runs here."""
+    with one slot) the step runs here. ``after``: a task per slot (submitted to the pool before this step, so
+    that a thread never waits on a task queued behind it) that must finish before that slot steps."""
     # one representative per slot steps it (members of a slot compute the same step, bit for bit); every slot
     # of the stack has one (the engine drops emptied slots)
     groups: dict[int, list[Member]] = {}
@@ -714,8 +743,17 @@ def _submit_step(stack: _Stack, backend: HeadBackend, members: list[Member], ste
         w = load.index(min(load))
         shares[w].append(i)
         load[w] += c
-    flight.futures = [pool.submit(lambda ids: [(i, _slot_step(stack, backend, order[i], step, draws)) for i in ids],
-                                  ids) for ids in shares if ids]
+    waits = after or {}
+
+    def share(ids: list[int]) -> list[tuple[int, Any]]:
+        out = []
+        for i in ids:
+            if i in waits:
+                waits[i].result()
+            out.append((i, _slot_step(stack, backend, order[i], step, draws)))
+        return out
+
+    flight.futures = [pool.submit(share, ids) for ids in shares if ids]
     return flight
 
 
@@ -742,13 +780,13 @@ def _collect_step(stack: _Stack, flight: _StepInFlight) -> list[dict[str, Any]]:
 
 def _quiet_after(members: list[Member], step: int) -> bool:
     """Can step ``step`` (0-based) run while the members book the step before it? Yes when booking that step
-    reads nothing the next one writes: no member evaluates or checkpoints after it (both read the weights),
-    and no member's dual step is due in the next one (it moves the multipliers the history rows log)."""
-    loop0 = members[0].loop  # eval_every and total are batch keys
-    if step % loop0.eval_every == 0 or step >= loop0.total:
+    reads nothing the next one writes: the history rows are taken before (they read the multipliers), an
+    evaluation reads the scores and weights' copy taken before (:func:`_score_validation`), so what remains
+    is a checkpoint, which reads the weights, optimizer and multipliers: no member may checkpoint after it."""
+    if step >= members[0].loop.total:  # total is a batch key
         return False
     for m in members:
         every = m.config.ckpt_every
-        if (every and step % every == 0) or m.stepper.dual_due(step):
+        if every and step % every == 0:
             return False
     return True

@@ -211,6 +211,9 @@ class RunLoop:
         self.metrics: Callable[[str, PairBatch, torch.Tensor], dict[str, Any]] = (
             lambda split, batch, idx: split_metrics(batch, prep.stepper.constraints, prep.measure,
                                                     gold_labels(prep.df, prep.tens, idx)))
+        # a copy of the current weights, kept as the selected iterate (the batched engine hands out one copy per
+        # shared slot, taken before the next step runs beside the booking)
+        self.snapshot: Callable[[], dict[str, torch.Tensor]] = lambda: copy.deepcopy(prep.model.state_dict())
         # writes a checkpoint (the batched engine collects its members' and writes them together)
         self.checkpoint: Callable[[tuple[Any, ...]], None] = lambda args: save_checkpoint(*args)
         self.last_progress = 0.0
@@ -241,13 +244,25 @@ class RunLoop:
         return out
 
     def after_step(self, out: dict[str, Any]) -> None:
-        """Book one training step (``out`` from :meth:`TrainStepper.step`)."""
-        config, model, stepper = self.config, self.prep.model, self.prep.stepper
-        row = stepper.log_row(out)
+        """Book one training step (``out`` from :meth:`TrainStepper.step`): :meth:`log_step`, then
+        :meth:`book_step`."""
+        self.book_step(self.log_step(out))
+
+    def log_step(self, out: dict[str, Any]) -> dict[str, Any]:
+        """The history row of one training step (``out`` from :meth:`TrainStepper.step`): it reads the
+        multipliers and violations, so it is taken before the next step's dual step can move them."""
+        row = self.prep.stepper.log_row(out)
         # when the step ended (host clock, seconds since this loop started; restarts on resume): rows reach
         # the file and ``on_step`` in groups, so their arrival time is not the step's time
         row["time"] = round(time.perf_counter() - self.t0, 4)
-        self.step = step = out["step"]
+        return row
+
+    def book_step(self, row: dict[str, Any]) -> None:
+        """Book a logged step (:meth:`log_step`'s ``row``): every ``eval_every`` steps the validation pass
+        (:attr:`score`, :attr:`metrics`) and the selection (the selected weights from :attr:`snapshot`), the
+        history rows and progress, every ``ckpt_every`` steps a checkpoint."""
+        config, model = self.config, self.prep.model
+        self.step = step = row["step"]
         if self.avg is not None:
             self.avg.update(model)
         if step % self.eval_every == 0 or step == self.total:
@@ -257,7 +272,7 @@ class RunLoop:
             row["val"] = {k: val[k] for k in VAL_LOG_KEYS if k in val}
             if is_better:
                 self.best = {**val, "step": step}
-                self.best_state = copy.deepcopy(model.state_dict())
+                self.best_state = self.snapshot()
             if self.avg is not None and config.select != "last":
                 # the averaged iterate is a candidate too (a deterministic stand-in for the randomized
                 # mixture of iterates that Cotter et al.'s guarantee is about)
