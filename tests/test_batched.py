@@ -344,7 +344,7 @@ def test_shared_members_equal_their_solo_runs(tmp_path) -> None:
     with two_threads():
         train_batch(list(SHARED.values()), batch, list(SHARED), progress=False)
     stats = dict(batched.LAST_BATCH)
-    assert stats["start_slots"] == 3 and stats["slot_steps"] < stats["member_steps"]
+    assert stats["start_slots"] == 2 and stats["slot_steps"] < stats["member_steps"]
     rose = []
     for name, cfg in SHARED.items():
         a, b = train(cfg, solo, run_id=name, progress=False), batch.get(name)

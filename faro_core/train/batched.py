@@ -211,13 +211,19 @@ SHARE_FREE = ("epsilon", "name", "sweep", "select", "select_chance", "select_met
 def share_key(member: Member) -> tuple[Any, ...] | None:
     """Members with equal keys, all multipliers 0 and the same start compute the same primal steps, bit for
     bit, so they train as one slot of the stack (exact sharing); None: this member never shares (a fixed or
-    nonzero multiplier, an infinite epsilon, a training loss with state of its own, a reward buffer)."""
+    nonzero multiplier, an infinite epsilon, a training loss with state of its own, a reward buffer).
+
+    The constraint kinds are not in the key, only what they change in a step while the multipliers are 0:
+    the batch drawn and the rows scored (:func:`_draw_key`). Their penalty has zero coefficients then, so
+    it adds exactly 0 to the loss and its gradient: DP and EO on the role attribute draw the same whole
+    items, and their members share one path until a multiplier rises (CF scores twins: a path of its own)."""
     st = member.stepper
     if (st.gda.fixed is not None or st.pair_loss is not None or st.weights is not None or st.use_buffer
             or bool(st.gda.lam.any()) or not math.isfinite(member.config.epsilon)):
         return None
     d = member.config.to_dict()
-    return tuple((k, repr(v)) for k, v in sorted(d.items()) if k not in SHARE_FREE)
+    return (*((k, repr(v)) for k, v in sorted(d.items()) if k not in SHARE_FREE and k != "constraints"),
+            ("draw", _draw_key(st)))
 
 
 @dataclass
@@ -530,14 +536,15 @@ def _fork(stack: _Stack, members: list[Member]) -> None:
 
 def _memo_metrics(member: Member, scored: dict[tuple[Any, ...], Any], golds: dict[str, torch.Tensor]
                   ) -> Callable[[Any, Any, torch.Tensor], Any]:
-    """``RunLoop.metrics`` for a member: ``split_metrics`` once per slot and split (members of a slot differ at
-    most in ``SHARE_FREE`` settings, of which only epsilon enters it), with ``max_excess`` and ``feasible``
+    """``RunLoop.metrics`` for a member: ``split_metrics`` once per slot, split and constraints (members of a
+    slot differ at most in their constraint kinds and ``SHARE_FREE`` settings, of which only epsilon enters
+    it), with ``max_excess`` and ``feasible``
     recomputed from the slot's strict violations against this member's epsilons (the same formula). ``golds``:
     the batch's gold labels by split (its members share the data), filled on first use."""
     def metrics(split: str, batch: Any, idx: torch.Tensor) -> dict[str, Any]:
         prep = member.loop.prep
         constraints = prep.stepper.constraints
-        key = (member.head.slot, split, "metrics")
+        key = (member.head.slot, split, "metrics", tuple(constraints.names()))
         if key not in scored:
             g = constraints.strict(batch) if constraints else None
             gold = golds.get(split)
@@ -611,7 +618,7 @@ def _measure_validation(members: list[Member], scored: dict[Any, Any], scoring: 
         ref, tier = m.loop.best, IterateSelector.tier
         if val["feasible"] or not (ref is None or tier(ref) == 0 or (tier(ref) == 1 and m.selector.fits_better(val, ref))):
             continue
-        g, eps = scored[(m.head.slot, "val", "metrics")][1], constraints.epsilons()
+        g, eps = scored[(m.head.slot, "val", "metrics", tuple(constraints.names()))][1], constraints.epsilons()
         missed = {k for k, gi, e in zip(constraints.kinds(), g.tolist(), eps.tolist()) if gi > e + 1e-9}
         if missed and missed <= set(PERMUTED_KINDS):
             need.setdefault((m.head.slot, "chance", tuple(sorted(missed)), cfg.seed, cfg.min_count), m)
@@ -677,14 +684,17 @@ def _slot_step(stack: _Stack, backend: HeadBackend, group: list[Member], step: i
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    rw, lead = None, None
+    rw = None
+    leads: dict[tuple[str, ...], Any] = {}  # by constraints: the first member's statistics are its mates' too
     for m in group:
-        if m.stepper.dual_due(step):
-            if m.stepper.exact_dual and rw is None:  # the fresh pass, once per slot
-                rw = m.stepper.dual_rewards()
-            # members of a slot differ only in epsilon (share_key): the first one's statistics are theirs too
-            m.stepper.dual_step(rewards=rw if m.stepper.exact_dual else None, like=lead)
-            lead = lead or (m.stepper if m.stepper.exact_dual else None)
+        st = m.stepper
+        if st.dual_due(step):
+            if st.exact_dual and rw is None:  # the fresh pass, once per slot
+                rw = st.dual_rewards()
+            names = tuple(st.constraints.names())
+            st.dual_step(rewards=rw if st.exact_dual else None, like=leads.get(names))
+            if st.exact_dual:
+                leads.setdefault(names, st)
     return loss, loss_bt, rw is not None
 
 

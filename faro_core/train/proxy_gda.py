@@ -146,6 +146,12 @@ class ProxyGDA:
             pos += len(c.names())
         return out
 
+    def shares_statistics_with(self, like: ProxyGDA) -> bool:
+        """Would :meth:`dual_step` take ``like``'s statistics (same constraints up to epsilon, same running
+        statistics object as ``like`` started its last dual step from, same momentum and signal)?"""
+        return (like.running_before is self.running and like.ema == self.ema and like.dual_signal == self.dual_signal
+                and like.constraints.names() == self.constraints.names())
+
     @torch.no_grad()
     def dual_step(self, batch: PairBatch | None, like: ProxyGDA | None = None) -> Tensor:
         """Take the dual ascent step from the batch's statistics. Returns the strict violations g [m].
@@ -166,8 +172,7 @@ class ProxyGDA:
         if not self.constraints:
             return self.last_strict
         before = self.running
-        if like is not None and like.running_before is before and like.ema == self.ema \
-                and like.dual_signal == self.dual_signal and like.constraints.names() == self.constraints.names():
+        if like is not None and self.shares_statistics_with(like):
             # the running statistics are replaced, never changed in place, so sharing them is safe
             self.running, self.last_strict, self.last_signal = like.running, like.last_strict, like.last_signal
         else:

@@ -205,7 +205,7 @@ class TrainStepper:
         constraints, gda = self.constraints, self.gda
         if self.exact_dual:
             rw = rewards if rewards is not None else self.dual_rewards()
-            if like is not None and like.gda.running_before is gda.running and torch.equal(like.shard, self.shard):
+            if like is not None and gda.shares_statistics_with(like.gda) and torch.equal(like.shard, self.shard):
                 self.g_strict = gda.dual_step(None, like=like.gda)
             else:
                 self.g_strict = gda.dual_step(self.tens.batch(self.shard, rw))
