@@ -256,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             ["30-member sweep, serial (same process, one round)", fmt_spread(times["serial"], 1.0, 2),
              f"{med['serial'] / med['one']:.2f}"],
             ["arithmetic floor of the batched sweep (`floor_s`)", f"{floor_s:.2f}", f"{floor_s / med['one']:.2f}"]]
+    computed = {k: last["by_kind"].get(k, {"steps": 0, "dual": 0}) for k in micro}  # a kind may share another's slot
     micro_rows = [[k, f"{int(v['rows'])}", f"{v['step_s'] * 1e3:.2f}", f"{v['dual_s'] * 1e3:.1f}",
-                   str(last["by_kind"][k]["steps"]), str(last["by_kind"][k]["dual"])] for k, v in micro.items()]
+                   str(computed[k]["steps"]), str(computed[k]["dual"])] for k, v in micro.items()]
     grid_rows = [[str(n), f"{g['seconds']:.2f}", f"{g['members_per_s']:.2f}", f"{g['peak_mb']:.0f}",
                   f"{g['added_mb']:.0f}", f"{g['estimate_mb']:.0f}"] for n, g in per_grid.items()]
     body = (f"Data: {label}, attribute {ATTRIBUTE}, cached all-MiniLM-L6-v2 features, head mode (MLP head, batch "
