@@ -160,6 +160,29 @@ def test_an_item_plan_reads_other_rewards_as_the_frame_path_does():
         assert role_report(rows, n_boot=20, plan=plan) == role_report(rows, n_boot=20)
 
 
+def test_the_plan_report_equals_the_frame_report_in_value_and_order():
+    """Without intervals, a plan's report is computed from the item table's columns without building the frame
+    (the batched engine's final pass measures every distinct iterate with it): the same dict as the frame
+    path, keys in the same order (metrics.json's bytes), with cells by one column or two, at any minimum."""
+    frame = hand_table()
+    codes = pd.factorize(frame["item_id"].astype(str), sort=True)[0]
+    frame["category"] = np.array(["Race", "Age", "Religion"])[codes % 3]  # one category per item
+    plan = RoleItemPlan(frame.drop(columns=["r_chosen", "r_rejected"]))
+    rng = np.random.default_rng(2)
+    for trial in range(6):
+        rewards = rng.normal(size=(2, len(frame))).round(trial % 3)
+        if trial >= 3:
+            rewards[1, rng.integers(0, len(frame), 3)] = math.nan
+        rows = frame.assign(r_chosen=rewards[0], r_rejected=rewards[1])
+        for by, min_count in ((("category",), 30), (("category",), 1), (("category", "context_condition"), 1),
+                              ((), 1), (("no_such_column",), 1)):
+            fast = role_report(rows, n_boot=0, plan=plan, by=by, min_count=min_count)
+            slow = role_report(rows, n_boot=0, by=by, min_count=min_count)
+            assert fast == slow and list(fast) == list(slow), (by, min_count)
+            if by and by[0] == "category":
+                assert list(fast["cells"]) == list(slow["cells"]) and len(fast["cells"]) > 1
+
+
 def _role_index(df: pd.DataFrame) -> GroupIndex:
     return GroupIndex(response_groups=[], pair_groups=["x"], strata=sorted(df["stratum"].unique()),
                       dp_strata=["ambig"], attribute="role")

@@ -27,15 +27,7 @@ def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: Constra
     if bool(g_mask.any()):
         correct = torch.where(gold[g_mask] == 1, d[g_mask] > 0, d[g_mask] < 0)
         out["gold_accuracy"] = float(correct.float().mean())
-    with torch.no_grad():  # the strict violations, from one pass of cell statistics (ConstraintSet.strict's)
-        stats = measure.cell_stats(batch, smooth=False)
-        vals = measure.values(stats)
-    viol = measure.max_by_kind(vals)
-    for c, s in zip(measure.constraints, stats):  # a kind with no estimable cell has no violation
-        _, ok = c.disparities(s)
-        if not bool(ok.any()):
-            viol.pop(c.kind, None)
-    out["violation"] = viol
+    out["violation"] = split_violations(batch, measure)
     if constraints:
         g = constraints.strict(batch) if strict is None else strict
         out["max_excess"] = float((g - constraints.epsilons()).max())
@@ -46,3 +38,17 @@ def split_metrics(batch: PairBatch, constraints: ConstraintSet, measure: Constra
     if not math.isnan(flip):
         out["cf_flip_rate"] = flip
     return out
+
+
+def split_violations(batch: PairBatch, measure: ConstraintSet) -> dict[str, float]:
+    """The strict violation of every kind in ``measure`` on ``batch`` (its largest one-sided value), from one
+    pass of cell statistics (``ConstraintSet.strict``'s); a kind with no estimable cell has none."""
+    with torch.no_grad():
+        stats = measure.cell_stats(batch, smooth=False)
+        vals = measure.values(stats)
+    viol = measure.max_by_kind(vals)
+    for c, s in zip(measure.constraints, stats):
+        _, ok = c.disparities(s)
+        if not bool(ok.any()):
+            viol.pop(c.kind, None)
+    return viol

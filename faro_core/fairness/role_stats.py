@@ -129,8 +129,11 @@ class RoleItemPlan:
         out["cluster"] = self.columns["cluster"][rows].astype(str) if "cluster" in self.columns else out["item_id"]
         ci = self.lo[keep]
         out["correct_role"] = np.array(["biased", "counter", "unknown"], dtype=object)[ci]
+        out["_correct"] = ci
         out["_ambig"] = (out["context_condition"] == "ambig") if "context_condition" in self.columns else ci == 2
         out["n_pairs"] = np.bincount(self.item, minlength=self.k)[keep]
+        out["_text"] = {c: np.asarray(out[c]).astype(str) for c in _TEXT_COLUMNS}  # for the report's cells
+        out["_cells"] = {}  # cell masks by the columns they group by, built on first use
         # the text columns as the table's own column arrays, converted once (not at every items())
         text = pd.DataFrame({c: out[c] for c in _TEXT_COLUMNS})
         out.update({c: text[c].array for c in _TEXT_COLUMNS})
@@ -139,6 +142,40 @@ class RoleItemPlan:
 
     def items(self, r_chosen: np.ndarray, r_rejected: np.ndarray) -> pd.DataFrame:
         """The :func:`role_items` table of the frame with these rewards."""
+        cols, _ = self._columns(r_chosen, r_rejected)
+        return pd.DataFrame(cols)[ITEM_COLUMNS]
+
+    def report(self, r_chosen: np.ndarray, r_rejected: np.ndarray, by: Sequence[str], min_count: int
+               ) -> dict[str, Any]:
+        """:func:`role_report` without intervals of the frame with these rewards, from the item table's columns
+        (no frame built: the same numbers, in the same order, from the same arrays)."""
+        cols, base = self._columns(r_chosen, r_rejected)
+        text = base["_text"]
+        by = [c for c in by if c in text and (np.char.str_len(text[c]) > 0).any()]
+        arrays = {"x_dp": cols["x_dp"], "x_eo": cols["x_eo"], "biased": base["_correct"] == 0,
+                  "counter": base["_correct"] == 1, "r_biased": cols["r_biased"], "r_counter": cols["r_counter"],
+                  "r_unknown": cols["r_unknown"]}
+        every = np.ones(len(cols["x_dp"]), dtype=bool)
+        out = _violations(arrays, every, min_count)
+        if by:
+            key = tuple(by)
+            if key not in base["_cells"]:  # (name, mask) per cell, in the order of role_violations' groupby
+                labels = text[by[0]] if len(by) == 1 else np.array(["\x00".join(v) for v in zip(*(text[c] for c in by))])
+                names, inv = np.unique(labels, return_inverse=True)
+                base["_cells"][key] = [(str(n).replace("\x00", "|"), inv == j) for j, n in enumerate(names)]
+            cells = {name: _violations(arrays, mask, min_count) for name, mask in base["_cells"][key]}
+            out["cells"] = cells
+            dps = [c["dp"] for c in cells.values() if c["dp"] is not None]
+            eos = [c["eo"] for c in cells.values() if c["eo"] is not None]
+            out["dp_max"] = max(dps) if dps else None
+            out["eo_max"] = max(eos) if eos else None
+        pooled = _violations(arrays, every, 1)  # the headline numbers need no minimum
+        out.update({k: pooled[k] for k in ("dp", "eo")})
+        out["items"] = len(cols["x_dp"])
+        return out
+
+    def _columns(self, r_chosen: np.ndarray, r_rejected: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the item table's columns, in a dict; the kept items' reward-free columns)."""
         k, known = self.k, self.known
         r = np.concatenate([np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)])[known]
         counted = ~np.isnan(r)  # a mean over the rewards present, as a pivot table's
@@ -156,7 +193,7 @@ class RoleItemPlan:
         cols.update(r_biased=m[:, 0], r_counter=m[:, 1], r_unknown=m[:, 2], correct_role=base["correct_role"],
                     x_dp=np.where(ambig, np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0)), np.nan),
                     x_eo=np.where((ci < 2) & ~ambig, _top_share(m, ci), np.nan), n_pairs=base["n_pairs"])
-        return pd.DataFrame(cols)[ITEM_COLUMNS]
+        return cols, base
 
 
 def _rate(x: np.ndarray) -> float | None:
@@ -268,6 +305,10 @@ def role_report(scores: pd.DataFrame, n_boot: int = 200, seed: int = 0,
     numbers by ``by`` where the frame has those columns: reported, not certified; cells under ``min_count``
     items have ``dp`` / ``eo`` None), and with ``n_boot`` > 0 an item-bootstrap interval ``[lo, hi]`` of each
     headline number under ``interval`` (:func:`role_bootstrap`). ``plan``: as for :func:`role_items`."""
+    if plan is not None and not n_boot and not scores.empty \
+            and all(c in _TEXT_COLUMNS or c not in ITEM_COLUMNS for c in by or ()):  # cells by text columns
+        return plan.report(scores["r_chosen"].to_numpy(dtype=float), scores["r_rejected"].to_numpy(dtype=float),
+                           list(by or ()), min_count)
     items = role_items(scores, plan)
     by = [c for c in (by or ()) if c in items and items[c].astype(str).str.len().gt(0).any()]
     out = role_violations(items, by=by or None, min_count=min_count)

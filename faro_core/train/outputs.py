@@ -15,7 +15,7 @@ import torch
 
 from faro_core.fairness.attributes import GROUP, attribute_strategy
 from faro_core.fairness.constraint_set import ConstraintSet, all_constraints
-from faro_core.fairness.metrics import split_metrics
+from faro_core.fairness.metrics import split_metrics, split_violations
 from faro_core.fairness.pairs import GroupIndex, PairTensors
 from faro_core.fairness.role_stats import ITEM_INPUTS
 from faro_core.io import write_bytes, write_parquet
@@ -127,6 +127,4 @@ def role_metrics(df: pd.DataFrame, tens: PairTensors, idx: torch.Tensor, rewards
     measure = all_constraints(group_index, min_count)
     # only with a plan: an attribute of a user's may define report() without it
     report = attribute.report(rows, n_boot=0, plan=plan) if plan is not None else attribute.report(rows, n_boot=0)
-    return {"role": report,
-            "violation_group": split_metrics(tens.batch(idx, rw), ConstraintSet([]), measure,
-                                             gold_labels(df, tens, idx))["violation"]}
+    return {"role": report, "violation_group": split_violations(tens.batch(idx, rw), measure)}
