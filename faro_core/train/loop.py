@@ -217,6 +217,7 @@ class RunLoop:
         # writes a checkpoint (the batched engine collects its members' and writes them together)
         self.checkpoint: Callable[[tuple[Any, ...]], None] = lambda args: save_checkpoint(*args)
         self.last_progress = 0.0
+        self.progress_every = 0.5  # seconds between progress.json writes (a batch of many members spaces them)
         self.t0 = time.perf_counter()
 
     def _restore(self) -> None:
@@ -297,12 +298,12 @@ class RunLoop:
                 self.best_state, stepper.buffer_state())
 
     def flush(self) -> None:
-        """Write the pending history rows (progress at most every 0.5 s: an fsynced file per step cost ~7%; the
-        last step's progress is written by :meth:`finish`, after the run's files)."""
+        """Write the pending history rows (progress at most every :attr:`progress_every` seconds: an fsynced
+        file per step cost ~7%; the last step's progress is written by :meth:`finish`, after the run's files)."""
         rows, self.pending = self.prep.stepper.finish_rows(self.pending), []
         if self.rank == 0 and rows:
             self.run.log(rows)
-            if time.monotonic() - self.last_progress > 0.5 and self.step < self.total:
+            if time.monotonic() - self.last_progress > self.progress_every and self.step < self.total:
                 self.run.set_progress(self.step, self.total,
                                       epoch=(self.step - 1) // self.prep.stepper.steps_per_epoch)
                 self.last_progress = time.monotonic()

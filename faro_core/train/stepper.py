@@ -232,19 +232,24 @@ class TrainStepper:
 
     @staticmethod
     def finish_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Turn the rows' loss tensors into rounded floats, with one device read for all of them."""
-        if rows:
-            vals = torch.stack([r[k].float().reshape(()) for r in rows for k in ("loss", "bt_loss")]).tolist()
-            for i, r in enumerate(rows):
-                r["loss"], r["bt_loss"] = round(vals[2 * i], 6), round(vals[2 * i + 1], 6)
+        """Turn the rows' losses into rounded floats: tensors with one device read for all of them, floats (the
+        batched engine reads each slot's once) as they are."""
+        held = [(r, k) for r in rows for k in ("loss", "bt_loss") if torch.is_tensor(r[k])]
+        if held:
+            for (r, k), v in zip(held, torch.stack([r[k].float().reshape(()) for r, k in held]).tolist()):
+                r[k] = v
+        for r in rows:
+            r["loss"], r["bt_loss"] = round(r["loss"], 6), round(r["bt_loss"], 6)
         return rows
 
     def log_row(self, out: dict[str, Any]) -> dict[str, Any]:
         """The history row of a step: losses, the largest strict violation per kind and the largest
         multiplier every step; the full multiplier and violation vectors when they change (dual steps)."""
         # losses stay tensors until finish_rows: reading them back every step would stall a GPU
-        row: dict[str, Any] = {"step": out["step"], "epoch": out["epoch"], "loss": out["loss"].detach(),
-                               "bt_loss": out["loss_bt"].detach()}
+        loss, loss_bt = out["loss"], out["loss_bt"]
+        row: dict[str, Any] = {"step": out["step"], "epoch": out["epoch"],
+                               "loss": loss.detach() if torch.is_tensor(loss) else loss,
+                               "bt_loss": loss_bt.detach() if torch.is_tensor(loss_bt) else loss_bt}
         if self.constraints:
             row["violation"] = dict(self._viol)
             lam = self.gda.lam
