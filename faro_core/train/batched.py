@@ -3,14 +3,15 @@
 ``train_batch(configs, store, run_ids)`` trains M head-mode runs in lockstep in one process and writes each
 to the run store as an ordinary run (same files, run ids and JSON keys as :func:`~faro_core.train.loop.train`).
 
-One step of the batch: members that share a path (same seed and data, multipliers all 0) share one slot, and
-a slot forks at the dual step where their multipliers first differ. Each slot is an ordinary
+One step of the batch: members that share a path (same seed, data and drawn batches, multipliers all 0:
+:func:`share_key`) share one slot, and a slot forks at the dual step where their multipliers first differ. Each slot is an ordinary
 :class:`~faro_core.models.reward.HeadRewardModel` with its own Adam, stepped as a solo run steps
 (:class:`TrainStepper`: draw, forward, loss, backward, Adam, dual step when due) on one torch thread; the slots
 are spread over one worker thread per core. After each step every member's
 :class:`~faro_core.train.loop.RunLoop` does what the solo loop does: history, validation and iterate
 selection, progress, checkpoints (written for all members with one sync), while the next step already runs
-in the pool where that bookkeeping reads nothing the step writes; at the end the members are scored and
+in the pool (its history rows, validation scores and weights' copy taken before, so the bookkeeping reads
+nothing the step writes; only a checkpoint or a cancel poll waits); at the end the members are scored and
 written in the pool's threads, each distinct selected iterate once. So a member is its solo run, bit for
 bit on a CPU: same rewards on every pair, same selected iterate, same checkpoints, and a member interrupted in a
 batch resumes solo (``faro train --resume``) or in a batch to the same result.
