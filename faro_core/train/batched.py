@@ -403,6 +403,7 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
                 _measure_validation(members, scored, scoring, None if flight is not None else pool)
             for m, row in zip(members, rows):
                 m.loop.book_step(row)
+            snapshots.clear()  # the members that selected this iterate hold their slot's copy; free the rest now
             if ckpts:
                 save_checkpoints(ckpts, pool)
                 ckpts.clear()
