@@ -373,6 +373,47 @@ def test_a_role_step_scores_its_item_terms_on_its_bt_batch():
     assert torch.equal(bt.draw(3)[0], perm[3 * 64:4 * 64])
 
 
+@pytest.mark.parametrize("kinds", [["dp"], ["eo"], ["cf"], ["dp", "cf"]])
+def test_with_zero_multipliers_a_step_skips_the_penalty_bit_for_bit(kinds):
+    """While every multiplier is 0 the step leaves the linearized penalty out: its loss and its gradient are bit
+    for bit what the step with the penalty terms (zero coefficients, zero constant) computes; once a multiplier
+    is above 0 the penalty is in the loss again."""
+    from faro_core.fairness.pairs import PairBatch, PairTensors
+    from faro_core.train import FaroConfig
+    from faro_core.train.inputs import load_training_data
+    from faro_core.train.stepper import TrainStepper
+
+    cfg = FaroConfig(data="demo-mini", constraints=kinds, epsilon=0.05, attribute="role", min_count=10,
+                     batch_size=64).resolved()
+    _, df, index = load_training_data(cfg)
+    tens = PairTensors.from_frame(df, index)
+    st = TrainStepper(cfg, df, index, tens, backend=None, model=torch.nn.Linear(1, 1))
+    local, n_bt, n_pair = st.draw(3)
+    gen = torch.Generator().manual_seed(7)
+    base = [torch.randn(len(local), generator=gen) for _ in range(4)]
+    base[2][::3] = math.nan  # pairs without a twin
+    base[3][::3] = math.nan
+
+    def run(with_terms: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        r = [b.clone().requires_grad_(True) for b in base]
+        loss, _ = st.batch_loss(local, n_bt, n_pair, tuple(r))
+        if with_terms:  # what the step computed before it left the zero penalty out
+            gda = st.gda
+            loss = loss + gda.penalty(PairBatch(*r[:2], *([None] * 6), *r[2:]), local)
+            if st.item_batches is not None:
+                loss = loss + gda.item_penalty(tens.batch(local, tuple(r)), local, st.item_batches.factor)
+        loss.backward()
+        return loss.detach(), [x.grad if x.grad is not None else torch.zeros_like(x) for x in r]
+
+    assert not bool(st.gda.lam.any())
+    (skipped, g_skip), (full, g_full) = run(False), run(True)
+    assert torch.equal(skipped, full)
+    assert all(torch.equal(a, b) for a, b in zip(g_skip, g_full))
+    st.gda.lam = torch.full_like(st.gda.lam, 0.3)
+    st.gda.refresh()
+    assert not torch.equal(run(False)[0], skipped)  # a multiplier above 0: the penalty is back in
+
+
 def test_faro_dp_role_lowers_the_role_violation_on_a_trained_run(tmp_path):
     """The mini demo with every eligible ambiguous item relabelled to its biased answer: BT (last iterate of 30
     epochs) ranks the biased answer above the counter one in 66% of the 180 ambiguous training items (v_DP

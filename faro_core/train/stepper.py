@@ -168,11 +168,15 @@ class TrainStepper:
             loss_bt = fit = sum(p.sum() * 0.0 for p in self.model.parameters())
         if constraints:
             head = tuple(r[:n_pair] for r in rewards)
+            # with every multiplier 0 the linearized penalty (zero coefficients, zero constant) adds exactly 0 to
+            # the loss and to its gradient, so it is not computed (a constrained run is BT until lambda rises)
+            linear = gda.fixed is None and bool(gda.lam.any())
+            loss = fit
             if gda.fixed is not None:  # the hinge needs cell rates: a full PairBatch
                 loss = fit + gda.penalty(self.tens.batch(local[:n_pair], head))
-            else:  # the linearized penalty needs the rewards only
+            elif linear:  # the linearized penalty needs the rewards only
                 loss = fit + gda.penalty(PairBatch(*head[:2], *([None] * 6), *head[2:]), local_dev[:n_pair])
-            if self.item_batches is not None and gda.fixed is None and n_bt:
+            if self.item_batches is not None and linear and n_bt:
                 # the role constraints' item terms, on the Bradley-Terry batch's whole items (the fixed-lambda
                 # hinge above holds them already, with the batch's own cell rates)
                 head_bt = tuple(r[:n_bt] for r in rewards)
