@@ -155,24 +155,15 @@ class RoleItemPlan:
         arrays = {"x_dp": cols["x_dp"], "x_eo": cols["x_eo"], "biased": base["_correct"] == 0,
                   "counter": base["_correct"] == 1, "r_biased": cols["r_biased"], "r_counter": cols["r_counter"],
                   "r_unknown": cols["r_unknown"]}
-        every = np.ones(len(cols["x_dp"]), dtype=bool)
-        out = _violations(arrays, every, min_count)
+        cells = None
         if by:
             key = tuple(by)
             if key not in base["_cells"]:  # (name, mask) per cell, in the order of role_violations' groupby
                 labels = text[by[0]] if len(by) == 1 else np.array(["\x00".join(v) for v in zip(*(text[c] for c in by))])
                 names, inv = np.unique(labels, return_inverse=True)
                 base["_cells"][key] = [(str(n).replace("\x00", "|"), inv == j) for j, n in enumerate(names)]
-            cells = {name: _violations(arrays, mask, min_count) for name, mask in base["_cells"][key]}
-            out["cells"] = cells
-            dps = [c["dp"] for c in cells.values() if c["dp"] is not None]
-            eos = [c["eo"] for c in cells.values() if c["eo"] is not None]
-            out["dp_max"] = max(dps) if dps else None
-            out["eo_max"] = max(eos) if eos else None
-        pooled = _violations(arrays, every, 1)  # the headline numbers need no minimum
-        out.update({k: pooled[k] for k in ("dp", "eo")})
-        out["items"] = len(cols["x_dp"])
-        return out
+            cells = base["_cells"][key]
+        return _headline(_violations_by_cell(arrays, cells, min_count), arrays)
 
     def _columns(self, r_chosen: np.ndarray, r_rejected: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the item table's columns, in a dict; the kept items' reward-free columns)."""
@@ -213,21 +204,36 @@ def role_violations(items: pd.DataFrame, by: Sequence[str] | None = None, min_co
     With ``by`` (columns of ``items``, e.g. ``["category"]``), ``cells`` holds the same per cell, and ``dp_max``
     / ``eo_max`` the largest over cells with at least ``min_count`` items (per role for EO).
     """
-    cols = _item_arrays(items)
-    out = _violations(cols, np.ones(len(items), dtype=bool), min_count)
+    cells = None
     if by:
-        cells = {}
+        cells = []
         groups = items.groupby(list(by)).indices
         for key in sorted(groups, key=lambda k: k if isinstance(k, tuple) else (k,)):
-            name = "|".join(map(str, key if isinstance(key, tuple) else (key,)))
             mask = np.zeros(len(items), dtype=bool)
             mask[groups[key]] = True
-            cells[name] = _violations(cols, mask, min_count)
-        out["cells"] = cells
-        dps = [c["dp"] for c in cells.values() if c["dp"] is not None]
-        eos = [c["eo"] for c in cells.values() if c["eo"] is not None]
+            cells.append(("|".join(map(str, key if isinstance(key, tuple) else (key,))), mask))
+    return _violations_by_cell(_item_arrays(items), cells, min_count)
+
+
+def _violations_by_cell(cols: dict[str, np.ndarray], cells: list[tuple[str, np.ndarray]] | None,
+                        min_count: int) -> dict[str, Any]:
+    """:func:`role_violations` from the table's arrays (:func:`_item_arrays`) and, where given, its cells as
+    (name, item mask) in report order."""
+    out = _violations(cols, np.ones(len(cols["x_dp"]), dtype=bool), min_count)
+    if cells is not None:
+        out["cells"] = {name: _violations(cols, mask, min_count) for name, mask in cells}
+        dps = [c["dp"] for c in out["cells"].values() if c["dp"] is not None]
+        eos = [c["eo"] for c in out["cells"].values() if c["eo"] is not None]
         out["dp_max"] = max(dps) if dps else None
         out["eo_max"] = max(eos) if eos else None
+    return out
+
+
+def _headline(out: dict[str, Any], cols: dict[str, np.ndarray]) -> dict[str, Any]:
+    """:func:`role_report`'s headline: ``dp`` and ``eo`` without a minimum, and the number of items."""
+    pooled = _violations(cols, np.ones(len(cols["x_dp"]), dtype=bool), 1)
+    out.update({k: pooled[k] for k in ("dp", "eo")})
+    out["items"] = int(len(cols["x_dp"]))
     return out
 
 
@@ -311,10 +317,7 @@ def role_report(scores: pd.DataFrame, n_boot: int = 200, seed: int = 0,
                            list(by or ()), min_count)
     items = role_items(scores, plan)
     by = [c for c in (by or ()) if c in items and items[c].astype(str).str.len().gt(0).any()]
-    out = role_violations(items, by=by or None, min_count=min_count)
-    pooled = role_violations(items)  # the headline numbers need no minimum
-    out.update({k: pooled[k] for k in ("dp", "eo")})
-    out["items"] = int(len(items))
+    out = _headline(role_violations(items, by=by or None, min_count=min_count), _item_arrays(items))
     if n_boot:
         boot = role_bootstrap(items, n_boot=n_boot, seed=seed)
         out["interval"] = {k: [v["lo"], v["hi"]] for k, v in boot.items()}

@@ -216,8 +216,8 @@ def share_key(member: Member) -> tuple[Any, ...] | None:
     nonzero multiplier, an infinite epsilon, a training loss with state of its own, a reward buffer).
 
     The constraint kinds are not in the key, only what they change in a step while the multipliers are 0:
-    the batch drawn and the rows scored (:func:`_draw_key`). Their penalty has zero coefficients then, so
-    it adds exactly 0 to the loss and its gradient: DP and EO on the role attribute draw the same whole
+    the batch drawn and the rows scored (:func:`_draw_key`). Their penalty is exactly 0 then, and the step
+    leaves it out (:meth:`TrainStepper.batch_loss`): DP and EO on the role attribute draw the same whole
     items, and their members share one path until a multiplier rises (CF scores twins: a path of its own)."""
     st = member.stepper
     if (st.gda.fixed is not None or st.pair_loss is not None or st.weights is not None or st.use_buffer
@@ -363,11 +363,11 @@ def _fit_batch(todo: list[tuple[FaroConfig, Run]], resume: bool, progress: bool,
     golds: dict[str, torch.Tensor] = {}
     snapshots: dict[int, dict[str, torch.Tensor]] = {}  # each slot's weights at this evaluation
     ckpts: list[tuple[Any, ...]] = []  # the members' checkpoints of this step, written together
-    n_threads = pool_threads = batch_threads(len(members))  # slots fork as training goes: up to one per member
+    n_threads = batch_threads(len(members))  # slots fork as training goes: up to one per member
     for m in members:  # a member's validation pass is scored (and tested against chance) once per slot and step
         m.loop.score = _memo_score(m, scored)
         m.loop.metrics = _memo_metrics(m, scored, golds)
-        if pool_threads > 1:  # the selected weights: the slot's copy taken by _score_validation
+        if n_threads > 1:  # the selected weights: the slot's copy taken by _score_validation
             m.loop.snapshot = (lambda m=m: snapshots[m.head.slot])
         m.selector = IterateSelector(m.config, m.stepper.constraints, m.loop.prep.index,
                                      chance_test=_memo_chance(m, scored))
